@@ -1,0 +1,5 @@
+import sys
+
+from lesionsoup.cli import main
+
+sys.exit(main())

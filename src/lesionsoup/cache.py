@@ -1,0 +1,169 @@
+"""The preprocessed store of one dataset: written once, read one patch at a time.
+
+Layout of a cache folder::
+
+    images/<image_id>.npy     uint8 (size, size, 3) RGB
+    labels/<image_id>.npy     uint8 (size, size) label plane, bits from ``lesions``
+    locations/<image_id>.npz  int32 flat indices of the pixels of each lesion class
+    records/<image_id>.json   geometry record, split, per-class pixel counts
+    index.csv                 one row per image: the records, gathered
+    cache.json                the settings the cache was built with
+
+Arrays are plain ``.npy`` files opened memory-mapped, so a 512 x 512 patch is a
+strided read of about 1 MB, never a decode of the whole image. A cache is built
+in ``<dir>.partial`` and renamed into place when complete; an interrupted
+build resumes from the images already written there (an image counts as
+written once its record exists, and the record is written last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lesionsoup.geometry import Geometry
+from lesionsoup.lesions import ALL, Lesion
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name in the same folder."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
+
+
+def _atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One preprocessed image, as the writer receives it."""
+
+    image_id: str
+    split: str
+    image: np.ndarray  # uint8 (S, S, 3)
+    labels: np.ndarray  # uint8 (S, S)
+    geometry: Geometry
+
+
+def lesion_locations(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Flat indices (int32) of the pixels of each lesion class present in ``labels``."""
+    flat = labels.reshape(-1)
+    return {
+        lesion.value: np.flatnonzero(flat & lesion.bit).astype(np.int32)
+        for lesion in ALL
+        if (flat & lesion.bit).any()
+    }
+
+
+class CacheWriter:
+    """Builds a cache folder in ``<dir>.partial`` and publishes it atomically."""
+
+    def __init__(self, directory: Path, settings: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.partial = self.directory.with_name(self.directory.name + ".partial")
+        self.settings = settings
+        settings_file = self.partial / "cache.json"
+        if self.partial.exists():
+            previous = json.loads(settings_file.read_text()) if settings_file.exists() else None
+            if previous != settings:  # stale leftovers from other settings: start over
+                shutil.rmtree(self.partial)
+        for sub in ("images", "labels", "locations", "records"):
+            (self.partial / sub).mkdir(parents=True, exist_ok=True)
+        settings_file.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+    def done(self) -> set[str]:
+        """Ids already written by an earlier, interrupted build."""
+        return {path.stem for path in (self.partial / "records").glob("*.json")}
+
+    def write(self, entry: CacheEntry) -> None:
+        size = entry.geometry.size
+        if entry.image.shape != (size, size, 3) or entry.image.dtype != np.uint8:
+            raise ValueError(f"{entry.image_id}: image must be uint8 ({size}, {size}, 3)")
+        if entry.labels.shape != (size, size) or entry.labels.dtype != np.uint8:
+            raise ValueError(f"{entry.image_id}: labels must be uint8 ({size}, {size})")
+        _atomic_save_npy(self.partial / "images" / f"{entry.image_id}.npy", entry.image)
+        _atomic_save_npy(self.partial / "labels" / f"{entry.image_id}.npy", entry.labels)
+        locations = lesion_locations(entry.labels)
+        _atomic_save_npz(self.partial / "locations" / f"{entry.image_id}.npz", locations)
+        record = {
+            "image_id": entry.image_id,
+            "split": entry.split,
+            **entry.geometry.as_dict(),
+            **{f"px_{lesion.value}": int(len(locations.get(lesion.value, ()))) for lesion in ALL},
+        }
+        atomic_write_bytes(
+            self.partial / "records" / f"{entry.image_id}.json", json.dumps(record).encode()
+        )
+
+    def publish(self, image_ids: Iterable[str]) -> None:
+        """Write the index in the given order and move the finished cache into place."""
+        records = []
+        for image_id in image_ids:
+            record_file = self.partial / "records" / f"{image_id}.json"
+            records.append(json.loads(record_file.read_text()))
+        pd.DataFrame.from_records(records).to_csv(self.partial / "index.csv", index=False)
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        os.replace(self.partial, self.directory)
+
+
+class Cache:
+    """Read access to a published cache folder."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        index_file = self.directory / "index.csv"
+        if not index_file.exists():
+            raise FileNotFoundError(f"{self.directory}: not a lesionsoup cache (no index.csv)")
+        self.index = pd.read_csv(index_file, dtype={"image_id": str, "split": str})
+        self.settings: dict[str, Any] = json.loads((self.directory / "cache.json").read_text())
+        self.size = int(self.settings["size"])
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.index["image_id"])
+
+    def ids_in(self, split: str) -> list[str]:
+        return list(self.index.loc[self.index["split"] == split, "image_id"])
+
+    def image(self, image_id: str) -> np.ndarray:
+        """The cached RGB image, memory-mapped (S, S, 3) uint8."""
+        return np.load(self.directory / "images" / f"{image_id}.npy", mmap_mode="r")
+
+    def labels(self, image_id: str) -> np.ndarray:
+        """The label plane, memory-mapped (S, S) uint8."""
+        return np.load(self.directory / "labels" / f"{image_id}.npy", mmap_mode="r")
+
+    def patch(self, image_id: str, top: int, left: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """An image patch and its labels, copied out of the memory maps."""
+        window = np.s_[top : top + size, left : left + size]
+        return np.array(self.image(image_id)[window]), np.array(self.labels(image_id)[window])
+
+    def lesion_pixels(self, image_id: str) -> dict[Lesion, np.ndarray]:
+        """Flat pixel indices of each lesion class present in the image."""
+        with np.load(self.directory / "locations" / f"{image_id}.npz") as data:
+            return {Lesion(name): data[name] for name in data.files}
+
+    def geometry(self, image_id: str) -> Geometry:
+        row = self.index.loc[self.index["image_id"] == image_id].iloc[0]
+        return Geometry(**{name: int(row[name]) for name in Geometry.__dataclass_fields__})

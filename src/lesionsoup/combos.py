@@ -1,0 +1,49 @@
+"""Dataset combinations: the training sets of a cross-dataset study.
+
+A combination is named by its sorted members joined with ``+`` (``DDR+IDRID``).
+The config lists combinations explicitly, or says ``singles`` (each dataset
+alone) or ``all`` (every non-empty subset: 31 for five datasets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import combinations as subsets
+
+
+def combo_name(datasets: Iterable[str]) -> str:
+    members = sorted(set(datasets))
+    if not members:
+        raise ValueError("a combination needs at least one dataset")
+    return "+".join(members)
+
+
+def combo_members(name: str) -> list[str]:
+    return name.split("+")
+
+
+def expand_combinations(spec: str | Sequence[str], datasets: Sequence[str]) -> list[str]:
+    """Combination names for a config value, validated against the configured datasets.
+
+    ``spec`` is ``"singles"``, ``"all"``, or a list whose items are combination
+    names (``"DDR+IDRID"``, members in any order) or the words above.
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in items:
+        if item == "singles":
+            names.extend(sorted(datasets))
+        elif item == "all":
+            names.extend(
+                combo_name(members)
+                for k in range(1, len(datasets) + 1)
+                for members in subsets(sorted(datasets), k)
+            )
+        else:
+            unknown = sorted(set(combo_members(item)) - set(datasets))
+            if unknown:
+                raise ValueError(
+                    f"combination {item!r} names datasets that are not configured: {unknown}"
+                )
+            names.append(combo_name(combo_members(item)))
+    return list(dict.fromkeys(names))

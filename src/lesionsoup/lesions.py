@@ -1,0 +1,74 @@
+"""The canonical lesion classes and the bit layout of the cached label plane.
+
+Every dataset adapter maps its native mask names onto these classes, the
+cache stores one uint8 label plane per image with one bit per class, and the
+models predict one channel per trained lesion in ``TRAINED`` order.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+
+
+class Lesion(StrEnum):
+    """Lesion classes; the value is the short name used in files and tables."""
+
+    EX = "EX"  # hard exudates
+    HE = "HE"  # haemorrhages
+    MA = "MA"  # microaneurysms
+    CWS = "CWS"  # cotton-wool spots (soft exudates, "SE")
+    IRMA = "IRMA"  # intraretinal microvascular abnormalities (extra)
+    NV = "NV"  # neovascularisation (extra)
+
+    @property
+    def bit(self) -> int:
+        return LESION_BITS[self]
+
+
+#: The four lesions every dataset annotates and that models are trained on.
+TRAINED: tuple[Lesion, ...] = (Lesion.EX, Lesion.HE, Lesion.MA, Lesion.CWS)
+#: Classes some datasets carry (FGADR, RETLES); kept in manifests and caches only.
+EXTRA: tuple[Lesion, ...] = (Lesion.IRMA, Lesion.NV)
+ALL: tuple[Lesion, ...] = TRAINED + EXTRA
+
+LESION_BITS: dict[Lesion, int] = {lesion: 1 << i for i, lesion in enumerate(ALL)}
+#: Set inside the field of view (the circular fundus disc).
+FOV_BIT = 1 << 6
+#: Set where the annotation must not count, for the loss and for every metric
+#: (e.g. RETLES value 127). One bit for all classes.
+IGNORE_BIT = 1 << 7
+
+#: The paper authors' priority when lesions overlap in a softmax model: the
+#: first listed wins the pixel.
+SOFTMAX_PRIORITY: tuple[Lesion, ...] = (Lesion.MA, Lesion.HE, Lesion.EX, Lesion.CWS)
+
+
+def parse_lesions(names: list[str] | tuple[str, ...]) -> tuple[Lesion, ...]:
+    """Lesions from their short names, with ``SE`` accepted for ``CWS``."""
+    aliases = {"SE": "CWS"}
+    try:
+        return tuple(Lesion(aliases.get(n.upper(), n.upper())) for n in names)
+    except ValueError as error:
+        raise ValueError(
+            f"unknown lesion in {list(names)}; known: {[x.value for x in ALL]}"
+        ) from error
+
+
+def unpack(labels: np.ndarray, lesions: tuple[Lesion, ...] = TRAINED) -> np.ndarray:
+    """Binary masks (C, H, W) as uint8 from a label plane (H, W), one per lesion."""
+    bits = np.array([lesion.bit for lesion in lesions], dtype=np.uint8)
+    return ((labels[None, ...] & bits[:, None, None]) > 0).astype(np.uint8)
+
+
+def pack(
+    masks: dict[Lesion, np.ndarray], fov: np.ndarray, ignore: np.ndarray | None = None
+) -> np.ndarray:
+    """The label plane (H, W) uint8 from boolean masks of equal shape."""
+    labels = np.where(fov, FOV_BIT, 0).astype(np.uint8)
+    for lesion, mask in masks.items():
+        labels[mask.astype(bool)] |= lesion.bit
+    if ignore is not None:
+        labels[ignore.astype(bool)] |= IGNORE_BIT
+    return labels

@@ -1,0 +1,68 @@
+# Native datasets -> manifests (with their splits) -> preprocessed caches.
+
+
+rule synth:
+    output:
+        directory(SYNTHETIC["out"]),
+    params:
+        images=SYNTHETIC["images"],
+        seed=SYNTHETIC["seed"],
+        scale=SYNTHETIC["scale"],
+        styles=json.dumps(SYNTHETIC["styles"], sort_keys=True),
+    log:
+        "logs/synth.log",
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/lesionsoup.yaml"
+    shell:
+        "lesionsoup synth --out {output} --images {params.images} --seed {params.seed}"
+        " --scale {params.scale} --styles {params.styles:q} --threads {threads} > {log} 2>&1"
+
+
+rule index:
+    input:
+        root=dataset_root,
+    output:
+        "results/data/{dataset}/manifest.csv",
+    params:
+        root=lambda wildcards: config["datasets"][wildcards.dataset]["root"],
+        options=index_options,
+    log:
+        "logs/index/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/lesionsoup.yaml"
+    shell:
+        "lesionsoup index {wildcards.dataset} {params.root:q} -o {output}"
+        " --options {params.options:q} > {log} 2>&1"
+
+
+rule preprocess:
+    input:
+        "results/data/{dataset}/manifest.csv",
+    output:
+        directory("results/cache/{dataset}"),
+    params:
+        size=config["preprocess"]["size"],
+        rules=mask_rules,
+        on_bad_image=config["preprocess"]["on_bad_image"],
+    log:
+        "logs/preprocess/{dataset}.log",
+    threads: 4
+    resources:
+        mem_mb=lambda wildcards, threads, attempt: 1500 * threads * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    conda:
+        "../../envs/lesionsoup.yaml"
+    shell:
+        "lesionsoup preprocess {input} -o {output} --size {params.size}"
+        " --mask-threshold {params.rules[threshold]}"
+        " --uncertain-value {params.rules[uncertain_value]}"
+        " --uncertain-as {params.rules[uncertain_as]}"
+        " --on-bad-image {params.on_bad_image} --threads {threads} > {log} 2>&1"
