@@ -1,0 +1,36 @@
+"""Shared figure conventions: sizes, fonts, greyscale-safe colours, atomic saving."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+plt.rcParams.update(
+    {
+        "figure.dpi": 100,
+        "savefig.dpi": 200,
+        "font.size": 10,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        # viridis-like cycle: distinct in colour and in grey levels
+        "axes.prop_cycle": matplotlib.cycler(
+            color=["#440154", "#31688e", "#35b779", "#fde725", "#21918c", "#90d743"]
+        ),
+    }
+)
+
+
+def save_figure(fig: plt.Figure, out: Path) -> None:
+    """Save through a temporary name, then rename; closes the figure."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
+    fig.tight_layout()
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out)

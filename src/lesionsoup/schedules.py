@@ -1,0 +1,86 @@
+"""Learning-rate schedules as pure functions of the update index.
+
+``lr_at(step)`` is the learning rate of update ``step`` (0-based). Being a pure
+function of the step, a schedule needs no state of its own to resume exactly.
+
+- ``cosine``: linear warm-up from 0 to ``lr`` over ``warmup_steps``, then a
+  cosine decay to ``min_lr`` at the last update.
+- ``constant``: warm-up, then ``lr``.
+- ``swa`` (SWALR-style, Izmailov et al. 2018): continuing a trained model,
+  anneal by a cosine from ``start_lr`` to ``lr`` over ``warmup_steps``; then
+  either constant at ``lr`` or, with ``cyclic``, a saw-tooth falling linearly
+  from ``start_lr`` to ``lr`` in each cycle. Snapshots at each cycle end.
+- ``triangular`` (fast geometric generation, Garipov et al. 2018, as
+  FissionFusion uses it): each cycle of ``cycle_steps`` falls linearly from
+  ``lr`` to ``min_lr`` at its middle and rises back; a snapshot is taken at
+  every minimum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+ScheduleKind = Literal["cosine", "constant", "swa", "triangular"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kind: ScheduleKind
+    lr: float
+    steps: int
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    start_lr: float = 0.0
+    cycle_steps: int = 0
+    cyclic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("cosine", "constant", "swa", "triangular"):
+            raise ValueError(f"unknown schedule {self.kind!r}")
+        if self.steps <= 0 or self.lr <= 0:
+            raise ValueError("a schedule needs steps > 0 and lr > 0")
+        if self.kind in ("swa", "triangular") and self.cycle_steps <= 0:
+            raise ValueError(f"the {self.kind} schedule needs cycle_steps > 0")
+        if self.kind == "triangular" and self.cycle_steps % 2:
+            raise ValueError(
+                "the triangular schedule needs an even cycle_steps (minimum mid-cycle)"
+            )
+
+    def lr_at(self, step: int) -> float:
+        if self.kind == "triangular":
+            position = (step % self.cycle_steps) / self.cycle_steps
+            distance = abs(2 * position - 1)  # 1 at the cycle's ends, 0 in its middle
+            return self.min_lr + (self.lr - self.min_lr) * distance
+        if self.kind == "swa":
+            return self._swa_lr(step)
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.kind == "constant":
+            return self.lr
+        decay_steps = max(1, self.steps - self.warmup_steps - 1)
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _swa_lr(self, step: int) -> float:
+        if step < self.warmup_steps:
+            progress = (step + 1) / self.warmup_steps
+            return self.lr + (self.start_lr - self.lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        if not self.cyclic:
+            return self.lr
+        position = ((step - self.warmup_steps) % self.cycle_steps + 1) / self.cycle_steps
+        return (1 - position) * self.start_lr + position * self.lr
+
+    def snapshot_steps(self) -> list[int]:
+        """Updates after which a snapshot is saved (0-based update indices)."""
+        if self.kind == "triangular":
+            half = self.cycle_steps // 2
+            return list(range(half, self.steps, self.cycle_steps))
+        if self.kind == "swa":
+            first = self.warmup_steps + self.cycle_steps - 1
+            return list(range(first, self.steps, self.cycle_steps))
+        return []
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,459 @@
+"""The training loop: resumable, reproducible, and fast where a GPU is present.
+
+A run lives in one folder. While it trains, everything it needs to resume is
+kept in ``<run>/.work`` (state, best checkpoint so far, snapshots, step log);
+the declared outputs (``last``, ``best``, ``snapshots/``, ``log.csv``,
+``validation.csv``, ``curves.png``) are published only when the run is
+complete, so a workflow engine that deletes the outputs of a killed job never
+deletes what the next attempt resumes from.
+
+On the CPU, two runs with the same seed give bit-identical weights, and a run
+killed at any moment and restarted ends with the same weights as one that was
+never interrupted: patches are a pure function of (seed, sample index), the
+learning rate a pure function of the step, and the optimiser state is saved.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from lesionsoup.augment import build_augmentation
+from lesionsoup.cache import Cache
+from lesionsoup.checkpoint import load_checkpoint, save_checkpoint, state_digest
+from lesionsoup.combos import combo_name
+from lesionsoup.infer import autocast_for, predict_whole
+from lesionsoup.losses import LossWeights, segmentation_loss
+from lesionsoup.metrics import SegmentationHistograms
+from lesionsoup.model import ModelSpec, build_model
+from lesionsoup.resume import Progress, load_state, save_state
+from lesionsoup.sampling import PatchDataset, PatchSampler, ValidationImages
+from lesionsoup.schedules import Schedule
+
+log = logging.getLogger(__name__)
+
+LOG_FIELDS = ("step", "loss", "lr", "patches_per_s")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything a run's result depends on besides data, model and initialisation."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    patch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    start_lr: float = 0.0
+    cycle_steps: int = 0
+    cyclic: bool = False
+    grad_clip: float = 1.0
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    lesion_fraction: float = 0.5
+    mixing: str = "proportional"
+    augmentation: str | dict = "medium"
+    validate_every: int = 250
+    state_every: int = 100
+    early_stopping: int = 0
+    freeze_encoder: bool = False
+    seed: int = 0
+    compile: bool = False
+    bins: int = 1024
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def lr_schedule(self) -> Schedule:
+        return Schedule(
+            kind=self.schedule,  # type: ignore[arg-type]
+            lr=self.lr,
+            steps=self.steps,
+            warmup_steps=self.warmup_steps,
+            min_lr=self.min_lr,
+            start_lr=self.start_lr,
+            cycle_steps=self.cycle_steps,
+            cyclic=self.cyclic,
+        )
+
+
+@dataclass
+class RunPaths:
+    root: Path
+    work: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.work = self.root / ".work"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "last.safetensors"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.safetensors"
+
+
+class _Terminate:
+    """Turns SIGTERM (SLURM preemption, scancel) into a save-and-exit at the next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Terminate:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+class Preempted(RuntimeError):
+    """The run saved its state on SIGTERM and stopped; starting it again resumes."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _model_from(spec: ModelSpec, init: Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model to train, from the shared initialisation when one is given."""
+    model = build_model(spec)
+    if init is None:
+        return model, {}
+    state, meta = load_checkpoint(init)
+    if ModelSpec.from_dict(meta["architecture"]) != spec:
+        raise ValueError(
+            f"{init}: the initialisation's architecture {meta.get('architecture')} differs from "
+            f"the configured one {spec.as_dict()}"
+        )
+    model.load_state_dict(state)
+    return model, {"parent": str(init), "init_id": meta["init_id"]}
+
+
+@torch.inference_mode()
+def validate(
+    model: torch.nn.Module,
+    images: list[ValidationImages],
+    spec: ModelSpec,
+    bins: int,
+) -> dict[str, Any]:
+    """Pooled average precision per lesion over the validation images; mean = score."""
+    was_training = model.training
+    model.eval()
+    histograms = SegmentationHistograms(spec.lesion_classes, bins=bins)
+    for dataset in images:
+        for item in dataset:
+            probs = predict_whole(model, item.image[None], spec.head)[0].cpu().numpy()
+            labels = np.asarray(dataset.cache.labels(item.image_id))
+            histograms.add_image(item.image_id, probs, labels)
+    model.train(was_training)
+    scores = {lesion: values["ap"] for lesion, values in histograms.metrics().items()}
+    finite = [value for value in scores.values() if math.isfinite(value)]
+    return {"score": float(np.mean(finite)) if finite else float("nan"), **scores}
+
+
+class _StepLog:
+    """The per-step CSV, truncated to the resumed step so it never holds a row twice."""
+
+    def __init__(self, path: Path, resume_step: int) -> None:
+        self.path = path
+        rows = []
+        if path.exists() and resume_step > 0:
+            with open(path, newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
+        self.handle = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
+        self.writer = csv.DictWriter(self.handle, fieldnames=LOG_FIELDS)
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow(row)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def train_run(
+    run_dir: Path,
+    caches: Mapping[str, Cache],
+    spec: ModelSpec,
+    settings: TrainSettings,
+    init: Path | None = None,
+    threads: int = 1,
+    workers: int | None = None,
+    device: str = "auto",
+    progress_bar: bool = True,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume, or skip if finished) one run; returns the ``last`` metadata."""
+    paths = RunPaths(run_dir)
+    if paths.last.exists():
+        _, finished = load_checkpoint(paths.last)
+        if finished.get("step") == settings.steps or finished.get("stopped_early"):
+            log.info("%s: already finished at step %s", paths.root, finished.get("step"))
+            return finished
+    paths.work.mkdir(parents=True, exist_ok=True)
+    target = pick_device(device)
+    workers = max(0, threads - 1) if workers is None else workers
+    torch.set_num_threads(max(1, threads - workers) if target.type == "cpu" else threads)
+    torch.manual_seed(settings.seed)
+
+    model, lineage = _model_from(spec, init)
+    if settings.freeze_encoder:
+        for parameter in model.encoder.parameters():
+            parameter.requires_grad_(False)
+    model.to(target)
+    if target.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+    )
+    progress = load_state(paths.work / "state", model, optimizer) or Progress()
+    if progress.step:
+        log.info("%s: resuming at step %d of %d", paths.root, progress.step, settings.steps)
+
+    sampler = PatchSampler(
+        dict(caches),
+        split="train",
+        patch_size=settings.patch_size,
+        lesion_fraction=settings.lesion_fraction,
+        mixing=settings.mixing,  # type: ignore[arg-type]
+        lesions=spec.lesion_classes,
+        seed=settings.seed,
+    )
+    remaining = settings.steps - progress.step
+    dataset = PatchDataset(
+        sampler,
+        build_augmentation(settings.augmentation),
+        length=max(0, remaining) * settings.batch_size,
+        start=progress.step * settings.batch_size,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=target.type == "cuda",
+        persistent_workers=False,
+    )
+    validation_images = [
+        ValidationImages(cache, "valid", spec.lesion_classes) for cache in caches.values()
+    ]
+    schedule = settings.lr_schedule
+    snapshots = set(schedule.snapshot_steps())
+    weights = LossWeights(dice=settings.dice_weight, bce=settings.bce_weight)
+    step_model = torch.compile(model) if settings.compile else model
+
+    metadata_base = {
+        "architecture": spec.as_dict(),
+        "hyperparameters": settings.as_dict(),
+        "combination": combo_name(caches),
+        "datasets": sorted(caches),
+        **lineage,
+        **(extra_metadata or {}),
+    }
+
+    def metadata(**extra: Any) -> dict[str, Any]:
+        return {
+            **metadata_base,
+            "step": progress.step,
+            "samples_seen": progress.samples_seen,
+            "wall_seconds": round(progress.wall_seconds, 3),
+            "device_seconds": round(progress.wall_seconds, 3),
+            "device": str(target),
+            "validation": progress.validation[-1] if progress.validation else {},
+            **extra,
+        }
+
+    step_log = _StepLog(paths.work / "log.csv", progress.step)
+    model.train()
+    bar = tqdm(
+        total=settings.steps,
+        initial=progress.step,
+        disable=not progress_bar,
+        desc=paths.root.name,
+        unit="step",
+    )
+    started = time.perf_counter()
+    try:
+        with _Terminate() as terminate:
+            for batch in loader:
+                tick = time.perf_counter()
+                lr = schedule.lr_at(progress.step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                images = batch["image"].to(target, non_blocking=True)
+                if target.type == "cuda":
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast_for(target):
+                    logits = step_model(images)
+                loss = segmentation_loss(
+                    logits,
+                    batch["target"].to(target, non_blocking=True),
+                    batch["valid"].to(target, non_blocking=True),
+                    weights,
+                    spec.head,
+                    spec.lesion_classes,
+                )
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{paths.root}: loss is {loss.item()} at step {progress.step}; "
+                        "lower the learning rate"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if settings.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                optimizer.step()
+                completed = progress.step
+                progress.step += 1
+                progress.samples_seen += len(images)
+                elapsed = time.perf_counter() - tick
+                progress.wall_seconds += elapsed
+                step_log.write(
+                    {
+                        "step": progress.step,
+                        "loss": f"{loss.item():.6f}",
+                        "lr": f"{lr:.6e}",
+                        "patches_per_s": f"{len(images) / max(elapsed, 1e-9):.2f}",
+                    }
+                )
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+                if completed in snapshots:
+                    save_checkpoint(
+                        paths.work / "snapshots" / f"step{progress.step:07d}.safetensors",
+                        model.state_dict(),
+                        metadata(snapshot=True),
+                    )
+                final = progress.step == settings.steps
+                if final or progress.step % settings.validate_every == 0:
+                    _record_validation(
+                        model, validation_images, spec, settings, progress, paths, metadata
+                    )
+                if final or progress.step % settings.state_every == 0 or terminate.requested:
+                    step_log.flush()
+                    save_state(paths.work / "state", model, optimizer, progress)
+                if terminate.requested:
+                    raise Preempted(
+                        f"{paths.root}: SIGTERM at step {progress.step}; state saved; rerun resumes"
+                    )
+                if progress.stopped_early:
+                    log.info("%s: early stop at step %d", paths.root, progress.step)
+                    save_state(paths.work / "state", model, optimizer, progress)
+                    break
+    finally:
+        bar.close()
+        step_log.close()
+    log.info(
+        "%s: %d steps in %.1f s this session",
+        paths.root,
+        progress.step,
+        time.perf_counter() - started,
+    )
+    final_metadata = metadata(stopped_early=progress.stopped_early, best_step=progress.best_step)
+    save_checkpoint(paths.work / "last.safetensors", model.state_dict(), final_metadata)
+    _publish(paths, progress)
+    return final_metadata
+
+
+def _record_validation(
+    model: torch.nn.Module,
+    images: list[ValidationImages],
+    spec: ModelSpec,
+    settings: TrainSettings,
+    progress: Progress,
+    paths: RunPaths,
+    metadata: Any,
+) -> None:
+    result = {"step": progress.step, **validate(model, images, spec, settings.bins)}
+    progress.validation.append(result)
+    log.info("%s: step %d validation %s", paths.root, progress.step, result)
+    if math.isfinite(result["score"]) and result["score"] > progress.best_score:
+        progress.best_score = result["score"]
+        progress.best_step = progress.step
+        progress.validations_without_gain = 0
+        save_checkpoint(paths.work / "best.safetensors", model.state_dict(), metadata(best=True))
+    else:
+        progress.validations_without_gain += 1
+        if settings.early_stopping and progress.validations_without_gain >= settings.early_stopping:
+            progress.stopped_early = True
+
+
+def _publish(paths: RunPaths, progress: Progress) -> None:
+    """Copy the finished run's outputs from the work folder to their declared places."""
+    from lesionsoup.report.training_curves import plot_training_curves
+
+    snapshots = paths.root / "snapshots"
+    snapshots.mkdir(exist_ok=True)
+    for source in sorted((paths.work / "snapshots").glob("*.safetensors")):
+        _copy_checkpoint(source, snapshots / source.name)
+    validation_csv = paths.root / "validation.csv"
+    _write_validation(progress.validation, validation_csv)
+    shutil.copyfile(paths.work / "log.csv", paths.root / "log.csv")
+    plot_training_curves(paths.root / "log.csv", validation_csv, paths.root / "curves.png")
+    best = paths.work / "best.safetensors"
+    _copy_checkpoint(best if best.exists() else paths.work / "last.safetensors", paths.best)
+    _copy_checkpoint(paths.work / "last.safetensors", paths.last)
+
+
+def _copy_checkpoint(source: Path, destination: Path) -> None:
+    state, meta = load_checkpoint(source)
+    save_checkpoint(destination, state, meta)
+
+
+def _write_validation(rows: list[dict[str, Any]], path: Path) -> None:
+    fields = list(rows[0]) if rows else ["step", "score"]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def publish_init(run_dir: Path, init_path: Path) -> None:
+    """Turn a finished warm-up run into the combination's shared initialisation."""
+    state, meta = load_checkpoint(RunPaths(run_dir).last)
+    meta = {**meta, "init_id": state_digest(state), "role": "shared-initialisation"}
+    meta.pop("parent", None)
+    save_checkpoint(init_path, state, meta)

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny caches written with the real cache writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesionsoup.cache import CacheEntry, CacheWriter
+from lesionsoup.geometry import Geometry
+from lesionsoup.lesions import TRAINED, pack
+
+#: Colour of each trained lesion in the toy images, so that a model can learn them.
+TOY_COLOURS = {"EX": (250, 230, 60), "HE": (90, 10, 10), "MA": (120, 0, 30), "CWS": (235, 235, 225)}
+
+
+def toy_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A disc-shaped fundus-like image with square lesions of known colours."""
+    yy, xx = np.mgrid[:size, :size]
+    fov = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.48) ** 2
+    image = np.zeros((size, size, 3), np.uint8)
+    image[fov] = (180, 70, 40)
+    masks = {}
+    for lesion in TRAINED:
+        mask = np.zeros((size, size), bool)
+        for _ in range(rng.integers(1, 4)):
+            side = int(rng.integers(2, max(3, size // 10)))
+            y, x = rng.integers(size // 4, 3 * size // 4 - side, size=2)
+            mask[y : y + side, x : x + side] = True
+        mask &= fov
+        image[mask] = TOY_COLOURS[lesion.value]
+        masks[lesion] = mask
+    return image, pack(masks, fov)
+
+
+def write_toy_cache(
+    directory: Path, name: str, size: int = 64, splits: dict[str, int] | None = None, seed: int = 0
+) -> Path:
+    splits = splits or {"train": 4, "valid": 2, "test": 2}
+    rng = np.random.default_rng(seed)
+    writer = CacheWriter(directory, {"size": size, "dataset": name})
+    ids = []
+    for split, count in splits.items():
+        for index in range(count):
+            image, labels = toy_image(rng, size)
+            image_id = f"{name}_{split}_{index}"
+            geometry = Geometry.fit(size, size, (0, 0, size, size), size)
+            writer.write(CacheEntry(image_id, split, image, labels, geometry))
+            ids.append(image_id)
+    writer.publish(ids)
+    return directory
+
+
+@pytest.fixture
+def toy_caches(tmp_path: Path) -> dict[str, Path]:
+    return {
+        name: write_toy_cache(tmp_path / "cache" / name, name, seed=index)
+        for index, name in enumerate(("AAA", "BBB"))
+    }
