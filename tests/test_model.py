@@ -5,7 +5,8 @@ import sys
 import pytest
 import torch
 
-from lesionsoup.model import ModelSpec, build_model, probabilities
+from lesionsoup.model import build_model, probabilities
+from lesionsoup.specs import ModelSpec
 
 TINY = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)

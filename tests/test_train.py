@@ -8,8 +8,8 @@ import torch
 from lesionsoup import train as train_module
 from lesionsoup.cache import Cache
 from lesionsoup.checkpoint import load_checkpoint, load_metadata
-from lesionsoup.model import ModelSpec
-from lesionsoup.train import TrainSettings, publish_init, train_run
+from lesionsoup.specs import ModelSpec, TrainSettings
+from lesionsoup.train import publish_init, train_run
 
 SPEC = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)

@@ -40,7 +40,8 @@ def _synth(args: argparse.Namespace) -> None:
         seed=args.seed,
         scale=args.scale,
         styles=args.styles,
-        threads=args.threads,
+        workers=args.threads,
+        progress=True,
     )
     for name, root in roots.items():
         log.info("%s: %s", name, root)
@@ -83,8 +84,8 @@ def _caches(directories: list[Path]) -> dict:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from lesionsoup.model import ModelSpec
-    from lesionsoup.train import TrainSettings, train_run
+    from lesionsoup.specs import ModelSpec, TrainSettings
+    from lesionsoup.train import train_run
 
     metadata = train_run(
         args.output,
@@ -100,8 +101,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _warmup(args: argparse.Namespace) -> None:
-    from lesionsoup.model import ModelSpec
-    from lesionsoup.train import TrainSettings, publish_init, train_run
+    from lesionsoup.specs import ModelSpec, TrainSettings
+    from lesionsoup.train import publish_init, train_run
 
     run_dir = args.output.with_suffix("")
     train_run(

@@ -6,61 +6,13 @@ rebuilt, merged or evaluated without the config that trained it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
-
 import torch
 
-from lesionsoup.lesions import TRAINED, Lesion, parse_lesions
-
-# ImageNet statistics used to normalise images (also without ImageNet weights,
-# so that a model's input convention never depends on how it was initialised).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from lesionsoup.specs import ModelSpec
 
 
 class EncoderWeightsUnavailable(RuntimeError):
     """Pretrained encoder weights were asked for and cannot be had on this machine."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    encoder: str = "resnet101"
-    encoder_weights: str | None = "imagenet"
-    encoder_depth: int = 5
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
-    lesions: tuple[str, ...] = field(default_factory=lambda: tuple(x.value for x in TRAINED))
-    head: Literal["sigmoid", "softmax"] = "sigmoid"
-
-    def __post_init__(self) -> None:
-        parse_lesions(self.lesions)
-        if len(self.decoder_channels) != self.encoder_depth:
-            raise ValueError(
-                f"decoder_channels {list(self.decoder_channels)} needs one entry per encoder "
-                f"stage (encoder_depth={self.encoder_depth})"
-            )
-        if self.head not in ("sigmoid", "softmax"):
-            raise ValueError(f"head must be sigmoid or softmax, not {self.head!r}")
-
-    @property
-    def lesion_classes(self) -> tuple[Lesion, ...]:
-        return parse_lesions(self.lesions)
-
-    @property
-    def out_channels(self) -> int:
-        """One channel per lesion; the softmax head adds a background channel first."""
-        return len(self.lesions) + (1 if self.head == "softmax" else 0)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "arch": "unet"}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        fields = {key: value for key, value in data.items() if key != "arch"}
-        for key in ("decoder_channels", "lesions"):
-            if key in fields:
-                fields[key] = tuple(fields[key])
-        return cls(**fields)
 
 
 def build_model(spec: ModelSpec) -> torch.nn.Module:

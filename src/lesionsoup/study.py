@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lesionsoup.combos import expand_combinations
-from lesionsoup.model import ModelSpec
-from lesionsoup.train import TrainSettings
+from lesionsoup.specs import ModelSpec, TrainSettings
 
 
 @dataclass(frozen=True)

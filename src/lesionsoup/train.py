@@ -16,7 +16,6 @@ learning rate a pure function of the step, and the optimiser state is saved.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 import shutil
@@ -39,68 +38,14 @@ from lesionsoup.combos import combo_name
 from lesionsoup.infer import autocast_for, predict_whole
 from lesionsoup.losses import LossWeights, segmentation_loss
 from lesionsoup.metrics import SegmentationHistograms
-from lesionsoup.model import ModelSpec, build_model
+from lesionsoup.model import build_model
 from lesionsoup.resume import Progress, load_state, save_state
 from lesionsoup.sampling import PatchDataset, PatchSampler, ValidationImages
-from lesionsoup.schedules import Schedule
+from lesionsoup.specs import ModelSpec, TrainSettings
 
 log = logging.getLogger(__name__)
 
 LOG_FIELDS = ("step", "loss", "lr", "patches_per_s")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything a run's result depends on besides data, model and initialisation."""
-
-    steps: int = 1000
-    batch_size: int = 8
-    patch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    min_lr: float = 0.0
-    start_lr: float = 0.0
-    cycle_steps: int = 0
-    cyclic: bool = False
-    grad_clip: float = 1.0
-    dice_weight: float = 1.0
-    bce_weight: float = 1.0
-    lesion_fraction: float = 0.5
-    mixing: str = "proportional"
-    augmentation: str | dict = "medium"
-    validate_every: int = 250
-    state_every: int = 100
-    early_stopping: int = 0
-    freeze_encoder: bool = False
-    seed: int = 0
-    compile: bool = False
-    bins: int = 1024
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def lr_schedule(self) -> Schedule:
-        return Schedule(
-            kind=self.schedule,  # type: ignore[arg-type]
-            lr=self.lr,
-            steps=self.steps,
-            warmup_steps=self.warmup_steps,
-            min_lr=self.min_lr,
-            start_lr=self.start_lr,
-            cycle_steps=self.cycle_steps,
-            cyclic=self.cyclic,
-        )
 
 
 @dataclass

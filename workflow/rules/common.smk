@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 
-from lesionsoup.combos import expand_combinations
+from lesionsoup import study
+from lesionsoup.combos import combo_members
 
 DATASETS = sorted(config["datasets"])
 SYNTHETIC = config["synthetic"]
@@ -10,6 +11,9 @@ SYNTHETIC = config["synthetic"]
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    combo=r"[A-Z]+(\+[A-Z]+)*",
+    recipe=r"[A-Za-z0-9_-]+",
+    seed=r"\d+",
 
 
 def dataset_root(wildcards):
@@ -36,5 +40,24 @@ def mask_rules(wildcards):
     }
 
 
+def combo_caches(wildcards):
+    return [f"results/cache/{dataset}" for dataset in combo_members(wildcards.combo)]
+
+
+def cache_arguments(wildcards, input):
+    return " ".join(f"--cache {path}" for path in input.caches)
+
+
+MODEL_SPEC = json.dumps(study.model_spec(config).as_dict(), sort_keys=True)
+
+
+def train_settings(wildcards):
+    return json.dumps(
+        study.recipe_settings(config, wildcards.recipe, int(wildcards.seed)), sort_keys=True
+    )
+
+
 def all_outputs():
-    return expand("results/cache/{dataset}", dataset=DATASETS)
+    caches = expand("results/cache/{dataset}", dataset=DATASETS)
+    trained = [f"{run.directory}/curves.png" for run in study.runs(config)]
+    return caches + trained
