@@ -1,0 +1,331 @@
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from lesionsoup.cache import Cache, CacheWriter
+from lesionsoup.lesions import FOV_BIT, IGNORE_BIT, Lesion
+from lesionsoup.preprocess import (
+    BadImageError,
+    MaskRules,
+    build_cache,
+    cache_settings,
+    downscale_keeping_lesions,
+    mask_paths,
+    preprocess_image,
+)
+
+DISC_COLOUR = (40, 100, 190)  # BGR: a reddish fundus
+
+
+def write_case(
+    folder: Path,
+    image_id: str,
+    height: int = 300,
+    width: int = 400,
+    masks: dict[str, np.ndarray | list[np.ndarray]] | None = None,
+    suffix: str = ".png",
+) -> dict:
+    """A disc photograph (disc of radius 0.45 * height, centred) and its masks as a manifest row."""
+    image = np.zeros((height, width, 3), np.uint8)
+    cv2.circle(image, (width // 2, height // 2), int(0.45 * height), DISC_COLOUR, -1)
+    image_path = folder / f"{image_id}{suffix}"
+    cv2.imwrite(str(image_path), image)
+    row = {
+        "image_id": image_id,
+        "dataset": "TEST",
+        "split": "train",
+        "patient": image_id,
+        "image_path": str(image_path),
+        "width": width,
+        "height": height,
+    }
+    for name in ("EX", "HE", "MA", "CWS", "IRMA", "NV"):
+        planes = (masks or {}).get(name)
+        if planes is None:
+            row[f"mask_{name}"] = np.nan
+            continue
+        paths = []
+        for index, plane in enumerate(planes if isinstance(planes, list) else [planes]):
+            path = folder / f"{image_id}_{name}{index}.tif"
+            cv2.imwrite(str(path), plane)
+            paths.append(str(path))
+        row[f"mask_{name}"] = "|".join(paths)
+    return row
+
+
+def blank(height: int = 300, width: int = 400) -> np.ndarray:
+    return np.zeros((height, width), np.uint8)
+
+
+def test_shapes_geometry_and_fov_bit(tmp_path):
+    mask = blank()
+    cv2.circle(mask, (200, 150), 20, 255, -1)
+    row = write_case(tmp_path, "a", masks={"EX": mask})
+    entry = preprocess_image(row, 128, MaskRules())
+    assert entry.image.shape == (128, 128, 3) and entry.image.dtype == np.uint8
+    assert entry.labels.shape == (128, 128) and entry.labels.dtype == np.uint8
+    geometry = entry.geometry
+    assert abs((geometry.crop_y1 - geometry.crop_y0) - 270) <= 4  # the disc's diameter
+    assert geometry.resized_h == 128 or geometry.resized_w == 128
+    # RGB order: red is the brightest channel of the disc
+    assert tuple(entry.image[64, 64]) == DISC_COLOUR[::-1]
+    fov = (entry.labels & FOV_BIT) > 0
+    inside = entry.image[..., 0] >= DISC_COLOUR[2] // 2
+    assert (fov == inside).mean() > 0.99 and fov[64, 64] and not fov[0, 0] and not fov[127, 127]
+    # the lesion sits in the middle and carries the FOV bit too
+    assert entry.labels[64, 64] == FOV_BIT | Lesion.EX.bit
+    assert not (entry.labels & Lesion.HE.bit).any()
+
+
+def test_native_point_maps_to_its_lesion_and_back(tmp_path):
+    mask = blank(600, 800)
+    cv2.circle(mask, (330, 190), 3, 255, -1)  # a small blob at native (y=190, x=330)
+    row = write_case(tmp_path, "g", 600, 800, masks={"HE": mask})
+    entry = preprocess_image(row, 200, MaskRules())
+    cy, cx = entry.geometry.to_cache(190.5, 330.5)
+    lesion = np.argwhere(entry.labels & Lesion.HE.bit)
+    assert len(lesion) > 0
+    assert np.abs(lesion + 0.5 - [float(cy), float(cx)]).max() <= 1.0
+    back_y, back_x = entry.geometry.to_native(cy, cx)
+    assert abs(back_y - 190.5) < 1e-6 and abs(back_x - 330.5) < 1e-6
+
+
+@pytest.mark.parametrize("size", [512, 256])  # 256: ~11 native pixels per cache pixel
+def test_one_pixel_lesion_survives_an_idrid_sized_image(tmp_path, size):
+    mask = blank(2848, 4288)
+    mask[1001, 2001] = 255
+    row = write_case(tmp_path, "big", 2848, 4288, masks={"MA": mask}, suffix=".jpg")
+    entry = preprocess_image(row, size, MaskRules())
+    found = np.argwhere(entry.labels & Lesion.MA.bit)
+    assert 1 <= len(found) <= 4
+    cy, cx = entry.geometry.to_cache(1001.5, 2001.5)
+    assert np.abs(found + 0.5 - [float(cy), float(cx)]).max() <= 1.5
+
+
+def test_every_small_component_survives_without_inflating():
+    rng = np.random.default_rng(7)
+    native = np.zeros((1500, 1500), np.uint8)
+    grid = [(y, x) for y in range(40, 1460, 60) for x in range(40, 1460, 60)]
+    for y, x in grid:  # specks of 1 to ~12 pixels, 60 px (~10 cache px) apart
+        height, width = rng.integers(1, 4, size=2)
+        native[y + rng.integers(-8, 8) :, x + rng.integers(-8, 8) :][:height, :width] = 1
+    count, _, _, centroids = cv2.connectedComponentsWithStats(native, connectivity=8)
+    out = downscale_keeping_lesions(native * np.uint8(255), 256, 256)
+    naive = cv2.resize(native * 255, (256, 256), interpolation=cv2.INTER_AREA) >= 128
+    scale = 256 / 1500
+    lost, naive_lost = 0, 0
+    for x, y in centroids[1:]:
+        cy, cx = int((y + 0.5) * scale), int((x + 0.5) * scale)
+        lost += not out[cy - 1 : cy + 2, cx - 1 : cx + 2].any()
+        naive_lost += not naive[cy - 1 : cy + 2, cx - 1 : cx + 2].any()
+    assert count - 1 == len(grid)
+    assert lost == 0
+    assert naive_lost > len(grid) // 2  # the plain majority rule would erase most of them
+    assert out.sum() <= 4 * len(grid)
+
+
+def test_large_lesions_keep_their_area_and_thin_strokes_their_course():
+    native = np.zeros((900, 900), np.uint8)
+    cv2.circle(native, (300, 300), 120, 255, -1)
+    cv2.line(native, (500, 700), (880, 700), 255, 1)  # 1 px wide: 1/6 of a cache pixel
+    out = downscale_keeping_lesions(native, 150, 150)
+    disc_area = np.pi * 120**2 / 36
+    assert abs(out[:110].sum() - disc_area) / disc_area < 0.05
+    stroke = out[110:]
+    assert stroke.any(axis=0)[85:145].all()  # continuous along its length
+    assert stroke.sum(axis=0).max() <= 2  # and still thin
+
+
+def test_mask_rules_threshold_on_antialiased_masks(tmp_path):
+    mask = blank()
+    cv2.circle(mask, (200, 150), 30, 255, -1, lineType=cv2.LINE_AA)
+    mask[mask == 255] = 0  # only the anti-aliased fringe and a faint ring remain...
+    cv2.circle(mask, (200, 150), 20, 200, -1)  # ...around a core of 200
+    cv2.circle(mask, (200, 150), 26, 60, 3)  # a faint ring (FGADR-style low values)
+    row = write_case(tmp_path, "aa", masks={"CWS": mask})
+    strict = preprocess_image(row, 300, MaskRules(threshold=128)).labels & Lesion.CWS.bit
+    loose = preprocess_image(row, 300, MaskRules(threshold=1)).labels & Lesion.CWS.bit
+    assert strict.any() and (loose >= strict).all()
+    assert loose.astype(bool).sum() > 1.5 * strict.astype(bool).sum()
+
+
+@pytest.mark.parametrize(
+    ("policy", "lesion_px", "ignored"),
+    [("ignore", False, True), ("lesion", True, False), ("background", False, False)],
+)
+def test_uncertain_value_policies(tmp_path, policy, lesion_px, ignored):
+    mask = blank()
+    mask[100:140, 150:190] = 255  # certain
+    mask[160:200, 210:250] = 127  # uncertain (RETLES)
+    row = write_case(tmp_path, "u", masks={"HE": mask})
+    rules = MaskRules(threshold=1, uncertain_value=127, uncertain_as=policy)
+    entry = preprocess_image(row, 300, rules)
+    geometry = entry.geometry
+    cy, cx = (int(v) for v in geometry.to_cache(120, 170))
+    uy, ux = (int(v) for v in geometry.to_cache(180, 230))
+    assert entry.labels[cy, cx] & Lesion.HE.bit and not entry.labels[cy, cx] & IGNORE_BIT
+    assert bool(entry.labels[uy, ux] & Lesion.HE.bit) == lesion_px
+    assert bool(entry.labels[uy, ux] & IGNORE_BIT) == ignored
+    assert bool((entry.labels & IGNORE_BIT).any()) == ignored
+
+
+def test_colour_masks_and_unions(tmp_path):
+    red = np.zeros((300, 400, 3), np.uint8)
+    red[100:120, 150:170, 2] = 255  # BGR on disk: red only (IDRiD style)
+    other = blank()
+    other[180:200, 230:250] = 255
+    row = write_case(tmp_path, "c", masks={"HE": [red, other]})
+    assert len(mask_paths(row["mask_HE"])) == 2 and mask_paths(np.nan) == []
+    entry = preprocess_image(row, 400, MaskRules())
+    for y, x in ((110, 160), (190, 240)):
+        cy, cx = (int(v) for v in entry.geometry.to_cache(y, x))
+        assert entry.labels[cy, cx] & Lesion.HE.bit
+
+
+def test_mask_size_mismatch_names_the_mask(tmp_path):
+    row = write_case(tmp_path, "m", masks={"EX": blank(299, 400)})
+    with pytest.raises(BadImageError, match=r"m_EX0\.tif.*400x299.*400x300"):
+        preprocess_image(row, 64, MaskRules())
+
+
+def test_truncated_jpeg_names_the_image(tmp_path):
+    row = write_case(tmp_path, "t", suffix=".jpg")
+    path = Path(row["image_path"])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(BadImageError, match=r"t\.jpg.*truncated"):
+        preprocess_image(row, 64, MaskRules())
+
+
+def test_decoded_size_must_match_the_manifest(tmp_path):
+    row = write_case(tmp_path, "s") | {"width": 401}
+    with pytest.raises(BadImageError, match=r"s\.png.*400x300.*401x300"):
+        preprocess_image(row, 64, MaskRules())
+
+
+def test_black_image_has_no_field_of_view(tmp_path):
+    row = write_case(tmp_path, "k")
+    cv2.imwrite(row["image_path"], np.zeros((300, 400, 3), np.uint8))
+    with pytest.raises(BadImageError, match=r"k\.png.*no field of view"):
+        preprocess_image(row, 64, MaskRules())
+
+
+def manifest_of(folder: Path, count: int) -> pd.DataFrame:
+    rows = []
+    for index in range(count):
+        mask = blank()
+        cv2.circle(mask, (150 + 10 * index, 150), 5, 255, -1)
+        rows.append(write_case(folder, f"img{index}", masks={"MA": mask}))
+    return pd.DataFrame(rows)
+
+
+def test_build_cache_publishes_a_readable_cache(tmp_path):
+    manifest = manifest_of(tmp_path, 3)
+    out = tmp_path / "cache"
+    report = build_cache(manifest, out, 64, MaskRules(threshold=1), threads=1, progress=False)
+    assert (report.written, report.resumed, report.skipped) == (3, 0, [])
+    cache = Cache(out)
+    assert cache.ids == ["img0", "img1", "img2"]
+    settings = json.loads((out / "cache.json").read_text())
+    assert settings["size"] == 64 and settings["dataset"] == "TEST"
+    assert settings["rules"]["threshold"] == 1
+    assert pd.read_csv(out / "skipped.csv").empty
+    assert cache.lesion_pixels("img1")[Lesion.MA].size > 0
+    assert not out.with_name("cache.partial").exists()
+
+
+def test_processes_give_the_same_cache_as_one(tmp_path):
+    manifest = manifest_of(tmp_path, 3)
+    build_cache(manifest, tmp_path / "one", 64, MaskRules(), threads=1, progress=False)
+    build_cache(manifest, tmp_path / "two", 64, MaskRules(), threads=2, progress=False)
+    one, two = Cache(tmp_path / "one"), Cache(tmp_path / "two")
+    for image_id in one.ids:
+        assert np.array_equal(one.image(image_id), two.image(image_id))
+        assert np.array_equal(one.labels(image_id), two.labels(image_id))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fail_mode_leaves_nothing_at_out(tmp_path, threads):
+    manifest = manifest_of(tmp_path, 3)
+    broken = Path(manifest.loc[1, "image_path"])
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "cache"
+    with pytest.raises(BadImageError, match=r"img1\.png.*cannot be decoded"):
+        build_cache(manifest, out, 64, MaskRules(), threads=threads, progress=False)
+    assert not out.exists()
+
+
+def test_skip_mode_lists_every_bad_file(tmp_path):
+    manifest = manifest_of(tmp_path, 4)
+    Path(manifest.loc[1, "image_path"]).write_bytes(b"not an image")
+    cv2.imwrite(manifest.loc[2, "mask_MA"], blank(10, 10))
+    manifest = pd.concat([manifest, manifest.iloc[[3]]], ignore_index=True)  # a duplicated id
+    out = tmp_path / "cache"
+    with pytest.warns(UserWarning, match="3 image"):
+        report = build_cache(
+            manifest, out, 64, MaskRules(), threads=1, on_bad_image="skip", progress=False
+        )
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert list(skipped.columns) == ["image_id", "path", "reason"]
+    reasons = dict(zip(skipped["image_id"], skipped["reason"], strict=True))
+    assert set(reasons) == {"img1", "img2", "img3"} and len(report.skipped) == 3
+    assert "cannot be decoded" in reasons["img1"] and "10x10" in reasons["img2"]
+    assert "duplicated" in reasons["img3"]
+    assert skipped.set_index("image_id").loc["img2", "path"] == manifest.loc[2, "mask_MA"]
+    assert Cache(out).ids == ["img0", "img3"]
+
+
+def test_duplicated_ids_fail(tmp_path):
+    manifest = manifest_of(tmp_path, 2)
+    manifest.loc[1, "image_id"] = "img0"
+    with pytest.raises(BadImageError, match="duplicated image_id 'img0'"):
+        build_cache(manifest, tmp_path / "cache", 64, MaskRules(), threads=1, progress=False)
+
+
+def test_resume_does_not_redo_written_images(tmp_path):
+    manifest = manifest_of(tmp_path, 4)
+    out = tmp_path / "cache"
+    rules = MaskRules()
+    writer = CacheWriter(out, cache_settings(manifest, 64, rules))  # an interrupted build...
+    for row in manifest.iloc[:2].to_dict("records"):
+        entry = preprocess_image(row, 64, rules)
+        marked = np.full_like(entry.image, 7)  # ...whose images we can recognise
+        writer.write(type(entry)(entry.image_id, entry.split, marked, entry.labels, entry.geometry))
+    report = build_cache(manifest, out, 64, rules, threads=1, progress=False)
+    assert (report.resumed, report.written) == (2, 2)
+    cache = Cache(out)
+    assert (np.asarray(cache.image("img0")) == 7).all() and (
+        np.asarray(cache.image("img1")) == 7
+    ).all()
+    assert not (np.asarray(cache.image("img2")) == 7).all()
+    assert cache.ids == ["img0", "img1", "img2", "img3"]
+
+
+def test_changed_settings_discard_leftovers(tmp_path):
+    manifest = manifest_of(tmp_path, 2)
+    out = tmp_path / "cache"
+    writer = CacheWriter(out, cache_settings(manifest, 64, MaskRules(threshold=1)))
+    row = manifest.iloc[0].to_dict()
+    writer.write(preprocess_image(row, 64, MaskRules(threshold=1)))
+    report = build_cache(manifest, out, 64, MaskRules(threshold=128), threads=1, progress=False)
+    assert (report.resumed, report.written) == (0, 2)
+
+
+def test_all_six_classes_and_ignore_land_on_their_own_bits(tmp_path):
+    names = ("EX", "HE", "MA", "CWS", "IRMA", "NV")
+    masks = {}
+    for index, name in enumerate(names):
+        mask = blank()
+        mask[100:120, 110 + 30 * index : 125 + 30 * index] = 255
+        mask[200:210, 110 + 30 * index : 120 + 30 * index] = 127
+        masks[name] = mask
+    row = write_case(tmp_path, "six", masks=masks)
+    entry = preprocess_image(row, 400, MaskRules(uncertain_value=127))
+    for index, name in enumerate(names):
+        cy, cx = (int(v) for v in entry.geometry.to_cache(110, 117 + 30 * index))
+        assert entry.labels[cy, cx] == FOV_BIT | Lesion[name].bit
+        uy, ux = (int(v) for v in entry.geometry.to_cache(205, 115 + 30 * index))
+        assert entry.labels[uy, ux] == FOV_BIT | IGNORE_BIT
