@@ -23,7 +23,9 @@ def test_patch_matches_whole_image_and_locations_match_labels(tmp_path):
 def test_interrupted_build_resumes_and_publish_is_atomic(tmp_path):
     out = tmp_path / "cache"
     geometry = Geometry.fit(8, 8, (0, 0, 8, 8), 8)
-    entry = CacheEntry("a", "train", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), geometry)
+    entry = CacheEntry(
+        "a", "train", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), geometry
+    )
     writer = CacheWriter(out, {"size": 8})
     writer.write(entry)
     assert not out.exists()  # nothing published before the end
@@ -32,8 +34,13 @@ def test_interrupted_build_resumes_and_publish_is_atomic(tmp_path):
     other_settings = CacheWriter(out, {"size": 16})
     assert other_settings.done() == set()  # leftovers of other settings are discarded
     other_settings.write(
-        CacheEntry("b", "test", np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8),
-                   Geometry.fit(16, 16, (0, 0, 16, 16), 16))
+        CacheEntry(
+            "b",
+            "test",
+            np.zeros((16, 16, 3), np.uint8),
+            np.zeros((16, 16), np.uint8),
+            Geometry.fit(16, 16, (0, 0, 16, 16), 16),
+        )
     )
     other_settings.publish(["b"])
     assert Cache(out).ids == ["b"] and not out.with_name("cache.partial").exists()
@@ -43,8 +50,11 @@ def test_writer_rejects_wrong_shapes(tmp_path):
     writer = CacheWriter(tmp_path / "c", {"size": 8})
     geometry = Geometry.fit(8, 8, (0, 0, 8, 8), 8)
     with pytest.raises(ValueError, match="bad"):
-        writer.write(CacheEntry("bad", "train", np.zeros((8, 9, 3), np.uint8),
-                                np.zeros((8, 8), np.uint8), geometry))
+        writer.write(
+            CacheEntry(
+                "bad", "train", np.zeros((8, 9, 3), np.uint8), np.zeros((8, 8), np.uint8), geometry
+            )
+        )
 
 
 def test_not_a_cache_is_named(tmp_path):

@@ -26,7 +26,9 @@ def test_ignored_pixels_never_reach_the_loss():
         # changing predictions and labels at ignored pixels changes nothing
         changed_logits = torch.where(ignored, torch.randn_like(logits) * 10, logits.detach())
         changed_target = torch.where(valid.expand_as(target) == 0, 1 - target, target)
-        again = segmentation_loss(changed_logits, changed_target, valid, LossWeights(), head, LESIONS)
+        again = segmentation_loss(
+            changed_logits, changed_target, valid, LossWeights(), head, LESIONS
+        )
         torch.testing.assert_close(again, loss.detach())
 
 

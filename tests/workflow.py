@@ -1,0 +1,52 @@
+"""Run the workflow in a scratch folder and read what it planned or did."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+def load_tiny_config() -> dict:
+    return yaml.safe_load(TINY_CONFIG.read_text())
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900):
+    """Run snakemake with the project's Snakefile; the venv's bin first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [
+        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir),
+        "--configfile", str(configfile), *args,
+    ]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(workdir: Path, configfile: Path) -> Counter:
+    """(rule, wildcards) of every job a dry run would execute, except the `all` target."""
+    result = snakemake(workdir, configfile, "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs: Counter = Counter()
+    rule = None
+    for line in result.stdout.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):", line):
+            rule = match.group(1)
+            if rule != "all":
+                jobs[(rule, "")] += 1
+        elif rule and rule != "all" and (match := re.match(r"^\s+wildcards: (.*)$", line)):
+            jobs[(rule, "")] -= 1
+            jobs[(rule, match.group(1))] += 1
+    return +jobs
