@@ -28,7 +28,9 @@ def index_options(wildcards):
     """Adapter options of a dataset (split rule, haemorrhage union, ...), as JSON."""
     settings = config["datasets"][wildcards.dataset]
     keys = ("split", "hemorrhage", "messidor_root")
-    return json.dumps({key: settings[key] for key in keys if key in settings}, sort_keys=True)
+    return json.dumps(
+        {key: settings[key] for key in keys if key in settings}, sort_keys=True
+    )
 
 
 def mask_rules(wildcards):
@@ -53,7 +55,8 @@ MODEL_SPEC = json.dumps(study.model_spec(config).as_dict(), sort_keys=True)
 
 def train_settings(wildcards):
     return json.dumps(
-        study.recipe_settings(config, wildcards.recipe, int(wildcards.seed)), sort_keys=True
+        study.recipe_settings(config, wildcards.recipe, int(wildcards.seed)),
+        sort_keys=True,
     )
 
 

@@ -4,22 +4,24 @@
 rule synth:
     output:
         directory(SYNTHETIC["out"]),
+    log:
+        "logs/synth.log",
+    conda:
+        "../../envs/lesionsoup.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         images=SYNTHETIC["images"],
         seed=SYNTHETIC["seed"],
         scale=SYNTHETIC["scale"],
         styles=json.dumps(SYNTHETIC["styles"], sort_keys=True),
-    log:
-        "logs/synth.log",
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/lesionsoup.yaml"
+        dataset_styles=json.dumps(SYNTHETIC["dataset_styles"], sort_keys=True),
     shell:
         "lesionsoup synth --out {output} --images {params.images} --seed {params.seed}"
-        " --scale {params.scale} --styles {params.styles:q} --threads {threads} > {log} 2>&1"
+        " --scale {params.scale} --styles {params.styles:q}"
+        " --dataset-styles {params.dataset_styles:q} --threads {threads} > {log} 2>&1"
 
 
 rule index:
@@ -27,17 +29,17 @@ rule index:
         root=dataset_root,
     output:
         "results/data/{dataset}/manifest.csv",
-    params:
-        root=lambda wildcards: config["datasets"][wildcards.dataset]["root"],
-        options=index_options,
     log:
         "logs/index/{dataset}.log",
+    conda:
+        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/lesionsoup.yaml"
+    params:
+        root=lambda wildcards: config["datasets"][wildcards.dataset]["root"],
+        options=index_options,
     shell:
         "lesionsoup index {wildcards.dataset} {params.root:q} -o {output}"
         " --options {params.options:q} > {log} 2>&1"
@@ -48,18 +50,18 @@ rule preprocess:
         "results/data/{dataset}/manifest.csv",
     output:
         directory("results/cache/{dataset}"),
-    params:
-        size=config["preprocess"]["size"],
-        rules=mask_rules,
-        on_bad_image=config["preprocess"]["on_bad_image"],
     log:
         "logs/preprocess/{dataset}.log",
+    conda:
+        "../../envs/lesionsoup.yaml"
     threads: 4
     resources:
         mem_mb=lambda wildcards, threads, attempt: 1500 * threads * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        "../../envs/lesionsoup.yaml"
+    params:
+        size=config["preprocess"]["size"],
+        rules=mask_rules,
+        on_bad_image=config["preprocess"]["on_bad_image"],
     shell:
         "lesionsoup preprocess {input} -o {output} --size {params.size}"
         " --mask-threshold {params.rules[threshold]}"

@@ -7,19 +7,19 @@ rule warmup:
     output:
         weights="results/models/{combo}/init.safetensors",
         metadata="results/models/{combo}/init.json",
-    params:
-        model=MODEL_SPEC,
-        settings=json.dumps(study.warmup_settings(config), sort_keys=True),
-        caches=cache_arguments,
     log:
         "logs/warmup/{combo}.log",
+    conda:
+        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
         gpu=1,
-    conda:
-        "../../envs/lesionsoup.yaml"
+    params:
+        model=MODEL_SPEC,
+        settings=json.dumps(study.warmup_settings(config), sort_keys=True),
+        caches=cache_arguments,
     shell:
         "lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
         " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
@@ -44,20 +44,20 @@ rule train:
             subcategory="{combo}",
             labels={"recipe": "{recipe}", "seed": "{seed}"},
         ),
-    params:
-        model=MODEL_SPEC,
-        settings=train_settings,
-        caches=cache_arguments,
-        run=subpath(output.best, parent=True),
     log:
         "logs/train/{combo}/{recipe}/seed{seed}.log",
+    conda:
+        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=lambda wildcards, attempt: 24 * 60 * attempt,
         gpu=1,
-    conda:
-        "../../envs/lesionsoup.yaml"
+    params:
+        model=MODEL_SPEC,
+        settings=train_settings,
+        caches=cache_arguments,
+        run=subpath(output.best, parent=True),
     shell:
         "lesionsoup train -o {params.run} --init {input.init} {params.caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"

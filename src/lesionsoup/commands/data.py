@@ -1,0 +1,129 @@
+"""Subcommands of the data stages: synth, index, preprocess."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from lesionsoup.commands.arguments import Subcommands, json_object, optional_int
+
+log = logging.getLogger("lesionsoup")
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from lesionsoup.datasets.synthetic import generate
+
+    roots = generate(
+        args.out,
+        images=args.images,
+        seed=args.seed,
+        scale=args.scale,
+        styles=args.styles,
+        dataset_styles=args.dataset_styles,
+        workers=args.threads,
+        progress=True,
+    )
+    for name, root in roots.items():
+        log.info("%s: %s", name, root)
+
+
+def _index(args: argparse.Namespace) -> None:
+    from lesionsoup.datasets import index_dataset
+    from lesionsoup.manifest import write_manifest
+
+    manifest = index_dataset(args.dataset, args.root, args.options)
+    write_manifest(manifest, args.output)
+    counts = manifest.groupby("split").size().to_dict()
+    log.info("%s: %d images %s -> %s", args.dataset, len(manifest), counts, args.output)
+
+
+def _preprocess(args: argparse.Namespace) -> None:
+    from lesionsoup.manifest import read_manifest
+    from lesionsoup.preprocess import MaskRules, build_cache
+
+    rules = MaskRules(
+        threshold=args.mask_threshold,
+        uncertain_value=args.uncertain_value,
+        uncertain_as=args.uncertain_as,
+    )
+    report = build_cache(
+        read_manifest(args.manifest),
+        args.output,
+        size=args.size,
+        rules=rules,
+        threads=args.threads,
+        on_bad_image=args.on_bad_image,
+    )
+    log.info("%s", report)
+
+
+def _add_synth(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "synth",
+        help="write synthetic fundus datasets in the five native layouts",
+        description="Synthetic colour fundus photographs with lesion masks, written in the native "
+        "folder layout of IDRiD, DDR, FGADR, RETLES and MAPLES-DR (both layouts). "
+        "The same seed gives byte-identical files.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the trees into")
+    parser.add_argument("--images", type=int, default=12, help="images per dataset")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="native sizes x this factor")
+    parser.add_argument(
+        "--styles", type=json_object, default={}, help="annotation-style overrides (JSON)"
+    )
+    parser.add_argument(
+        "--dataset-styles",
+        type=json_object,
+        default=None,
+        help='annotation style of each dataset (JSON), default {"RETLES": "coarse"}, others fine',
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.set_defaults(handler=_synth)
+
+
+def _add_index(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "index",
+        help="read a dataset in its native layout and write its manifest",
+        description="Write the manifest of one dataset (image, masks per lesion, split, size).",
+    )
+    parser.add_argument("dataset", help="IDRID, DDR, FGADR, RETLES or MAPLES")
+    parser.add_argument("root", type=Path, help="the dataset folder as downloaded")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="manifest CSV to write")
+    parser.add_argument(
+        "--options",
+        type=json_object,
+        default={},
+        help='adapter options as JSON, e.g. \'{"split": {"seed": 0, "test": 0.3}}\'',
+    )
+    parser.set_defaults(handler=_index)
+
+
+def _add_preprocess(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "preprocess",
+        help="crop, resize and cache the images and masks of a manifest",
+        description="Detect the field of view, crop the black borders, resize to a square and "
+        "write the cache (RGB + label plane, patch-readable, with geometry records).",
+    )
+    parser.add_argument("manifest", type=Path)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="cache folder")
+    parser.add_argument("--size", type=int, default=1536)
+    parser.add_argument("--mask-threshold", type=int, default=128)
+    parser.add_argument(
+        "--uncertain-value",
+        type=optional_int,
+        default=None,
+        help="mask value of excluded annotations (RETLES: 127), or none",
+    )
+    parser.add_argument(
+        "--uncertain-as", choices=["ignore", "lesion", "background"], default="ignore"
+    )
+    parser.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.set_defaults(handler=_preprocess)
+
+
+REGISTER = (_add_synth, _add_index, _add_preprocess)

@@ -1,0 +1,98 @@
+"""Subcommands of the training stages: warmup, train."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from lesionsoup.commands.arguments import Subcommands, json_object
+
+log = logging.getLogger("lesionsoup")
+
+
+def _caches(directories: list[Path]) -> dict:
+    from lesionsoup.cache import Cache
+
+    return {directory.name: Cache(directory) for directory in directories}
+
+
+def _train(args: argparse.Namespace) -> None:
+    from lesionsoup.specs import ModelSpec, TrainSettings
+    from lesionsoup.train import train_run
+
+    metadata = train_run(
+        args.output,
+        _caches(args.cache),
+        ModelSpec.from_dict(args.model),
+        TrainSettings.from_dict(args.settings),
+        init=args.init,
+        threads=args.threads,
+        workers=args.workers,
+        device=args.device,
+    )
+    log.info("finished at step %d: validation %s", metadata["step"], metadata["validation"])
+
+
+def _warmup(args: argparse.Namespace) -> None:
+    from lesionsoup.specs import ModelSpec, TrainSettings
+    from lesionsoup.train import publish_init, train_run
+
+    run_dir = args.output.with_suffix("")
+    train_run(
+        run_dir,
+        _caches(args.cache),
+        ModelSpec.from_dict(args.model),
+        TrainSettings.from_dict(args.settings),
+        threads=args.threads,
+        workers=args.workers,
+        device=args.device,
+    )
+    publish_init(run_dir, args.output)
+    log.info("shared initialisation: %s", args.output)
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache", type=Path, action="append", required=True, help="a dataset cache (repeatable)"
+    )
+    parser.add_argument("--model", type=json_object, required=True, help="model spec (JSON)")
+    parser.add_argument(
+        "--settings", type=json_object, required=True, help="training settings (JSON)"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="data-loading processes (default threads - 1)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _add_train(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train one U-Net run (resumes if interrupted, skips if finished)",
+        description="Train a U-Net on lesion-aware patches from one or more caches, from the "
+        "combination's shared initialisation. Outputs best/last checkpoints, snapshots, "
+        "log.csv, validation.csv and curves.png in the run folder.",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="run folder")
+    parser.add_argument("--init", type=Path, default=None, help="shared initialisation")
+    _add_training_arguments(parser)
+    parser.set_defaults(handler=_train)
+
+
+def _add_warmup(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "warmup",
+        help="make a combination's shared initialisation (frozen-encoder warm-up)",
+        description="Train the decoder with the encoder frozen and save the result as the "
+        "shared initialisation every run of the combination starts from.",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="initialisation .safetensors to write"
+    )
+    _add_training_arguments(parser)
+    parser.set_defaults(handler=_warmup)
+
+
+REGISTER = (_add_warmup, _add_train)
