@@ -21,7 +21,7 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,8 +166,14 @@ def train_run(
     device: str = "auto",
     progress_bar: bool = True,
     extra_metadata: Mapping[str, Any] | None = None,
+    on_validation: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume, or skip if finished) one run; returns the ``last`` metadata."""
+    """Train (or resume, or skip if finished) one run; returns the ``last`` metadata.
+
+    ``on_validation(step, scores)`` is called after each validation (e.g. to
+    report to an Optuna trial); an exception it raises stops the run after its
+    state is saved.
+    """
     paths = RunPaths(run_dir)
     if paths.last.exists():
         _, finished = load_checkpoint(paths.last)
@@ -315,6 +321,10 @@ def train_run(
                     _record_validation(
                         model, validation_images, spec, settings, progress, paths, metadata
                     )
+                    if on_validation is not None:
+                        step_log.flush()
+                        save_state(paths.work / "state", model, optimizer, progress)
+                        on_validation(progress.step, progress.validation[-1])
                 if final or progress.step % settings.state_every == 0 or terminate.requested:
                     step_log.flush()
                     save_state(paths.work / "state", model, optimizer, progress)
