@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ import pandas as pd
 
 from lesionsoup.geometry import Geometry
 from lesionsoup.lesions import ALL, Lesion
+
+#: Memory maps a reader keeps open (two per image: image and labels).
+OPEN_MAPS = 512
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -68,10 +72,11 @@ class CacheEntry:
 def lesion_locations(labels: np.ndarray) -> dict[str, np.ndarray]:
     """Flat indices (int32) of the pixels of each lesion class present in ``labels``."""
     flat = labels.reshape(-1)
+    present = int(np.bitwise_or.reduce(flat)) if flat.size else 0
     return {
         lesion.value: np.flatnonzero(flat & lesion.bit).astype(np.int32)
         for lesion in ALL
-        if (flat & lesion.bit).any()
+        if present & lesion.bit
     }
 
 
@@ -117,6 +122,9 @@ class CacheWriter:
 
     def publish(self, image_ids: Iterable[str]) -> None:
         """Write the index in the given order and move the finished cache into place."""
+        image_ids = list(image_ids)
+        if not image_ids:
+            raise ValueError(f"{self.directory}: no image could be cached; nothing to publish")
         records = []
         for image_id in image_ids:
             record_file = self.partial / "records" / f"{image_id}.json"
@@ -138,6 +146,23 @@ class Cache:
         self.index = pd.read_csv(index_file, dtype={"image_id": str, "split": str})
         self.settings: dict[str, Any] = json.loads((self.directory / "cache.json").read_text())
         self.size = int(self.settings["size"])
+        self._maps: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # memory maps are reopened in each process (e.g. DataLoader workers)
+        return {**self.__dict__, "_maps": OrderedDict()}
+
+    def _map(self, kind: str, image_id: str) -> np.ndarray:
+        """The memory map of an array, kept open for the most recently used images."""
+        key = (kind, image_id)
+        if key in self._maps:
+            self._maps.move_to_end(key)
+            return self._maps[key]
+        array = np.load(self.directory / kind / f"{image_id}.npy", mmap_mode="r")
+        self._maps[key] = array
+        if len(self._maps) > OPEN_MAPS:
+            self._maps.popitem(last=False)
+        return array
 
     @property
     def ids(self) -> list[str]:
@@ -148,14 +173,16 @@ class Cache:
 
     def image(self, image_id: str) -> np.ndarray:
         """The cached RGB image, memory-mapped (S, S, 3) uint8."""
-        return np.load(self.directory / "images" / f"{image_id}.npy", mmap_mode="r")
+        return self._map("images", image_id)
 
     def labels(self, image_id: str) -> np.ndarray:
         """The label plane, memory-mapped (S, S) uint8."""
-        return np.load(self.directory / "labels" / f"{image_id}.npy", mmap_mode="r")
+        return self._map("labels", image_id)
 
     def patch(self, image_id: str, top: int, left: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """An image patch and its labels, copied out of the memory maps."""
+        if not (0 <= top <= self.size - size and 0 <= left <= self.size - size):
+            raise ValueError(f"{self.directory}: patch {top},{left}+{size} outside {self.size}")
         window = np.s_[top : top + size, left : left + size]
         return np.array(self.image(image_id)[window]), np.array(self.labels(image_id)[window])
 
