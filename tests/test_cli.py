@@ -1,0 +1,45 @@
+"""The `lesionsoup` command: help on every subcommand, errors that name the file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lesionsoup.cli import build_parser, main
+
+SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+
+def test_expected_stages_are_commands():
+    assert {"synth", "index", "preprocess", "warmup", "train"} <= set(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: lesionsoup " + name in capsys.readouterr().out
+
+
+def test_missing_dataset_root_is_named(tmp_path, caplog):
+    root = tmp_path / "no-such-idrid"
+    assert main(["index", "IDRID", str(root), "-o", str(tmp_path / "m.csv")]) == 1
+    assert str(root) in caplog.text
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_bad_json_option_is_reported(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["index", "IDRID", str(tmp_path), "-o", "m.csv", "--options", "{not json"])
+    assert exit_info.value.code == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "lesionsoup", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "preprocess" in result.stdout
