@@ -24,21 +24,27 @@ from lesionsoup.lesions import TRAINED, pack
 from lesionsoup.sampling import PatchDataset, PatchSampler
 
 
-def synthetic_cache(directory: Path, size: int, images: int, seed: int = 0) -> Cache:
-    """Noisy images with a disc field of view and a few square lesions of each class."""
+def synthetic_cache(
+    directory: Path, size: int, images: int, seed: int = 0, valid: int = 0
+) -> Cache:
+    """Noisy images with a disc field of view and a few square lesions of each class.
+
+    The last ``valid`` images form the validation split, the others the training split.
+    """
     rng = np.random.default_rng(seed)
     writer = CacheWriter(directory, {"size": size})
     geometry = Geometry.fit(size, size, (0, 0, size, size), size)
     yy, xx = np.mgrid[:size, :size]
     fov = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.45 * size) ** 2
     ids = [f"img{number:03d}" for number in range(images)]
-    for image_id in ids:
+    for number, image_id in enumerate(ids):
         masks = {lesion: np.zeros((size, size), dtype=bool) for lesion in TRAINED}
         for mask in masks.values():
             for y, x in rng.integers(size // 4, 3 * size // 4, size=(5, 2)):
                 mask[y : y + 8, x : x + 8] = True
         image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        writer.write(CacheEntry(image_id, "train", image, pack(masks, fov), geometry))
+        split = "valid" if number >= images - valid else "train"
+        writer.write(CacheEntry(image_id, split, image, pack(masks, fov), geometry))
     writer.publish(ids)
     return Cache(directory)
 

@@ -264,11 +264,10 @@ def train_run(
         desc=paths.root.name,
         unit="step",
     )
-    started = time.perf_counter()
+    started = tick = time.perf_counter()
     try:
         with _Terminate() as terminate:
             for batch in loader:
-                tick = time.perf_counter()
                 lr = schedule.lr_at(progress.step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -298,6 +297,7 @@ def train_run(
                 completed = progress.step
                 progress.step += 1
                 progress.samples_seen += len(images)
+                # the step's time includes waiting for its batch: the loop's real throughput
                 elapsed = time.perf_counter() - tick
                 progress.wall_seconds += elapsed
                 step_log.write(
@@ -332,6 +332,9 @@ def train_run(
                     raise Preempted(
                         f"{paths.root}: SIGTERM at step {progress.step}; state saved; rerun resumes"
                     )
+                now = time.perf_counter()
+                progress.wall_seconds += now - tick - elapsed  # validation and saving
+                tick = now
                 if progress.stopped_early:
                     log.info("%s: early stop at step %d", paths.root, progress.step)
                     save_state(paths.work / "state", model, optimizer, progress)
