@@ -186,13 +186,13 @@ def _whole(forward: Forward, images: torch.Tensor, settings: InferenceSettings) 
 def _sliding(forward: Forward, images: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
     count, _, height, width = images.shape
     tile_h, tile_w = min(settings.tile, height), min(settings.tile, width)
-    windows = [
-        (index, top, left)
-        for index in range(count)
+    corners = [
+        (top, left)
         for top in tile_starts(height, tile_h, settings.overlap)
         for left in tile_starts(width, tile_w, settings.overlap)
     ]
-    weights: torch.Tensor | None = None
+    windows = [(index, top, left) for index in range(count) for top, left in corners]
+    weights = gaussian_importance(tile_h, tile_w)
     summed: torch.Tensor | None = None
     for batch in _chunks(windows, settings.batch_size):
         tiles = torch.stack(
@@ -200,14 +200,13 @@ def _sliding(forward: Forward, images: torch.Tensor, settings: InferenceSettings
         )
         probs = _padded_forward(forward, tiles, settings.padding)
         if summed is None:
-            weights = gaussian_importance(tile_h, tile_w).to(probs.device)
+            weights = weights.to(probs.device)
             summed = probs.new_zeros((count, probs.shape[1], height, width))
         for (i, top, left), tile_probs in zip(batch, probs * weights, strict=True):
             summed[i, :, top : top + tile_h, left : left + tile_w] += tile_probs
-    covered = torch.zeros((height, width), device=summed.device)
-    for top in tile_starts(height, tile_h, settings.overlap):
-        for left in tile_starts(width, tile_w, settings.overlap):
-            covered[top : top + tile_h, left : left + tile_w] += weights
+    covered = torch.zeros((height, width), device=weights.device)
+    for top, left in corners:
+        covered[top : top + tile_h, left : left + tile_w] += weights
     return summed / covered
 
 

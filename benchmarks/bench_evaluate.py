@@ -1,0 +1,103 @@
+"""Evaluation throughput: a tiny U-Net over a synthetic cache, and the histograms alone.
+
+Run: ``python benchmarks/bench_evaluate.py [--images 16] [--size 256] [--device cpu]``.
+Megapixels count cache pixels (size x size per image). ``evaluate`` includes
+loading the model (timed apart too); "histograms alone" pools precomputed
+probabilities of every trained lesion into ``SegmentationHistograms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lesionsoup.cache import Cache, CacheEntry, CacheWriter
+from lesionsoup.checkpoint import save_checkpoint
+from lesionsoup.evaluate import evaluate
+from lesionsoup.geometry import Geometry
+from lesionsoup.infer import InferenceSettings
+from lesionsoup.lesions import TRAINED, pack
+from lesionsoup.metrics import SegmentationHistograms
+from lesionsoup.model import ModelSpec, build_model
+from lesionsoup.predictor import load_predictor
+
+
+def write_cache(directory: Path, images: int, size: int) -> Path:
+    """Noise images inside a disc, with random square lesions, all in split ``test``."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    fov = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.48 * size) ** 2
+    writer = CacheWriter(directory, {"size": size, "dataset": "BENCH"})
+    ids = [f"img{index}" for index in range(images)]
+    for image_id in ids:
+        image = (rng.random((size, size, 3)) * 255 * fov[..., None]).astype(np.uint8)
+        masks = {}
+        for lesion in TRAINED:
+            mask = np.zeros((size, size), bool)
+            y, x = rng.integers(size // 4, 3 * size // 4, size=2)
+            mask[y : y + size // 20, x : x + size // 20] = True
+            masks[lesion] = mask & fov
+        geometry = Geometry.fit(size, size, (0, 0, size, size), size)
+        writer.write(CacheEntry(image_id, "test", image, pack(masks, fov), geometry))
+    writer.publish(ids)
+    return directory
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8)
+    )
+    save_checkpoint(path, build_model(spec).state_dict(), {"architecture": spec.as_dict()})
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    megapixels = args.images * args.size**2 / 1e6
+    print(f"{args.images} images of {args.size} px ({megapixels:.2f} Mpx), device {args.device}")
+
+    with tempfile.TemporaryDirectory() as folder:
+        cache = write_cache(Path(folder) / "cache", args.images, args.size)
+        model = tiny_checkpoint(Path(folder) / "model.safetensors")
+
+        start = time.perf_counter()
+        load_predictor(model, args.device)
+        print(f"load model: {time.perf_counter() - start:.2f} s")
+
+        settings = {
+            "whole": InferenceSettings(),
+            "whole + 3 flips": InferenceSettings(tta=("horizontal", "vertical", "both")),
+            "sliding, tile size/2": InferenceSettings(mode="sliding", tile=args.size // 2),
+        }
+        for name, setting in settings.items():
+            start = time.perf_counter()
+            evaluate(model, cache, settings=setting, device=args.device)
+            seconds = time.perf_counter() - start
+            print(f"evaluate, {name:22}: {seconds:6.2f} s, {megapixels / seconds:6.2f} Mpx/s")
+
+        rng = np.random.default_rng(1)
+        labels = [np.asarray(Cache(cache).labels(f"img{i}")) for i in range(args.images)]
+        probs = rng.random((len(TRAINED), args.size, args.size), dtype=np.float32)
+        histograms = SegmentationHistograms(TRAINED)
+        start = time.perf_counter()
+        for index, plane in enumerate(labels):
+            histograms.add_image(f"img{index}", probs, plane)
+        seconds = time.perf_counter() - start
+        print(
+            f"histograms alone ({len(TRAINED)} lesions): {seconds:6.2f} s, "
+            f"{megapixels / seconds:6.1f} Mpx/s"
+        )
+
+
+if __name__ == "__main__":
+    main()

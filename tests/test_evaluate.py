@@ -1,0 +1,251 @@
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_toy_cache
+from test_predictor import save_tiny
+from test_preprocess import write_case
+
+from lesionsoup.cache import Cache
+from lesionsoup.evaluate import (
+    COLUMNS,
+    EvaluationError,
+    aggregate,
+    conventions_path,
+    evaluate,
+    evaluation_metrics,
+    load_evaluation,
+    save_evaluation,
+)
+from lesionsoup.fov import find_fov
+from lesionsoup.infer import InferenceSettings
+from lesionsoup.lesions import FOV_BIT, TRAINED, Lesion
+from lesionsoup.manifest import COLUMNS as MANIFEST_COLUMNS
+from lesionsoup.manifest import write_manifest
+from lesionsoup.metrics import (
+    DEFAULT_BINS,
+    LesionHistogram,
+    SegmentationHistograms,
+    average_precision,
+)
+from lesionsoup.predictor import load_predictor
+from lesionsoup.preprocess import MaskRules, build_cache
+from lesionsoup.sampling import to_tensors
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("study")
+    save_tiny(folder / "model.safetensors", seed=0)
+    splits = {"train": 1, "test": 2}
+    return {
+        "model": folder / "model.safetensors",
+        "AAA": write_toy_cache(folder / "AAA", "AAA", splits=splits, seed=1),
+        "BBB": write_toy_cache(folder / "BBB", "BBB", splits=splits, seed=2),
+    }
+
+
+@pytest.fixture(scope="module")
+def result_aaa(study) -> dict:
+    return evaluate(study["model"], study["AAA"])
+
+
+def test_histograms_equal_a_direct_computation(study, result_aaa):
+    result = result_aaa
+    json.dumps(result, allow_nan=False)  # JSON-able as it is
+    assert result["test_dataset"] == "AAA" and result["split"] == "test"
+    assert result["images"] == 2 and result["megapixels"] == pytest.approx(2 * 64 * 64 / 1e6)
+    assert result["resolution"] == "cache" and result["inference"]["mode"] == "whole"
+    assert "pooling" in result["conventions"] and result["seconds"] > 0
+    assert result["model"] == str(study["model"]) and result["device"] == "cpu"
+    predictor = load_predictor(study["model"])
+    cache = Cache(study["AAA"])
+    expected = {lesion: LesionHistogram(DEFAULT_BINS) for lesion in TRAINED}
+    for image_id in cache.ids_in("test"):
+        image, labels = np.asarray(cache.image(image_id)), np.asarray(cache.labels(image_id))
+        probs = predictor.predict(to_tensors(image, labels)[0][None])[0].numpy()
+        valid = (labels & FOV_BIT) > 0
+        for channel, lesion in enumerate(TRAINED):
+            target = (labels & lesion.bit) > 0
+            expected[lesion].update(probs[channel], target, valid)
+            counts = next(
+                c
+                for c in result["per_image"]
+                if c["image_id"] == image_id and c["lesion"] == lesion.value
+            )
+            predicted = probs[channel] >= 0.5
+            assert counts["tp"] == int((predicted & target & valid).sum())
+            assert counts["fp"] == int((predicted & ~target & valid).sum())
+            assert counts["fn"] == int((~predicted & target & valid).sum())
+    pooled = SegmentationHistograms.from_dict(result["histograms"])
+    assert pooled.lesions == TRAINED
+    for lesion in TRAINED:
+        assert pooled[lesion] == expected[lesion]
+        assert pooled[lesion].positive_pixels > 0
+
+
+def test_an_image_listed_twice_counts_twice(study):
+    image_id = Cache(study["AAA"]).ids_in("test")[0]
+    once = evaluate(study["model"], study["AAA"], image_ids=[image_id])
+    twice = evaluate(study["model"], study["AAA"], image_ids=[image_id, image_id])
+    single = SegmentationHistograms.from_dict(once["histograms"])
+    assert SegmentationHistograms.from_dict(twice["histograms"]) == single + single
+    assert len(twice["per_image"]) == 2 * len(once["per_image"]) == 2 * len(TRAINED)
+    assert twice["images"] == 2
+
+
+def test_inference_settings_are_applied_and_recorded(study, result_aaa):
+    settings = InferenceSettings(tta=("horizontal",))
+    flipped = evaluate(study["model"], study["AAA"], settings=settings, bins=100)
+    assert flipped["inference"]["tta"] == ["horizontal"]
+    assert flipped["histograms"]["bins"] == 100
+    assert len(flipped["histograms"]["lesions"]["EX"]["positives"]) == 101
+    a = SegmentationHistograms.from_dict(flipped["histograms"])
+    b = SegmentationHistograms.from_dict(result_aaa["histograms"])
+    assert a["EX"].valid_pixels == b["EX"].valid_pixels
+
+
+def test_bad_requests_are_named(study, tmp_path):
+    with pytest.raises(EvaluationError, match="no images in split 'valid'"):
+        evaluate(study["model"], study["AAA"], split="valid")
+    with pytest.raises(EvaluationError, match="no images"):
+        evaluate(study["model"], study["AAA"], image_ids=["nope"])
+    with pytest.raises(ValueError, match="manifest"):
+        evaluate(study["model"], study["AAA"], resolution="native")
+    with pytest.raises(ValueError, match="resolution"):
+        evaluate(study["model"], study["AAA"], resolution="retina")
+    with pytest.raises(FileNotFoundError, match="not a lesionsoup cache"):
+        evaluate(study["model"], tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "other"}')
+    with pytest.raises(EvaluationError, match="bad.json: not a lesionsoup evaluation"):
+        load_evaluation(bad)
+
+
+def native_study(folder: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """Two 120 x 160 photographs with known native masks, their manifest and cache."""
+    rows, ma_masks = [], {}
+    for index in range(2):
+        ma = np.zeros((120, 160), np.uint8)
+        cv2.circle(ma, (70 + 5 * index, 60), 6, 255, -1)
+        ex = np.zeros((120, 160), np.uint8)
+        ex[40:50, 90:105] = 255
+        row = write_case(folder, f"img{index}", 120, 160, masks={"MA": ma, "EX": ex})
+        ma_masks[row["image_id"]] = ma > 0
+        rows.append({**row, "split": "test", "dataset": "NAT"})
+    manifest = pd.DataFrame(rows)[list(MANIFEST_COLUMNS)]
+    masks = [column for column in MANIFEST_COLUMNS if column.startswith("mask_")]
+    manifest[masks] = manifest[masks].astype(object).fillna("")
+    write_manifest(manifest, folder / "manifest.csv")
+    build_cache(manifest, folder / "cache", 64, MaskRules(threshold=1), threads=1, progress=False)
+    return folder / "manifest.csv", folder / "cache", ma_masks
+
+
+def test_native_resolution_counts_native_pixels(study, tmp_path):
+    manifest, cache_dir, ma_masks = native_study(tmp_path)
+    result = evaluate(study["model"], cache_dir, resolution="native", manifest=manifest)
+    assert result["resolution"] == "native"
+    histograms = SegmentationHistograms.from_dict(result["histograms"])
+    disc = np.pi * (0.45 * 120) ** 2
+    assert histograms["MA"].valid_pixels == pytest.approx(2 * disc, rel=0.03)
+    assert histograms["MA"].positive_pixels == sum(mask.sum() for mask in ma_masks.values())
+    assert histograms["EX"].positive_pixels == 2 * 10 * 15
+    # the same images counted at cache resolution see fewer, larger pixels
+    cached = SegmentationHistograms.from_dict(evaluate(study["model"], cache_dir)["histograms"])
+    assert cached["MA"].valid_pixels < histograms["MA"].valid_pixels / 2
+
+
+def test_native_probabilities_are_the_cache_map_resampled(study, tmp_path):
+    manifest, cache_dir, _ = native_study(tmp_path)
+    result = evaluate(study["model"], cache_dir, resolution="native", manifest=manifest)
+    cache, predictor = Cache(cache_dir), load_predictor(study["model"])
+    expected = SegmentationHistograms(TRAINED)
+    for row in pd.read_csv(manifest).to_dict("records"):
+        image_id = row["image_id"]
+        image, labels = np.asarray(cache.image(image_id)), np.asarray(cache.labels(image_id))
+        fov = (labels & FOV_BIT) > 0
+        probs = predictor.predict(to_tensors(image, labels)[0][None], fov=fov[None])[0].numpy()
+        native = cache.geometry(image_id).map_to_native(probs.transpose(1, 2, 0))
+        photo = cv2.imread(row["image_path"])
+        native_fov = find_fov(photo).native_mask()
+        native_labels = np.where(native_fov, FOV_BIT, 0).astype(np.uint8)
+        for column, lesion in (("mask_MA", Lesion.MA), ("mask_EX", Lesion.EX)):
+            native_labels[cv2.imread(row[column], cv2.IMREAD_GRAYSCALE) > 0] |= lesion.bit
+        expected.add_image(image_id, native.transpose(2, 0, 1), native_labels)
+    assert SegmentationHistograms.from_dict(result["histograms"]) == expected
+
+
+def test_native_resolution_names_a_manifest_without_the_image(study, tmp_path):
+    manifest, cache_dir, _ = native_study(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = pd.read_csv(manifest, keep_default_na=False, dtype=str).iloc[[0]]
+    rows = rows.astype({"width": int, "height": int})
+    write_manifest(rows, other / "manifest.csv")
+    with pytest.raises(EvaluationError, match=r"other/manifest.csv: no row for image 'img1'"):
+        evaluate(study["model"], cache_dir, resolution="native", manifest=other / "manifest.csv")
+
+
+@pytest.fixture(scope="module")
+def saved_results(study, result_aaa, tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("evaluations")
+    save_evaluation(result_aaa, folder / "model_AAA.json")
+    save_evaluation(evaluate(study["model"], study["BBB"]), folder / "model_BBB.json")
+    return [folder / "model_AAA.json", folder / "model_BBB.json"]
+
+
+def test_aggregate_writes_the_long_table(study, saved_results, tmp_path):
+    out = tmp_path / "tables" / "metrics.csv"
+    info = {str(study["model"]): ("AAA+BBB", "uniform_soup")}
+    returned = aggregate(saved_results, out, info)
+    table = pd.read_csv(out)
+    assert tuple(table.columns) == COLUMNS
+    pd.testing.assert_frame_equal(table, returned, check_dtype=False)
+    assert set(table["test_dataset"]) == {"AAA", "BBB"}
+    assert set(table["train_combo"]) == {"AAA+BBB"} and set(table["method"]) == {"uniform_soup"}
+    assert set(table["lesion"]) == {lesion.value for lesion in TRAINED}
+    assert {"ap", "aupr_11pt", "auroc", "dice_pooled", "dice_image_mean"} <= set(table["metric"])
+    assert not table.duplicated(["model", "test_dataset", "lesion", "metric"]).any()
+    for path in saved_results:
+        result = load_evaluation(path)
+        histograms = SegmentationHistograms.from_dict(result["histograms"])
+        for lesion in TRAINED:
+            rows = table[
+                (table["test_dataset"] == result["test_dataset"])
+                & (table["lesion"] == lesion.value)
+            ].set_index("metric")["value"]
+            assert rows["ap"] == pytest.approx(average_precision(histograms[lesion]))
+            assert rows["positive_pixels"] == histograms[lesion].positive_pixels
+            metrics = evaluation_metrics(result)[lesion.value]
+            assert len(rows) == len(metrics)
+            for name, value in metrics.items():
+                assert rows[name] == pytest.approx(value, nan_ok=True) or (
+                    math.isnan(value) and math.isnan(rows[name])
+                )
+    notes = json.loads(conventions_path(out).read_text())
+    assert conventions_path(out).name == "metrics.conventions.json"
+    assert notes["resolution"] == "cache" and "pooling" in notes["conventions"]
+    assert notes["inference"] == [InferenceSettings().as_dict()]
+    written = sorted(path.name for path in out.parent.iterdir())
+    assert written == ["metrics.conventions.json", "metrics.csv"]
+
+
+def test_aggregate_refuses_unknown_models_and_repeats(study, saved_results, tmp_path):
+    out = tmp_path / "metrics.csv"
+    with pytest.raises(EvaluationError, match="model_AAA.json: model .* has no train_combo"):
+        aggregate(saved_results, out, {})
+    info = {str(study["model"]): ("AAA", "single")}
+    with pytest.raises(EvaluationError, match="model_AAA.json: evaluates .* as does"):
+        aggregate([saved_results[0], saved_results[0]], out, info)
+    coarse = load_evaluation(saved_results[1])
+    coarse["histograms"] = SegmentationHistograms(TRAINED, bins=10).to_dict()
+    save_evaluation(coarse, tmp_path / "coarse.json")
+    with pytest.raises(EvaluationError, match=rf"mix bins \[10, {DEFAULT_BINS}\]"):
+        aggregate([saved_results[0], tmp_path / "coarse.json"], out, info)
+    with pytest.raises(ValueError, match="no evaluation files"):
+        aggregate([], out, info)
+    assert not out.exists()
