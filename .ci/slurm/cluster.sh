@@ -12,6 +12,7 @@
 set -euo pipefail
 
 STATE_DIR=${LESIONSOUP_SLURM_STATE:-/var/tmp/lesionsoup-slurm}
+STATE_MARKER=$STATE_DIR/.lesionsoup-test-cluster # only a folder with it is ever deleted
 # Fixed location: job steps drop SLURM_CONF, so srun inside a job only finds /etc/slurm.
 CONF_DIR=/etc/slurm
 CTLD_PORT=${LESIONSOUP_SLURMCTLD_PORT:-6817}
@@ -82,6 +83,10 @@ refuse_foreign_state() {
 				"line is not the lesionsoup marker). Is this machine part of a real cluster?"
 		fi
 	done
+	if [[ -e $STATE_DIR && ! -e $STATE_MARKER ]]; then
+		die "refusing to use $STATE_DIR as the cluster's state folder: it exists and was not" \
+			"made by this script"
+	fi
 	for name in "${DAEMONS[@]}"; do
 		[[ -z $(running_pid "$name") ]] ||
 			die "the test cluster is already up (state in $STATE_DIR); run 'cluster.sh down' first"
@@ -143,6 +148,7 @@ up() {
 	trap abort_up EXIT
 	rm -rf "$STATE_DIR"
 	mkdir -p "$STATE_DIR"/{pids,log,dev,slurmctld,slurmd,munge-key} "$CONF_DIR"
+	touch "$STATE_MARKER"
 	chmod 755 "$STATE_DIR"
 	chmod 700 "$STATE_DIR/munge-key"
 	mknod "$STATE_DIR/dev/nvidia0" c 1 3 # a copy of /dev/null standing in for a GPU
@@ -203,7 +209,7 @@ down() {
 			rm -f "$CONF_DIR/$name"
 		fi
 	done
-	rm -rf "$STATE_DIR"
+	[[ ! -e $STATE_MARKER ]] || rm -rf "$STATE_DIR"
 	log "down"
 }
 
