@@ -15,6 +15,20 @@ from lesionsoup.specs import ModelSpec, TrainSettings
 
 
 @dataclass(frozen=True)
+class EvaluatedModel:
+    """A model of the study's result matrix: a checkpoint, merged model or ensemble."""
+
+    path: str
+    combo: str
+    method: str
+
+    @property
+    def key(self) -> str:
+        """The path without ``results/`` and suffix: names its evaluation files."""
+        return self.path.removeprefix("results/").rsplit(".", 1)[0]
+
+
+@dataclass(frozen=True)
 class Run:
     combo: str
     recipe: str
@@ -57,3 +71,17 @@ def runs(config: Mapping[str, Any]) -> list[Run]:
         for recipe in training["recipes"]
         for seed in training["seeds"]
     ]
+
+
+def test_datasets(config: Mapping[str, Any]) -> list[str]:
+    wanted = config["evaluation"]["test_datasets"]
+    return sorted(config["datasets"]) if wanted == "all" else sorted(wanted)
+
+
+def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
+    """Every model to evaluate on every test set, by key: each run's best checkpoint."""
+    models = [
+        EvaluatedModel(f"{run.directory}/best.safetensors", run.combo, "single")
+        for run in runs(config)
+    ]
+    return {model.key: model for model in models}

@@ -11,6 +11,8 @@ SYNTHETIC = config["synthetic"]
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    test="|".join(DATASETS),
+    model=r"[^/].*",
     combo=r"[A-Z]+(\+[A-Z]+)*",
     recipe=r"[A-Za-z0-9_-]+",
     seed=r"\d+",
@@ -60,7 +62,28 @@ def train_settings(wildcards):
     )
 
 
+EVALUATED = study.evaluated_models(config)
+
+
+def evaluated_model_path(wildcards):
+    return EVALUATED[wildcards.model].path
+
+
+def evaluated_models_json():
+    """Model path -> [train_combo, method], for metrics.csv."""
+    table = {model.path: [model.combo, model.method] for model in EVALUATED.values()}
+    return json.dumps(table, sort_keys=True)
+
+
+def evaluation_files():
+    return [
+        f"results/eval/{test}/{key}.json"
+        for test in study.test_datasets(config)
+        for key in EVALUATED
+    ]
+
+
 def all_outputs():
     caches = expand("results/cache/{dataset}", dataset=DATASETS)
     trained = [f"{run.directory}/curves.png" for run in study.runs(config)]
-    return caches + trained
+    return caches + trained + ["results/metrics.csv"]
