@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lesionsoup.commands import data, training
+from lesionsoup.commands import data, evaluation, training
 from lesionsoup.commands.arguments import Subcommands
 
-REGISTRARS: tuple[Callable[[Subcommands], None], ...] = (*data.REGISTER, *training.REGISTER)
+REGISTRARS: tuple[Callable[[Subcommands], None], ...] = (
+    *data.REGISTER,
+    *training.REGISTER,
+    *evaluation.REGISTER,
+)
