@@ -49,5 +49,5 @@ def plot_training_curves(step_log: Path, validation_csv: Path, out: Path) -> Non
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     for ax in (ax_loss, ax_val, ax_lr):
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Training of {step_log.parent.name}")
+    fig.suptitle(f"Training of {' / '.join(step_log.parent.parts[-3:])}")
     save_figure(fig, out)
