@@ -15,6 +15,9 @@ from lesionsoup.commands import REGISTRARS
 
 log = logging.getLogger("lesionsoup")
 
+#: Exit status after SIGTERM (preemption, scancel): 128 + 15, as a killed process.
+PREEMPTED_EXIT = 143
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -35,8 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    from lesionsoup.train import Preempted
+
     try:
         args.handler(args)
+    except Preempted as stop:
+        log.warning("%s", stop)
+        return PREEMPTED_EXIT
     except (ValueError, FileNotFoundError, OSError) as error:
         log.error("%s", error)
         return 1

@@ -17,6 +17,9 @@ WORKFLOW=${WORKFLOW:-$REPO/tests/slurm/Snakefile}
 read -r -a WORKFLOW_ARGS <<<"${WORKFLOW_ARGS:-}"
 # Output folder compared between the local and the SLURM run ("" skips the comparison).
 COMPARE_DIR=${COMPARE_DIR-results}
+# File name patterns compared inside COMPARE_DIR, split on spaces ("" compares every file);
+# e.g. leave out files that record wall-clock times or absolute paths.
+read -r -a COMPARE_NAMES <<<"${COMPARE_NAMES:-}"
 # Folder of per-job records (SLURM_JOB_ID=, SLURM_JOB_GPUS=, CUDA_VISIBLE_DEVICES=), if any.
 RECORDS_DIR=${RECORDS_DIR-records}
 # Rules whose jobs must get a GPU; jobs of all other rules must get none.
@@ -158,11 +161,34 @@ check_records() {
 			done)
 }
 
+# Files of COMPARE_DIR matching COMPARE_NAMES, relative to it, sorted.
+compared_files() {
+	local pattern names=()
+	for pattern in "${COMPARE_NAMES[@]}"; do
+		names+=(-o -name "$pattern")
+	done
+	(cd "$1" && if ((${#names[@]})); then
+		find . -type f \( "${names[@]:1}" \)
+	else
+		find . -type f
+	fi | sort)
+}
+
 check_same_outputs() {
 	[[ -n $COMPARE_DIR ]] || return 0
-	if diff -r "$WORK_DIR/local/$COMPARE_DIR" "$WORK_DIR/slurm/$COMPARE_DIR"; then
+	local local_dir=$WORK_DIR/local/$COMPARE_DIR slurm_dir=$WORK_DIR/slurm/$COMPARE_DIR file same=1
+	if ! diff <(compared_files "$local_dir") <(compared_files "$slurm_dir"); then
+		same=0
+	fi
+	while read -r file; do
+		cmp -s "$local_dir/$file" "$slurm_dir/$file" || {
+			echo "differs: $file" >&2
+			same=0
+		}
+	done < <(compared_files "$local_dir")
+	if ((same)); then
 		pass "$COMPARE_DIR/ is identical in the local and the SLURM run" \
-			"($(find "$WORK_DIR/slurm/$COMPARE_DIR" -type f | wc -l) files)"
+			"($(compared_files "$slurm_dir" | wc -l) files${COMPARE_NAMES[*]:+: ${COMPARE_NAMES[*]}})"
 	else
 		fail "$COMPARE_DIR/ differs between the local and the SLURM run"
 	fi

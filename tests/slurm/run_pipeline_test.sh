@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's tiny study (tests/configs/tiny.yaml) through the real SLURM test cluster:
+# every job a SLURM job, GPU rules scheduled with a GPU, the same weights and metrics as a
+# local run. Run by .ci/run; needs root (see .ci/slurm/cluster.sh).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# Test-cluster sizes only: the single test node has 2 cores and ~20 GB.
+RESOURCES="warmup:mem_mb=1500 train:mem_mb=1500 evaluate:mem_mb=1500 preprocess:mem_mb=1500"
+export WORKFLOW=Snakefile
+export WORKFLOW_ARGS="--configfile tests/configs/tiny.yaml --set-resources $RESOURCES"
+export GPU_RULES="warmup train evaluate"
+export RECORDS_DIR=""
+export COMPARE_DIR=results
+# Weights, metrics and cache indexes; sidecars and logs record wall-clock times.
+export COMPARE_NAMES="*.safetensors metrics.csv index.csv"
+exec bash "$HERE/run_test.sh"
