@@ -120,3 +120,16 @@ def test_init_with_another_architecture_is_refused(tmp_path, caches, init):
 def test_unknown_setting_is_named():
     with pytest.raises(ValueError, match="learning_rate"):
         TrainSettings.from_dict({"learning_rate": 0.1})
+
+
+def test_triangular_run_snapshots_at_every_learning_rate_minimum(tmp_path, caches, init):
+    settings = TrainSettings(
+        **{**SETTINGS.as_dict(), "schedule": "triangular", "cycle_steps": 4, "min_lr": 1e-6}
+    )
+    train_run(tmp_path / "fgg", caches, SPEC, settings, init=init, workers=0, progress_bar=False)
+    snapshots = sorted(p.name for p in (tmp_path / "fgg" / "snapshots").glob("*.safetensors"))
+    # minima at updates 2 and 6 (0-based): snapshots after 3 and 7 completed steps
+    assert snapshots == ["step0000003.safetensors", "step0000007.safetensors"]
+    meta = load_metadata(tmp_path / "fgg" / "snapshots" / snapshots[0])
+    assert meta["step"] == 3 and meta["snapshot"] is True
+    assert meta["init_id"] == load_metadata(init)["init_id"]

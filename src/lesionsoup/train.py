@@ -180,7 +180,7 @@ def train_run(
         if finished.get("step") == settings.steps or finished.get("stopped_early"):
             log.info("%s: already finished at step %s", paths.root, finished.get("step"))
             return finished
-    paths.work.mkdir(parents=True, exist_ok=True)
+    (paths.work / "snapshots").mkdir(parents=True, exist_ok=True)
     target = pick_device(device)
     workers = max(0, threads - 1) if workers is None else workers
     torch.set_num_threads(max(1, threads - workers) if target.type == "cpu" else threads)

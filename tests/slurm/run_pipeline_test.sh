@@ -4,6 +4,8 @@
 # local run. Run by .ci/run; needs root (see .ci/slurm/cluster.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The rules call the `lesionsoup` command of the project's environment.
+export PATH="$HERE/../../.venv/bin:$PATH"
 
 # Test-cluster sizes only: the single test node has 2 cores and ~20 GB.
 RESOURCES="warmup:mem_mb=1500 train:mem_mb=1500 evaluate:mem_mb=1500 preprocess:mem_mb=1500"

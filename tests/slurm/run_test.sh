@@ -46,6 +46,11 @@ cleanup() {
 	local status=$?
 	# An interrupted run: stop Snakemake first (it cancels its SLURM jobs), then the cluster.
 	if [[ -n $SNAKEMAKE_PID ]] && kill -TERM "$SNAKEMAKE_PID" 2>/dev/null; then
+		for _ in {1..30}; do # give it 30 s to cancel its jobs, then stop it for good
+			kill -0 "$SNAKEMAKE_PID" 2>/dev/null || break
+			sleep 1
+		done
+		kill -KILL "$SNAKEMAKE_PID" 2>/dev/null || true
 		wait "$SNAKEMAKE_PID" || true
 	fi
 	bash "$CLUSTER" down || status=1
