@@ -1,0 +1,130 @@
+"""Subcommands of the merge stage: merge (weight-space soups), ensemble (prediction space)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from lesionsoup.commands.arguments import Subcommands
+from lesionsoup.ingredients import SINGLE_BEST
+
+log = logging.getLogger("lesionsoup")
+
+#: Mirrors lesionsoup.merge (not imported here, so that `--help` stays fast).
+RULE_CHOICES = (SINGLE_BEST, "uniform", "greedy", "swa", "UoU", "UoG", "GoU", "GoG")
+BN_POLICY_CHOICES = ("average", "recompute", "copy-best")
+
+
+def _caches(directories: list[Path]) -> dict:
+    from lesionsoup.cache import Cache
+
+    return {directory.name: Cache(directory) for directory in directories}
+
+
+def _device(name: str) -> str:
+    from lesionsoup.train import pick_device
+
+    return str(pick_device(name))
+
+
+def _merge(args: argparse.Namespace) -> None:
+    import torch
+
+    from lesionsoup.soups import BatchNormSample, merge_stage
+
+    torch.set_num_threads(args.threads)
+    metadata = merge_stage(
+        args.output,
+        args.ingredients,
+        _caches(args.cache),
+        args.rule,
+        bn_policy=args.bn_policy,
+        group_by=args.group_by,
+        bn_sample=BatchNormSample(args.bn_patches, args.bn_batch_size, args.bn_seed),
+        device=_device(args.device),
+    )
+    kept = sum(weight > 0 for weight in metadata["weights"].values())
+    log.info(
+        "%s: %d of %d ingredients, validation %.4f, %.1f compute seconds",
+        args.output,
+        kept,
+        len(metadata["weights"]),
+        metadata["validation"]["score"],
+        metadata["compute_seconds"],
+    )
+
+
+def _ensemble(args: argparse.Namespace) -> None:
+    import torch
+
+    from lesionsoup.soups import ensemble_stage
+
+    torch.set_num_threads(args.threads)
+    caches = _caches(args.cache)
+    ensemble_stage(args.output, args.ingredients, caches, top=args.top, device=_device(args.device))
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "ingredients",
+        type=Path,
+        nargs="+",
+        metavar="INGREDIENT",
+        help="a checkpoint, a folder of checkpoints (snapshots) or a JSON ingredient list",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        action="append",
+        required=True,
+        help="a cache of the combination (repeatable); its valid split scores the candidates",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _add_merge(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "merge",
+        help="merge checkpoints in weight space (best, uniform, greedy, hierarchical, SWA)",
+        description="Average compatible checkpoints (one shared initialisation) by a rule, "
+        "selecting on the caches' validation split, and save the merged checkpoint with a "
+        "sidecar listing ingredients, weights, selection trace, BatchNorm policy and cost.",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help=".safetensors to write")
+    parser.add_argument("--rule", choices=RULE_CHOICES, required=True)
+    parser.add_argument(
+        "--bn-policy",
+        choices=BN_POLICY_CHOICES,
+        default=None,
+        help="BatchNorm statistics (default: recompute for swa, average otherwise)",
+    )
+    parser.add_argument(
+        "--group-by",
+        default="lr",
+        help="hierarchical soups: the base runs' hyperparameter that defines the groups",
+    )
+    parser.add_argument("--bn-patches", type=int, default=64, help="recompute: training patches")
+    parser.add_argument("--bn-batch-size", type=int, default=8, help="recompute: batch size")
+    parser.add_argument("--bn-seed", type=int, default=0, help="recompute: patch sampling seed")
+    _add_common(parser)
+    parser.set_defaults(handler=_merge)
+
+
+def _add_ensemble(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "ensemble",
+        help="write a prediction-space ensemble of checkpoints (all, or the top k)",
+        description="Write an ensemble file (JSON, kind 'ensemble') whose members are the "
+        "candidates, or the top k of them by validation score.",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help=".json to write")
+    parser.add_argument(
+        "--top", type=int, default=None, help="keep the k best candidates (default: all)"
+    )
+    _add_common(parser)
+    parser.set_defaults(handler=_ensemble)
+
+
+REGISTER = (_add_merge, _add_ensemble)

@@ -1,0 +1,252 @@
+"""The merge stage end to end on toy caches: soups, single best, SWA, ensembles, the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_toy_cache
+
+from lesionsoup.cache import Cache
+from lesionsoup.checkpoint import load_checkpoint, load_metadata, save_checkpoint
+from lesionsoup.cli import main
+from lesionsoup.commands.merging import BN_POLICY_CHOICES, RULE_CHOICES
+from lesionsoup.ingredients import grid_recipes, init_for, settings_for
+from lesionsoup.merge import BN_POLICIES, average_checkpoints
+from lesionsoup.model import build_model
+from lesionsoup.predictor import load_predictor, read_ensemble
+from lesionsoup.sampling import ValidationImages
+from lesionsoup.soups import (
+    SOUP_RULES,
+    base_group_key,
+    ensemble_stage,
+    expand_ingredients,
+    merge_stage,
+    training_seconds,
+)
+from lesionsoup.specs import ModelSpec, TrainSettings
+from lesionsoup.train import publish_init, train_run, validate
+
+SPEC = ModelSpec(
+    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
+)
+CONFIG = {
+    "datasets": {"AAA": {}, "BBB": {}},
+    "training": {
+        "combinations": ["AAA+BBB"],
+        "seeds": [0],
+        "defaults": {
+            "batch_size": 2,
+            "patch_size": 32,
+            "validate_every": 4,
+            "state_every": 4,
+            "augmentation": "light",
+            "bins": 1030,
+        },
+        "recipes": {"base": {"steps": 4, "lr": 0.002}},
+    },
+    "merging": {
+        "grid": {"recipe": "base", "values": {"lr": [0.001, 0.003]}},
+        "swa": {
+            "base": "base",
+            "settings": {"steps": 3, "lr": 5e-4, "start_lr": 1e-3, "cycle_steps": 1},
+        },
+        "fgg": {"settings": {"steps": 4, "lr": 1e-3, "min_lr": 1e-5, "cycle_steps": 2}},
+    },
+}
+
+
+class Study:
+    """A toy combination's caches, shared initialisation and ingredient runs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.caches = {
+            name: Cache(write_toy_cache(root / "cache" / name, name, seed=index))
+            for index, name in enumerate(("AAA", "BBB"))
+        }
+        warmup = TrainSettings.from_dict(
+            {**settings_for(CONFIG, "base", 0), "steps": 2, "freeze_encoder": True}
+        )
+        self.train_dir("warmup", warmup, None)
+        init = self.path(init_for("AAA+BBB", "base", 0))
+        init.parent.mkdir(parents=True)
+        publish_init(root / "warmup", init)
+        for recipe in ("base", *grid_recipes(CONFIG)):
+            self.train(recipe)
+        self.grid = [self.path(f"{self.run(r)}/last.safetensors") for r in grid_recipes(CONFIG)]
+        for recipe in grid_recipes(CONFIG):
+            self.train(f"fgg-{recipe}")
+        self.fgg = [self.path(f"{self.run(f'fgg-{r}')}/snapshots") for r in grid_recipes(CONFIG)]
+        self.train("swa-base")
+        self.swa = self.path(f"{self.run('swa-base')}/snapshots")
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    @staticmethod
+    def run(recipe: str) -> str:
+        return f"results/models/AAA+BBB/{recipe}/seed0"
+
+    def train(self, recipe: str) -> None:
+        settings = TrainSettings.from_dict(settings_for(CONFIG, recipe, 0))
+        self.train_dir(self.run(recipe), settings, self.path(init_for("AAA+BBB", recipe, 0)))
+
+    def train_dir(self, run: str, settings: TrainSettings, init: Path | None) -> None:
+        # train_run saves snapshots into a folder it does not create (reported to the lead)
+        (self.path(run) / ".work" / "snapshots").mkdir(parents=True, exist_ok=True)
+        train_run(
+            self.path(run), self.caches, SPEC, settings, init=init, workers=0, progress_bar=False
+        )
+
+    def cache_arguments(self) -> list[str]:
+        return [f"--cache={cache.directory}" for cache in self.caches.values()]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Study:
+    return Study(tmp_path_factory.mktemp("study"))
+
+
+def held_out_score(path: Path, caches: dict[str, Cache]) -> float:
+    """The validation score of a checkpoint, computed independently of the merge stage."""
+    model = build_model(SPEC)
+    model.load_state_dict(load_checkpoint(path)[0])
+    images = [ValidationImages(cache, "valid", SPEC.lesion_classes) for cache in caches.values()]
+    return validate(model, images, SPEC, 1030)["score"]
+
+
+def test_ingredients_expand_from_files_folders_and_lists(study, tmp_path):
+    listing = tmp_path / "ingredients.json"
+    listing.write_text(json.dumps({"study": "s", "ingredients": [str(study.grid[1])]}))
+    paths = expand_ingredients([study.grid[0], study.fgg[0], listing])
+    snapshots = sorted(study.fgg[0].glob("*.safetensors"))
+    assert len(snapshots) == 2  # a snapshot at each minimum of two triangular cycles
+    assert paths == [study.grid[0], *snapshots, study.grid[1]]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        expand_ingredients([tmp_path / "empty"])
+
+
+def test_greedy_soup_records_lineage_selection_and_cost(study, tmp_path):
+    output = tmp_path / "greedy.safetensors"
+    merge_stage(output, study.grid, study.caches, "greedy")
+    metadata = load_metadata(output)
+    assert metadata["rule"] == "greedy" and metadata["bn_policy"] == "average"
+    assert metadata["ingredients"] == [str(path) for path in study.grid]
+    assert sum(metadata["weights"].values()) == pytest.approx(1.0)
+    trace = metadata["selection_trace"]
+    assert len(trace) == 2 and trace[0]["accepted"]
+    first = Path(trace[0]["candidate"])
+    assert trace[0]["score"] == pytest.approx(held_out_score(first, study.caches))
+    assert metadata["validation"]["score"] == pytest.approx(held_out_score(output, study.caches))
+    assert metadata["init_id"] == load_metadata(study.grid[0])["init_id"]
+    trained = sum(load_metadata(path)["wall_seconds"] for path in study.grid)
+    assert metadata["training_seconds"] == pytest.approx(trained)
+    assert metadata["compute_seconds"] == pytest.approx(
+        trained + metadata["merge_seconds"] + metadata["selection_seconds"]
+    )
+    assert metadata["selection_seconds"] > 0
+
+
+def test_single_best_is_the_best_ingredient_unchanged(study, tmp_path):
+    output = tmp_path / "best.safetensors"
+    metadata = merge_stage(output, study.grid, study.caches, "best")
+    scores = {step["candidate"]: step["score"] for step in metadata["selection_trace"]}
+    best = max(scores, key=scores.__getitem__)
+    assert metadata["weights"] == {path: float(path == best) for path in scores}
+    merged, _ = load_checkpoint(output)
+    original, _ = load_checkpoint(Path(best))
+    assert all(torch.equal(merged[name], original[name]) for name in original)
+
+
+def test_fgg_snapshots_group_by_their_base_learning_rate(study, tmp_path):
+    snapshot = sorted(study.fgg[1].glob("*.safetensors"))[0]
+    metadata = load_metadata(snapshot)
+    assert metadata["hyperparameters"]["lr"] == 1e-3  # the FGG run's own peak rate
+    assert base_group_key("lr")(metadata) == 0.003  # its base grid run's rate
+    output = tmp_path / "UoG.safetensors"
+    result = merge_stage(output, [*study.grid, *study.fgg], study.caches, "UoG")
+    stages = {step["stage"] for step in result["selection_trace"]}
+    assert stages == {"local lr=0.001", "local lr=0.003"}
+    assert result["group_by"] == "lr"
+    for base, snapshots in zip(study.grid, study.fgg, strict=True):
+        group = [str(base), *map(str, snapshots.glob("*.safetensors"))]
+        assert sum(result["weights"][path] for path in group) == pytest.approx(0.5)
+
+
+def test_swa_averages_snapshots_and_recomputes_batchnorm(study, tmp_path):
+    output = tmp_path / "swa.safetensors"
+    metadata = merge_stage(output, [study.swa], study.caches, "swa")
+    snapshots = sorted(study.swa.glob("*.safetensors"))
+    assert len(snapshots) == 3
+    assert metadata["bn_policy"] == "recompute" and metadata["bn_recompute"]["patches"] == 64
+    merged, _ = load_checkpoint(output)
+    averaged = average_checkpoints(snapshots)
+    weights = [name for name in merged if name.endswith("conv1.0.weight")]
+    assert all(torch.equal(merged[name], averaged[name]) for name in weights)
+    statistics = [name for name in merged if name.endswith("running_mean")]
+    assert any(not torch.allclose(merged[name], averaged[name]) for name in statistics)
+    # cost: the base run plus the SWA run up to its latest snapshot, each once
+    base = load_metadata(study.path(f"{study.run('base')}/last.safetensors"))["wall_seconds"]
+    latest = load_metadata(snapshots[-1])["wall_seconds"]
+    assert training_seconds(snapshots) == pytest.approx(base + latest)
+    assert metadata["training_seconds"] == pytest.approx(base + latest)
+
+
+def test_incompatible_ingredients_are_refused_by_the_cli_naming_the_files(study, tmp_path, caplog):
+    state, metadata = load_checkpoint(study.grid[1])
+    stranger = tmp_path / "stranger.safetensors"
+    save_checkpoint(stranger, state, {**metadata, "init_id": "another-initialisation"})
+    output = tmp_path / "uniform.safetensors"
+    arguments = ["merge", "-o", str(output), "--rule", "uniform", *study.cache_arguments()]
+    with caplog.at_level(logging.ERROR):
+        assert main([*arguments, str(study.grid[0]), str(stranger)]) == 1
+    assert str(stranger) in caplog.text and str(study.grid[0]) in caplog.text
+    assert "init_id" in caplog.text
+    assert not output.exists()
+
+
+def test_uniform_soup_through_the_cli(study, tmp_path):
+    output = tmp_path / "uniform.safetensors"
+    arguments = ["merge", "-o", str(output), "--rule", "uniform", *study.cache_arguments()]
+    assert main([*arguments, *map(str, study.grid)]) == 0
+    merged, metadata = load_checkpoint(output)
+    averaged = average_checkpoints(study.grid)
+    assert all(torch.equal(merged[name], averaged[name]) for name in averaged)
+    assert metadata["weights"] == {str(path): 0.5 for path in study.grid}
+
+
+def test_top_k_ensemble_through_the_cli(study, tmp_path):
+    output = tmp_path / "merged" / "ensemble-top2.json"
+    candidates = [*study.grid, study.fgg[0]]
+    arguments = ["ensemble", "-o", str(output), "--top", "2", *study.cache_arguments()]
+    assert main([*arguments, *map(str, candidates)]) == 0
+    members, weights, data = read_ensemble(output)
+    scores = data["validation_scores"]
+    ranked = sorted(scores, key=lambda path: -scores[path])
+    assert [str(member.resolve()) for member in members] == [
+        str(Path(path).resolve()) for path in ranked[:2]
+    ]
+    assert weights == [0.5, 0.5] and data["selection"] == "top-2"
+    assert all(member.is_file() for member in members)
+    assert len(load_predictor(output).members) == 2
+
+
+def test_ensemble_of_all_candidates_counts_their_training(study, tmp_path):
+    output = tmp_path / "ensemble-all.json"
+    info = ensemble_stage(output, study.grid, study.caches)
+    members, _, data = read_ensemble(output)
+    assert [member.resolve() for member in members] == [path.resolve() for path in study.grid]
+    assert data["validation_scores"] == {}
+    assert info["training_seconds"] == pytest.approx(training_seconds(study.grid))
+    with pytest.raises(ValueError, match="top >= 1"):
+        ensemble_stage(output, study.grid, study.caches, top=0)
+
+
+def test_cli_choices_mirror_the_library():
+    assert RULE_CHOICES == SOUP_RULES
+    assert BN_POLICY_CHOICES == BN_POLICIES

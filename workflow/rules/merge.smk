@@ -1,0 +1,72 @@
+# Weight-space soups and prediction-space ensembles of a combination's ingredients.
+# The ingredient runs (grid, SWA, FGG) are trained by rule `train` (recipe names and settings
+# from lesionsoup.ingredients); candidates are scored on the combination's validation split.
+rule merge:
+    input:
+        caches=combo_caches,
+        ingredients=lambda wildcards: ingredients.soup_inputs(
+            config, wildcards.combo, wildcards.method
+        ),
+    output:
+        weights="results/merged/{combo}/{method}.safetensors",
+        metadata=report(
+            "results/merged/{combo}/{method}.json",
+            caption="../report/merge_soup.rst",
+            category="Merged models",
+            subcategory="{combo}",
+            labels={"model": "{method}"},
+        ),
+    log:
+        "logs/merge/{combo}/{method}.log",
+    wildcard_constraints:
+        method=r"(?!ensemble-)[A-Za-z0-9_-]+",
+    conda:
+        "../../envs/lesionsoup.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+        gpu=1,
+    params:
+        soup=lambda wildcards: json.dumps(
+            ingredients.soup_settings(config, wildcards.method), sort_keys=True
+        ),
+        options=lambda wildcards: ingredients.soup_arguments(config, wildcards.method),
+        caches=cache_arguments,
+    shell:
+        "lesionsoup merge -o {output.weights} {params.options} {params.caches}"
+        " --threads {threads} {input.ingredients:q} > {log} 2>&1"
+
+
+rule ensemble:
+    input:
+        caches=combo_caches,
+        ingredients=lambda wildcards: ingredients.ensemble_inputs(
+            config, wildcards.combo, wildcards.name
+        ),
+    output:
+        report(
+            "results/merged/{combo}/ensemble-{name}.json",
+            caption="../report/merge_ensemble.rst",
+            category="Merged models",
+            subcategory="{combo}",
+            labels={"model": "ensemble-{name}"},
+        ),
+    log:
+        "logs/ensemble/{combo}/{name}.log",
+    conda:
+        "../../envs/lesionsoup.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+        gpu=1,
+    params:
+        ensemble=lambda wildcards: json.dumps(
+            ingredients.ensemble_settings(config, wildcards.name), sort_keys=True
+        ),
+        options=lambda wildcards: ingredients.ensemble_arguments(config, wildcards.name),
+        caches=cache_arguments,
+    shell:
+        "lesionsoup ensemble -o {output} {params.options} {params.caches}"
+        " --threads {threads} {input.ingredients:q} > {log} 2>&1"
