@@ -1,0 +1,88 @@
+"""Subcommands of the hyperparameter search: hpo-trial, hpo-export."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from lesionsoup.commands.arguments import Subcommands, json_object
+
+log = logging.getLogger("lesionsoup")
+
+
+def _trial(args: argparse.Namespace) -> None:
+    from lesionsoup import hpo
+    from lesionsoup.cache import Cache
+    from lesionsoup.checkpoint import load_metadata
+
+    init_id = load_metadata(args.init)["init_id"]
+    name = hpo.study_name(args.combo, args.recipe, args.definition, init_id)
+    study = hpo.load_study(hpo.open_storage(args.storage), name, args.definition, args.job_index)
+    runs = args.output.parent.parent / "runs" / name
+    objective = hpo.training_objective(
+        runs,
+        {directory.name: Cache(directory) for directory in args.cache},
+        args.definition,
+        args.init,
+        threads=args.threads,
+        study_name=name,
+    )
+    trial = hpo.run_trial(study, args.job_index, objective)
+    record = hpo.publish_trial(trial, name, runs, args.output)
+    log.info(
+        "study %s, job %d: trial %d %s, value %s",
+        *(name, args.job_index, record["number"], record["state"], record["value"]),
+    )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from lesionsoup import hpo
+
+    summary = hpo.export_study([hpo.read_record(folder) for folder in args.trials], args.output)
+    log.info(
+        "study %s: best trial %d, value %.4f, params %s",
+        *(summary["study"], summary["trial"], summary["value"], summary["params"]),
+    )
+
+
+def _add_trial(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "hpo-trial",
+        help="run (or re-export) one trial job of a hyperparameter study",
+        description="Ask the study for a trial, train it from the shared initialisation while "
+        "reporting the validation score (pruning on it), and tell the result. Job i is "
+        "idempotent: a study holding job i's finished trial only re-exports it; job i's "
+        "interrupted trial is marked failed and replaced. Writes OUTPUT/trial.json and, for a "
+        "complete trial, OUTPUT/best.safetensors; runs live in OUTPUT/../../runs/STUDY.",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="trial folder")
+    parser.add_argument("--job-index", type=int, required=True)
+    parser.add_argument("--combo", required=True, help="combination name (names the study)")
+    parser.add_argument("--recipe", required=True, help="tuned recipe (names the study)")
+    parser.add_argument("--storage", required=True, help="RDB URL or journal file")
+    parser.add_argument(
+        "--definition", type=json_object, required=True, help="study definition (JSON)"
+    )
+    parser.add_argument("--init", type=Path, required=True, help="shared initialisation")
+    parser.add_argument(
+        "--cache", type=Path, action="append", required=True, help="a dataset cache (repeatable)"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.set_defaults(handler=_trial)
+
+
+def _add_export(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "hpo-export",
+        help="best parameters, ingredients, history and importance figures of a study",
+        description="From the trial records: best_params.yaml (read by the final training), "
+        "ingredients.json (checkpoints of complete trials), trials.csv, history.png, "
+        "importances.png and parallel.png.",
+    )
+    parser.add_argument("trials", type=Path, nargs="+", help="trial folders (with trial.json)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.set_defaults(handler=_export)
+
+
+REGISTER = (_add_trial, _add_export)

@@ -1,0 +1,300 @@
+"""Hyperparameter search: parallel trial jobs, killed trials, reruns, export, storage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from lesionsoup import hpo
+from lesionsoup.cache import Cache
+from lesionsoup.specs import ModelSpec, TrainSettings
+
+REPO = Path(__file__).resolve().parents[1]
+HPO_SCHEMA = str(REPO / "workflow" / "schemas" / "hpo.schema.yaml")
+SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "augmentation": {"type": "categorical", "choices": ["none", "light"]},
+}
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def tiny_config(**hpo_section) -> dict:
+    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    section = {
+        "recipes": ["base"],
+        "n_trials": 3,
+        "startup_trials": 1,
+        "trial": {"steps": 4, "validate_every": 2, "bins": 2060},
+        "space": SPACE,
+        **hpo_section,
+    }
+    validate(section, HPO_SCHEMA)
+    return {**config, "hpo": section}
+
+
+def journal_study(path: Path, job_index: int = 0, name: str = "s") -> optuna.Study:
+    definition = hpo.definition(tiny_config(), "base")
+    return hpo.load_study(hpo.open_storage(str(path)), name, definition, job_index)
+
+
+def quick_objective(trial: optuna.Trial) -> float:
+    params = hpo.suggest(trial, SPACE)
+    for step in (1, 2):
+        trial.report(params["lr"] * step, step)
+    return params["lr"]
+
+
+def diverged(trial: optuna.Trial) -> float:
+    raise hpo.TrialFailed("loss is nan")
+
+
+# --- config -> jobs ------------------------------------------------------------------------------
+
+
+def test_schema_fills_defaults_and_refuses_unknown_settings():
+    section: dict = {"recipes": ["base"]}
+    validate(section, HPO_SCHEMA)
+    assert section["pruner"]["kind"] == "median" and section["n_trials"] >= 1
+    with pytest.raises(Exception, match="learning_rate"):
+        validate({"space": {"learning_rate": SPACE["lr"]}}, HPO_SCHEMA)
+    with pytest.raises(ValueError, match="learning_rate"):
+        hpo.distributions({"learning_rate": SPACE["lr"]})
+
+
+def test_raising_n_trials_adds_only_new_trial_jobs():
+    three = hpo.trial_outputs(tiny_config(n_trials=3))
+    five = hpo.trial_outputs(tiny_config(n_trials=5))
+    assert len(three) == 3 * 2  # combinations IDRID and DDR+IDRID, recipe base
+    assert set(three) < set(five) and len(set(five) - set(three)) == 2 * 2
+    assert hpo.definition(tiny_config(n_trials=3), "base") == hpo.definition(
+        tiny_config(n_trials=5), "base"
+    )
+
+
+def test_only_configured_combinations_and_recipes_are_tuned():
+    config = tiny_config(combinations=["IDRID"])
+    assert hpo.plans(config) == [hpo.StudyPlan("IDRID", "base")]
+    assert hpo.is_tuned(config, "IDRID", "base") and not hpo.is_tuned(config, "DDR+IDRID", "base")
+    with pytest.raises(ValueError, match="nope"):
+        hpo.plans(tiny_config(recipes=["nope"]))
+
+
+def test_search_space_change_starts_a_new_study():
+    base = hpo.definition(tiny_config(), "base")
+    wider = hpo.definition(tiny_config(space={**SPACE, "lr": {**SPACE["lr"], "high": 0.1}}), "base")
+    name = hpo.study_name("IDRID", "base", base, "init1")
+    assert name == hpo.study_name("IDRID", "base", dict(base), "init1")
+    assert name.startswith("IDRID.base.")
+    assert hpo.study_name("IDRID", "base", wider, "init1") != name
+    assert hpo.study_name("IDRID", "base", base, "init2") != name
+    assert hpo.study_name("DDR", "base", base, "init1") != name
+
+
+# --- trials ------------------------------------------------------------------------------------
+
+
+def test_finished_job_is_reused_not_rerun(tmp_path):
+    study = journal_study(tmp_path / "journal.log")
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        return quick_objective(trial)
+
+    first = hpo.run_trial(study, 0, objective)
+    again = hpo.run_trial(journal_study(tmp_path / "journal.log"), 0, objective)
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert again.number == first.number and calls == [first.number]
+
+
+def test_pruned_and_diverged_trials_are_final_and_never_ingredients(tmp_path):
+    study = journal_study(tmp_path / "journal.log")
+
+    def pruned(trial):
+        trial.report(0.1, 1)
+        raise optuna.TrialPruned()
+
+    checkpoint = "trials/0/best.safetensors"
+    records = [
+        hpo.trial_record(hpo.run_trial(study, 0, quick_objective), "s", checkpoint),
+        hpo.trial_record(hpo.run_trial(study, 1, pruned), "s", None),
+        hpo.trial_record(hpo.run_trial(study, 2, diverged), "s", None),
+    ]
+    assert [r["state"] for r in records] == ["complete", "pruned", "failed"]
+    assert records[2]["failure"] == "loss is nan"
+    assert hpo.run_trial(study, 1, quick_objective).state == optuna.trial.TrialState.PRUNED
+    assert hpo.run_trial(study, 2, quick_objective).state == optuna.trial.TrialState.FAIL
+    hpo.export_study(records, tmp_path / "out")
+    ingredients = json.loads((tmp_path / "out" / "ingredients.json").read_text())
+    assert ingredients["ingredients"] == [checkpoint]
+
+
+def test_other_errors_fail_the_trial_and_the_job(tmp_path):
+    study = journal_study(tmp_path / "journal.log")
+
+    def broken(trial):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        hpo.run_trial(study, 0, broken)
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert hpo.run_trial(study, 0, quick_objective).number == 1  # the job's retry asks anew
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    import optuna
+    from test_hpo import journal_study, quick_objective
+    journal, mode, *indexes = sys.argv[1:]
+
+    def hang(trial):
+        trial.report(0.5, 1)
+        Path(journal + ".started").touch()
+        time.sleep(120)
+
+    for index in indexes:
+        study = journal_study(Path(journal), int(index))
+        from lesionsoup import hpo, study
+        hpo.run_trial(study, int(index), hang if mode == "hang" else quick_objective)
+    """
+)
+
+
+def start_worker(tmp_path: Path, mode: str, *indexes: int) -> subprocess.Popen:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(tests=str(Path(__file__).parent)))
+    command = [sys.executable, str(script), str(tmp_path / "journal.log"), mode]
+    return subprocess.Popen([*command, *map(str, indexes)], stderr=subprocess.PIPE, text=True)
+
+
+def test_parallel_trial_jobs_all_land_in_one_journal(tmp_path):
+    workers = [start_worker(tmp_path, "quick", *range(k, 16, 4)) for k in range(4)]
+    for worker in workers:
+        _, errors = worker.communicate(timeout=120)
+        assert worker.returncode == 0, errors
+    trials = journal_study(tmp_path / "journal.log").trials
+    assert len(trials) == 16
+    assert sorted(t.user_attrs[hpo.JOB_ATTR] for t in trials) == list(range(16))
+    assert sorted(t.number for t in trials) == list(range(16))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.params["lr"] for t in trials}) == 16  # per-job sampler seeds: no twins
+
+
+def test_killed_trial_is_marked_failed_and_the_study_continues(tmp_path):
+    worker = start_worker(tmp_path, "hang", 0)
+    started = tmp_path / "journal.log.started"
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert worker.poll() is None and time.monotonic() < deadline, worker.stderr.read()
+        time.sleep(0.1)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert journal_study(tmp_path / "journal.log").trials[0].state.name == "RUNNING"
+    other = hpo.run_trial(journal_study(tmp_path / "journal.log", 1), 1, quick_objective)
+    restarted = hpo.run_trial(journal_study(tmp_path / "journal.log"), 0, quick_objective)
+    states = {t.number: t.state.name for t in journal_study(tmp_path / "journal.log").trials}
+    assert states == {0: "FAIL", other.number: "COMPLETE", restarted.number: "COMPLETE"}
+    assert restarted.user_attrs[hpo.JOB_ATTR] == 0
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+
+def test_unreachable_rdb_storage_is_named():
+    url = "postgresql://nobody@127.0.0.1:1/x"
+    with pytest.raises(hpo.StorageError, match="postgresql://nobody@127.0.0.1:1/x"):
+        hpo.open_storage(url)
+    with pytest.raises(hpo.StorageError, match=r"postgresql://nobody:\*\*\*@127.0.0.1:1/x") as e:
+        hpo.open_storage("postgresql://nobody:secret@127.0.0.1:1/x")
+    assert "secret" not in str(e.value)
+
+
+def test_unwritable_journal_is_named(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(hpo.StorageError, match="not-a-folder/journal.log"):
+        hpo.open_storage(str(blocker / "journal.log"))
+
+
+def test_default_storage_is_a_journal_per_study_and_a_url_is_kept():
+    assert hpo.storage_location(tiny_config(), "IDRID", "base").endswith(
+        "hpo/IDRID/base/journal.log"
+    )
+    url = "sqlite:///studies.db"
+    assert hpo.storage_location(tiny_config(storage=url), "IDRID", "base") == url
+
+
+# --- real training, export, final training -----------------------------------------------------
+
+
+@pytest.fixture
+def init(tmp_path, toy_caches):
+    from lesionsoup.train import publish_init, train_run
+
+    caches = {name: Cache(path) for name, path in toy_caches.items()}
+    spec = ModelSpec.from_dict(tiny_config()["model"])
+    settings = TrainSettings(steps=1, batch_size=2, patch_size=32, freeze_encoder=True, bins=2060)
+    train_run(tmp_path / "warmup", caches, spec, settings, workers=0, progress_bar=False)
+    publish_init(tmp_path / "warmup", tmp_path / "init.safetensors")
+    return caches, tmp_path / "init.safetensors"
+
+
+def test_trained_trials_export_best_params_that_the_final_training_reads(tmp_path, init):
+    from lesionsoup.checkpoint import load_metadata
+
+    caches, init_path = init
+    config = tiny_config(pruner={"kind": "none"})
+    definition = hpo.definition(config, "base")
+    name = hpo.study_name("AAA+BBB", "base", definition, load_metadata(init_path)["init_id"])
+    runs = tmp_path / "runs" / name
+    records = []
+    for index in range(2):
+        study = hpo.load_study(hpo.open_storage(str(tmp_path / "j.log")), name, definition, index)
+        objective = hpo.training_objective(runs, caches, definition, init_path, study_name=name)
+        trial = hpo.run_trial(study, index, objective)
+        records.append(hpo.publish_trial(trial, name, runs, tmp_path / "trials" / str(index)))
+    assert [record["state"] for record in records] == ["complete", "complete"]
+    ingredient = load_metadata(Path(records[0]["checkpoint"]))
+    assert ingredient["trial_state"] == "complete" and ingredient["hpo"]["job_index"] == 0
+    assert ingredient["hyperparameters"]["lr"] == records[0]["params"]["lr"]
+    assert ingredient["parent"] == str(init_path)
+
+    summary = hpo.export_study([hpo.read_record(tmp_path / "trials" / "1"), records[0]], tmp_path)
+    best = max(records, key=lambda record: record["value"])
+    assert summary["params"] == best["params"]
+    for figure in ("history.png", "importances.png", "parallel.png"):
+        assert (tmp_path / figure).stat().st_size > 0
+    assert len((tmp_path / "trials.csv").read_text().splitlines()) == 3
+    settings = hpo.with_best_params(
+        study.recipe_settings(config, "base", 7), tmp_path / "best_params.yaml"
+    )
+    assert settings["lr"] == best["params"]["lr"]
+    assert settings["augmentation"] == best["params"]["augmentation"]
+    assert settings["seed"] == 7
+    assert settings["steps"] == config["training"]["recipes"]["base"]["steps"]
+    assert hpo.with_best_params(study.recipe_settings(config, "base", 7), None)["lr"] == 0.001
+
+
+def test_export_without_a_complete_trial_or_with_a_bad_yaml_says_so(tmp_path):
+    study = journal_study(tmp_path / "journal.log")
+    failed = hpo.trial_record(hpo.run_trial(study, 0, diverged), "s", None)
+    with pytest.raises(ValueError, match=r"no trial of the study completed \(states: \['failed'\]"):
+        hpo.export_study([failed], tmp_path)
+    bad = tmp_path / "best_params.yaml"
+    bad.write_text("params: {learning_rate: 1}\n")
+    with pytest.raises(ValueError, match="best_params.yaml.*learning_rate"):
+        hpo.with_best_params(study.recipe_settings(tiny_config(), "base", 0), bad)

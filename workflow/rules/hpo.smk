@@ -1,0 +1,80 @@
+# Hyperparameter search: n_trials trial jobs per (combination, tuned recipe), then the export.
+# The export is a checkpoint: a tuned recipe's train job reads best_params.yaml through `params`
+# (see hpo_tuned_input in common.smk), so it reruns only when the best parameters change.
+from lesionsoup import hpo
+
+
+wildcard_constraints:
+    index=r"\d+",
+
+
+rule hpo_trial:
+    input:
+        caches=combo_caches,
+        init="results/models/{combo}/init.safetensors",
+    output:
+        directory("results/hpo/{combo}/{recipe}/trials/{index}"),
+    log:
+        "logs/hpo/{combo}/{recipe}/trial{index}.log",
+    conda:
+        "../../envs/lesionsoup.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        runtime=lambda wildcards, attempt: 12 * 60 * attempt,
+        gpu=1,
+    params:
+        definition=lambda wildcards: json.dumps(
+            hpo.definition(config, wildcards.recipe), sort_keys=True
+        ),
+        storage=lambda wildcards: hpo.storage_location(
+            config, wildcards.combo, wildcards.recipe
+        ),
+        caches=cache_arguments,
+    shell:
+        "lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
+        " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
+        " --definition {params.definition:q} --init {input.init} {params.caches}"
+        " --threads {threads} > {log} 2>&1"
+
+
+checkpoint hpo_export:
+    input:
+        lambda wildcards: hpo.trial_folders(config, wildcards.combo, wildcards.recipe),
+    output:
+        best_params="results/hpo/{combo}/{recipe}/best_params.yaml",
+        ingredients="results/hpo/{combo}/{recipe}/ingredients.json",
+        trials="results/hpo/{combo}/{recipe}/trials.csv",
+        history=report(
+            "results/hpo/{combo}/{recipe}/history.png",
+            caption="../report/hpo_history.rst",
+            category="Hyperparameter search",
+            subcategory="{combo}",
+            labels={"recipe": "{recipe}", "figure": "history"},
+        ),
+        importances=report(
+            "results/hpo/{combo}/{recipe}/importances.png",
+            caption="../report/hpo_importances.rst",
+            category="Hyperparameter search",
+            subcategory="{combo}",
+            labels={"recipe": "{recipe}", "figure": "importances"},
+        ),
+        parallel=report(
+            "results/hpo/{combo}/{recipe}/parallel.png",
+            caption="../report/hpo_parallel.rst",
+            category="Hyperparameter search",
+            subcategory="{combo}",
+            labels={"recipe": "{recipe}", "figure": "parallel coordinates"},
+        ),
+    log:
+        "logs/hpo/{combo}/{recipe}/export.log",
+    conda:
+        "../../envs/lesionsoup.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        out=subpath(output.best_params, parent=True),
+    shell:
+        "lesionsoup hpo-export {input:q} -o {params.out} > {log} 2>&1"
