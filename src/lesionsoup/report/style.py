@@ -25,12 +25,16 @@ plt.rcParams.update(
 )
 
 
-def save_figure(fig: plt.Figure, out: Path) -> None:
-    """Save through a temporary name, then rename; closes the figure."""
+def save_figure(fig: plt.Figure, out: Path, tight: bool = True) -> None:
+    """Save through a temporary name, then rename; closes the figure.
+
+    ``tight=False`` keeps a layout the figure arranged itself (e.g. a shared colour bar).
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, out)

@@ -1,0 +1,1 @@
+"""Analyses of a study's data and models: annotation styles, linear mode connectivity."""

@@ -1,0 +1,95 @@
+"""Precision-recall curves of the best models on each test set, from evaluation histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from lesionsoup.evaluate import load_evaluation
+from lesionsoup.metrics import SegmentationHistograms, average_precision, pr_curve
+from lesionsoup.report.style import save_figure
+from lesionsoup.report.tables import model_scores
+
+
+def best_models(metrics: pd.DataFrame, top: int = 3, metric: str = "ap") -> pd.DataFrame:
+    """The ``top`` models of each test set by score (mean over lesions), best first."""
+    scores = model_scores(metrics, metric).sort_values(
+        ["test_dataset", "score", "model"], ascending=[True, False, True]
+    )
+    return scores.groupby("test_dataset").head(top).reset_index(drop=True)
+
+
+def histograms_by_model(
+    evaluations: Iterable[Path],
+) -> dict[tuple[str, str], SegmentationHistograms]:
+    """(model, test set) -> histograms, from evaluation files."""
+    found = {}
+    for path in evaluations:
+        result = load_evaluation(path)
+        key = (str(Path(result["model"])), result["test_dataset"])
+        found[key] = SegmentationHistograms.from_dict(result["histograms"])
+    return found
+
+
+def plot_pr_curves(
+    metrics: pd.DataFrame, evaluations: Iterable[Path], out: Path, top: int = 3, metric: str = "ap"
+) -> pd.DataFrame:
+    """Rows: test sets; columns: lesions; a curve per best model. Returns the models drawn."""
+    chosen = best_models(metrics, top, metric)
+    histograms = histograms_by_model(evaluations)
+    missing = [
+        (m, t)
+        for m, t in zip(chosen["model"], chosen["test_dataset"], strict=True)
+        if (str(Path(m)), t) not in histograms
+    ]
+    if missing:
+        raise ValueError(f"no evaluation file for (model, test set) {missing[:3]}")
+    tests = sorted(chosen["test_dataset"].unique())
+    lesions = list(histograms[str(Path(chosen["model"].iloc[0])), tests[0]].lesions)
+    fig, axes = plt.subplots(
+        len(tests),
+        len(lesions),
+        figsize=(2.8 * len(lesions), 2.6 * len(tests)),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    styles = ("-", "--", ":", "-.")
+    aps = []
+    for row, test in enumerate(tests):
+        own = chosen[chosen["test_dataset"] == test]
+        for rank, item in enumerate(own.itertuples(index=False)):
+            histogram_set = histograms[str(Path(item.model)), test]
+            for column, lesion in enumerate(lesions):
+                histogram = histogram_set[lesion]
+                ap = average_precision(histogram)
+                aps.append((item.model, test, lesion.value, ap))
+                if histogram.positive_pixels == 0:
+                    continue
+                curve = pr_curve(histogram)
+                axes[row, column].plot(
+                    curve.recall,
+                    curve.precision,
+                    linestyle=styles[rank % len(styles)],
+                    color=plt.get_cmap("viridis")(rank / max(1, top)),
+                    label=f"{item.method} {item.train_combo} (AP {ap:.2f})",
+                )
+        for column, lesion in enumerate(lesions):
+            ax = axes[row, column]
+            ax.set_title(f"{lesion.value} on {test}", fontsize="medium")
+            if ax.lines:
+                ax.legend(frameon=False, fontsize="x-small", loc="upper right")
+            else:
+                ax.text(0.5, 0.5, "no positive pixels", ha="center", va="center")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+        axes[row, 0].set_ylabel("precision")
+    for ax in axes[-1]:
+        ax.set_xlabel("recall")
+    fig.suptitle(f"Precision-recall curves of the {top} best models per test set")
+    save_figure(fig, out)
+    return pd.DataFrame(aps, columns=["model", "test_dataset", "lesion", "ap"])

@@ -1,0 +1,27 @@
+"""``summary.md``: the study's main tables in one Markdown file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.report.tables import markdown_table
+
+
+def write_summary(tables: Mapping[str, Path], out: Path, digits: int = 3) -> str:
+    """One section per table (title -> CSV file), in the given order; returns the text."""
+    sections = ["# Study summary\n"]
+    for title, path in tables.items():
+        try:
+            table = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise ValueError(f"{path}: cannot read the table for {title!r} ({error})") from None
+        sections.append(f"## {title}\n\n_Source: `{path}`_\n\n{markdown_table(table, digits)}")
+    text = "\n".join(sections)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, text.encode())
+    return text

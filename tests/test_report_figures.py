@@ -1,0 +1,298 @@
+"""Report figures and tables from a small, hand-written metrics table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lesionsoup.evaluate import COLUMNS, FORMAT
+from lesionsoup.metrics import LesionHistogram, SegmentationHistograms, average_precision
+from lesionsoup.report.cross_dataset import (
+    fine_coarse_table,
+    heatmap_matrix,
+    plot_fine_coarse,
+    plot_heatmaps,
+    style_group,
+)
+from lesionsoup.report.methods import (
+    cost_gain_table,
+    cost_table,
+    method_table,
+    plot_cost_gain,
+    plot_method_comparison,
+)
+from lesionsoup.report.pr_curves import best_models, plot_pr_curves
+from lesionsoup.report.summary import write_summary
+from lesionsoup.report.tables import markdown_table, model_scores, read_metrics
+
+# (model, combo, method, test set) -> AP of EX and HE. The two single seeds of each
+# combination differ by 0.2, so their mean sits halfway.
+SCORES = {
+    ("s0_I", "IDRID", "single", "IDRID"): (0.6, 0.4),
+    ("s1_I", "IDRID", "single", "IDRID"): (0.8, 0.6),
+    ("s0_I", "IDRID", "single", "RETLES"): (0.2, 0.3),
+    ("s1_I", "IDRID", "single", "RETLES"): (0.4, 0.5),
+    ("s0_R", "RETLES", "single", "IDRID"): (0.1, 0.2),
+    ("s1_R", "RETLES", "single", "IDRID"): (0.3, 0.4),
+    ("s0_R", "RETLES", "single", "RETLES"): (0.7, 0.5),
+    ("s1_R", "RETLES", "single", "RETLES"): (0.9, 0.7),
+    ("s0_M", "IDRID+RETLES", "single", "IDRID"): (0.5, 0.5),
+    ("s0_M", "IDRID+RETLES", "single", "RETLES"): (0.6, 0.6),
+    ("u_I", "IDRID", "uniform", "IDRID"): (0.9, 0.7),
+    ("u_I", "IDRID", "uniform", "RETLES"): (0.3, 0.3),
+    ("e_I", "IDRID", "ensemble", "IDRID"): (0.85, 0.65),
+    ("e_I", "IDRID", "ensemble", "RETLES"): (0.45, 0.55),
+}
+
+
+def metrics_table() -> pd.DataFrame:
+    rows = []
+    for (model, combo, method, test), values in SCORES.items():
+        for lesion, value in zip(("EX", "HE"), values, strict=True):
+            rows.append((model, combo, method, test, lesion, "ap", value))
+            rows.append((model, combo, method, test, lesion, "dice_pooled", value / 2))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+@pytest.fixture
+def metrics_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "metrics.csv"
+    metrics_table().to_csv(path, index=False)
+    return path
+
+
+def test_read_metrics_checks_columns_and_values(tmp_path: Path, metrics_csv: Path) -> None:
+    table = read_metrics(metrics_csv)
+    assert len(table) == 4 * len(SCORES)
+    broken = tmp_path / "broken.csv"
+    metrics_table().drop(columns="lesion").to_csv(broken, index=False)
+    with pytest.raises(ValueError, match=r"broken.csv: metrics table lacks columns \['lesion'\]"):
+        read_metrics(broken)
+    metrics_table().assign(value="high").to_csv(broken, index=False)
+    with pytest.raises(ValueError, match="broken.csv: non-numeric value 'high'"):
+        read_metrics(broken)
+
+
+def test_model_score_is_the_mean_over_lesions(metrics_csv: Path) -> None:
+    scores = model_scores(read_metrics(metrics_csv), "ap").set_index(["model", "test_dataset"])
+    for (model, _, _, test), values in SCORES.items():
+        assert scores.loc[(model, test), "score"] == pytest.approx(np.mean(values))
+    with pytest.raises(ValueError, match="metric 'nope' not in the metrics table"):
+        model_scores(read_metrics(metrics_csv), "nope")
+
+
+def test_heatmap_matrix_averages_the_single_models(metrics_csv: Path) -> None:
+    matrix = heatmap_matrix(read_metrics(metrics_csv), "EX", "ap")
+    assert list(matrix.index) == ["IDRID", "IDRID+RETLES", "RETLES"]
+    assert list(matrix.columns) == ["IDRID", "RETLES"]
+    expected = [[0.7, 0.3], [0.5, 0.6], [0.2, 0.8]]
+    np.testing.assert_allclose(matrix.to_numpy(), expected)
+    dice = heatmap_matrix(read_metrics(metrics_csv), "HE", "dice_pooled", "uniform")
+    np.testing.assert_allclose(dice.to_numpy(), [[0.35, 0.15]])
+
+
+def test_heatmap_figure_and_its_matrices(tmp_path: Path, metrics_csv: Path) -> None:
+    out = tmp_path / "fig" / "heatmap.png"
+    matrices = plot_heatmaps(read_metrics(metrics_csv), out)
+    assert out.stat().st_size > 10_000
+    assert set(matrices) == {"EX", "HE"}
+    assert matrices["HE"].loc["RETLES", "RETLES"] == pytest.approx(0.6)
+    assert not list(out.parent.glob(".*"))  # no temporary file left
+
+
+def test_style_groups() -> None:
+    assert style_group("DDR+IDRID", {"RETLES"}) == "fine only"
+    assert style_group("RETLES", {"RETLES"}) == "coarse only"
+    assert style_group("IDRID+RETLES", {"RETLES"}) == "mixed"
+
+
+def test_fine_coarse_table(tmp_path: Path, metrics_csv: Path) -> None:
+    summary, per_combo = fine_coarse_table(read_metrics(metrics_csv), {"RETLES"})
+    table = summary.set_index(["test_dataset", "group"])
+    # IDRID combination on IDRID: seeds score 0.5 and 0.7 -> 0.6
+    assert table.loc[("IDRID", "fine only"), "mean"] == pytest.approx(0.6)
+    assert table.loc[("RETLES", "coarse only"), "mean"] == pytest.approx(0.7)
+    assert table.loc[("RETLES", "mixed"), "mean"] == pytest.approx(0.6)
+    assert set(table["combinations"]) == {1}
+    assert len(per_combo) == 6
+    out = tmp_path / "fine_coarse.png"
+    plotted = plot_fine_coarse(read_metrics(metrics_csv), {"RETLES"}, out)
+    assert out.exists() and plotted.equals(summary)
+
+
+def test_method_table_has_spread_over_seeds(metrics_csv: Path) -> None:
+    table = method_table(read_metrics(metrics_csv)).set_index(
+        ["train_combo", "test_dataset", "method"]
+    )
+    single = table.loc[("IDRID", "IDRID", "single")]
+    assert single["models"] == 2
+    assert single["mean"] == pytest.approx(0.6)
+    assert single["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert single["best"] == pytest.approx(0.7)
+    assert np.isnan(table.loc[("IDRID", "IDRID", "uniform"), "std"])
+
+
+def test_cost_gain_against_the_best_single(tmp_path: Path, metrics_csv: Path) -> None:
+    costs = pd.DataFrame(
+        {
+            "model": ["s0_I", "s1_I", "u_I", "e_I"],
+            "method": ["single", "single", "uniform", "ensemble"],
+            "train_combo": ["IDRID"] * 4,
+            "compute_seconds": [10.0, 30.0, 45.0, 80.0],
+        }
+    )
+    table = cost_gain_table(read_metrics(metrics_csv), costs).set_index("method")
+    assert list(table.index) == ["single", "ensemble", "uniform"]
+    # uniform on IDRID: 0.8 - best single 0.7; on RETLES: 0.3 - best single 0.45
+    assert table.loc["uniform", "gain"] == pytest.approx(np.mean([0.1, -0.15]))
+    assert table.loc["ensemble", "gain"] == pytest.approx(np.mean([0.05, 0.05]))
+    assert table.loc["uniform", "pairs"] == 2
+    assert table.loc["single", "compute_seconds"] == pytest.approx(20.0)
+    assert table.loc["ensemble", "compute_seconds"] == pytest.approx(80.0)
+    plot_method_comparison(read_metrics(metrics_csv), tmp_path / "methods.png")
+    plot_cost_gain(read_metrics(metrics_csv), costs, tmp_path / "cost_gain.png")
+    assert (tmp_path / "methods.png").exists() and (tmp_path / "cost_gain.png").exists()
+
+
+def histograms(positives: list[int], negatives: list[int]) -> SegmentationHistograms:
+    result = SegmentationHistograms(["EX", "HE"], bins=4)
+    for lesion in ("EX", "HE"):
+        result.histograms[result.lesions[0 if lesion == "EX" else 1]] = LesionHistogram(
+            4, np.array(positives), np.array(negatives)
+        )
+    return result
+
+
+def write_evaluation(
+    path: Path, model: str, test: str, hist: SegmentationHistograms, seconds: float
+) -> Path:
+    result = {
+        "format": FORMAT,
+        "model": model,
+        "test_dataset": test,
+        "seconds": seconds,
+        "histograms": hist.to_dict(),
+        "per_image": [],
+    }
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_best_models_and_pr_curves(tmp_path: Path, metrics_csv: Path) -> None:
+    metrics = read_metrics(metrics_csv)
+    best = best_models(metrics, top=2)
+    on_idrid = best[best["test_dataset"] == "IDRID"]
+    assert list(on_idrid["model"]) == ["u_I", "e_I"]  # 0.8 and 0.75
+    good = histograms([0, 0, 1, 4, 5], [5, 3, 1, 0, 0])
+    evaluations = [
+        write_evaluation(tmp_path / f"{model}_{test}.json", model, test, good, 1.0)
+        for model, test in zip(best["model"], best["test_dataset"], strict=True)
+    ]
+    out = tmp_path / "pr.png"
+    drawn = plot_pr_curves(metrics, evaluations, out, top=2)
+    assert out.exists()
+    assert len(drawn) == 2 * 2 * 2  # test sets x models x lesions
+    np.testing.assert_allclose(drawn["ap"], average_precision(good["EX"]))
+    with pytest.raises(ValueError, match="no evaluation file"):
+        plot_pr_curves(metrics, evaluations[:1], out, top=2)
+
+
+def test_cost_table_from_sidecars_and_evaluations(tmp_path: Path) -> None:
+    import torch
+
+    from lesionsoup.checkpoint import save_checkpoint
+    from lesionsoup.predictor import write_ensemble
+
+    arch = {"encoder": "resnet18", "lesions": ["EX", "HE"]}
+    single = tmp_path / "single.safetensors"
+    save_checkpoint(single, {"w": torch.zeros(1)}, {"architecture": arch, "wall_seconds": 100.0})
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, {"w": torch.zeros(1)}, {"architecture": arch, "wall_seconds": 50.0})
+    soup = tmp_path / "soup.safetensors"
+    save_checkpoint(
+        soup,
+        {"w": torch.zeros(1)},
+        {
+            "architecture": arch,
+            "compute_seconds": 150.0,
+            "merge_seconds": 2.0,
+            "selection_seconds": 3.0,
+        },
+    )
+    ensemble = tmp_path / "ensemble.json"
+    write_ensemble(ensemble, [single, other])
+    metrics = pd.DataFrame(
+        [
+            (str(p), "IDRID", m, "IDRID", "EX", "ap", 0.5)
+            for p, m in ((single, "single"), (soup, "uniform"), (ensemble, "ensemble"))
+        ],
+        columns=list(COLUMNS),
+    )
+    hist = histograms([0, 0, 1, 4, 5], [5, 3, 1, 0, 0])
+    evaluations = [
+        write_evaluation(tmp_path / "a.json", str(single), "IDRID", hist, 4.0),
+        write_evaluation(tmp_path / "b.json", str(single), "DDR", hist, 6.0),
+        write_evaluation(tmp_path / "c.json", str(soup), "IDRID", hist, 5.0),
+    ]
+    costs = cost_table(metrics, evaluations).set_index("method")
+    assert costs.loc["single", "compute_seconds"] == pytest.approx(110.0)
+    assert costs.loc["uniform", "training_seconds"] == pytest.approx(150.0)
+    assert costs.loc["uniform", "merging_seconds"] == pytest.approx(5.0)
+    assert costs.loc["uniform", "compute_seconds"] == pytest.approx(160.0)
+    assert costs.loc["ensemble", "compute_seconds"] == pytest.approx(150.0)
+
+
+def test_markdown_and_summary(tmp_path: Path) -> None:
+    table = pd.DataFrame({"method": ["single", "uniform"], "gain": [0.0, 0.12345]})
+    text = markdown_table(table)
+    assert text.splitlines() == [
+        "| method | gain |",
+        "|---|---|",
+        "| single | 0.000 |",
+        "| uniform | 0.123 |",
+    ]
+    csv = tmp_path / "gains.csv"
+    table.to_csv(csv, index=False)
+    summary = write_summary({"Cost vs gain": csv}, tmp_path / "summary.md")
+    assert "## Cost vs gain" in summary and "| uniform | 0.123 |" in summary
+    assert (tmp_path / "summary.md").read_text() == summary
+    with pytest.raises(ValueError, match="missing.csv: cannot read the table for 'Other'"):
+        write_summary({"Other": tmp_path / "missing.csv"}, tmp_path / "summary.md")
+
+
+def run_command(*argv: str) -> None:
+    import argparse
+
+    from lesionsoup.commands.report import REGISTER
+
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers()
+    for register in REGISTER:
+        register(commands)
+    args = parser.parse_args(argv)
+    args.handler(args)
+
+
+def test_cross_dataset_and_summary_commands(tmp_path: Path, metrics_csv: Path) -> None:
+    heatmap, fine_coarse = tmp_path / "cross.png", tmp_path / "fine_coarse.png"
+    run_command(
+        "report-cross-dataset",
+        str(metrics_csv),
+        "--heatmap",
+        str(heatmap),
+        "--fine-coarse",
+        str(fine_coarse),
+        "--coarse",
+        "RETLES",
+    )
+    table = pd.read_csv(heatmap.with_suffix(".csv")).set_index(["lesion", "train_combo"])
+    assert table.loc[("EX", "IDRID"), "IDRID"] == pytest.approx(0.7)
+    assert table.loc[("HE", "RETLES"), "RETLES"] == pytest.approx(0.6)
+    assert fine_coarse.exists() and fine_coarse.with_suffix(".csv").exists()
+    summary = tmp_path / "summary.md"
+    run_command("summary", "--table", f"Scores={heatmap.with_suffix('.csv')}", "-o", str(summary))
+    assert "| EX | IDRID | 0.700 | 0.300 |" in summary.read_text()
