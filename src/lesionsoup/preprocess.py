@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from lesionsoup.cache import CacheEntry, CacheWriter, atomic_write_bytes
-from lesionsoup.fov import NoFieldOfView, find_fov
+from lesionsoup.fov import FieldOfView, NoFieldOfView, find_fov
 from lesionsoup.geometry import Geometry
 from lesionsoup.lesions import ALL, Lesion, pack
 
@@ -279,6 +279,42 @@ def _read_masks(
     return masks
 
 
+@dataclass(frozen=True)
+class PreparedPhotograph:
+    """A photograph cropped to its field of view and fitted into the cache square."""
+
+    image: np.ndarray  # uint8 (size, size, 3) RGB
+    geometry: Geometry
+    fov: FieldOfView
+
+    @property
+    def crop(self) -> tuple[int, int, int, int]:
+        g = self.geometry
+        return g.crop_y0, g.crop_x0, g.crop_y1, g.crop_x1
+
+    def cache_fov(self) -> np.ndarray:
+        """The field of view on the cache square (size, size), boolean, False in the padding."""
+        g = self.geometry
+        return _pad(self.fov.resampled(self.crop, g.resized_h, g.resized_w), g)
+
+
+def prepare_photograph(image: np.ndarray, size: int, path: str | Path) -> PreparedPhotograph:
+    """Crop a BGR photograph (``read_photograph``) to its field of view, resize and pad it.
+
+    ``BadImageError`` names ``path`` when no field of view is found.
+    """
+    try:
+        fov = find_fov(image)
+    except NoFieldOfView as error:
+        raise BadImageError(path, f"no field of view found: {error}") from error
+    crop = fov.box()
+    geometry = Geometry.fit(image.shape[0], image.shape[1], crop, size)
+    y0, x0, y1, x1 = crop
+    resized = _resize_image(image[y0:y1, x0:x1], geometry.resized_w, geometry.resized_h)
+    rgb = _pad(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), geometry)
+    return PreparedPhotograph(image=rgb, geometry=geometry, fov=fov)
+
+
 def preprocess_image(row: Mapping[str, Any], size: int, rules: MaskRules) -> CacheEntry:
     """One manifest row (image and masks) as a cache entry; ``BadImageError`` on bad input."""
     image_path = str(row["image_path"])
@@ -291,17 +327,9 @@ def preprocess_image(row: Mapping[str, Any], size: int, rules: MaskRules) -> Cac
             f"decoded size {native_w}x{native_h} differs from the manifest's "
             f"{expected[1]}x{expected[0]} (truncated or replaced file?)",
         )
-    try:
-        fov = find_fov(image)
-    except NoFieldOfView as error:
-        raise BadImageError(image_path, f"no field of view found: {error}") from error
-    crop = fov.box()
-    geometry = Geometry.fit(native_h, native_w, crop, size)
-    y0, x0, y1, x1 = crop
+    prepared = prepare_photograph(image, size, image_path)
+    geometry, crop, fov = prepared.geometry, prepared.crop, prepared.fov
     out_h, out_w = geometry.resized_h, geometry.resized_w
-
-    resized = _resize_image(image[y0:y1, x0:x1], out_w, out_h)
-    rgb = _pad(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), geometry)
 
     native_masks = _read_masks(row, image_path, (native_h, native_w), crop, rules)
     planes = list(native_masks.values())
@@ -318,7 +346,7 @@ def preprocess_image(row: Mapping[str, Any], size: int, rules: MaskRules) -> Cac
     return CacheEntry(
         image_id=str(row["image_id"]),
         split=str(row["split"]),
-        image=rgb,
+        image=prepared.image,
         labels=_pad(labels, geometry),
         geometry=geometry,
     )

@@ -1,0 +1,165 @@
+"""Subcommands for end users: predict (photographs to lesion maps), export (a model folder)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from lesionsoup.commands.arguments import Subcommands
+
+log = logging.getLogger("lesionsoup")
+
+#: Mirrors lesionsoup.infer.FLIPS (not imported here, so that `--help` stays fast).
+FLIP_CHOICES = ("horizontal", "vertical", "both")
+
+
+def threshold(text: str) -> tuple[str | None, float]:
+    """``0.4`` (every lesion) or ``MA=0.3`` (one lesion)."""
+    name, _, value = text.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0.5 or LESION=0.5, not {text!r}") from None
+    return (name.upper() or None), number
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import torch
+
+    from lesionsoup.lesions import parse_lesions
+    from lesionsoup.predict import PredictOptions, predict_photographs
+    from lesionsoup.train import pick_device
+
+    torch.set_num_threads(args.threads)
+    default = [value for name, value in args.threshold if name is None]
+    per_lesion = {name: value for name, value in args.threshold if name is not None}
+    parse_lesions(list(per_lesion))  # rejects unknown lesion names
+    options = PredictOptions(
+        size=args.size,
+        threshold=default[-1] if default else 0.5,
+        lesion_thresholds={parse_lesions([n])[0].value: v for n, v in per_lesion.items()},
+        mode=args.mode,
+        tile=args.tile,
+        overlap=args.overlap,
+        tta=tuple(args.tta),
+        batch_size=args.batch_size,
+        keep_going=args.keep_going,
+        overlay=not args.no_overlay,
+        progress=not args.no_progress,
+    )
+    device = str(pick_device(args.device))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA GPU is available here")
+    report = predict_photographs(args.model, args.inputs, args.output, options, device)
+    log.info(
+        "%d photographs predicted into %s, %d failed",
+        report.predicted,
+        args.output,
+        len(report.failures),
+    )
+    if report.failures and not report.predicted:
+        raise ValueError(f"every photograph failed; see {args.output / 'failures.csv'}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from lesionsoup.export import export_model
+
+    out = export_model(
+        args.model,
+        args.output,
+        size=args.size,
+        metrics_csv=args.metrics,
+        metrics_model=args.metrics_model,
+        caches=args.cache,
+    )
+    log.info("exported %s to %s", args.model, out)
+
+
+def _add_predict(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="segment lesions in fundus photographs (probability maps, masks, overlays, CSV)",
+        description="For each photograph (JPEG, PNG or TIFF; folders are searched recursively): "
+        "detect the field of view, crop and resize it to the model's resolution, predict, map "
+        "back to the photograph's size, and write per lesion an 8-bit probability map and a "
+        "binary mask, an overlay with a legend, and lesions.csv (areas in pixels and % of the "
+        "field of view, connected-component counts). Bad photographs stop the run with exit "
+        "code 1 unless --keep-going, which lists them in OUT/failures.csv.",
+    )
+    parser.add_argument(
+        "model", type=Path, help="a checkpoint, an ensemble .json or an exported model folder"
+    )
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="photo or folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="preprocessing resolution (default: recorded with the model, else 1536)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=threshold,
+        action="append",
+        default=[],
+        help="mask threshold: 0.5 for every lesion, or LESION=0.3 (repeatable; default 0.5)",
+    )
+    parser.add_argument("--mode", choices=("whole", "sliding"), default="whole")
+    parser.add_argument(
+        "--tile", type=int, default=None, help="sliding tile (default: training patch size)"
+    )
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding tile overlap")
+    parser.add_argument(
+        "--tta",
+        choices=FLIP_CHOICES,
+        action="append",
+        default=[],
+        help="flip test-time augmentation (repeatable)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="photographs (or tiles) per batch"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="skip bad photographs, list them in failures.csv"
+    )
+    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay.png")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_predict)
+
+
+def _add_export(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="write a self-contained model folder with a model card (predict accepts it)",
+        description="Copy a checkpoint, merged model or ensemble (every member) with its "
+        "metadata into one folder, record the preprocessing resolution, and write README.md: "
+        "training data, method, validation and test metrics, intended use and limits.",
+    )
+    parser.add_argument("model", type=Path, help="a checkpoint or an ensemble .json")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="the training resolution (default: recorded, else the caches', else 1536)",
+    )
+    parser.add_argument("--metrics", type=Path, default=None, help="metrics.csv with test scores")
+    parser.add_argument(
+        "--metrics-model",
+        default=None,
+        help="the model's name in the metrics' 'model' column (default: MODEL as given)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        action="append",
+        default=[],
+        help="a training cache, for image counts (repeatable)",
+    )
+    parser.set_defaults(handler=_export)
+
+
+REGISTER = (_add_predict, _add_export)

@@ -1,0 +1,358 @@
+"""predict: photographs of any size in, native-size lesion maps, overlays and tables out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lesionsoup.cache import Cache, CacheEntry, CacheWriter
+from lesionsoup.checkpoint import CheckpointError, save_checkpoint
+from lesionsoup.cli import main
+from lesionsoup.fundus import render_fundus
+from lesionsoup.lesions import TRAINED, Lesion, pack
+from lesionsoup.model import build_model
+from lesionsoup.predict import (
+    OVERLAY_COLOURS,
+    PredictOptions,
+    draw_overlay,
+    find_photographs,
+    lesion_statistics,
+    predict_photographs,
+)
+from lesionsoup.preprocess import BadImageError, downscale_keeping_lesions, prepare_photograph
+from lesionsoup.specs import ModelSpec, TrainSettings
+from lesionsoup.train import train_run
+
+TINY = ModelSpec(
+    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
+)
+#: The trained fixture: photographs, cache size and a short, fast training recipe.
+PHOTO_SHAPE = (560, 640)
+CACHE_SIZE = 448  # about the photographs' own scale: exudates stay visible
+LESION_DENSITY = 3.0
+RECIPE = TrainSettings(
+    steps=250,
+    batch_size=8,
+    patch_size=64,
+    lr=1e-2,
+    warmup_steps=10,
+    lesion_fraction=0.9,
+    augmentation="light",
+    validate_every=250,
+    state_every=250,
+    bins=200,
+)
+QUIET = PredictOptions(progress=False)
+LESIONS = ("EX", "HE", "MA", "CWS")
+
+
+def save_random_model(path: Path, seed: int = 0, **metadata: object) -> Path:
+    """An untrained tiny U-Net saved as a checkpoint (fast tests of the plumbing)."""
+    torch.manual_seed(seed)
+    model = build_model(TINY)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model.state_dict(), {"architecture": TINY.as_dict(), **metadata})
+    return path
+
+
+def write_photograph(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def rendered(seed: int, height: int, width: int, density: float = LESION_DENSITY):
+    return render_fundus(np.random.default_rng(seed), height, width, density, cws_probability=1)
+
+
+def read_png(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None, path
+    return image
+
+
+# ----------------------------------------------------------------------------- a trained model
+
+
+def _cache_entry(seed: int, split: str) -> CacheEntry:
+    fundus = rendered(seed, *PHOTO_SHAPE)
+    prepared = prepare_photograph(
+        cv2.cvtColor(fundus.image, cv2.COLOR_RGB2BGR), CACHE_SIZE, f"img{seed}"
+    )
+    g = prepared.geometry
+    y0, x0, y1, x1 = prepared.crop
+    masks = {
+        lesion: downscale_keeping_lesions(
+            mask[y0:y1, x0:x1].view(np.uint8) * np.uint8(255), g.resized_w, g.resized_h
+        )
+        for lesion, mask in fundus.lesions.items()
+    }
+    inner = np.s_[g.pad_top : g.pad_top + g.resized_h, g.pad_left : g.pad_left + g.resized_w]
+    labels = np.zeros((CACHE_SIZE, CACHE_SIZE), np.uint8)
+    labels[inner] = pack(masks, prepared.cache_fov()[inner])
+    return CacheEntry(f"img{seed}", split, prepared.image, labels, g)
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory) -> Path:
+    """A tiny U-Net trained briefly on rendered fundus photographs cached at CACHE_SIZE."""
+    root = tmp_path_factory.mktemp("trained")
+    writer = CacheWriter(root / "SYN", {"size": CACHE_SIZE, "dataset": "SYN"})
+    entries = [_cache_entry(seed, "train" if seed < 6 else "valid") for seed in range(8)]
+    for entry in entries:
+        writer.write(entry)
+    writer.publish(entry.image_id for entry in entries)
+    train_run(
+        root / "run",
+        {"SYN": Cache(root / "SYN")},
+        TINY,
+        RECIPE,
+        threads=1,
+        workers=0,
+        progress_bar=False,
+        extra_metadata={"cache_size": CACHE_SIZE},
+    )
+    return root / "run" / "last.safetensors"
+
+
+def test_trained_model_finds_lesions_with_and_without_black_margins(trained_model, tmp_path):
+    fundus = rendered(100, *PHOTO_SHAPE)
+    top, bottom, left, right = 37, 53, 91, 12  # wide, uneven margins: odd photograph sides
+    framed = np.pad(fundus.image, ((top, bottom), (left, right), (0, 0)))
+    write_photograph(tmp_path / "in" / "plain.png", fundus.image)
+    write_photograph(tmp_path / "in" / "framed.png", framed)
+    options = PredictOptions(threshold=0.4, progress=False)
+    report = predict_photographs(trained_model, [tmp_path / "in"], tmp_path / "out", options)
+    assert report.predicted == 2
+    recorded = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert recorded["size"] == CACHE_SIZE  # read from the checkpoint's metadata
+
+    inside = np.s_[top : top + PHOTO_SHAPE[0], left : left + PHOTO_SHAPE[1]]
+    for lesion in (Lesion.EX, Lesion.HE):
+        truth = fundus.lesions[lesion]
+        plain = read_png(tmp_path / "out" / "plain" / f"{lesion.value}_mask.png") > 0
+        framed_mask = read_png(tmp_path / "out" / "framed" / f"{lesion.value}_mask.png") > 0
+        assert framed_mask.shape == framed.shape[:2]
+        assert not framed_mask[:top].any() and not framed_mask[:, :left].any()
+        for found in (plain, framed_mask[inside]):
+            recall = (found & truth).sum() / truth.sum()
+            assert recall >= 0.5, (lesion, recall)
+            assert found.sum() <= 4 * truth.sum(), lesion  # not everything is lesion
+        iou = (plain & framed_mask[inside]).sum() / (plain | framed_mask[inside]).sum()
+        assert iou >= 0.8, (lesion, iou)
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory) -> Path:
+    return save_random_model(tmp_path_factory.mktemp("random") / "model.safetensors")
+
+
+def test_every_output_has_the_photographs_own_shape(random_model, tmp_path):
+    shapes = {"odd": (301, 417), "tall": (257, 211)}
+    for seed, (name, shape) in enumerate(shapes.items()):
+        write_photograph(tmp_path / "in" / f"{name}.jpg", rendered(seed, *shape).image)
+    options = PredictOptions(size=96, threshold=0.5, progress=False)
+    predict_photographs(random_model, [tmp_path / "in"], tmp_path / "out", options)
+    table = pd.read_csv(tmp_path / "out" / "lesions.csv").set_index("image_id")
+    assert sorted(table.index) == sorted(shapes)
+    for name, shape in shapes.items():
+        folder = tmp_path / "out" / name
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            [
+                f"{x}_{kind}.png"
+                for x in ("EX", "HE", "MA", "CWS")
+                for kind in ("mask", "probability")
+            ]
+            + ["overlay.png"]
+        )
+        for lesion in LESIONS:
+            probability = read_png(folder / f"{lesion}_probability.png")
+            mask = read_png(folder / f"{lesion}_mask.png")
+            assert probability.shape == mask.shape == shape
+            assert probability.dtype == mask.dtype == np.uint8
+            assert set(np.unique(mask)) <= {0, 255}
+            # the mask is the probability thresholded (before 8-bit rounding)
+            assert ((probability >= 128) == (mask > 0)).mean() > 0.999
+            assert table.loc[name, f"{lesion}_pixels"] == np.count_nonzero(mask)
+        assert read_png(folder / "overlay.png").shape == (*shape, 3)
+        assert (table.loc[name, ["height", "width"]].tolist()) == list(shape)
+    assert not list((tmp_path / "out").glob(".*partial"))
+
+
+def test_batches_sliding_windows_and_flips_run_and_batches_change_nothing(random_model, tmp_path):
+    for seed in range(3):
+        write_photograph(tmp_path / "in" / f"p{seed}.png", rendered(seed, 150 + seed, 170).image)
+    outputs = {}
+    for batch_size in (1, 2):
+        options = PredictOptions(size=64, batch_size=batch_size, progress=False, overlay=False)
+        out = tmp_path / f"b{batch_size}"
+        predict_photographs(random_model, [tmp_path / "in"], out, options)
+        outputs[batch_size] = [read_png(out / f"p{i}" / "HE_probability.png") for i in range(3)]
+    for one, two in zip(outputs[1], outputs[2], strict=True):
+        assert np.abs(one.astype(int) - two.astype(int)).max() <= 1
+    options = PredictOptions(size=64, mode="sliding", tile=32, tta=("horizontal",), progress=False)
+    predict_photographs(random_model, [tmp_path / "in"], tmp_path / "slide", options)
+    sliding = read_png(tmp_path / "slide" / "p0" / "HE_probability.png")
+    assert sliding.shape == outputs[1][0].shape
+    assert not np.array_equal(sliding, outputs[1][0])
+
+
+def test_probabilities_are_zero_outside_the_field_of_view(random_model, tmp_path):
+    fundus = rendered(3, 200, 260)
+    write_photograph(tmp_path / "p.png", fundus.image)
+    options = PredictOptions(size=64, progress=False)
+    predict_photographs(random_model, [tmp_path / "p.png"], tmp_path / "out", options)
+    probability = read_png(tmp_path / "out" / "p" / "MA_probability.png")
+    assert probability[~fundus.fov].max() == 0
+    assert probability[fundus.fov].max() > 0
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    write_photograph(folder / "good.png", rendered(5, 120, 150).image)
+    write_photograph(folder / "black.png", np.zeros((90, 100, 3), np.uint8))
+    good_jpeg = cv2.imencode(".jpg", rendered(6, 120, 150).image)[1].tobytes()
+    (folder / "cut.jpg").write_bytes(good_jpeg[: len(good_jpeg) // 2])
+    (folder / "text.tif").write_text("not an image")
+    return folder
+
+
+def test_bad_photographs_stop_the_run_naming_the_file(random_model, mixed_folder, tmp_path):
+    with pytest.raises(BadImageError, match="black.png: no field of view"):
+        predict_photographs(random_model, [mixed_folder], tmp_path / "out", QUIET)
+    assert not (tmp_path / "out" / "lesions.csv").exists()
+
+
+def test_keep_going_predicts_the_rest_and_lists_failures(random_model, mixed_folder, tmp_path):
+    options = PredictOptions(size=64, keep_going=True, progress=False)
+    report = predict_photographs(random_model, [mixed_folder], tmp_path / "out", options)
+    assert report.predicted == 1
+    failures = pd.read_csv(tmp_path / "out" / "failures.csv")
+    reasons = {Path(path).name: reason for path, reason in failures.to_numpy()}
+    assert set(reasons) == {"black.png", "cut.jpg", "text.tif"}
+    assert "no field of view" in reasons["black.png"]
+    assert "truncated JPEG" in reasons["cut.jpg"]
+    assert "cannot be decoded" in reasons["text.tif"]
+    assert pd.read_csv(tmp_path / "out" / "lesions.csv")["image_id"].tolist() == ["good"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "failures.csv",
+        "good",
+        "lesions.csv",
+        "predict.json",
+    ]
+
+
+def test_cli_exit_codes_and_messages(random_model, mixed_folder, tmp_path, caplog):
+    caplog.set_level(logging.ERROR)
+    out = tmp_path / "out"
+    argv = ["predict", str(random_model), str(mixed_folder), "-o", str(out), "--no-progress"]
+    assert main([*argv, "--size", "64"]) == 1
+    assert "black.png" in caplog.text
+    assert main([*argv, "--size", "64", "--keep-going", "--threshold", "MA=0.2"]) == 0
+    assert len(pd.read_csv(out / "failures.csv")) == 3
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (mixed_folder / "black.png").rename(only_bad / "black.png")
+    assert main(["predict", str(random_model), str(only_bad), "-o", str(out), "--keep-going"]) == 1
+    assert "every photograph failed" in caplog.text
+
+
+def test_models_that_are_not_ours_are_refused_by_name(tmp_path, mixed_folder):
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2)}, foreign)
+    pickle = tmp_path / "model.pt"
+    pickle.write_bytes(b"\x80\x04not ours")
+    for model, problem in ((foreign, "not a lesionsoup checkpoint"), (pickle, "not a model")):
+        with pytest.raises(CheckpointError, match=f"{model.name}.*{problem}"):
+            predict_photographs(model, [mixed_folder], tmp_path / "out", QUIET)
+    with pytest.raises(CheckpointError, match="not an exported lesionsoup model folder"):
+        predict_photographs(tmp_path, [mixed_folder], tmp_path / "out", QUIET)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def test_photographs_are_found_recursively_with_unique_ids(tmp_path):
+    image = rendered(0, 64, 64).image
+    for name in ("a.JPG", "sub/b.png", "sub/deeper/c.tiff", "out/old/overlay.png"):
+        write_photograph(tmp_path / "in" / name, image)
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    single = write_photograph(tmp_path / "single.png", image)
+    found = find_photographs([tmp_path / "in", single], exclude=tmp_path / "in" / "out")
+    assert [(p.image_id, p.path.name) for p in found] == [
+        ("a", "a.JPG"),
+        ("sub/b", "b.png"),
+        ("sub/deeper/c", "c.tiff"),
+        ("single", "single.png"),
+    ]
+    write_photograph(tmp_path / "in" / "a.png", image)
+    with pytest.raises(ValueError, match="a.png and .*a.JPG|a.JPG and .*a.png"):
+        find_photographs([tmp_path / "in"], exclude=tmp_path / "in" / "out")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        find_photographs([tmp_path / "missing"])
+    with pytest.raises(FileNotFoundError, match="empty: no"):
+        (tmp_path / "empty").mkdir()
+        find_photographs([tmp_path / "empty"])
+
+
+def test_options_resolve_thresholds_and_check_them():
+    options = PredictOptions(threshold=0.4, lesion_thresholds={"MA": 0.2})
+    assert options.threshold_of(Lesion.MA) == 0.2
+    assert options.threshold_of(Lesion.EX) == 0.4
+    with pytest.raises(ValueError, match="MA=1.5"):
+        PredictOptions(lesion_thresholds={"MA": 1.5})
+    with pytest.raises(ValueError, match="size"):
+        PredictOptions(size=8)
+
+
+def test_lesion_statistics_count_pixels_share_and_components():
+    mask = np.zeros((10, 10), bool)
+    mask[1:3, 1:3] = True  # 4 pixels
+    mask[6, 6] = mask[7, 7] = True  # diagonal neighbours: one 8-connected component
+    stats = lesion_statistics({Lesion.EX: mask, Lesion.HE: np.zeros_like(mask)}, fov_pixels=50)
+    assert stats == {
+        "EX_pixels": 6,
+        "EX_fov_percent": 12.0,
+        "EX_count": 2,
+        "HE_pixels": 0,
+        "HE_fov_percent": 0.0,
+        "HE_count": 0,
+    }
+
+
+def test_overlay_colours_lesions_distinctly_and_draws_a_legend():
+    def closest(lesions: list[Lesion]) -> float:
+        colours = np.array([OVERLAY_COLOURS[lesion] for lesion in lesions], float)
+        distances = np.linalg.norm(colours[:, None] - colours[None], axis=-1)
+        return distances[~np.eye(len(colours), dtype=bool)].min()
+
+    assert closest(list(TRAINED)) > 150
+    assert closest(list(OVERLAY_COLOURS)) > 100
+    rgb = np.full((400, 500, 3), 60, np.uint8)
+    masks = {lesion: np.zeros((400, 500), bool) for lesion in (Lesion.EX, Lesion.HE)}
+    masks[Lesion.EX][200:260, 300:360] = True
+    masks[Lesion.HE][300:340, 100:180] = True
+    overlay = draw_overlay(rgb, masks)
+    assert overlay.shape == rgb.shape and overlay.dtype == np.uint8
+    assert tuple(overlay[200, 330]) == OVERLAY_COLOURS[Lesion.EX]  # outline
+    assert tuple(overlay[300, 140]) == OVERLAY_COLOURS[Lesion.HE]
+    assert not np.array_equal(overlay[230, 330], rgb[230, 330])  # translucent fill
+    assert np.array_equal(overlay[380, 20], rgb[380, 20])  # untouched elsewhere
+    legend = overlay[:40, :120]
+    assert any((legend == colour).all(axis=-1).any() for colour in OVERLAY_COLOURS.values())
+    assert (legend == 255).all(axis=-1).any()  # white text
