@@ -45,6 +45,15 @@ def test_tiny_study_produces_every_stage_output(finished):
         run = workdir / "results" / "models" / combo / "base" / "seed0"
         assert (run / "last.safetensors").exists() and (run / "curves.png").exists()
     assert list((workdir / "logs" / "train").rglob("*.log"))
+    merged = workdir / "results" / "merged" / "IDRID"
+    for method in ("best", "uniform", "greedy", "GoU", "swa"):
+        assert (merged / f"{method}.safetensors").exists(), method
+    assert (merged / "ensemble-top2.json").exists()
+    assert (workdir / "results" / "hpo" / "IDRID" / "base" / "best_params.yaml").exists()
+    metrics = (workdir / "results" / "metrics.csv").read_text().splitlines()
+    methods = {line.split(",")[2] for line in metrics[1:]}
+    assert {"single", "best", "uniform", "greedy", "GoU", "swa", "ensemble"} <= methods
+    assert (workdir / "results" / "summary.md").stat().st_size > 0
 
 
 def test_unchanged_or_touched_config_plans_nothing(finished):
@@ -54,27 +63,44 @@ def test_unchanged_or_touched_config_plans_nothing(finished):
     assert planned_jobs(workdir, configfile) == {}
 
 
+#: Jobs downstream of every model: they rerun whenever any model changes.
+MATRIX_RULES = {
+    "evaluate", "aggregate", "evaluated_models", "costs", "summary", "report_cross_dataset",
+    "report_methods", "report_pr_curves", "report_qualitative", "connectivity",
+}  # fmt: skip
+
+
+def _upstream(jobs):
+    """The planned jobs that are not evaluation or report jobs."""
+    return {job for job in jobs if job[0] not in MATRIX_RULES}
+
+
 def test_changed_dataset_threshold_reruns_only_that_dataset_downstream(finished, tmp_path):
     workdir, _ = finished
     config = load_tiny_config()
     config["datasets"]["DDR"]["mask_threshold"] = 200
     jobs = planned_jobs(workdir, write_config(tmp_path / "c.yaml", config))
-    assert jobs == {
-        ("preprocess", "dataset=DDR"): 1,
-        ("warmup", "combo=DDR+IDRID"): 1,
-        ("train", "combo=DDR+IDRID, recipe=base, seed=0"): 1,
+    assert _upstream(jobs) == {
+        ("preprocess", "dataset=DDR"),
+        ("annotation_style", ""),
+        ("warmup", "combo=DDR+IDRID"),
+        ("train", "combo=DDR+IDRID, recipe=base, seed=0"),
     }
+    evaluated = {job[1] for job in jobs if job[0] == "evaluate"}
+    assert evaluated and all("DDR+IDRID" in wildcards for wildcards in evaluated)
 
 
-def test_changed_recipe_value_reruns_only_its_trainings(finished, tmp_path):
+def test_changed_training_value_reruns_only_its_trainings(finished, tmp_path):
     workdir, _ = finished
     config = load_tiny_config()
-    config["training"]["recipes"]["base"]["lr"] = 0.002
+    config["merging"]["swa"]["settings"]["steps"] = 3
     jobs = planned_jobs(workdir, write_config(tmp_path / "c.yaml", config))
-    assert jobs == {
-        ("train", "combo=IDRID, recipe=base, seed=0"): 1,
-        ("train", "combo=DDR+IDRID, recipe=base, seed=0"): 1,
+    assert _upstream(jobs) == {
+        ("train", "combo=IDRID, recipe=swa-base, seed=0"),
+        ("merge", "combo=IDRID, method=swa"),
     }
+    evaluated = {job[1] for job in jobs if job[0] == "evaluate"}
+    assert evaluated == {f"test={test}, model=merged/IDRID/swa" for test in ("IDRID", "RETLES")}
 
 
 def test_added_combination_plans_only_new_jobs(finished, tmp_path):
@@ -82,7 +108,11 @@ def test_added_combination_plans_only_new_jobs(finished, tmp_path):
     config = load_tiny_config()
     config["training"]["combinations"].append("FGADR")
     jobs = planned_jobs(workdir, write_config(tmp_path / "c.yaml", config))
-    assert jobs == {
-        ("warmup", "combo=FGADR"): 1,
-        ("train", "combo=FGADR, recipe=base, seed=0"): 1,
+    assert _upstream(jobs) == {
+        ("warmup", "combo=FGADR"),
+        ("train", "combo=FGADR, recipe=base, seed=0"),
+    }
+    evaluated = {job[1] for job in jobs if job[0] == "evaluate"}
+    assert evaluated == {
+        f"test={test}, model=models/FGADR/base/seed0/best" for test in ("IDRID", "RETLES")
     }

@@ -79,9 +79,16 @@ def test_datasets(config: Mapping[str, Any]) -> list[str]:
 
 
 def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
-    """Every model to evaluate on every test set, by key: each run's best checkpoint."""
+    """Every model to evaluate on every test set, by key.
+
+    Each run's best checkpoint (method ``single``), and every merged model and
+    ensemble (method = its merge rule, or ``ensemble``).
+    """
+    from lesionsoup.ingredients import merged_models
+
     models = [
         EvaluatedModel(f"{run.directory}/best.safetensors", run.combo, "single")
         for run in runs(config)
     ]
+    models += [EvaluatedModel(*entry) for entry in merged_models(config)]
     return {model.key: model for model in models}

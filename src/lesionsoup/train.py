@@ -94,6 +94,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _common_size(caches: Mapping[str, Cache]) -> int:
+    """The image size shared by a combination's caches (a model sees one resolution)."""
+    sizes = {cache.size for cache in caches.values()}
+    if len(sizes) != 1:
+        listing = {name: cache.size for name, cache in caches.items()}
+        raise ValueError(f"the caches of a combination must share one size, got {listing}")
+    return sizes.pop()
+
+
 def _model_from(spec: ModelSpec, init: Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model to train, from the shared initialisation when one is given."""
     model = build_model(spec)
@@ -239,6 +248,7 @@ def train_run(
         "hyperparameters": settings.as_dict(),
         "combination": combo_name(caches),
         "datasets": sorted(caches),
+        "cache_size": _common_size(caches),
         **lineage,
         **(extra_metadata or {}),
     }

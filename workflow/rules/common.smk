@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from lesionsoup import study
+from lesionsoup import hpo, ingredients, study
 from lesionsoup.combos import combo_members
 
 DATASETS = sorted(config["datasets"])
@@ -55,10 +55,25 @@ def cache_arguments(wildcards, input):
 MODEL_SPEC = json.dumps(study.model_spec(config).as_dict(), sort_keys=True)
 
 
+def hpo_best_params(wildcards):
+    """A tuned recipe's best_params.yaml, once its study is exported; else None."""
+    if not hpo.is_tuned(config, wildcards.combo, wildcards.recipe):
+        return None
+    export = checkpoints.hpo_export.get(combo=wildcards.combo, recipe=wildcards.recipe)
+    return export.output.best_params
+
+
+def hpo_tuned_input(wildcards):
+    """`ancient`: the values reach the run through `params`, so a re-export with the same
+    best parameters (e.g. after raising n_trials) reruns no training."""
+    best_params = hpo_best_params(wildcards)
+    return [] if best_params is None else ancient(best_params)
+
+
 def train_settings(wildcards):
+    settings = ingredients.settings_for(config, wildcards.recipe, int(wildcards.seed))
     return json.dumps(
-        study.recipe_settings(config, wildcards.recipe, int(wildcards.seed)),
-        sort_keys=True,
+        hpo.with_best_params(settings, hpo_best_params(wildcards)), sort_keys=True
     )
 
 
@@ -85,5 +100,12 @@ def evaluation_files():
 
 def all_outputs():
     caches = expand("results/cache/{dataset}", dataset=DATASETS)
-    trained = [f"{run.directory}/curves.png" for run in study.runs(config)]
-    return caches + trained + ["results/metrics.csv"]
+    runs = study.runs(config) + ingredients.ingredient_runs(config)
+    trained = [f"{run.directory}/curves.png" for run in dict.fromkeys(runs)]
+    return caches + trained + hpo.export_outputs(config) + ["results/metrics.csv"]
+
+
+def report_outputs():
+    from lesionsoup.report.settings import report_targets
+
+    return report_targets(config, study.test_datasets(config))

@@ -28,7 +28,10 @@ rule warmup:
 rule train:
     input:
         caches=combo_caches,
-        init="results/models/{combo}/init.safetensors",
+        init=lambda wildcards: ingredients.init_for(
+            wildcards.combo, wildcards.recipe, int(wildcards.seed)
+        ),
+        hpo=hpo_tuned_input,
     output:
         best="results/models/{combo}/{recipe}/seed{seed}/best.safetensors",
         best_metadata="results/models/{combo}/{recipe}/seed{seed}/best.json",

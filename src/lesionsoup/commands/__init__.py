@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lesionsoup.commands import data, evaluation, training
+from lesionsoup.commands import data, evaluation, hpo, merging, predict, report, training
 from lesionsoup.commands.arguments import Subcommands
 
 REGISTRARS: tuple[Callable[[Subcommands], None], ...] = (
     *data.REGISTER,
     *training.REGISTER,
+    *hpo.REGISTER,
+    *merging.REGISTER,
     *evaluation.REGISTER,
+    *report.REGISTER,
+    *predict.REGISTER,
 )
