@@ -54,7 +54,7 @@ rule preprocess:
         "logs/preprocess/{dataset}.log",
     conda:
         "../../envs/lesionsoup.yaml"
-    threads: 4
+    threads: config["preprocess"]["threads"]
     resources:
         mem_mb=lambda wildcards, threads, attempt: 1500 * threads * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,

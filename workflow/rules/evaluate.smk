@@ -11,7 +11,7 @@ rule evaluate:
         "logs/evaluate/{test}/{model}.log",
     conda:
         "../../envs/lesionsoup.yaml"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
