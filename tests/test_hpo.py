@@ -17,6 +17,7 @@ import yaml
 from snakemake.utils import validate
 
 from lesionsoup import hpo
+from lesionsoup import study as study_config
 from lesionsoup.cache import Cache
 from lesionsoup.specs import ModelSpec, TrainSettings
 
@@ -168,7 +169,7 @@ WORKER = textwrap.dedent(
 
     for index in indexes:
         study = journal_study(Path(journal), int(index))
-        from lesionsoup import hpo, study
+        from lesionsoup import hpo
         hpo.run_trial(study, int(index), hang if mode == "hang" else quick_objective)
     """
 )
@@ -280,13 +281,15 @@ def test_trained_trials_export_best_params_that_the_final_training_reads(tmp_pat
         assert (tmp_path / figure).stat().st_size > 0
     assert len((tmp_path / "trials.csv").read_text().splitlines()) == 3
     settings = hpo.with_best_params(
-        study.recipe_settings(config, "base", 7), tmp_path / "best_params.yaml"
+        study_config.recipe_settings(config, "base", 7), tmp_path / "best_params.yaml"
     )
     assert settings["lr"] == best["params"]["lr"]
     assert settings["augmentation"] == best["params"]["augmentation"]
     assert settings["seed"] == 7
     assert settings["steps"] == config["training"]["recipes"]["base"]["steps"]
-    assert hpo.with_best_params(study.recipe_settings(config, "base", 7), None)["lr"] == 0.001
+    assert (
+        hpo.with_best_params(study_config.recipe_settings(config, "base", 7), None)["lr"] == 0.001
+    )
 
 
 def test_export_without_a_complete_trial_or_with_a_bad_yaml_says_so(tmp_path):
@@ -297,4 +300,4 @@ def test_export_without_a_complete_trial_or_with_a_bad_yaml_says_so(tmp_path):
     bad = tmp_path / "best_params.yaml"
     bad.write_text("params: {learning_rate: 1}\n")
     with pytest.raises(ValueError, match="best_params.yaml.*learning_rate"):
-        hpo.with_best_params(study.recipe_settings(tiny_config(), "base", 0), bad)
+        hpo.with_best_params(study_config.recipe_settings(tiny_config(), "base", 0), bad)
