@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from lesionsoup.augment import augment
 from lesionsoup.cache import Cache
 from lesionsoup.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion, unpack
+from lesionsoup.specs import TrainSettings
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -121,6 +122,25 @@ class PatchSampler:
         self.lesions = lesions
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+
+    @classmethod
+    def for_training(
+        cls,
+        caches: dict[str, Cache],
+        settings: TrainSettings,
+        lesions: tuple[Lesion, ...],
+        seed: int,
+    ) -> PatchSampler:
+        """The sampler of a run's training split, as its settings describe it."""
+        return cls(
+            caches,
+            split="train",
+            patch_size=settings.patch_size,
+            lesion_fraction=settings.lesion_fraction,
+            mixing=settings.mixing,  # type: ignore[arg-type]
+            lesions=lesions,
+            seed=seed,
+        )
 
     def sample(self) -> PatchLocation:
         """The next location of the sampler's own stream."""

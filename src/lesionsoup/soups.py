@@ -206,15 +206,7 @@ def batchnorm_recompute(
     device: str | torch.device,
 ) -> BatchNormRecompute:
     """Fixed batches of training patches (drawn as in training, without augmentation)."""
-    sampler = PatchSampler(
-        dict(caches),
-        split="train",
-        patch_size=settings.patch_size,
-        lesion_fraction=settings.lesion_fraction,
-        mixing=settings.mixing,  # type: ignore[arg-type]
-        lesions=spec.lesion_classes,
-        seed=sample.seed,
-    )
+    sampler = PatchSampler.for_training(dict(caches), settings, spec.lesion_classes, sample.seed)
     dataset = PatchDataset(sampler, build_augmentation("none"), length=sample.patches)
     images = torch.stack([dataset[index]["image"] for index in range(len(dataset))])
     return BatchNormRecompute(

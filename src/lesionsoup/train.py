@@ -211,15 +211,7 @@ def train_run(
     if progress.step:
         log.info("%s: resuming at step %d of %d", paths.root, progress.step, settings.steps)
 
-    sampler = PatchSampler(
-        dict(caches),
-        split="train",
-        patch_size=settings.patch_size,
-        lesion_fraction=settings.lesion_fraction,
-        mixing=settings.mixing,  # type: ignore[arg-type]
-        lesions=spec.lesion_classes,
-        seed=settings.seed,
-    )
+    sampler = PatchSampler.for_training(dict(caches), settings, spec.lesion_classes, settings.seed)
     remaining = settings.steps - progress.step
     dataset = PatchDataset(
         sampler,

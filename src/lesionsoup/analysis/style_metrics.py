@@ -38,16 +38,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from lesionsoup.cache import Cache
 from lesionsoup.lesions import IGNORE_BIT, TRAINED, Lesion
 from lesionsoup.metrics import valid_mask
+from lesionsoup.style_features import STYLE_FEATURES
 
-#: Dataset-level features the clustering uses by default.
-STYLE_FEATURES: tuple[str, ...] = (
-    "components_per_image",
-    "log_area_median",
-    "irregularity_median",
-    "fill_ratio_median",
-    "edge_contrast",
-    "edge_balance",
-)
 COMPONENT_COLUMNS = ("dataset", "image_id", "lesion", "area", "irregularity", "fill_ratio")
 
 

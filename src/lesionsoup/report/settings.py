@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from lesionsoup.combos import combo_members
+from lesionsoup.style_features import STYLE_FEATURES
 
 DEFAULTS: dict[str, Any] = {
     "metric": "ap",
@@ -21,14 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "qualitative": {"images": 3, "models": {}, "default_models": 3},
     "annotation_style": {
         "clusters": 2,
-        "features": [
-            "components_per_image",
-            "log_area_median",
-            "irregularity_median",
-            "fill_ratio_median",
-            "edge_contrast",
-            "edge_balance",
-        ],
+        "features": list(STYLE_FEATURES),
         "settings": {},
     },
     "connectivity": {
