@@ -46,9 +46,9 @@ def test_jobs_of_the_report_section() -> None:
         for seed in range(5)
     }
     assert list(qualitative_models({}, evaluated)) == [
-        "seed0/single",
-        "seed1/single",
-        "seed2/single",
+        "A/base/seed0",
+        "A/base/seed1",
+        "A/base/seed2",
     ]
     chosen = {"report": {"qualitative": {"models": {"soup": "s.safetensors"}}}}
     assert qualitative_models(chosen, evaluated) == {"soup": "s.safetensors"}

@@ -76,6 +76,12 @@ def _pr_curves(args: argparse.Namespace) -> None:
     write_csv(drawn, args.output.with_suffix(".csv"))
 
 
+def _short(checkpoint: Path) -> str:
+    """A checkpoint's name for a figure title: its path below results/, without suffix."""
+    parts = checkpoint.with_suffix("").parts
+    return "/".join(parts[parts.index("results") + 1 :] if "results" in parts else parts[-3:])
+
+
 def _annotation_style(args: argparse.Namespace) -> None:
     from lesionsoup.analysis.style_metrics import (
         STYLE_FEATURES,
@@ -121,7 +127,7 @@ def _connectivity(args: argparse.Namespace) -> None:
     }
     table = pd.concat(curves, names=["bn_policy"]).reset_index(level=0)
     write_csv(table, args.output)
-    title = f"Linear mode connectivity\nA = {args.a}\nB = {args.b}"
+    title = f"Linear mode connectivity\nA = {_short(args.a)}\nB = {_short(args.b)}"
     plot_connectivity(curves, args.figure, title)
     for policy, curve in curves.items():
         log.info(

@@ -8,7 +8,6 @@ defaults here are those documented in ``workflow/schemas/report.schema.yaml``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import PurePosixPath
 from typing import Any
 
 from lesionsoup.combos import combo_members
@@ -57,15 +56,13 @@ def qualitative_models(config: Mapping[str, Any], evaluated: Mapping[str, Any]) 
     """Label -> model file of the qualitative figures: configured, else the first evaluated.
 
     ``evaluated`` maps keys to ``study.EvaluatedModel``s; a default label is the
-    model's folder and method (e.g. ``seed0/single``).
+    model's key without its folder kind (``IDRID/base/seed0``, ``IDRID/greedy``).
     """
     settings = report_settings(config)["qualitative"]
     if settings["models"]:
         return dict(settings["models"])
     first = list(evaluated.values())[: settings["default_models"]]
-    return {
-        f"{PurePosixPath(model.path).parent.name}/{model.method}": model.path for model in first
-    }
+    return {model.key.split("/", 1)[1].removesuffix("/best"): model.path for model in first}
 
 
 def connectivity_inputs(config: Mapping[str, Any], pair: str) -> dict[str, Any]:
