@@ -106,7 +106,7 @@ is_gpu_rule() {
 
 check_jobs_ran_in_slurm() {
 	local log=$1 failures_before=$FAILURES planned job_id info rule tres
-	planned=$(grep -cE '^rule [A-Za-z_][A-Za-z0-9_]*:$' "$log" || true)
+	planned=$(grep -cE '^(rule|checkpoint) [A-Za-z_][A-Za-z0-9_]*:$' "$log" || true)
 	mapfile -t JOB_IDS < <(grep -oP 'has been submitted with SLURM jobid \K[0-9]+' "$log")
 	if ((planned > 0 && ${#JOB_IDS[@]} == planned)); then
 		pass "all $planned non-local jobs were submitted to SLURM (ids ${JOB_IDS[*]})"
