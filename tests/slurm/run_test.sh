@@ -20,6 +20,8 @@ COMPARE_DIR=${COMPARE_DIR-results}
 # File name patterns compared inside COMPARE_DIR, split on spaces ("" compares every file);
 # e.g. leave out files that record wall-clock times or absolute paths.
 read -r -a COMPARE_NAMES <<<"${COMPARE_NAMES:-}"
+# Path patterns left out of the comparison, split on spaces (e.g. scratch folders).
+read -r -a COMPARE_EXCLUDE <<<"${COMPARE_EXCLUDE:-}"
 # Folder of per-job records (SLURM_JOB_ID=, SLURM_JOB_GPUS=, CUDA_VISIBLE_DEVICES=), if any.
 RECORDS_DIR=${RECORDS_DIR-records}
 # Rules whose jobs must get a GPU; jobs of all other rules must get none.
@@ -168,14 +170,17 @@ check_records() {
 
 # Files of COMPARE_DIR matching COMPARE_NAMES, relative to it, sorted.
 compared_files() {
-	local pattern names=()
+	local pattern names=() excluded=()
 	for pattern in "${COMPARE_NAMES[@]}"; do
 		names+=(-o -name "$pattern")
 	done
+	for pattern in "${COMPARE_EXCLUDE[@]}"; do
+		excluded+=(-not -path "$pattern")
+	done
 	(cd "$1" && if ((${#names[@]})); then
-		find . -type f \( "${names[@]:1}" \)
+		find . -type f \( "${names[@]:1}" \) "${excluded[@]}"
 	else
-		find . -type f
+		find . -type f "${excluded[@]}"
 	fi | sort)
 }
 
