@@ -1,9 +1,11 @@
-"""Argument types shared by the subcommands."""
+"""Argument types and helpers shared by the subcommands."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 
 def json_object(text: str) -> dict:
@@ -18,6 +20,17 @@ def json_object(text: str) -> dict:
 
 def optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "null", "") else int(text)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def open_caches(directories: list[Path]) -> dict[str, Any]:
+    """Dataset name (the folder's name) -> ``lesionsoup.cache.Cache``."""
+    from lesionsoup.cache import Cache
+
+    return {directory.name: Cache(directory) for directory in directories}
 
 
 Subcommands = argparse._SubParsersAction

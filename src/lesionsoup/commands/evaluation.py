@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, json_object
+from lesionsoup.commands.arguments import Subcommands, add_device_argument, json_object
 
 log = logging.getLogger("lesionsoup")
 
@@ -66,7 +66,7 @@ def _add_evaluate(commands: Subcommands) -> None:
     parser.add_argument(
         "--manifest", type=Path, default=None, help="the dataset's manifest (native resolution)"
     )
-    parser.add_argument("--device", default="auto")
+    add_device_argument(parser)
     parser.set_defaults(handler=_evaluate)
 
 

@@ -6,14 +6,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, json_object
+from lesionsoup.commands.arguments import Subcommands, json_object, open_caches
 
 log = logging.getLogger("lesionsoup")
 
 
 def _trial(args: argparse.Namespace) -> None:
     from lesionsoup import hpo
-    from lesionsoup.cache import Cache
     from lesionsoup.checkpoint import load_metadata
 
     init_id = load_metadata(args.init)["init_id"]
@@ -22,7 +21,7 @@ def _trial(args: argparse.Namespace) -> None:
     runs = args.output.parent.parent / "runs" / name
     objective = hpo.training_objective(
         runs,
-        {directory.name: Cache(directory) for directory in args.cache},
+        open_caches(args.cache),
         args.definition,
         args.init,
         threads=args.threads,

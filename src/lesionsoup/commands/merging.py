@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands
+from lesionsoup.commands.arguments import Subcommands, add_device_argument, open_caches
 from lesionsoup.ingredients import SINGLE_BEST
 
 log = logging.getLogger("lesionsoup")
@@ -14,12 +14,6 @@ log = logging.getLogger("lesionsoup")
 #: Mirrors lesionsoup.merge (not imported here, so that `--help` stays fast).
 RULE_CHOICES = (SINGLE_BEST, "uniform", "greedy", "swa", "UoU", "UoG", "GoU", "GoG")
 BN_POLICY_CHOICES = ("average", "recompute", "copy-best")
-
-
-def _caches(directories: list[Path]) -> dict:
-    from lesionsoup.cache import Cache
-
-    return {directory.name: Cache(directory) for directory in directories}
 
 
 def _device(name: str) -> str:
@@ -37,7 +31,7 @@ def _merge(args: argparse.Namespace) -> None:
     metadata = merge_stage(
         args.output,
         args.ingredients,
-        _caches(args.cache),
+        open_caches(args.cache),
         args.rule,
         bn_policy=args.bn_policy,
         group_by=args.group_by,
@@ -61,7 +55,7 @@ def _ensemble(args: argparse.Namespace) -> None:
     from lesionsoup.soups import ensemble_stage
 
     torch.set_num_threads(args.threads)
-    caches = _caches(args.cache)
+    caches = open_caches(args.cache)
     ensemble_stage(args.output, args.ingredients, caches, top=args.top, device=_device(args.device))
 
 
@@ -81,7 +75,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="a cache of the combination (repeatable); its valid split scores the candidates",
     )
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(parser)
 
 
 def _add_merge(commands: Subcommands) -> None:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands
+from lesionsoup.commands.arguments import Subcommands, add_device_argument
 
 log = logging.getLogger("lesionsoup")
 
@@ -120,7 +120,7 @@ def _add_predict(commands: Subcommands) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=1, help="photographs (or tiles) per batch"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
     parser.add_argument(
         "--keep-going", action="store_true", help="skip bad photographs, list them in failures.csv"

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, json_object
+from lesionsoup.commands.arguments import Subcommands, json_object, open_caches
 
 log = logging.getLogger("lesionsoup")
 
@@ -90,11 +90,10 @@ def _annotation_style(args: argparse.Namespace) -> None:
         dataset_features,
         measure_datasets,
     )
-    from lesionsoup.cache import Cache
     from lesionsoup.report.style_clusters import plot_area_distributions, plot_style_clusters
     from lesionsoup.report.tables import write_csv
 
-    caches = {directory.name: Cache(directory) for directory in args.cache}
+    caches = open_caches(args.cache)
     components, features = measure_datasets(caches, settings=StyleSettings(**args.settings))
     columns = args.features or STYLE_FEATURES
     clustering = cluster_styles(dataset_features(features, columns), args.clusters)
@@ -113,12 +112,11 @@ def _connectivity(args: argparse.Namespace) -> None:
     import torch
 
     from lesionsoup.analysis.connectivity import barrier, connectivity_curve
-    from lesionsoup.cache import Cache
     from lesionsoup.report.connectivity import plot_connectivity
     from lesionsoup.report.tables import write_csv
 
     torch.set_num_threads(args.threads)
-    caches = {directory.name: Cache(directory) for directory in args.cache}
+    caches = open_caches(args.cache)
     curves = {
         policy: connectivity_curve(
             args.a, args.b, caches, args.points, policy, args.bn_patches, args.patch_size

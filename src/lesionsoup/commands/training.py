@@ -6,15 +6,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, json_object
+from lesionsoup.commands.arguments import (
+    Subcommands,
+    add_device_argument,
+    json_object,
+    open_caches,
+)
 
 log = logging.getLogger("lesionsoup")
-
-
-def _caches(directories: list[Path]) -> dict:
-    from lesionsoup.cache import Cache
-
-    return {directory.name: Cache(directory) for directory in directories}
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -23,7 +22,7 @@ def _train(args: argparse.Namespace) -> None:
 
     metadata = train_run(
         args.output,
-        _caches(args.cache),
+        open_caches(args.cache),
         ModelSpec.from_dict(args.model),
         TrainSettings.from_dict(args.settings),
         init=args.init,
@@ -41,7 +40,7 @@ def _warmup(args: argparse.Namespace) -> None:
     run_dir = args.output.with_suffix("")
     train_run(
         run_dir,
-        _caches(args.cache),
+        open_caches(args.cache),
         ModelSpec.from_dict(args.model),
         TrainSettings.from_dict(args.settings),
         threads=args.threads,
@@ -64,7 +63,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="data-loading processes (default threads - 1)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(parser)
 
 
 def _add_train(commands: Subcommands) -> None:
