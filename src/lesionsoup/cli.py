@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lesionsoup.commands import REGISTRARS
+from lesionsoup.preemption import Preempted
 
 log = logging.getLogger("lesionsoup")
 
@@ -38,14 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    from lesionsoup.train import Preempted
-
     try:
         args.handler(args)
     except Preempted as stop:
         log.warning("%s", stop)
         return PREEMPTED_EXIT
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except (ValueError, OSError, ArithmeticError) as error:
         log.error("%s", error)
         return 1
     return 0

@@ -11,7 +11,7 @@ import torch
 from lesionsoup.specs import ModelSpec
 
 
-class EncoderWeightsUnavailable(RuntimeError):
+class EncoderWeightsUnavailable(OSError):
     """Pretrained encoder weights were asked for and cannot be had on this machine."""
 
 

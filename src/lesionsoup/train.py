@@ -19,7 +19,6 @@ import csv
 import logging
 import math
 import shutil
-import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from lesionsoup.infer import autocast_for, predict_whole
 from lesionsoup.losses import LossWeights, segmentation_loss
 from lesionsoup.metrics import SegmentationHistograms
 from lesionsoup.model import build_model
+from lesionsoup.preemption import Preempted, TerminationRequest
 from lesionsoup.resume import Progress, load_state, save_state
 from lesionsoup.sampling import PatchDataset, PatchSampler, ValidationImages
 from lesionsoup.specs import ModelSpec, TrainSettings
@@ -64,28 +64,6 @@ class RunPaths:
     @property
     def best(self) -> Path:
         return self.root / "best.safetensors"
-
-
-class _Terminate:
-    """Turns SIGTERM (SLURM preemption, scancel) into a save-and-exit at the next step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _Terminate:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
-
-
-class Preempted(RuntimeError):
-    """The run saved its state on SIGTERM and stopped; starting it again resumes."""
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -268,7 +246,7 @@ def train_run(
     )
     started = tick = time.perf_counter()
     try:
-        with _Terminate() as terminate:
+        with TerminationRequest() as terminate:
             for batch in loader:
                 lr = schedule.lr_at(progress.step)
                 for group in optimizer.param_groups:
