@@ -95,7 +95,7 @@ class _NativeTruth:
         return native_labels(self.rows[image_id], self.rules)
 
 
-def _image_probabilities(
+def image_probabilities(
     predictor: Predictor, image: np.ndarray, labels: np.ndarray, settings: InferenceSettings
 ) -> np.ndarray:
     tensor = to_tensors(image, labels, predictor.lesions)[0][None]
@@ -140,7 +140,7 @@ def evaluate(
     pixels = 0
     for image_id in tqdm(ids, desc=f"evaluate {cache.directory.name}", disable=not progress):
         labels = np.asarray(cache.labels(image_id))
-        probs = _image_probabilities(predictor, np.asarray(cache.image(image_id)), labels, settings)
+        probs = image_probabilities(predictor, np.asarray(cache.image(image_id)), labels, settings)
         if truth is not None:
             probs = cache.geometry(image_id).map_to_native(probs.transpose(1, 2, 0))
             probs = probs.reshape(*probs.shape[:2], -1).transpose(2, 0, 1)

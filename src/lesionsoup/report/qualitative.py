@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from lesionsoup.cache import Cache
-from lesionsoup.evaluate import _image_probabilities as image_probabilities
+from lesionsoup.evaluate import image_probabilities
 from lesionsoup.infer import DEFAULT_SETTINGS
 from lesionsoup.lesions import TRAINED, Lesion, unpack
 from lesionsoup.metrics import DICE_THRESHOLD
