@@ -98,6 +98,7 @@ class _NativeTruth:
 def image_probabilities(
     predictor: Predictor, image: np.ndarray, labels: np.ndarray, settings: InferenceSettings
 ) -> np.ndarray:
+    """Per-lesion probabilities (L, H, W) of one cached image, 0 outside its field of view."""
     tensor = to_tensors(image, labels, predictor.lesions)[0][None]
     fov = fov_from_labels(labels)[None]
     return predictor.predict(tensor, settings, fov)[0].cpu().numpy()

@@ -39,6 +39,7 @@ from lesionsoup.cache import CacheEntry, CacheWriter, atomic_write_bytes
 from lesionsoup.fov import FieldOfView, NoFieldOfView, find_fov
 from lesionsoup.geometry import Geometry
 from lesionsoup.lesions import ALL, Lesion, pack
+from lesionsoup.manifest import split_mask_paths
 
 #: Bump when the algorithm changes, so that caches built by the old one are rebuilt.
 PREPROCESS_VERSION = 1
@@ -171,10 +172,8 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def mask_paths(cell: Any) -> list[str]:
-    """The files of one manifest mask cell: empty/NaN -> none, ``a|b`` -> both."""
-    if cell is None or (not isinstance(cell, str) and pd.isna(cell)):
-        return []
-    return [part.strip() for part in str(cell).split("|") if part.strip()]
+    """The files of one manifest mask cell, as ``manifest.split_mask_paths``; NaN -> none."""
+    return [str(path) for path in split_mask_paths(cell if isinstance(cell, str) else "")]
 
 
 # ----------------------------------------------------------------------------- resampling
