@@ -39,7 +39,7 @@ def write_toy_cache(
 ) -> Path:
     splits = splits or {"train": 4, "valid": 2, "test": 2}
     rng = np.random.default_rng(seed)
-    writer = CacheWriter(directory, {"size": size, "dataset": name})
+    writer = CacheWriter(directory, {"size": size, "dataset": name, "seed": seed})
     ids = []
     for split, count in splits.items():
         for index in range(count):

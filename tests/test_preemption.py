@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from lesionsoup.cache import Cache
 from lesionsoup.checkpoint import load_checkpoint
@@ -37,7 +38,7 @@ def _train_command(run: Path, caches: dict[str, Path]) -> list[str]:
 def test_sigterm_saves_state_and_rerun_ends_with_uninterrupted_weights(tmp_path, toy_caches):
     run = tmp_path / "preempted"
     process = subprocess.Popen(_train_command(run, toy_caches), stderr=subprocess.PIPE, text=True)
-    state = run / ".work" / "state" / "state.json"
+    state = run / ".work" / "state.safetensors"
     deadline = time.monotonic() + 240
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -45,7 +46,8 @@ def test_sigterm_saves_state_and_rerun_ends_with_uninterrupted_weights(tmp_path,
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == PREEMPTED_EXIT, stderr[-2000:]
-    saved_step = json.loads(state.read_text())["progress"]["step"]
+    with safe_open(state, framework="pt") as handle:
+        saved_step = json.loads(handle.metadata()["lesionsoup-state"])["progress"]["step"]
     assert 0 < saved_step < SETTINGS.steps
     assert f"SIGTERM at step {saved_step}" in stderr  # saved at the step it stopped: nothing lost
     assert not (run / "last.safetensors").exists()

@@ -314,6 +314,21 @@ def test_changed_settings_discard_leftovers(tmp_path):
     assert (report.resumed, report.written) == (0, 2)
 
 
+
+def test_changed_manifest_discards_leftovers(tmp_path):
+    """A partial build made from another manifest (e.g. another mask file) is not resumed."""
+    manifest = manifest_of(tmp_path, 2)
+    out = tmp_path / "cache"
+    rules = MaskRules()
+    writer = CacheWriter(out, cache_settings(manifest, 64, rules))
+    writer.write(preprocess_image(manifest.iloc[0].to_dict(), 64, rules))
+    changed = manifest.copy()
+    changed.loc[0, "mask_MA"] = ""  # the image's microaneurysm file was dropped
+    report = build_cache(changed, out, 64, rules, threads=1, progress=False)
+    assert (report.resumed, report.written) == (0, 2)
+    assert Cache(out).settings == cache_settings(changed, 64, rules)
+    assert Cache(out).settings != cache_settings(manifest, 64, rules)
+
 def test_all_six_classes_and_ignore_land_on_their_own_bits(tmp_path):
     names = ("EX", "HE", "MA", "CWS", "IRMA", "NV")
     masks = {}

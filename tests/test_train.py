@@ -1,13 +1,21 @@
-"""Training: reproducibility, exact resume, finished runs never retrained."""
+"""Training: reproducibility, exact resume, stale state discarded, finished runs never retrained."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import stat
+
 import pytest
 import torch
+from conftest import write_toy_cache
 
+from lesionsoup import resume
 from lesionsoup import train as train_module
 from lesionsoup.cache import Cache
 from lesionsoup.checkpoint import load_checkpoint, load_metadata
+from lesionsoup.cli import main
 from lesionsoup.specs import ModelSpec, TrainSettings
 from lesionsoup.train import publish_init, train_run
 
@@ -38,6 +46,7 @@ def init(tmp_path, caches):
     train_run(tmp_path / "warmup", caches, SPEC, settings, threads=1, workers=0, progress_bar=False)
     path = tmp_path / "init.safetensors"
     publish_init(tmp_path / "warmup", path)
+    assert not (tmp_path / "warmup").exists()  # the initialisation is the warm-up's only product
     return path
 
 
@@ -133,3 +142,160 @@ def test_triangular_run_snapshots_at_every_learning_rate_minimum(tmp_path, cache
     meta = load_metadata(tmp_path / "fgg" / "snapshots" / snapshots[0])
     assert meta["step"] == 3 and meta["snapshot"] is True
     assert meta["init_id"] == load_metadata(init)["init_id"]
+
+
+# --- stale, torn and damaged state -------------------------------------------------------------
+
+OTHER_LR = TrainSettings(**{**SETTINGS.as_dict(), "lr": 5e-3})
+
+
+def _train(run, caches, init, settings=SETTINGS):
+    return train_run(run, caches, SPEC, settings, init=init, workers=0, progress_bar=False)
+
+
+def _assert_differs(a, b):
+    assert any(not torch.equal(a[name], b[name]) for name in a)
+
+
+def _die_in_step(monkeypatch, step):
+    """Make the loss of ``step`` (1-based) raise KeyboardInterrupt, as a kill would."""
+    real_loss = train_module.segmentation_loss
+    calls = {"n": 0}
+
+    def dying_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "segmentation_loss", dying_loss)
+    return real_loss
+
+
+def _kill_then_resume(monkeypatch, run, caches, init, settings=SETTINGS):
+    real_loss = _die_in_step(monkeypatch, 6)  # the last state was saved after step 3
+    with pytest.raises(KeyboardInterrupt):
+        _train(run, caches, init)
+    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    return _train(run, caches, init, settings)
+
+
+def test_state_of_other_settings_is_discarded_not_resumed(
+    tmp_path, caches, init, monkeypatch, caplog
+):
+    _train(tmp_path / "fresh", caches, init, OTHER_LR)
+    with caplog.at_level(logging.INFO):
+        _kill_then_resume(monkeypatch, tmp_path / "run", caches, init, OTHER_LR)
+    assert "settings.lr" in caplog.text and "resuming" not in caplog.text
+    _assert_identical(_weights(tmp_path / "fresh"), _weights(tmp_path / "run"))
+
+
+def test_finished_run_with_changed_inputs_is_retrained_like_a_fresh_one(tmp_path, caches, init):
+    _train(tmp_path / "run", caches, init)
+    old = _weights(tmp_path / "run")
+    _train(tmp_path / "run", caches, init, OTHER_LR)
+    _train(tmp_path / "fresh", caches, init, OTHER_LR)
+    _assert_identical(_weights(tmp_path / "fresh"), _weights(tmp_path / "run"))
+    _assert_differs(old, _weights(tmp_path / "run"))
+    assert load_metadata(tmp_path / "run" / "best.safetensors")["hyperparameters"]["lr"] == 5e-3
+
+
+def test_state_made_from_another_cache_is_discarded(tmp_path, caches, init, monkeypatch):
+    real_loss = _die_in_step(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "run", caches, init)
+    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    rebuilt = write_toy_cache(tmp_path / "rebuilt" / "AAA", "AAA", seed=7)  # same name, new data
+    changed = {**caches, "AAA": Cache(rebuilt)}
+    assert changed["AAA"].fingerprint != caches["AAA"].fingerprint
+    _train(tmp_path / "run", changed, init)
+    _train(tmp_path / "fresh", changed, init)
+    _assert_identical(_weights(tmp_path / "fresh"), _weights(tmp_path / "run"))
+
+
+def _fail_writing(monkeypatch):
+    """The second state save dies half-way through writing its temporary file."""
+    real_save = resume.save_file
+    calls = {"n": 0}
+
+    def torn_save(tensors, path, metadata=None):
+        calls["n"] += 1
+        real_save(tensors, path, metadata=metadata)
+        if calls["n"] == 2:
+            with open(path, "r+b") as handle:
+                handle.truncate(os.path.getsize(path) // 2)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume, "save_file", torn_save)
+
+
+def _fail_renaming(monkeypatch):
+    """The second state save dies after writing its temporary file, before the rename."""
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def dying_replace(source, destination):
+        if str(destination).endswith(resume.STATE_FILE):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+
+
+@pytest.mark.parametrize("inject", [_fail_writing, _fail_renaming], ids=["writing", "renaming"])
+def test_kill_inside_save_state_leaves_a_state_that_resumes_exactly(
+    tmp_path, caches, init, monkeypatch, inject
+):
+    _train(tmp_path / "whole", caches, init)
+    with monkeypatch.context() as patched:
+        inject(patched)
+        with pytest.raises(KeyboardInterrupt):
+            _train(tmp_path / "killed", caches, init)
+    work = tmp_path / "killed" / ".work"
+    (work / f".{resume.STATE_FILE}.tmp99999").write_bytes(b"torn leftover of a SIGKILL")
+    meta = _train(tmp_path / "killed", caches, init)
+    assert meta["step"] == SETTINGS.steps
+    _assert_identical(_weights(tmp_path / "whole"), _weights(tmp_path / "killed"))
+
+
+def test_damaged_state_is_discarded_and_the_run_rebuilt(tmp_path, caches, init, monkeypatch):
+    _train(tmp_path / "whole", caches, init)
+    real_loss = _die_in_step(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "run", caches, init)
+    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    state = tmp_path / "run" / ".work" / resume.STATE_FILE
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
+    _train(tmp_path / "run", caches, init)
+    _assert_identical(_weights(tmp_path / "whole"), _weights(tmp_path / "run"))
+
+
+def test_completed_run_keeps_each_checkpoint_once_readable_by_the_group(tmp_path, caches, init):
+    previous = os.umask(0o022)
+    try:
+        _train(tmp_path / "run", caches, init)
+    finally:
+        os.umask(previous)
+    run = tmp_path / "run"
+    assert not (run / ".work").exists()
+    for path in [run / "last.safetensors", run / "best.json", *(run / "snapshots").iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_truncated_cache_array_is_named_with_exit_1(tmp_path, toy_caches, caplog):
+    cache_dir = toy_caches["AAA"]
+    array = next((cache_dir / "labels").glob("*valid*.npy"))
+    array.write_bytes(array.read_bytes()[:200])
+    arguments = ["train", "-o", str(tmp_path / "run"), "--threads", "1", "--workers", "0"]
+    arguments += [
+        "--model",
+        json.dumps(SPEC.as_dict()),
+        "--settings",
+        json.dumps(SETTINGS.as_dict()),
+    ]
+    for path in toy_caches.values():
+        arguments += ["--cache", str(path)]
+    assert main(arguments) == 1
+    assert str(array) in caplog.text and "Traceback" not in caplog.text

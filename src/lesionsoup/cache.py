@@ -13,7 +13,10 @@ Arrays are plain ``.npy`` files opened memory-mapped, so a 512 x 512 patch is a
 strided read of about 1 MB, never a decode of the whole image. A cache is built
 in ``<dir>.partial`` and renamed into place when complete; an interrupted
 build resumes from the images already written there (an image counts as
-written once its record exists, and the record is written last).
+written once its record exists, and the record is written last) when the
+leftovers' fingerprint (the settings, which include the manifest's digest)
+matches, and starts over otherwise. A cache's own fingerprint, the digest of
+its settings, identifies it to the runs trained on it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lesionsoup.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from lesionsoup.fingerprint import digest, fingerprint, open_state_folder
 from lesionsoup.geometry import Geometry
 from lesionsoup.lesions import ALL, Lesion
 
@@ -37,25 +43,14 @@ from lesionsoup.lesions import ALL, Lesion
 OPEN_MAPS = 512
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
-    os.replace(tmp, path)
 
 
 def _atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -87,14 +82,10 @@ class CacheWriter:
         self.directory = Path(directory)
         self.partial = self.directory.with_name(self.directory.name + ".partial")
         self.settings = settings
-        settings_file = self.partial / "cache.json"
-        if self.partial.exists():
-            previous = json.loads(settings_file.read_text()) if settings_file.exists() else None
-            if previous != settings:  # stale leftovers from other settings: start over
-                shutil.rmtree(self.partial)
+        open_state_folder(self.partial, fingerprint(cache=settings))
         for sub in ("images", "labels", "locations", "records"):
-            (self.partial / sub).mkdir(parents=True, exist_ok=True)
-        settings_file.write_text(json.dumps(settings, indent=2, sort_keys=True))
+            (self.partial / sub).mkdir(exist_ok=True)
+        atomic_write_json(self.partial / "cache.json", settings)
 
     def done(self) -> set[str]:
         """Ids already written by an earlier, interrupted build."""
@@ -135,6 +126,16 @@ class CacheWriter:
         os.replace(self.partial, self.directory)
 
 
+class CorruptCache(ValueError):
+    """A cache file that cannot be read; the message names it and how to rebuild."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        super().__init__(
+            f"{path}: unreadable cache file ({type(error).__name__}: {error}); "
+            f"delete {path.parent.parent} to rebuild the cache"
+        )
+
+
 class Cache:
     """Read access to a published cache folder."""
 
@@ -143,10 +144,21 @@ class Cache:
         index_file = self.directory / "index.csv"
         if not index_file.exists():
             raise FileNotFoundError(f"{self.directory}: not a lesionsoup cache (no index.csv)")
-        self.index = pd.read_csv(index_file, dtype={"image_id": str, "split": str})
-        self.settings: dict[str, Any] = json.loads((self.directory / "cache.json").read_text())
-        self.size = int(self.settings["size"])
+        settings_file = self.directory / "cache.json"
+        try:
+            self.index = pd.read_csv(index_file, dtype={"image_id": str, "split": str})
+            self.settings: dict[str, Any] = json.loads(settings_file.read_text())
+            self.size = int(self.settings["size"])
+        except (ValueError, KeyError, OSError, pd.errors.ParserError) as error:
+            raise ValueError(
+                f"{self.directory}: damaged cache ({error}); delete the folder to rebuild it"
+            ) from error
         self._maps: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    @property
+    def fingerprint(self) -> str:
+        """The identity of the cache's content: the digest of what it was built from."""
+        return digest(self.settings)
 
     def __getstate__(self) -> dict[str, Any]:
         # memory maps are reopened in each process (e.g. DataLoader workers)
@@ -158,7 +170,11 @@ class Cache:
         if key in self._maps:
             self._maps.move_to_end(key)
             return self._maps[key]
-        array = np.load(self.directory / kind / f"{image_id}.npy", mmap_mode="r")
+        path = self.directory / kind / f"{image_id}.npy"
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as error:
+            raise CorruptCache(path, error) from error
         self._maps[key] = array
         if len(self._maps) > OPEN_MAPS:
             self._maps.popitem(last=False)
@@ -188,8 +204,12 @@ class Cache:
 
     def lesion_pixels(self, image_id: str) -> dict[Lesion, np.ndarray]:
         """Flat pixel indices of each lesion class present in the image."""
-        with np.load(self.directory / "locations" / f"{image_id}.npz") as data:
-            return {Lesion(name): data[name] for name in data.files}
+        path = self.directory / "locations" / f"{image_id}.npz"
+        try:
+            with np.load(path) as data:
+                return {Lesion(name): data[name] for name in data.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as error:
+            raise CorruptCache(path, error) from error
 
     def geometry(self, image_id: str) -> Geometry:
         row = self.index.loc[self.index["image_id"] == image_id].iloc[0]

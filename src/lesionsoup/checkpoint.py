@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_path, atomic_write_bytes
 
 FORMAT = "lesionsoup-checkpoint/1"
 SUFFIX = ".safetensors"
@@ -105,13 +105,19 @@ def save_checkpoint(
         sidecar = json.dumps(dict(metadata), indent=2, sort_keys=True)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: metadata is not JSON-serialisable: {error}") from error
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(_storable(state_dict), tmp, metadata={"format": FORMAT})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     atomic_write_bytes(sidecar_path(path), sidecar.encode())
+
+
+def copy_checkpoint(source: Path, destination: Path) -> None:
+    """Copy a checkpoint's two files byte for byte, each atomically, sidecar last."""
+    for origin, target in (
+        (source, destination),
+        (sidecar_path(source), sidecar_path(destination)),
+    ):
+        with atomic_path(Path(target)) as tmp:
+            shutil.copyfile(origin, tmp)
 
 
 def _check_weights_file(path: Path) -> None:

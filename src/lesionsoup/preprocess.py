@@ -20,6 +20,7 @@ cache pixel they touch.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import warnings
 from collections.abc import Iterator, Mapping
@@ -379,9 +380,13 @@ def _validate_ids(manifest: pd.DataFrame) -> Iterator[tuple[int, SkippedImage]]:
 
 
 def cache_settings(manifest: pd.DataFrame, size: int, rules: MaskRules) -> dict[str, Any]:
-    """What a cache depends on besides its images: changing any of it invalidates leftovers."""
+    """Everything a cache depends on: its manifest (by digest), size, mask rules and code.
+
+    Changing any of it invalidates a partial build's leftovers and the runs trained on it.
+    """
     return {
         "dataset": "+".join(sorted(manifest["dataset"].astype(str).unique())),
+        "manifest_sha256": hashlib.sha256(manifest.to_csv(index=False).encode()).hexdigest(),
         "size": int(size),
         "rules": asdict(rules),
         "preprocess_version": PREPROCESS_VERSION,

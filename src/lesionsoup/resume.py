@@ -1,8 +1,10 @@
 """The resumable state of a training run: weights, optimiser, RNG and progress.
 
-Tensors go to a safetensors file, everything else to JSON; both are written
-through temporary names and the JSON last, so a state whose JSON exists is
-complete. No pickle: the optimiser state is flattened into named tensors.
+One safetensors file holds it all: the tensors, and the progress and optimiser
+scalars as JSON in its header. It is written under a temporary name and
+published by one rename, so a kill at any instant leaves the previous state
+or the new one, never weights of one step with the progress of another. No
+pickle: the optimiser state is flattened into named tensors.
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_path
 
+STATE_FILE = "state.safetensors"
 _MODEL = "model."
 _OPTIM = "optim."
+_HEADER = "lesionsoup-state"
+
+
+class CorruptState(ValueError):
+    """A saved state that cannot be read back; the message names the file."""
 
 
 @dataclass
@@ -64,29 +73,43 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     progress: Progress,
 ) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write ``directory/state.safetensors`` in one atomic step."""
     tensors = {_MODEL + k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
-    weights = directory / "state.safetensors"
-    tmp = weights.with_name(".state.safetensors.tmp")
-    save_file(tensors, tmp)
-    tmp.replace(weights)
-    meta = {"progress": progress.__dict__, "optimizer": optim_meta}
-    atomic_write_bytes(directory / "state.json", json.dumps(meta).encode())
+    header = {"progress": progress.__dict__, "optimizer": optim_meta}
+    with atomic_path(directory / STATE_FILE) as tmp:
+        save_file(tensors, tmp, metadata={_HEADER: json.dumps(header)})
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        with safe_open(path, framework="pt") as handle:
+            header = json.loads((handle.metadata() or {})[_HEADER])
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        return tensors, {**header, "progress": Progress(**header["progress"])}
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise CorruptState(f"{path}: unreadable training state ({error})") from error
 
 
 def load_state(
     directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> Progress | None:
-    """Restore model, optimiser and RNG in place; None when there is no saved state."""
-    meta_file = directory / "state.json"
-    if not meta_file.exists():
+    """Restore model, optimiser and RNG in place; None when there is no saved state.
+
+    Raises ``CorruptState`` (before touching the model) when the file cannot be read.
+    """
+    path = directory / STATE_FILE
+    if not path.exists():
         return None
-    meta = json.loads(meta_file.read_text())
-    tensors = load_file(directory / "state.safetensors")
-    model.load_state_dict({k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)})
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    torch.set_rng_state(tensors["rng.torch"])
-    return Progress(**meta["progress"])
+    tensors, header = _read(path)
+    try:
+        model.load_state_dict(
+            {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
+        )
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, header["optimizer"]))
+        torch.set_rng_state(tensors["rng.torch"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CorruptState(f"{path}: does not fit the model being trained ({error})") from error
+    return header["progress"]

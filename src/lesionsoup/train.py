@@ -5,7 +5,12 @@ kept in ``<run>/.work`` (state, best checkpoint so far, snapshots, step log);
 the declared outputs (``last``, ``best``, ``snapshots/``, ``log.csv``,
 ``validation.csv``, ``curves.png``) are published only when the run is
 complete, so a workflow engine that deletes the outputs of a killed job never
-deletes what the next attempt resumes from.
+deletes what the next attempt resumes from. Once they are published,
+``.work`` is deleted: ``results/`` holds each checkpoint once.
+
+``.work`` and every published checkpoint carry the run's fingerprint (model,
+settings, initialisation, input caches): a run whose inputs changed discards
+its stale state and retrains instead of resuming or skipping.
 
 On the CPU, two runs with the same seed give bit-identical weights, and a run
 killed at any moment and restarted ends with the same weights as one that was
@@ -32,14 +37,21 @@ from tqdm import tqdm
 
 from lesionsoup.augment import build_augmentation
 from lesionsoup.cache import Cache
-from lesionsoup.checkpoint import load_checkpoint, save_checkpoint, state_digest
+from lesionsoup.checkpoint import (
+    copy_checkpoint,
+    load_checkpoint,
+    load_metadata,
+    save_checkpoint,
+    state_digest,
+)
 from lesionsoup.combos import combo_name
+from lesionsoup.fingerprint import Fingerprint, digest, fingerprint, open_state_folder
 from lesionsoup.infer import autocast_for, predict_whole
 from lesionsoup.losses import LossWeights, segmentation_loss
 from lesionsoup.metrics import SegmentationHistograms
 from lesionsoup.model import build_model
 from lesionsoup.preemption import Preempted, TerminationRequest
-from lesionsoup.resume import Progress, load_state, save_state
+from lesionsoup.resume import CorruptState, Progress, load_state, save_state
 from lesionsoup.sampling import PatchDataset, PatchSampler, ValidationImages
 from lesionsoup.specs import ModelSpec, TrainSettings
 
@@ -81,19 +93,90 @@ def _common_size(caches: Mapping[str, Cache]) -> int:
     return sizes.pop()
 
 
-def _model_from(spec: ModelSpec, init: Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model to train, from the shared initialisation when one is given."""
-    model = build_model(spec)
+def _lineage(spec: ModelSpec, init: Path | None) -> dict[str, Any]:
+    """``parent`` and ``init_id`` of a run from a shared initialisation, checked against spec."""
     if init is None:
-        return model, {}
-    state, meta = load_checkpoint(init)
+        return {}
+    meta = load_metadata(init)
     if ModelSpec.from_dict(meta["architecture"]) != spec:
         raise ValueError(
             f"{init}: the initialisation's architecture {meta.get('architecture')} differs from "
             f"the configured one {spec.as_dict()}"
         )
-    model.load_state_dict(state)
-    return model, {"parent": str(init), "init_id": meta["init_id"]}
+    return {"parent": str(init), "init_id": meta["init_id"]}
+
+
+def run_fingerprint(
+    spec: ModelSpec,
+    settings: TrainSettings,
+    lineage: Mapping[str, Any],
+    caches: Mapping[str, Cache],
+) -> Fingerprint:
+    """Everything a run's weights depend on."""
+    return fingerprint(
+        model=spec.as_dict(),
+        settings=settings.as_dict(),
+        init_id=lineage.get("init_id"),
+        caches={name: cache.fingerprint for name, cache in sorted(caches.items())},
+    )
+
+
+def _fresh_model(
+    spec: ModelSpec, settings: TrainSettings, init: Path | None, target: torch.device
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The model to train (from the shared initialisation when given) and its optimiser."""
+    model = build_model(spec)
+    if init is not None:
+        model.load_state_dict(load_checkpoint(init)[0])
+    if settings.freeze_encoder:
+        for parameter in model.encoder.parameters():
+            parameter.requires_grad_(False)
+    model.to(target)
+    if target.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+    )
+    return model, optimizer
+
+
+def _resumed_model(
+    paths: RunPaths,
+    spec: ModelSpec,
+    settings: TrainSettings,
+    init: Path | None,
+    target: torch.device,
+    current: Fingerprint,
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, Progress]:
+    """The model, optimiser and progress to continue from: the saved state when it is readable,
+    else (a torn or damaged state) a fresh start in an emptied work folder."""
+    model, optimizer = _fresh_model(spec, settings, init, target)
+    try:
+        progress = load_state(paths.work, model, optimizer)
+    except CorruptState as error:
+        log.warning("%s; starting the run afresh", error)
+        shutil.rmtree(paths.work)
+        open_state_folder(paths.work, current)
+        model, optimizer = _fresh_model(spec, settings, init, target)
+        progress = None
+    if progress is None:
+        return model, optimizer, Progress()
+    log.info("%s: resuming at step %d of %d", paths.root, progress.step, settings.steps)
+    return model, optimizer, progress
+
+
+def _finished(paths: RunPaths, current: Fingerprint) -> dict[str, Any] | None:
+    """The ``last`` metadata of a run already finished from the same inputs, else None."""
+    if not paths.last.exists():
+        return None
+    finished = load_metadata(paths.last)
+    if finished.get("fingerprint") != digest(current):
+        log.warning("%s: published outputs are stale (inputs changed); retraining", paths.root)
+        return None
+    log.info("%s: already finished at step %s", paths.root, finished.get("step"))
+    return finished
 
 
 @torch.inference_mode()
@@ -162,32 +245,19 @@ def train_run(
     state is saved.
     """
     paths = RunPaths(run_dir)
-    if paths.last.exists():
-        _, finished = load_checkpoint(paths.last)
-        if finished.get("step") == settings.steps or finished.get("stopped_early"):
-            log.info("%s: already finished at step %s", paths.root, finished.get("step"))
-            return finished
-    (paths.work / "snapshots").mkdir(parents=True, exist_ok=True)
+    lineage = _lineage(spec, init)
+    current = run_fingerprint(spec, settings, lineage, caches)
+    finished = _finished(paths, current)
+    if finished is not None:
+        shutil.rmtree(paths.work, ignore_errors=True)  # a publish killed before its clean-up
+        return finished
+    open_state_folder(paths.work, current)
+    (paths.work / "snapshots").mkdir(exist_ok=True)
     target = pick_device(device)
     workers = max(0, threads - 1) if workers is None else workers
     torch.set_num_threads(max(1, threads - workers) if target.type == "cpu" else threads)
     torch.manual_seed(settings.seed)
-
-    model, lineage = _model_from(spec, init)
-    if settings.freeze_encoder:
-        for parameter in model.encoder.parameters():
-            parameter.requires_grad_(False)
-    model.to(target)
-    if target.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-    )
-    progress = load_state(paths.work / "state", model, optimizer) or Progress()
-    if progress.step:
-        log.info("%s: resuming at step %d of %d", paths.root, progress.step, settings.steps)
+    model, optimizer, progress = _resumed_model(paths, spec, settings, init, target, current)
 
     sampler = PatchSampler.for_training(dict(caches), settings, spec.lesion_classes, settings.seed)
     remaining = settings.steps - progress.step
@@ -219,6 +289,7 @@ def train_run(
         "combination": combo_name(caches),
         "datasets": sorted(caches),
         "cache_size": _common_size(caches),
+        "fingerprint": digest(current),
         **lineage,
         **(extra_metadata or {}),
     }
@@ -303,11 +374,11 @@ def train_run(
                     )
                     if on_validation is not None:
                         step_log.flush()
-                        save_state(paths.work / "state", model, optimizer, progress)
+                        save_state(paths.work, model, optimizer, progress)
                         on_validation(progress.step, progress.validation[-1])
                 if final or progress.step % settings.state_every == 0 or terminate.requested:
                     step_log.flush()
-                    save_state(paths.work / "state", model, optimizer, progress)
+                    save_state(paths.work, model, optimizer, progress)
                 if terminate.requested:
                     raise Preempted(
                         f"{paths.root}: SIGTERM at step {progress.step}; state saved; rerun resumes"
@@ -317,7 +388,7 @@ def train_run(
                 tick = now
                 if progress.stopped_early:
                     log.info("%s: early stop at step %d", paths.root, progress.step)
-                    save_state(paths.work / "state", model, optimizer, progress)
+                    save_state(paths.work, model, optimizer, progress)
                     break
     finally:
         bar.close()
@@ -362,21 +433,18 @@ def _publish(paths: RunPaths, progress: Progress) -> None:
     from lesionsoup.report.training_curves import plot_training_curves
 
     snapshots = paths.root / "snapshots"
-    snapshots.mkdir(exist_ok=True)
+    shutil.rmtree(snapshots, ignore_errors=True)  # a stale run's may have other steps
+    snapshots.mkdir()
     for source in sorted((paths.work / "snapshots").glob("*.safetensors")):
-        _copy_checkpoint(source, snapshots / source.name)
+        copy_checkpoint(source, snapshots / source.name)
     validation_csv = paths.root / "validation.csv"
     _write_validation(progress.validation, validation_csv)
     shutil.copyfile(paths.work / "log.csv", paths.root / "log.csv")
     plot_training_curves(paths.root / "log.csv", validation_csv, paths.root / "curves.png")
     best = paths.work / "best.safetensors"
-    _copy_checkpoint(best if best.exists() else paths.work / "last.safetensors", paths.best)
-    _copy_checkpoint(paths.work / "last.safetensors", paths.last)
-
-
-def _copy_checkpoint(source: Path, destination: Path) -> None:
-    state, meta = load_checkpoint(source)
-    save_checkpoint(destination, state, meta)
+    copy_checkpoint(best if best.exists() else paths.work / "last.safetensors", paths.best)
+    copy_checkpoint(paths.work / "last.safetensors", paths.last)  # last: the run is complete
+    shutil.rmtree(paths.work)
 
 
 def _write_validation(rows: list[dict[str, Any]], path: Path) -> None:
@@ -390,8 +458,12 @@ def _write_validation(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def publish_init(run_dir: Path, init_path: Path) -> None:
-    """Turn a finished warm-up run into the combination's shared initialisation."""
+    """Turn a finished warm-up run into the combination's shared initialisation.
+
+    The warm-up run folder is deleted afterwards: the initialisation is its only product.
+    """
     state, meta = load_checkpoint(RunPaths(run_dir).last)
     meta = {**meta, "init_id": state_digest(state), "role": "shared-initialisation"}
     meta.pop("parent", None)
     save_checkpoint(init_path, state, meta)
+    shutil.rmtree(run_dir)
