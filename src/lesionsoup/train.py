@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lesionsoup.atomic import atomic_path
 from lesionsoup.augment import build_augmentation
 from lesionsoup.cache import Cache
 from lesionsoup.checkpoint import (
@@ -439,7 +440,8 @@ def _publish(paths: RunPaths, progress: Progress) -> None:
         copy_checkpoint(source, snapshots / source.name)
     validation_csv = paths.root / "validation.csv"
     _write_validation(progress.validation, validation_csv)
-    shutil.copyfile(paths.work / "log.csv", paths.root / "log.csv")
+    with atomic_path(paths.root / "log.csv") as tmp:
+        shutil.copyfile(paths.work / "log.csv", tmp)
     plot_training_curves(paths.root / "log.csv", validation_csv, paths.root / "curves.png")
     best = paths.work / "best.safetensors"
     copy_checkpoint(best if best.exists() else paths.work / "last.safetensors", paths.best)
@@ -449,12 +451,10 @@ def _publish(paths: RunPaths, progress: Progress) -> None:
 
 def _write_validation(rows: list[dict[str, Any]], path: Path) -> None:
     fields = list(rows[0]) if rows else ["step", "score"]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
 
 
 def publish_init(run_dir: Path, init_path: Path) -> None:
