@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from test_predict import read_png, rendered, save_random_model, write_photograph
 
 from lesionsoup.checkpoint import CheckpointError
 from lesionsoup.cli import main
-from lesionsoup.export import DEFAULT_SIZE, EXPORT_FILE, export_model, model_info
+from lesionsoup.export import EXPORT_FILE, export_model, model_info
 from lesionsoup.predict import PredictOptions, predict_photographs
 from lesionsoup.predictor import write_ensemble
 
@@ -131,21 +130,26 @@ def test_model_card_of_a_soup_lists_its_rule_and_ingredients(tmp_path):
     assert "0.3750" in card
 
 
-def test_resolution_comes_from_the_option_the_metadata_or_the_default(tmp_path, caplog):
+def test_resolution_comes_from_the_option_the_metadata_or_the_caches_never_a_guess(tmp_path):
     recorded = save_random_model(tmp_path / "recorded.safetensors", cache_size=320)
     export_model(recorded, tmp_path / "a")
     assert model_info(tmp_path / "a").cache_size == 320
     export_model(recorded, tmp_path / "b", size=128)
     assert model_info(tmp_path / "b").cache_size == 128
     bare = save_random_model(tmp_path / "bare.safetensors")
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(CheckpointError, match="bare.safetensors: records no 'cache_size'"):
         export_model(bare, tmp_path / "c")
-    assert model_info(tmp_path / "c").cache_size == DEFAULT_SIZE
-    assert "not recorded" in caplog.text
+    assert not (tmp_path / "c").exists()
+    caches = [write_toy_cache(tmp_path / "cache" / name, name, size=64) for name in ("A", "B")]
+    export_model(bare, tmp_path / "d", caches=caches)
+    assert model_info(tmp_path / "d").cache_size == 64
+    odd = write_toy_cache(tmp_path / "cache" / "C", "C", size=96)
+    with pytest.raises(ValueError, match="caches differ in size"):
+        export_model(bare, tmp_path / "e", caches=[caches[0], odd])
 
 
 def test_export_refuses_foreign_models_and_folders(tmp_path):
-    model = save_random_model(tmp_path / "model.safetensors")
+    model = save_random_model(tmp_path / "model.safetensors", cache_size=64)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "thesis.tex").write_text("precious")
     with pytest.raises(ValueError, match="busy: exists and is not an exported model folder"):

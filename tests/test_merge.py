@@ -11,13 +11,13 @@ from torch.optim.swa_utils import update_bn
 from lesionsoup.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.merge import (
     BatchNormRecompute,
-    IncompatibleIngredients,
     Merger,
     average_checkpoints,
     interpolate,
     merge,
     recompute_bn,
 )
+from lesionsoup.predictor import IncompatibleModels
 
 ARCHITECTURE = {"arch": "tiny", "classes": 2}
 
@@ -25,7 +25,8 @@ ARCHITECTURE = {"arch": "tiny", "classes": 2}
 def write(directory: Path, name: str, state: dict[str, torch.Tensor], **metadata: Any) -> Path:
     """A checkpoint with compatible defaults for the lineage keys."""
     path = directory / f"{name}.safetensors"
-    save_checkpoint(path, state, {"architecture": ARCHITECTURE, "init_id": "init-0", **metadata})
+    defaults = {"architecture": ARCHITECTURE, "cache_size": 64, "init_id": "init-0"}
+    save_checkpoint(path, state, {**defaults, **metadata})
     return path
 
 
@@ -98,6 +99,8 @@ def test_interpolate_endpoints_and_midpoint() -> None:
     [
         ({"w": torch.zeros(2)}, {"architecture": {"arch": "other"}}, "architecture"),
         ({"w": torch.zeros(2)}, {"init_id": "init-1"}, "init_id"),
+        ({"w": torch.zeros(2)}, {"cache_size": 128}, "cache_size: 128 vs 64"),
+        ({"w": torch.zeros(2)}, {"cache_size": None}, "cache_size: None vs 64"),
         ({"w": torch.zeros(3)}, {}, r"changed.*w"),
         ({"w": torch.zeros(2, dtype=torch.float16)}, {}, r"changed.*F16"),
         ({"w": torch.zeros(2), "extra": torch.zeros(1)}, {}, r"unexpected.*extra"),
@@ -109,9 +112,9 @@ def test_incompatible_ingredients_are_refused(
 ) -> None:
     first = write(tmp_path, "first", {"w": torch.zeros(2)})
     other = write(tmp_path, "other", other_state, **other_metadata)
-    with pytest.raises(IncompatibleIngredients, match=f"{other}.*{difference}"):
+    with pytest.raises(IncompatibleModels, match=f"{other}.*{difference}"):
         average_checkpoints([first, other])
-    with pytest.raises(IncompatibleIngredients, match=str(other)):
+    with pytest.raises(IncompatibleModels, match=str(other)):
         Merger([first, other])
 
 
@@ -120,7 +123,7 @@ def test_ingredients_without_a_shared_initialisation_are_refused(tmp_path: Path)
     for name in ("a", "b"):
         paths.append(tmp_path / f"{name}.safetensors")
         save_checkpoint(paths[-1], {"w": torch.zeros(2)}, {"architecture": ARCHITECTURE})
-    with pytest.raises(IncompatibleIngredients, match="a.safetensors: no init_id"):
+    with pytest.raises(IncompatibleModels, match="a.safetensors: no init_id"):
         average_checkpoints(paths)
 
 
@@ -384,6 +387,7 @@ def test_merged_checkpoint_carries_its_lineage(tmp_path: Path) -> None:
     assert metadata["rule"] == "GoU"
     assert metadata["bn_policy"] == "average"
     assert metadata["architecture"] == ARCHITECTURE and metadata["init_id"] == "init-0"
+    assert metadata["cache_size"] == 64  # the ingredients' resolution: a complete model
     assert metadata["ingredients"] == [str(p) for p in paths]
     assert sum(metadata["weights"].values()) == pytest.approx(1.0)
     assert metadata["selection_trace"][0] == {

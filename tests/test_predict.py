@@ -233,8 +233,9 @@ def mixed_folder(tmp_path) -> Path:
 
 
 def test_bad_photographs_stop_the_run_naming_the_file(random_model, mixed_folder, tmp_path):
+    options = PredictOptions(size=64, progress=False)
     with pytest.raises(BadImageError, match="black.png: no field of view"):
-        predict_photographs(random_model, [mixed_folder], tmp_path / "out", QUIET)
+        predict_photographs(random_model, [mixed_folder], tmp_path / "out", options)
     assert not (tmp_path / "out" / "lesions.csv").exists()
 
 
@@ -268,8 +269,19 @@ def test_cli_exit_codes_and_messages(random_model, mixed_folder, tmp_path, caplo
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
     (mixed_folder / "black.png").rename(only_bad / "black.png")
-    assert main(["predict", str(random_model), str(only_bad), "-o", str(out), "--keep-going"]) == 1
+    bad_argv = ["predict", str(random_model), str(only_bad), "-o", str(out), "--keep-going"]
+    assert main([*bad_argv, "--size", "64"]) == 1
     assert "every photograph failed" in caplog.text
+
+
+def test_a_model_without_a_recorded_resolution_is_refused_not_guessed(
+    random_model, mixed_folder, tmp_path, caplog
+):
+    caplog.set_level(logging.ERROR)
+    out = tmp_path / "out"
+    assert main(["predict", str(random_model), str(mixed_folder), "-o", str(out)]) == 1
+    assert f"{random_model}: records no 'cache_size'" in caplog.text
+    assert not out.exists()
 
 
 def test_models_that_are_not_ours_are_refused_by_name(tmp_path, mixed_folder):

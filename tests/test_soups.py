@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import write_toy_cache
+from test_predict import rendered, write_photograph
 
 from lesionsoup.cache import Cache
 from lesionsoup.checkpoint import load_checkpoint, load_metadata, save_checkpoint
 from lesionsoup.cli import main
 from lesionsoup.commands.merging import BN_POLICY_CHOICES, RULE_CHOICES
+from lesionsoup.export import EXPORT_FILE, export_model
 from lesionsoup.ingredients import grid_recipes, init_for, settings_for
 from lesionsoup.merge import BN_POLICIES, average_checkpoints
 from lesionsoup.model import build_model
-from lesionsoup.predictor import load_predictor, read_ensemble
+from lesionsoup.predictor import IncompatibleModels, load_predictor, read_ensemble
 from lesionsoup.sampling import ValidationImages
 from lesionsoup.soups import (
     SOUP_RULES,
@@ -184,6 +187,7 @@ def test_swa_averages_snapshots_and_recomputes_batchnorm(study, tmp_path):
     snapshots = sorted(study.swa.glob("*.safetensors"))
     assert len(snapshots) == 3
     assert metadata["bn_policy"] == "recompute" and metadata["bn_recompute"]["patches"] == 64
+    assert metadata["cache_size"] == 64  # the snapshots' training resolution
     merged, _ = load_checkpoint(output)
     averaged = average_checkpoints(snapshots)
     weights = [name for name in merged if name.endswith("conv1.0.weight")]
@@ -245,6 +249,35 @@ def test_ensemble_of_all_candidates_counts_their_training(study, tmp_path):
     assert info["training_seconds"] == pytest.approx(training_seconds(study.grid))
     with pytest.raises(ValueError, match="top >= 1"):
         ensemble_stage(output, study.grid, study.caches, top=0)
+
+
+def test_soups_and_ensembles_predict_and_export_at_their_ingredients_resolution(study, tmp_path):
+    soup, ensemble = tmp_path / "uniform.safetensors", tmp_path / "ensemble.json"
+    merge_stage(soup, study.grid, study.caches, "uniform")
+    ensemble_stage(ensemble, study.grid, study.caches)
+    photo = write_photograph(tmp_path / "photo.png", rendered(0, 150, 170).image)
+    for model, recorded in ((soup, load_metadata(soup)), (ensemble, read_ensemble(ensemble)[2])):
+        assert recorded["cache_size"] == 64  # the toy caches' size, as training recorded it
+        assert recorded["architecture"] == json.loads(json.dumps(SPEC.as_dict()))
+        out = tmp_path / f"predicted-{model.stem}"
+        options = ["-o", str(out), "--no-progress", "--no-overlay"]
+        assert main(["predict", str(model), str(photo), *options]) == 0
+        assert json.loads((out / "predict.json").read_text())["size"] == 64
+        export_model(model, tmp_path / f"export-{model.stem}")
+        exported = json.loads((tmp_path / f"export-{model.stem}" / EXPORT_FILE).read_text())
+        assert exported["cache_size"] == 64
+
+
+def test_ingredients_of_two_resolutions_are_refused_naming_both(study, tmp_path):
+    state, metadata = load_checkpoint(study.grid[1])
+    stranger = tmp_path / "at128.safetensors"
+    save_checkpoint(stranger, state, {**metadata, "cache_size": 128})
+    difference = f"{stranger} and {study.grid[0]} differ in cache_size: 128 vs 64"
+    with pytest.raises(IncompatibleModels, match=re.escape(difference)):
+        merge_stage(tmp_path / "soup.safetensors", [study.grid[0], stranger], study.caches, "best")
+    with pytest.raises(IncompatibleModels, match=re.escape(difference)):
+        ensemble_stage(tmp_path / "ensemble.json", [study.grid[0], stranger], study.caches, top=1)
+    assert not list(tmp_path.glob("soup*")) and not (tmp_path / "ensemble.json").exists()
 
 
 def test_cli_choices_mirror_the_library():

@@ -10,15 +10,18 @@
 
 ``model_info`` reads any model reference the same way: a checkpoint, an
 ensemble file or an exported folder. The preprocessing resolution (the cache
-size the model was trained at) is taken from ``export.json``, else from a
-``cache_size`` key in the model's metadata, else unknown (the caller chooses).
+size the model was trained at) is taken from ``export.json``, else from the
+``cache_size`` its metadata records (an ensemble's: its file's, else the one
+its members agree on). It is never guessed: a model that records none is
+refused unless the user gives the size (``export`` also takes it from the
+training caches it is given), since photographs resized to another scale
+than the training images' give wrong lesion maps without any error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -30,17 +33,11 @@ import pandas as pd
 
 from lesionsoup import __version__
 from lesionsoup.cache import Cache, atomic_write_bytes
-from lesionsoup.checkpoint import SUFFIX, CheckpointError, load_metadata, sidecar_path
-from lesionsoup.predictor import read_ensemble, write_ensemble
-
-log = logging.getLogger(__name__)
+from lesionsoup.checkpoint import SUFFIX, CheckpointError, copy_checkpoint, load_metadata
+from lesionsoup.predictor import CACHE_SIZE_KEY, agreed_fields, read_ensemble, write_ensemble
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = "lesionsoup-export/1"
-#: Metadata key of the preprocessing resolution (the cache size) in sidecars and export.json.
-CACHE_SIZE_KEY = "cache_size"
-#: The resolution assumed when nothing records it (the paper's cache size).
-DEFAULT_SIZE = 1536
 #: What each lesion code stands for, in legends and model cards.
 LESION_NAMES = {
     "EX": "hard exudates",
@@ -82,7 +79,20 @@ class ModelInfo:
             return int(self.exported[CACHE_SIZE_KEY])
         if CACHE_SIZE_KEY in self.metadata:
             return int(self.metadata[CACHE_SIZE_KEY])
-        return _agreed(meta.get(CACHE_SIZE_KEY) for meta in self.member_metadata)
+        members = dict(zip(self.members, self.member_metadata, strict=True))
+        size = agreed_fields(members, (CACHE_SIZE_KEY,)).get(CACHE_SIZE_KEY)
+        return None if size is None else int(size)
+
+    def recorded_size(self) -> int:
+        """``cache_size``, which a model must record: a guessed resolution would give wrong
+        lesion maps without any error."""
+        size = self.cache_size
+        if size is None:
+            raise CheckpointError(
+                f"{self.path}: records no '{CACHE_SIZE_KEY}' (the resolution the model was "
+                "trained at, which photographs are resized to); give it with --size"
+            )
+        return size
 
     @property
     def patch_size(self) -> int | None:
@@ -159,27 +169,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_checkpoint(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    shutil.copyfile(sidecar_path(source), sidecar_path(target))
-
-
 def _export_size(info: ModelInfo, size: int | None, caches: Sequence[Cache]) -> int:
-    """The resolution to record: given, recorded, the caches' own, else ``DEFAULT_SIZE``."""
+    """The resolution to record: given, else recorded, else the training caches' own."""
     if size is not None:
         return size
-    if info.cache_size is not None:
-        return info.cache_size
-    cache_size = _agreed(cache.size for cache in caches)
-    if cache_size is not None:
-        return cache_size
-    log.warning(
-        "%s: the training resolution is not recorded; assuming %d (pass --size)",
-        info.path,
-        DEFAULT_SIZE,
-    )
-    return DEFAULT_SIZE
+    if info.cache_size is not None or not caches:
+        return info.recorded_size()  # refuses a model that records none
+    sizes = {str(cache.directory): cache.size for cache in caches}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(
+            f"{info.path}: records no '{CACHE_SIZE_KEY}' and the caches differ in size: {sizes}"
+        )
+    return caches[0].size
 
 
 def image_counts(caches: Sequence[Cache]) -> dict[str, dict[str, int]]:
@@ -248,14 +249,15 @@ def export_model(
                 partial / "members" / f"member_{index:02d}{SUFFIX}"
                 for index in range(len(info.members))
             ]
+            (partial / "members").mkdir()
             for source, target in zip(info.members, copies, strict=True):
-                _copy_checkpoint(source, target)
+                copy_checkpoint(source, target)
             extra = {k: v for k, v in info.metadata.items() if k not in _ENSEMBLE_FILE_KEYS}
             model_file = partial / "ensemble.json"
             write_ensemble(model_file, copies, extra, weights=list(info.weights))
         else:
             model_file = partial / f"model{SUFFIX}"
-            _copy_checkpoint(info.path, model_file)
+            copy_checkpoint(info.path, model_file)
         files = sorted(p for p in partial.rglob("*") if p.is_file())
         exported = {
             "format": EXPORT_FORMAT,

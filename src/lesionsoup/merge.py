@@ -1,10 +1,12 @@
 """Weight-space merging: uniform, greedy and hierarchical soups, SWA, BatchNorm policies.
 
 A soup is a weighted average of compatible checkpoints (same architecture,
-same tensors, same shared initialisation). Every soup, including a soup of
-soups, is represented by its flat weights over the original checkpoint files,
-and is built by streaming those files one at a time: floating-point tensors
-are summed in float64 and cast back, so peak memory stays near three models
+training resolution, tensors and shared initialisation), and records the
+architecture and resolution they share, so that it is predicted and exported
+like any trained checkpoint. Every soup, including a soup of soups, is
+represented by its flat weights over the original checkpoint files, and is
+built by streaming those files one at a time: floating-point tensors are
+summed in float64 and cast back, so peak memory stays near three models
 whatever the number of ingredients. Non-floating tensors (BatchNorm's
 ``num_batches_tracked``) are never averaged: the merged model keeps their
 elementwise maximum over the ingredients (for SWA snapshots, the latest).
@@ -36,6 +38,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lesionsoup.checkpoint import CheckpointError, StateDict, load_metadata, tensor_specs
+from lesionsoup.predictor import INFERENCE_FIELDS, IncompatibleModels, agreed_fields
 
 BatchNormPolicy = Literal["average", "recompute", "copy-best"]
 BN_POLICIES: tuple[str, ...] = ("average", "recompute", "copy-best")
@@ -45,14 +48,12 @@ BN_STATISTICS: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tr
 HIERARCHICAL: tuple[str, ...] = ("UoU", "UoG", "GoU", "GoG")
 RULES: tuple[str, ...] = ("uniform", "greedy", "swa", *HIERARCHICAL)
 
-#: Metadata every ingredient shares and a merged model inherits.
-LINEAGE: tuple[str, ...] = ("architecture", "init_id", "parent")
+#: Metadata a merged model inherits: what inference needs (every ingredient records it
+#: alike, so the merged model is as complete as they are), the shared initialisation, and
+#: the parent of the ingredient it is described by (the first, or the single best).
+LINEAGE: tuple[str, ...] = (*INFERENCE_FIELDS, "init_id", "parent")
 #: A soup: each ingredient file's weight in the average.
 Weights = dict[Path, float]
-
-
-class IncompatibleIngredients(ValueError):
-    """Checkpoints that cannot be averaged; the message names the files and the difference."""
 
 
 class Scorer(Protocol):
@@ -83,25 +84,24 @@ def check_compatible(paths: Sequence[Path]) -> dict[Path, dict[str, Any]]:
     """The metadata of each checkpoint, once all are known to be averageable together."""
     if not paths:
         raise ValueError("no ingredients to merge")
-    reference = Path(paths[0])
-    metadata = {reference: load_metadata(reference)}
-    specs = tensor_specs(reference)
+    reference, *others = map(Path, paths)
+    metadata = {path: load_metadata(path) for path in (reference, *others)}
     if metadata[reference].get("init_id") is None:
-        raise IncompatibleIngredients(
+        raise IncompatibleModels(
             f"{reference}: no init_id, so a shared initialisation cannot be verified"
         )
-    for other in map(Path, paths[1:]):
-        metadata[other] = load_metadata(other)
-        for key in ("architecture", "init_id"):
-            if metadata[other].get(key) != metadata[reference].get(key):
-                raise IncompatibleIngredients(
-                    f"{other} and {reference} differ in {key}: "
-                    f"{metadata[other].get(key)!r} vs {metadata[reference].get(key)!r}"
-                )
+    agreed_fields(metadata, (*INFERENCE_FIELDS, "init_id"))
+    specs = tensor_specs(reference)
+    for other in others:
         difference = _spec_difference(specs, tensor_specs(other))
         if difference:
-            raise IncompatibleIngredients(f"{other} and {reference} differ: {difference}")
+            raise IncompatibleModels(f"{other} and {reference} differ: {difference}")
     return metadata
+
+
+def lineage_of(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``LINEAGE`` entries of a checkpoint's metadata, for a model merged from it."""
+    return {key: metadata[key] for key in LINEAGE if key in metadata}
 
 
 def _spec_difference(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str:
@@ -272,7 +272,7 @@ class MergeResult:
     selection_seconds: float  # scoring candidates
     compute_seconds: float  # training time of the ingredients (sum; SWA: the latest snapshot's)
     score: float | None  # the final model's held-out score, when selection computed it
-    lineage: dict[str, Any] = field(default_factory=dict)  # architecture, init_id, parent
+    lineage: dict[str, Any] = field(default_factory=dict)  # LINEAGE: what the ingredients share
 
     def metadata(self) -> dict[str, Any]:
         """Sidecar metadata for ``save_checkpoint``."""
@@ -475,7 +475,6 @@ class Merger:
             float(meta.get("compute_seconds", meta.get("wall_seconds", 0.0)))
             for meta in self.metadata.values()
         ]
-        first = self.metadata[self.ingredients[0]]
         return MergeResult(
             state_dict=state,
             rule=rule,
@@ -487,7 +486,7 @@ class Merger:
             selection_seconds=selection_seconds,
             compute_seconds=max(costs) if rule == "swa" else sum(costs),
             score=self._scores.get(self._soup_key(weights)),
-            lineage={key: first[key] for key in LINEAGE if key in first},
+            lineage=lineage_of(self.metadata[self.ingredients[0]]),
         )
 
 

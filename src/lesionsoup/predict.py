@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from lesionsoup import __version__
 from lesionsoup.cache import atomic_write_bytes
-from lesionsoup.export import DEFAULT_SIZE, LESION_NAMES, ModelInfo, model_info
+from lesionsoup.export import LESION_NAMES, ModelInfo, model_info
 from lesionsoup.infer import SIDE_MULTIPLE, InferenceSettings
 from lesionsoup.lesions import Lesion
 from lesionsoup.predictor import load_predictor
@@ -88,9 +88,9 @@ class Failure:
 class PredictOptions:
     """How photographs are predicted. ``None`` size and tile come from the model.
 
-    ``size``: the preprocessing resolution (default: recorded with the model,
-    else ``DEFAULT_SIZE``); ``tile``: the sliding-window tile (default: the
-    model's training patch size, else 512).
+    ``size``: the preprocessing resolution (default: the one recorded with the
+    model; a model that records none is refused); ``tile``: the sliding-window
+    tile (default: the model's training patch size, else 512).
     """
 
     size: int | None = None
@@ -117,7 +117,7 @@ class PredictOptions:
         return self.lesion_thresholds.get(lesion.value, self.threshold)
 
     def size_for(self, info: ModelInfo) -> int:
-        return self.size or info.cache_size or DEFAULT_SIZE
+        return self.size or info.recorded_size()
 
     def inference_for(self, info: ModelInfo) -> InferenceSettings:
         return InferenceSettings(
@@ -277,8 +277,8 @@ class _Run:
     """One ``predict_photographs`` call: the model, the options, and what happened."""
 
     def __init__(self, info: ModelInfo, out: Path, options: PredictOptions, device: str) -> None:
+        self.size = options.size_for(info)  # first: a model without one is refused unloaded
         self.predictor = load_predictor(info.path, device)
-        self.size = options.size_for(info)
         self.settings = options.inference_for(info)
         self.options = options
         self.out = out

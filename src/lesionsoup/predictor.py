@@ -14,6 +14,14 @@ may even differ in head (sigmoid or softmax); they must predict the same lesions
 Every member is loaded once, onto the predictor's device, and stays there:
 memory grows with the number of members (a ResNet-101 U-Net holds about
 0.2 GB of float32 weights).
+
+What a model needs besides its weights (``INFERENCE_FIELDS``) is its
+architecture, lesion classes and head included, and the resolution it was
+trained at. A soup's ingredients, and the candidates the merge stage makes an
+ensemble of, must agree on both (``agreed_fields``), which the merged model
+or ensemble file then records. The input normalisation is not among them: it
+is fixed in code, ImageNet mean and standard deviation
+(``lesionsoup.sampling.to_tensors``), for training and inference alike.
 """
 
 from __future__ import annotations
@@ -43,6 +51,15 @@ from lesionsoup.model import ModelSpec, build_model
 
 ENSEMBLE_KIND = "ensemble"
 _ENSEMBLE_KEYS = ("kind", "members", "weights")
+#: Metadata key of the training resolution (the cache size) in sidecars and model files.
+CACHE_SIZE_KEY = "cache_size"
+#: What predicting with a model needs from its metadata: how to build it (lesions and head
+#: included) and the resolution to preprocess photographs at.
+INFERENCE_FIELDS: tuple[str, ...] = ("architecture", CACHE_SIZE_KEY)
+
+
+class IncompatibleModels(CheckpointError):
+    """Models that cannot be merged or run as one; the message names two files and the field."""
 
 
 @dataclass(frozen=True)
@@ -85,20 +102,46 @@ class Predictor:
         return infer(self.forward, images, settings, fov)
 
 
-def _spec_of(path: Path, metadata: Mapping[str, Any]) -> ModelSpec:
+def spec_of(path: Path, metadata: Mapping[str, Any]) -> ModelSpec:
+    """The architecture a checkpoint's sidecar records, to build the model its weights fill.
+
+    Pretrained encoder weights are dropped from the spec: the stored weights
+    replace them, so building the model never downloads anything.
+    """
     try:
-        return ModelSpec.from_dict(dict(metadata["architecture"]))
+        spec = ModelSpec.from_dict(dict(metadata["architecture"]))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(
             f"{sidecar_path(path)}: no usable 'architecture' ({type(error).__name__}: {error})"
         ) from None
+    return dataclasses.replace(spec, encoder_weights=None)
+
+
+def agreed_fields(
+    metadata: Mapping[Path, Mapping[str, Any]], fields: Sequence[str] = INFERENCE_FIELDS
+) -> dict[str, Any]:
+    """The value of each field that every model's metadata records alike.
+
+    A soup's ingredients and an ensemble's members become one model, which can
+    record only one architecture and one resolution: a field that two models
+    record differently, or that one records and another lacks, is refused,
+    naming both files. A field that none records is left out.
+    """
+    (reference, expected), *others = metadata.items()
+    for path, found in others:
+        for key in fields:
+            if found.get(key) != expected.get(key):
+                raise IncompatibleModels(
+                    f"{path} and {reference} differ in {key}: "
+                    f"{found.get(key)!r} vs {expected.get(key)!r}"
+                )
+    return {key: expected[key] for key in fields if key in expected}
 
 
 def _load_member(path: Path, device: torch.device, weight: float) -> tuple[Member, ModelSpec]:
     state, metadata = load_checkpoint(path, device)
-    spec = _spec_of(path, metadata)
-    # the stored weights replace any pretrained ones: never download them here
-    model = build_model(dataclasses.replace(spec, encoder_weights=None))
+    spec = spec_of(path, metadata)
+    model = build_model(spec)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -176,7 +219,7 @@ def load_predictor(path: Path, device: str | torch.device = "cpu") -> Predictor:
         if member_path.suffix != SUFFIX:
             raise CheckpointError(f"{path}: member {member_path} is not a {SUFFIX} checkpoint")
     # check every sidecar before loading any weights
-    _check_same_lesions({p: _spec_of(p, load_metadata(p)) for p in paths}, path)
+    _check_same_lesions({p: spec_of(p, load_metadata(p)) for p in paths}, path)
     loaded = [_load_member(p, device, w) for p, w in zip(paths, weights, strict=True)]
     members = [member for member, _ in loaded]
     return Predictor(path, members, loaded[0][1].lesion_classes)
@@ -202,7 +245,7 @@ def write_ensemble(
     if not members:
         raise ValueError(f"{path}: an ensemble needs at least one member")
     members = [Path(member) for member in members]
-    _check_same_lesions({m: _spec_of(m, load_metadata(m)) for m in members}, path)
+    _check_same_lesions({m: spec_of(m, load_metadata(m)) for m in members}, path)
     content: dict[str, Any] = {
         "kind": ENSEMBLE_KIND,
         "members": [os.path.relpath(m.resolve(), path.parent.resolve()) for m in members],

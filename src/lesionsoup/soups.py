@@ -34,16 +34,16 @@ from lesionsoup.combos import combo_name
 from lesionsoup.ingredients import SINGLE_BEST
 from lesionsoup.merge import (
     HIERARCHICAL,
-    LINEAGE,
     RULES,
     BatchNormPolicy,
     BatchNormRecompute,
     Merger,
     MergeResult,
     SelectionStep,
+    lineage_of,
 )
 from lesionsoup.model import build_model
-from lesionsoup.predictor import write_ensemble
+from lesionsoup.predictor import agreed_fields, spec_of, write_ensemble
 from lesionsoup.sampling import PatchDataset, PatchSampler, ValidationImages
 from lesionsoup.specs import ModelSpec, TrainSettings
 from lesionsoup.train import validate
@@ -149,15 +149,6 @@ def training_seconds(paths: Sequence[Path]) -> float:
 # -- held-out scoring and BatchNorm batches --
 
 
-def _spec_of(path: Path, metadata: Mapping[str, Any]) -> ModelSpec:
-    try:
-        spec = ModelSpec.from_dict(dict(metadata["architecture"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: no usable architecture in its sidecar ({error})") from None
-    # stored weights replace pretrained ones: never download them here
-    return dataclasses.replace(spec, encoder_weights=None)
-
-
 def _settings_of(metadata: Mapping[str, Any]) -> TrainSettings:
     """The training settings a checkpoint's sidecar records (defaults for what it lacks)."""
     known = {field.name for field in dataclasses.fields(TrainSettings)}
@@ -227,7 +218,6 @@ def single_best(merger: Merger) -> MergeResult:
     selection_seconds = perf_counter() - start
     start = perf_counter()
     state = merger.build({best: 1.0})
-    lineage = merger.metadata[best]
     return MergeResult(
         state_dict=state,
         rule=SINGLE_BEST,
@@ -242,7 +232,7 @@ def single_best(merger: Merger) -> MergeResult:
         selection_seconds=selection_seconds,
         compute_seconds=0.0,  # replaced by the stage's accounting
         score=scores[best],
-        lineage={key: lineage[key] for key in LINEAGE if key in lineage},
+        lineage=lineage_of(merger.metadata[best]),
     )
 
 
@@ -267,7 +257,7 @@ def merge_stage(
     paths = expand_ingredients(ingredients)
     policy = bn_policy or ("recompute" if rule == "swa" else "average")
     first = load_metadata(paths[0])
-    spec = _spec_of(paths[0], first)
+    spec = spec_of(paths[0], first)
     settings = _settings_of(first)
     held_out = HeldOut(caches, settings.bins, device)
     recompute = (
@@ -312,30 +302,30 @@ def ensemble_stage(
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Write an ensemble file of the candidates (all, or the ``top`` k by validation score);
-    returns its metadata."""
+    returns its metadata.
+
+    Every candidate must record the same architecture and resolution, which the
+    ensemble records too: whichever k are kept, it is predicted like one model.
+    """
     candidates = expand_ingredients(ingredients)
     if top is not None and top < 1:
         raise ValueError(f"an ensemble needs top >= 1, not {top}")
     metadata = {path: load_metadata(path) for path in candidates}
+    inference = agreed_fields(metadata)
     start = perf_counter()
     members, scores = candidates, {}
     if top is not None:
-        held_out = HeldOut(caches, _settings_of(metadata[candidates[0]]).bins, device)
+        first = candidates[0]
+        spec = spec_of(first, metadata[first])  # every candidate's, as they agree on it
+        held_out = HeldOut(caches, _settings_of(metadata[first]).bins, device)
         scores = {
-            path: held_out.scores(load_state_dict(path), _spec_of(path, metadata[path]))["score"]
-            for path in candidates
+            path: held_out.scores(load_state_dict(path), spec)["score"] for path in candidates
         }
         members = sorted(candidates, key=lambda path: -scores[path])[:top]
     selection_seconds = perf_counter() - start
     trained = training_seconds(candidates)
-    shared = {
-        key: metadata[members[0]][key]
-        for key in LINEAGE
-        if all(metadata[m].get(key) == metadata[members[0]].get(key) for m in members)
-        and key in metadata[members[0]]
-    }
     info = {
-        **shared,
+        **inference,
         "rule": "ensemble",
         "selection": "all" if top is None else f"top-{top}",
         "combination": combo_name(caches),

@@ -84,7 +84,8 @@ def _add_merge(commands: Subcommands) -> None:
         help="merge checkpoints in weight space (best, uniform, greedy, hierarchical, SWA)",
         description="Average compatible checkpoints (one shared initialisation) by a rule, "
         "selecting on the caches' validation split, and save the merged checkpoint with a "
-        "sidecar listing ingredients, weights, selection trace, BatchNorm policy and cost.",
+        "sidecar listing ingredients, weights, selection trace, BatchNorm policy and cost, and "
+        "the architecture and training resolution (cache_size) every ingredient must share.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help=".safetensors to write")
     parser.add_argument("--rule", choices=RULE_CHOICES, required=True)
@@ -111,7 +112,8 @@ def _add_ensemble(commands: Subcommands) -> None:
         "ensemble",
         help="write a prediction-space ensemble of checkpoints (all, or the top k)",
         description="Write an ensemble file (JSON, kind 'ensemble') whose members are the "
-        "candidates, or the top k of them by validation score.",
+        "candidates, or the top k of them by validation score. Every candidate must record the "
+        "same architecture and training resolution (cache_size); the file records them too.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help=".json to write")
     parser.add_argument(

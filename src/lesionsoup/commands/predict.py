@@ -96,7 +96,8 @@ def _add_predict(commands: Subcommands) -> None:
         "--size",
         type=int,
         default=None,
-        help="preprocessing resolution (default: recorded with the model, else 1536)",
+        help="preprocessing resolution (default: the training resolution recorded with the "
+        "model; a model that records none needs this option)",
     )
     parser.add_argument(
         "--threshold",
@@ -144,7 +145,8 @@ def _add_export(commands: Subcommands) -> None:
         "--size",
         type=int,
         default=None,
-        help="the training resolution (default: recorded, else the caches', else 1536)",
+        help="the training resolution (default: recorded with the model, else the --cache "
+        "caches'; a model that records neither needs this option)",
     )
     parser.add_argument("--metrics", type=Path, default=None, help="metrics.csv with test scores")
     parser.add_argument(
@@ -157,7 +159,8 @@ def _add_export(commands: Subcommands) -> None:
         type=Path,
         action="append",
         default=[],
-        help="a training cache, for image counts (repeatable)",
+        help="a training cache, for image counts and, where the model records none, the "
+        "resolution (repeatable)",
     )
     parser.set_defaults(handler=_export)
 
