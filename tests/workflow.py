@@ -50,3 +50,9 @@ def planned_jobs(workdir: Path, configfile: Path) -> Counter:
             jobs[(rule, "")] -= 1
             jobs[(rule, match.group(1))] += 1
     return +jobs
+
+
+def executed_rules(result: subprocess.CompletedProcess[str]) -> Counter[str]:
+    """Jobs per rule that a finished (not dry) snakemake run executed, from its log."""
+    finished = re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", result.stderr, re.MULTILINE)
+    return Counter(finished)
