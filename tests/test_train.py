@@ -284,18 +284,22 @@ def test_completed_run_keeps_each_checkpoint_once_readable_by_the_group(tmp_path
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
 
 
-def test_truncated_cache_array_is_named_with_exit_1(tmp_path, toy_caches, caplog):
-    cache_dir = toy_caches["AAA"]
-    array = next((cache_dir / "labels").glob("*valid*.npy"))
-    array.write_bytes(array.read_bytes()[:200])
-    arguments = ["train", "-o", str(tmp_path / "run"), "--threads", "1", "--workers", "0"]
-    arguments += [
-        "--model",
-        json.dumps(SPEC.as_dict()),
-        "--settings",
-        json.dumps(SETTINGS.as_dict()),
-    ]
-    for path in toy_caches.values():
-        arguments += ["--cache", str(path)]
+DAMAGED_INPUTS = {
+    "cache-array": lambda caches, init: next((caches["AAA"] / "labels").glob("*valid*.npy")),
+    "cache-locations": lambda caches, init: next((caches["AAA"] / "locations").glob("*.npz")),
+    "init-weights": lambda caches, init: init,
+    "init-sidecar": lambda caches, init: init.with_suffix(".json"),
+}
+
+
+@pytest.mark.parametrize("damaged", DAMAGED_INPUTS.values(), ids=DAMAGED_INPUTS.keys())
+def test_truncated_input_is_named_with_exit_1(tmp_path, toy_caches, init, caplog, damaged):
+    path = damaged(toy_caches, init)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    arguments = ["train", "-o", str(tmp_path / "run"), "--init", str(init)]
+    arguments += ["--threads", "1", "--workers", "0", "--model", json.dumps(SPEC.as_dict())]
+    arguments += ["--settings", json.dumps(SETTINGS.as_dict())]
+    for cache in toy_caches.values():
+        arguments += ["--cache", str(cache)]
     assert main(arguments) == 1
-    assert str(array) in caplog.text and "Traceback" not in caplog.text
+    assert str(path) in caplog.text and "Traceback" not in caplog.text
