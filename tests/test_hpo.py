@@ -1,4 +1,4 @@
-"""Hyperparameter search: parallel trial jobs, killed trials, reruns, export, storage errors."""
+"""Hyperparameter search: parallel trial jobs, interrupted trials, reruns, export, storage."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -19,6 +20,7 @@ from snakemake.utils import validate
 from lesionsoup import hpo
 from lesionsoup import study as study_config
 from lesionsoup.cache import Cache
+from lesionsoup.preemption import Preempted
 from lesionsoup.specs import ModelSpec, TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,16 +143,39 @@ def test_pruned_and_diverged_trials_are_final_and_never_ingredients(tmp_path):
     assert ingredients["ingredients"] == [checkpoint]
 
 
-def test_other_errors_fail_the_trial_and_the_job(tmp_path):
-    study = journal_study(tmp_path / "journal.log")
+@pytest.mark.parametrize(
+    "interruption",
+    [
+        Preempted("SIGTERM at step 1; state saved"),
+        KeyboardInterrupt(),
+        RuntimeError("CUDA out of memory"),
+        OSError("disk full"),
+    ],
+    ids=type,
+)
+def test_an_interruption_leaves_the_trial_running_and_the_rerun_continues_it(
+    tmp_path, interruption
+):
+    seen = []
 
-    def broken(trial):
-        raise OSError("disk full")
+    def objective(trial):
+        seen.append((trial.number, hpo.suggest(trial, SPACE)))
+        for step in (1, 2):
+            hpo.report(trial, step, 0.1 * step * len(seen))
+            if len(seen) == 1:
+                raise interruption
+        return 0.5
 
-    with pytest.raises(OSError, match="disk full"):
-        hpo.run_trial(study, 0, broken)
-    assert study.trials[0].state == optuna.trial.TrialState.FAIL
-    assert hpo.run_trial(study, 0, quick_objective).number == 1  # the job's retry asks anew
+    with pytest.raises(type(interruption)):
+        hpo.run_trial(journal_study(tmp_path / "journal.log"), 0, objective)
+    assert journal_study(tmp_path / "journal.log").trials[0].state.name == "RUNNING"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns when a step is reported twice
+        rerun = hpo.run_trial(journal_study(tmp_path / "journal.log"), 0, objective)
+    assert [number for number, _ in seen] == [0, 0] and seen[0][1] == seen[1][1]
+    assert rerun.state.name == "COMPLETE" and rerun.params == seen[0][1]
+    assert rerun.intermediate_values == {1: 0.1, 2: 0.4}  # step 1 kept from the first attempt
+    assert len(journal_study(tmp_path / "journal.log").trials) == 1
 
 
 WORKER = textwrap.dedent(
@@ -158,18 +183,17 @@ WORKER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    import optuna
-    from test_hpo import journal_study, quick_objective
+    from lesionsoup import hpo
+    from test_hpo import SPACE, journal_study, quick_objective
     journal, mode, *indexes = sys.argv[1:]
 
     def hang(trial):
-        trial.report(0.5, 1)
+        hpo.report(trial, 1, hpo.suggest(trial, {{"lr": SPACE["lr"]}})["lr"])
         Path(journal + ".started").touch()
         time.sleep(120)
 
     for index in indexes:
         study = journal_study(Path(journal), int(index))
-        from lesionsoup import hpo
         hpo.run_trial(study, int(index), hang if mode == "hang" else quick_objective)
     """
 )
@@ -177,7 +201,8 @@ WORKER = textwrap.dedent(
 
 def start_worker(tmp_path: Path, mode: str, *indexes: int) -> subprocess.Popen:
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(tests=str(Path(__file__).parent)))
+    if not script.exists():  # rewriting it would truncate it under a worker that is reading it
+        script.write_text(WORKER.format(tests=str(Path(__file__).parent)))
     command = [sys.executable, str(script), str(tmp_path / "journal.log"), mode]
     return subprocess.Popen([*command, *map(str, indexes)], stderr=subprocess.PIPE, text=True)
 
@@ -195,7 +220,7 @@ def test_parallel_trial_jobs_all_land_in_one_journal(tmp_path):
     assert len({t.params["lr"] for t in trials}) == 16  # per-job sampler seeds: no twins
 
 
-def test_killed_trial_is_marked_failed_and_the_study_continues(tmp_path):
+def test_killed_trial_is_continued_by_its_job_while_other_jobs_ask_new_ones(tmp_path):
     worker = start_worker(tmp_path, "hang", 0)
     started = tmp_path / "journal.log.started"
     deadline = time.monotonic() + 60
@@ -204,11 +229,23 @@ def test_killed_trial_is_marked_failed_and_the_study_continues(tmp_path):
         time.sleep(0.1)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
-    assert journal_study(tmp_path / "journal.log").trials[0].state.name == "RUNNING"
+    killed = journal_study(tmp_path / "journal.log").trials[0]
+    assert killed.state.name == "RUNNING"
     other = hpo.run_trial(journal_study(tmp_path / "journal.log", 1), 1, quick_objective)
-    restarted = hpo.run_trial(journal_study(tmp_path / "journal.log"), 0, quick_objective)
+
+    def continued(trial):
+        params = hpo.suggest(trial, SPACE)
+        for step in (1, 2):
+            hpo.report(trial, step, 0.25 * step)
+        return params["lr"]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns when a step is reported twice
+        restarted = hpo.run_trial(journal_study(tmp_path / "journal.log"), 0, continued)
     states = {t.number: t.state.name for t in journal_study(tmp_path / "journal.log").trials}
-    assert states == {0: "FAIL", other.number: "COMPLETE", restarted.number: "COMPLETE"}
+    assert states == {0: "COMPLETE", 1: "COMPLETE"} and other.number == 1
+    assert restarted.number == 0 and restarted.params["lr"] == killed.params["lr"]
+    assert restarted.intermediate_values == {1: killed.params["lr"], 2: 0.5}
     assert restarted.user_attrs[hpo.JOB_ATTR] == 0
 
 
@@ -242,8 +279,8 @@ def test_default_storage_is_a_journal_per_study_and_a_url_is_kept():
 # --- real training, export, final training -----------------------------------------------------
 
 
-@pytest.fixture
-def init(tmp_path, toy_caches):
+def shared_init(tmp_path: Path, toy_caches: dict[str, Path]) -> tuple[dict[str, Cache], Path]:
+    """The toy caches opened, and a one-step warm-up published as the shared initialisation."""
     from lesionsoup.train import publish_init, train_run
 
     caches = {name: Cache(path) for name, path in toy_caches.items()}
@@ -252,6 +289,11 @@ def init(tmp_path, toy_caches):
     train_run(tmp_path / "warmup", caches, spec, settings, workers=0, progress_bar=False)
     publish_init(tmp_path / "warmup", tmp_path / "init.safetensors")
     return caches, tmp_path / "init.safetensors"
+
+
+@pytest.fixture
+def init(tmp_path, toy_caches):
+    return shared_init(tmp_path, toy_caches)
 
 
 def test_trained_trials_export_best_params_that_the_final_training_reads(tmp_path, init):

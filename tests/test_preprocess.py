@@ -314,7 +314,6 @@ def test_changed_settings_discard_leftovers(tmp_path):
     assert (report.resumed, report.written) == (0, 2)
 
 
-
 def test_changed_manifest_discards_leftovers(tmp_path):
     """A partial build made from another manifest (e.g. another mask file) is not resumed."""
     manifest = manifest_of(tmp_path, 2)
@@ -328,6 +327,7 @@ def test_changed_manifest_discards_leftovers(tmp_path):
     assert (report.resumed, report.written) == (0, 2)
     assert Cache(out).settings == cache_settings(changed, 64, rules)
     assert Cache(out).settings != cache_settings(manifest, 64, rules)
+
 
 def test_all_six_classes_and_ignore_land_on_their_own_bits(tmp_path):
     names = ("EX", "HE", "MA", "CWS", "IRMA", "NV")

@@ -3,9 +3,13 @@
 Each trial is its own workflow job, identified by a job index. Job ``i`` is
 idempotent: if the study already holds a finished trial tagged with ``i`` it
 returns that trial; if it finds its own trial still RUNNING (the job was
-killed), it marks it FAIL and asks for a new one. Trials of many jobs share
-one storage: a journal file (safe for several processes and for several nodes
-on a shared file system, through its lock file) or any RDB URL.
+killed, preempted or crashed), it continues that trial: same number, same
+parameters, and the run folder keyed by the trial number, so the training
+resumes from its saved state instead of starting a new trial and discarding
+the work done. Only outcomes of the hyperparameters (pruned, diverged) end a
+trial early; an interruption never tells the study anything. Trials of many
+jobs share one storage: a journal file (safe for several processes and for
+several nodes on a shared file system, through its lock file) or any RDB URL.
 
 A study's name carries a digest of everything that defines it (search space,
 trial settings, sampler, pruner, model, shared initialisation), so a changed
@@ -264,26 +268,48 @@ def _is_final(trial: optuna.trial.FrozenTrial) -> bool:
 Objective = Callable[[optuna.Trial], float]
 
 
+def _frozen(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def _continued_or_new(
+    study: optuna.Study, job_index: int, own: Sequence[optuna.trial.FrozenTrial]
+) -> optuna.Trial:
+    """The job's interrupted (still RUNNING) trial reopened, else a new trial tagged with the job.
+
+    A reopened trial's suggestions return the values it already holds, so the
+    objective sees the same parameters and trains in the same run folder.
+    """
+    running = [t for t in own if t.state == optuna.trial.TrialState.RUNNING]
+    if not running:
+        trial = study.ask()
+        trial.set_user_attr(JOB_ATTR, job_index)
+        return trial
+    interrupted = running[-1]
+    log.info(
+        "job %d: continuing its interrupted trial %d, params %s",
+        *(job_index, interrupted.number, interrupted.params),
+    )
+    return optuna.trial.Trial(study, interrupted._trial_id)
+
+
 def run_trial(
     study: optuna.Study, job_index: int, objective: Objective
 ) -> optuna.trial.FrozenTrial:
-    """Job ``job_index``'s trial: the finished one if any, else a new one, run and told.
+    """Job ``job_index``'s trial: its finished one, else its interrupted one or a new one, told.
 
     ``objective`` returns the validation score, or raises ``optuna.TrialPruned``
-    or ``TrialFailed`` (both end the job successfully); any other exception
-    marks the trial FAIL and propagates.
+    or ``TrialFailed``: outcomes of the hyperparameters, which end the trial and
+    the job successfully. Any other exception (preemption, Ctrl-C, out of
+    memory, a bug) propagates and leaves the trial RUNNING: it says nothing
+    about the hyperparameters, and the job's rerun continues the trial.
     """
     own = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(JOB_ATTR) == job_index]
     finished = [t for t in own if _is_final(t)]
     if finished:
         log.info("job %d: trial %d already %s", job_index, finished[-1].number, finished[-1].state)
         return finished[-1]
-    for stale in own:
-        if stale.state == optuna.trial.TrialState.RUNNING:
-            log.warning("job %d: trial %d was interrupted; marked FAIL", job_index, stale.number)
-            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
-    trial = study.ask()
-    trial.set_user_attr(JOB_ATTR, job_index)
+    trial = _continued_or_new(study, job_index, own)
     try:
         value = objective(trial)
     except optuna.TrialPruned:
@@ -291,12 +317,22 @@ def run_trial(
     except TrialFailed as error:
         trial.set_user_attr(FAILURE_ATTR, str(error))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    except BaseException:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        raise
     else:
         study.tell(trial, value)
-    return next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    return _frozen(study, trial.number)
+
+
+def report(trial: optuna.Trial, step: int, score: float) -> None:
+    """Report a finite validation score at ``step``; raise TrialPruned when the pruner says so.
+
+    A continued trial already holds the steps it reported before its
+    interruption; one revalidated by a run that resumed from an earlier state
+    is not reported twice (Optuna would keep the first value and warn).
+    """
+    if math.isfinite(score) and step not in _frozen(trial.study, trial.number).intermediate_values:
+        trial.report(score, step)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"trial {trial.number} pruned at step {step}")
 
 
 # --- trial jobs ---------------------------------------------------------------------------------
@@ -348,7 +384,11 @@ def training_objective(
     threads: int = 1,
     study_name: str = "",
 ) -> Objective:
-    """Train one run per trial from the shared initialisation; its best validation score."""
+    """Train one run per trial from the shared initialisation; its best validation score.
+
+    The run folder is keyed by the trial number, so a continued trial resumes
+    its own run from the saved training state.
+    """
     from lesionsoup.checkpoint import load_metadata
     from lesionsoup.specs import ModelSpec
     from lesionsoup.train import RunPaths, train_run
@@ -358,13 +398,6 @@ def training_objective(
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, definition["space"])
         settings = TrainSettings.from_dict({**definition["settings"], **params})
-
-        def report(step: int, scores: Mapping[str, Any]) -> None:
-            if math.isfinite(scores["score"]):
-                trial.report(scores["score"], step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"trial {trial.number} pruned at step {step}")
-
         run = RunPaths(runs / f"trial{trial.number:04d}")
         try:
             train_run(
@@ -376,7 +409,7 @@ def training_objective(
                 threads=threads,
                 progress_bar=False,
                 extra_metadata={"hpo": {"study": study_name, "trial": trial.number}},
-                on_validation=report,
+                on_validation=lambda step, scores: report(trial, step, scores["score"]),
             )
         except FloatingPointError as error:
             raise TrialFailed(str(error)) from error

@@ -52,8 +52,10 @@ def _add_trial(commands: Subcommands) -> None:
         description="Ask the study for a trial, train it from the shared initialisation while "
         "reporting the validation score (pruning on it), and tell the result. Job i is "
         "idempotent: a study holding job i's finished trial only re-exports it; job i's "
-        "interrupted trial is marked failed and replaced. Writes OUTPUT/trial.json and, for a "
-        "complete trial, OUTPUT/best.safetensors; runs live in OUTPUT/../../runs/STUDY.",
+        "interrupted trial (killed, preempted, crashed: left running in the study) is "
+        "continued with its parameters, its training resuming from the saved state. Writes "
+        "OUTPUT/trial.json and, for a complete trial, OUTPUT/best.safetensors; runs live in "
+        "OUTPUT/../../runs/STUDY.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="trial folder")
     parser.add_argument("--job-index", type=int, required=True)
