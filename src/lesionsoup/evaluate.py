@@ -31,7 +31,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from lesionsoup.cache import Cache, atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
+from lesionsoup.cache import Cache
 from lesionsoup.fov import find_fov
 from lesionsoup.infer import DEFAULT_SETTINGS, InferenceSettings, fov_from_labels
 from lesionsoup.lesions import ALL, Lesion, pack

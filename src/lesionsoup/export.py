@@ -32,7 +32,8 @@ from typing import Any
 import pandas as pd
 
 from lesionsoup import __version__
-from lesionsoup.cache import Cache, atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
+from lesionsoup.cache import Cache
 from lesionsoup.checkpoint import SUFFIX, CheckpointError, copy_checkpoint, load_metadata
 from lesionsoup.predictor import CACHE_SIZE_KEY, agreed_fields, read_ensemble, write_ensemble
 

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import optuna
 import yaml
 
 from lesionsoup import study as study_config
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from lesionsoup.combos import expand_combinations
 from lesionsoup.specs import TrainSettings
 
@@ -359,10 +358,6 @@ def trial_record(
     }
 
 
-def write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
-
-
 def read_record(folder: Path) -> dict[str, Any]:
     """The trial.json of a trial job's folder."""
     path = Path(folder) / "trial.json"
@@ -439,7 +434,7 @@ def publish_trial(
             {**meta, "hpo": hpo, "trial_state": "complete", "trial_value": trial.value},
         )
     record = trial_record(trial, study_name, checkpoint)
-    write_json(out / "trial.json", record)
+    atomic_write_json(out / "trial.json", record)
     return record
 
 
@@ -496,12 +491,13 @@ def export_study(records: Sequence[Mapping[str, Any]], out: Path) -> dict[str, A
         for record in sorted(records, key=lambda r: r["job_index"])
         if record["state"] == "complete"
     ]
-    write_json(out / "ingredients.json", {"study": best["study"], "ingredients": ingredients})
+    atomic_write_json(
+        out / "ingredients.json", {"study": best["study"], "ingredients": ingredients}
+    )
     study = records_study(records)
     frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
-    tmp = out / f".trials.csv.tmp{os.getpid()}"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out / "trials.csv")
+    with atomic_path(out / "trials.csv") as tmp:
+        frame.to_csv(tmp, index=False)
     plot_study(study, out)
     return summary
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
 from lesionsoup.lesions import ALL, Lesion
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")

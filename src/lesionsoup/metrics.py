@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
 from lesionsoup.lesions import FOV_BIT, IGNORE_BIT, Lesion
 
 DEFAULT_BINS = 2000

@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from lesionsoup import __version__
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
 from lesionsoup.export import LESION_NAMES, ModelInfo, model_info
 from lesionsoup.infer import SIDE_MULTIPLE, InferenceSettings
 from lesionsoup.lesions import Lesion

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
 from lesionsoup.checkpoint import (
     SUFFIX,
     CheckpointError,

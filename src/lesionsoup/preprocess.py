@@ -36,7 +36,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from lesionsoup.cache import CacheEntry, CacheWriter, atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
+from lesionsoup.cache import CacheEntry, CacheWriter
 from lesionsoup.fov import FieldOfView, NoFieldOfView, find_fov
 from lesionsoup.geometry import Geometry
 from lesionsoup.lesions import ALL, Lesion, pack

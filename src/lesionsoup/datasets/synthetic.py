@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionsoup.annotation_style import AnnotationStyle, resolve_styles
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
 from lesionsoup.fundus import SyntheticFundus, render_fundus
 from lesionsoup.lesions import Lesion
 

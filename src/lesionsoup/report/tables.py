@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lesionsoup.cache import atomic_write_bytes
+from lesionsoup.atomic import atomic_write_bytes
 from lesionsoup.evaluate import COLUMNS
 
 #: Order of methods in tables and figures; unknown methods follow, sorted.
