@@ -14,6 +14,7 @@ from lesionsoup.checkpoint import (
     load_checkpoint,
     load_metadata,
     load_state_dict,
+    relabel_checkpoint,
     save_checkpoint,
     sidecar_path,
     state_digest,
@@ -167,3 +168,17 @@ def test_modules_never_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, {"w": torch.ones(3)}, {"init_id": "x"})
     assert torch.equal(load_checkpoint(path)[0]["w"], torch.ones(3))
+
+
+def test_relabelled_checkpoint_shares_the_weights_with_new_metadata(tmp_path: Path) -> None:
+    source = tmp_path / "run" / "best.safetensors"
+    source.parent.mkdir()
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    save_checkpoint(source, state, {"step": 4})
+    target = tmp_path / "trial" / "best.safetensors"
+    target.parent.mkdir()
+    relabel_checkpoint(source, target, {"step": 4, "trial": 7})
+    weights, meta = load_checkpoint(target)
+    assert torch.equal(weights["w"], state["w"]) and meta == {"step": 4, "trial": 7}
+    assert load_metadata(source) == {"step": 4}
+    assert target.stat().st_ino == source.stat().st_ino  # stored once

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,6 +95,13 @@ def _storable(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     return tensors
 
 
+def _sidecar_text(path: Path, metadata: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(dict(metadata), indent=2, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: metadata is not JSON-serialisable: {error}") from error
+
+
 def save_checkpoint(
     path: Path, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
 ) -> None:
@@ -101,13 +109,25 @@ def save_checkpoint(
     path = Path(path)
     if path.suffix != SUFFIX:
         raise ValueError(f"{path}: a checkpoint file must end in {SUFFIX}")
-    try:
-        sidecar = json.dumps(dict(metadata), indent=2, sort_keys=True)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: metadata is not JSON-serialisable: {error}") from error
+    sidecar = _sidecar_text(path, metadata)
     with atomic_path(path) as tmp:
         save_file(_storable(state_dict), tmp, metadata={"format": FORMAT})
     atomic_write_bytes(sidecar_path(path), sidecar.encode())
+
+
+def relabel_checkpoint(source: Path, destination: Path, metadata: Mapping[str, Any]) -> None:
+    """``source``'s weights under a new name with new metadata, stored once.
+
+    The weights file is hard-linked where the file system allows (it holds no
+    metadata of its own besides the format marker), else copied.
+    """
+    _check_weights_file(Path(source))
+    with atomic_path(Path(destination)) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    atomic_write_bytes(sidecar_path(destination), _sidecar_text(destination, metadata).encode())
 
 
 def copy_checkpoint(source: Path, destination: Path) -> None:

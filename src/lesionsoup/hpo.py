@@ -419,20 +419,18 @@ def training_objective(
 def publish_trial(
     trial: optuna.trial.FrozenTrial, study_name: str, runs: Path, out: Path
 ) -> dict[str, Any]:
-    """Write ``out/trial.json`` and, for a COMPLETE trial, its best checkpoint as an ingredient."""
-    from lesionsoup.checkpoint import load_checkpoint, save_checkpoint
+    """Write ``out/trial.json`` and, for a COMPLETE trial, its best checkpoint as an ingredient
+    (the run's weights file, linked: stored once)."""
+    from lesionsoup.checkpoint import load_metadata, relabel_checkpoint
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = None
     if trial.state == optuna.trial.TrialState.COMPLETE:
-        state, meta = load_checkpoint(runs / f"trial{trial.number:04d}" / "best.safetensors")
+        best = runs / f"trial{trial.number:04d}" / "best.safetensors"
         checkpoint = str(out / "best.safetensors")
         hpo = {"study": study_name, "trial": trial.number, "job_index": trial.user_attrs[JOB_ATTR]}
-        save_checkpoint(
-            Path(checkpoint),
-            state,
-            {**meta, "hpo": hpo, "trial_state": "complete", "trial_value": trial.value},
-        )
+        outcome = {"hpo": hpo, "trial_state": "complete", "trial_value": trial.value}
+        relabel_checkpoint(best, Path(checkpoint), {**load_metadata(best), **outcome})
     record = trial_record(trial, study_name, checkpoint)
     atomic_write_json(out / "trial.json", record)
     return record
