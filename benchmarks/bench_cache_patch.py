@@ -24,9 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lesionsoup.cache import Cache, CacheEntry, CacheWriter
-from lesionsoup.geometry import Geometry
-from lesionsoup.lesions import FOV_BIT, Lesion
+from lesionsoup.core.lesions import FOV_BIT, Lesion
+from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
+from lesionsoup.data.geometry import Geometry
 
 SIZE, PATCH = 1536, 512
 

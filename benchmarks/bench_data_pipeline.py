@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lesionsoup.augment import build_augmentation
-from lesionsoup.cache import Cache, CacheEntry, CacheWriter
-from lesionsoup.geometry import Geometry
-from lesionsoup.lesions import TRAINED, pack
-from lesionsoup.sampling import PatchDataset, PatchSampler
+from lesionsoup.core.lesions import TRAINED, pack
+from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
+from lesionsoup.data.geometry import Geometry
+from lesionsoup.training.augment import build_augmentation
+from lesionsoup.training.sampling import PatchDataset, PatchSampler
 
 
 def synthetic_cache(

@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lesionsoup.cache import Cache, CacheEntry, CacheWriter
-from lesionsoup.checkpoint import save_checkpoint
-from lesionsoup.evaluate import evaluate
-from lesionsoup.geometry import Geometry
-from lesionsoup.infer import InferenceSettings
-from lesionsoup.lesions import TRAINED, pack
-from lesionsoup.metrics import SegmentationHistograms
-from lesionsoup.model import ModelSpec, build_model
-from lesionsoup.predictor import load_predictor
+from lesionsoup.core.checkpoint import save_checkpoint
+from lesionsoup.core.lesions import TRAINED, pack
+from lesionsoup.core.metrics import SegmentationHistograms
+from lesionsoup.core.model import ModelSpec, build_model
+from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
+from lesionsoup.data.geometry import Geometry
+from lesionsoup.evaluation.evaluate import evaluate
+from lesionsoup.inference.infer import InferenceSettings
+from lesionsoup.inference.predictor import load_predictor
 
 
 def write_cache(directory: Path, images: int, size: int) -> Path:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from lesionsoup.checkpoint import load_state_dict, save_checkpoint
-from lesionsoup.merge import average_checkpoints
+from lesionsoup.core.checkpoint import load_state_dict, save_checkpoint
+from lesionsoup.merging.averaging import average_checkpoints
 
 
 def resident_bytes() -> int:

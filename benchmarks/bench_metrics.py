@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from lesionsoup.metrics import LesionHistogram, average_precision
+from lesionsoup.core.metrics import LesionHistogram, average_precision
 
 
 def synthetic_pixels(pixels: int, prevalence: float, seed: int = 0) -> tuple[np.ndarray, ...]:

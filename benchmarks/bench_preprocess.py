@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lesionsoup.cache import CacheWriter
-from lesionsoup.preprocess import MaskRules, preprocess_image, read_mask, read_photograph
+from lesionsoup.data.cache import CacheWriter
+from lesionsoup.data.preprocess import MaskRules, preprocess_image, read_mask, read_photograph
 
 HEIGHT, WIDTH = 2848, 4288
 LESIONS = ("EX", "HE", "MA", "CWS")

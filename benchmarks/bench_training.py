@@ -22,13 +22,14 @@ import pandas as pd
 import torch
 from bench_data_pipeline import patches_per_second, synthetic_cache
 
-from lesionsoup.augment import build_augmentation
-from lesionsoup.infer import autocast_for
-from lesionsoup.losses import LossWeights, segmentation_loss
-from lesionsoup.model import build_model
-from lesionsoup.sampling import PatchDataset, PatchSampler
-from lesionsoup.specs import ModelSpec, TrainSettings
-from lesionsoup.train import pick_device, train_run
+from lesionsoup.core.device import pick_device
+from lesionsoup.core.model import build_model
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.inference.infer import autocast_for
+from lesionsoup.training.augment import build_augmentation
+from lesionsoup.training.losses import LossWeights, segmentation_loss
+from lesionsoup.training.sampling import PatchDataset, PatchSampler
+from lesionsoup.training.trainer import train_run
 
 
 def model_step_rate(

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionsoup.cache import CacheEntry, CacheWriter
-from lesionsoup.geometry import Geometry
-from lesionsoup.lesions import TRAINED, pack
+from lesionsoup.core.lesions import TRAINED, pack
+from lesionsoup.data.cache import CacheEntry, CacheWriter
+from lesionsoup.data.geometry import Geometry
 
 #: Colour of each trained lesion in the toy images, so that a model can learn them.
 TOY_COLOURS = {"EX": (250, 230, 60), "HE": (90, 10, 10), "MA": (120, 0, 30), "CWS": (235, 235, 225)}

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from lesionsoup.analysis.connectivity import barrier, connectivity_curve
-from lesionsoup.cache import Cache
-from lesionsoup.checkpoint import load_checkpoint, save_checkpoint
-from lesionsoup.model import build_model
+from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
+from lesionsoup.core.model import build_model
+from lesionsoup.core.specs import ModelSpec
+from lesionsoup.data.cache import Cache
 from lesionsoup.report.connectivity import plot_connectivity
 from lesionsoup.report.qualitative import chosen_images, plot_qualitative
-from lesionsoup.sampling import ValidationImages
-from lesionsoup.specs import ModelSpec
-from lesionsoup.train import validate
+from lesionsoup.training.sampling import ValidationImages
+from lesionsoup.training.validation import validate
 
 SPEC = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)

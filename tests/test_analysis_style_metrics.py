@@ -19,10 +19,10 @@ from lesionsoup.analysis.style_metrics import (
     measure_datasets,
     standardise,
 )
-from lesionsoup.cache import Cache
-from lesionsoup.datasets import index_dataset
-from lesionsoup.datasets.synthetic import generate
-from lesionsoup.preprocess import MaskRules, build_cache
+from lesionsoup.data.cache import Cache
+from lesionsoup.data.datasets import index_dataset
+from lesionsoup.data.datasets.synthetic import generate
+from lesionsoup.data.preprocess import MaskRules, build_cache
 from lesionsoup.report.style_clusters import plot_area_distributions, plot_style_clusters
 
 

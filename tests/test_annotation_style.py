@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from lesionsoup.annotation_style import (
+from lesionsoup.core.lesions import TRAINED
+from lesionsoup.data.annotation_style import (
     DEFAULT_STYLES,
     AnnotationStyle,
     resolve_styles,
 )
-from lesionsoup.fundus import SyntheticFundus, render_fundus
-from lesionsoup.lesions import TRAINED
+from lesionsoup.data.fundus import SyntheticFundus, render_fundus
 
 
 @pytest.fixture(scope="module")

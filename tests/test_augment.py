@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from lesionsoup.augment import (
+from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, Lesion
+from lesionsoup.training.augment import (
     COLOUR_STEPS,
     GEOMETRIC_STEPS,
     PRESETS,
@@ -9,7 +10,6 @@ from lesionsoup.augment import (
     build_augmentation,
     resolve_steps,
 )
-from lesionsoup.lesions import FOV_BIT, IGNORE_BIT, Lesion
 
 SIZE = 96
 BLOCK = 16

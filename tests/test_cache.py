@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import write_toy_cache
 
-from lesionsoup.cache import Cache, CacheEntry, CacheWriter
-from lesionsoup.geometry import Geometry
-from lesionsoup.lesions import Lesion
+from lesionsoup.core.lesions import Lesion
+from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
+from lesionsoup.data.geometry import Geometry
 
 
 def test_patch_matches_whole_image_and_locations_match_labels(tmp_path):

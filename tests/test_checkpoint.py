@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import lesionsoup.checkpoint as checkpoint
-from lesionsoup.checkpoint import (
+import lesionsoup.core.checkpoint as checkpoint
+from lesionsoup.core.checkpoint import (
     FORMAT,
     CheckpointError,
     TensorSpec,
@@ -152,7 +152,7 @@ def test_state_digest_identifies_content_not_order() -> None:
 def test_modules_never_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pickle
 
-    import lesionsoup.merge as merge
+    import lesionsoup.merging.averaging as merge
 
     for module in (checkpoint, merge):
         source = Path(module.__file__).read_text()

@@ -1,6 +1,6 @@
 import pytest
 
-from lesionsoup.combos import combo_name, expand_combinations
+from lesionsoup.core.combos import combo_name, expand_combinations
 
 DATASETS = ["DDR", "FGADR", "IDRID", "MAPLES", "RETLES"]
 

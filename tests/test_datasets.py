@@ -2,8 +2,8 @@ import pytest
 from native_trees import fgadr_tree, idrid_tree, write_image
 from PIL import Image
 
-from lesionsoup.datasets import ADAPTERS, DatasetError, index_dataset
-from lesionsoup.manifest import COLUMNS, read_manifest, write_manifest
+from lesionsoup.data.datasets import ADAPTERS, DatasetError, index_dataset
+from lesionsoup.data.manifest import COLUMNS, read_manifest, write_manifest
 
 
 def test_registry_holds_the_five_datasets():

@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 from native_trees import ddr_tree, write_mask
 
-from lesionsoup.datasets import DatasetError, index_dataset
+from lesionsoup.data.datasets import DatasetError, index_dataset
 
 PLAN = {
     "train": {"007-1774-100": ("EX", "HE", "MA", "SE"), "007-1775-100": ("HE",), "t3": ()},

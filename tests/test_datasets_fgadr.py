@@ -3,8 +3,8 @@ from collections import Counter
 import pytest
 from native_trees import fgadr_tree, write_mask
 
-from lesionsoup.datasets import DatasetError, index_dataset
-from lesionsoup.splits import seeded_split
+from lesionsoup.data.datasets import DatasetError, index_dataset
+from lesionsoup.data.splits import seeded_split
 
 PLAN = {
     f"{i:04d}_{i % 3 + 1}": ("MA", "HE") if i % 2 else ("EX", "SE", "IRMA", "NV")

@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 from native_trees import IDRID_IMAGES, IDRID_MASKS, idrid_tree, write_image, write_mask
 
-from lesionsoup.datasets import DatasetError, index_dataset
+from lesionsoup.data.datasets import DatasetError, index_dataset
 
 PLAN = {
     "train": {

@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 from native_trees import maples_export_tree, maples_release_tree, messidor_tree, write_mask
 
-from lesionsoup.datasets import DatasetError, index_dataset
+from lesionsoup.data.datasets import DatasetError, index_dataset
 
 EXPORT = {
     "train": {

@@ -1,7 +1,7 @@
 import pytest
 from native_trees import write_image
 
-from lesionsoup.datasets.native import (
+from lesionsoup.data.datasets.native import (
     DatasetError,
     find_child,
     image_files,

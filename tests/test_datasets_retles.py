@@ -1,7 +1,7 @@
 import pytest
 from native_trees import retles_tree, write_mask
 
-from lesionsoup.datasets import DatasetError, index_dataset
+from lesionsoup.data.datasets import DatasetError, index_dataset
 
 HAEMORRHAGES = ("retinal_hemorrhage", "preretinal_hemorrhage", "vitreous_hemorrhage")
 PLAN = {

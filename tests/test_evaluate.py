@@ -10,8 +10,19 @@ from conftest import write_toy_cache
 from test_predictor import save_tiny
 from test_preprocess import write_case
 
-from lesionsoup.cache import Cache
-from lesionsoup.evaluate import (
+from lesionsoup.core.lesions import FOV_BIT, TRAINED, Lesion
+from lesionsoup.core.metrics import (
+    DEFAULT_BINS,
+    LesionHistogram,
+    SegmentationHistograms,
+    average_precision,
+)
+from lesionsoup.data.cache import Cache
+from lesionsoup.data.fov import find_fov
+from lesionsoup.data.manifest import COLUMNS as MANIFEST_COLUMNS
+from lesionsoup.data.manifest import write_manifest
+from lesionsoup.data.preprocess import MaskRules, build_cache
+from lesionsoup.evaluation.evaluate import (
     COLUMNS,
     EvaluationError,
     aggregate,
@@ -21,20 +32,9 @@ from lesionsoup.evaluate import (
     load_evaluation,
     save_evaluation,
 )
-from lesionsoup.fov import find_fov
-from lesionsoup.infer import InferenceSettings
-from lesionsoup.lesions import FOV_BIT, TRAINED, Lesion
-from lesionsoup.manifest import COLUMNS as MANIFEST_COLUMNS
-from lesionsoup.manifest import write_manifest
-from lesionsoup.metrics import (
-    DEFAULT_BINS,
-    LesionHistogram,
-    SegmentationHistograms,
-    average_precision,
-)
-from lesionsoup.predictor import load_predictor
-from lesionsoup.preprocess import MaskRules, build_cache
-from lesionsoup.sampling import to_tensors
+from lesionsoup.inference.infer import InferenceSettings
+from lesionsoup.inference.predictor import load_predictor
+from lesionsoup.training.sampling import to_tensors
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from conftest import write_toy_cache
 from safetensors.torch import save_file
 from test_predict import read_png, rendered, save_random_model, write_photograph
 
-from lesionsoup.checkpoint import CheckpointError
 from lesionsoup.cli import main
-from lesionsoup.export import EXPORT_FILE, export_model, model_info
-from lesionsoup.predict import PredictOptions, predict_photographs
-from lesionsoup.predictor import write_ensemble
+from lesionsoup.core.checkpoint import CheckpointError
+from lesionsoup.deploy.export import EXPORT_FILE, export_model, model_info
+from lesionsoup.deploy.predict import PredictOptions, predict_photographs
+from lesionsoup.inference.predictor import write_ensemble
 
 TRAINING = {
     "combination": "DDR+IDRID",

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from lesionsoup.fingerprint import changed_keys, discard_if_stale, fingerprint, open_state_folder
+from lesionsoup.core.fingerprint import (
+    changed_keys,
+    discard_if_stale,
+    fingerprint,
+    open_state_folder,
+)
 
 
 def test_changed_keys_name_each_differing_leaf():

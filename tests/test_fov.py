@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from lesionsoup.fov import NoFieldOfView, detect_fov, find_fov, fov_box
+from lesionsoup.data.fov import NoFieldOfView, detect_fov, find_fov, fov_box
 
 
 def disc_image(

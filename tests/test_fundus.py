@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lesionsoup.fundus import REFERENCE_RADIUS, SyntheticFundus, render_fundus
-from lesionsoup.lesions import EXTRA, TRAINED, Lesion
+from lesionsoup.core.lesions import EXTRA, TRAINED, Lesion
+from lesionsoup.data.fundus import REFERENCE_RADIUS, SyntheticFundus, render_fundus
 
 
 def _render(seed: int, height: int, width: int, **kwargs: object) -> SyntheticFundus:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lesionsoup.geometry import Geometry
+from lesionsoup.data.geometry import Geometry
 
 
 @pytest.mark.parametrize(

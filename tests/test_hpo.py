@@ -17,11 +17,15 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from lesionsoup import hpo
-from lesionsoup import study as study_config
-from lesionsoup.cache import Cache
-from lesionsoup.preemption import Preempted
-from lesionsoup.specs import ModelSpec, TrainSettings
+from lesionsoup.core.preemption import Preempted
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.data.cache import Cache
+from lesionsoup.hpo import export as hpo_export
+from lesionsoup.hpo import space as hpo_space
+from lesionsoup.hpo import storage as hpo_storage
+from lesionsoup.hpo import trials as hpo
+from lesionsoup.plan import hpo as hpo_plan
+from lesionsoup.plan import study as study_config
 
 REPO = Path(__file__).resolve().parents[1]
 HPO_SCHEMA = str(REPO / "workflow" / "schemas" / "hpo.schema.yaml")
@@ -47,12 +51,12 @@ def tiny_config(**hpo_section) -> dict:
 
 
 def journal_study(path: Path, job_index: int = 0, name: str = "s") -> optuna.Study:
-    definition = hpo.definition(tiny_config(), "base")
-    return hpo.load_study(hpo.open_storage(str(path)), name, definition, job_index)
+    definition = hpo_plan.definition(tiny_config(), "base")
+    return hpo_storage.load_study(hpo_storage.open_storage(str(path)), name, definition, job_index)
 
 
 def quick_objective(trial: optuna.Trial) -> float:
-    params = hpo.suggest(trial, SPACE)
+    params = hpo_space.suggest(trial, SPACE)
     for step in (1, 2):
         trial.report(params["lr"] * step, step)
     return params["lr"]
@@ -72,36 +76,40 @@ def test_schema_fills_defaults_and_refuses_unknown_settings():
     with pytest.raises(Exception, match="learning_rate"):
         validate({"space": {"learning_rate": SPACE["lr"]}}, HPO_SCHEMA)
     with pytest.raises(ValueError, match="learning_rate"):
-        hpo.distributions({"learning_rate": SPACE["lr"]})
+        hpo_space.distributions({"learning_rate": SPACE["lr"]})
 
 
 def test_raising_n_trials_adds_only_new_trial_jobs():
-    three = hpo.trial_outputs(tiny_config(n_trials=3))
-    five = hpo.trial_outputs(tiny_config(n_trials=5))
+    three = hpo_plan.trial_outputs(tiny_config(n_trials=3))
+    five = hpo_plan.trial_outputs(tiny_config(n_trials=5))
     assert len(three) == 3 * 2  # combinations IDRID and DDR+IDRID, recipe base
     assert set(three) < set(five) and len(set(five) - set(three)) == 2 * 2
-    assert hpo.definition(tiny_config(n_trials=3), "base") == hpo.definition(
+    assert hpo_plan.definition(tiny_config(n_trials=3), "base") == hpo_plan.definition(
         tiny_config(n_trials=5), "base"
     )
 
 
 def test_only_configured_combinations_and_recipes_are_tuned():
     config = tiny_config(combinations=["IDRID"])
-    assert hpo.plans(config) == [hpo.StudyPlan("IDRID", "base")]
-    assert hpo.is_tuned(config, "IDRID", "base") and not hpo.is_tuned(config, "DDR+IDRID", "base")
+    assert hpo_plan.plans(config) == [hpo_plan.StudyPlan("IDRID", "base")]
+    assert hpo_plan.is_tuned(config, "IDRID", "base") and not hpo_plan.is_tuned(
+        config, "DDR+IDRID", "base"
+    )
     with pytest.raises(ValueError, match="nope"):
-        hpo.plans(tiny_config(recipes=["nope"]))
+        hpo_plan.plans(tiny_config(recipes=["nope"]))
 
 
 def test_search_space_change_starts_a_new_study():
-    base = hpo.definition(tiny_config(), "base")
-    wider = hpo.definition(tiny_config(space={**SPACE, "lr": {**SPACE["lr"], "high": 0.1}}), "base")
-    name = hpo.study_name("IDRID", "base", base, "init1")
-    assert name == hpo.study_name("IDRID", "base", dict(base), "init1")
+    base = hpo_plan.definition(tiny_config(), "base")
+    wider = hpo_plan.definition(
+        tiny_config(space={**SPACE, "lr": {**SPACE["lr"], "high": 0.1}}), "base"
+    )
+    name = hpo_plan.study_name("IDRID", "base", base, "init1")
+    assert name == hpo_plan.study_name("IDRID", "base", dict(base), "init1")
     assert name.startswith("IDRID.base.")
-    assert hpo.study_name("IDRID", "base", wider, "init1") != name
-    assert hpo.study_name("IDRID", "base", base, "init2") != name
-    assert hpo.study_name("DDR", "base", base, "init1") != name
+    assert hpo_plan.study_name("IDRID", "base", wider, "init1") != name
+    assert hpo_plan.study_name("IDRID", "base", base, "init2") != name
+    assert hpo_plan.study_name("DDR", "base", base, "init1") != name
 
 
 # --- trials ------------------------------------------------------------------------------------
@@ -138,7 +146,7 @@ def test_pruned_and_diverged_trials_are_final_and_never_ingredients(tmp_path):
     assert records[2]["failure"] == "loss is nan"
     assert hpo.run_trial(study, 1, quick_objective).state == optuna.trial.TrialState.PRUNED
     assert hpo.run_trial(study, 2, quick_objective).state == optuna.trial.TrialState.FAIL
-    hpo.export_study(records, tmp_path / "out")
+    hpo_export.export_study(records, tmp_path / "out")
     ingredients = json.loads((tmp_path / "out" / "ingredients.json").read_text())
     assert ingredients["ingredients"] == [checkpoint]
 
@@ -159,7 +167,7 @@ def test_an_interruption_leaves_the_trial_running_and_the_rerun_continues_it(
     seen = []
 
     def objective(trial):
-        seen.append((trial.number, hpo.suggest(trial, SPACE)))
+        seen.append((trial.number, hpo_space.suggest(trial, SPACE)))
         for step in (1, 2):
             hpo.report(trial, step, 0.1 * step * len(seen))
             if len(seen) == 1:
@@ -183,12 +191,16 @@ WORKER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from lesionsoup import hpo
+    from lesionsoup.hpo import export as hpo_export
+    from lesionsoup.hpo import space as hpo_space
+    from lesionsoup.hpo import storage as hpo_storage
+    from lesionsoup.hpo import trials as hpo
+    from lesionsoup.plan import hpo as hpo_plan
     from test_hpo import SPACE, journal_study, quick_objective
     journal, mode, *indexes = sys.argv[1:]
 
     def hang(trial):
-        hpo.report(trial, 1, hpo.suggest(trial, {{"lr": SPACE["lr"]}})["lr"])
+        hpo.report(trial, 1, hpo_space.suggest(trial, {{"lr": SPACE["lr"]}})["lr"])
         Path(journal + ".started").touch()
         time.sleep(120)
 
@@ -234,7 +246,7 @@ def test_killed_trial_is_continued_by_its_job_while_other_jobs_ask_new_ones(tmp_
     other = hpo.run_trial(journal_study(tmp_path / "journal.log", 1), 1, quick_objective)
 
     def continued(trial):
-        params = hpo.suggest(trial, SPACE)
+        params = hpo_space.suggest(trial, SPACE)
         for step in (1, 2):
             hpo.report(trial, step, 0.25 * step)
         return params["lr"]
@@ -254,26 +266,28 @@ def test_killed_trial_is_continued_by_its_job_while_other_jobs_ask_new_ones(tmp_
 
 def test_unreachable_rdb_storage_is_named():
     url = "postgresql://nobody@127.0.0.1:1/x"
-    with pytest.raises(hpo.StorageError, match="postgresql://nobody@127.0.0.1:1/x"):
-        hpo.open_storage(url)
-    with pytest.raises(hpo.StorageError, match=r"postgresql://nobody:\*\*\*@127.0.0.1:1/x") as e:
-        hpo.open_storage("postgresql://nobody:secret@127.0.0.1:1/x")
+    with pytest.raises(hpo_storage.StorageError, match="postgresql://nobody@127.0.0.1:1/x"):
+        hpo_storage.open_storage(url)
+    with pytest.raises(
+        hpo_storage.StorageError, match=r"postgresql://nobody:\*\*\*@127.0.0.1:1/x"
+    ) as e:
+        hpo_storage.open_storage("postgresql://nobody:secret@127.0.0.1:1/x")
     assert "secret" not in str(e.value)
 
 
 def test_unwritable_journal_is_named(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    with pytest.raises(hpo.StorageError, match="not-a-folder/journal.log"):
-        hpo.open_storage(str(blocker / "journal.log"))
+    with pytest.raises(hpo_storage.StorageError, match="not-a-folder/journal.log"):
+        hpo_storage.open_storage(str(blocker / "journal.log"))
 
 
 def test_default_storage_is_a_journal_per_study_and_a_url_is_kept():
-    assert hpo.storage_location(tiny_config(), "IDRID", "base").endswith(
+    assert hpo_plan.storage_location(tiny_config(), "IDRID", "base").endswith(
         "hpo/IDRID/base/journal.log"
     )
     url = "sqlite:///studies.db"
-    assert hpo.storage_location(tiny_config(storage=url), "IDRID", "base") == url
+    assert hpo_plan.storage_location(tiny_config(storage=url), "IDRID", "base") == url
 
 
 # --- real training, export, final training -----------------------------------------------------
@@ -281,7 +295,7 @@ def test_default_storage_is_a_journal_per_study_and_a_url_is_kept():
 
 def shared_init(tmp_path: Path, toy_caches: dict[str, Path]) -> tuple[dict[str, Cache], Path]:
     """The toy caches opened, and a one-step warm-up published as the shared initialisation."""
-    from lesionsoup.train import publish_init, train_run
+    from lesionsoup.training.trainer import publish_init, train_run
 
     caches = {name: Cache(path) for name, path in toy_caches.items()}
     spec = ModelSpec.from_dict(tiny_config()["model"])
@@ -297,16 +311,18 @@ def init(tmp_path, toy_caches):
 
 
 def test_trained_trials_export_best_params_that_the_final_training_reads(tmp_path, init):
-    from lesionsoup.checkpoint import load_metadata
+    from lesionsoup.core.checkpoint import load_metadata
 
     caches, init_path = init
     config = tiny_config(pruner={"kind": "none"})
-    definition = hpo.definition(config, "base")
-    name = hpo.study_name("AAA+BBB", "base", definition, load_metadata(init_path)["init_id"])
+    definition = hpo_plan.definition(config, "base")
+    name = hpo_plan.study_name("AAA+BBB", "base", definition, load_metadata(init_path)["init_id"])
     runs = tmp_path / "runs" / name
     records = []
     for index in range(2):
-        study = hpo.load_study(hpo.open_storage(str(tmp_path / "j.log")), name, definition, index)
+        study = hpo_storage.load_study(
+            hpo_storage.open_storage(str(tmp_path / "j.log")), name, definition, index
+        )
         objective = hpo.training_objective(runs, caches, definition, init_path, study_name=name)
         trial = hpo.run_trial(study, index, objective)
         records.append(hpo.publish_trial(trial, name, runs, tmp_path / "trials" / str(index)))
@@ -316,13 +332,15 @@ def test_trained_trials_export_best_params_that_the_final_training_reads(tmp_pat
     assert ingredient["hyperparameters"]["lr"] == records[0]["params"]["lr"]
     assert ingredient["parent"] == str(init_path)
 
-    summary = hpo.export_study([hpo.read_record(tmp_path / "trials" / "1"), records[0]], tmp_path)
+    summary = hpo_export.export_study(
+        [hpo.read_record(tmp_path / "trials" / "1"), records[0]], tmp_path
+    )
     best = max(records, key=lambda record: record["value"])
     assert summary["params"] == best["params"]
     for figure in ("history.png", "importances.png", "parallel.png"):
         assert (tmp_path / figure).stat().st_size > 0
     assert len((tmp_path / "trials.csv").read_text().splitlines()) == 3
-    settings = hpo.with_best_params(
+    settings = hpo_plan.with_best_params(
         study_config.recipe_settings(config, "base", 7), tmp_path / "best_params.yaml"
     )
     assert settings["lr"] == best["params"]["lr"]
@@ -330,7 +348,8 @@ def test_trained_trials_export_best_params_that_the_final_training_reads(tmp_pat
     assert settings["seed"] == 7
     assert settings["steps"] == config["training"]["recipes"]["base"]["steps"]
     assert (
-        hpo.with_best_params(study_config.recipe_settings(config, "base", 7), None)["lr"] == 0.001
+        hpo_plan.with_best_params(study_config.recipe_settings(config, "base", 7), None)["lr"]
+        == 0.001
     )
 
 
@@ -338,8 +357,8 @@ def test_export_without_a_complete_trial_or_with_a_bad_yaml_says_so(tmp_path):
     study = journal_study(tmp_path / "journal.log")
     failed = hpo.trial_record(hpo.run_trial(study, 0, diverged), "s", None)
     with pytest.raises(ValueError, match=r"no trial of the study completed \(states: \['failed'\]"):
-        hpo.export_study([failed], tmp_path)
+        hpo_export.export_study([failed], tmp_path)
     bad = tmp_path / "best_params.yaml"
     bad.write_text("params: {learning_rate: 1}\n")
     with pytest.raises(ValueError, match="best_params.yaml.*learning_rate"):
-        hpo.with_best_params(study_config.recipe_settings(tiny_config(), "base", 0), bad)
+        hpo_plan.with_best_params(study_config.recipe_settings(tiny_config(), "base", 0), bad)

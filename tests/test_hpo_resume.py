@@ -20,11 +20,13 @@ import optuna
 import torch
 from test_hpo import shared_init, tiny_config
 
-from lesionsoup import hpo
-from lesionsoup.checkpoint import load_checkpoint, load_metadata
 from lesionsoup.cli import PREEMPTED_EXIT, main
-from lesionsoup.specs import ModelSpec, TrainSettings
-from lesionsoup.train import train_run
+from lesionsoup.core.checkpoint import load_checkpoint, load_metadata
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.hpo import storage as hpo_storage
+from lesionsoup.hpo import trials as hpo
+from lesionsoup.plan import hpo as hpo_plan
+from lesionsoup.training.trainer import train_run
 
 #: Interrupted soon after the first saved state (step 2), long before the first report (step 10).
 TRIAL = {"steps": 30, "validate_every": 10, "state_every": 2, "bins": 2060}
@@ -42,7 +44,7 @@ class TrialJobs:
     @property
     def name(self) -> str:
         init_id = load_metadata(self.init)["init_id"]
-        return hpo.study_name("AAA+BBB", "base", self.definition, init_id)
+        return hpo_plan.study_name("AAA+BBB", "base", self.definition, init_id)
 
     @property
     def runs(self) -> Path:
@@ -67,7 +69,7 @@ class TrialJobs:
 
     def trials(self) -> dict[int, optuna.trial.FrozenTrial]:
         """The study's trials (read from the journal) by job index (None: not tagged yet)."""
-        storage = hpo.open_storage(str(self.root / "journal.log"))
+        storage = hpo_storage.open_storage(str(self.root / "journal.log"))
         study = optuna.load_study(study_name=self.name, storage=storage)
         return {trial.user_attrs.get(hpo.JOB_ATTR): trial for trial in study.trials}
 
@@ -97,7 +99,7 @@ def interrupt(jobs: TrialJobs, signals: dict[int, signal.Signals]) -> dict[int, 
 def test_killed_and_preempted_trial_jobs_continue_their_own_trials(tmp_path, toy_caches, caplog):
     caches, init = shared_init(tmp_path, toy_caches)
     config = tiny_config(n_trials=2, pruner={"kind": "none"}, trial=TRIAL)
-    jobs = TrialJobs(tmp_path / "hpo", toy_caches, init, hpo.definition(config, "base"))
+    jobs = TrialJobs(tmp_path / "hpo", toy_caches, init, hpo_plan.definition(config, "base"))
     processes = interrupt(jobs, {0: signal.SIGTERM, 1: signal.SIGKILL})
     _, stderr = processes[0].communicate(timeout=120)
     assert processes[0].returncode == PREEMPTED_EXIT, stderr[-2000:]

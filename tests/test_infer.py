@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from lesionsoup.infer import (
+from lesionsoup.core.lesions import FOV_BIT, Lesion
+from lesionsoup.core.model import ModelSpec, build_model
+from lesionsoup.inference.infer import (
     SIDE_MULTIPLE,
     InferenceSettings,
     fov_from_labels,
@@ -12,8 +14,6 @@ from lesionsoup.infer import (
     predict_whole,
     tile_starts,
 )
-from lesionsoup.lesions import FOV_BIT, Lesion
-from lesionsoup.model import ModelSpec, build_model
 
 
 def context_free(images: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lesionsoup.cli import build_parser
-from lesionsoup.ingredients import (
+from lesionsoup.plan.ingredients import (
     ensemble_arguments,
     grid_recipes,
     ingredient_runs,
@@ -22,7 +22,7 @@ from lesionsoup.ingredients import (
     soup_settings,
     value_token,
 )
-from lesionsoup.study import Run
+from lesionsoup.plan.study import Run
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "merging.schema.yaml"
 

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from lesionsoup.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion, pack, parse_lesions, unpack
+from lesionsoup.core.lesions import (
+    FOV_BIT,
+    IGNORE_BIT,
+    TRAINED,
+    Lesion,
+    pack,
+    parse_lesions,
+    unpack,
+)
 
 
 def test_bits_are_distinct_single_bits():

@@ -1,7 +1,7 @@
 import torch
 
-from lesionsoup.lesions import Lesion
-from lesionsoup.losses import LossWeights, priority_labels, segmentation_loss
+from lesionsoup.core.lesions import Lesion
+from lesionsoup.training.losses import LossWeights, priority_labels, segmentation_loss
 
 LESIONS = (Lesion.EX, Lesion.HE, Lesion.MA, Lesion.CWS)
 

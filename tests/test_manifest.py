@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lesionsoup.manifest import (
+from lesionsoup.data.manifest import (
     COLUMNS,
     MASK_COLUMNS,
     ManifestError,

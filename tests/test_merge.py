@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from lesionsoup.checkpoint import load_checkpoint, save_checkpoint
-from lesionsoup.merge import (
+from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
+from lesionsoup.inference.predictor import IncompatibleModels
+from lesionsoup.merging.averaging import (
     BatchNormRecompute,
     Merger,
     average_checkpoints,
@@ -17,7 +18,6 @@ from lesionsoup.merge import (
     merge,
     recompute_bn,
 )
-from lesionsoup.predictor import IncompatibleModels
 
 ARCHITECTURE = {"arch": "tiny", "classes": 2}
 

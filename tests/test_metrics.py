@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
-from lesionsoup import metrics
-from lesionsoup.lesions import FOV_BIT, IGNORE_BIT, Lesion, pack
-from lesionsoup.metrics import (
+from lesionsoup.core import metrics
+from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, Lesion, pack
+from lesionsoup.core.metrics import (
     ELEVEN_POINT_THRESHOLDS,
     ImageCounts,
     LesionHistogram,

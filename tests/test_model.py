@@ -5,8 +5,8 @@ import sys
 import pytest
 import torch
 
-from lesionsoup.model import build_model, probabilities
-from lesionsoup.specs import ModelSpec
+from lesionsoup.core.model import build_model, probabilities
+from lesionsoup.core.specs import ModelSpec
 
 TINY = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
@@ -42,7 +42,7 @@ def test_spec_validation():
 
 def test_unavailable_imagenet_weights_give_the_offline_instructions(tmp_path):
     code = (
-        "from lesionsoup.model import ModelSpec, build_model, EncoderWeightsUnavailable\n"
+        "from lesionsoup.core.model import ModelSpec, build_model, EncoderWeightsUnavailable\n"
         "try:\n"
         "    build_model(ModelSpec(encoder='resnet18', encoder_weights='imagenet'))\n"
         "except EncoderWeightsUnavailable as error:\n"

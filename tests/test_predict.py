@@ -13,13 +13,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lesionsoup.cache import Cache, CacheEntry, CacheWriter
-from lesionsoup.checkpoint import CheckpointError, save_checkpoint
 from lesionsoup.cli import main
-from lesionsoup.fundus import render_fundus
-from lesionsoup.lesions import TRAINED, Lesion, pack
-from lesionsoup.model import build_model
-from lesionsoup.predict import (
+from lesionsoup.core.checkpoint import CheckpointError, save_checkpoint
+from lesionsoup.core.lesions import TRAINED, Lesion, pack
+from lesionsoup.core.model import build_model
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
+from lesionsoup.data.fundus import render_fundus
+from lesionsoup.data.preprocess import BadImageError, downscale_keeping_lesions, prepare_photograph
+from lesionsoup.deploy.predict import (
     OVERLAY_COLOURS,
     PredictOptions,
     draw_overlay,
@@ -27,9 +29,7 @@ from lesionsoup.predict import (
     lesion_statistics,
     predict_photographs,
 )
-from lesionsoup.preprocess import BadImageError, downscale_keeping_lesions, prepare_photograph
-from lesionsoup.specs import ModelSpec, TrainSettings
-from lesionsoup.train import train_run
+from lesionsoup.training.trainer import train_run
 
 TINY = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lesionsoup.checkpoint import CheckpointError, save_checkpoint, sidecar_path
-from lesionsoup.infer import InferenceSettings, predict
-from lesionsoup.lesions import Lesion
-from lesionsoup.model import ModelSpec, build_model
-from lesionsoup.predictor import load_predictor, read_ensemble, write_ensemble
+from lesionsoup.core.checkpoint import CheckpointError, save_checkpoint, sidecar_path
+from lesionsoup.core.lesions import Lesion
+from lesionsoup.core.model import ModelSpec, build_model
+from lesionsoup.inference.infer import InferenceSettings, predict
+from lesionsoup.inference.predictor import load_predictor, read_ensemble, write_ensemble
 
 
 def tiny_spec(**changes) -> ModelSpec:

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from lesionsoup.cache import Cache
-from lesionsoup.checkpoint import load_checkpoint
 from lesionsoup.cli import PREEMPTED_EXIT
-from lesionsoup.specs import ModelSpec, TrainSettings
-from lesionsoup.train import train_run
+from lesionsoup.core.checkpoint import load_checkpoint
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.data.cache import Cache
+from lesionsoup.training.trainer import train_run
 
 SPEC = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionsoup.cache import Cache, CacheWriter
-from lesionsoup.lesions import FOV_BIT, IGNORE_BIT, Lesion
-from lesionsoup.preprocess import (
+from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, Lesion
+from lesionsoup.data.cache import Cache, CacheWriter
+from lesionsoup.data.preprocess import (
     BadImageError,
     MaskRules,
     build_cache,

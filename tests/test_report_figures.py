@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionsoup.evaluate import COLUMNS, FORMAT
-from lesionsoup.metrics import LesionHistogram, SegmentationHistograms, average_precision
+from lesionsoup.core.metrics import LesionHistogram, SegmentationHistograms, average_precision
+from lesionsoup.evaluation.evaluate import COLUMNS, FORMAT
 from lesionsoup.report.cross_dataset import (
     fine_coarse_table,
     heatmap_matrix,
@@ -204,8 +204,8 @@ def test_best_models_and_pr_curves(tmp_path: Path, metrics_csv: Path) -> None:
 def test_cost_table_from_sidecars_and_evaluations(tmp_path: Path) -> None:
     import torch
 
-    from lesionsoup.checkpoint import save_checkpoint
-    from lesionsoup.predictor import write_ensemble
+    from lesionsoup.core.checkpoint import save_checkpoint
+    from lesionsoup.inference.predictor import write_ensemble
 
     arch = {"encoder": "resnet18", "lesions": ["EX", "HE"]}
     single = tmp_path / "single.safetensors"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lesionsoup.report.settings import DEFAULTS, report_settings
+from lesionsoup.plan.report import DEFAULTS, report_settings
 
 
 def test_absent_section_gives_the_defaults() -> None:
@@ -25,8 +25,8 @@ def test_unknown_key_is_named_with_its_section() -> None:
 
 
 def test_jobs_of_the_report_section() -> None:
-    from lesionsoup.report.settings import connectivity_inputs, qualitative_models, report_targets
-    from lesionsoup.study import EvaluatedModel
+    from lesionsoup.plan.evaluation import EvaluatedModel
+    from lesionsoup.plan.report import connectivity_inputs, qualitative_models, report_targets
 
     pair = {"a": "x.safetensors", "b": "y.safetensors", "combo": "DDR+IDRID"}
     config = {"report": {"connectivity": {"pairs": {"xy": pair}}}}

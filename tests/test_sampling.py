@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lesionsoup.augment import build_augmentation
-from lesionsoup.cache import Cache, CacheEntry, CacheWriter
-from lesionsoup.geometry import Geometry
-from lesionsoup.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion, pack, unpack
-from lesionsoup.sampling import (
+from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion, pack, unpack
+from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
+from lesionsoup.data.geometry import Geometry
+from lesionsoup.training.augment import build_augmentation
+from lesionsoup.training.sampling import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PatchDataset,

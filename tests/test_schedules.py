@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lesionsoup.schedules import Schedule
+from lesionsoup.core.schedules import Schedule
 
 
 def test_triangular_minimum_exactly_at_snapshot_steps():

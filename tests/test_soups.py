@@ -12,17 +12,16 @@ import torch
 from conftest import write_toy_cache
 from test_predict import rendered, write_photograph
 
-from lesionsoup.cache import Cache
-from lesionsoup.checkpoint import load_checkpoint, load_metadata, save_checkpoint
 from lesionsoup.cli import main
 from lesionsoup.commands.merging import BN_POLICY_CHOICES, RULE_CHOICES
-from lesionsoup.export import EXPORT_FILE, export_model
-from lesionsoup.ingredients import grid_recipes, init_for, settings_for
-from lesionsoup.merge import BN_POLICIES, average_checkpoints
-from lesionsoup.model import build_model
-from lesionsoup.predictor import IncompatibleModels, load_predictor, read_ensemble
-from lesionsoup.sampling import ValidationImages
-from lesionsoup.soups import (
+from lesionsoup.core.checkpoint import load_checkpoint, load_metadata, save_checkpoint
+from lesionsoup.core.model import build_model
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.data.cache import Cache
+from lesionsoup.deploy.export import EXPORT_FILE, export_model
+from lesionsoup.inference.predictor import IncompatibleModels, load_predictor, read_ensemble
+from lesionsoup.merging.averaging import BN_POLICIES, average_checkpoints
+from lesionsoup.merging.stage import (
     SOUP_RULES,
     base_group_key,
     ensemble_stage,
@@ -30,8 +29,10 @@ from lesionsoup.soups import (
     merge_stage,
     training_seconds,
 )
-from lesionsoup.specs import ModelSpec, TrainSettings
-from lesionsoup.train import publish_init, train_run, validate
+from lesionsoup.plan.ingredients import grid_recipes, init_for, settings_for
+from lesionsoup.training.sampling import ValidationImages
+from lesionsoup.training.trainer import publish_init, train_run
+from lesionsoup.training.validation import validate
 
 SPEC = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)

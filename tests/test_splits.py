@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from lesionsoup.splits import SplitOptions, assign_splits, seeded_split, unit_draw
+from lesionsoup.data.splits import SplitOptions, assign_splits, seeded_split, unit_draw
 
 FRACTIONS = {"test": 0.3, "valid": 0.15}
 

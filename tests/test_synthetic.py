@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lesionsoup.datasets.synthetic import ALL, MAPLES_RELEASE, generate
+from lesionsoup.data.datasets.synthetic import ALL, MAPLES_RELEASE, generate
 
 IMAGES = 12
 SCALE = 0.1

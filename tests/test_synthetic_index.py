@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lesionsoup.datasets import index_dataset
-from lesionsoup.datasets.synthetic import generate
+from lesionsoup.data.datasets import index_dataset
+from lesionsoup.data.datasets.synthetic import generate
 
 
 @pytest.fixture(scope="module")

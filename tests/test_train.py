@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import write_toy_cache
 
-from lesionsoup import resume
-from lesionsoup import train as train_module
-from lesionsoup.cache import Cache
-from lesionsoup.checkpoint import load_checkpoint, load_metadata
 from lesionsoup.cli import main
-from lesionsoup.specs import ModelSpec, TrainSettings
-from lesionsoup.train import publish_init, train_run
+from lesionsoup.core.checkpoint import load_checkpoint, load_metadata
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.data.cache import Cache
+from lesionsoup.training import resume
+from lesionsoup.training import trainer as train_module
+from lesionsoup.training.trainer import publish_init, train_run
 
 SPEC = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)

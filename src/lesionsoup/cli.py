@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lesionsoup.commands import REGISTRARS
-from lesionsoup.preemption import Preempted
+from lesionsoup.core.preemption import Preempted
 
 log = logging.getLogger("lesionsoup")
 

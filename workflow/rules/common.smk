@@ -2,8 +2,8 @@
 import json
 from pathlib import Path
 
-from lesionsoup import hpo, ingredients, study
-from lesionsoup.combos import combo_members
+from lesionsoup.core.combos import combo_members
+from lesionsoup.plan import evaluation, hpo, ingredients, study
 
 DATASETS = sorted(config["datasets"])
 SYNTHETIC = config["synthetic"]
@@ -77,7 +77,7 @@ def train_settings(wildcards):
     )
 
 
-EVALUATED = study.evaluated_models(config)
+EVALUATED = evaluation.evaluated_models(config)
 
 
 def evaluated_model_path(wildcards):
@@ -106,6 +106,6 @@ def all_outputs():
 
 
 def report_outputs():
-    from lesionsoup.report.settings import report_targets
+    from lesionsoup.plan.report import report_targets
 
     return report_targets(config, study.test_datasets(config))

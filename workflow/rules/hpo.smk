@@ -1,7 +1,7 @@
 # Hyperparameter search: n_trials trial jobs per (combination, tuned recipe), then the export.
 # The export is a checkpoint: a tuned recipe's train job reads best_params.yaml through `params`
 # (see hpo_tuned_input in common.smk), so it reruns only when the best parameters change.
-from lesionsoup import hpo
+from lesionsoup.plan import hpo
 
 
 wildcard_constraints:

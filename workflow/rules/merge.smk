@@ -1,6 +1,6 @@
 # Weight-space soups and prediction-space ensembles of a combination's ingredients.
 # The ingredient runs (grid, SWA, FGG) are trained by rule `train` (recipe names and settings
-# from lesionsoup.ingredients); candidates are scored on the combination's validation split.
+# from lesionsoup.plan.ingredients); candidates are scored on the combination's validation split.
 rule merge:
     input:
         caches=combo_caches,

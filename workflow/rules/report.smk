@@ -1,7 +1,7 @@
 # The study's figures and tables (from results/metrics.csv), and the analyses of the data
 # (annotation styles) and of the models (linear mode connectivity).
 
-from lesionsoup.report import settings as report_config
+from lesionsoup.plan import report as report_config
 
 REPORT = report_config.report_settings(config)
 QUALITATIVE_MODELS = report_config.qualitative_models(config, EVALUATED)

@@ -21,15 +21,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from lesionsoup.augment import build_augmentation
-from lesionsoup.cache import Cache
-from lesionsoup.checkpoint import load_checkpoint
-from lesionsoup.losses import LossWeights, segmentation_loss
-from lesionsoup.merge import check_compatible, interpolate, recompute_bn
-from lesionsoup.model import build_model
-from lesionsoup.sampling import PatchDataset, PatchSampler, ValidationImages
-from lesionsoup.specs import ModelSpec
-from lesionsoup.train import validate
+from lesionsoup.core.checkpoint import load_checkpoint
+from lesionsoup.core.model import build_model
+from lesionsoup.core.specs import ModelSpec
+from lesionsoup.data.cache import Cache
+from lesionsoup.merging.averaging import check_compatible, interpolate, recompute_bn
+from lesionsoup.training.augment import build_augmentation
+from lesionsoup.training.losses import LossWeights, segmentation_loss
+from lesionsoup.training.sampling import PatchDataset, PatchSampler, ValidationImages
+from lesionsoup.training.validation import validate
 
 ConnectivityPolicy = Literal["average", "recompute"]
 CURVE_COLUMNS = ("lam", "score", "loss")

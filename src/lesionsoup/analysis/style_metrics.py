@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from lesionsoup.cache import Cache
-from lesionsoup.lesions import IGNORE_BIT, TRAINED, Lesion
-from lesionsoup.metrics import valid_mask
-from lesionsoup.style_features import STYLE_FEATURES
+from lesionsoup.core.lesions import IGNORE_BIT, TRAINED, Lesion
+from lesionsoup.core.metrics import valid_mask
+from lesionsoup.core.style_features import STYLE_FEATURES
+from lesionsoup.data.cache import Cache
 
 COMPONENT_COLUMNS = ("dataset", "image_id", "lesion", "area", "irregularity", "fill_ratio")
 

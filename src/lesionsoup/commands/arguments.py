@@ -27,8 +27,8 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def open_caches(directories: list[Path]) -> dict[str, Any]:
-    """Dataset name (the folder's name) -> ``lesionsoup.cache.Cache``."""
-    from lesionsoup.cache import Cache
+    """Dataset name (the folder's name) -> ``lesionsoup.data.cache.Cache``."""
+    from lesionsoup.data.cache import Cache
 
     return {directory.name: Cache(directory) for directory in directories}
 

@@ -12,7 +12,7 @@ log = logging.getLogger("lesionsoup")
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from lesionsoup.datasets.synthetic import generate
+    from lesionsoup.data.datasets.synthetic import generate
 
     roots = generate(
         args.out,
@@ -29,8 +29,8 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _index(args: argparse.Namespace) -> None:
-    from lesionsoup.datasets import index_dataset
-    from lesionsoup.manifest import write_manifest
+    from lesionsoup.data.datasets import index_dataset
+    from lesionsoup.data.manifest import write_manifest
 
     manifest = index_dataset(args.dataset, args.root, args.options)
     write_manifest(manifest, args.output)
@@ -39,8 +39,8 @@ def _index(args: argparse.Namespace) -> None:
 
 
 def _preprocess(args: argparse.Namespace) -> None:
-    from lesionsoup.manifest import read_manifest
-    from lesionsoup.preprocess import MaskRules, build_cache
+    from lesionsoup.data.manifest import read_manifest
+    from lesionsoup.data.preprocess import MaskRules, build_cache
 
     rules = MaskRules(
         threshold=args.mask_threshold,

@@ -13,9 +13,9 @@ log = logging.getLogger("lesionsoup")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from lesionsoup.evaluate import evaluate, save_evaluation
-    from lesionsoup.infer import InferenceSettings
-    from lesionsoup.train import pick_device
+    from lesionsoup.core.device import pick_device
+    from lesionsoup.evaluation.evaluate import evaluate, save_evaluation
+    from lesionsoup.inference.infer import InferenceSettings
 
     result = evaluate(
         args.model,
@@ -40,7 +40,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _aggregate(args: argparse.Namespace) -> None:
-    from lesionsoup.evaluate import aggregate
+    from lesionsoup.evaluation.evaluate import aggregate
 
     models = json.loads(args.models.read_text())
     table = aggregate(args.evaluations, args.output, {k: tuple(v) for k, v in models.items()})

@@ -12,12 +12,16 @@ log = logging.getLogger("lesionsoup")
 
 
 def _trial(args: argparse.Namespace) -> None:
-    from lesionsoup import hpo
-    from lesionsoup.checkpoint import load_metadata
+    from lesionsoup.core.checkpoint import load_metadata
+    from lesionsoup.hpo import storage as hpo_storage
+    from lesionsoup.hpo import trials as hpo
+    from lesionsoup.plan import hpo as hpo_plan
 
     init_id = load_metadata(args.init)["init_id"]
-    name = hpo.study_name(args.combo, args.recipe, args.definition, init_id)
-    study = hpo.load_study(hpo.open_storage(args.storage), name, args.definition, args.job_index)
+    name = hpo_plan.study_name(args.combo, args.recipe, args.definition, init_id)
+    study = hpo_storage.load_study(
+        hpo_storage.open_storage(args.storage), name, args.definition, args.job_index
+    )
     runs = args.output.parent.parent / "runs" / name
     objective = hpo.training_objective(
         runs,
@@ -36,9 +40,12 @@ def _trial(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from lesionsoup import hpo
+    from lesionsoup.hpo import export as hpo_export
+    from lesionsoup.hpo import trials as hpo
 
-    summary = hpo.export_study([hpo.read_record(folder) for folder in args.trials], args.output)
+    summary = hpo_export.export_study(
+        [hpo.read_record(folder) for folder in args.trials], args.output
+    )
     log.info(
         "study %s: best trial %d, value %.4f, params %s",
         *(summary["study"], summary["trial"], summary["value"], summary["params"]),

@@ -7,17 +7,17 @@ import logging
 from pathlib import Path
 
 from lesionsoup.commands.arguments import Subcommands, add_device_argument, open_caches
-from lesionsoup.ingredients import SINGLE_BEST
+from lesionsoup.plan.ingredients import SINGLE_BEST
 
 log = logging.getLogger("lesionsoup")
 
-#: Mirrors lesionsoup.merge (not imported here, so that `--help` stays fast).
+#: Mirrors lesionsoup.merging.averaging (not imported here, so that `--help` stays fast).
 RULE_CHOICES = (SINGLE_BEST, "uniform", "greedy", "swa", "UoU", "UoG", "GoU", "GoG")
 BN_POLICY_CHOICES = ("average", "recompute", "copy-best")
 
 
 def _device(name: str) -> str:
-    from lesionsoup.train import pick_device
+    from lesionsoup.core.device import pick_device
 
     return str(pick_device(name))
 
@@ -25,7 +25,7 @@ def _device(name: str) -> str:
 def _merge(args: argparse.Namespace) -> None:
     import torch
 
-    from lesionsoup.soups import BatchNormSample, merge_stage
+    from lesionsoup.merging.stage import BatchNormSample, merge_stage
 
     torch.set_num_threads(args.threads)
     metadata = merge_stage(
@@ -52,7 +52,7 @@ def _merge(args: argparse.Namespace) -> None:
 def _ensemble(args: argparse.Namespace) -> None:
     import torch
 
-    from lesionsoup.soups import ensemble_stage
+    from lesionsoup.merging.stage import ensemble_stage
 
     torch.set_num_threads(args.threads)
     caches = open_caches(args.cache)

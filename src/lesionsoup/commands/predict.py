@@ -10,7 +10,7 @@ from lesionsoup.commands.arguments import Subcommands, add_device_argument
 
 log = logging.getLogger("lesionsoup")
 
-#: Mirrors lesionsoup.infer.FLIPS (not imported here, so that `--help` stays fast).
+#: Mirrors lesionsoup.inference.infer.FLIPS (not imported here, so that `--help` stays fast).
 FLIP_CHOICES = ("horizontal", "vertical", "both")
 
 
@@ -27,9 +27,9 @@ def threshold(text: str) -> tuple[str | None, float]:
 def _predict(args: argparse.Namespace) -> None:
     import torch
 
-    from lesionsoup.lesions import parse_lesions
-    from lesionsoup.predict import PredictOptions, predict_photographs
-    from lesionsoup.train import pick_device
+    from lesionsoup.core.device import pick_device
+    from lesionsoup.core.lesions import parse_lesions
+    from lesionsoup.deploy.predict import PredictOptions, predict_photographs
 
     torch.set_num_threads(args.threads)
     default = [value for name, value in args.threshold if name is None]
@@ -63,7 +63,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from lesionsoup.export import export_model
+    from lesionsoup.deploy.export import export_model
 
     out = export_model(
         args.model,

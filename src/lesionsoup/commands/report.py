@@ -22,7 +22,7 @@ def _labelled(text: str) -> tuple[str, Path]:
 
 def _evaluations(metrics_csv: Path) -> list[Path]:
     """The evaluation files listed next to ``metrics.csv`` by ``evaluate.aggregate``."""
-    from lesionsoup.evaluate import conventions_path
+    from lesionsoup.evaluation.evaluate import conventions_path
 
     notes = conventions_path(metrics_csv)
     try:
@@ -137,7 +137,7 @@ def _connectivity(args: argparse.Namespace) -> None:
 
 
 def _qualitative(args: argparse.Namespace) -> None:
-    from lesionsoup.cache import Cache
+    from lesionsoup.data.cache import Cache
     from lesionsoup.report.qualitative import plot_qualitative
 
     shown = plot_qualitative(Cache(args.cache), dict(args.model), args.output, args.images)

@@ -17,8 +17,8 @@ log = logging.getLogger("lesionsoup")
 
 
 def _train(args: argparse.Namespace) -> None:
-    from lesionsoup.specs import ModelSpec, TrainSettings
-    from lesionsoup.train import train_run
+    from lesionsoup.core.specs import ModelSpec, TrainSettings
+    from lesionsoup.training.trainer import train_run
 
     metadata = train_run(
         args.output,
@@ -34,8 +34,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _warmup(args: argparse.Namespace) -> None:
-    from lesionsoup.specs import ModelSpec, TrainSettings
-    from lesionsoup.train import publish_init, train_run
+    from lesionsoup.core.specs import ModelSpec, TrainSettings
+    from lesionsoup.training.trainer import publish_init, train_run
 
     run_dir = args.output.with_suffix("")
     train_run(

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lesionsoup.report.style import save_figure
+from lesionsoup.core.figures import save_figure
 
 
 def plot_connectivity(curves: Mapping[str, pd.DataFrame], out: Path, title: str) -> None:

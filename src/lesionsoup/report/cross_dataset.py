@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lesionsoup.combos import combo_members
-from lesionsoup.report.style import save_figure
+from lesionsoup.core.combos import combo_members
+from lesionsoup.core.figures import save_figure
 from lesionsoup.report.tables import metric_rows, model_scores
 
 STYLE_GROUPS: tuple[str, ...] = ("fine only", "coarse only", "mixed")

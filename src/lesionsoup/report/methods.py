@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import ScalarFormatter
 
-from lesionsoup.checkpoint import SUFFIX, load_metadata
-from lesionsoup.evaluate import load_evaluation
-from lesionsoup.report.style import save_figure
+from lesionsoup.core.checkpoint import SUFFIX, load_metadata
+from lesionsoup.core.figures import save_figure
+from lesionsoup.evaluation.evaluate import load_evaluation
 from lesionsoup.report.tables import model_scores, ordered_methods
 
 COST_COLUMNS = (
@@ -52,7 +52,7 @@ def model_cost(model: Path) -> tuple[float, float]:
             metadata.get("selection_seconds", 0.0)
         )
         return _training_seconds(metadata), merging
-    from lesionsoup.predictor import read_ensemble
+    from lesionsoup.inference.predictor import read_ensemble
 
     members, _, _ = read_ensemble(model)
     parts = [model_cost(member) for member in members]

@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lesionsoup.evaluate import load_evaluation
-from lesionsoup.metrics import SegmentationHistograms, average_precision, pr_curve
-from lesionsoup.report.style import save_figure
+from lesionsoup.core.figures import save_figure
+from lesionsoup.core.metrics import SegmentationHistograms, average_precision, pr_curve
+from lesionsoup.evaluation.evaluate import load_evaluation
 from lesionsoup.report.tables import model_scores
 
 

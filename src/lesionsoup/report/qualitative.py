@@ -15,13 +15,13 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from lesionsoup.cache import Cache
-from lesionsoup.evaluate import image_probabilities
-from lesionsoup.infer import DEFAULT_SETTINGS
-from lesionsoup.lesions import TRAINED, Lesion, unpack
-from lesionsoup.metrics import DICE_THRESHOLD
-from lesionsoup.predictor import load_predictor
-from lesionsoup.report.style import save_figure
+from lesionsoup.core.figures import save_figure
+from lesionsoup.core.lesions import TRAINED, Lesion, unpack
+from lesionsoup.core.metrics import DICE_THRESHOLD
+from lesionsoup.data.cache import Cache
+from lesionsoup.evaluation.evaluate import image_probabilities
+from lesionsoup.inference.infer import DEFAULT_SETTINGS
+from lesionsoup.inference.predictor import load_predictor
 
 #: Lesion colours (RGB, 0-1), distinct in hue and in lightness.
 LESION_COLOURS: dict[Lesion, tuple[float, float, float]] = {

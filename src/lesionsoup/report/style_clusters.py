@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.cluster.hierarchy import dendrogram
 
 from lesionsoup.analysis.style_metrics import StyleClustering
-from lesionsoup.report.style import save_figure
+from lesionsoup.core.figures import save_figure
 
 
 def plot_style_clusters(clustering: StyleClustering, out: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lesionsoup.atomic import atomic_write_bytes
+from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.report.tables import markdown_table
 
 

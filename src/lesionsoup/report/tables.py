@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lesionsoup.atomic import atomic_write_bytes
-from lesionsoup.evaluate import COLUMNS
+from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.evaluation.evaluate import COLUMNS
 
 #: Order of methods in tables and figures; unknown methods follow, sorted.
 METHOD_ORDER: tuple[str, ...] = (

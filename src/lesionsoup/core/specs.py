@@ -1,0 +1,112 @@
+"""The serialisable specifications of a model and of a training run.
+
+Both travel as JSON: in ``params:`` of the workflow (so a changed value reruns
+exactly what depends on it) and in every checkpoint's sidecar (so a checkpoint
+can be rebuilt without the config that made it). This module imports no torch,
+so that planning a workflow stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from lesionsoup.core.lesions import TRAINED, Lesion, parse_lesions
+from lesionsoup.core.metrics import DEFAULT_BINS
+from lesionsoup.core.schedules import Schedule
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    encoder: str = "resnet101"
+    encoder_weights: str | None = "imagenet"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    lesions: tuple[str, ...] = field(default_factory=lambda: tuple(x.value for x in TRAINED))
+    head: Literal["sigmoid", "softmax"] = "sigmoid"
+
+    def __post_init__(self) -> None:
+        parse_lesions(self.lesions)
+        if len(self.decoder_channels) != self.encoder_depth:
+            raise ValueError(
+                f"decoder_channels {list(self.decoder_channels)} needs one entry per encoder "
+                f"stage (encoder_depth={self.encoder_depth})"
+            )
+        if self.head not in ("sigmoid", "softmax"):
+            raise ValueError(f"head must be sigmoid or softmax, not {self.head!r}")
+
+    @property
+    def lesion_classes(self) -> tuple[Lesion, ...]:
+        return parse_lesions(self.lesions)
+
+    @property
+    def out_channels(self) -> int:
+        """One channel per lesion; the softmax head adds a background channel first."""
+        return len(self.lesions) + (1 if self.head == "softmax" else 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "arch": "unet"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        fields = {key: value for key, value in data.items() if key != "arch"}
+        for key in ("decoder_channels", "lesions"):
+            if key in fields:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything a run's result depends on besides data, model and initialisation."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    patch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    start_lr: float = 0.0
+    cycle_steps: int = 0
+    cyclic: bool = False
+    grad_clip: float = 1.0
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    lesion_fraction: float = 0.5
+    mixing: str = "proportional"
+    augmentation: str | dict = "medium"
+    validate_every: int = 250
+    state_every: int = 100
+    early_stopping: int = 0
+    freeze_encoder: bool = False
+    seed: int = 0
+    compile: bool = False
+    bins: int = DEFAULT_BINS
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def lr_schedule(self) -> Schedule:
+        return Schedule(
+            kind=self.schedule,  # type: ignore[arg-type]
+            lr=self.lr,
+            steps=self.steps,
+            warmup_steps=self.warmup_steps,
+            min_lr=self.min_lr,
+            start_lr=self.start_lr,
+            cycle_steps=self.cycle_steps,
+            cyclic=self.cyclic,
+        )

@@ -1,0 +1,1 @@
+"""Native datasets to manifests, splits and preprocessed caches."""

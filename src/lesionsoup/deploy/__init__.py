@@ -1,0 +1,1 @@
+"""Predicting new photographs and exporting self-contained model folders."""

@@ -1,0 +1,398 @@
+"""Photographs in, lesion maps out: what ``lesionsoup predict`` does.
+
+Each photograph is read (JPEG, PNG or TIFF, any size; EXIF orientation is
+ignored, as in preprocessing), cropped to its field of view, resized to the
+model's resolution and padded (``lesionsoup.data.preprocess.prepare_photograph``),
+run through the model in batches, and its probabilities are mapped back onto
+the photograph's own pixel grid (``Geometry.map_to_native``) and set to 0
+outside the field of view. Photographs are streamed: a batch is read,
+predicted, written and dropped, so a folder of any length runs in the memory
+of one batch.
+
+Output folder::
+
+    OUT/<id>/<LESION>_probability.png   8-bit probability (0..255 for 0..1)
+    OUT/<id>/<LESION>_mask.png          0/255 where the probability >= the lesion's threshold
+    OUT/<id>/overlay.png                the photograph with the masks drawn in, and a legend
+    OUT/lesions.csv                     per photograph: field-of-view pixels, and per lesion
+                                        its area (pixels, % of the field of view) and count
+                                        (8-connected components)
+    OUT/failures.csv                    photographs that could not be predicted, and why
+    OUT/predict.json                    the model, resolution, thresholds and inference settings
+
+``<id>`` is a file argument's stem, or for a folder argument the path of the
+photograph inside that folder (searched recursively) without its extension.
+Each ``OUT/<id>`` folder is written under a temporary name and renamed when
+complete; the tables are written last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from lesionsoup import __version__
+from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.lesions import Lesion
+from lesionsoup.data.preprocess import (
+    BadImageError,
+    PreparedPhotograph,
+    prepare_photograph,
+    read_photograph,
+)
+from lesionsoup.deploy.export import LESION_NAMES, ModelInfo, model_info
+from lesionsoup.inference.infer import SIDE_MULTIPLE, InferenceSettings
+from lesionsoup.inference.predictor import load_predictor
+from lesionsoup.training.sampling import to_tensors
+
+log = logging.getLogger(__name__)
+
+PHOTOGRAPH_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+#: Overlay colours (RGB), far apart in hue and bright against the orange-red fundus.
+OVERLAY_COLOURS: dict[Lesion, tuple[int, int, int]] = {
+    Lesion.EX: (255, 225, 0),  # yellow
+    Lesion.HE: (0, 110, 255),  # azure
+    Lesion.MA: (40, 255, 40),  # green
+    Lesion.CWS: (255, 0, 255),  # magenta
+    Lesion.IRMA: (255, 255, 255),
+    Lesion.NV: (0, 255, 255),
+}
+#: Opacity of the mask fill in overlays (outlines are opaque).
+FILL_OPACITY = 0.35
+
+
+@dataclass(frozen=True)
+class Photograph:
+    image_id: str  # output name: see the module docstring
+    path: Path
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How photographs are predicted. ``None`` size and tile come from the model.
+
+    ``size``: the preprocessing resolution (default: the one recorded with the
+    model; a model that records none is refused); ``tile``: the sliding-window
+    tile (default: the model's training patch size, else 512).
+    """
+
+    size: int | None = None
+    threshold: float = 0.5
+    lesion_thresholds: Mapping[str, float] = field(default_factory=dict)
+    mode: str = "whole"
+    tile: int | None = None
+    overlap: float = 0.5
+    tta: tuple[str, ...] = ()
+    batch_size: int = 1
+    keep_going: bool = False
+    overlay: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        thresholds = {"default": self.threshold, **self.lesion_thresholds}
+        for name, value in thresholds.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"threshold {name}={value} outside [0, 1]")
+        if self.size is not None and self.size < SIDE_MULTIPLE:
+            raise ValueError(f"size must be at least {SIDE_MULTIPLE} pixels, not {self.size}")
+
+    def threshold_of(self, lesion: Lesion) -> float:
+        return self.lesion_thresholds.get(lesion.value, self.threshold)
+
+    def size_for(self, info: ModelInfo) -> int:
+        return self.size or info.recorded_size()
+
+    def inference_for(self, info: ModelInfo) -> InferenceSettings:
+        return InferenceSettings(
+            mode=self.mode,  # type: ignore[arg-type]
+            tile=self.tile or info.patch_size or InferenceSettings.tile,
+            overlap=self.overlap,
+            tta=self.tta,
+            batch_size=self.batch_size,
+        )
+
+
+@dataclass
+class PredictReport:
+    out: Path
+    predicted: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _is_photograph(path: Path) -> bool:
+    return path.suffix.lower() in PHOTOGRAPH_SUFFIXES and not path.name.startswith(".")
+
+
+def find_photographs(inputs: Sequence[Path], exclude: Path | None = None) -> list[Photograph]:
+    """The photographs named, or found recursively in the folders named, in order.
+
+    Files under ``exclude`` (the output folder) are skipped; ids must be unique.
+    """
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    found: list[Photograph] = []
+    for given in map(Path, inputs):
+        if given.is_file():
+            found.append(Photograph(given.stem, given))
+        elif given.is_dir():
+            files = sorted(p for p in given.rglob("*") if p.is_file() and _is_photograph(p))
+            if excluded is not None:
+                files = [p for p in files if not p.resolve().is_relative_to(excluded)]
+            if not files:
+                raise FileNotFoundError(f"{given}: no {'/'.join(PHOTOGRAPH_SUFFIXES)} photographs")
+            found += [Photograph(p.relative_to(given).with_suffix("").as_posix(), p) for p in files]
+        else:
+            raise FileNotFoundError(f"{given}: no such file or folder")
+    first: dict[str, Path] = {}
+    for photo in found:
+        if photo.image_id in first:
+            raise ValueError(
+                f"{photo.path} and {first[photo.image_id]} would both be written to "
+                f"{photo.image_id!r}; rename one or predict them separately"
+            )
+        first[photo.image_id] = photo.path
+    return found
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def draw_overlay(rgb: np.ndarray, masks: Mapping[Lesion, np.ndarray]) -> np.ndarray:
+    """The photograph (RGB) with each mask filled translucently, outlined, and a legend."""
+    height, width = rgb.shape[:2]
+    overlay = rgb.copy()
+    thickness = max(1, round(min(height, width) / 600))
+    fill = overlay.copy()
+    for lesion, mask in masks.items():
+        fill[mask] = OVERLAY_COLOURS[lesion]
+    cv2.addWeighted(fill, FILL_OPACITY, overlay, 1 - FILL_OPACITY, 0, dst=overlay)
+    for lesion, mask in masks.items():
+        contours, _ = cv2.findContours(
+            mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        cv2.drawContours(overlay, contours, -1, OVERLAY_COLOURS[lesion], thickness)
+    _draw_legend(overlay, list(masks))
+    return overlay
+
+
+def _draw_legend(image: np.ndarray, lesions: list[Lesion]) -> None:
+    """A legend box in the top-left corner (usually the black margin), in place."""
+    height, width = image.shape[:2]
+    scale = max(0.35, min(height, width) / 1400)
+    thickness = max(1, round(scale * 1.5))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    labels = [f"{lesion.value}  {LESION_NAMES.get(lesion.value, '')}" for lesion in lesions]
+    (text_w, text_h), baseline = cv2.getTextSize(max(labels, key=len), font, scale, thickness)
+    line = text_h + baseline + max(2, text_h // 2)
+    margin, swatch = max(2, line // 3), text_h + baseline
+    box_w, box_h = 3 * margin + swatch + text_w, margin + line * len(lesions)
+    box = image[: min(height, box_h), : min(width, box_w)]
+    box[...] = (box.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken for contrast
+    for row, (lesion, label) in enumerate(zip(lesions, labels, strict=True)):
+        top = margin + row * line
+        colour = OVERLAY_COLOURS[lesion]
+        cv2.rectangle(image, (margin, top), (margin + swatch, top + swatch), colour, -1)
+        origin = (2 * margin + swatch, top + text_h)
+        cv2.putText(image, label, origin, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    path.write_bytes(encoded.tobytes())
+
+
+def lesion_statistics(
+    masks: Mapping[Lesion, np.ndarray], fov_pixels: int
+) -> dict[str, float | int]:
+    """Per lesion: pixels, percentage of the field of view, and 8-connected components."""
+    row: dict[str, float | int] = {}
+    for lesion, mask in masks.items():
+        pixels = int(np.count_nonzero(mask))
+        count, _ = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+        row[f"{lesion.value}_pixels"] = pixels
+        row[f"{lesion.value}_fov_percent"] = round(100 * pixels / max(1, fov_pixels), 4)
+        row[f"{lesion.value}_count"] = count - 1
+    return row
+
+
+def _publish_folder(out: Path, image_id: str, files: Mapping[str, np.ndarray]) -> None:
+    """Write ``files`` (name -> image) as ``out/<image_id>/``, all at once by one rename."""
+    final = out / image_id
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        for name, array in files.items():
+            _write_png(partial / name, array)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Loaded:
+    photo: Photograph
+    native: np.ndarray  # BGR (H, W, 3)
+    prepared: PreparedPhotograph
+
+
+def _load(photo: Photograph, size: int) -> _Loaded:
+    native = read_photograph(photo.path)
+    return _Loaded(photo, native, prepare_photograph(native, size, photo.path))
+
+
+def _batches(photos: list[Photograph], size: int) -> Iterator[list[Photograph]]:
+    for start in range(0, len(photos), size):
+        yield photos[start : start + size]
+
+
+class _Run:
+    """One ``predict_photographs`` call: the model, the options, and what happened."""
+
+    def __init__(self, info: ModelInfo, out: Path, options: PredictOptions, device: str) -> None:
+        self.size = options.size_for(info)  # first: a model without one is refused unloaded
+        self.predictor = load_predictor(info.path, device)
+        self.settings = options.inference_for(info)
+        self.options = options
+        self.out = out
+        self.rows: list[dict[str, object]] = []
+
+    def predict_batch(self, batch: list[_Loaded]) -> None:
+        no_labels = np.zeros((self.size, self.size), np.uint8)  # to_tensors wants a label plane
+        images = torch.stack([to_tensors(item.prepared.image, no_labels)[0] for item in batch])
+        fov = np.stack([item.prepared.cache_fov() for item in batch])
+        probs = self.predictor.predict(images, self.settings, fov).cpu().numpy()
+        for item, item_probs in zip(batch, probs, strict=True):
+            self.write(item, item_probs)
+
+    def write(self, item: _Loaded, probs: np.ndarray) -> None:
+        native_fov = item.prepared.fov.native_mask()
+        native = item.prepared.geometry.map_to_native(
+            np.ascontiguousarray(probs.transpose(1, 2, 0))
+        )
+        native = native.reshape(*native.shape[:2], -1) * native_fov[..., None]
+        files: dict[str, np.ndarray] = {}
+        masks: dict[Lesion, np.ndarray] = {}
+        for channel, lesion in enumerate(self.predictor.lesions):
+            plane = native[..., channel]
+            masks[lesion] = plane >= self.options.threshold_of(lesion)
+            files[f"{lesion.value}_probability.png"] = np.rint(plane * 255).astype(np.uint8)
+            files[f"{lesion.value}_mask.png"] = masks[lesion].view(np.uint8) * np.uint8(255)
+        if self.options.overlay:
+            rgb = cv2.cvtColor(item.native, cv2.COLOR_BGR2RGB)
+            files["overlay.png"] = cv2.cvtColor(draw_overlay(rgb, masks), cv2.COLOR_RGB2BGR)
+        _publish_folder(self.out, item.photo.image_id, files)
+        fov_pixels = int(np.count_nonzero(native_fov))
+        self.rows.append(
+            {
+                "image_id": item.photo.image_id,
+                "path": str(item.photo.path),
+                "height": item.native.shape[0],
+                "width": item.native.shape[1],
+                "fov_pixels": fov_pixels,
+                **lesion_statistics(masks, fov_pixels),
+            }
+        )
+
+
+def predict_photographs(
+    model: Path,
+    inputs: Sequence[Path],
+    out: Path,
+    options: PredictOptions = PredictOptions(),  # noqa: B008 (frozen)
+    device: str = "cpu",
+) -> PredictReport:
+    """Predict every photograph of ``inputs`` into ``out`` (layout in the module docstring).
+
+    A photograph that cannot be read or has no field of view raises
+    ``BadImageError`` (naming it), or with ``options.keep_going`` is listed in
+    ``failures.csv`` and the run goes on.
+    """
+    out = Path(out)
+    info = model_info(model)
+    photos = find_photographs(inputs, exclude=out)
+    run = _Run(info, out, options, device)
+    out.mkdir(parents=True, exist_ok=True)
+    report = PredictReport(out)
+    log.info(
+        "%s: %d photographs at %d px, %s inference on %s",
+        model,
+        len(photos),
+        run.size,
+        run.settings.mode,
+        run.predictor.device,
+    )
+    with tqdm(total=len(photos), desc="predict", unit="photo", disable=not options.progress) as bar:
+        for chunk in _batches(photos, options.batch_size):
+            loaded = []
+            for photo in chunk:
+                try:
+                    loaded.append(_load(photo, run.size))
+                except BadImageError as error:
+                    if not options.keep_going:
+                        raise
+                    log.warning("%s", error)
+                    report.failures.append(Failure(str(photo.path), error.problem))
+            if loaded:
+                run.predict_batch(loaded)
+                report.predicted += len(loaded)
+            bar.update(len(chunk))
+    _write_tables(run, report, info, model)
+    if report.failures:
+        log.warning(
+            "%d of %d photographs failed (see %s):\n%s",
+            len(report.failures),
+            len(photos),
+            out / "failures.csv",
+            "\n".join(f"  {failure.path}: {failure.reason}" for failure in report.failures),
+        )
+    return report
+
+
+def _write_tables(run: _Run, report: PredictReport, info: ModelInfo, model: Path) -> None:
+    lesions = run.predictor.lesions
+    columns = ["image_id", "path", "height", "width", "fov_pixels"]
+    columns += [f"{x.value}_{what}" for x in lesions for what in ("pixels", "fov_percent", "count")]
+    table = pd.DataFrame(run.rows, columns=columns)
+    failures = pd.DataFrame([vars(f) for f in report.failures], columns=["path", "reason"])
+    settings = {
+        "model": str(model),
+        "model_file": str(info.path),
+        "size": run.size,
+        "thresholds": {lesion.value: run.options.threshold_of(lesion) for lesion in lesions},
+        "inference": run.settings.as_dict(),
+        "device": str(run.predictor.device),
+        "predicted": report.predicted,
+        "failed": len(report.failures),
+        "lesionsoup_version": __version__,
+    }
+    atomic_write_bytes(report.out / "predict.json", json.dumps(settings, indent=2).encode())
+    atomic_write_bytes(report.out / "failures.csv", failures.to_csv(index=False).encode())
+    atomic_write_bytes(report.out / "lesions.csv", table.to_csv(index=False).encode())

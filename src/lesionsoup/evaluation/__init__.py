@@ -1,0 +1,1 @@
+"""Every model on every test set, as mergeable histograms."""

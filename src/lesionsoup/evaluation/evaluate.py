@@ -1,0 +1,250 @@
+"""The evaluation stage: one model on one test set, then every result in one table.
+
+``evaluate`` runs a model reference (checkpoint or ensemble) over the images of
+one cache split, one image at a time, and pools per-lesion histograms of
+positive and negative pixels over probability bins plus per-image counts
+(``lesionsoup.core.metrics``): memory does not grow with the number of images, and
+the result holds everything later metrics and PR curves need. ``resolution``
+chooses where pixels are counted:
+
+* ``cache``: the cached square and its label plane, as in training;
+* ``native``: the probability maps mapped back onto the photograph's own pixel
+  grid (``Geometry.map_to_native``, bilinear) and compared with the native
+  masks, re-read from the manifest with the cache's mask rules; the field of
+  view is detected again on the photograph.
+
+``aggregate`` turns many results into the long ``metrics.csv`` (``COLUMNS``)
+and writes the counting rules next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.lesions import ALL, Lesion, pack
+from lesionsoup.core.metrics import (
+    DEFAULT_BINS,
+    ImageCounts,
+    SegmentationHistograms,
+    conventions,
+)
+from lesionsoup.data.cache import Cache
+from lesionsoup.data.fov import find_fov
+from lesionsoup.data.manifest import mask_column, read_manifest
+from lesionsoup.data.preprocess import MaskRules, mask_paths, read_mask, read_photograph
+from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings, fov_from_labels
+from lesionsoup.inference.predictor import Predictor, load_predictor
+from lesionsoup.training.sampling import to_tensors
+
+FORMAT = "lesionsoup-evaluation/1"
+COLUMNS = ("model", "train_combo", "method", "test_dataset", "lesion", "metric", "value")
+Resolution = Literal["cache", "native"]
+
+
+class EvaluationError(ValueError):
+    """An evaluation input or result file that cannot be used; the message names it."""
+
+
+def native_labels(row: Mapping[str, Any], rules: MaskRules) -> np.ndarray:
+    """The label plane (H, W) of a manifest row at the photograph's own resolution.
+
+    Masks are binarised with ``rules`` (pixels of the uncertain value set the
+    ignore bit when the rules say so); the field of view is detected on the photograph.
+    """
+    image = read_photograph(row["image_path"])
+    shape = image.shape[:2]
+    masks: dict[Lesion, np.ndarray] = {}
+    ignore = np.zeros(shape, bool)
+    for lesion in ALL:
+        for path in mask_paths(row.get(mask_column(lesion))):
+            values = read_mask(path)
+            if values.shape != shape:
+                raise EvaluationError(
+                    f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image "
+                    f"{row['image_path']} is {shape[1]}x{shape[0]}"
+                )
+            lesion_pixels, uncertain = rules.binarise(values)
+            masks[lesion] = masks.get(lesion, np.zeros(shape, bool)) | lesion_pixels.view(bool)
+            if uncertain is not None:
+                ignore |= uncertain.view(bool)
+    return pack(masks, find_fov(image).native_mask(), ignore)
+
+
+class _NativeTruth:
+    """Native label planes of a cache's images, read from the dataset's manifest."""
+
+    def __init__(self, cache: Cache, manifest: Path) -> None:
+        frame = read_manifest(manifest)
+        self.rows = {str(row["image_id"]): row for row in frame.to_dict("records")}
+        self.manifest = manifest
+        self.rules = MaskRules(**cache.settings.get("rules", {}))
+
+    def labels(self, image_id: str) -> np.ndarray:
+        if image_id not in self.rows:
+            raise EvaluationError(f"{self.manifest}: no row for image {image_id!r} of the cache")
+        return native_labels(self.rows[image_id], self.rules)
+
+
+def image_probabilities(
+    predictor: Predictor, image: np.ndarray, labels: np.ndarray, settings: InferenceSettings
+) -> np.ndarray:
+    """Per-lesion probabilities (L, H, W) of one cached image, 0 outside its field of view."""
+    tensor = to_tensors(image, labels, predictor.lesions)[0][None]
+    fov = fov_from_labels(labels)[None]
+    return predictor.predict(tensor, settings, fov)[0].cpu().numpy()
+
+
+def evaluate(
+    model_path: Path,
+    cache_dir: Path,
+    split: str = "test",
+    settings: InferenceSettings = DEFAULT_SETTINGS,
+    bins: int = DEFAULT_BINS,
+    resolution: Resolution = "cache",
+    manifest: Path | None = None,
+    device: str | torch.device = "cpu",
+    image_ids: Sequence[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Histograms and per-image counts of one model on one test set, as a JSON-able dict.
+
+    ``image_ids`` replaces the split's images (an id listed twice counts twice);
+    ``manifest`` is the dataset's manifest, needed for ``resolution="native"``.
+    ``megapixels`` counts the pixels compared, at the chosen resolution.
+    """
+    started = time.perf_counter()
+    cache = Cache(cache_dir)
+    ids = list(cache.ids_in(split) if image_ids is None else image_ids)
+    if not ids:
+        raise EvaluationError(f"{cache.directory}: no images in split {split!r}")
+    unknown = sorted(set(ids) - set(cache.ids))
+    if unknown:
+        raise EvaluationError(f"{cache.directory}: no images {unknown[:5]} in this cache")
+    if resolution not in ("cache", "native"):
+        raise ValueError(f"resolution must be 'cache' or 'native', not {resolution!r}")
+    if resolution == "native" and manifest is None:
+        raise ValueError("native-resolution evaluation needs the dataset's manifest")
+    truth = _NativeTruth(cache, Path(manifest)) if resolution == "native" else None
+    predictor = load_predictor(model_path, device)
+    histograms = SegmentationHistograms(predictor.lesions, bins)
+    per_image: list[ImageCounts] = []
+    pixels = 0
+    for image_id in tqdm(ids, desc=f"evaluate {cache.directory.name}", disable=not progress):
+        labels = np.asarray(cache.labels(image_id))
+        probs = image_probabilities(predictor, np.asarray(cache.image(image_id)), labels, settings)
+        if truth is not None:
+            probs = cache.geometry(image_id).map_to_native(probs.transpose(1, 2, 0))
+            probs = probs.reshape(*probs.shape[:2], -1).transpose(2, 0, 1)
+            labels = truth.labels(image_id)
+        pixels += labels.size
+        per_image.extend(histograms.add_image(image_id, probs, labels))
+    return {
+        "format": FORMAT,
+        "model": str(model_path),
+        "test_dataset": str(cache.settings.get("dataset", cache.directory.name)),
+        "cache": str(cache_dir),
+        "split": split,
+        "resolution": resolution,
+        "inference": settings.as_dict(),
+        "device": str(predictor.device),
+        "images": len(ids),
+        "megapixels": pixels / 1e6,
+        "seconds": time.perf_counter() - started,
+        "conventions": conventions(bins),
+        "histograms": histograms.to_dict(),
+        "per_image": [asdict(counts) for counts in per_image],
+    }
+
+
+def save_evaluation(result: Mapping[str, Any], path: Path) -> None:
+    """Write an ``evaluate`` result as JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(result).encode())
+
+
+def load_evaluation(path: Path) -> dict[str, Any]:
+    """An ``evaluate`` result from its JSON file, checked."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"{path}: not a readable evaluation file ({error})") from None
+    if not isinstance(result, dict) or result.get("format") != FORMAT:
+        raise EvaluationError(f"{path}: not a lesionsoup evaluation file (format {FORMAT!r})")
+    return result
+
+
+def evaluation_metrics(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Lesion -> metric -> value of an ``evaluate`` result (``SegmentationHistograms.metrics``)."""
+    histograms = SegmentationHistograms.from_dict(result["histograms"])
+    counts = [ImageCounts(**entry) for entry in result["per_image"]]
+    return histograms.metrics(counts)
+
+
+def aggregate(
+    json_paths: Iterable[Path],
+    out_csv: Path,
+    model_info: Mapping[str, tuple[str, str]],
+) -> pd.DataFrame:
+    """Write the long ``metrics.csv`` of many evaluation files, and its conventions.
+
+    ``model_info`` maps each evaluated model path (as the evaluation recorded
+    it) to its ``(train_combo, method)``. The counting rules, the bins and the
+    distinct inference settings go to ``<out_csv stem>.conventions.json``.
+    """
+    out_csv = Path(out_csv)
+    info = {str(Path(model)): value for model, value in model_info.items()}
+    rows: list[tuple[str, str, str, str, str, str, float]] = []
+    seen: dict[tuple[str, str], Path] = {}
+    bins: set[int] = set()
+    resolutions: set[str] = set()
+    inference: list[dict[str, Any]] = []
+    for path in map(Path, json_paths):
+        result = load_evaluation(path)
+        model, test = str(Path(result["model"])), result["test_dataset"]
+        if model not in info:
+            raise EvaluationError(f"{path}: model {model} has no train_combo and method")
+        if (model, test) in seen:
+            twin = seen[model, test]
+            raise EvaluationError(f"{path}: evaluates {model} on {test}, as does {twin}")
+        seen[model, test] = path
+        bins.add(result["histograms"]["bins"])
+        resolutions.add(result["resolution"])
+        if result["inference"] not in inference:
+            inference.append(result["inference"])
+        combo, method = info[model]
+        for lesion, values in evaluation_metrics(result).items():
+            rows.extend((model, combo, method, test, lesion, m, v) for m, v in values.items())
+    if not seen:
+        raise ValueError(f"{out_csv}: no evaluation files to aggregate")
+    for name, values in (("bins", bins), ("resolutions", resolutions)):
+        if len(values) > 1:
+            raise EvaluationError(f"{out_csv}: the evaluations mix {name} {sorted(values)}")
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    notes = {
+        "conventions": conventions(bins.pop()),
+        "resolution": resolutions.pop(),
+        "inference": inference,
+        "evaluations": [str(path) for path in seen.values()],
+    }
+    atomic_write_bytes(conventions_path(out_csv), json.dumps(notes, indent=2).encode())
+    atomic_write_bytes(out_csv, table.to_csv(index=False).encode())
+    return table
+
+
+def conventions_path(out_csv: Path) -> Path:
+    """Where ``aggregate`` writes the rules behind ``out_csv``."""
+    return Path(out_csv).with_name(f"{Path(out_csv).stem}.conventions.json")

@@ -1,0 +1,1 @@
+"""Optuna studies whose trials are workflow jobs."""

@@ -1,0 +1,1 @@
+"""Running a model (or an ensemble) on images: whole image, sliding window, flips."""

@@ -1,0 +1,1 @@
+"""Weight-space soups, SWA and ensembles of a combination's checkpoints."""

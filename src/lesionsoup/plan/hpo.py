@@ -1,0 +1,148 @@
+"""The hyperparameter studies a config asks for, as workflow jobs; no optuna here.
+
+One study per (combination, tuned recipe); its trials are jobs ``trials/0`` ...
+``trials/<n_trials - 1>``, so raising ``n_trials`` only adds jobs. A study's
+name carries a digest of everything that defines it (search space, trial
+settings, sampler, pruner, model, shared initialisation), so a changed search
+space starts a new study and never mixes trials of two spaces. The final
+training of a tuned recipe reads the exported ``best_params.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lesionsoup.core.combos import expand_combinations
+from lesionsoup.core.specs import TrainSettings
+from lesionsoup.plan import study as study_config
+
+TUNABLE = frozenset(field.name for field in dataclasses.fields(TrainSettings)) - {"seed"}
+SPACE_TYPES = ("categorical", "float", "int")
+
+
+def check_space(space: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse a search space over unknown settings, of unknown types or with empty ranges."""
+    unknown = sorted(set(space) - TUNABLE)
+    if unknown:
+        raise ValueError(f"hpo.space: {unknown} are not training settings ({sorted(TUNABLE)})")
+    for name, spec in space.items():
+        if spec["type"] not in SPACE_TYPES:
+            raise ValueError(f"hpo.space.{name}: unknown type {spec['type']!r}")
+        if spec["type"] == "categorical":
+            continue
+        if not spec["low"] <= spec["high"]:
+            raise ValueError(f"hpo.space.{name}: low {spec['low']} exceeds high {spec['high']}")
+        if spec.get("log") and spec["low"] <= 0:
+            raise ValueError(f"hpo.space.{name}: a log range needs low > 0, not {spec['low']}")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    combo: str
+    recipe: str
+
+    @property
+    def directory(self) -> str:
+        return f"results/hpo/{self.combo}/{self.recipe}"
+
+    def trial_output(self, index: int) -> str:
+        """Job ``index``'s folder: trial.json, and best.safetensors for a complete trial."""
+        return f"{self.directory}/trials/{index}"
+
+
+def _section(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    return config.get("hpo") or {}
+
+
+def plans(config: Mapping[str, Any]) -> list[StudyPlan]:
+    """Every study the config asks for: tuned recipes x tuned combinations."""
+    section = _section(config)
+    recipes = section.get("recipes", [])
+    unknown = sorted(set(recipes) - set(config["training"]["recipes"]))
+    if unknown:
+        raise ValueError(f"hpo.recipes names unknown recipes {unknown}")
+    combos = study_config.combinations(config)
+    if section.get("combinations") is not None:
+        combos = expand_combinations(section["combinations"], sorted(config["datasets"]))
+    return [StudyPlan(combo, recipe) for combo in combos for recipe in recipes]
+
+
+def is_tuned(config: Mapping[str, Any], combo: str, recipe: str) -> bool:
+    return StudyPlan(combo, recipe) in plans(config)
+
+
+def trial_outputs(config: Mapping[str, Any]) -> list[str]:
+    """The trial jobs' outputs; raising ``n_trials`` only appends to this list."""
+    return [
+        folder
+        for plan in plans(config)
+        for folder in trial_folders(config, plan.combo, plan.recipe)
+    ]
+
+
+def trial_folders(config: Mapping[str, Any], combo: str, recipe: str) -> list[str]:
+    """The trial jobs of one study (the export's input)."""
+    plan = StudyPlan(combo, recipe)
+    return [plan.trial_output(index) for index in range(_section(config)["n_trials"])]
+
+
+def export_outputs(config: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{plan.directory}/{name}"
+        for plan in plans(config)
+        for name in ("best_params.yaml", "ingredients.json", "history.png")
+    ]
+
+
+def storage_location(config: Mapping[str, Any], combo: str, recipe: str) -> str:
+    """The configured RDB URL or journal file, else a journal file next to the study's outputs."""
+    return _section(config).get("storage") or f"{StudyPlan(combo, recipe).directory}/journal.log"
+
+
+def definition(config: Mapping[str, Any], recipe: str) -> dict[str, Any]:
+    """Everything that defines a study of ``recipe`` (besides its initialisation), as JSON."""
+    section = _section(config)
+    base = study_config.recipe_settings(config, recipe, section["seed"])
+    settings = TrainSettings.from_dict({**base, **section["trial"]}).as_dict()
+    space = dict(section["space"])
+    check_space(space)
+    return {
+        "space": space,
+        "settings": settings,
+        "sampler": {"seed": section["seed"], "startup_trials": section["startup_trials"]},
+        "pruner": dict(section["pruner"]),
+        "model": study_config.model_spec(config).as_dict(),
+    }
+
+
+def study_name(combo: str, recipe: str, definition: Mapping[str, Any], init_id: str) -> str:
+    text = json.dumps({"definition": definition, "init_id": init_id}, sort_keys=True)
+    return f"{combo}.{recipe}.{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def read_best_params(path: Path) -> dict[str, Any]:
+    try:
+        summary = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read the best hyperparameters ({error})") from error
+    if not isinstance(summary, dict) or not isinstance(summary.get("params"), dict):
+        raise ValueError(f"{path}: expected a mapping with a `params` mapping")
+    unknown = sorted(set(summary["params"]) - TUNABLE)
+    if unknown:
+        raise ValueError(f"{path}: {unknown} are not training settings")
+    return summary["params"]
+
+
+def with_best_params(settings: Mapping[str, Any], best_params_path: Path | None) -> dict[str, Any]:
+    """A run's settings, overridden by its study's best parameters when it was tuned."""
+    if best_params_path is None:
+        return dict(settings)
+    return TrainSettings.from_dict({**settings, **read_best_params(best_params_path)}).as_dict()

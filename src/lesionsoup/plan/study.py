@@ -1,0 +1,64 @@
+"""What a study's config asks for, as job parameters: runs, recipes, model spec.
+
+The Snakemake rules turn these into wildcards and ``params:``; keeping the
+expansion here keeps it testable and out of the ``.smk`` files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lesionsoup.core.combos import expand_combinations
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+
+
+@dataclass(frozen=True)
+class Run:
+    combo: str
+    recipe: str
+    seed: int
+
+    @property
+    def directory(self) -> str:
+        return f"results/models/{self.combo}/{self.recipe}/seed{self.seed}"
+
+
+def model_spec(config: Mapping[str, Any]) -> ModelSpec:
+    return ModelSpec.from_dict(dict(config["model"]))
+
+
+def combinations(config: Mapping[str, Any]) -> list[str]:
+    return expand_combinations(config["training"]["combinations"], sorted(config["datasets"]))
+
+
+def recipe_settings(config: Mapping[str, Any], recipe: str, seed: int) -> dict[str, Any]:
+    """The training settings of one run: shared defaults, then the recipe, then the seed."""
+    training = config["training"]
+    if recipe not in training["recipes"]:
+        raise ValueError(f"unknown recipe {recipe!r}; configured: {sorted(training['recipes'])}")
+    settings = {**training["defaults"], **training["recipes"][recipe], "seed": seed}
+    return TrainSettings.from_dict(settings).as_dict()
+
+
+def warmup_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings of the warm-up run that makes a combination's shared initialisation."""
+    training = config["training"]
+    settings = {**training["defaults"], **training["warmup"], "freeze_encoder": True}
+    return TrainSettings.from_dict(settings).as_dict()
+
+
+def runs(config: Mapping[str, Any]) -> list[Run]:
+    training = config["training"]
+    return [
+        Run(combo, recipe, seed)
+        for combo in combinations(config)
+        for recipe in training["recipes"]
+        for seed in training["seeds"]
+    ]
+
+
+def test_datasets(config: Mapping[str, Any]) -> list[str]:
+    wanted = config["evaluation"]["test_datasets"]
+    return sorted(config["datasets"]) if wanted == "all" else sorted(wanted)

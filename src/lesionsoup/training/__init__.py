@@ -1,0 +1,1 @@
+"""Patch sampling, augmentation, losses, resumable training runs and their validation."""

@@ -1,0 +1,115 @@
+"""The resumable state of a training run: weights, optimiser, RNG and progress.
+
+One safetensors file holds it all: the tensors, and the progress and optimiser
+scalars as JSON in its header. It is written under a temporary name and
+published by one rename, so a kill at any instant leaves the previous state
+or the new one, never weights of one step with the progress of another. No
+pickle: the optimiser state is flattened into named tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from lesionsoup.core.atomic import atomic_path
+
+STATE_FILE = "state.safetensors"
+_MODEL = "model."
+_OPTIM = "optim."
+_HEADER = "lesionsoup-state"
+
+
+class CorruptState(ValueError):
+    """A saved state that cannot be read back; the message names the file."""
+
+
+@dataclass
+class Progress:
+    """Scalars of a run that must survive a restart."""
+
+    step: int = 0
+    samples_seen: int = 0
+    wall_seconds: float = 0.0
+    best_score: float = float("-inf")
+    best_step: int = -1
+    validations_without_gain: int = 0
+    stopped_early: bool = False
+    validation: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{_OPTIM}{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(_OPTIM):
+            index, name = key[len(_OPTIM) :].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for index, slots in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(slots)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_state(
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress,
+) -> None:
+    """Write ``directory/state.safetensors`` in one atomic step."""
+    tensors = {_MODEL + k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
+    tensors.update(optim_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    header = {"progress": progress.__dict__, "optimizer": optim_meta}
+    with atomic_path(directory / STATE_FILE) as tmp:
+        save_file(tensors, tmp, metadata={_HEADER: json.dumps(header)})
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        with safe_open(path, framework="pt") as handle:
+            header = json.loads((handle.metadata() or {})[_HEADER])
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        return tensors, {**header, "progress": Progress(**header["progress"])}
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise CorruptState(f"{path}: unreadable training state ({error})") from error
+
+
+def load_state(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> Progress | None:
+    """Restore model, optimiser and RNG in place; None when there is no saved state.
+
+    Raises ``CorruptState`` (before touching the model) when the file cannot be read.
+    """
+    path = directory / STATE_FILE
+    if not path.exists():
+        return None
+    tensors, header = _read(path)
+    try:
+        model.load_state_dict(
+            {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
+        )
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, header["optimizer"]))
+        torch.set_rng_state(tensors["rng.torch"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CorruptState(f"{path}: does not fit the model being trained ({error})") from error
+    return header["progress"]
