@@ -272,6 +272,50 @@ def test_damaged_state_is_discarded_and_the_run_rebuilt(tmp_path, caches, init, 
     _assert_identical(_weights(tmp_path / "whole"), _weights(tmp_path / "run"))
 
 
+def test_damaged_state_restarts_like_a_fresh_run_without_init_and_with_snapshots(
+    tmp_path, caches, monkeypatch
+):
+    """The restart draws a fresh run's random weights (a warm-up has no initialisation to load)
+    and has a snapshots folder to save into, although the damaged state's folder was emptied."""
+    settings = TrainSettings(
+        **{**SETTINGS.as_dict(), "schedule": "triangular", "cycle_steps": 4, "min_lr": 1e-6}
+    )
+    _train(tmp_path / "fresh", caches, None, settings)
+    real_loss = _die_in_step(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "run", caches, None, settings)
+    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    state = tmp_path / "run" / ".work" / resume.STATE_FILE
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
+    _train(tmp_path / "run", caches, None, settings)
+    _assert_identical(_weights(tmp_path / "fresh"), _weights(tmp_path / "run"))
+    for snapshot in (tmp_path / "fresh" / "snapshots").glob("*.safetensors"):
+        _assert_identical(
+            load_checkpoint(snapshot)[0],
+            load_checkpoint(tmp_path / "run" / "snapshots" / snapshot.name)[0],
+        )
+
+
+def test_early_stopped_run_killed_while_publishing_does_not_train_on(
+    tmp_path, caches, init, monkeypatch
+):
+    settings = TrainSettings(
+        **{**SETTINGS.as_dict(), "steps": 16, "validate_every": 2, "early_stopping": 1, "lr": 5e-2}
+    )
+    whole = _train(tmp_path / "whole", caches, init, settings)
+    assert whole["stopped_early"] and whole["step"] < settings.steps
+
+    def dying_publish(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "_publish", dying_publish)
+        with pytest.raises(KeyboardInterrupt):
+            _train(tmp_path / "run", caches, init, settings)
+    assert _train(tmp_path / "run", caches, init, settings)["step"] == whole["step"]
+    _assert_identical(_weights(tmp_path / "whole"), _weights(tmp_path / "run"))
+
+
 def test_completed_run_keeps_each_checkpoint_once_readable_by_the_group(tmp_path, caches, init):
     previous = os.umask(0o022)
     try:

@@ -16,6 +16,11 @@ On the CPU, two runs with the same seed give bit-identical weights, and a run
 killed at any moment and restarted ends with the same weights as one that was
 never interrupted: patches are a pure function of (seed, sample index), the
 learning rate a pure function of the step, and the optimiser state is saved.
+
+``train_run`` sets a run up (model, optimiser and progress from the saved
+state), a ``Trainer`` runs it: ``Trainer.step`` trains on one batch and the
+hooks in ``AFTER_STEP`` do everything else after each step (step log,
+snapshots, validation, state, preemption); ``Trainer.finish`` publishes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,7 @@ from lesionsoup.core.device import pick_device
 from lesionsoup.core.fingerprint import Fingerprint, digest, fingerprint, open_state_folder
 from lesionsoup.core.model import build_model
 from lesionsoup.core.preemption import Preempted, TerminationRequest
+from lesionsoup.core.schedules import Schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.inference.infer import autocast_for
@@ -119,7 +126,12 @@ def run_fingerprint(
 def _fresh_model(
     spec: ModelSpec, settings: TrainSettings, init: Path | None, target: torch.device
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """The model to train (from the shared initialisation when given) and its optimiser."""
+    """The model to train (from the shared initialisation when given) and its optimiser.
+
+    Seeded here, so that a run restarted after a damaged state draws the
+    random initialisation a fresh run draws.
+    """
+    torch.manual_seed(settings.seed)
     model = build_model(spec)
     if init is not None:
         model.load_state_dict(load_checkpoint(init)[0])
@@ -225,22 +237,55 @@ def train_run(
         shutil.rmtree(paths.work, ignore_errors=True)  # a publish killed before its clean-up
         return finished
     open_state_folder(paths.work, current)
-    (paths.work / "snapshots").mkdir(exist_ok=True)
     target = pick_device(device)
     workers = max(0, threads - 1) if workers is None else workers
     torch.set_num_threads(max(1, threads - workers) if target.type == "cpu" else threads)
-    torch.manual_seed(settings.seed)
     model, optimizer, progress = _resumed_model(paths, spec, settings, init, target, current)
+    (paths.work / "snapshots").mkdir(exist_ok=True)  # after resuming: a damaged state empties .work
+    loader = _patch_loader(caches, spec, settings, progress, workers, target)
+    trainer = Trainer(
+        paths,
+        spec,
+        settings,
+        target,
+        model,
+        optimizer,
+        progress,
+        validation_images=[
+            ValidationImages(cache, "valid", spec.lesion_classes) for cache in caches.values()
+        ],
+        run_metadata=_run_metadata(spec, settings, caches, current, lineage, extra_metadata),
+        on_validation=on_validation,
+        progress_bar=progress_bar,
+    )
+    trainer.fit(loader)
+    return trainer.finish()
 
+
+def _patch_loader(
+    caches: Mapping[str, Cache],
+    spec: ModelSpec,
+    settings: TrainSettings,
+    progress: Progress,
+    workers: int,
+    target: torch.device,
+) -> DataLoader:
+    """The batches of the steps still to train, in order.
+
+    A patch is a pure function of (seed, sample index), so starting at the
+    resumed step's first sample gives a resumed run the batches an
+    uninterrupted one saw. None are left after an early stop: a run killed
+    while publishing must not train on when it resumes.
+    """
     sampler = PatchSampler.for_training(dict(caches), settings, spec.lesion_classes, settings.seed)
-    remaining = settings.steps - progress.step
+    remaining = 0 if progress.stopped_early else max(0, settings.steps - progress.step)
     dataset = PatchDataset(
         sampler,
         build_augmentation(settings.augmentation),
-        length=max(0, remaining) * settings.batch_size,
+        length=remaining * settings.batch_size,
         start=progress.step * settings.batch_size,
     )
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=settings.batch_size,
         shuffle=False,
@@ -248,15 +293,18 @@ def train_run(
         pin_memory=target.type == "cuda",
         persistent_workers=False,
     )
-    validation_images = [
-        ValidationImages(cache, "valid", spec.lesion_classes) for cache in caches.values()
-    ]
-    schedule = settings.lr_schedule
-    snapshots = set(schedule.snapshot_steps())
-    weights = LossWeights(dice=settings.dice_weight, bce=settings.bce_weight)
-    step_model = torch.compile(model) if settings.compile else model
 
-    metadata_base = {
+
+def _run_metadata(
+    spec: ModelSpec,
+    settings: TrainSettings,
+    caches: Mapping[str, Cache],
+    current: Fingerprint,
+    lineage: Mapping[str, Any],
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What every checkpoint of the run records about how it was made."""
+    return {
         "architecture": spec.as_dict(),
         "hyperparameters": settings.as_dict(),
         "combination": combo_name(caches),
@@ -264,137 +312,249 @@ def train_run(
         "cache_size": _common_size(caches),
         "fingerprint": digest(current),
         **lineage,
-        **(extra_metadata or {}),
+        **(extra or {}),
     }
 
-    def metadata(**extra: Any) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class Step:
+    """One optimiser step as the after-step hooks see it."""
+
+    number: int  # steps completed, this one included
+    loss: float
+    lr: float
+    patches: int
+    seconds: float  # including the wait for its batch: the loop's real throughput
+
+
+@dataclass
+class Trainer:
+    """A run's model, optimiser and progress, the step that trains them, and what follows it.
+
+    nnU-Net's split (setup, a training step, hooks around it) without its class
+    hierarchy: ``step`` only trains; logging, snapshots, validation, state and
+    preemption are the functions in ``AFTER_STEP``, run in that order after
+    every step.
+    """
+
+    paths: RunPaths
+    spec: ModelSpec
+    settings: TrainSettings
+    target: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+    validation_images: list[ValidationImages]
+    run_metadata: dict[str, Any]
+    on_validation: Callable[[int, dict[str, Any]], None] | None = None
+    progress_bar: bool = True
+    schedule: Schedule = field(init=False)
+    snapshot_steps: frozenset[int] = field(init=False)
+    loss_weights: LossWeights = field(init=False)
+    step_model: Callable[[torch.Tensor], torch.Tensor] = field(init=False)
+    terminate: TerminationRequest = field(init=False)
+    step_log: _StepLog = field(init=False)
+    bar: tqdm = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schedule = self.settings.lr_schedule
+        self.snapshot_steps = frozenset(self.schedule.snapshot_steps())
+        self.loss_weights = LossWeights(
+            dice=self.settings.dice_weight, bce=self.settings.bce_weight
+        )
+        self.step_model = torch.compile(self.model) if self.settings.compile else self.model
+        self.terminate = TerminationRequest()
+        self.step_log = _StepLog(self.paths.work / "log.csv", self.progress.step)
+        self.bar = tqdm(
+            total=self.settings.steps,
+            initial=self.progress.step,
+            disable=not self.progress_bar,
+            desc=self.paths.root.name,
+            unit="step",
+        )
+
+    def fit(self, loader: DataLoader) -> None:
+        """Train on every batch of ``loader``, each step followed by the hooks.
+
+        The run stops early when validation says so, or when a hook raises
+        (``Preempted`` after SIGTERM, a pruned trial) with the state saved.
+        The step log and the progress bar are closed however it ends.
+        """
+        self.model.train()
+        started = tick = time.perf_counter()
+        with self.terminate, closing(self.step_log), self.bar:
+            for batch in loader:
+                step = self.step(batch, since=tick)
+                for hook in AFTER_STEP:
+                    hook(self, step)
+                now = time.perf_counter()
+                self.progress.wall_seconds += now - tick - step.seconds  # validation and saving
+                tick = now
+                if self.progress.stopped_early:
+                    log.info("%s: early stop at step %d", self.paths.root, step.number)
+                    self.save()
+                    break
+        seconds = time.perf_counter() - started
+        log.info(
+            "%s: %d steps in %.1f s this session", self.paths.root, self.progress.step, seconds
+        )
+
+    def step(self, batch: Mapping[str, torch.Tensor], since: float) -> Step:
+        """One update at the schedule's learning rate: forward, loss, backward, clip, step.
+
+        ``since`` is when the previous step's hooks ended, so the step's time
+        includes waiting for its batch.
+        """
+        lr = self.schedule.lr_at(self.progress.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = batch["image"].to(self.target, non_blocking=True)
+        if self.target.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_for(self.target):
+            logits = self.step_model(images)
+        loss = segmentation_loss(
+            logits,
+            batch["target"].to(self.target, non_blocking=True),
+            batch["valid"].to(self.target, non_blocking=True),
+            self.loss_weights,
+            self.spec.head,
+            self.spec.lesion_classes,
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{self.paths.root}: loss is {loss.item()} at step {self.progress.step}; "
+                "lower the learning rate"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.optimizer.step()
+        self.progress.step += 1
+        self.progress.samples_seen += len(images)
+        seconds = time.perf_counter() - since
+        self.progress.wall_seconds += seconds
+        return Step(self.progress.step, loss.item(), lr, len(images), seconds)
+
+    def metadata(self, **extra: Any) -> dict[str, Any]:
+        """The sidecar of a checkpoint saved now: how the run was made and how far it got."""
         return {
-            **metadata_base,
-            "step": progress.step,
-            "samples_seen": progress.samples_seen,
-            "wall_seconds": round(progress.wall_seconds, 3),
-            "device_seconds": round(progress.wall_seconds, 3),
-            "device": str(target),
-            "validation": progress.validation[-1] if progress.validation else {},
+            **self.run_metadata,
+            "step": self.progress.step,
+            "samples_seen": self.progress.samples_seen,
+            "wall_seconds": round(self.progress.wall_seconds, 3),
+            "device_seconds": round(self.progress.wall_seconds, 3),
+            "device": str(self.target),
+            "validation": self.progress.validation[-1] if self.progress.validation else {},
             **extra,
         }
 
-    step_log = _StepLog(paths.work / "log.csv", progress.step)
-    model.train()
-    bar = tqdm(
-        total=settings.steps,
-        initial=progress.step,
-        disable=not progress_bar,
-        desc=paths.root.name,
-        unit="step",
-    )
-    started = tick = time.perf_counter()
-    try:
-        with TerminationRequest() as terminate:
-            for batch in loader:
-                lr = schedule.lr_at(progress.step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                images = batch["image"].to(target, non_blocking=True)
-                if target.type == "cuda":
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast_for(target):
-                    logits = step_model(images)
-                loss = segmentation_loss(
-                    logits,
-                    batch["target"].to(target, non_blocking=True),
-                    batch["valid"].to(target, non_blocking=True),
-                    weights,
-                    spec.head,
-                    spec.lesion_classes,
-                )
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{paths.root}: loss is {loss.item()} at step {progress.step}; "
-                        "lower the learning rate"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if settings.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-                optimizer.step()
-                completed = progress.step
-                progress.step += 1
-                progress.samples_seen += len(images)
-                # the step's time includes waiting for its batch: the loop's real throughput
-                elapsed = time.perf_counter() - tick
-                progress.wall_seconds += elapsed
-                step_log.write(
-                    {
-                        "step": progress.step,
-                        "loss": f"{loss.item():.6f}",
-                        "lr": f"{lr:.6e}",
-                        "patches_per_s": f"{len(images) / max(elapsed, 1e-9):.2f}",
-                    }
-                )
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-                if completed in snapshots:
-                    save_checkpoint(
-                        paths.work / "snapshots" / f"step{progress.step:07d}.safetensors",
-                        model.state_dict(),
-                        metadata(snapshot=True),
-                    )
-                final = progress.step == settings.steps
-                if final or progress.step % settings.validate_every == 0:
-                    _record_validation(
-                        model, validation_images, spec, settings, progress, paths, metadata
-                    )
-                    if on_validation is not None:
-                        step_log.flush()
-                        save_state(paths.work, model, optimizer, progress)
-                        on_validation(progress.step, progress.validation[-1])
-                if final or progress.step % settings.state_every == 0 or terminate.requested:
-                    step_log.flush()
-                    save_state(paths.work, model, optimizer, progress)
-                if terminate.requested:
-                    raise Preempted(
-                        f"{paths.root}: SIGTERM at step {progress.step}; state saved; rerun resumes"
-                    )
-                now = time.perf_counter()
-                progress.wall_seconds += now - tick - elapsed  # validation and saving
-                tick = now
-                if progress.stopped_early:
-                    log.info("%s: early stop at step %d", paths.root, progress.step)
-                    save_state(paths.work, model, optimizer, progress)
-                    break
-    finally:
-        bar.close()
-        step_log.close()
-    log.info(
-        "%s: %d steps in %.1f s this session",
-        paths.root,
-        progress.step,
-        time.perf_counter() - started,
-    )
-    final_metadata = metadata(stopped_early=progress.stopped_early, best_step=progress.best_step)
-    save_checkpoint(paths.work / "last.safetensors", model.state_dict(), final_metadata)
-    _publish(paths, progress)
-    return final_metadata
+    def save(self) -> None:
+        """Save the training state, the step log flushed first so that it never lags the state."""
+        self.step_log.flush()
+        save_state(self.paths.work, self.model, self.optimizer, self.progress)
+
+    def finish(self) -> dict[str, Any]:
+        """Save ``last`` and publish the run's outputs; returns the ``last`` metadata."""
+        final = self.metadata(
+            stopped_early=self.progress.stopped_early, best_step=self.progress.best_step
+        )
+        save_checkpoint(self.paths.work / "last.safetensors", self.model.state_dict(), final)
+        _publish(self.paths, self.progress)
+        return final
 
 
-def _record_validation(
-    model: torch.nn.Module,
-    images: list[ValidationImages],
-    spec: ModelSpec,
-    settings: TrainSettings,
-    progress: Progress,
-    paths: RunPaths,
-    metadata: Any,
-) -> None:
-    result = {"step": progress.step, **validate(model, images, spec, settings.bins)}
+def _due(trainer: Trainer, step: Step, every: int) -> bool:
+    """Whether an every-N-steps action is due after ``step``: it always is after the last."""
+    return step.number == trainer.settings.steps or step.number % every == 0
+
+
+def _log_step(trainer: Trainer, step: Step) -> None:
+    """A row of ``log.csv``, and the progress bar moved on."""
+    trainer.step_log.write(
+        {
+            "step": step.number,
+            "loss": f"{step.loss:.6f}",
+            "lr": f"{step.lr:.6e}",
+            "patches_per_s": f"{step.patches / max(step.seconds, 1e-9):.2f}",
+        }
+    )
+    trainer.bar.update(1)
+    trainer.bar.set_postfix(loss=f"{step.loss:.4f}", lr=f"{step.lr:.2e}")
+
+
+def _save_snapshot(trainer: Trainer, step: Step) -> None:
+    """A snapshot after each update the schedule names (the minima of a cyclic rate)."""
+    if step.number - 1 in trainer.snapshot_steps:
+        save_checkpoint(
+            trainer.paths.work / "snapshots" / f"step{step.number:07d}.safetensors",
+            trainer.model.state_dict(),
+            trainer.metadata(snapshot=True),
+        )
+
+
+def _validate(trainer: Trainer, step: Step) -> None:
+    """Validation when due, then ``on_validation``.
+
+    The state is saved before ``on_validation`` is called, so that an exception
+    it raises (a pruned trial) loses nothing.
+    """
+    if not _due(trainer, step, trainer.settings.validate_every):
+        return
+    _record_validation(trainer)
+    if trainer.on_validation is not None:
+        trainer.save()
+        trainer.on_validation(step.number, trainer.progress.validation[-1])
+
+
+def _save_state(trainer: Trainer, step: Step) -> None:
+    """The training state every ``state_every`` steps, after the last, and on SIGTERM."""
+    if _due(trainer, step, trainer.settings.state_every) or trainer.terminate.requested:
+        trainer.save()
+
+
+def _stop_if_preempted(trainer: Trainer, step: Step) -> None:
+    """After SIGTERM (state saved by ``_save_state``): stop; a rerun resumes at this step."""
+    if trainer.terminate.requested:
+        raise Preempted(
+            f"{trainer.paths.root}: SIGTERM at step {step.number}; state saved; rerun resumes"
+        )
+
+
+#: What follows every step, in this order: a snapshot records the validation
+#: before its step, the state saved includes the step's validation, and
+#: preemption raises only once the state is saved.
+AFTER_STEP: tuple[Callable[[Trainer, Step], None], ...] = (
+    _log_step,
+    _save_snapshot,
+    _validate,
+    _save_state,
+    _stop_if_preempted,
+)
+
+
+def _record_validation(trainer: Trainer) -> None:
+    """Score the model and record the result in the progress.
+
+    A better score than any before makes the model ``best``; a run of
+    ``early_stopping`` validations without one stops the run.
+    """
+    progress, settings = trainer.progress, trainer.settings
+    spec, paths = trainer.spec, trainer.paths
+    result = {
+        "step": progress.step,
+        **validate(trainer.model, trainer.validation_images, spec, settings.bins),
+    }
     progress.validation.append(result)
     log.info("%s: step %d validation %s", paths.root, progress.step, result)
     if math.isfinite(result["score"]) and result["score"] > progress.best_score:
         progress.best_score = result["score"]
         progress.best_step = progress.step
         progress.validations_without_gain = 0
-        save_checkpoint(paths.work / "best.safetensors", model.state_dict(), metadata(best=True))
+        save_checkpoint(
+            paths.work / "best.safetensors", trainer.model.state_dict(), trainer.metadata(best=True)
+        )
     else:
         progress.validations_without_gain += 1
         if settings.early_stopping and progress.validations_without_gain >= settings.early_stopping:
