@@ -12,6 +12,7 @@ from lesionsoup.data.annotation_style import (
     AnnotationStyle,
     resolve_styles,
 )
+from lesionsoup.data.datasets import default_styles
 from lesionsoup.data.fundus import SyntheticFundus, render_fundus
 
 
@@ -93,10 +94,11 @@ def test_merge_bridges_nearby_blobs_and_min_area_drops_small_ones() -> None:
 
 
 def test_resolve_styles_overrides_defaults() -> None:
-    default = resolve_styles()
+    default = resolve_styles(default_styles())
     assert default["RETLES"] == DEFAULT_STYLES["coarse"]
     assert default["IDRID"] == DEFAULT_STYLES["fine"]
     custom = resolve_styles(
+        default_styles(),
         {"coarse": {"dilate_px": 9}, "sloppy": {"smooth_px": 2}},
         {"DDR": "coarse", "FGADR": "sloppy"},
     )
@@ -117,4 +119,4 @@ def test_resolve_styles_rejects_bad_configuration(
     styles: dict | None, mapping: dict | None, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        resolve_styles(styles, mapping)
+        resolve_styles(default_styles(), styles, mapping)

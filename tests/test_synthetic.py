@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from lesionsoup.data.datasets.synthetic import ALL, MAPLES_RELEASE, generate
+from lesionsoup.data.datasets import ADAPTERS
+from lesionsoup.data.datasets.maples import RELEASE_TREE as MAPLES_RELEASE
+from lesionsoup.data.datasets.synthetic import generate
 
 IMAGES = 12
 SCALE = 0.1
@@ -38,7 +40,7 @@ def repeated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_roots_and_no_leftovers(trees: dict[str, Path]) -> None:
-    assert set(trees) == {*ALL, MAPLES_RELEASE}
+    assert set(trees) == {*ADAPTERS, MAPLES_RELEASE}
     out = trees["IDRID"].parent
     assert sorted(p.name for p in out.iterdir()) == sorted(trees)
     assert not [p for p in out.rglob(".*")]  # no temporary files

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from lesionsoup.commands.arguments import Subcommands, json_object, optional_int
+from lesionsoup.data.datasets import ADAPTERS, DatasetAdapter, default_styles
 
 log = logging.getLogger("lesionsoup")
 
@@ -29,7 +32,7 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _index(args: argparse.Namespace) -> None:
-    from lesionsoup.data.datasets import index_dataset
+    from lesionsoup.data.datasets.index import index_dataset
     from lesionsoup.data.manifest import write_manifest
 
     manifest = index_dataset(args.dataset, args.root, args.options)
@@ -58,12 +61,21 @@ def _preprocess(args: argparse.Namespace) -> None:
     log.info("%s", report)
 
 
+def _per_dataset(fact: Callable[[DatasetAdapter], object]) -> str:
+    """``NAME: fact`` of each registered dataset that has the fact, for a help text (the
+    help then names what the registry holds, never a list of its own)."""
+    facts = {name: fact(adapter) for name, adapter in sorted(ADAPTERS.items())}
+    return "; ".join(f"{name}: {value}" for name, value in facts.items() if value not in (None, ""))
+
+
 def _add_synth(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "synth",
-        help="write synthetic fundus datasets in the five native layouts",
+        help="write synthetic fundus datasets in the native layout of every registered dataset",
         description="Synthetic colour fundus photographs with lesion masks, written in the native "
-        "folder layout of IDRiD, DDR, FGADR, RETLES and MAPLES-DR (both layouts). "
+        f"folder layout of each registered dataset ({', '.join(sorted(ADAPTERS))}); further "
+        f"trees in another layout of the same images: "
+        f"{_per_dataset(lambda adapter: ', '.join(adapter.synthetic.trees))}. "
         "The same seed gives byte-identical files.",
     )
     parser.add_argument("--out", type=Path, required=True, help="folder to write the trees into")
@@ -77,7 +89,7 @@ def _add_synth(commands: Subcommands) -> None:
         "--dataset-styles",
         type=json_object,
         default=None,
-        help='annotation style of each dataset (JSON), default {"RETLES": "coarse"}, others fine',
+        help=f"annotation style of each dataset (JSON), default {json.dumps(default_styles())}",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.set_defaults(handler=_synth)
@@ -89,14 +101,15 @@ def _add_index(commands: Subcommands) -> None:
         help="read a dataset in its native layout and write its manifest",
         description="Write the manifest of one dataset (image, masks per lesion, split, size).",
     )
-    parser.add_argument("dataset", help="IDRID, DDR, FGADR, RETLES or MAPLES")
+    parser.add_argument("dataset", help=f"one of {', '.join(sorted(ADAPTERS))}")
     parser.add_argument("root", type=Path, help="the dataset folder as downloaded")
     parser.add_argument("-o", "--output", type=Path, required=True, help="manifest CSV to write")
     parser.add_argument(
         "--options",
         type=json_object,
         default={},
-        help='adapter options as JSON, e.g. \'{"split": {"seed": 0, "test": 0.3}}\'',
+        help='adapter options as JSON, e.g. \'{"split": {"seed": 0, "test": 0.3}}\'; besides '
+        f"split: {_per_dataset(lambda adapter: ', '.join(adapter.options))}",
     )
     parser.set_defaults(handler=_index)
 
@@ -116,7 +129,8 @@ def _add_preprocess(commands: Subcommands) -> None:
         "--uncertain-value",
         type=optional_int,
         default=None,
-        help="mask value of excluded annotations (RETLES: 127), or none",
+        help="mask value of excluded annotations, or none "
+        f"({_per_dataset(lambda adapter: adapter.uncertain_value)})",
     )
     parser.add_argument(
         "--uncertain-as", choices=["ignore", "lesion", "background"], default="ignore"

@@ -1,10 +1,11 @@
 """Annotation styles: how a dataset's graders turn the true lesions into its masks.
 
-A ``fine`` grader outlines each lesion tightly (IDRiD, DDR, FGADR, MAPLES-DR);
-a ``coarse`` one (RETLES) draws dilated, smooth blobs and merges nearby small
-lesions into one. Lengths are in reference pixels (see ``lesionsoup.data.fundus``)
-and are scaled to each image by its ``unit``, so a style means the same at
-every image size.
+A ``fine`` grader outlines each lesion tightly; a ``coarse`` one draws dilated,
+smooth blobs and merges nearby small lesions into one. Which datasets' graders
+work in which style is each adapter's ``style`` in the dataset registry
+(``lesionsoup.data.datasets.registry``). Lengths are in reference pixels (see
+``lesionsoup.data.fundus``) and are scaled to each image by its ``unit``, so a
+style means the same at every image size.
 """
 
 from __future__ import annotations
@@ -55,30 +56,26 @@ def _drop_small(mask: np.ndarray, min_area: float) -> np.ndarray:
     return keep[labels].astype(np.uint8)
 
 
+FINE, COARSE = "fine", "coarse"
 #: The two styles of the study; a configuration overrides any of their fields.
 DEFAULT_STYLES: dict[str, AnnotationStyle] = {
-    "fine": AnnotationStyle(),
-    "coarse": AnnotationStyle(merge_px=30.0, dilate_px=14.0, smooth_px=10.0),
-}
-#: Which style each synthetic dataset is annotated in.
-DEFAULT_DATASET_STYLES: dict[str, str] = {
-    "IDRID": "fine",
-    "DDR": "fine",
-    "FGADR": "fine",
-    "MAPLES": "fine",
-    "RETLES": "coarse",
+    FINE: AnnotationStyle(),
+    COARSE: AnnotationStyle(merge_px=30.0, dilate_px=14.0, smooth_px=10.0),
 }
 
 
 def resolve_styles(
+    defaults: Mapping[str, str],
     styles: Mapping[str, Mapping[str, float]] | None = None,
     dataset_styles: Mapping[str, str] | None = None,
 ) -> dict[str, AnnotationStyle]:
     """The style of each dataset, from configuration overrides on top of the defaults.
 
-    ``styles`` maps a style name to the fields it changes (``{"coarse": {"dilate_px": 9}}``);
-    a new name defines a new style from the ``fine`` defaults. ``dataset_styles`` maps
-    dataset names to style names and replaces the default entry of each dataset it names.
+    ``defaults`` maps dataset names to style names (the registry's ``default_styles()``;
+    passed in, so that this module needs no dataset). ``styles`` maps a style name to
+    the fields it changes (``{"coarse": {"dilate_px": 9}}``); a new name defines a new
+    style from the ``fine`` defaults. ``dataset_styles`` maps dataset names to style
+    names and replaces the default entry of each dataset it names.
     """
     known = {field.name for field in fields(AnnotationStyle)}
     resolved = dict(DEFAULT_STYLES)
@@ -89,9 +86,9 @@ def resolve_styles(
                 f"annotation style {name!r}: unknown parameters {sorted(unknown)}; "
                 f"known: {sorted(known)}"
             )
-        base = resolved.get(name, DEFAULT_STYLES["fine"])
+        base = resolved.get(name, DEFAULT_STYLES[FINE])
         resolved[name] = replace(base, **{key: float(value) for key, value in values.items()})
-    mapping = {**DEFAULT_DATASET_STYLES, **(dataset_styles or {})}
+    mapping = {**defaults, **(dataset_styles or {})}
     missing = {dataset: style for dataset, style in mapping.items() if style not in resolved}
     if missing:
         raise ValueError(f"datasets mapped to undefined annotation styles: {missing}")

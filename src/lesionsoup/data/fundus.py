@@ -231,47 +231,17 @@ def _draw_lesions(
     extras: bool,
     cws_probability: float,
 ) -> dict[Lesion, np.ndarray]:
-    """The true lesion masks (bool), drawn before any colour is painted."""
-    unit = anatomy.unit
-    r = anatomy.radius
+    """The true lesion masks (bool), drawn before any colour is painted.
+
+    The classes are drawn in a fixed order from one stream (the order is part of
+    what a seed means: changing it changes every synthetic image).
+    """
     masks = {lesion: np.zeros(shape, dtype=np.uint8) for lesion in Lesion}
-
-    for centre in _scatter(rng, rng.poisson(5 * density), anatomy.macula, 0.4 * r):
-        if rng.random() < 0.4:  # flame: elongated along the nerve fibres, radial from the disc
-            angle = np.degrees(np.arctan2(centre[0] - anatomy.disc[0], centre[1] - anatomy.disc[1]))
-            axes = (rng.uniform(14, 30) * unit, rng.uniform(3, 6) * unit)
-            _ellipse(masks[Lesion.HE], centre, axes, angle + rng.normal(0, 10))
-        else:  # dot-blot: a few overlapping round blobs
-            for part in _scatter(rng, int(rng.integers(1, 4)), centre, 4 * unit):
-                axes = (rng.uniform(5, 14) * unit, rng.uniform(5, 14) * unit)
-                _ellipse(masks[Lesion.HE], part, axes, rng.uniform(0, 180))
-
-    for centre in _scatter(rng, rng.poisson(18 * density), anatomy.macula, 0.35 * r):
-        radius = rng.uniform(1.0, 3.0) * unit
-        _ellipse(masks[Lesion.MA], centre, (radius, radius), 0)
-
-    for _ in range(rng.poisson(2.5 * density)):
-        angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(0.08, 0.45) * r
-        cluster = (
-            anatomy.macula[0] + distance * np.sin(angle),
-            anatomy.macula[1] + distance * np.cos(angle),
-        )
-        spread = rng.uniform(8, 30) * unit
-        for centre in _scatter(rng, int(rng.integers(3, 25)), cluster, spread):
-            axes = (rng.uniform(1.5, 6) * unit, rng.uniform(1.5, 6) * unit)
-            _ellipse(masks[Lesion.EX], centre, axes, rng.uniform(0, 180))
-
+    _draw_haemorrhages(rng, masks[Lesion.HE], anatomy, density)
+    _draw_microaneurysms(rng, masks[Lesion.MA], anatomy, density)
+    _draw_exudates(rng, masks[Lesion.EX], anatomy, density)
     if density > 0 and rng.random() < cws_probability:
-        for _ in range(int(rng.integers(1, 4))):
-            angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.55) * r
-            centre = (
-                anatomy.disc[0] + distance * np.sin(angle),
-                anatomy.disc[1] + distance * np.cos(angle),
-            )
-            for part in _scatter(rng, int(rng.integers(3, 7)), centre, 8 * unit):
-                axes = (rng.uniform(8, 20) * unit, rng.uniform(6, 14) * unit)
-                _ellipse(masks[Lesion.CWS], part, axes, rng.uniform(0, 180))
-
+        _draw_cotton_wool_spots(rng, masks[Lesion.CWS], anatomy)
     if extras and density > 0:
         _draw_irma(rng, masks[Lesion.IRMA], anatomy)
         _draw_neovessels(rng, masks[Lesion.NV], anatomy)
@@ -284,6 +254,60 @@ def _draw_lesions(
     if not extras:
         del result[Lesion.IRMA], result[Lesion.NV]
     return result
+
+
+def _draw_haemorrhages(
+    rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy, density: float
+) -> None:
+    unit = anatomy.unit
+    for centre in _scatter(rng, rng.poisson(5 * density), anatomy.macula, 0.4 * anatomy.radius):
+        if rng.random() < 0.4:  # flame: elongated along the nerve fibres, radial from the disc
+            angle = np.degrees(np.arctan2(centre[0] - anatomy.disc[0], centre[1] - anatomy.disc[1]))
+            axes = (rng.uniform(14, 30) * unit, rng.uniform(3, 6) * unit)
+            _ellipse(mask, centre, axes, angle + rng.normal(0, 10))
+        else:  # dot-blot: a few overlapping round blobs
+            for part in _scatter(rng, int(rng.integers(1, 4)), centre, 4 * unit):
+                axes = (rng.uniform(5, 14) * unit, rng.uniform(5, 14) * unit)
+                _ellipse(mask, part, axes, rng.uniform(0, 180))
+
+
+def _draw_microaneurysms(
+    rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy, density: float
+) -> None:
+    for centre in _scatter(rng, rng.poisson(18 * density), anatomy.macula, 0.35 * anatomy.radius):
+        radius = rng.uniform(1.0, 3.0) * anatomy.unit
+        _ellipse(mask, centre, (radius, radius), 0)
+
+
+def _draw_exudates(
+    rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy, density: float
+) -> None:
+    """Clusters of small bright specks around the macula."""
+    unit = anatomy.unit
+    for _ in range(rng.poisson(2.5 * density)):
+        angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(0.08, 0.45) * anatomy.radius
+        cluster = (
+            anatomy.macula[0] + distance * np.sin(angle),
+            anatomy.macula[1] + distance * np.cos(angle),
+        )
+        spread = rng.uniform(8, 30) * unit
+        for centre in _scatter(rng, int(rng.integers(3, 25)), cluster, spread):
+            axes = (rng.uniform(1.5, 6) * unit, rng.uniform(1.5, 6) * unit)
+            _ellipse(mask, centre, axes, rng.uniform(0, 180))
+
+
+def _draw_cotton_wool_spots(rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy) -> None:
+    """One to three patches of a few blobs each, 0.2 to 0.55 radii away from the disc."""
+    unit = anatomy.unit
+    for _ in range(int(rng.integers(1, 4))):
+        angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.55) * anatomy.radius
+        centre = (
+            anatomy.disc[0] + distance * np.sin(angle),
+            anatomy.disc[1] + distance * np.cos(angle),
+        )
+        for part in _scatter(rng, int(rng.integers(3, 7)), centre, 8 * unit):
+            axes = (rng.uniform(8, 20) * unit, rng.uniform(6, 14) * unit)
+            _ellipse(mask, part, axes, rng.uniform(0, 180))
 
 
 def _random_walk(

@@ -1,85 +1,47 @@
-"""Dataset adapters: each native layout read into a manifest with its final splits.
+"""Dataset adapters: each native layout read into a manifest, and imitated by the demo data.
 
-``index_dataset("IDRID", root, options)`` returns the manifest frame
-(``lesionsoup.data.manifest``); ``write_manifest`` stores it. Options: ``split``
-(``seed``, ``test``, ``valid``; see ``lesionsoup.data.splits``) for every dataset,
-``hemorrhage`` for RETLES, ``messidor_root`` for MAPLES.
+Every adapter module registers its dataset when imported (``registry``); the one
+import line below imports them all, so ``ADAPTERS`` is complete as soon as this
+package is. A new dataset is its own module (``scan``, a ``SyntheticLayout`` and
+``register(DatasetAdapter(...))``) plus its name on that line.
+
+``index_dataset`` (``index``) is loaded on first use: it needs pandas, which
+reading the registry should not cost (the command line builds its help texts
+from it on every start, and the workflow may read it while planning).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from lesionsoup.data.datasets import ddr, fgadr, idrid, maples, retles  # noqa: F401 (they register)
+from lesionsoup.data.datasets.native import DatasetError
+from lesionsoup.data.datasets.registry import (
+    ADAPTERS,
+    DatasetAdapter,
+    default_styles,
+    get_adapter,
+    register,
+)
 
-from lesionsoup.core.lesions import ALL
-from lesionsoup.data.datasets import ddr, fgadr, idrid, maples, retles
-from lesionsoup.data.datasets.native import Adapter, DatasetError, NativeImage, absolute, image_size
-from lesionsoup.data.manifest import SPLITS, join_mask_paths, manifest_from_rows, mask_column
-from lesionsoup.data.splits import SplitOptions, assign_splits
-
-ADAPTERS: dict[str, Adapter] = {
-    adapter.name: adapter
-    for adapter in (idrid.ADAPTER, ddr.ADAPTER, fgadr.ADAPTER, retles.ADAPTER, maples.ADAPTER)
-}
-SPLIT_OPTION = "split"
+if TYPE_CHECKING:
+    from lesionsoup.data.datasets.index import index_dataset
 
 
-def index_dataset(
-    name: str, root: Path | str, options: Mapping[str, Any] | None = None
-) -> pd.DataFrame:
-    """The manifest of dataset ``name`` (a key of ``ADAPTERS``) stored under ``root``."""
-    if name not in ADAPTERS:
-        raise ValueError(f"unknown dataset '{name}'; known: {sorted(ADAPTERS)}")
-    adapter = ADAPTERS[name]
-    options = dict(options or {})
-    known = [*adapter.options, SPLIT_OPTION]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {name}; known: {known}")
-    split_options = SplitOptions.from_mapping(options.pop(SPLIT_OPTION, None) or {})
-    images = adapter.scan(Path(root), {**adapter.options, **options})
-    if not images:
-        raise DatasetError(f"{absolute(root)}: no {name} images found")
-    _check_unique_ids(images)
-    patients = [adapter.patient(image.image_id) for image in images]
-    splits = assign_splits([image.split for image in images], patients, name, split_options)
-    rows = [
-        _row(name, image, split, patient)
-        for image, split, patient in zip(images, splits, patients, strict=True)
-    ]
-    rows.sort(key=lambda row: (SPLITS.index(str(row["split"])), str(row["image_id"])))
-    return manifest_from_rows(rows, source=f"{name} at {absolute(root)}")
+def __getattr__(name: str) -> Any:
+    if name == "index_dataset":
+        from lesionsoup.data.datasets.index import index_dataset
+
+        return index_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _check_unique_ids(images: list[NativeImage]) -> None:
-    seen: dict[str, NativeImage] = {}
-    for image in images:
-        if image.image_id in seen:
-            raise DatasetError(
-                f"image id '{image.image_id}' repeats: {seen[image.image_id].image_path} "
-                f"and {image.image_path}"
-            )
-        seen[image.image_id] = image
-
-
-def _row(dataset: str, image: NativeImage, split: str, patient: str) -> dict[str, object]:
-    width, height = image_size(image.image_path)
-    return {
-        "image_id": image.image_id,
-        "dataset": dataset,
-        "split": split,
-        "patient": patient,
-        "image_path": str(absolute(image.image_path)),
-        **{
-            mask_column(lesion): join_mask_paths(absolute(p) for p in image.masks.get(lesion, []))
-            for lesion in ALL
-        },
-        "width": width,
-        "height": height,
-    }
-
-
-__all__ = ["ADAPTERS", "Adapter", "DatasetError", "index_dataset"]
+__all__ = [
+    "ADAPTERS",
+    "DatasetAdapter",
+    "DatasetError",
+    "default_styles",
+    "get_adapter",
+    "index_dataset",
+    "register",
+]

@@ -8,6 +8,10 @@ Layout (the root is the folder holding ``Seg-set`` or that folder)::
 
 FGADR ids (``0001_2``) encode no patient, so each image is its own patient in
 the seeded split: images of one person may fall on both sides.
+
+The masks are anti-aliased (grey edges), so any non-zero value is lesion
+(``mask_threshold`` 1). The synthetic stand-in writes such masks, IRMA and NV
+too, and the grading table without a header, as the original.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
+from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
-    Adapter,
     NativeImage,
     attach_mask,
     find_path,
@@ -26,9 +33,19 @@ from lesionsoup.data.datasets.native import (
     locate_root,
     require_folder,
 )
+from lesionsoup.data.datasets.registry import DatasetAdapter, register
+from lesionsoup.data.datasets.synthetic_layout import (
+    SyntheticImage,
+    SyntheticLayout,
+    Written,
+    binary,
+    save,
+)
+from lesionsoup.data.fundus import SyntheticFundus
 
 ROOT_FOLDER = "Seg-set"
 IMAGES_FOLDER = "Original_Images"
+GRADES_FILE = "DR_Seg_Grading_Label.csv"
 LESION_FOLDERS = {
     Lesion.MA: "Microaneurysms_Masks",
     Lesion.HE: "Hemohedge_Masks",
@@ -54,4 +71,45 @@ def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
     return list(images.values())
 
 
-ADAPTER = Adapter(name="FGADR", scan=scan)
+def _synthetic_names(count: int) -> list[str]:
+    return [f"{index + 1:04d}_{1 + index % 3}" for index in range(count)]
+
+
+def _anti_aliased(mask: np.ndarray) -> np.ndarray:
+    """0/255 mask with soft grey edges outside the lesion (the lesion itself stays 255)."""
+    mask = binary(mask)
+    return np.maximum(mask, cv2.GaussianBlur(mask, (0, 0), 0.8))
+
+
+def _write_synthetic(
+    image: SyntheticImage,
+    fundus: SyntheticFundus,
+    masks: dict[Lesion, np.ndarray],
+    rng: np.random.Generator,
+) -> None:
+    root = image.tree() / ROOT_FOLDER
+    save(root / IMAGES_FOLDER / f"{image.name}.png", fundus.image)
+    for lesion, folder in LESION_FOLDERS.items():
+        save(root / folder / f"{image.name}.png", _anti_aliased(masks[lesion]))
+
+
+def _write_synthetic_grades(root: Path, rows: list[Written]) -> None:
+    lines = "".join(f"{row.name}.png,{row.grade}\n" for row in rows)  # no header, like the original
+    atomic_write_bytes(root / ROOT_FOLDER / GRADES_FILE, lines.encode())
+
+
+register(
+    DatasetAdapter(
+        name="FGADR",
+        scan=scan,
+        mask_threshold=1,
+        synthetic=SyntheticLayout(
+            stream=2,
+            sizes=((1280, 1280),),
+            names=_synthetic_names,
+            write=_write_synthetic,
+            extras=True,
+            summary=_write_synthetic_grades,
+        ),
+    )
+)

@@ -8,6 +8,10 @@ Layout (the root is the folder holding ``A. Segmentation`` or that folder)::
 
 About half the images have no soft-exudate file: a missing file means no
 lesion. The optic-disc masks (``5. Optic Disc``) are not lesions and are skipped.
+
+The synthetic stand-in writes TIFF masks 0/255, soft-exudate files only where
+there are some, and optic-disc masks; every image is diseased, as in IDRiD's
+segmentation set.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
-    Adapter,
     NativeImage,
     attach_mask,
     find_path,
@@ -26,11 +31,16 @@ from lesionsoup.data.datasets.native import (
     locate_root,
     require_folder,
 )
+from lesionsoup.data.datasets.registry import DatasetAdapter, register
+from lesionsoup.data.datasets.synthetic_layout import SyntheticImage, SyntheticLayout, binary, save
+from lesionsoup.data.fundus import SyntheticFundus
 
 ROOT_FOLDER = "A. Segmentation"
 IMAGES_FOLDER = "1. Original Images"
 MASKS_FOLDER = "2. All Segmentation Groundtruths"
 SPLIT_FOLDERS = {"train": "a. Training Set", "test": "b. Testing Set"}
+#: Official splits and their sizes.
+OFFICIAL_SPLITS = {"train": 54, "test": 27}
 #: Mask folder and file-name suffix of each lesion.
 LESION_FOLDERS = {
     Lesion.MA: ("1. Microaneurysms", "_MA"),
@@ -38,6 +48,7 @@ LESION_FOLDERS = {
     Lesion.EX: ("3. Hard Exudates", "_EX"),
     Lesion.CWS: ("4. Soft Exudates", "_SE"),
 }
+OPTIC_DISC_FOLDER = ("5. Optic Disc", "_OD")
 
 
 def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
@@ -61,4 +72,38 @@ def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
     return images
 
 
-ADAPTER = Adapter(name="IDRID", scan=scan)
+def _synthetic_names(count: int) -> list[str]:
+    return [f"IDRiD_{index + 1:02d}" for index in range(count)]
+
+
+def _write_synthetic(
+    image: SyntheticImage,
+    fundus: SyntheticFundus,
+    masks: dict[Lesion, np.ndarray],
+    rng: np.random.Generator,
+) -> None:
+    root = image.tree() / ROOT_FOLDER
+    subset = SPLIT_FOLDERS[image.split]
+    save(root / IMAGES_FOLDER / subset / f"{image.name}.jpg", fundus.image)
+    truth = root / MASKS_FOLDER / subset
+    for lesion, (folder, suffix) in LESION_FOLDERS.items():
+        if lesion is not Lesion.CWS or masks[lesion].any():  # SE files only where there are some
+            save(truth / folder / f"{image.name}{suffix}.tif", binary(masks[lesion]))
+    folder, suffix = OPTIC_DISC_FOLDER
+    save(truth / folder / f"{image.name}{suffix}.tif", binary(fundus.optic_disc))
+
+
+register(
+    DatasetAdapter(
+        name="IDRID",
+        scan=scan,
+        official_splits=OFFICIAL_SPLITS,
+        synthetic=SyntheticLayout(
+            stream=0,
+            sizes=((2848, 4288),),
+            names=_synthetic_names,
+            write=_write_synthetic,
+            healthy_eyes=False,
+        ),
+    )
+)

@@ -1,18 +1,18 @@
-"""What every adapter shares: the adapter record, the error type and tree lookups.
+"""What every adapter shares: the image record, the error type and tree lookups.
 
 An adapter reads one dataset's native folder tree, exactly as users downloaded
 it, into ``NativeImage`` records; ``lesionsoup.data.datasets.index_dataset`` turns
-those into a manifest. Folder lookups here ignore case and skip hidden files
-(``.DS_Store``) and anything that is not an image.
+those into a manifest (the adapter record itself is in ``registry``). Folder
+lookups here ignore case and skip hidden files (``.DS_Store``) and anything
+that is not an image.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
@@ -33,26 +33,6 @@ class NativeImage:
     image_path: Path
     split: str | None = None  # the official split, None where the dataset has none
     masks: dict[Lesion, list[Path]] = field(default_factory=dict)
-
-
-def same_patient_as_image(image_id: str) -> str:
-    """The patient key of datasets that record no patient: each image is its own."""
-    return image_id
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """How to index one dataset layout.
-
-    ``scan`` reads the tree under a root with the adapter's own options
-    (``options`` lists their names and defaults); ``patient`` maps an image id
-    to the key that seeded splits keep together.
-    """
-
-    name: str
-    scan: Callable[[Path, Mapping[str, Any]], list[NativeImage]]
-    options: Mapping[str, Any] = field(default_factory=dict)
-    patient: Callable[[str], str] = same_patient_as_image
 
 
 def absolute(path: Path | str) -> Path:

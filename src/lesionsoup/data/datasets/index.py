@@ -1,0 +1,74 @@
+"""A registered adapter's scan of a native tree, turned into a manifest with its final splits.
+
+``index_dataset("IDRID", root, options)`` returns the manifest frame
+(``lesionsoup.data.manifest``); ``write_manifest`` stores it. Options are the
+adapter's own (``DatasetAdapter.options``: ``hemorrhage`` for RETLES,
+``messidor_root`` for MAPLES, ...) and ``split`` (``seed``, ``test``,
+``valid``; see ``lesionsoup.data.splits``) for every dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lesionsoup.core.lesions import ALL
+from lesionsoup.data.datasets.native import DatasetError, NativeImage, absolute, image_size
+from lesionsoup.data.datasets.registry import SPLIT_OPTION, get_adapter
+from lesionsoup.data.manifest import SPLITS, join_mask_paths, manifest_from_rows, mask_column
+from lesionsoup.data.splits import SplitOptions, assign_splits
+
+
+def index_dataset(
+    name: str, root: Path | str, options: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """The manifest of the registered dataset ``name`` stored under ``root``."""
+    adapter = get_adapter(name)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(adapter.option_names))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for {name}; known: {adapter.option_names}")
+    split_options = SplitOptions.from_mapping(options.pop(SPLIT_OPTION, None) or {})
+    images = adapter.scan(Path(root), {**adapter.option_defaults, **options})
+    if not images:
+        raise DatasetError(f"{absolute(root)}: no {name} images found")
+    _check_unique_ids(images)
+    patients = [adapter.patient(image.image_id) for image in images]
+    splits = assign_splits([image.split for image in images], patients, name, split_options)
+    rows = [
+        _row(name, image, split, patient)
+        for image, split, patient in zip(images, splits, patients, strict=True)
+    ]
+    rows.sort(key=lambda row: (SPLITS.index(str(row["split"])), str(row["image_id"])))
+    return manifest_from_rows(rows, source=f"{name} at {absolute(root)}")
+
+
+def _check_unique_ids(images: list[NativeImage]) -> None:
+    seen: dict[str, NativeImage] = {}
+    for image in images:
+        if image.image_id in seen:
+            raise DatasetError(
+                f"image id '{image.image_id}' repeats: {seen[image.image_id].image_path} "
+                f"and {image.image_path}"
+            )
+        seen[image.image_id] = image
+
+
+def _row(dataset: str, image: NativeImage, split: str, patient: str) -> dict[str, object]:
+    width, height = image_size(image.image_path)
+    return {
+        "image_id": image.image_id,
+        "dataset": dataset,
+        "split": split,
+        "patient": patient,
+        "image_path": str(absolute(image.image_path)),
+        **{
+            mask_column(lesion): join_mask_paths(absolute(p) for p in image.masks.get(lesion, []))
+            for lesion in ALL
+        },
+        "width": width,
+        "height": height,
+    }

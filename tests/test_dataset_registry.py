@@ -1,0 +1,280 @@
+"""One source for the datasets: the registry, what reads it, and a sixth dataset added in a test.
+
+The workflow's config schema is a file (Snakemake validates against files, not
+dicts), so the tests here hold every dataset part of it to the registry: a new
+adapter whose entry is missing from the schema fails them, with the entry to add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+import yaml
+from native_trees import write_image, write_mask
+
+from lesionsoup.cli import main
+from lesionsoup.core.lesions import Lesion
+from lesionsoup.data.annotation_style import COARSE
+from lesionsoup.data.datasets import (
+    ADAPTERS,
+    DatasetAdapter,
+    default_styles,
+    get_adapter,
+    index_dataset,
+    register,
+)
+from lesionsoup.data.datasets.maples import RELEASE_TREE
+from lesionsoup.data.datasets.native import NativeImage, attach_mask, image_files, require_folder
+from lesionsoup.data.datasets.synthetic import generate
+from lesionsoup.data.datasets.synthetic_layout import (
+    SyntheticImage,
+    SyntheticLayout,
+    binary,
+    save,
+)
+from lesionsoup.data.fundus import SyntheticFundus
+from lesionsoup.data.preprocess import MaskRules
+from lesionsoup.plan.report import DEFAULTS as REPORT_DEFAULTS
+
+SCHEMAS = Path(__file__).parents[1] / "workflow" / "schemas"
+
+
+def _schema(name: str) -> dict[str, Any]:
+    return yaml.safe_load((SCHEMAS / name).read_text())
+
+
+def _normalised(value: Any) -> Any:
+    """``value`` with the whitespace of every string collapsed (YAML folds long text)."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, Mapping):
+        return {key: _normalised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalised(item) for item in value]
+    return value
+
+
+def _split_property(adapter: DatasetAdapter) -> dict[str, Any]:
+    """The ``split`` options a dataset's official splits leave to choose (none for all three)."""
+    if "valid" in adapter.official_splits:
+        return {}
+    kind = "valid_split" if adapter.official_splits else "split"
+    return {"split": {"$ref": f"#/$defs/{kind}"}}
+
+
+def _uncertain_property(adapter: DatasetAdapter) -> dict[str, Any]:
+    value = adapter.uncertain_value
+    if value is None:
+        return {}
+    choices = list(get_args(get_type_hints(MaskRules)["uncertain_as"]))
+    description = (
+        f"Mask value {value} marks annotations the {adapter.name} authors excluded: "
+        "`ignore` leaves them out of the loss and every metric."
+    )
+    return {
+        f"value_{value}": {
+            "enum": choices,
+            "default": MaskRules.uncertain_as,
+            "description": description,
+        }
+    }
+
+
+def expected_config_entry(adapter: DatasetAdapter) -> dict[str, Any]:
+    """What ``config.schema.yaml`` must say under ``datasets: <name>``, from the registry."""
+    properties = {
+        "root": {"$ref": "#/$defs/root"},
+        "mask_threshold": {"$ref": "#/$defs/mask_threshold", "default": adapter.mask_threshold},
+        **_split_property(adapter),
+        **_uncertain_property(adapter),
+        **adapter.options,
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["root"],
+        "properties": properties,
+    }
+
+
+def coarse_datasets() -> list[str]:
+    return sorted(name for name, style in default_styles().items() if style == COARSE)
+
+
+# ---------------------------------------------------------------- the schema files
+
+
+def test_config_schema_offers_exactly_the_registered_datasets_and_options() -> None:
+    datasets = _schema("config.schema.yaml")["properties"]["datasets"]
+    expected = {name: expected_config_entry(adapter) for name, adapter in ADAPTERS.items()}
+    for name, entry in expected.items():
+        assert _normalised(datasets["properties"].get(name)) == _normalised(entry), (
+            f"workflow/schemas/config.schema.yaml, datasets: {name} should read\n"
+            + yaml.safe_dump({name: entry}, sort_keys=False)
+        )
+    assert set(datasets["properties"]) == set(expected), "schema entries of no registered dataset"
+    assert datasets["additionalProperties"] is False
+
+
+def test_every_dataset_list_of_the_schemas_is_the_registry() -> None:
+    schema = _schema("config.schema.yaml")
+    assert sorted(schema["$defs"]["dataset"]["enum"]) == sorted(ADAPTERS)
+    styles = schema["properties"]["synthetic"]["properties"]["dataset_styles"]
+    assert styles["default"] == default_styles()
+    assert styles["propertyNames"] == {"$ref": "#/$defs/dataset"}
+    tests = schema["properties"]["evaluation"]["properties"]["test_datasets"]["oneOf"][1]
+    assert tests["items"] == {"$ref": "#/$defs/dataset"}
+    coarse = _schema("report.schema.yaml")["properties"]["coarse"]
+    if "$ref" in coarse["items"]:  # the list above, or a copy of it
+        assert coarse["items"]["$ref"] == "config.schema.yaml#/$defs/dataset"
+    else:
+        assert sorted(coarse["items"]["enum"]) == sorted(ADAPTERS)
+    assert sorted(coarse["default"]) == coarse_datasets()
+    assert sorted(REPORT_DEFAULTS["coarse"]) == coarse_datasets()
+
+
+def test_dataset_styles_refuse_an_unregistered_dataset() -> None:
+    schema = _schema("config.schema.yaml")
+    synthetic = {"$defs": schema["$defs"], **schema["properties"]["synthetic"]}
+    validator = jsonschema.Draft202012Validator(synthetic)
+    validator.validate({"enabled": True, "dataset_styles": {"RETLES": "fine"}})
+    with pytest.raises(jsonschema.ValidationError, match="EYEPACS"):
+        validator.validate({"enabled": True, "dataset_styles": {"EYEPACS": "fine"}})
+
+
+# ---------------------------------------------------------------- the registry itself
+
+
+def test_every_adapter_has_a_synthetic_layout_and_unique_streams() -> None:
+    streams = [stream for adapter in ADAPTERS.values() for stream in adapter.synthetic.streams]
+    assert len(streams) == len(set(streams))
+    assert get_adapter("RETLES").style == COARSE
+    with pytest.raises(ValueError, match="unknown dataset 'EYEPACS'"):
+        get_adapter("EYEPACS")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "IDRID"}, "registered twice"),
+        ({"name": "E-OPHTHA"}, "must match"),
+        ({"name": "OTHER"}, r"synthetic streams \{0: 'IDRID'\} are taken"),
+    ],
+)
+def test_register_refuses_a_taken_or_bad_name_and_a_taken_stream(
+    change: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        register(replace(ADAPTERS["IDRID"], **change))
+    assert "OTHER" not in ADAPTERS and "E-OPHTHA" not in ADAPTERS
+
+
+# ---------------------------------------------------------------- a sixth dataset
+#
+# Everything a sixth dataset needs in code is below: its layout, its scan, its
+# synthetic writer and the ``register`` call. A real one is a module of its own in
+# ``lesionsoup/data/datasets/`` plus its name on the import line of that package's
+# ``__init__``, and its entry in the config schema (which the tests above ask for).
+
+TOY = "TOY"
+TOY_LESIONS = (Lesion.EX, Lesion.MA)
+
+
+def _toy_scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
+    """``<root>/images/<id>.png`` with ``<root>/<mask_folder>/<lesion>/<id>.png``."""
+    images = {
+        image_id: NativeImage(image_id, path)
+        for image_id, path in image_files(require_folder(root, "images")).items()
+    }
+    for lesion in TOY_LESIONS:
+        for image_id, mask in image_files(
+            require_folder(root, options["mask_folder"], lesion)
+        ).items():
+            attach_mask(images, image_id, lesion, mask)
+    return list(images.values())
+
+
+def _toy_names(count: int) -> list[str]:
+    """``<patient>_<eye>``, two eyes per patient."""
+    return [f"toy{index // 2:03d}_{'ab'[index % 2]}" for index in range(count)]
+
+
+def _toy_write(
+    image: SyntheticImage,
+    fundus: SyntheticFundus,
+    masks: dict[Lesion, np.ndarray],
+    rng: np.random.Generator,
+) -> None:
+    save(image.tree() / "images" / f"{image.name}.png", fundus.image)
+    for lesion in TOY_LESIONS:
+        save(image.tree() / "masks" / lesion / f"{image.name}.png", binary(masks[lesion]))
+
+
+TOY_ADAPTER = DatasetAdapter(
+    name=TOY,
+    scan=_toy_scan,
+    options={"mask_folder": {"type": "string", "default": "masks", "description": "Mask folder."}},
+    patient=lambda image_id: image_id.rsplit("_", 1)[0],
+    style=COARSE,
+    synthetic=SyntheticLayout(stream=99, sizes=((300, 400),), names=_toy_names, write=_toy_write),
+)
+
+
+def test_register_refuses_a_layout_whose_streams_repeat() -> None:
+    layout = replace(TOY_ADAPTER.synthetic, companion=TOY_ADAPTER.synthetic)
+    with pytest.raises(ValueError, match=r"synthetic streams \(99, 99\) repeat"):
+        register(replace(TOY_ADAPTER, synthetic=layout))
+    assert TOY not in ADAPTERS
+
+
+@pytest.fixture
+def toy() -> Iterator[DatasetAdapter]:
+    """The sixth dataset, registered for one test and taken out again."""
+    register(TOY_ADAPTER)
+    try:
+        yield TOY_ADAPTER
+    finally:
+        del ADAPTERS[TOY]
+
+
+def test_a_sixth_dataset_is_generated_and_indexed(toy: DatasetAdapter, tmp_path: Path) -> None:
+    assert default_styles()[TOY] == COARSE
+    roots = generate(tmp_path, images=6, seed=0, scale=0.2, datasets=[TOY], workers=2)
+    assert set(roots) == {TOY}
+    manifest = index_dataset(TOY, roots[TOY])
+    assert len(manifest) == 6 and (manifest["dataset"] == TOY).all()
+    assert set(manifest["split"]) == {"train", "valid", "test"}  # seeded: it has no official one
+    assert (manifest["patient"] == manifest["image_id"].str.rsplit("_", n=1).str[0]).all()
+    assert (manifest.groupby("patient")["split"].nunique() == 1).all()  # eyes stay together
+    assert (manifest["mask_MA"] != "").all() and (manifest["mask_HE"] == "").all()
+    assert cv2.imread(manifest.loc[0, "image_path"]).shape == (60, 80, 3)
+
+
+def test_a_sixth_dataset_options_reach_its_scan(toy: DatasetAdapter, tmp_path: Path) -> None:
+    root = tmp_path / "toy"
+    write_image(root / "images" / "toy000_a.png")
+    for lesion in TOY_LESIONS:
+        write_mask(root / "labels" / lesion / "toy000_a.png")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['hemorrhage'\] for TOY"):
+        index_dataset(TOY, root, {"hemorrhage": "union"})
+    with pytest.raises(ValueError, match="expected the folder 'masks/EX'"):
+        index_dataset(TOY, root)  # the default mask folder
+    manifest = index_dataset(TOY, root, {"mask_folder": "labels", "split": {"test": 0.5}})
+    assert manifest.loc[0, "mask_EX"].endswith("labels/EX/toy000_a.png")
+
+
+def test_a_sixth_dataset_joins_the_command_line(
+    toy: DatasetAdapter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["index", "--help"])
+    assert "TOY: mask_folder" in " ".join(capsys.readouterr().out.split())
+    assert main(["synth", "--out", str(tmp_path), "--images", "1", "--scale", "0.02"]) == 0
+    assert {path.name for path in tmp_path.iterdir()} == {*ADAPTERS, RELEASE_TREE}
