@@ -16,7 +16,8 @@ from test_predict import read_png, rendered, save_random_model, write_photograph
 
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import CheckpointError
-from lesionsoup.deploy.export import EXPORT_FILE, export_model, model_info
+from lesionsoup.deploy.export import export_model
+from lesionsoup.deploy.models import EXPORT_FILE, model_info
 from lesionsoup.deploy.predict import PredictOptions, predict_photographs
 from lesionsoup.inference.predictor import write_ensemble
 

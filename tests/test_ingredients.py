@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jsonschema
@@ -14,7 +15,7 @@ from lesionsoup.plan.ingredients import (
     grid_recipes,
     ingredient_runs,
     init_for,
-    merged_targets,
+    merged_models,
     pool_inputs,
     pool_runs,
     settings_for,
@@ -22,6 +23,7 @@ from lesionsoup.plan.ingredients import (
     soup_settings,
     value_token,
 )
+from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_GROUP_BY, RULES, BatchNormSample
 from lesionsoup.plan.study import Run
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "merging.schema.yaml"
@@ -188,7 +190,7 @@ def test_rule_arguments_parse_as_the_cli_expects():
 
 def test_merged_targets_list_soups_and_ensembles_per_combination():
     config = make_config(combinations=["IDRID", "DDR+IDRID"])
-    targets = merged_targets(config)
+    targets = [path for path, _, _ in merged_models(config)]
     assert len(targets) == 2 * 4
     assert "results/merged/DDR+IDRID/GoU.safetensors" in targets
     assert "results/merged/IDRID/ensemble-top2.json" in targets
@@ -201,3 +203,16 @@ def test_schema_accepts_the_config_and_rejects_misspelt_keys():
         jsonschema.validate({"ensembles": {"a": {"top_k": 2}}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"soups": {"ensemble-x": {}}}, schema)
+
+
+def test_schema_lists_the_merge_rule_table():
+    """A YAML schema cannot import the table, so its enums and defaults are checked here."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    soup = schema["properties"]["soups"]["additionalProperties"]["properties"]
+    assert soup["rule"]["enum"] == list(RULES)
+    assert tuple(soup["bn_policy"]["enum"]) == BN_POLICIES
+    assert soup["group_by"]["default"] == DEFAULT_GROUP_BY
+    sample = schema["properties"]["bn_recompute"]["properties"]
+    assert {key: value["default"] for key, value in sample.items()} == dataclasses.asdict(
+        BatchNormSample()
+    )

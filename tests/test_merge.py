@@ -10,14 +10,11 @@ from torch.optim.swa_utils import update_bn
 
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.inference.predictor import IncompatibleModels
-from lesionsoup.merging.averaging import (
-    BatchNormRecompute,
-    Merger,
-    average_checkpoints,
-    interpolate,
-    merge,
-    recompute_bn,
-)
+from lesionsoup.merging.averaging import average_checkpoints, interpolate
+from lesionsoup.merging.batchnorm import POLICY_FUNCTIONS, BatchNormRecompute, recompute_bn
+from lesionsoup.merging.selection import groups
+from lesionsoup.merging.soups import RULE_FUNCTIONS, Merger, merge
+from lesionsoup.plan.merge_rules import BN_POLICIES, RULES
 
 ARCHITECTURE = {"arch": "tiny", "classes": 2}
 
@@ -60,7 +57,7 @@ def test_uniform_soup_of_identical_models_is_that_model(tmp_path: Path) -> None:
         "bn.num_batches_tracked": torch.tensor(5),
     }
     paths = [write(tmp_path, f"copy{i}", state) for i in range(7)]
-    for merged in (average_checkpoints(paths), Merger(paths).uniform().state_dict):
+    for merged in (average_checkpoints(paths), merge(paths, "uniform").state_dict):
         for name, tensor in state.items():
             assert merged[name].dtype == tensor.dtype
             assert torch.equal(merged[name], tensor), name
@@ -338,9 +335,9 @@ def test_group_key_is_configurable_and_checked(tmp_path: Path) -> None:
     def letter(metadata: dict[str, Any]) -> str:
         return "low" if metadata["hyperparameters"]["learning_rate"] < 0.05 else "high"
 
-    assert list(merger.groups(letter)) == ["letter=high", "letter=low"]
+    assert list(groups(merger.metadata, letter)) == ["letter=high", "letter=low"]
     with pytest.raises(ValueError, match="a1.safetensors: hyperparameters have no 'batch_size'"):
-        merger.hierarchical("UoU", "batch_size")
+        merge(paths, "UoU", scorer=TableScorer(list(GROUPS), TABLE), group_key="batch_size")
 
 
 def test_candidates_are_scored_with_the_final_batchnorm_policy(tmp_path: Path) -> None:
@@ -404,3 +401,9 @@ def test_merged_checkpoint_carries_its_lineage(tmp_path: Path) -> None:
     assert torch.equal(
         average_checkpoints([out, paths[0]])["code"], (state["code"] + torch.eye(4)[0]) / 2
     )
+
+
+def test_every_rule_and_policy_of_the_table_has_a_function():
+    """The plan's table (names, defaults) and merging's functions cover the same names."""
+    assert tuple(RULE_FUNCTIONS) == tuple(RULES)
+    assert tuple(POLICY_FUNCTIONS) == BN_POLICIES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from lesionsoup.cli import main
+from lesionsoup.commands.predict import FLIP_CHOICES, MODE_CHOICES
 from lesionsoup.core.checkpoint import CheckpointError, save_checkpoint
 from lesionsoup.core.lesions import TRAINED, Lesion, pack
 from lesionsoup.core.model import build_model
@@ -29,6 +31,7 @@ from lesionsoup.deploy.predict import (
     lesion_statistics,
     predict_photographs,
 )
+from lesionsoup.inference.infer import FLIPS, InferenceSettings
 from lesionsoup.training.trainer import train_run
 
 TINY = ModelSpec(
@@ -368,3 +371,8 @@ def test_overlay_colours_lesions_distinctly_and_draws_a_legend():
     legend = overlay[:40, :120]
     assert any((legend == colour).all(axis=-1).any() for colour in OVERLAY_COLOURS.values())
     assert (legend == 255).all(axis=-1).any()  # white text
+
+
+def test_cli_choices_mirror_inference():
+    assert tuple(FLIPS) == FLIP_CHOICES
+    assert typing.get_args(typing.get_type_hints(InferenceSettings)["mode"]) == MODE_CHOICES

@@ -12,24 +12,20 @@ import torch
 from conftest import write_toy_cache
 from test_predict import rendered, write_photograph
 
-from lesionsoup.cli import main
-from lesionsoup.commands.merging import BN_POLICY_CHOICES, RULE_CHOICES
+from lesionsoup.cli import build_parser, main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata, save_checkpoint
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.deploy.export import EXPORT_FILE, export_model
+from lesionsoup.deploy.export import export_model
+from lesionsoup.deploy.models import EXPORT_FILE
 from lesionsoup.inference.predictor import IncompatibleModels, load_predictor, read_ensemble
-from lesionsoup.merging.averaging import BN_POLICIES, average_checkpoints
-from lesionsoup.merging.stage import (
-    SOUP_RULES,
-    base_group_key,
-    ensemble_stage,
-    expand_ingredients,
-    merge_stage,
-    training_seconds,
-)
+from lesionsoup.merging.averaging import average_checkpoints
+from lesionsoup.merging.candidates import base_group_key, expand_ingredients, training_seconds
+from lesionsoup.merging.ensembles import ensemble_stage
+from lesionsoup.merging.stage import merge_stage
 from lesionsoup.plan.ingredients import grid_recipes, init_for, settings_for
+from lesionsoup.plan.merge_rules import BN_POLICIES, RULES
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.trainer import publish_init, train_run
 from lesionsoup.training.validation import validate
@@ -281,6 +277,12 @@ def test_ingredients_of_two_resolutions_are_refused_naming_both(study, tmp_path)
     assert not list(tmp_path.glob("soup*")) and not (tmp_path / "ensemble.json").exists()
 
 
-def test_cli_choices_mirror_the_library():
-    assert RULE_CHOICES == SOUP_RULES
-    assert BN_POLICY_CHOICES == BN_POLICIES
+def test_cli_choices_are_the_tables():
+    parser = build_parser()
+    base = ["merge", "-o", "m.safetensors", "--cache", "c", "x"]
+    for rule in RULES:
+        for policy in BN_POLICIES:
+            args = parser.parse_args([*base, "--rule", rule, "--bn-policy", policy])
+            assert (args.rule, args.bn_policy) == (rule, policy)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--rule", "soup"])

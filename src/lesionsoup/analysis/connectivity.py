@@ -25,7 +25,8 @@ from lesionsoup.core.checkpoint import load_checkpoint
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.data.cache import Cache
-from lesionsoup.merging.averaging import check_compatible, interpolate, recompute_bn
+from lesionsoup.merging.averaging import check_compatible, interpolate
+from lesionsoup.merging.batchnorm import recompute_bn
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
 from lesionsoup.training.sampling import PatchDataset, PatchSampler, ValidationImages

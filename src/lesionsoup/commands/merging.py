@@ -7,13 +7,15 @@ import logging
 from pathlib import Path
 
 from lesionsoup.commands.arguments import Subcommands, add_device_argument, open_caches
-from lesionsoup.plan.ingredients import SINGLE_BEST
+from lesionsoup.plan.merge_rules import (
+    BN_POLICIES,
+    DEFAULT_BN_POLICY,
+    DEFAULT_GROUP_BY,
+    RULES,
+    BatchNormSample,
+)
 
 log = logging.getLogger("lesionsoup")
-
-#: Mirrors lesionsoup.merging.averaging (not imported here, so that `--help` stays fast).
-RULE_CHOICES = (SINGLE_BEST, "uniform", "greedy", "swa", "UoU", "UoG", "GoU", "GoG")
-BN_POLICY_CHOICES = ("average", "recompute", "copy-best")
 
 
 def _device(name: str) -> str:
@@ -25,7 +27,7 @@ def _device(name: str) -> str:
 def _merge(args: argparse.Namespace) -> None:
     import torch
 
-    from lesionsoup.merging.stage import BatchNormSample, merge_stage
+    from lesionsoup.merging.stage import merge_stage
 
     torch.set_num_threads(args.threads)
     metadata = merge_stage(
@@ -52,7 +54,7 @@ def _merge(args: argparse.Namespace) -> None:
 def _ensemble(args: argparse.Namespace) -> None:
     import torch
 
-    from lesionsoup.merging.stage import ensemble_stage
+    from lesionsoup.merging.ensembles import ensemble_stage
 
     torch.set_num_threads(args.threads)
     caches = open_caches(args.cache)
@@ -78,6 +80,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
 
 
+def _policy_defaults() -> str:
+    """Each rule's default BatchNorm policy, as "recompute for swa, average otherwise"."""
+    others = [
+        f"{rule.bn_policy} for {rule.name}"
+        for rule in RULES.values()
+        if rule.bn_policy != DEFAULT_BN_POLICY
+    ]
+    return ", ".join([*others, f"{DEFAULT_BN_POLICY} otherwise"])
+
+
 def _add_merge(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "merge",
@@ -88,21 +100,33 @@ def _add_merge(commands: Subcommands) -> None:
         "the architecture and training resolution (cache_size) every ingredient must share.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help=".safetensors to write")
-    parser.add_argument("--rule", choices=RULE_CHOICES, required=True)
+    parser.add_argument(
+        "--rule",
+        choices=list(RULES),
+        required=True,
+        help="; ".join(f"{rule.name}: {rule.summary}" for rule in RULES.values()),
+    )
     parser.add_argument(
         "--bn-policy",
-        choices=BN_POLICY_CHOICES,
+        choices=BN_POLICIES,
         default=None,
-        help="BatchNorm statistics (default: recompute for swa, average otherwise)",
+        help=f"BatchNorm statistics (default: {_policy_defaults()})",
     )
     parser.add_argument(
         "--group-by",
-        default="lr",
+        default=DEFAULT_GROUP_BY,
         help="hierarchical soups: the base runs' hyperparameter that defines the groups",
     )
-    parser.add_argument("--bn-patches", type=int, default=64, help="recompute: training patches")
-    parser.add_argument("--bn-batch-size", type=int, default=8, help="recompute: batch size")
-    parser.add_argument("--bn-seed", type=int, default=0, help="recompute: patch sampling seed")
+    sample = BatchNormSample()
+    parser.add_argument(
+        "--bn-patches", type=int, default=sample.patches, help="recompute: training patches"
+    )
+    parser.add_argument(
+        "--bn-batch-size", type=int, default=sample.batch_size, help="recompute: batch size"
+    )
+    parser.add_argument(
+        "--bn-seed", type=int, default=sample.seed, help="recompute: patch sampling seed"
+    )
     _add_common(parser)
     parser.set_defaults(handler=_merge)
 

@@ -10,8 +10,10 @@ from lesionsoup.commands.arguments import Subcommands, add_device_argument
 
 log = logging.getLogger("lesionsoup")
 
-#: Mirrors lesionsoup.inference.infer.FLIPS (not imported here, so that `--help` stays fast).
+#: Mirror lesionsoup.inference.infer (not imported here, so that `--help` stays fast; a test
+#: keeps them equal).
 FLIP_CHOICES = ("horizontal", "vertical", "both")
+MODE_CHOICES = ("whole", "sliding")
 
 
 def threshold(text: str) -> tuple[str | None, float]:
@@ -106,7 +108,7 @@ def _add_predict(commands: Subcommands) -> None:
         default=[],
         help="mask threshold: 0.5 for every lesion, or LESION=0.3 (repeatable; default 0.5)",
     )
-    parser.add_argument("--mode", choices=("whole", "sliding"), default="whole")
+    parser.add_argument("--mode", choices=MODE_CHOICES, default="whole")
     parser.add_argument(
         "--tile", type=int, default=None, help="sliding tile (default: training patch size)"
     )

@@ -1,1 +1,4 @@
-"""Predicting new photographs and exporting self-contained model folders."""
+"""Models for end users: ``models`` resolves any model reference, ``predict`` turns
+photographs into lesion maps, ``export`` (with ``model_card``) writes self-contained model
+folders, and ``folders`` publishes every output folder whole.
+"""

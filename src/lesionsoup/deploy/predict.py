@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +49,9 @@ from lesionsoup.data.preprocess import (
     prepare_photograph,
     read_photograph,
 )
-from lesionsoup.deploy.export import LESION_NAMES, ModelInfo, model_info
+from lesionsoup.deploy.folders import published_folder
+from lesionsoup.deploy.model_card import LESION_NAMES
+from lesionsoup.deploy.models import ModelInfo, model_info
 from lesionsoup.inference.infer import SIDE_MULTIPLE, InferenceSettings
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training.sampling import to_tensors
@@ -238,19 +238,9 @@ def lesion_statistics(
 
 def _publish_folder(out: Path, image_id: str, files: Mapping[str, np.ndarray]) -> None:
     """Write ``files`` (name -> image) as ``out/<image_id>/``, all at once by one rename."""
-    final = out / image_id
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
+    with published_folder(out / image_id) as folder:
         for name, array in files.items():
-            _write_png(partial / name, array)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+            _write_png(folder / name, array)
 
 
 # ----------------------------------------------------------------------------- the run

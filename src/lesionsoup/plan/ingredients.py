@@ -24,6 +24,7 @@ planning the workflow stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Mapping
@@ -32,15 +33,20 @@ from typing import Any
 
 from lesionsoup.core.combos import expand_combinations
 from lesionsoup.core.specs import TrainSettings
+from lesionsoup.plan import paths
+from lesionsoup.plan.merge_rules import (
+    DEFAULT_GROUP_BY,
+    ENSEMBLE,
+    ENSEMBLE_POOLS,
+    BatchNormSample,
+    merge_rule,
+)
 from lesionsoup.plan.study import Run, combinations, recipe_settings
 
 GRID_PREFIX = "grid-"
 SWA_PREFIX = "swa-"
 FGG_PREFIX = "fgg-"
-ENSEMBLE_PREFIX = "ensemble-"
 POOLS = ("grid", "fgg", "swa", "hpo")
-#: The rule a soup named after none of the merge rules uses when it names none.
-SINGLE_BEST = "best"
 #: Settings that make up a learning-rate schedule; a continuation never inherits them.
 SCHEDULE_FIELDS = (
     *("steps", "lr", "schedule", "warmup_steps", "min_lr", "start_lr", "cycle_steps", "cyclic"),
@@ -171,8 +177,8 @@ def init_for(combo: str, recipe: str, seed: int) -> str:
     """The checkpoint a run starts from: its base run's last one, or the shared initialisation."""
     continued = _continuation(recipe)
     if continued is None:
-        return f"results/models/{combo}/init.safetensors"
-    return f"{Run(combo, continued[1], seed).directory}/last.safetensors"
+        return paths.init(combo)
+    return f"{paths.run(combo, continued[1], seed)}/last.safetensors"
 
 
 def merging_combinations(config: Mapping[str, Any]) -> list[str]:
@@ -236,19 +242,21 @@ def pool_inputs(config: Mapping[str, Any], combo: str, pools: list[str]) -> list
 
 
 def soup_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """A configured soup with its defaults filled in: rule, pools, BatchNorm policy, group key."""
+    """A configured soup with its rule's defaults filled in: rule (default: the soup's name),
+    pools, BatchNorm policy, group key and the recompute patches."""
     soups = _merging(config).get("soups", {})
     if method not in soups:
         raise ValueError(f"unknown soup {method!r}; configured: {sorted(soups)}")
     soup = dict(soups[method] or {})
-    rule = soup.get("rule", method)
-    bn_policy = soup.get("bn_policy", "recompute" if rule == "swa" else "average")
-    sample = {"patches": 64, "batch_size": 8, "seed": 0, **_merging(config).get("bn_recompute", {})}
+    rule = merge_rule(soup.get("rule", method))
+    bn_policy = soup.get("bn_policy", rule.bn_policy)
+    recompute = _merging(config).get("bn_recompute", {})
+    sample = {**dataclasses.asdict(BatchNormSample()), **recompute}
     return {
-        "rule": rule,
-        "ingredients": soup.get("ingredients", ["swa"] if rule == "swa" else ["grid"]),
+        "rule": rule.name,
+        "ingredients": soup.get("ingredients", list(rule.pools)),
         "bn_policy": bn_policy,
-        "group_by": soup.get("group_by", "lr"),
+        "group_by": soup.get("group_by", DEFAULT_GROUP_BY),
         # only soups that recompute BatchNorm statistics depend on the patches they use
         "bn_recompute": sample if bn_policy == "recompute" else None,
     }
@@ -278,7 +286,10 @@ def ensemble_settings(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     if name not in ensembles:
         raise ValueError(f"unknown ensemble {name!r}; configured: {sorted(ensembles)}")
     ensemble = dict(ensembles[name] or {})
-    return {"ingredients": ensemble.get("ingredients", ["grid"]), "top": ensemble.get("top")}
+    return {
+        "ingredients": ensemble.get("ingredients", list(ENSEMBLE_POOLS)),
+        "top": ensemble.get("top"),
+    }
 
 
 def ensemble_inputs(config: Mapping[str, Any], combo: str, name: str) -> list[str]:
@@ -291,22 +302,6 @@ def ensemble_arguments(config: Mapping[str, Any], name: str) -> str:
     return "" if top is None else f"--top {top}"
 
 
-def merged_targets(config: Mapping[str, Any]) -> list[str]:
-    """Every merged model and ensemble file the config asks for."""
-    merging = _merging(config)
-    return [
-        path
-        for combo in merging_combinations(config)
-        for path in [
-            *(f"results/merged/{combo}/{soup}.safetensors" for soup in merging.get("soups", {})),
-            *(
-                f"results/merged/{combo}/{ENSEMBLE_PREFIX}{name}.json"
-                for name in merging.get("ensembles", {})
-            ),
-        ]
-    ]
-
-
 def merged_models(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(path, combination, method) of every merged model and ensemble, for evaluation."""
     merging = _merging(config)
@@ -314,8 +309,7 @@ def merged_models(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     for combo in merging_combinations(config):
         for soup in merging.get("soups", {}):
             rule = soup_settings(config, soup)["rule"]
-            models.append((f"results/merged/{combo}/{soup}.safetensors", combo, rule))
+            models.append((paths.merged(combo, soup), combo, rule))
         for name in merging.get("ensembles", {}):
-            path = f"results/merged/{combo}/{ENSEMBLE_PREFIX}{name}.json"
-            models.append((path, combo, "ensemble"))
+            models.append((paths.ensemble(combo, name), combo, ENSEMBLE))
     return models

@@ -1,0 +1,206 @@
+"""Soups by rule name: build and score candidates one way, select, and record the lineage.
+
+``merge`` looks the rule up in ``RULE_FUNCTIONS`` (the names and defaults are
+``lesionsoup.plan.merge_rules.RULES``). Selection (greedy, hierarchical
+greedy, single best) scores every candidate through ``Merger.evaluate``, which
+builds it with ``Merger.build``: the same path, BatchNorm policy included,
+that builds the final model, so a candidate is scored as it would be saved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from time import perf_counter
+from typing import Any, Protocol
+
+from lesionsoup.core.checkpoint import StateDict
+from lesionsoup.inference.predictor import INFERENCE_FIELDS
+from lesionsoup.merging import selection
+from lesionsoup.merging.averaging import average_checkpoints, check_compatible
+from lesionsoup.merging.batchnorm import (
+    POLICY_FUNCTIONS,
+    BatchNormRecompute,
+    PolicyInputs,
+    check_policy,
+)
+from lesionsoup.merging.selection import GroupKey, Selection, SelectionStep
+from lesionsoup.plan.merge_rules import BatchNormPolicy, merge_rule
+
+#: Metadata a merged model inherits: what inference needs (every ingredient records it
+#: alike, so the merged model is as complete as they are), the shared initialisation, and
+#: the parent of the ingredient it is described by (the first, or the single best).
+LINEAGE: tuple[str, ...] = (*INFERENCE_FIELDS, "init_id", "parent")
+
+
+class Scorer(Protocol):
+    """Held-out score of a model given its state dict; higher is better."""
+
+    def __call__(self, state_dict: StateDict) -> float: ...
+
+
+@dataclass
+class MergeResult:
+    """A merged state dict and its lineage."""
+
+    state_dict: StateDict
+    rule: str
+    bn_policy: str
+    ingredients: list[str]
+    weights: dict[str, float]  # every ingredient considered; 0 for those left out
+    selection_trace: list[SelectionStep]
+    merge_seconds: float  # building the final model
+    selection_seconds: float  # scoring candidates
+    compute_seconds: float  # training time of the ingredients (sum; SWA: the latest snapshot's)
+    score: float | None  # the final model's held-out score, when selection computed it
+    lineage: dict[str, Any] = field(default_factory=dict)  # LINEAGE: what the ingredients share
+
+    def metadata(self) -> dict[str, Any]:
+        """Sidecar metadata for ``save_checkpoint``."""
+        return {
+            **self.lineage,
+            "rule": self.rule,
+            "bn_policy": self.bn_policy,
+            "ingredients": self.ingredients,
+            "weights": self.weights,
+            "selection_trace": [asdict(step) for step in self.selection_trace],
+            "merge_seconds": self.merge_seconds,
+            "selection_seconds": self.selection_seconds,
+            "compute_seconds": self.compute_seconds,
+            **({"validation": {"selection_score": self.score}} if self.score is not None else {}),
+        }
+
+
+class Merger:
+    """Builds and scores soups of one set of compatible checkpoints under one BatchNorm policy.
+
+    ``scorer`` is needed for selection and for ``copy-best``; ``recompute`` for
+    the ``recompute`` policy. Each soup is scored once, however often asked.
+    """
+
+    def __init__(
+        self,
+        ingredients: Sequence[Path],
+        *,
+        bn_policy: BatchNormPolicy = "average",
+        scorer: Scorer | None = None,
+        recompute: BatchNormRecompute | None = None,
+    ) -> None:
+        self.ingredients = [Path(p) for p in ingredients]
+        if len(set(self.ingredients)) != len(self.ingredients):
+            raise ValueError(f"an ingredient is listed twice: {[str(p) for p in ingredients]}")
+        check_policy(bn_policy, can_score=scorer is not None, recompute=recompute)
+        self.bn_policy = bn_policy
+        self.scorer = scorer
+        self.recompute = recompute
+        self.metadata = check_compatible(self.ingredients)
+        self._scores: dict[tuple[tuple[str, float], ...], float] = {}
+
+    def _members(self, weights: Mapping[Path, float]) -> list[Path]:
+        """Ingredients with a positive weight, in ingredient order."""
+        return [path for path in self.ingredients if weights.get(path, 0.0) > 0]
+
+    def build(self, weights: Mapping[Path, float]) -> StateDict:
+        """The averaged state dict of a soup with this merger's BatchNorm policy applied."""
+        members = self._members(weights)
+        state = average_checkpoints(members, [weights[path] for path in members])
+        inputs = PolicyInputs(members, self.evaluate, self.recompute)
+        return POLICY_FUNCTIONS[self.bn_policy](state, inputs)
+
+    def _soup_key(self, weights: Mapping[Path, float]) -> tuple[tuple[str, float], ...]:
+        """Normalised weights, rounded so that one soup reached two ways is one key."""
+        members = self._members(weights)
+        total = sum(weights[path] for path in members)
+        return tuple((str(path), round(weights[path] / total, 12)) for path in members)
+
+    def evaluate(self, weights: Mapping[Path, float]) -> float:
+        """The held-out score of a soup built by ``build`` (remembered per soup)."""
+        if self.scorer is None:
+            raise ValueError("scoring soups needs a scorer")
+        key = self._soup_key(weights)
+        if key not in self._scores:
+            score = float(self.scorer(self.build(weights)))
+            if math.isnan(score):
+                raise ValueError(f"the scorer returned NaN for the soup {dict(key)}")
+            self._scores[key] = score
+        return self._scores[key]
+
+    def result(self, rule: str, chosen: Selection, selection_seconds: float) -> MergeResult:
+        """The final model of a selection, built and described."""
+        start = perf_counter()
+        state = self.build(chosen.weights)
+        merge_seconds = perf_counter() - start
+        total = sum(chosen.weights.values())
+        costs = [
+            float(meta.get("compute_seconds", meta.get("wall_seconds", 0.0)))
+            for meta in self.metadata.values()
+        ]
+        described_by = self.metadata[chosen.described_by or self.ingredients[0]]
+        return MergeResult(
+            state_dict=state,
+            rule=rule,
+            bn_policy=self.bn_policy,
+            ingredients=[str(path) for path in self.ingredients],
+            weights={str(p): chosen.weights.get(p, 0.0) / total for p in self.ingredients},
+            selection_trace=chosen.trace,
+            merge_seconds=merge_seconds,
+            selection_seconds=selection_seconds,
+            compute_seconds=max(costs) if merge_rule(rule).one_run else sum(costs),
+            score=self._scores.get(self._soup_key(chosen.weights)),
+            lineage={key: described_by[key] for key in LINEAGE if key in described_by},
+        )
+
+
+def _uniform(merger: Merger, group_key: GroupKey) -> Selection:
+    return Selection(selection.uniform(merger.ingredients))
+
+
+def _greedy(merger: Merger, group_key: GroupKey) -> Selection:
+    return selection.greedy(selection.singles(merger.ingredients), merger.evaluate, "greedy")
+
+
+def _single_best(merger: Merger, group_key: GroupKey) -> Selection:
+    return selection.single_best(merger.ingredients, merger.evaluate)
+
+
+def _hierarchical(
+    merger: Merger, group_key: GroupKey, *, global_greedy: bool, local_greedy: bool
+) -> Selection:
+    grouped = selection.groups(merger.metadata, group_key)
+    return selection.hierarchical(
+        grouped, merger.evaluate, global_greedy=global_greedy, local_greedy=local_greedy
+    )
+
+
+#: Each rule of ``lesionsoup.plan.merge_rules.RULES``, by name, as what it selects.
+RULE_FUNCTIONS: dict[str, Callable[[Merger, GroupKey], Selection]] = {
+    "best": _single_best,
+    "uniform": _uniform,
+    "greedy": _greedy,
+    "swa": _uniform,  # one run's snapshots, averaged alike
+    "UoU": partial(_hierarchical, global_greedy=False, local_greedy=False),
+    "UoG": partial(_hierarchical, global_greedy=False, local_greedy=True),
+    "GoU": partial(_hierarchical, global_greedy=True, local_greedy=False),
+    "GoG": partial(_hierarchical, global_greedy=True, local_greedy=True),
+}
+
+
+def merge(
+    ingredients: Sequence[Path],
+    rule: str,
+    *,
+    bn_policy: BatchNormPolicy | None = None,
+    scorer: Scorer | None = None,
+    recompute: BatchNormRecompute | None = None,
+    group_key: GroupKey = "learning_rate",
+) -> MergeResult:
+    """Merge checkpoints by ``rule`` (a name of ``plan.merge_rules.RULES``), by default with
+    the rule's BatchNorm policy; hierarchical rules group the ingredients by ``group_key``."""
+    policy = bn_policy or merge_rule(rule).bn_policy
+    merger = Merger(ingredients, bn_policy=policy, scorer=scorer, recompute=recompute)
+    start = perf_counter()
+    chosen = RULE_FUNCTIONS[rule](merger, group_key)
+    return merger.result(rule, chosen, perf_counter() - start)

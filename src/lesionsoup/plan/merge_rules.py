@@ -1,0 +1,79 @@
+"""The merge rules by name, with their defaults: the one table of what a config may ask for.
+
+The config schema, the ``lesionsoup merge`` command, the planning of the
+``merge`` rule and the merge stage all read this table; the functions behind
+the names live in ``lesionsoup.merging.soups.RULE_FUNCTIONS`` and the
+BatchNorm policies in ``lesionsoup.merging.batchnorm.POLICY_FUNCTIONS``. Tests
+check that both cover these names and that the schema's enums equal them
+(a YAML schema cannot import Python). Kept free of torch, as all of ``plan``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+#: How a merged model's BatchNorm running statistics are set (``lesionsoup.merging.batchnorm``).
+BatchNormPolicy = Literal["average", "recompute", "copy-best"]
+BN_POLICIES: tuple[BatchNormPolicy, ...] = get_args(BatchNormPolicy)
+#: The policy of every rule that names none (model soups and FissionFusion average).
+DEFAULT_BN_POLICY: BatchNormPolicy = "average"
+
+
+@dataclass(frozen=True)
+class MergeRule:
+    """What a rule means before any weight is read: its defaults and how its cost counts."""
+
+    name: str
+    summary: str  # one line, for help texts
+    pools: tuple[str, ...] = ("grid",)  # where its candidates come from by default
+    bn_policy: BatchNormPolicy = DEFAULT_BN_POLICY
+    grouped: bool = False  # hierarchical: the candidates are grouped by a base setting
+    #: The candidates are snapshots of one run, whose cost is its latest snapshot's.
+    one_run: bool = False
+
+
+SINGLE_BEST = "best"
+#: Hierarchical soups are named global rule, ``o``, local rule: ``GoU`` is greedy over the
+#: groups' uniform soups (FissionFusion).
+RULES: dict[str, MergeRule] = {
+    rule.name: rule
+    for rule in (
+        MergeRule(SINGLE_BEST, "the candidate with the best validation score"),
+        MergeRule("uniform", "the average of every candidate"),
+        MergeRule("greedy", "greedy soup: candidates by score, kept when the soup improves"),
+        MergeRule(
+            "swa",
+            "stochastic weight averaging of one run's snapshots",
+            pools=("swa",),
+            bn_policy="recompute",
+            one_run=True,
+        ),
+        MergeRule("UoU", "uniform soup of the groups' uniform soups", grouped=True),
+        MergeRule("UoG", "uniform soup of the groups' greedy soups", grouped=True),
+        MergeRule("GoU", "greedy soup of the groups' uniform soups", grouped=True),
+        MergeRule("GoG", "greedy soup of the groups' greedy soups", grouped=True),
+    )
+}
+#: The base-run setting that groups a hierarchical soup's candidates unless a soup names one.
+DEFAULT_GROUP_BY = "lr"
+
+#: The method an ensemble is recorded under (its sidecar's ``rule``, ``metrics.csv``).
+ENSEMBLE = "ensemble"
+ENSEMBLE_POOLS: tuple[str, ...] = ("grid",)
+
+
+@dataclass(frozen=True)
+class BatchNormSample:
+    """The training patches the ``recompute`` BatchNorm policy runs through a merged model."""
+
+    patches: int = 64
+    batch_size: int = 8
+    seed: int = 0
+
+
+def merge_rule(name: str) -> MergeRule:
+    """The rule called ``name``; an unknown name is refused with the known ones."""
+    if name not in RULES:
+        raise ValueError(f"unknown merge rule {name!r}; known: {list(RULES)}")
+    return RULES[name]
