@@ -27,5 +27,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        all_outputs(),
-        report_outputs(),
+        targets.study_targets(config),

@@ -26,11 +26,14 @@ from lesionsoup.evaluation.evaluate import (
     COLUMNS,
     EvaluationError,
     aggregate,
+    aggregated_evaluations,
     conventions_path,
     evaluate,
     evaluation_metrics,
     load_evaluation,
+    load_model_table,
     save_evaluation,
+    save_model_table,
 )
 from lesionsoup.inference.infer import InferenceSettings
 from lesionsoup.inference.predictor import load_predictor
@@ -230,8 +233,22 @@ def test_aggregate_writes_the_long_table(study, saved_results, tmp_path):
     assert conventions_path(out).name == "metrics.conventions.json"
     assert notes["resolution"] == "cache" and "pooling" in notes["conventions"]
     assert notes["inference"] == [InferenceSettings().as_dict()]
+    assert aggregated_evaluations(conventions_path(out)) == saved_results
     written = sorted(path.name for path in out.parent.iterdir())
     assert written == ["metrics.conventions.json", "metrics.csv"]
+
+
+def test_model_table_round_trip(tmp_path):
+    path = tmp_path / "models.json"
+    save_model_table({"results/b.safetensors": ["IDRID", "greedy"], "a.json": ["DDR", "x"]}, path)
+    assert path.read_text().startswith('{"a.json": ["DDR", "x"], ')
+    assert load_model_table(path) == {
+        "a.json": ("DDR", "x"),
+        "results/b.safetensors": ("IDRID", "greedy"),
+    }
+    path.write_text('{"a.json": "DDR"}')
+    with pytest.raises(EvaluationError, match="models.json: not a table of model"):
+        load_model_table(path)
 
 
 def test_aggregate_refuses_unknown_models_and_repeats(study, saved_results, tmp_path):

@@ -16,6 +16,7 @@ from lesionsoup.report.cross_dataset import (
     heatmap_matrix,
     plot_fine_coarse,
     plot_heatmaps,
+    report_cross_dataset,
     style_group,
 )
 from lesionsoup.report.methods import (
@@ -26,7 +27,7 @@ from lesionsoup.report.methods import (
     plot_method_comparison,
 )
 from lesionsoup.report.pr_curves import best_models, plot_pr_curves
-from lesionsoup.report.summary import write_summary
+from lesionsoup.report.summary import SECTIONS, write_study_summary, write_summary
 from lesionsoup.report.tables import markdown_table, model_scores, read_metrics
 
 # (model, combo, method, test set) -> AP of EX and HE. The two single seeds of each
@@ -264,35 +265,23 @@ def test_markdown_and_summary(tmp_path: Path) -> None:
         write_summary({"Other": tmp_path / "missing.csv"}, tmp_path / "summary.md")
 
 
-def run_command(*argv: str) -> None:
-    import argparse
-
-    from lesionsoup.commands.report import REGISTER
-
-    parser = argparse.ArgumentParser()
-    commands = parser.add_subparsers()
-    for register in REGISTER:
-        register(commands)
-    args = parser.parse_args(argv)
-    args.handler(args)
-
-
-def test_cross_dataset_and_summary_commands(tmp_path: Path, metrics_csv: Path) -> None:
+def test_cross_dataset_figures_and_summary(tmp_path: Path, metrics_csv: Path) -> None:
     heatmap, fine_coarse = tmp_path / "cross.png", tmp_path / "fine_coarse.png"
-    run_command(
-        "report-cross-dataset",
-        str(metrics_csv),
-        "--heatmap",
-        str(heatmap),
-        "--fine-coarse",
-        str(fine_coarse),
-        "--coarse",
-        "RETLES",
-    )
+    report_cross_dataset(metrics_csv, heatmap, fine_coarse, coarse=["RETLES"])
     table = pd.read_csv(heatmap.with_suffix(".csv")).set_index(["lesion", "train_combo"])
     assert table.loc[("EX", "IDRID"), "IDRID"] == pytest.approx(0.7)
     assert table.loc[("HE", "RETLES"), "RETLES"] == pytest.approx(0.6)
     assert fine_coarse.exists() and fine_coarse.with_suffix(".csv").exists()
     summary = tmp_path / "summary.md"
-    run_command("summary", "--table", f"Scores={heatmap.with_suffix('.csv')}", "-o", str(summary))
+    write_summary({"Scores": heatmap.with_suffix(".csv")}, summary)
     assert "| EX | IDRID | 0.700 | 0.300 |" in summary.read_text()
+
+
+def test_study_summary_sections_in_order(tmp_path: Path) -> None:
+    tables = {}
+    for name in SECTIONS:
+        tables[name] = tmp_path / f"{name}.csv"
+        pd.DataFrame({"table": [name]}).to_csv(tables[name], index=False)
+    text = write_study_summary(dict(reversed(tables.items())), tmp_path / "summary.md")
+    titles = [line.removeprefix("## ") for line in text.splitlines() if line.startswith("## ")]
+    assert titles == list(SECTIONS.values())

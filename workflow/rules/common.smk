@@ -2,8 +2,8 @@
 import json
 from pathlib import Path
 
-from lesionsoup.core.combos import combo_members
-from lesionsoup.plan import evaluation, hpo, ingredients, study
+from lesionsoup.data.datasets import get_adapter
+from lesionsoup.plan import evaluation, hpo, ingredients, paths, study, targets
 
 DATASETS = sorted(config["datasets"])
 SYNTHETIC = config["synthetic"]
@@ -29,7 +29,7 @@ def dataset_root(wildcards):
 def index_options(wildcards):
     """Adapter options of a dataset (split rule, haemorrhage union, ...), as JSON."""
     settings = config["datasets"][wildcards.dataset]
-    keys = ("split", "hemorrhage", "messidor_root")
+    keys = get_adapter(wildcards.dataset).option_names
     return json.dumps(
         {key: settings[key] for key in keys if key in settings}, sort_keys=True
     )
@@ -37,15 +37,16 @@ def index_options(wildcards):
 
 def mask_rules(wildcards):
     settings = config["datasets"][wildcards.dataset]
+    uncertain = get_adapter(wildcards.dataset).uncertain_value
     return {
         "threshold": settings["mask_threshold"],
-        "uncertain_value": 127 if "value_127" in settings else None,
-        "uncertain_as": settings.get("value_127", "ignore"),
+        "uncertain_value": uncertain,
+        "uncertain_as": settings.get(f"value_{uncertain}", "ignore"),
     }
 
 
 def combo_caches(wildcards):
-    return [f"results/cache/{dataset}" for dataset in combo_members(wildcards.combo)]
+    return study.combo_caches(wildcards.combo)
 
 
 def cache_arguments(wildcards, input):
@@ -82,30 +83,3 @@ EVALUATED = evaluation.evaluated_models(config)
 
 def evaluated_model_path(wildcards):
     return EVALUATED[wildcards.model].path
-
-
-def evaluated_models_json():
-    """Model path -> [train_combo, method], for metrics.csv."""
-    table = {model.path: [model.combo, model.method] for model in EVALUATED.values()}
-    return json.dumps(table, sort_keys=True)
-
-
-def evaluation_files():
-    return [
-        f"results/eval/{test}/{key}.json"
-        for test in study.test_datasets(config)
-        for key in EVALUATED
-    ]
-
-
-def all_outputs():
-    caches = expand("results/cache/{dataset}", dataset=DATASETS)
-    runs = study.runs(config) + ingredients.ingredient_runs(config)
-    trained = [f"{run.directory}/curves.png" for run in dict.fromkeys(runs)]
-    return caches + trained + hpo.export_outputs(config) + ["results/metrics.csv"]
-
-
-def report_outputs():
-    from lesionsoup.plan.report import report_targets
-
-    return report_targets(config, study.test_datasets(config))

@@ -5,7 +5,7 @@ rule synth:
     output:
         directory(SYNTHETIC["out"]),
     log:
-        "logs/synth.log",
+        paths.log("synth"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 2
@@ -28,9 +28,9 @@ rule index:
     input:
         root=dataset_root,
     output:
-        "results/data/{dataset}/manifest.csv",
+        paths.MANIFEST,
     log:
-        "logs/index/{dataset}.log",
+        paths.log("index/{dataset}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
@@ -47,11 +47,11 @@ rule index:
 
 rule preprocess:
     input:
-        "results/data/{dataset}/manifest.csv",
+        paths.MANIFEST,
     output:
-        directory("results/cache/{dataset}"),
+        directory(paths.CACHE),
     log:
-        "logs/preprocess/{dataset}.log",
+        paths.log("preprocess/{dataset}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: config["preprocess"]["threads"]

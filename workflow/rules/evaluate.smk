@@ -4,11 +4,11 @@
 rule evaluate:
     input:
         model=evaluated_model_path,
-        cache="results/cache/{test}",
+        cache=lambda wildcards: paths.cache(wildcards.test),
     output:
-        "results/eval/{test}/{model}.json",
+        paths.EVALUATION,
     log:
-        "logs/evaluate/{test}/{model}.log",
+        paths.log("evaluate/{test}/{model}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: config["evaluation"]["threads"]
@@ -20,7 +20,7 @@ rule evaluate:
         settings=json.dumps(config["evaluation"]["inference"], sort_keys=True),
         bins=config["evaluation"]["bins"],
         resolution=config["evaluation"]["resolution"],
-        manifest=lambda wildcards: f"results/data/{wildcards.test}/manifest.csv",
+        manifest=lambda wildcards: paths.manifest(wildcards.test),
     shell:
         "lesionsoup evaluate {input.model} {input.cache} -o {output}"
         " --settings {params.settings:q} --bins {params.bins}"
@@ -29,9 +29,9 @@ rule evaluate:
 
 rule evaluated_models:
     output:
-        "results/eval/models.json",
+        paths.EVALUATED_MODELS,
     log:
-        "logs/evaluated_models.log",
+        paths.log("evaluated_models"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
@@ -39,26 +39,25 @@ rule evaluated_models:
         mem_mb=500,
         runtime=5,
     params:
-        models=evaluated_models_json(),
-    shell:
-        "printf '%s\\n' {params.models:q} > {output} 2> {log}"
+        models=evaluation.model_table(EVALUATED),
+    script:
+        "../scripts/evaluated_models.py"
 
 
 rule aggregate:
     input:
-        evaluations=evaluation_files(),
-        models="results/eval/models.json",
+        evaluations=evaluation.evaluation_files(config, EVALUATED),
+        models=paths.EVALUATED_MODELS,
     output:
-        metrics="results/metrics.csv",
-        conventions="results/metrics.conventions.json",
+        metrics=paths.METRICS,
+        conventions=paths.METRICS_CONVENTIONS,
     log:
-        "logs/aggregate.log",
+        paths.log("aggregate"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    shell:
-        "lesionsoup aggregate {input.evaluations} --models {input.models}"
-        " -o {output.metrics} > {log} 2>&1"
+    script:
+        "../scripts/aggregate.py"

@@ -1,9 +1,6 @@
 # Hyperparameter search: n_trials trial jobs per (combination, tuned recipe), then the export.
 # The export is a checkpoint: a tuned recipe's train job reads best_params.yaml through `params`
 # (see hpo_tuned_input in common.smk), so it reruns only when the best parameters change.
-from lesionsoup.plan import hpo
-
-
 wildcard_constraints:
     index=r"\d+",
 
@@ -11,11 +8,11 @@ wildcard_constraints:
 rule hpo_trial:
     input:
         caches=combo_caches,
-        init="results/models/{combo}/init.safetensors",
+        init=paths.INIT,
     output:
-        directory("results/hpo/{combo}/{recipe}/trials/{index}"),
+        directory(paths.HPO_TRIAL),
     log:
-        "logs/hpo/{combo}/{recipe}/trial{index}.log",
+        paths.log("hpo/{combo}/{recipe}/trial{index}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
@@ -42,32 +39,32 @@ checkpoint hpo_export:
     input:
         lambda wildcards: hpo.trial_folders(config, wildcards.combo, wildcards.recipe),
     output:
-        best_params="results/hpo/{combo}/{recipe}/best_params.yaml",
-        ingredients="results/hpo/{combo}/{recipe}/ingredients.json",
-        trials="results/hpo/{combo}/{recipe}/trials.csv",
+        best_params=paths.HPO_BEST_PARAMS,
+        ingredients=paths.HPO_INGREDIENTS,
+        trials=f"{paths.HPO_STUDY}/trials.csv",
         history=report(
-            "results/hpo/{combo}/{recipe}/history.png",
+            paths.HPO_HISTORY,
             caption="../report/hpo_history.rst",
             category="Hyperparameter search",
             subcategory="{combo}",
             labels={"recipe": "{recipe}", "figure": "history"},
         ),
         importances=report(
-            "results/hpo/{combo}/{recipe}/importances.png",
+            f"{paths.HPO_STUDY}/importances.png",
             caption="../report/hpo_importances.rst",
             category="Hyperparameter search",
             subcategory="{combo}",
             labels={"recipe": "{recipe}", "figure": "importances"},
         ),
         parallel=report(
-            "results/hpo/{combo}/{recipe}/parallel.png",
+            f"{paths.HPO_STUDY}/parallel.png",
             caption="../report/hpo_parallel.rst",
             category="Hyperparameter search",
             subcategory="{combo}",
             labels={"recipe": "{recipe}", "figure": "parallel coordinates"},
         ),
     log:
-        "logs/hpo/{combo}/{recipe}/export.log",
+        paths.log("hpo/{combo}/{recipe}/export"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1

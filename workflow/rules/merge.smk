@@ -8,16 +8,16 @@ rule merge:
             config, wildcards.combo, wildcards.method
         ),
     output:
-        weights="results/merged/{combo}/{method}.safetensors",
+        weights=paths.MERGED,
         metadata=report(
-            "results/merged/{combo}/{method}.json",
+            paths.MERGED_METADATA,
             caption="../report/merge_soup.rst",
             category="Merged models",
             subcategory="{combo}",
             labels={"model": "{method}"},
         ),
     log:
-        "logs/merge/{combo}/{method}.log",
+        paths.log("merge/{combo}/{method}"),
     wildcard_constraints:
         method=r"(?!ensemble-)[A-Za-z0-9_-]+",
     conda:
@@ -46,14 +46,14 @@ rule ensemble:
         ),
     output:
         report(
-            "results/merged/{combo}/ensemble-{name}.json",
+            paths.ENSEMBLE,
             caption="../report/merge_ensemble.rst",
             category="Merged models",
             subcategory="{combo}",
             labels={"model": "ensemble-{name}"},
         ),
     log:
-        "logs/ensemble/{combo}/{name}.log",
+        paths.log("ensemble/{combo}/{name}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]

@@ -5,46 +5,44 @@ from lesionsoup.plan import report as report_config
 
 REPORT = report_config.report_settings(config)
 QUALITATIVE_MODELS = report_config.qualitative_models(config, EVALUATED)
-METRICS = "results/metrics.csv"
-METRICS_NOTES = "results/metrics.conventions.json"
 
 
 rule costs:
     input:
-        metrics=METRICS,
-        notes=METRICS_NOTES,
+        metrics=paths.METRICS,
+        notes=paths.METRICS_CONVENTIONS,
     output:
-        "results/costs.csv",
+        paths.COSTS,
     log:
-        "logs/report/costs.log",
+        paths.log("report/costs"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    shell:
-        "lesionsoup costs {input.metrics} -o {output} > {log} 2>&1"
+    script:
+        "../scripts/costs.py"
 
 
 rule report_cross_dataset:
     input:
-        METRICS,
+        paths.METRICS,
     output:
         heatmap=report(
-            "results/report/cross_dataset.png",
+            f"{paths.REPORT}/cross_dataset.png",
             caption="../report/cross_dataset.rst",
             category="Cross-dataset",
         ),
-        heatmap_table="results/report/cross_dataset.csv",
+        heatmap_table=f"{paths.REPORT}/cross_dataset.csv",
         fine_coarse=report(
-            "results/report/fine_coarse.png",
+            f"{paths.REPORT}/fine_coarse.png",
             caption="../report/fine_coarse.rst",
             category="Cross-dataset",
         ),
-        fine_coarse_table="results/report/fine_coarse.csv",
+        fine_coarse_table=f"{paths.REPORT}/fine_coarse.csv",
     log:
-        "logs/report/cross_dataset.log",
+        paths.log("report/cross_dataset"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
@@ -55,31 +53,29 @@ rule report_cross_dataset:
         metric=REPORT["metric"],
         method=REPORT["method"],
         coarse=REPORT["coarse"],
-    shell:
-        "lesionsoup report-cross-dataset {input} --metric {params.metric}"
-        " --method {params.method} --coarse {params.coarse}"
-        " --heatmap {output.heatmap} --fine-coarse {output.fine_coarse} > {log} 2>&1"
+    script:
+        "../scripts/report_cross_dataset.py"
 
 
 rule report_methods:
     input:
-        metrics=METRICS,
-        costs="results/costs.csv",
+        metrics=paths.METRICS,
+        costs=paths.COSTS,
     output:
         comparison=report(
-            "results/report/methods.png",
+            f"{paths.REPORT}/methods.png",
             caption="../report/methods.rst",
             category="Methods",
         ),
-        comparison_table="results/report/methods.csv",
+        comparison_table=f"{paths.REPORT}/methods.csv",
         cost_gain=report(
-            "results/report/cost_gain.png",
+            f"{paths.REPORT}/cost_gain.png",
             caption="../report/cost_gain.rst",
             category="Methods",
         ),
-        cost_gain_table="results/report/cost_gain.csv",
+        cost_gain_table=f"{paths.REPORT}/cost_gain.csv",
     log:
-        "logs/report/methods.log",
+        paths.log("report/methods"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
@@ -88,25 +84,23 @@ rule report_methods:
         runtime=10,
     params:
         metric=REPORT["metric"],
-    shell:
-        "lesionsoup report-methods {input.metrics} --costs {input.costs}"
-        " --metric {params.metric} --comparison {output.comparison}"
-        " --cost-gain {output.cost_gain} > {log} 2>&1"
+    script:
+        "../scripts/report_methods.py"
 
 
 rule report_pr_curves:
     input:
-        metrics=METRICS,
-        notes=METRICS_NOTES,
+        metrics=paths.METRICS,
+        notes=paths.METRICS_CONVENTIONS,
     output:
         figure=report(
-            "results/report/pr_curves.png",
+            f"{paths.REPORT}/pr_curves.png",
             caption="../report/pr_curves.rst",
             category="Cross-dataset",
         ),
-        table="results/report/pr_curves.csv",
+        table=f"{paths.REPORT}/pr_curves.csv",
     log:
-        "logs/report/pr_curves.log",
+        paths.log("report/pr_curves"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
@@ -116,24 +110,23 @@ rule report_pr_curves:
     params:
         metric=REPORT["metric"],
         top=REPORT["pr_top"],
-    shell:
-        "lesionsoup report-pr {input.metrics} --metric {params.metric} --top {params.top}"
-        " -o {output.figure} > {log} 2>&1"
+    script:
+        "../scripts/report_pr_curves.py"
 
 
 rule report_qualitative:
     input:
-        cache="results/cache/{test}",
+        cache=lambda wildcards: paths.cache(wildcards.test),
         models=list(QUALITATIVE_MODELS.values()),
     output:
         report(
-            "results/report/qualitative/{test}.png",
+            paths.QUALITATIVE,
             caption="../report/qualitative.rst",
             category="Qualitative",
             labels={"test set": "{test}"},
         ),
     log:
-        "logs/report/qualitative/{test}.log",
+        paths.log("report/qualitative/{test}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
@@ -141,34 +134,31 @@ rule report_qualitative:
         mem_mb=4000,
         runtime=20,
     params:
-        models=" ".join(
-            f"--model {label}={path}" for label, path in QUALITATIVE_MODELS.items()
-        ),
+        models=QUALITATIVE_MODELS,
         images=REPORT["qualitative"]["images"],
-    shell:
-        "lesionsoup qualitative --cache {input.cache} {params.models}"
-        " --images {params.images} -o {output} > {log} 2>&1"
+    script:
+        "../scripts/report_qualitative.py"
 
 
 rule annotation_style:
     input:
-        caches=expand("results/cache/{dataset}", dataset=DATASETS),
+        caches=[paths.cache(dataset) for dataset in DATASETS],
     output:
         clusters=report(
-            "results/analysis/annotation_style/clusters.png",
+            f"{paths.ANNOTATION_STYLE}/clusters.png",
             caption="../report/annotation_style.rst",
             category="Annotation styles",
         ),
         areas=report(
-            "results/analysis/annotation_style/areas.png",
+            f"{paths.ANNOTATION_STYLE}/areas.png",
             caption="../report/annotation_areas.rst",
             category="Annotation styles",
         ),
-        cluster_table="results/analysis/annotation_style/clusters.csv",
-        features="results/analysis/annotation_style/features.csv",
-        components="results/analysis/annotation_style/components.csv",
+        cluster_table=f"{paths.ANNOTATION_STYLE}/clusters.csv",
+        features=f"{paths.ANNOTATION_STYLE}/features.csv",
+        components=f"{paths.ANNOTATION_STYLE}/components.csv",
     log:
-        "logs/analysis/annotation_style.log",
+        paths.log("analysis/annotation_style"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
@@ -176,7 +166,7 @@ rule annotation_style:
         mem_mb=4000,
         runtime=30,
     params:
-        caches=lambda wildcards, input: " ".join(f"--cache {c}" for c in input.caches),
+        caches=cache_arguments,
         clusters=REPORT["annotation_style"]["clusters"],
         features=" ".join(REPORT["annotation_style"]["features"]),
         settings=json.dumps(REPORT["annotation_style"]["settings"], sort_keys=True),
@@ -194,14 +184,14 @@ rule connectivity:
         ),
     output:
         figure=report(
-            "results/analysis/connectivity/{pair}.png",
+            f"{paths.CONNECTIVITY}.png",
             caption="../report/connectivity.rst",
             category="Loss landscape",
             labels={"pair": "{pair}"},
         ),
-        curve="results/analysis/connectivity/{pair}.csv",
+        curve=f"{paths.CONNECTIVITY}.csv",
     log:
-        "logs/analysis/connectivity/{pair}.log",
+        paths.log("analysis/connectivity/{pair}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 2
@@ -210,7 +200,7 @@ rule connectivity:
         runtime=lambda wildcards, attempt: 60 * attempt,
         gpu=1,
     params:
-        caches=lambda wildcards, input: " ".join(f"--cache {c}" for c in input.caches),
+        caches=cache_arguments,
         points=REPORT["connectivity"]["points"],
         policies=" ".join(REPORT["connectivity"]["bn_policies"]),
         patches=REPORT["connectivity"]["bn_patches"],
@@ -224,30 +214,24 @@ rule connectivity:
 
 rule summary:
     input:
-        heatmap="results/report/cross_dataset.csv",
-        fine_coarse="results/report/fine_coarse.csv",
-        methods="results/report/methods.csv",
-        cost_gain="results/report/cost_gain.csv",
-        styles="results/analysis/annotation_style/clusters.csv",
+        heatmap=rules.report_cross_dataset.output.heatmap_table,
+        fine_coarse=rules.report_cross_dataset.output.fine_coarse_table,
+        methods=rules.report_methods.output.comparison_table,
+        cost_gain=rules.report_methods.output.cost_gain_table,
+        styles=rules.annotation_style.output.cluster_table,
     output:
         report(
-            "results/summary.md",
+            paths.SUMMARY,
             caption="../report/summary.rst",
             category="Summary",
         ),
     log:
-        "logs/report/summary.log",
+        paths.log("report/summary"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    shell:
-        "lesionsoup summary"
-        " --table 'Cross-dataset scores (per lesion)={input.heatmap}'"
-        " --table 'Fine vs coarse training data={input.fine_coarse}'"
-        " --table 'Cost vs gain per method={input.cost_gain}'"
-        " --table 'Annotation-style clusters={input.styles}'"
-        " --table 'Methods per combination and test set={input.methods}'"
-        " -o {output} > {log} 2>&1"
+    script:
+        "../scripts/summary.py"

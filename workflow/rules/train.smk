@@ -5,10 +5,10 @@ rule warmup:
     input:
         caches=combo_caches,
     output:
-        weights="results/models/{combo}/init.safetensors",
-        metadata="results/models/{combo}/init.json",
+        weights=paths.INIT,
+        metadata=paths.INIT_METADATA,
     log:
-        "logs/warmup/{combo}.log",
+        paths.log("warmup/{combo}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
@@ -33,22 +33,22 @@ rule train:
         ),
         hpo=hpo_tuned_input,
     output:
-        best="results/models/{combo}/{recipe}/seed{seed}/best.safetensors",
-        best_metadata="results/models/{combo}/{recipe}/seed{seed}/best.json",
-        last="results/models/{combo}/{recipe}/seed{seed}/last.safetensors",
-        last_metadata="results/models/{combo}/{recipe}/seed{seed}/last.json",
-        snapshots=directory("results/models/{combo}/{recipe}/seed{seed}/snapshots"),
-        steps="results/models/{combo}/{recipe}/seed{seed}/log.csv",
-        validation="results/models/{combo}/{recipe}/seed{seed}/validation.csv",
+        best=f"{paths.RUN}/best.safetensors",
+        best_metadata=f"{paths.RUN}/best.json",
+        last=f"{paths.RUN}/last.safetensors",
+        last_metadata=f"{paths.RUN}/last.json",
+        snapshots=directory(f"{paths.RUN}/snapshots"),
+        steps=f"{paths.RUN}/log.csv",
+        validation=f"{paths.RUN}/validation.csv",
         curves=report(
-            "results/models/{combo}/{recipe}/seed{seed}/curves.png",
+            f"{paths.RUN}/curves.png",
             caption="../report/training_curves.rst",
             category="Training",
             subcategory="{combo}",
             labels={"recipe": "{recipe}", "seed": "{seed}"},
         ),
     log:
-        "logs/train/{combo}/{recipe}/seed{seed}.log",
+        paths.log("train/{combo}/{recipe}/seed{seed}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]

@@ -1,9 +1,8 @@
-"""Subcommands of the evaluation stages: evaluate, aggregate."""
+"""Subcommand of the evaluation stage: ``evaluate`` (the workflow's ``aggregate`` is a script)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -39,14 +38,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
 
 
-def _aggregate(args: argparse.Namespace) -> None:
-    from lesionsoup.evaluation.evaluate import aggregate
-
-    models = json.loads(args.models.read_text())
-    table = aggregate(args.evaluations, args.output, {k: tuple(v) for k, v in models.items()})
-    log.info("%d rows -> %s", len(table), args.output)
-
-
 def _add_evaluate(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "evaluate",
@@ -70,22 +61,4 @@ def _add_evaluate(commands: Subcommands) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
-def _add_aggregate(commands: Subcommands) -> None:
-    parser = commands.add_parser(
-        "aggregate",
-        help="gather evaluation JSONs into the long metrics.csv",
-        description="Write metrics.csv (model, train_combo, method, test_dataset, lesion, "
-        "metric, value) and the conventions behind the numbers next to it.",
-    )
-    parser.add_argument("evaluations", type=Path, nargs="+")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument(
-        "--models",
-        type=Path,
-        required=True,
-        help="JSON file mapping each model path to [train_combo, method]",
-    )
-    parser.set_defaults(handler=_aggregate)
-
-
-REGISTER = (_add_evaluate, _add_aggregate)
+REGISTER = (_add_evaluate,)

@@ -1,79 +1,18 @@
-"""Subcommands of the report and analysis stages: figures, tables, costs, style, connectivity."""
+"""Subcommands of the report stage's analyses, which also serve by hand: annotation styles of
+any caches, linear mode connectivity between any two checkpoints.
+
+The figures and tables drawn from ``metrics.csv`` are ``workflow/scripts/`` of their rules.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from lesionsoup.commands.arguments import Subcommands, json_object, open_caches
 
 log = logging.getLogger("lesionsoup")
-
-
-def _labelled(text: str) -> tuple[str, Path]:
-    """``LABEL=PATH`` as a pair."""
-    label, separator, path = text.partition("=")
-    if not separator or not label or not path:
-        raise argparse.ArgumentTypeError(f"expected LABEL=PATH, got {text!r}")
-    return label, Path(path)
-
-
-def _evaluations(metrics_csv: Path) -> list[Path]:
-    """The evaluation files listed next to ``metrics.csv`` by ``evaluate.aggregate``."""
-    from lesionsoup.evaluation.evaluate import conventions_path
-
-    notes = conventions_path(metrics_csv)
-    try:
-        return [Path(p) for p in json.loads(notes.read_text())["evaluations"]]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{notes}: cannot list the evaluation files ({error!r})") from None
-
-
-def _cross_dataset(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from lesionsoup.report.cross_dataset import plot_fine_coarse, plot_heatmaps
-    from lesionsoup.report.tables import read_metrics, write_csv
-
-    metrics = read_metrics(args.metrics)
-    matrices = plot_heatmaps(metrics, args.heatmap, args.metric, args.method)
-    table = pd.concat(matrices, names=["lesion"])  # rows: lesion x combination; columns: tests
-    write_csv(table.reset_index(), args.heatmap.with_suffix(".csv"))
-    summary = plot_fine_coarse(metrics, args.coarse, args.fine_coarse, args.metric, args.method)
-    write_csv(summary, args.fine_coarse.with_suffix(".csv"))
-
-
-def _costs(args: argparse.Namespace) -> None:
-    from lesionsoup.report.methods import cost_table
-    from lesionsoup.report.tables import read_metrics, write_csv
-
-    table = cost_table(read_metrics(args.metrics), _evaluations(args.metrics))
-    write_csv(table, args.output)
-    log.info("costs of %d models -> %s", len(table), args.output)
-
-
-def _methods(args: argparse.Namespace) -> None:
-    from lesionsoup.report.methods import plot_cost_gain, plot_method_comparison, read_costs
-    from lesionsoup.report.tables import read_metrics, write_csv
-
-    metrics = read_metrics(args.metrics)
-    write_csv(
-        plot_method_comparison(metrics, args.comparison, args.metric),
-        args.comparison.with_suffix(".csv"),
-    )
-    gains = plot_cost_gain(metrics, read_costs(args.costs), args.cost_gain, args.metric)
-    write_csv(gains, args.cost_gain.with_suffix(".csv"))
-
-
-def _pr_curves(args: argparse.Namespace) -> None:
-    from lesionsoup.report.pr_curves import plot_pr_curves
-    from lesionsoup.report.tables import read_metrics, write_csv
-
-    metrics = read_metrics(args.metrics)
-    drawn = plot_pr_curves(metrics, _evaluations(args.metrics), args.output, args.top, args.metric)
-    write_csv(drawn, args.output.with_suffix(".csv"))
 
 
 def _short(checkpoint: Path) -> str:
@@ -136,68 +75,6 @@ def _connectivity(args: argparse.Namespace) -> None:
         )
 
 
-def _qualitative(args: argparse.Namespace) -> None:
-    from lesionsoup.data.cache import Cache
-    from lesionsoup.report.qualitative import plot_qualitative
-
-    shown = plot_qualitative(Cache(args.cache), dict(args.model), args.output, args.images)
-    log.info("qualitative figure of %s -> %s", shown, args.output)
-
-
-def _summary(args: argparse.Namespace) -> None:
-    from lesionsoup.report.summary import write_summary
-
-    write_summary(dict(args.table), args.output)
-
-
-def _add_metrics_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("metrics", type=Path, help="the long metrics.csv of the evaluation")
-    parser.add_argument("--metric", default="ap", help="metric to show (default: ap)")
-
-
-def _add_cross_dataset(commands: Subcommands) -> None:
-    parser = commands.add_parser(
-        "report-cross-dataset",
-        help="heatmaps (combination x test set, per lesion) and the fine-vs-coarse figure",
-    )
-    _add_metrics_options(parser)
-    parser.add_argument("--method", default="single", help="models averaged in each cell")
-    parser.add_argument("--coarse", nargs="*", default=["RETLES"], help="coarse-style datasets")
-    parser.add_argument("--heatmap", type=Path, required=True, help="heatmap PNG (+ .csv)")
-    parser.add_argument("--fine-coarse", type=Path, required=True, help="figure PNG (+ .csv)")
-    parser.set_defaults(handler=_cross_dataset)
-
-
-def _add_costs(commands: Subcommands) -> None:
-    parser = commands.add_parser(
-        "costs", help="costs.csv: training, merging and inference seconds of every model"
-    )
-    parser.add_argument(
-        "metrics", type=Path, help="metrics.csv (its .conventions.json lists the evaluation files)"
-    )
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.set_defaults(handler=_costs)
-
-
-def _add_methods(commands: Subcommands) -> None:
-    parser = commands.add_parser(
-        "report-methods", help="method comparison and cost-vs-gain figures with their tables"
-    )
-    _add_metrics_options(parser)
-    parser.add_argument("--costs", type=Path, required=True, help="costs.csv")
-    parser.add_argument("--comparison", type=Path, required=True, help="figure PNG (+ .csv)")
-    parser.add_argument("--cost-gain", type=Path, required=True, help="figure PNG (+ .csv)")
-    parser.set_defaults(handler=_methods)
-
-
-def _add_pr_curves(commands: Subcommands) -> None:
-    parser = commands.add_parser("report-pr", help="PR curves of the best models per test set")
-    _add_metrics_options(parser)
-    parser.add_argument("--top", type=int, default=3, help="models per test set")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="figure PNG (+ .csv)")
-    parser.set_defaults(handler=_pr_curves)
-
-
 def _add_annotation_style(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "annotation-style", help="measure the datasets' annotation styles and cluster them"
@@ -248,43 +125,4 @@ def _add_connectivity(commands: Subcommands) -> None:
     parser.set_defaults(handler=_connectivity)
 
 
-def _add_qualitative(commands: Subcommands) -> None:
-    parser = commands.add_parser(
-        "qualitative", help="test images with ground truth and models' predictions"
-    )
-    parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument(
-        "--model",
-        type=_labelled,
-        action="append",
-        required=True,
-        help="LABEL=PATH of a checkpoint or ensemble (repeatable)",
-    )
-    parser.add_argument("--images", type=int, default=3)
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.set_defaults(handler=_qualitative)
-
-
-def _add_summary(commands: Subcommands) -> None:
-    parser = commands.add_parser("summary", help="summary.md of the study's main tables")
-    parser.add_argument(
-        "--table",
-        type=_labelled,
-        action="append",
-        required=True,
-        help="TITLE=CSV (repeatable, in order)",
-    )
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.set_defaults(handler=_summary)
-
-
-REGISTER = (
-    _add_cross_dataset,
-    _add_costs,
-    _add_methods,
-    _add_pr_curves,
-    _add_annotation_style,
-    _add_connectivity,
-    _add_qualitative,
-    _add_summary,
-)
+REGISTER = (_add_annotation_style, _add_connectivity)

@@ -13,8 +13,9 @@ chooses where pixels are counted:
   masks, re-read from the manifest with the cache's mask rules; the field of
   view is detected again on the photograph.
 
-``aggregate`` turns many results into the long ``metrics.csv`` (``COLUMNS``)
-and writes the counting rules next to it.
+``aggregate`` turns many results into the long ``metrics.csv`` (``COLUMNS``),
+labelling each model with the model table (``save_model_table``), and writes
+the counting rules and the files it read next to it.
 """
 
 from __future__ import annotations
@@ -248,3 +249,30 @@ def aggregate(
 def conventions_path(out_csv: Path) -> Path:
     """Where ``aggregate`` writes the rules behind ``out_csv``."""
     return Path(out_csv).with_name(f"{Path(out_csv).stem}.conventions.json")
+
+
+def save_model_table(models: Mapping[str, Sequence[str]], path: Path) -> None:
+    """Write ``models.json``: model path -> [train_combo, method], sorted.
+
+    A file of its own, so that ``aggregate`` reruns when a model joins the matrix
+    or changes method, and only then.
+    """
+    atomic_write_bytes(Path(path), (json.dumps(dict(models), sort_keys=True) + "\n").encode())
+
+
+def load_model_table(path: Path) -> dict[str, tuple[str, str]]:
+    """``models.json`` as ``aggregate``'s ``model_info``."""
+    try:
+        table = json.loads(Path(path).read_text())
+        return {model: (combo, method) for model, (combo, method) in table.items()}
+    except (OSError, AttributeError, TypeError, ValueError) as error:
+        message = f"{path}: not a table of model -> [train_combo, method] ({error})"
+        raise EvaluationError(message) from None
+
+
+def aggregated_evaluations(notes: Path) -> list[Path]:
+    """The evaluation files behind a ``metrics.csv``, as its conventions file lists them."""
+    try:
+        return [Path(p) for p in json.loads(Path(notes).read_text())["evaluations"]]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{notes}: cannot list the evaluation files ({error!r})") from None

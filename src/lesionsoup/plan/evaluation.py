@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lesionsoup.plan import paths
 from lesionsoup.plan.ingredients import merged_models
-from lesionsoup.plan.study import runs
+from lesionsoup.plan.study import runs, test_datasets
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class EvaluatedModel:
     @property
     def key(self) -> str:
         """The path without ``results/`` and suffix: names its evaluation files."""
-        return self.path.removeprefix("results/").rsplit(".", 1)[0]
+        return paths.model_key(self.path)
 
 
 def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
@@ -36,3 +37,15 @@ def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
     ]
     models += [EvaluatedModel(*entry) for entry in merged_models(config)]
     return {model.key: model for model in models}
+
+
+def model_table(evaluated: Mapping[str, EvaluatedModel]) -> dict[str, list[str]]:
+    """Model path -> [train_combo, method]: what ``metrics.csv`` says of each model."""
+    return {model.path: [model.combo, model.method] for model in evaluated.values()}
+
+
+def evaluation_files(
+    config: Mapping[str, Any], evaluated: Mapping[str, EvaluatedModel]
+) -> list[str]:
+    """One evaluation file per (test set, model): the inputs of ``metrics.csv``."""
+    return [paths.evaluation(test, key) for test in test_datasets(config) for key in evaluated]

@@ -22,6 +22,7 @@ import yaml
 
 from lesionsoup.core.combos import expand_combinations
 from lesionsoup.core.specs import TrainSettings
+from lesionsoup.plan import paths
 from lesionsoup.plan import study as study_config
 
 TUNABLE = frozenset(field.name for field in dataclasses.fields(TrainSettings)) - {"seed"}
@@ -51,11 +52,11 @@ class StudyPlan:
 
     @property
     def directory(self) -> str:
-        return f"results/hpo/{self.combo}/{self.recipe}"
+        return paths.hpo_study(self.combo, self.recipe)
 
     def trial_output(self, index: int) -> str:
         """Job ``index``'s folder: trial.json, and best.safetensors for a complete trial."""
-        return f"{self.directory}/trials/{index}"
+        return paths.hpo_trial(self.combo, self.recipe, index)
 
 
 def _section(config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -95,16 +96,18 @@ def trial_folders(config: Mapping[str, Any], combo: str, recipe: str) -> list[st
 
 
 def export_outputs(config: Mapping[str, Any]) -> list[str]:
+    """The files of every study's export that ``rule all`` asks for."""
+    templates = (paths.HPO_BEST_PARAMS, paths.HPO_INGREDIENTS, paths.HPO_HISTORY)
     return [
-        f"{plan.directory}/{name}"
+        template.format(combo=plan.combo, recipe=plan.recipe)
         for plan in plans(config)
-        for name in ("best_params.yaml", "ingredients.json", "history.png")
+        for template in templates
     ]
 
 
 def storage_location(config: Mapping[str, Any], combo: str, recipe: str) -> str:
     """The configured RDB URL or journal file, else a journal file next to the study's outputs."""
-    return _section(config).get("storage") or f"{StudyPlan(combo, recipe).directory}/journal.log"
+    return _section(config).get("storage") or paths.HPO_JOURNAL.format(combo=combo, recipe=recipe)
 
 
 def definition(config: Mapping[str, Any], recipe: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lesionsoup.core.combos import combo_members
 from lesionsoup.core.style_features import STYLE_FEATURES
+from lesionsoup.plan import paths
+from lesionsoup.plan.study import combo_caches
 
 DEFAULTS: dict[str, Any] = {
     "metric": "ap",
@@ -71,17 +72,16 @@ def connectivity_inputs(config: Mapping[str, Any], pair: str) -> dict[str, Any]:
     if pair not in pairs:
         raise ValueError(f"unknown connectivity pair {pair!r}; configured: {sorted(pairs)}")
     chosen = pairs[pair]
-    caches = [f"results/cache/{name}" for name in combo_members(chosen["combo"])]
-    return {"a": chosen["a"], "b": chosen["b"], "caches": caches}
+    return {"a": chosen["a"], "b": chosen["b"], "caches": combo_caches(chosen["combo"])}
 
 
 def report_targets(config: Mapping[str, Any], test_datasets: list[str]) -> list[str]:
     """Every figure, table and analysis of the report, for ``rule all``."""
     pairs = report_settings(config)["connectivity"]["pairs"]
     return [
-        "results/summary.md",
-        "results/report/pr_curves.png",
-        "results/analysis/annotation_style/clusters.png",
-        *(f"results/report/qualitative/{test}.png" for test in test_datasets),
-        *(f"results/analysis/connectivity/{pair}.png" for pair in pairs),
+        paths.SUMMARY,
+        f"{paths.REPORT}/pr_curves.png",
+        f"{paths.ANNOTATION_STYLE}/clusters.png",
+        *(paths.QUALITATIVE.format(test=test) for test in test_datasets),
+        *(f"{paths.connectivity(pair)}.png" for pair in pairs),
     ]

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lesionsoup.core.combos import expand_combinations
+from lesionsoup.core.combos import combo_members, expand_combinations
 from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.plan import paths
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,12 @@ class Run:
 
     @property
     def directory(self) -> str:
-        return f"results/models/{self.combo}/{self.recipe}/seed{self.seed}"
+        return paths.run(self.combo, self.recipe, self.seed)
+
+
+def combo_caches(combo: str) -> list[str]:
+    """The caches a combination trains and validates on, one per member dataset."""
+    return [paths.cache(dataset) for dataset in combo_members(combo)]
 
 
 def model_spec(config: Mapping[str, Any]) -> ModelSpec:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from lesionsoup.core.combos import combo_members
 from lesionsoup.core.figures import save_figure
-from lesionsoup.report.tables import metric_rows, model_scores
+from lesionsoup.report.tables import metric_rows, model_scores, read_metrics, write_csv
 
 STYLE_GROUPS: tuple[str, ...] = ("fine only", "coarse only", "mixed")
 
@@ -140,3 +140,21 @@ def plot_fine_coarse(
     ax.set_title("Fine vs coarse annotations in training\n(bars: mean ± sd over combinations)")
     save_figure(fig, out)
     return summary
+
+
+def report_cross_dataset(
+    metrics_csv: Path | str,
+    heatmap: Path | str,
+    fine_coarse: Path | str,
+    metric: str = "ap",
+    method: str = "single",
+    coarse: Collection[str] = ("RETLES",),
+) -> None:
+    """The heatmaps and the fine-vs-coarse figure of ``metrics.csv``, each with its table
+    beside it (same name, ``.csv``): the numbers a reader quotes, and ``summary.md`` shows."""
+    metrics = read_metrics(Path(metrics_csv))
+    matrices = plot_heatmaps(metrics, Path(heatmap), metric, method)
+    table = pd.concat(matrices, names=["lesion"])  # rows: lesion x combination; columns: tests
+    write_csv(table.reset_index(), Path(heatmap).with_suffix(".csv"))
+    summary = plot_fine_coarse(metrics, coarse, Path(fine_coarse), metric, method)
+    write_csv(summary, Path(fine_coarse).with_suffix(".csv"))

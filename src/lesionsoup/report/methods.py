@@ -25,8 +25,8 @@ from matplotlib.ticker import ScalarFormatter
 
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata
 from lesionsoup.core.figures import save_figure
-from lesionsoup.evaluation.evaluate import load_evaluation
-from lesionsoup.report.tables import model_scores, ordered_methods
+from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
+from lesionsoup.report.tables import model_scores, ordered_methods, read_metrics, write_csv
 
 COST_COLUMNS = (
     "model",
@@ -200,3 +200,26 @@ def plot_cost_gain(
     ax.grid(alpha=0.3)
     save_figure(fig, out)
     return table
+
+
+def write_costs(metrics_csv: Path | str, notes: Path | str, out: Path | str) -> pd.DataFrame:
+    """``costs.csv`` of the models in ``metrics.csv``; ``notes`` (its conventions file)
+    lists the evaluation files, whose seconds are the inference cost."""
+    table = cost_table(read_metrics(Path(metrics_csv)), aggregated_evaluations(Path(notes)))
+    write_csv(table, Path(out))
+    return table
+
+
+def report_methods(
+    metrics_csv: Path | str,
+    costs_csv: Path | str,
+    comparison: Path | str,
+    cost_gain: Path | str,
+    metric: str = "ap",
+) -> None:
+    """The method comparison and cost-vs-gain figures, each with its table beside it (``.csv``)."""
+    metrics = read_metrics(Path(metrics_csv))
+    table = plot_method_comparison(metrics, Path(comparison), metric)
+    write_csv(table, Path(comparison).with_suffix(".csv"))
+    gains = plot_cost_gain(metrics, read_costs(Path(costs_csv)), Path(cost_gain), metric)
+    write_csv(gains, Path(cost_gain).with_suffix(".csv"))

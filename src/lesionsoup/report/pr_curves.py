@@ -10,8 +10,8 @@ import pandas as pd
 
 from lesionsoup.core.figures import save_figure
 from lesionsoup.core.metrics import SegmentationHistograms, average_precision, pr_curve
-from lesionsoup.evaluation.evaluate import load_evaluation
-from lesionsoup.report.tables import model_scores
+from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
+from lesionsoup.report.tables import model_scores, read_metrics, write_csv
 
 
 def best_models(metrics: pd.DataFrame, top: int = 3, metric: str = "ap") -> pd.DataFrame:
@@ -93,3 +93,14 @@ def plot_pr_curves(
     fig.suptitle(f"Precision-recall curves of the {top} best models per test set")
     save_figure(fig, out)
     return pd.DataFrame(aps, columns=["model", "test_dataset", "lesion", "ap"])
+
+
+def report_pr_curves(
+    metrics_csv: Path | str, notes: Path | str, out: Path | str, top: int = 3, metric: str = "ap"
+) -> None:
+    """The PR-curve figure of ``metrics.csv``'s best models, and the models drawn beside it
+    (``.csv``); ``notes`` (its conventions file) lists the evaluation files with the histograms."""
+    metrics = read_metrics(Path(metrics_csv))
+    evaluations = aggregated_evaluations(Path(notes))
+    drawn = plot_pr_curves(metrics, evaluations, Path(out), top, metric)
+    write_csv(drawn, Path(out).with_suffix(".csv"))

@@ -10,6 +10,16 @@ import pandas as pd
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.report.tables import markdown_table
 
+#: The sections of the study's ``summary.md``, in order: the name of the table's input
+#: (in ``rule summary``) -> its title.
+SECTIONS = {
+    "heatmap": "Cross-dataset scores (per lesion)",
+    "fine_coarse": "Fine vs coarse training data",
+    "cost_gain": "Cost vs gain per method",
+    "styles": "Annotation-style clusters",
+    "methods": "Methods per combination and test set",
+}
+
 
 def write_summary(tables: Mapping[str, Path], out: Path, digits: int = 3) -> str:
     """One section per table (title -> CSV file), in the given order; returns the text."""
@@ -25,3 +35,8 @@ def write_summary(tables: Mapping[str, Path], out: Path, digits: int = 3) -> str
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, text.encode())
     return text
+
+
+def write_study_summary(tables: Mapping[str, Path | str], out: Path | str) -> str:
+    """The study's ``summary.md``: the tables of ``SECTIONS`` (input name -> CSV file)."""
+    return write_summary({title: Path(tables[name]) for name, title in SECTIONS.items()}, Path(out))

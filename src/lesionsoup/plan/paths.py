@@ -1,0 +1,104 @@
+"""Every location the workflow writes, in one place (nnU-Net's ``paths.py``).
+
+The templates use Snakemake's wildcard syntax, so the rules name them as they
+are in ``input:``/``output:`` (``f"{paths.RUN}/best.safetensors"``) and the
+plan code fills them in with the functions below; a location therefore
+changes in one line, for the jobs and for the code that asks for them alike.
+Outputs live under ``results/``, logs under ``logs/``.
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+LOGS = "logs"
+
+# data: native dataset -> manifest -> preprocessed cache
+MANIFEST = f"{RESULTS}/data/{{dataset}}/manifest.csv"
+CACHE = f"{RESULTS}/cache/{{dataset}}"
+
+# training: a combination's shared initialisation, then its runs
+MODELS = f"{RESULTS}/models/{{combo}}"
+INIT = f"{MODELS}/init.safetensors"
+INIT_METADATA = f"{MODELS}/init.json"
+RUN = f"{MODELS}/{{recipe}}/seed{{seed}}"
+
+# hyperparameter search: one study per (combination, recipe), its trial jobs and its export
+HPO_STUDY = f"{RESULTS}/hpo/{{combo}}/{{recipe}}"
+HPO_TRIAL = f"{HPO_STUDY}/trials/{{index}}"
+HPO_JOURNAL = f"{HPO_STUDY}/journal.log"
+HPO_BEST_PARAMS = f"{HPO_STUDY}/best_params.yaml"
+HPO_INGREDIENTS = f"{HPO_STUDY}/ingredients.json"
+HPO_HISTORY = f"{HPO_STUDY}/history.png"
+
+# merging: soups (weights + sidecar) and ensembles (a sidecar naming their members)
+MERGED_DIR = f"{RESULTS}/merged/{{combo}}"
+MERGED = f"{MERGED_DIR}/{{method}}.safetensors"
+MERGED_METADATA = f"{MERGED_DIR}/{{method}}.json"
+ENSEMBLE = f"{MERGED_DIR}/ensemble-{{name}}.json"
+
+# evaluation: one file per (test set, model key), the model table, the long metrics table
+EVALUATION = f"{RESULTS}/eval/{{test}}/{{model}}.json"
+EVALUATED_MODELS = f"{RESULTS}/eval/models.json"
+METRICS = f"{RESULTS}/metrics.csv"
+METRICS_CONVENTIONS = f"{RESULTS}/metrics.conventions.json"
+COSTS = f"{RESULTS}/costs.csv"
+
+# report and analyses
+REPORT = f"{RESULTS}/report"
+QUALITATIVE = f"{REPORT}/qualitative/{{test}}.png"
+ANNOTATION_STYLE = f"{RESULTS}/analysis/annotation_style"
+CONNECTIVITY = f"{RESULTS}/analysis/connectivity/{{pair}}"
+SUMMARY = f"{RESULTS}/summary.md"
+
+
+def manifest(dataset: str) -> str:
+    return MANIFEST.format(dataset=dataset)
+
+
+def cache(dataset: str) -> str:
+    return CACHE.format(dataset=dataset)
+
+
+def init(combo: str) -> str:
+    """A combination's shared initialisation, the start of every run that averages."""
+    return INIT.format(combo=combo)
+
+
+def run(combo: str, recipe: str, seed: int) -> str:
+    """A training run's folder: best/last checkpoints, snapshots, logs and curves."""
+    return RUN.format(combo=combo, recipe=recipe, seed=seed)
+
+
+def hpo_study(combo: str, recipe: str) -> str:
+    return HPO_STUDY.format(combo=combo, recipe=recipe)
+
+
+def hpo_trial(combo: str, recipe: str, index: int) -> str:
+    return HPO_TRIAL.format(combo=combo, recipe=recipe, index=index)
+
+
+def merged(combo: str, method: str) -> str:
+    return MERGED.format(combo=combo, method=method)
+
+
+def ensemble(combo: str, name: str) -> str:
+    return ENSEMBLE.format(combo=combo, name=name)
+
+
+def model_key(path: str) -> str:
+    """A model's path without ``results/`` and suffix: names its evaluation files."""
+    return path.removeprefix(f"{RESULTS}/").rsplit(".", 1)[0]
+
+
+def evaluation(test: str, model: str) -> str:
+    """The evaluation file of a model key on a test set."""
+    return EVALUATION.format(test=test, model=model)
+
+
+def connectivity(pair: str) -> str:
+    return CONNECTIVITY.format(pair=pair)
+
+
+def log(name: str) -> str:
+    """A rule's log, ``logs/<name>.log``; ``name`` may hold wildcards."""
+    return f"{LOGS}/{name}.log"
