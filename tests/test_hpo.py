@@ -362,3 +362,25 @@ def test_export_without_a_complete_trial_or_with_a_bad_yaml_says_so(tmp_path):
     bad.write_text("params: {learning_rate: 1}\n")
     with pytest.raises(ValueError, match="best_params.yaml.*learning_rate"):
         hpo_plan.with_best_params(study_config.recipe_settings(tiny_config(), "base", 0), bad)
+
+
+def test_pruned_trial_leaves_no_resumable_state(tmp_path, init, monkeypatch):
+    from lesionsoup.core.checkpoint import load_metadata
+
+    caches, init_path = init
+    definition = hpo_plan.definition(tiny_config(pruner={"kind": "none"}), "base")
+    name = hpo_plan.study_name("AAA+BBB", "base", definition, load_metadata(init_path)["init_id"])
+    runs = tmp_path / "runs" / name
+
+    def prune(trial, step, score):
+        raise optuna.TrialPruned(f"pruned at {step}")
+
+    monkeypatch.setattr(hpo, "report", prune)
+    study = hpo_storage.load_study(
+        hpo_storage.open_storage(str(tmp_path / "j.log")), name, definition, 0
+    )
+    objective = hpo.training_objective(runs, caches, definition, init_path, study_name=name)
+    trial = hpo.run_trial(study, 0, objective)
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert (runs / f"trial{trial.number:04d}").is_dir()
+    assert not (runs / f"trial{trial.number:04d}" / ".work").exists()

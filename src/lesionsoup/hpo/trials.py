@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,11 @@ def training_objective(
                 extra_metadata={"hpo": {"study": study_name, "trial": trial.number}},
                 on_validation=lambda step, scores: report(trial, step, scores["score"]),
             )
+        except optuna.TrialPruned:
+            shutil.rmtree(run.work, ignore_errors=True)  # a pruned trial never resumes
+            raise
         except FloatingPointError as error:
+            shutil.rmtree(run.work, ignore_errors=True)
             raise TrialFailed(str(error)) from error
         score = load_metadata(run.best).get("validation", {}).get("score", math.nan)
         if not math.isfinite(score):
