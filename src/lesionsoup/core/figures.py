@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from lesionsoup.core.atomic import atomic_path  # noqa: E402
 
 plt.rcParams.update(
     {
@@ -32,9 +33,8 @@ def save_figure(fig: plt.Figure, out: Path, tight: bool = True) -> None:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
     if tight:
         fig.tight_layout()
-    fig.savefig(tmp)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip("."))
     plt.close(fig)
-    os.replace(tmp, out)
