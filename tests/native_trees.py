@@ -7,11 +7,14 @@ and masks exactly where the real download keeps them. It returns the root.
 
 from __future__ import annotations
 
+import shutil
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 
 WIDTH, HEIGHT = 12, 8
 
@@ -133,4 +136,45 @@ def messidor_tree(root: Path, folders: Mapping[str, Iterable[str]]) -> Path:
     for folder, names in folders.items():
         for name in names:
             write_image(root / folder / f"{name}.tif")
+    return root
+
+
+def messidor_zip(archive: Path, folders: Mapping[str, Iterable[str]]) -> Path:
+    """A MESSIDOR ``Base*.zip``: ``{"Base11": names}`` stored as ``Base11/<name>.tif``."""
+    staging = messidor_tree(archive.with_name(f".{archive.name}.staging"), folders)
+    with zipfile.ZipFile(archive, "w") as opened:
+        for path in sorted(staging.rglob("*.tif")):
+            opened.write(path, path.relative_to(staging).as_posix())
+        opened.writestr("__MACOSX/Base11/._ignored.tif", b"resource fork")
+    shutil.rmtree(staging)
+    return archive
+
+
+def maples_additional_tree(
+    root: Path,
+    plan: Mapping[str, Plan],
+    boxes: Mapping[str, tuple[int, int, int, int]],
+    side: int = 15,
+) -> Path:
+    """MAPLES-DR ``AdditionalData``; ``plan`` is ``{"train"|"test"|"duplicates": {name:
+    biomarker folders}}``, ``boxes`` each name's ``(x0, y0, x1, y1)``; masks are ``side``
+    pixels square. Duplicates are recorded as released: a mapping to a train sibling."""
+    base = root / "AdditionalData"
+    for images in plan.values():
+        for name, biomarkers in images.items():
+            for biomarker in biomarkers:
+                write_mask(base / "annotations" / biomarker / f"{name}.png", side, side)
+    sibling = next(iter(plan.get("train", {})), "")
+    record = {
+        "biomarkers": ["Exudates", "Hemorrhages"],
+        "train": list(plan.get("train", {})),
+        "test": list(plan.get("test", {})),
+        "duplicates": {name: sibling for name in plan.get("duplicates", {})},
+    }
+    (base / "dataset_record.yaml").write_text(yaml.safe_dump(record))
+    lines = ["name,x0,y0,x1,y1,W,H"]
+    lines += [
+        f"{name},{x0},{y0},{x1},{y1},{WIDTH},{HEIGHT}" for name, (x0, y0, x1, y1) in boxes.items()
+    ]
+    (base / "MESSIDOR-ROIs.csv").write_text("\n".join(lines) + "\n")
     return root

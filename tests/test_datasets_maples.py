@@ -1,9 +1,20 @@
+import logging
 from collections import Counter
+from pathlib import Path
 
 import pytest
-from native_trees import maples_export_tree, maples_release_tree, messidor_tree, write_mask
+from native_trees import (
+    maples_additional_tree,
+    maples_export_tree,
+    maples_release_tree,
+    messidor_tree,
+    messidor_zip,
+    write_mask,
+)
 
+from lesionsoup.data.archives import image_size, read_bytes, split_member_path
 from lesionsoup.data.datasets import DatasetError, index_dataset
+from lesionsoup.data.datasets.maples import scan
 
 EXPORT = {
     "train": {
@@ -93,8 +104,10 @@ def test_release_with_messidor_elsewhere(tmp_path):
 def test_labelled_image_without_messidor_image_is_named(tmp_path):
     maples_release_tree(tmp_path, RELEASE)
     messidor_tree(tmp_path, {"Base11": MESSIDOR["Base11"]})
-    with pytest.raises(DatasetError, match="'20051020_43808_0100_PP' has no MESSIDOR image"):
+    with pytest.raises(DatasetError, match="2 labelled image.* no MESSIDOR image") as error:
         index_dataset("MAPLES", tmp_path, {})
+    assert "'20051020_43808_0100_PP', '20051020_44598_0100_PP'" in str(error.value)
+    assert str(tmp_path / "MAPLES-DR" / "train") in str(error.value)
 
 
 def test_messidor_name_twice_is_named(tmp_path):
@@ -114,7 +127,7 @@ def test_export_mask_without_image_is_named(tmp_path):
 
 
 def test_layout_errors(tmp_path):
-    with pytest.raises(DatasetError, match="maples-dr package export.*release archive"):
+    with pytest.raises(DatasetError, match="package export.*MAPLES-DR.zip.*AdditionalData.zip"):
         index_dataset("MAPLES", tmp_path, {})
     maples_export_tree(tmp_path, EXPORT)
     with pytest.raises(ValueError, match="'messidor_root' applies to the MAPLES-DR release"):
@@ -123,3 +136,131 @@ def test_layout_errors(tmp_path):
     with pytest.raises(DatasetError, match="dataset root not found") as error:
         index_dataset("MAPLES", labels, {"messidor_root": str(tmp_path / "none")})
     assert str(tmp_path / "none") in str(error.value)
+
+
+OPTIONS = {"messidor_root": None, "duplicates": "exclude", "unrecognised": "warn"}
+ADDITIONAL = {
+    "train": {"20051019_38557_0100_PP": ("Exudates", "Vessels"), "20051020_43808_0100_PP": ()},
+    "test": {"20051021_51160_0100_PP": ("Hemorrhages", "OpticDisc")},
+    "duplicates": {"20051020_44598_0100_PP": ("Exudates",)},
+}
+#: Boxes that are not centred on the 12 x 8 photograph, one reaching past its top edge.
+BOXES = {
+    "20051019_38557_0100_PP": (0, 0, 8, 8),
+    "20051020_43808_0100_PP": (4, -1, 13, 8),
+    "20051021_51160_0100_PP": (3, 1, 10, 8),
+    "20051020_44598_0100_PP": (1, 0, 9, 8),
+}
+
+
+def test_messidor_found_nested_in_any_folder(tmp_path):
+    maples_release_tree(tmp_path, RELEASE)
+    messidor_tree(tmp_path / "MESSIDOR" / "images", MESSIDOR)
+    frame = index_dataset("MAPLES", tmp_path, {})
+    check_lesions(frame, tmp_path / "MAPLES-DR")
+    image = frame.set_index("image_id").loc["20051021_51160_0100_PP", "image_path"]
+    assert image == str(tmp_path / "MESSIDOR/images/Base34/20051021_51160_0100_PP.tif")
+
+
+def test_messidor_read_inside_base_zip_archives(tmp_path):
+    maples_release_tree(tmp_path, RELEASE)
+    for base, names in MESSIDOR.items():
+        messidor_zip(tmp_path / "MESSIDOR" / f"{base}.zip", {base: names})
+    messidor_tree(tmp_path / "MESSIDOR", {"Base11": ["20051019_38557_0100_PP"]})
+    images = {image.image_id: image for image in scan(tmp_path, OPTIONS)}
+    assert sorted(images) == sorted(name for split in RELEASE.values() for name in split)
+    extracted = images["20051019_38557_0100_PP"].image_path
+    assert extracted == tmp_path / "MESSIDOR/Base11/20051019_38557_0100_PP.tif"
+    zipped = images["20051021_51160_0100_PP"].image_path
+    assert split_member_path(zipped) == (
+        tmp_path / "MESSIDOR/Base34.zip",
+        "Base34/20051021_51160_0100_PP.tif",
+    )
+    assert image_size(zipped) == (12, 8) and read_bytes(zipped)[:2] in (b"II", b"MM")
+
+
+def test_unrecognised_biomarker_folder_is_named(tmp_path, caplog):
+    maples_release_tree(tmp_path, RELEASE)
+    write_mask(tmp_path / "MAPLES-DR/train/HardExudates/20051019_38557_0100_PP.png")
+    messidor_tree(tmp_path, MESSIDOR)
+    with caplog.at_level(logging.WARNING):
+        check_lesions(index_dataset("MAPLES", tmp_path, {}), tmp_path / "MAPLES-DR")
+    assert str(tmp_path / "MAPLES-DR/train/HardExudates") in caplog.text
+    with pytest.raises(DatasetError, match="HardExudates"):
+        index_dataset("MAPLES", tmp_path, {}, unrecognised="error")
+
+
+@pytest.mark.parametrize("layout", ["export", "release"])
+def test_image_labelled_only_in_unrecognised_folders_is_an_error(tmp_path, layout):
+    plan = {
+        split: dict(images) for split, images in (EXPORT if layout == "export" else RELEASE).items()
+    }
+    plan["train"]["20051022_00000_0100_PP"] = ("HardExudates",)
+    if layout == "export":
+        maples_export_tree(tmp_path, plan)
+    else:
+        maples_release_tree(tmp_path, plan)
+        messidor_tree(tmp_path, {**MESSIDOR, "Base13": ["20051022_00000_0100_PP"]})
+    with pytest.raises(DatasetError, match="20051022_00000_0100_PP.*HardExudates"):
+        index_dataset("MAPLES", tmp_path, {})
+
+
+def additional(tmp_path: Path) -> Path:
+    maples_additional_tree(tmp_path, ADDITIONAL, BOXES)
+    return messidor_tree(tmp_path / "messidor", MESSIDOR)
+
+
+def test_additional_data_split_from_record_without_duplicates(tmp_path):
+    messidor = additional(tmp_path)
+    frame = index_dataset("MAPLES", tmp_path / "AdditionalData", {"messidor_root": str(messidor)})
+    frame = frame.set_index("image_id")
+    assert sorted(frame.index) == sorted([*ADDITIONAL["train"], *ADDITIONAL["test"]])
+    assert frame.loc["20051021_51160_0100_PP", "split"] == "test"
+    assert set(frame["split"]) <= {"train", "valid", "test"}
+    first = frame.loc["20051019_38557_0100_PP"]
+    assert first["mask_EX"] == str(
+        tmp_path / "AdditionalData/annotations/Exudates/20051019_38557_0100_PP.png"
+    )
+    assert first["image_path"] == str(messidor / "Base11/20051019_38557_0100_PP.tif")
+    assert (frame.loc["20051020_43808_0100_PP", "mask_EX":"mask_NV"] == "").all()
+
+
+def test_additional_data_boxes_and_duplicates_included(tmp_path):
+    additional(tmp_path)
+    images = {
+        image.image_id: image for image in scan(tmp_path, {**OPTIONS, "duplicates": "include"})
+    }
+    assert sorted(images) == sorted(BOXES)
+    assert images["20051020_44598_0100_PP"].split == "train"
+    assert images["20051020_43808_0100_PP"].roi == "4 -1 13 8"
+    assert images["20051021_51160_0100_PP"].roi == "3 1 10 8"
+    with pytest.raises(ValueError, match="'duplicates' must be one of"):
+        scan(tmp_path, {**OPTIONS, "duplicates": "keep"})
+
+
+def test_additional_data_errors_name_the_file(tmp_path):
+    additional(tmp_path)
+    rois = tmp_path / "AdditionalData/MESSIDOR-ROIs.csv"
+    rois.write_text("\n".join(rois.read_text().splitlines()[:-2]) + "\n")
+    with pytest.raises(DatasetError, match="no region of interest for") as error:
+        index_dataset("MAPLES", tmp_path, {})
+    assert str(rois) in str(error.value)
+    rois.write_text("name,x0,y0,x1,y1,W,H\n20051019_38557_0100_PP,a,0,8,8,12,8\n")
+    with pytest.raises(DatasetError, match="line 2 is not name,x0"):
+        index_dataset("MAPLES", tmp_path, {})
+    record = tmp_path / "AdditionalData/dataset_record.yaml"
+    record.write_text("train: [a]\n")
+    with pytest.raises(DatasetError, match="expected the lists") as error:
+        index_dataset("MAPLES", tmp_path, {})
+    assert str(record) in str(error.value)
+
+
+def test_manifest_of_zipped_messidor_and_roi_boxes(tmp_path):
+    maples_additional_tree(tmp_path, ADDITIONAL, BOXES)
+    for base, names in MESSIDOR.items():
+        messidor_zip(tmp_path / "MESSIDOR" / f"{base}.zip", {base: names})
+    frame = index_dataset("MAPLES", tmp_path, {}).set_index("image_id")
+    assert frame.loc["20051020_43808_0100_PP", "mask_roi"] == "4 -1 13 8"
+    image = frame.loc["20051021_51160_0100_PP", "image_path"]
+    assert image == str(tmp_path / "MESSIDOR/Base34.zip") + "::Base34/20051021_51160_0100_PP.tif"
+    assert frame.loc["20051021_51160_0100_PP", ["width", "height"]].tolist() == [12, 8]

@@ -140,7 +140,7 @@ def native_study(folder: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
         row = write_case(folder, f"img{index}", 120, 160, masks={"MA": ma, "EX": ex})
         ma_masks[row["image_id"]] = ma > 0
         rows.append({**row, "split": "test", "dataset": "NAT"})
-    manifest = pd.DataFrame(rows)[list(MANIFEST_COLUMNS)]
+    manifest = pd.DataFrame(rows).reindex(columns=list(MANIFEST_COLUMNS))
     masks = [column for column in MANIFEST_COLUMNS if column.startswith("mask_")]
     manifest[masks] = manifest[masks].astype(object).fillna("")
     write_manifest(manifest, folder / "manifest.csv")

@@ -41,8 +41,8 @@ def sample() -> pd.DataFrame:
 
 def test_columns_are_in_contract_order():
     assert COLUMNS[:5] == ("image_id", "dataset", "split", "patient", "image_path")
-    assert COLUMNS[5:-2] == tuple(f"mask_{n}" for n in ("EX", "HE", "MA", "CWS", "IRMA", "NV"))
-    assert COLUMNS[-2:] == ("width", "height")
+    assert COLUMNS[5:-3] == tuple(f"mask_{n}" for n in ("EX", "HE", "MA", "CWS", "IRMA", "NV"))
+    assert COLUMNS[-3:] == ("mask_roi", "width", "height")
 
 
 def test_round_trip_keeps_values_and_types(tmp_path):

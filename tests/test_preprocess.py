@@ -11,9 +11,11 @@ from lesionsoup.data.cache import Cache, CacheWriter
 from lesionsoup.data.preprocess import (
     BadImageError,
     MaskRules,
+    area_coverage,
     build_cache,
     cache_settings,
     downscale_keeping_lesions,
+    lesions_from_coverage,
     mask_paths,
     preprocess_image,
 )
@@ -344,3 +346,23 @@ def test_all_six_classes_and_ignore_land_on_their_own_bits(tmp_path):
         assert entry.labels[cy, cx] == FOV_BIT | Lesion[name].bit
         uy, ux = (int(v) for v in entry.geometry.to_cache(205, 115 + 30 * index))
         assert entry.labels[uy, ux] == FOV_BIT | IGNORE_BIT
+
+
+def test_channel_views_give_the_coverage_rule_of_contiguous_planes():
+    rng = np.random.default_rng(3)
+    planes = [(rng.random((400, 500)) < p).astype(np.uint8) * 255 for p in (0.01, 0.2, 0.5, 0.9)]
+    coverages, full = area_coverage(planes, 97, 61)
+    for plane, coverage in zip(planes, coverages, strict=True):
+        assert not coverage.flags.c_contiguous
+        expected = downscale_keeping_lesions(plane, 97, 61)
+        assert np.array_equal(lesions_from_coverage(coverage, full), expected)
+
+
+def test_roi_space_masks_are_placed_in_the_photograph_frame(tmp_path):
+    roi_mask = blank(100, 100)
+    roi_mask[40:60, 40:60] = 255
+    row = write_case(tmp_path, "roi", masks={"EX": roi_mask}) | {"mask_roi": "150 100 250 200"}
+    entry = preprocess_image(row, 256, MaskRules())
+    cy, cx = entry.geometry.to_cache(150.0, 200.0)  # the ROI's centre in the photograph
+    assert entry.labels[int(cy), int(cx)] & Lesion.EX.bit
+    assert not (entry.labels & Lesion.EX.bit)[: int(cy) - 20].any()

@@ -3,7 +3,12 @@
 Columns, in order, are ``COLUMNS``. Paths are absolute. A mask cell is empty
 (the dataset has no file for that lesion: no lesion), one path, or several
 paths joined by ``|`` whose union is the mask (e.g. RETLES haemorrhages).
-``width`` and ``height`` are the native image size in pixels.
+``mask_roi`` is empty unless the masks are drawn on a region of interest
+rather than on the whole photograph (MAPLES-DR's ``AdditionalData.zip``: 1500 x
+1500 maps of a square box): it then holds that box, ``"x0 y0 x1 y1"`` in
+photograph pixels (``x1``, ``y1`` exclusive), and ``lesionsoup.data.roi``
+places the masks into the photograph's frame. ``width`` and ``height`` are the
+native image size in pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from lesionsoup.core.lesions import ALL, Lesion
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 MASK_SEPARATOR = "|"
+#: The column holding a region of interest the mask files are drawn on.
+ROI_COLUMN = "mask_roi"
 
 
 def mask_column(lesion: Lesion) -> str:
@@ -32,6 +39,7 @@ COLUMNS: tuple[str, ...] = (
     "patient",
     "image_path",
     *MASK_COLUMNS,
+    ROI_COLUMN,
     "width",
     "height",
 )
@@ -57,6 +65,42 @@ def split_mask_paths(cell: str) -> list[Path]:
     return [Path(text) for text in cell.split(MASK_SEPARATOR)] if cell else []
 
 
+def format_roi(x0: int, y0: int, x1: int, y1: int) -> str:
+    """The ``mask_roi`` cell of the box from (x0, y0) to (x1, y1), exclusive."""
+    return f"{x0} {y0} {x1} {y1}"
+
+
+def parse_roi(cell: str) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of a ``mask_roi`` cell, None when empty; ValueError when malformed.
+
+    The box may reach past the photograph's edges (a square around a fundus that
+    the camera cut at the top and bottom), but it may not be empty.
+    """
+    if not cell:
+        return None
+    parts = cell.split()
+    if len(parts) != 4 or not all(part.lstrip("-").isdigit() for part in parts):
+        raise ValueError(f"region of interest {cell!r} is not four integers 'x0 y0 x1 y1'")
+    x0, y0, x1, y1 = (int(part) for part in parts)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"region of interest {cell!r} is empty (needs x0 < x1 and y0 < y1)")
+    return x0, y0, x1, y1
+
+
+def _roi_problem(frame: pd.DataFrame) -> str | None:
+    """What is wrong with the first bad ``mask_roi`` cell, or None."""
+    for row, (cell, width, height) in enumerate(
+        zip(frame[ROI_COLUMN], frame["width"], frame["height"], strict=True)
+    ):
+        try:
+            box = parse_roi(cell)
+        except ValueError as error:
+            return f"row {row}: {error}"
+        if box is not None and (box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height):
+            return f"row {row}: region of interest {cell!r} misses the {width}x{height} image"
+    return None
+
+
 def validate_manifest(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """Check ``frame`` against the contract; ``source`` names it in errors. Returns it."""
 
@@ -78,6 +122,8 @@ def validate_manifest(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     bad_ids = [i for i in frame["image_id"] if "/" in i or "\\" in i or i.startswith(".")]
     if bad_ids:
         raise fail(f"image id {bad_ids[0]!r} is not usable as a file name")
+    if (problem := _roi_problem(frame)) is not None:
+        raise fail(problem)
     unknown_splits = sorted(set(frame["split"]) - set(SPLITS))
     if unknown_splits:
         raise fail(f"unknown split {unknown_splits}; allowed: {list(SPLITS)}")
@@ -126,7 +172,12 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 
 def manifest_from_rows(rows: list[dict[str, object]], source: str) -> pd.DataFrame:
-    """A validated manifest frame from row dicts keyed by ``COLUMNS``."""
+    """A validated manifest frame from row dicts keyed by ``COLUMNS``.
+
+    A row without ``mask_roi`` gets an empty one: only datasets whose masks are
+    drawn on a region of interest have anything to say there.
+    """
+    rows = [{ROI_COLUMN: "", **row} for row in rows]
     frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
     frame = frame.astype({column: "int64" for column in _SIZE_COLUMNS})
     return validate_manifest(frame, source)

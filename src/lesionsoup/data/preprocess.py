@@ -38,10 +38,12 @@ from tqdm import tqdm
 
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import ALL, Lesion, pack
+from lesionsoup.data.archives import read_bytes
 from lesionsoup.data.cache import CacheEntry, CacheWriter
 from lesionsoup.data.fov import FieldOfView, NoFieldOfView, find_fov
 from lesionsoup.data.geometry import Geometry
 from lesionsoup.data.manifest import split_mask_paths
+from lesionsoup.data.roi import place_in_frame
 
 #: Bump when the algorithm changes, so that caches built by the old one are rebuilt.
 PREPROCESS_VERSION = 1
@@ -136,7 +138,7 @@ def read_photograph(path: str | Path) -> np.ndarray:
     unrotated; the caller converts to RGB after downscaling (cheaper).
     """
     try:
-        data = Path(path).read_bytes()
+        data = read_bytes(path)
     except OSError as error:
         raise BadImageError(path, f"cannot be read ({error.strerror or error})") from error
     problem = _truncation(data)
@@ -184,9 +186,11 @@ def mask_paths(cell: Any) -> list[str]:
 def area_coverage(planes: list[np.ndarray], out_w: int, out_h: int) -> tuple[list[np.ndarray], int]:
     """Area-averaged coverage of 0/255 native masks on the output grid, and its full scale.
 
-    The planes are resized together (one call is cheaper than one per plane).
-    uint8 suffices while a native pixel's smallest guaranteed share of one
-    output pixel (a quarter of it) is at least one 8-bit step; else uint16.
+    The planes are resized together (one call is cheaper than one per plane)
+    and returned as channel views of that result: splitting them into copies
+    would cost a pass over every plane for nothing. uint8 suffices while a
+    native pixel's smallest guaranteed share of one output pixel (a quarter
+    of it) is at least one 8-bit step; else uint16.
     """
     native_per_output = (planes[0].shape[0] / out_h) * (planes[0].shape[1] / out_w)
     full = 255 if 4 * native_per_output <= 255 else 65535
@@ -197,12 +201,15 @@ def area_coverage(planes: list[np.ndarray], out_w: int, out_h: int) -> tuple[lis
         group = planes[start : start + 4]
         stacked = group[0] if len(group) == 1 else cv2.merge(group)
         resized = cv2.resize(stacked, (out_w, out_h), interpolation=cv2.INTER_AREA)
-        coverages.extend([resized] if len(group) == 1 else cv2.split(resized))
+        coverages.extend([resized] if len(group) == 1 else np.moveaxis(resized, 2, 0))
     return coverages, full
 
 
 def lesions_from_coverage(coverage: np.ndarray, full: int) -> np.ndarray:
-    """Boolean lesion mask from one class's coverage; the rule is in the module docstring."""
+    """Boolean lesion mask from one class's coverage; the rule is in the module docstring.
+
+    ``coverage`` may be a strided view (a channel of ``area_coverage``'s result).
+    """
     half = (full + 1) // 2
     lesion = coverage >= half
     touched = coverage > 0
@@ -211,7 +218,7 @@ def lesions_from_coverage(coverage: np.ndarray, full: int) -> np.ndarray:
         return lesion
     where = np.flatnonzero(touched)
     blob_of = blobs.reshape(-1)[where]
-    value = coverage.reshape(-1)[where]
+    value = coverage[touched]  # same C order as ``where``, without copying a strided view
     kept = np.bincount(blob_of[value >= half], minlength=count) > 0
     erased = ~kept[blob_of]
     if erased.any():
@@ -234,12 +241,21 @@ def _resize_image(crop: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     return cv2.resize(crop, (out_w, out_h), interpolation=interpolation)
 
 
-def _pad(plane: np.ndarray, geometry: Geometry) -> np.ndarray:
-    out = np.zeros((geometry.size, geometry.size, *plane.shape[2:]), dtype=plane.dtype)
-    out[
+def _padded(
+    geometry: Geometry, channels: tuple[int, ...], dtype: type
+) -> tuple[np.ndarray, np.ndarray]:
+    """A zero cache square and the view of it the resized content fills."""
+    out = np.zeros((geometry.size, geometry.size, *channels), dtype=dtype)
+    inner = out[
         geometry.pad_top : geometry.pad_top + geometry.resized_h,
         geometry.pad_left : geometry.pad_left + geometry.resized_w,
-    ] = plane
+    ]
+    return out, inner
+
+
+def _pad(plane: np.ndarray, geometry: Geometry) -> np.ndarray:
+    out, inner = _padded(geometry, plane.shape[2:], plane.dtype)
+    inner[...] = plane
     return out
 
 
@@ -251,6 +267,19 @@ def _expected_size(row: Mapping[str, Any]) -> tuple[int, int] | None:
     if width is None or height is None or pd.isna(width) or pd.isna(height):
         return None
     return int(height), int(width)
+
+
+def read_mask_in_frame(path: str, roi: Any, native_shape: tuple[int, int]) -> np.ndarray:
+    """A mask file's values in its photograph's frame.
+
+    ``roi`` ("x0 y0 x1 y1", photograph pixels; the manifest's ``mask_roi``) marks
+    a mask drawn in a region of interest (MAPLES-DR's AdditionalData), which is
+    placed into the frame; empty or NaN: the mask already is in the frame.
+    """
+    mask = read_mask(path)
+    if not isinstance(roi, str) or not roi.strip():
+        return mask
+    return place_in_frame(mask, roi, native_shape)
 
 
 def _read_masks(
@@ -265,7 +294,7 @@ def _read_masks(
     masks: dict[Lesion | str, np.ndarray] = {}
     for lesion in ALL:
         for path in mask_paths(row.get(f"mask_{lesion.value}")):
-            values = read_mask(path)
+            values = read_mask_in_frame(path, row.get("mask_roi"), native_shape)
             if values.shape != native_shape:
                 raise BadImageError(
                     path,
@@ -312,7 +341,8 @@ def prepare_photograph(image: np.ndarray, size: int, path: str | Path) -> Prepar
     geometry = Geometry.fit(image.shape[0], image.shape[1], crop, size)
     y0, x0, y1, x1 = crop
     resized = _resize_image(image[y0:y1, x0:x1], geometry.resized_w, geometry.resized_h)
-    rgb = _pad(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), geometry)
+    rgb, inner = _padded(geometry, (3,), np.uint8)
+    cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=inner)  # straight into the square: no copy
     return PreparedPhotograph(image=rgb, geometry=geometry, fov=fov)
 
 

@@ -43,7 +43,7 @@ from lesionsoup.core.metrics import (
 from lesionsoup.data.cache import Cache
 from lesionsoup.data.fov import find_fov
 from lesionsoup.data.manifest import mask_column, read_manifest
-from lesionsoup.data.preprocess import MaskRules, mask_paths, read_mask, read_photograph
+from lesionsoup.data.preprocess import MaskRules, mask_paths, read_mask_in_frame, read_photograph
 from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings, fov_from_labels
 from lesionsoup.inference.predictor import Predictor, load_predictor
 from lesionsoup.training.sampling import to_tensors
@@ -69,7 +69,7 @@ def native_labels(row: Mapping[str, Any], rules: MaskRules) -> np.ndarray:
     ignore = np.zeros(shape, bool)
     for lesion in ALL:
         for path in mask_paths(row.get(mask_column(lesion))):
-            values = read_mask(path)
+            values = read_mask_in_frame(path, row.get("mask_roi"), shape)
             if values.shape != shape:
                 raise EvaluationError(
                     f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image "

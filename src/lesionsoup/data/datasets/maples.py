@@ -1,22 +1,36 @@
-"""MESSIDOR photographs with MAPLES-DR labels: official train / test, two layouts.
+"""MESSIDOR photographs with MAPLES-DR labels: official train / test, three layouts.
 
 (a) the export of the ``maples-dr`` Python package::
 
     <root>/{train,test}/fundus/<name>.<jpg|png>
-    <root>/{train,test}/<field>/<name>.png      fields in LESION_FOLDERS; others ignored
+    <root>/{train,test}/<field>/<name>.png
 
-(b) the release archive next to the MESSIDOR download::
+(b) ``MAPLES-DR.zip``, extracted, with MESSIDOR's photographs::
 
-    <root>/MAPLES-DR/{train,test}/<Biomarker>/<name>.png
-    <root>/Base11 ... Base34/<name>.tif
+    <root>/MAPLES-DR/{train,test}/<Biomarker>/<name>.png    at MESSIDOR's resolution
 
-In (b) an image is indexed when some biomarker folder labels its name; the
-MESSIDOR folders hold unlabelled images too, which are skipped. Option
-``messidor_root`` points at MESSIDOR folders kept elsewhere; the root may also
-be the ``MAPLES-DR`` folder itself, with MESSIDOR then looked up next to it.
-Letter case of folder names never matters.
+(c) ``AdditionalData.zip``, extracted, with MESSIDOR's photographs::
 
-The synthetic stand-in writes both trees from the same images: the export as
+    <root>/AdditionalData/annotations/<Biomarker>/<name>.png    1500 x 1500, in a box
+    <root>/AdditionalData/MESSIDOR-ROIs.csv     name,x0,y0,x1,y1,W,H: each box
+    <root>/AdditionalData/dataset_record.yaml   train, test, duplicates, biomarkers
+
+In (b) and (c) the photographs are MESSIDOR's, found by a recursive search
+(``messidor``) under the root, or under option ``messidor_root``; the root may
+also be the ``MAPLES-DR`` or ``AdditionalData`` folder itself, whose parent is
+then searched. In (b) an image is indexed when some biomarker folder labels
+it. In (c) the record's lists decide: its two duplicates (MESSIDOR images
+stored twice under two names) are left out unless option ``duplicates`` is
+``include``, which puts them in train, next to their siblings. The masks of
+(c) stay files on the box: the manifest's ``mask_roi`` holds the box and
+``lesionsoup.data.roi.place_in_frame`` brings them to the photograph.
+
+Field and biomarker folders are matched in any letter case. A folder that is
+neither a lesion nor a known other structure is reported by name (a warning),
+and an image labelled only in such folders is an error: an export with other
+folder names must not pass as a set of lesion-free images.
+
+The synthetic stand-in writes (a) and (b) from the same images: the export as
 ``MAPLES`` (square crops of the fundus, 1500 px a side at scale 1) and the
 release as ``MAPLES-release`` (split folders in mixed case, MESSIDOR folders
 with one in lower case, and unlabelled MESSIDOR photographs among them); both
@@ -25,25 +39,31 @@ carry the vessel and optic-disc fields the adapter skips.
 
 from __future__ import annotations
 
-import re
+import csv
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 
 from lesionsoup.core.lesions import Lesion
+from lesionsoup.data.datasets.messidor import find_messidor, require_photographs
 from lesionsoup.data.datasets.native import (
+    UNRECOGNISED_OPTION,
     DatasetError,
     NativeImage,
-    attach_mask,
+    Unrecognised,
     existing_root,
     find_child,
     find_path,
     image_files,
+    read_mask_folders,
+    report_unrecognised,
     require_folder,
     subfolders,
+    unknown_entries,
 )
 from lesionsoup.data.datasets.registry import DatasetAdapter, register
 from lesionsoup.data.datasets.synthetic_layout import (
@@ -53,11 +73,27 @@ from lesionsoup.data.datasets.synthetic_layout import (
     save,
 )
 from lesionsoup.data.fundus import SyntheticFundus
+from lesionsoup.data.manifest import format_roi
 
 #: Official splits and their sizes.
 OFFICIAL_SPLITS = {"train": 138, "test": 60}
 RELEASE_FOLDER = "MAPLES-DR"
+ADDITIONAL_FOLDER = "AdditionalData"
+ANNOTATIONS = "annotations"
+ROI_FILE = "MESSIDOR-ROIs.csv"
+RECORD_FILE = "dataset_record.yaml"
+ROI_FIELDS = ("name", "x0", "y0", "x1", "y1", "W", "H")
+#: The other files of ``AdditionalData``, known and not read.
+ADDITIONAL_FILES = (
+    ROI_FILE,
+    RECORD_FILE,
+    "pre_annotations",
+    "biomarkers_annotations_infos.xls",
+    "diagnosis_infos.xls",
+)
 IMAGE_FIELD = "fundus"
+#: The grades next to the biomarker folders of each split of ``MAPLES-DR.zip``.
+DIAGNOSIS_FILE = "diagnosis.csv"
 #: Mask folder of each lesion: a field of (a) and a biomarker of (b), up to case.
 LESION_FOLDERS = {
     Lesion.EX: "exudates",
@@ -66,7 +102,17 @@ LESION_FOLDERS = {
     Lesion.CWS: "cottonWoolSpots",
     Lesion.NV: "neovascularization",
 }
-MESSIDOR_FOLDER = re.compile(r"base\d+", re.IGNORECASE)
+#: Structures MAPLES-DR labels that are no lesion lesionsoup trains on: known, not read.
+OTHER_STRUCTURES = (
+    "vessels",
+    "opticDisc",
+    "opticCup",
+    "macula",
+    "drusens",
+    "brightUncertains",
+    "redUncertains",
+)
+DUPLICATES = ("exclude", "include")
 #: MESSIDOR's photograph sizes, (height, width).
 MESSIDOR_SIZES = ((960, 1440), (1488, 2240), (1536, 2304))
 #: Fields of both layouts that are no lesion (the adapter skips them), with the
@@ -82,83 +128,143 @@ SYNTHETIC_MESSIDOR_FOLDERS = ("Base11", "base12", "Base21", "Base34")
 
 def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
     root = existing_root(root)
-    messidor_option = options["messidor_root"]
+    if options["duplicates"] not in DUPLICATES:
+        raise ValueError(
+            f"option 'duplicates' must be one of {list(DUPLICATES)}, not {options['duplicates']!r}"
+        )
     if any(find_path(root, [split, IMAGE_FIELD]) for split in OFFICIAL_SPLITS):
-        if messidor_option is not None:
+        if options["messidor_root"] is not None:
             raise ValueError(
                 f"{root}: option 'messidor_root' applies to the MAPLES-DR release layout only; "
                 "this is a maples-dr package export with its own fundus images"
             )
-        return _scan_export(root)
-    if root.name.casefold() == RELEASE_FOLDER.casefold():
-        labels, messidor = root, root.parent
-    elif (found := find_child(root, RELEASE_FOLDER)) is not None and found.is_dir():
-        labels, messidor = found, root
+        images, unrecognised = _scan_export(root)
     else:
-        raise DatasetError(
-            f"{root}: expected '{{train,test}}/{IMAGE_FIELD}' (maples-dr package export) or "
-            f"'{RELEASE_FOLDER}/{{train,test}}' (release archive) under it"
-        )
-    if messidor_option is not None:
-        messidor = existing_root(messidor_option)
-    return _scan_release(labels, messidor)
+        labels, searched = _labels_folder(root)
+        if options["messidor_root"] is not None:
+            searched = existing_root(options["messidor_root"])
+        photographs = find_messidor(searched, exclude=[labels])
+        if labels.name.casefold() == ADDITIONAL_FOLDER.casefold():
+            include = options["duplicates"] == "include"
+            images, unrecognised = _scan_additional(labels, photographs, searched, include)
+        else:
+            images, unrecognised = _scan_release(labels, photographs, searched)
+    report_unrecognised("MAPLES", unrecognised, images, options[UNRECOGNISED_OPTION])
+    return images
 
 
-def _lesion_of(folder: Path) -> Lesion | None:
-    name = folder.name.casefold()
-    return next((les for les, known in LESION_FOLDERS.items() if known.casefold() == name), None)
+def _labels_folder(root: Path) -> tuple[Path, Path]:
+    """The ``MAPLES-DR`` or ``AdditionalData`` folder, and where to look for MESSIDOR."""
+    for name in (RELEASE_FOLDER, ADDITIONAL_FOLDER):
+        if root.name.casefold() == name.casefold():
+            return root, root.parent
+        if (found := find_child(root, name)) is not None and found.is_dir():
+            return found, root
+    raise DatasetError(
+        f"{root}: expected '{{train,test}}/{IMAGE_FIELD}' (maples-dr package export), "
+        f"'{RELEASE_FOLDER}/{{train,test}}' (MAPLES-DR.zip) or "
+        f"'{ADDITIONAL_FOLDER}/{ANNOTATIONS}' (AdditionalData.zip) under it"
+    )
 
 
-def _scan_export(root: Path) -> list[NativeImage]:
+def _read_masks(
+    parent: Path, images: Mapping[str, NativeImage], also_known: tuple[str, ...] = ()
+) -> list[Unrecognised]:
+    """Attach the lesion masks of ``parent``'s biomarker folders; return what was not read."""
+    known = (*OTHER_STRUCTURES, *also_known)
+    return read_mask_folders(parent, LESION_FOLDERS, images, known=known)
+
+
+def _scan_export(root: Path) -> tuple[list[NativeImage], list[Unrecognised]]:
     images: list[NativeImage] = []
+    unrecognised = unknown_entries(root, OFFICIAL_SPLITS)
     for split in OFFICIAL_SPLITS:
         split_folder = require_folder(root, split)
         in_split = {
             name: NativeImage(name, path, split)
             for name, path in image_files(require_folder(split_folder, IMAGE_FIELD)).items()
         }
-        for folder in subfolders(split_folder):
-            lesion = _lesion_of(folder)
-            if lesion is not None:
-                for name, mask in image_files(folder).items():
-                    attach_mask(in_split, name, lesion, mask)
+        unrecognised += _read_masks(split_folder, in_split, (IMAGE_FIELD,))
         images.extend(in_split.values())
-    return images
+    return images, unrecognised
 
 
-def _messidor_images(messidor: Path) -> dict[str, Path]:
-    """MESSIDOR images by name, from ``Base*`` folders and the folder itself."""
-    folders = [messidor, *(f for f in subfolders(messidor) if MESSIDOR_FOLDER.fullmatch(f.name))]
-    found: dict[str, Path] = {}
-    for folder in folders:
-        for name, path in image_files(folder).items():
-            if name in found:
-                raise DatasetError(f"two MESSIDOR images named '{name}': {found[name]} and {path}")
-            found[name] = path
-    return found
+def _labelled_names(folder: Path) -> list[str]:
+    """Every image name some biomarker folder of ``folder`` labels, recognised or not:
+    an image labelled only in unrecognised folders must reach ``report_unrecognised``."""
+    return sorted({name for sub in subfolders(folder) for name in image_files(sub)})
 
 
-def _scan_release(labels: Path, messidor: Path) -> list[NativeImage]:
-    messidor_images = _messidor_images(messidor)
+def _scan_release(
+    labels: Path, photographs: dict[str, Path], searched: Path
+) -> tuple[list[NativeImage], list[Unrecognised]]:
     images: list[NativeImage] = []
+    unrecognised = unknown_entries(labels, OFFICIAL_SPLITS)
     for split in OFFICIAL_SPLITS:
-        masks: dict[str, dict[Lesion, list[Path]]] = {}
-        first_label: dict[str, Path] = {}
-        for folder in subfolders(require_folder(labels, split)):
-            lesion = _lesion_of(folder)
-            for name, mask in image_files(folder).items():
-                first_label.setdefault(name, mask)
-                lesion_masks = masks.setdefault(name, {})
-                if lesion is not None:
-                    lesion_masks[lesion] = [mask]
-        for name in sorted(masks):
-            if name not in messidor_images:
-                raise DatasetError(
-                    f"{first_label[name]}: labelled image '{name}' has no MESSIDOR image "
-                    f"in {messidor} or its Base* folders"
-                )
-            images.append(NativeImage(name, messidor_images[name], split, masks[name]))
-    return images
+        split_folder = require_folder(labels, split)
+        names = _labelled_names(split_folder)
+        require_photographs(photographs, names, searched, split_folder)
+        in_split = {name: NativeImage(name, photographs[name], split) for name in names}
+        unrecognised += _read_masks(split_folder, in_split, (DIAGNOSIS_FILE,))
+        images.extend(in_split.values())
+    return images, unrecognised
+
+
+def _scan_additional(
+    labels: Path, photographs: dict[str, Path], searched: Path, include_duplicates: bool
+) -> tuple[list[NativeImage], list[Unrecognised]]:
+    """Layout (c). Left-out duplicates are read with the rest, so that their mask files
+    count as recognised, and dropped afterwards (their image path is never used)."""
+    splits, duplicates = _read_record(labels / RECORD_FILE)
+    kept = {**splits, **(duplicates if include_duplicates else {})}
+    boxes = _read_boxes(labels / ROI_FILE)
+    missing = sorted(set(kept) - set(boxes))
+    if missing:
+        raise DatasetError(f"{labels / ROI_FILE}: no region of interest for {missing}")
+    require_photographs(photographs, kept, searched, labels)
+    images = {
+        name: NativeImage(name, photographs.get(name, labels), split, roi=boxes.get(name, ""))
+        for name, split in {**duplicates, **splits}.items()
+    }
+    unrecognised = unknown_entries(labels, (ANNOTATIONS, *ADDITIONAL_FILES))
+    unrecognised += _read_masks(require_folder(labels, ANNOTATIONS), images)
+    return [images[name] for name in sorted(kept)], unrecognised
+
+
+def _read_record(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """From ``dataset_record.yaml``: the split of each train and test image, and of each
+    duplicate ("train", where its sibling is)."""
+    try:
+        record = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise DatasetError(f"{path}: cannot read the dataset record ({error})") from error
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(split), list) for split in OFFICIAL_SPLITS
+    ):
+        raise DatasetError(f"{path}: expected the lists {list(OFFICIAL_SPLITS)} in it")
+    splits = {str(name): split for split in OFFICIAL_SPLITS for name in record[split]}
+    # A mapping duplicate -> sibling, as released; a plain list of names reads the same.
+    duplicates = {str(name): "train" for name in record.get("duplicates") or []}
+    return splits, duplicates
+
+
+def _read_boxes(path: Path) -> dict[str, str]:
+    """Each image's box from ``MESSIDOR-ROIs.csv``, as a ``mask_roi`` cell."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the regions of interest ({error})") from error
+    boxes: dict[str, str] = {}
+    for number, row in enumerate(rows, start=2):
+        try:
+            x0, y0, x1, y1 = (int(float(row[key])) for key in ROI_FIELDS[1:5])
+        except (KeyError, TypeError, ValueError) as error:
+            raise DatasetError(
+                f"{path}: line {number} is not {','.join(ROI_FIELDS)} with integer corners"
+            ) from error
+        boxes[Path(row["name"]).stem] = format_roi(x0, y0, x1, y1)
+    return boxes
 
 
 def _synthetic_names(count: int) -> list[str]:
@@ -231,9 +337,15 @@ register(
             "messidor_root": {
                 "type": ["string", "null"],
                 "default": None,
-                "description": "Folder holding MESSIDOR's Base11..Base34 when not next to the "
-                "MAPLES-DR release.",
-            }
+                "description": "Folder searched (recursively, Base*.zip included) for MESSIDOR's "
+                "photographs when they are not under the MAPLES-DR labels' root.",
+            },
+            "duplicates": {
+                "enum": list(DUPLICATES),
+                "default": "exclude",
+                "description": "AdditionalData.zip's two images that MESSIDOR stores twice: "
+                "left out, or included in train.",
+            },
         },
         synthetic=SyntheticLayout(
             stream=4,
