@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from native_trees import IDRID_MASKS, idrid_tree
 
 from lesionsoup.cli import build_parser, main
+from lesionsoup.data.manifest import read_manifest
 
 SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
@@ -36,6 +38,25 @@ def test_bad_json_option_is_reported(tmp_path, capsys):
         main(["index", "IDRID", str(tmp_path), "-o", "m.csv", "--options", "{not json"])
     assert exit_info.value.code == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_index_takes_names_in_any_case_and_unrecognised_as_errors(tmp_path, caplog):
+    root = idrid_tree(tmp_path / "idrid", {"train": {"I1": ("MA",)}, "test": {"I2": ("MA",)}})
+    manifest = tmp_path / "m.csv"
+    assert main(["index", "idrid", str(root), "-o", str(manifest)]) == 0
+    assert set(read_manifest(manifest)["dataset"]) == {"IDRID"}
+    extra = root / IDRID_MASKS / "a. Training Set" / "6. Vessels"
+    extra.mkdir()
+    assert main(["index", "Idrid", str(root), "-o", str(manifest)]) == 0
+    assert str(extra) in caplog.text
+    manifest.unlink()
+    assert main(["index", "IDRID", str(root), "-o", str(manifest), "--unrecognised", "error"]) == 1
+    assert not manifest.exists()
+
+
+def test_unknown_dataset_is_named(tmp_path, caplog):
+    assert main(["index", "eyepacs", str(tmp_path), "-o", str(tmp_path / "m.csv")]) == 1
+    assert "unknown dataset 'eyepacs'" in caplog.text
 
 
 def test_module_entry_point_runs():

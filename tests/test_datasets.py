@@ -1,8 +1,13 @@
+import logging
+from pathlib import Path
+
 import pytest
-from native_trees import fgadr_tree, idrid_tree, write_image
+from native_trees import ddr_tree, fgadr_tree, idrid_tree, retles_tree, write_image
 from PIL import Image
 
 from lesionsoup.data.datasets import ADAPTERS, DatasetError, index_dataset
+from lesionsoup.data.datasets.native import ROOT_LAYOUTS
+from lesionsoup.data.datasets.synthetic import generate
 from lesionsoup.data.manifest import COLUMNS, read_manifest, write_manifest
 
 
@@ -70,3 +75,57 @@ def test_sizes_come_from_headers_without_decoding(tmp_path):
     assert frame.loc[0, "image_path"] == str(image)
     with pytest.raises(OSError), Image.open(image) as decoded:
         decoded.load()
+
+
+#: The top folder each download extracts to, and a writer of a small tree in it.
+DOWNLOADS = {
+    "IDRID": (
+        "A. Segmentation",
+        lambda base: idrid_tree(base, {"train": {"I1": ("MA",)}, "test": {"I2": ("HE",)}}),
+    ),
+    "DDR": (
+        "lesion_segmentation",
+        lambda base: ddr_tree(
+            base, {"train": {"d1": ("EX",)}, "valid": {"d2": ()}, "test": {"d3": ("MA",)}}
+        ),
+    ),
+    "FGADR": ("Seg-set", lambda base: fgadr_tree(base, {"0001_1": ("MA",), "0002_1": ("NV",)})),
+    "RETLES": (
+        "retinal-lesions",
+        lambda base: retles_tree(
+            base / "retinal-lesions", {"1_left": ("microaneurysm",), "1_right": ()}
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOWNLOADS))
+def test_roots_as_downloaded_one_level_above_or_extracted_twice(tmp_path, caplog, name):
+    """Three roots of one doubly-extracted tree give one manifest, and the log names each layout."""
+    top, write = DOWNLOADS[name]
+    write(tmp_path / top)  # the archive extracted into a folder of its own name
+    caplog.set_level(logging.INFO, logger="lesionsoup")
+    inner = tmp_path / top / top
+    frames = [index_dataset(name, root, {}, "error") for root in (inner, inner.parent, tmp_path)]
+    assert frames[0].equals(frames[1]) and frames[0].equals(frames[2])
+    assert set(frames[0]["image_path"].map(lambda path: Path(path).is_relative_to(inner))) == {True}
+    found = [record.getMessage() for record in caplog.records if record.message.startswith(name)]
+    assert found == [f"{name}: {inner} ({layout})" for layout in ROOT_LAYOUTS]
+
+
+def test_dataset_names_are_case_insensitive(tmp_path):
+    root = idrid_tree(tmp_path, {"train": {f"I{i}": ("MA",) for i in range(8)}, "test": {"T": ()}})
+    lower = index_dataset("idrid", root, {})
+    assert set(lower["dataset"]) == {"IDRID"}
+    assert lower.equals(index_dataset("IDRID", root, {}))  # splits seeded by the registered name
+
+
+def test_synthetic_trees_hold_nothing_unrecognised(tmp_path):
+    trees = generate(tmp_path, images=4, seed=1, scale=0.05, datasets=sorted(DOWNLOADS))
+    for name in DOWNLOADS:
+        assert len(index_dataset(name, trees[name], {}, unrecognised="error")) == 4
+
+
+def test_unknown_policy_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unrecognised='ignore' is none of"):
+        index_dataset("FGADR", tmp_path, {}, unrecognised="ignore")

@@ -30,20 +30,27 @@ def test_masks_from_both_label_folder_names(tmp_path):
     )
 
 
-def test_root_may_be_the_lesion_segmentation_folder(tmp_path):
-    ddr_tree(tmp_path, PLAN)
-    assert index_dataset("DDR", tmp_path / "lesion_segmentation", {}).equals(
-        index_dataset("DDR", tmp_path, {})
-    )
-
-
-def test_extra_files_are_ignored(tmp_path):
+def test_extra_entries_are_reported_and_junk_is_not(tmp_path, caplog):
     ddr_tree(tmp_path, PLAN)
     (tmp_path / "lesion_segmentation/train/image/.DS_Store").write_text("x")
     (tmp_path / "lesion_segmentation/train/label/EX/Thumbs.db").write_text("x")
-    (tmp_path / "lesion_segmentation/train/label/notes").mkdir()
-    (tmp_path / "DDR_grading.csv").write_text("a\n")
+    notes = tmp_path / "lesion_segmentation/train/label/notes"
+    notes.mkdir()
+    (tmp_path / "DDR_grading.csv").write_text("a\n")  # beside the dataset folder: not its business
     assert len(index_dataset("DDR", tmp_path, {})) == 6
+    (warning,) = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert warning.getMessage() == f"DDR: 1 unrecognised entries, not read: {notes}"
+    with pytest.raises(DatasetError, match="1 unrecognised entries") as error:
+        index_dataset("DDR", tmp_path, {}, unrecognised="error")
+    assert str(notes) in str(error.value)
+
+
+def test_image_whose_masks_lie_in_an_unknown_folder_is_an_error(tmp_path):
+    ddr_tree(tmp_path, PLAN)
+    soft = write_mask(tmp_path / "lesion_segmentation/train/label/CWS/t3.tif")
+    with pytest.raises(DatasetError, match=r"image\(s\) t3 have no mask") as error:
+        index_dataset("DDR", tmp_path, {})
+    assert str(soft.parent) in str(error.value)
 
 
 def test_mask_without_image_is_named(tmp_path):
@@ -66,7 +73,7 @@ def test_missing_label_folder(tmp_path):
 
 def test_missing_split_and_zero_images(tmp_path):
     ddr_tree(tmp_path, {"train": PLAN["train"]})
-    with pytest.raises(DatasetError, match="expected the folder 'valid'"):
+    with pytest.raises(DatasetError, match="expected the DDR folder holding .*'valid/image'"):
         index_dataset("DDR", tmp_path, {})
     empty = ddr_tree(tmp_path / "empty", {"train": {}, "valid": {}, "test": {}})
     with pytest.raises(DatasetError, match="no DDR images found"):

@@ -41,16 +41,32 @@ def test_all_six_lesion_folders(tmp_path):
     assert even["mask_HE"] == ""
 
 
-def test_root_may_be_seg_set_and_extra_files_are_ignored(tmp_path):
+def test_extra_files_are_reported_and_junk_is_not(tmp_path, caplog):
     fgadr_tree(tmp_path, PLAN)
     (tmp_path / "Seg-set/Original_Images/Thumbs.db").write_text("x")
-    (tmp_path / "Seg-set/README.md").write_text("x")
-    frame = index_dataset("FGADR", tmp_path / "Seg-set", {})
-    assert frame.equals(index_dataset("FGADR", tmp_path, {})) and len(frame) == 20
+    readme = tmp_path / "Seg-set/README.md"
+    readme.write_text("x")
+    assert len(index_dataset("FGADR", tmp_path, {})) == 20
+    (warning,) = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert warning.getMessage() == f"FGADR: 1 unrecognised entries, not read: {readme}"
+
+
+def test_respelled_folder_is_reported_and_an_image_it_empties_is_an_error(tmp_path):
+    fgadr_tree(tmp_path, PLAN)
+    haemorrhages = tmp_path / "Seg-set/Hemohedge_Masks"
+    respelled = haemorrhages.rename(haemorrhages.with_name("Hemorrhage_Masks"))
+    with pytest.raises(DatasetError, match="unrecognised entries") as error:
+        index_dataset("FGADR", tmp_path, {}, unrecognised="error")
+    assert str(respelled) in str(error.value)
+    for image_id in PLAN:
+        if "MA" in PLAN[image_id]:
+            (tmp_path / "Seg-set/Microaneurysms_Masks" / f"{image_id}.png").unlink()
+    with pytest.raises(DatasetError, match=r"image\(s\) 0001_2, 0003_1, .* have no mask"):
+        index_dataset("FGADR", tmp_path, {})
 
 
 def test_errors(tmp_path):
-    with pytest.raises(DatasetError, match="expected the folder 'Seg-set'"):
+    with pytest.raises(DatasetError, match="expected the FGADR folder holding 'Original_Images'"):
         index_dataset("FGADR", tmp_path, {})
     (tmp_path / "Seg-set/Original_Images").mkdir(parents=True)
     with pytest.raises(DatasetError, match="no FGADR images found"):

@@ -1,12 +1,23 @@
+import logging
+from pathlib import Path
+
 import pytest
 from native_trees import write_image
 
+from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
+    NAMED_AT_MOST,
+    ROOT_LAYOUTS,
     DatasetError,
+    NativeImage,
+    Unrecognised,
     find_child,
     image_files,
     locate_root,
+    report_unrecognised,
     require_folder,
+    stray_files,
+    unknown_entries,
 )
 
 
@@ -36,12 +47,86 @@ def test_image_files_skip_junk_and_refuse_two_images_per_id(tmp_path):
     )
 
 
-def test_locate_root_accepts_the_marker_or_its_parent(tmp_path):
-    (tmp_path / "Seg-set").mkdir()
-    assert locate_root(tmp_path, "seg-set") == tmp_path / "Seg-set"
-    assert locate_root(tmp_path / "Seg-set", "Seg-set") == tmp_path / "Seg-set"
-    with pytest.raises(DatasetError, match="expected the folder 'Other'"):
-        locate_root(tmp_path, "Other")
+def test_locate_root_searches_two_levels_down_and_logs_the_layout(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    inner = tmp_path / "Seg-set" / "Seg-set"
+    (inner / "Original_Images").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "Seg-set" / "Original_Images").mkdir(parents=True)
+    for root in (inner, tmp_path / "Seg-set", tmp_path):
+        assert locate_root(root, "FGADR", ["original_images"]) == inner
+    assert [record.getMessage().split("(")[-1] for record in caplog.records] == [
+        f"{layout})" for layout in ROOT_LAYOUTS
+    ]
+
+
+def test_locate_root_refuses_two_candidates_and_names_what_it_expected(tmp_path):
+    for copy in ("a", "b"):
+        (tmp_path / copy / "x" / "y").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="several DS folders") as error:
+        locate_root(tmp_path, "DS", ["x/y"])
+    assert str(tmp_path / "a") in str(error.value) and str(tmp_path / "b") in str(error.value)
+    with pytest.raises(DatasetError, match="expected the DS folder holding 'z'"):
+        locate_root(tmp_path, "DS", ["z"])
+
+
+def _image(image_id: str, *lesions: Lesion) -> NativeImage:
+    return NativeImage(
+        image_id, Path(f"{image_id}.jpg"), masks={les: [Path("m")] for les in lesions}
+    )
+
+
+def test_unknown_entries_and_stray_files(tmp_path):
+    write_image(tmp_path / "Odd folder" / "IDRiD_01_MA.tif")
+    write_image(tmp_path / "known" / "a.png")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "Thumbs.db").write_text("x")
+    (tmp_path / "__MACOSX").mkdir()
+    found = unknown_entries(tmp_path, ["KNOWN"])
+    assert found == [
+        Unrecognised(tmp_path / "Odd folder", frozenset({"IDRiD_01_MA"})),
+        Unrecognised(tmp_path / "notes.txt", frozenset({"notes"})),
+    ]
+    assert [entry.path.name for entry in stray_files(tmp_path)] == [
+        "Odd folder",
+        "known",
+        "notes.txt",
+    ]
+
+
+def test_report_warns_once_or_fails_under_error(tmp_path, caplog):
+    entries = [Unrecognised(tmp_path / name) for name in ("b.txt", "a.txt")]
+    images = [_image("x", Lesion.MA)]
+    report_unrecognised("DS", [], images, "error")
+    assert not caplog.records
+    report_unrecognised("DS", entries, images, "warn")
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert (
+        record.getMessage()
+        == f"DS: 2 unrecognised entries, not read: {tmp_path}/a.txt, {tmp_path}/b.txt"
+    )
+    with pytest.raises(DatasetError, match="DS: 2 unrecognised entries") as error:
+        report_unrecognised("DS", entries, images, "error")
+    assert str(tmp_path / "b.txt") in str(error.value)
+    with pytest.raises(ValueError, match="policy 'ignore'"):
+        report_unrecognised("DS", entries, images, "ignore")
+
+
+def test_an_image_whose_masks_an_unknown_entry_holds_is_an_error(tmp_path):
+    folder = Unrecognised(tmp_path / "Microaneurysm", frozenset({"IDRiD_01_MA", "IDRiD_02_MA"}))
+    images = [_image("IDRiD_01"), _image("IDRiD_02", Lesion.HE), _image("IDRiD_03")]
+    with pytest.raises(DatasetError, match=r"image\(s\) IDRiD_01 have no mask") as error:
+        report_unrecognised("IDRID", [folder], images, "warn")
+    assert str(folder.path) in str(error.value)
+    report_unrecognised("IDRID", [Unrecognised(tmp_path / "empty")], images, "warn")
+
+
+def test_long_listings_are_counted(tmp_path, caplog):
+    entries = [Unrecognised(tmp_path / f"{index:03d}.txt") for index in range(NAMED_AT_MOST + 5)]
+    report_unrecognised("DS", entries, [], "warn")
+    message = caplog.records[0].getMessage()
+    assert message.endswith(" and 5 more") and f"{NAMED_AT_MOST - 1:03d}.txt" in message
+    assert f"{NAMED_AT_MOST:03d}.txt" not in message
 
 
 def test_require_folder_names_the_missing_path(tmp_path):

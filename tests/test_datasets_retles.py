@@ -60,12 +60,27 @@ def test_other_lesions_and_images_without_mask_folder(tmp_path):
     assert (frame.loc["102_right", "mask_EX":"mask_NV"] == "").all()
 
 
-def test_extra_files_are_ignored(tmp_path):
+def test_extra_files_are_reported_and_junk_is_not(tmp_path, caplog):
     retles_tree(tmp_path, PLAN)
     (tmp_path / "images_896x896/.DS_Store").write_text("x")
-    (tmp_path / "lesion_segs_896x896/101_left/notes.txt").write_text("x")
-    (tmp_path / "README.md").write_text("x")
-    assert len(index_dataset("RETLES", tmp_path, {})) == len(PLAN)
+    notes = tmp_path / "lesion_segs_896x896/101_left/notes.txt"
+    notes.write_text("x")
+    readme = tmp_path / "README.md"
+    readme.write_text("x")
+    assert len(index_dataset("RETLES", tmp_path, {"hemorrhage": "retinal"})) == len(PLAN)
+    (warning,) = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert warning.getMessage() == f"RETLES: 2 unrecognised entries, not read: {readme}, {notes}"
+
+
+def test_image_with_only_unknown_mask_names_is_an_error(tmp_path):
+    retles_tree(tmp_path, PLAN)
+    unknown = write_mask(tmp_path / "lesion_segs_896x896/102_right/hemorrhage.png")
+    with pytest.raises(DatasetError, match=r"image\(s\) 102_right have no mask") as error:
+        index_dataset("RETLES", tmp_path, {})
+    assert str(unknown) in str(error.value)
+    write_mask(tmp_path / "lesion_segs_896x896/102_right/microaneurysm.png")
+    with pytest.raises(DatasetError, match="1 unrecognised entries"):
+        index_dataset("RETLES", tmp_path, {}, unrecognised="error")
 
 
 def test_mask_folder_without_image_is_named(tmp_path):
@@ -77,10 +92,9 @@ def test_mask_folder_without_image_is_named(tmp_path):
 
 
 def test_layout_errors(tmp_path):
-    with pytest.raises(DatasetError, match="expected the folder 'images_896x896'"):
-        index_dataset("RETLES", tmp_path, {})
     (tmp_path / "images_896x896").mkdir()
-    with pytest.raises(DatasetError, match="expected the folder 'lesion_segs_896x896'"):
+    expected = "expected the RETLES folder holding 'images_896x896', 'lesion_segs_896x896'"
+    with pytest.raises(DatasetError, match=expected):
         index_dataset("RETLES", tmp_path, {})
     (tmp_path / "lesion_segs_896x896").mkdir()
     with pytest.raises(DatasetError, match="no RETLES images found"):

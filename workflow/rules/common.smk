@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from lesionsoup.data.datasets import get_adapter
+from lesionsoup.data.datasets.generic import adapter_for
 from lesionsoup.plan import evaluation, hpo, ingredients, paths, study, targets
 
 DATASETS = sorted(config["datasets"])
@@ -13,7 +13,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     test="|".join(DATASETS),
     model=r"[^/].*",
-    combo=r"[A-Z]+(\+[A-Z]+)*",
+    combo=r"[A-Z][A-Z0-9]*(\+[A-Z][A-Z0-9]*)*",
     recipe=r"[A-Za-z0-9_-]+",
     seed=r"\d+",
 
@@ -26,10 +26,22 @@ def dataset_root(wildcards):
     return root
 
 
-def index_options(wildcards):
-    """Adapter options of a dataset (split rule, haemorrhage union, ...), as JSON."""
+def split_file(wildcards):
+    """A `generic` dataset's split file, an input so that editing it re-indexes."""
     settings = config["datasets"][wildcards.dataset]
-    keys = get_adapter(wildcards.dataset).option_names
+    name = settings.get("split_file")
+    return [] if name is None else str(Path(settings["root"]) / name)
+
+
+def dataset_adapter(dataset):
+    """The registered adapter of a dataset, or the `generic` one its config entry describes."""
+    return adapter_for(dataset, config["datasets"][dataset])
+
+
+def index_options(wildcards):
+    """Adapter options of a dataset (split rule, haemorrhage union, patterns...), as JSON."""
+    settings = config["datasets"][wildcards.dataset]
+    keys = dataset_adapter(wildcards.dataset).option_names
     return json.dumps(
         {key: settings[key] for key in keys if key in settings}, sort_keys=True
     )
@@ -37,9 +49,10 @@ def index_options(wildcards):
 
 def mask_rules(wildcards):
     settings = config["datasets"][wildcards.dataset]
-    uncertain = get_adapter(wildcards.dataset).uncertain_value
+    adapter = dataset_adapter(wildcards.dataset)
+    uncertain = adapter.uncertain_value
     return {
-        "threshold": settings["mask_threshold"],
+        "threshold": settings.get("mask_threshold", adapter.mask_threshold),
         "uncertain_value": uncertain,
         "uncertain_as": settings.get(f"value_{uncertain}", "ignore"),
     }

@@ -27,6 +27,7 @@ rule synth:
 rule index:
     input:
         root=dataset_root,
+        split_file=split_file,
     output:
         paths.MANIFEST,
     log:

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lesionsoup.commands.arguments import Subcommands, json_object, optional_int
-from lesionsoup.data.datasets import ADAPTERS, DatasetAdapter, default_styles
+from lesionsoup.data.datasets import ADAPTERS, DatasetAdapter, default_styles, get_adapter
+from lesionsoup.data.datasets.native import UNRECOGNISED_CHOICES
 
 log = logging.getLogger("lesionsoup")
 
@@ -35,7 +36,7 @@ def _index(args: argparse.Namespace) -> None:
     from lesionsoup.data.datasets.index import index_dataset
     from lesionsoup.data.manifest import write_manifest
 
-    manifest = index_dataset(args.dataset, args.root, args.options)
+    manifest = index_dataset(args.dataset, args.root, args.options, args.unrecognised)
     write_manifest(manifest, args.output)
     counts = manifest.groupby("split").size().to_dict()
     log.info("%s: %d images %s -> %s", args.dataset, len(manifest), counts, args.output)
@@ -59,6 +60,16 @@ def _preprocess(args: argparse.Namespace) -> None:
         on_bad_image=args.on_bad_image,
     )
     log.info("%s", report)
+
+
+def _dataset_name(name: str) -> str:
+    """The registered name of a dataset typed in any letter case (``idrid`` is ``IDRID``);
+    any other name is left to ``index_dataset``, whose options may describe it as a
+    dataset of the user's own (``layout: generic``), or which names the known ones."""
+    try:
+        return get_adapter(name).name
+    except ValueError:
+        return name
 
 
 def _per_dataset(fact: Callable[[DatasetAdapter], object]) -> str:
@@ -101,8 +112,17 @@ def _add_index(commands: Subcommands) -> None:
         help="read a dataset in its native layout and write its manifest",
         description="Write the manifest of one dataset (image, masks per lesion, split, size).",
     )
-    parser.add_argument("dataset", help=f"one of {', '.join(sorted(ADAPTERS))}")
-    parser.add_argument("root", type=Path, help="the dataset folder as downloaded")
+    parser.add_argument(
+        "dataset",
+        type=_dataset_name,
+        help=f"one of {', '.join(sorted(ADAPTERS))}, in any letter case",
+    )
+    parser.add_argument(
+        "root",
+        type=Path,
+        help="the dataset folder as downloaded, the folder above it, or an archive extracted "
+        "twice (the log says which it found)",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="manifest CSV to write")
     parser.add_argument(
         "--options",
@@ -110,6 +130,13 @@ def _add_index(commands: Subcommands) -> None:
         default={},
         help='adapter options as JSON, e.g. \'{"split": {"seed": 0, "test": 0.3}}\'; besides '
         f"split: {_per_dataset(lambda adapter: ', '.join(adapter.options))}",
+    )
+    parser.add_argument(
+        "--unrecognised",
+        choices=UNRECOGNISED_CHOICES,
+        default="warn",
+        help="folders and files the adapter does not read: one warning naming them, or an "
+        "error (an image left without any mask by them is an error either way)",
     )
     parser.set_defaults(handler=_index)
 

@@ -7,11 +7,20 @@ alone) or ``all`` (every non-empty subset: 31 for five datasets).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from itertools import combinations as subsets
 
+#: A dataset name: upper-case letters and digits, starting with a letter (``IDRID``,
+#: ``EOPHTHA2``). The registry refuses other names, and the workflow's ``combo``
+#: wildcard and the schemas' combination patterns spell out ``COMBO`` (tests hold them to it).
+DATASET_NAME = re.compile(r"[A-Z][A-Z0-9]*")
+#: A combination name: dataset names joined with ``+``.
+COMBO = re.compile(rf"{DATASET_NAME.pattern}(\+{DATASET_NAME.pattern})*")
+
 
 def combo_name(datasets: Iterable[str]) -> str:
+    """The name of the combination of ``datasets``: sorted, without repeats, joined by ``+``."""
     members = sorted(set(datasets))
     if not members:
         raise ValueError("a combination needs at least one dataset")
@@ -19,6 +28,7 @@ def combo_name(datasets: Iterable[str]) -> str:
 
 
 def combo_members(name: str) -> list[str]:
+    """The dataset names of a combination name."""
     return name.split("+")
 
 

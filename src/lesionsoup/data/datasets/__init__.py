@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lesionsoup.data.datasets import ddr, fgadr, idrid, maples, retles  # noqa: F401 (they register)
+from lesionsoup.data.datasets import ddr, fgadr, generic, idrid, maples, retles  # noqa: F401 (they register)
 from lesionsoup.data.datasets.native import DatasetError
 from lesionsoup.data.datasets.registry import (
     ADAPTERS,

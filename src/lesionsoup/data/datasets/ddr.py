@@ -1,13 +1,14 @@
 """DDR, lesion-segmentation part: official train / valid / test.
 
-Layout (the root is the folder holding ``lesion_segmentation`` or that folder)::
+Layout (the root is ``lesion_segmentation``, a folder above it such as
+``DDR-dataset``, or the outer copy of an archive extracted twice)::
 
     lesion_segmentation/{train,valid,test}/image/<stem>.jpg
     lesion_segmentation/{train,test}/label/{EX,HE,MA,SE}/<stem>.tif
     lesion_segmentation/valid/segmentation label/{EX,HE,MA,SE}/<stem>.tif
 
 Either label-folder name is accepted in every split. A missing mask file
-means no lesion.
+means no lesion; any other entry is reported (``native.report_unrecognised``).
 
 The synthetic stand-in writes a mask file per lesion (often all black), the
 ``segmentation label`` folder in ``valid`` only, and photographs of DDR's many
@@ -24,13 +25,17 @@ import numpy as np
 
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
+    UNRECOGNISED_OPTION,
     DatasetError,
     NativeImage,
-    attach_mask,
-    find_path,
+    find_child,
     image_files,
     locate_root,
+    read_mask_folders,
+    report_unrecognised,
     require_folder,
+    stray_files,
+    unknown_entries,
 )
 from lesionsoup.data.datasets.registry import DatasetAdapter, register
 from lesionsoup.data.datasets.synthetic_layout import SyntheticImage, SyntheticLayout, binary, save
@@ -47,29 +52,32 @@ LESION_FOLDERS = {Lesion.EX: "EX", Lesion.HE: "HE", Lesion.MA: "MA", Lesion.CWS:
 
 
 def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
-    base = locate_root(root, ROOT_FOLDER)
+    base = locate_root(root, "DDR", [f"{split}/{IMAGES_FOLDER}" for split in OFFICIAL_SPLITS])
+    unrecognised = unknown_entries(base, OFFICIAL_SPLITS)
     images: list[NativeImage] = []
     for split in OFFICIAL_SPLITS:
         split_folder = require_folder(base, split)
+        image_folder = require_folder(split_folder, IMAGES_FOLDER)
+        unrecognised += unknown_entries(split_folder, (IMAGES_FOLDER, *LABEL_FOLDERS))
+        unrecognised += stray_files(image_folder)
         in_split = {
             image_id: NativeImage(image_id, path, split)
-            for image_id, path in image_files(require_folder(split_folder, IMAGES_FOLDER)).items()
+            for image_id, path in image_files(image_folder).items()
         }
-        label_folder = next(
-            (found for name in LABEL_FOLDERS if (found := find_path(split_folder, [name]))), None
-        )
-        if label_folder is None:
-            raise DatasetError(
-                f"{split_folder}: expected a folder {' or '.join(map(repr, LABEL_FOLDERS))} in it"
-            )
-        for lesion, lesion_folder in LESION_FOLDERS.items():
-            folder = find_path(label_folder, [lesion_folder])
-            if folder is None:
-                continue
-            for stem, mask in image_files(folder).items():
-                attach_mask(in_split, stem, lesion, mask)
+        unrecognised += read_mask_folders(_label_folder(split_folder), LESION_FOLDERS, in_split)
         images.extend(in_split.values())
+    report_unrecognised("DDR", unrecognised, images, options[UNRECOGNISED_OPTION])
     return images
+
+
+def _label_folder(split_folder: Path) -> Path:
+    """The split's label folder under either of its names."""
+    found = [folder for name in LABEL_FOLDERS if (folder := find_child(split_folder, name))]
+    if not found:
+        raise DatasetError(
+            f"{split_folder}: expected a folder {' or '.join(map(repr, LABEL_FOLDERS))} in it"
+        )
+    return found[0]
 
 
 def _synthetic_names(count: int) -> list[str]:

@@ -1,6 +1,7 @@
 """FGADR, segmentation set: no official split.
 
-Layout (the root is the folder holding ``Seg-set`` or that folder)::
+Layout (the root is ``Seg-set``, the folder holding it, or the outer copy of an
+archive extracted twice; entries not listed here are reported)::
 
     Seg-set/Original_Images/<id>.png
     Seg-set/<Lesion>_Masks/<id>.png        (see LESION_FOLDERS; "Hemohedge" is the real spelling)
@@ -26,12 +27,14 @@ import numpy as np
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
+    UNRECOGNISED_OPTION,
     NativeImage,
-    attach_mask,
-    find_path,
     image_files,
     locate_root,
+    read_mask_folders,
+    report_unrecognised,
     require_folder,
+    stray_files,
 )
 from lesionsoup.data.datasets.registry import DatasetAdapter, register
 from lesionsoup.data.datasets.synthetic_layout import (
@@ -57,17 +60,16 @@ LESION_FOLDERS = {
 
 
 def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
-    base = locate_root(root, ROOT_FOLDER)
+    base = locate_root(root, "FGADR", (IMAGES_FOLDER,))
+    image_folder = require_folder(base, IMAGES_FOLDER)
     images = {
         image_id: NativeImage(image_id, path)
-        for image_id, path in image_files(require_folder(base, IMAGES_FOLDER)).items()
+        for image_id, path in image_files(image_folder).items()
     }
-    for lesion, lesion_folder in LESION_FOLDERS.items():
-        folder = find_path(base, [lesion_folder])
-        if folder is None:
-            continue
-        for stem, mask in image_files(folder).items():
-            attach_mask(images, stem, lesion, mask)
+    unrecognised = stray_files(image_folder) + read_mask_folders(
+        base, LESION_FOLDERS, images, known=(IMAGES_FOLDER, GRADES_FILE)
+    )
+    report_unrecognised("FGADR", unrecognised, images.values(), options[UNRECOGNISED_OPTION])
     return list(images.values())
 
 

@@ -1,13 +1,16 @@
 """IDRiD, segmentation part: official train / test, masks ``<id>_<MA|HE|EX|SE>.tif``.
 
-Layout (the root is the folder holding ``A. Segmentation`` or that folder)::
+Layout (the root is ``A. Segmentation``, the folder holding it, or the outer copy
+of an archive extracted twice, ``A. Segmentation/A. Segmentation``)::
 
     A. Segmentation/1. Original Images/{a. Training Set,b. Testing Set}/IDRiD_NN.jpg
     A. Segmentation/2. All Segmentation Groundtruths/{a. Training Set,b. Testing Set}/
         {1. Microaneurysms,2. Haemorrhages,3. Hard Exudates,4. Soft Exudates}/IDRiD_NN_<XX>.tif
 
-About half the images have no soft-exudate file: a missing file means no
-lesion. The optic-disc masks (``5. Optic Disc``) are not lesions and are skipped.
+About half the images have no soft-exudate file, and some test images no
+haemorrhage file: a missing file means no lesion. The optic-disc masks
+(``5. Optic Disc``) are not lesions and are skipped; any other entry is reported
+(``native.report_unrecognised``).
 
 The synthetic stand-in writes TIFF masks 0/255, soft-exudate files only where
 there are some, and optic-disc masks; every image is diseased, as in IDRiD's
@@ -24,12 +27,15 @@ import numpy as np
 
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
+    UNRECOGNISED_OPTION,
     NativeImage,
-    attach_mask,
-    find_path,
     image_files,
     locate_root,
+    read_mask_folders,
+    report_unrecognised,
     require_folder,
+    stray_files,
+    unknown_entries,
 )
 from lesionsoup.data.datasets.registry import DatasetAdapter, register
 from lesionsoup.data.datasets.synthetic_layout import SyntheticImage, SyntheticLayout, binary, save
@@ -52,24 +58,37 @@ OPTIC_DISC_FOLDER = ("5. Optic Disc", "_OD")
 
 
 def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
-    segmentation = locate_root(root, ROOT_FOLDER)
+    segmentation = locate_root(root, "IDRID", (IMAGES_FOLDER, MASKS_FOLDER))
+    unrecognised = unknown_entries(segmentation, (IMAGES_FOLDER, MASKS_FOLDER))
+    for folder in (IMAGES_FOLDER, MASKS_FOLDER):
+        unrecognised += unknown_entries(
+            require_folder(segmentation, folder), SPLIT_FOLDERS.values()
+        )
     images: list[NativeImage] = []
     for split, split_folder in SPLIT_FOLDERS.items():
         image_folder = require_folder(segmentation, IMAGES_FOLDER, split_folder)
+        unrecognised += stray_files(image_folder)
         in_split = {
             image_id: NativeImage(image_id, path, split)
             for image_id, path in image_files(image_folder).items()
         }
-        mask_folder = require_folder(segmentation, MASKS_FOLDER, split_folder)
-        for lesion, (lesion_folder, suffix) in LESION_FOLDERS.items():
-            folder = find_path(mask_folder, [lesion_folder])
-            if folder is None:
-                continue
-            for stem, mask in image_files(folder).items():
-                has_suffix = stem.upper().endswith(suffix)
-                attach_mask(in_split, stem[: -len(suffix)] if has_suffix else stem, lesion, mask)
+        unrecognised += read_mask_folders(
+            require_folder(segmentation, MASKS_FOLDER, split_folder),
+            {lesion: folder for lesion, (folder, _) in LESION_FOLDERS.items()},
+            in_split,
+            known=(OPTIC_DISC_FOLDER[0],),
+            image_id=_image_id,
+        )
         images.extend(in_split.values())
+    report_unrecognised("IDRID", unrecognised, images, options[UNRECOGNISED_OPTION])
     return images
+
+
+def _image_id(stem: str) -> str:
+    """``IDRiD_01`` of ``IDRiD_01_MA`` (any case of the suffix); a stem without one is the id."""
+    suffixes = {suffix for _, suffix in LESION_FOLDERS.values()}
+    head, underscore, suffix = stem.rpartition("_")
+    return head if underscore and f"_{suffix.upper()}" in suffixes else stem
 
 
 def _synthetic_names(count: int) -> list[str]:

@@ -4,7 +4,9 @@
 (``lesionsoup.data.manifest``); ``write_manifest`` stores it. Options are the
 adapter's own (``DatasetAdapter.options``: ``hemorrhage`` for RETLES,
 ``messidor_root`` for MAPLES, ...) and ``split`` (``seed``, ``test``,
-``valid``; see ``lesionsoup.data.splits``) for every dataset.
+``valid``; see ``lesionsoup.data.splits``) for every dataset; the scan also gets
+``unrecognised`` (``native.UNRECOGNISED_OPTION``), which is no dataset's setting
+but a choice of each run, hence an argument (``lesionsoup index --unrecognised``).
 """
 
 from __future__ import annotations
@@ -16,23 +18,43 @@ from typing import Any
 import pandas as pd
 
 from lesionsoup.core.lesions import ALL
-from lesionsoup.data.datasets.native import DatasetError, NativeImage, absolute, image_size
-from lesionsoup.data.datasets.registry import SPLIT_OPTION, get_adapter
+from lesionsoup.data.datasets.generic import adapter_for
+from lesionsoup.data.datasets.native import (
+    UNRECOGNISED_CHOICES,
+    UNRECOGNISED_OPTION,
+    DatasetError,
+    NativeImage,
+    absolute,
+    image_size,
+)
+from lesionsoup.data.datasets.registry import SPLIT_OPTION
 from lesionsoup.data.manifest import SPLITS, join_mask_paths, manifest_from_rows, mask_column
 from lesionsoup.data.splits import SplitOptions, assign_splits
 
 
 def index_dataset(
-    name: str, root: Path | str, options: Mapping[str, Any] | None = None
+    name: str,
+    root: Path | str,
+    options: Mapping[str, Any] | None = None,
+    unrecognised: str = "warn",
 ) -> pd.DataFrame:
-    """The manifest of the registered dataset ``name`` stored under ``root``."""
-    adapter = get_adapter(name)
+    """The manifest of dataset ``name`` stored under ``root``: registered (any letter case),
+    or ``generic`` when ``options`` say so (``lesionsoup.data.datasets.generic``).
+
+    ``unrecognised`` (``warn`` or ``error``) is what the adapter does with folders and
+    files it does not read (``native.report_unrecognised``).
+    """
     options = dict(options or {})
+    adapter = adapter_for(name, options)
+    name = adapter.name  # the manifest, its splits' seeds and messages use the registered name
     unknown = sorted(set(options) - set(adapter.option_names))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for {name}; known: {adapter.option_names}")
+    if unrecognised not in UNRECOGNISED_CHOICES:
+        raise ValueError(f"unrecognised={unrecognised!r} is none of {UNRECOGNISED_CHOICES}")
     split_options = SplitOptions.from_mapping(options.pop(SPLIT_OPTION, None) or {})
-    images = adapter.scan(Path(root), {**adapter.option_defaults, **options})
+    scan_options = {**adapter.option_defaults, **options, UNRECOGNISED_OPTION: unrecognised}
+    images = adapter.scan(Path(root), scan_options)
     if not images:
         raise DatasetError(f"{absolute(root)}: no {name} images found")
     _check_unique_ids(images)
@@ -69,6 +91,7 @@ def _row(dataset: str, image: NativeImage, split: str, patient: str) -> dict[str
             mask_column(lesion): join_mask_paths(absolute(p) for p in image.masks.get(lesion, []))
             for lesion in ALL
         },
+        "mask_roi": image.roi,
         "width": width,
         "height": height,
     }

@@ -13,12 +13,12 @@ to the registry).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lesionsoup.core.combos import DATASET_NAME
 from lesionsoup.data.annotation_style import FINE
 from lesionsoup.data.datasets.native import NativeImage
 from lesionsoup.data.datasets.synthetic_layout import SyntheticLayout
@@ -26,8 +26,8 @@ from lesionsoup.data.datasets.synthetic_layout import SyntheticLayout
 #: The option every dataset takes: its seeded split (``lesionsoup.data.splits.SplitOptions``).
 SPLIT_OPTION = "split"
 #: Dataset names key the config, file names and combinations (``DDR+IDRID``), whose
-#: patterns in the workflow accept upper-case letters only.
-NAME = re.compile(r"[A-Z]+")
+#: patterns in the workflow accept upper-case letters and digits only (``core.combos``).
+NAME = DATASET_NAME
 
 
 def same_patient_as_image(image_id: str) -> str:
@@ -39,7 +39,8 @@ def same_patient_as_image(image_id: str) -> str:
 class DatasetAdapter:
     """Everything lesionsoup knows about one dataset, in one record.
 
-    ``scan`` reads the native tree under a root with the adapter's own options;
+    ``scan`` reads the native tree under a root with the adapter's own options and
+    ``native.UNRECOGNISED_OPTION`` (what to do with entries it does not read);
     ``options`` holds the JSON schema of each of them, whose ``default`` is what
     ``scan`` gets when the user sets none. ``patient`` maps an image id to the
     key that seeded splits keep together. ``official_splits`` are the real
@@ -97,10 +98,12 @@ def register(adapter: DatasetAdapter) -> None:
 
 
 def get_adapter(name: str) -> DatasetAdapter:
-    """The adapter registered as ``name``, or a ValueError listing the known names."""
-    if name not in ADAPTERS:
+    """The adapter registered as ``name`` in any letter case (people type ``idrid``), or a
+    ValueError listing the known names."""
+    adapter = ADAPTERS.get(name.upper())
+    if adapter is None:
         raise ValueError(f"unknown dataset '{name}'; known: {sorted(ADAPTERS)}")
-    return ADAPTERS[name]
+    return adapter
 
 
 def default_styles() -> dict[str, str]:
