@@ -18,6 +18,7 @@ from lesionsoup.data.preprocess import (
     lesions_from_coverage,
     mask_paths,
     preprocess_image,
+    read_mask_in_frame,
 )
 
 DISC_COLOUR = (40, 100, 190)  # BGR: a reddish fundus
@@ -366,3 +367,10 @@ def test_roi_space_masks_are_placed_in_the_photograph_frame(tmp_path):
     cy, cx = entry.geometry.to_cache(150.0, 200.0)  # the ROI's centre in the photograph
     assert entry.labels[int(cy), int(cx)] & Lesion.EX.bit
     assert not (entry.labels & Lesion.EX.bit)[: int(cy) - 20].any()
+
+
+def test_roi_mask_that_cannot_be_placed_names_the_file(tmp_path):
+    mask = tmp_path / "roi_mask.png"
+    cv2.imwrite(str(mask), np.full((10, 10), 255, np.uint8))
+    with pytest.raises(BadImageError, match="roi_mask.png"):
+        read_mask_in_frame(str(mask), "0 0 10", (20, 20))  # a box needs four numbers

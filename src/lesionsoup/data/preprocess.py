@@ -279,7 +279,10 @@ def read_mask_in_frame(path: str, roi: Any, native_shape: tuple[int, int]) -> np
     mask = read_mask(path)
     if not isinstance(roi, str) or not roi.strip():
         return mask
-    return place_in_frame(mask, roi, native_shape)
+    try:
+        return place_in_frame(mask, roi, native_shape)
+    except ValueError as error:
+        raise BadImageError(path, f"cannot place it in its region of interest: {error}") from error
 
 
 def _read_masks(
