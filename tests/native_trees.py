@@ -178,3 +178,15 @@ def maples_additional_tree(
     ]
     (base / "MESSIDOR-ROIs.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def zip_folder(folder: Path, archive: Path, top: bool = True) -> Path:
+    """``folder`` as a zip file of its files (no folder entries, as many archivers
+    write them): under a top folder named after it (``top``), or at the archive's top.
+    The folder is removed."""
+    with zipfile.ZipFile(archive, "w") as opened:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                opened.write(path, path.relative_to(folder.parent if top else folder).as_posix())
+    shutil.rmtree(folder)
+    return archive

@@ -7,11 +7,17 @@ path (``/data/Base11.zip::Base11/20051019_38557_0100_PP.tif``): ``::`` never
 occurs in the paths lesionsoup writes otherwise, and a member name is the
 archive's own (``/``-separated). ``read_bytes`` and ``image_size`` accept plain
 paths too, so readers call them for every file without asking which it is.
+
+A dataset's own archive (``AdditionalData.zip``, ``A. Segmentation.zip``) is read
+in place as an ``ArchiveFolder``: the part of ``pathlib.Path`` the adapters use
+(``iterdir``, ``is_dir``, ``/``, ``name``, ``stem``, ``open``), whose path is the
+member path, so the manifest's cells name the files inside the archive.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +33,45 @@ class ArchiveError(OSError):
     An ``OSError``, so that readers which already report unreadable files
     (``preprocess.read_photograph``, ``native.image_size``) report these too.
     """
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip file (by its suffix, any case) that exists."""
+    return path.suffix.lower() == ".zip" and path.is_file()
+
+
+class ArchiveFolder(zipfile.Path):
+    """A folder or file inside a zip archive that reads like a ``pathlib.Path``.
+
+    Its ``str`` and ``os.fspath`` are the ``member_path`` form
+    (``/data/AdditionalData.zip::AdditionalData/annotations``), the archive's own
+    path for its top, so records built from it point into the archive.
+    """
+
+    def __str__(self) -> str:
+        member = self.at.rstrip("/")
+        archive = os.path.abspath(self.root.filename)
+        return f"{archive}{MEMBER_SEPARATOR}{member}" if member else archive
+
+    __fspath__ = __str__
+
+    def __repr__(self) -> str:
+        return f"ArchiveFolder({str(self)!r})"
+
+    def __lt__(self, other: object) -> bool:
+        return str(self) < str(other)
+
+
+#: A dataset folder: on the disk, or inside a zip archive.
+Folder = Path | ArchiveFolder
+
+
+def open_archive(archive: Path) -> ArchiveFolder:
+    """The top of the zip file ``archive``; an ``ArchiveError`` naming it when unreadable."""
+    try:
+        return ArchiveFolder(archive)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ArchiveError(f"{archive}: not a readable zip archive ({error})") from error
 
 
 def member_path(archive: Path, member: str) -> Path:

@@ -21,6 +21,7 @@ cache pixel they touch.
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
 import warnings
 from collections.abc import Iterator, Mapping
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import ALL, Lesion, pack
-from lesionsoup.data.archives import read_bytes
+from lesionsoup.data.archives import read_bytes, split_member_path
 from lesionsoup.data.cache import CacheEntry, CacheWriter
 from lesionsoup.data.fov import FieldOfView, NoFieldOfView, find_fov
 from lesionsoup.data.geometry import Geometry
@@ -158,7 +159,8 @@ def read_photograph(path: str | Path) -> np.ndarray:
 def read_mask(path: str | Path) -> np.ndarray:
     """An 8-bit mask (H, W) uint8: single channel, or the max over colour channels."""
     try:
-        with Image.open(path) as mask:
+        source = io.BytesIO(read_bytes(path)) if split_member_path(path) else path
+        with Image.open(source) as mask:
             if mask.mode not in MASK_MODES:
                 problem = f"mask mode {mask.mode} is not 8-bit (expected one of {MASK_MODES})"
                 raise BadImageError(path, problem)

@@ -5,11 +5,11 @@
     <root>/{train,test}/fundus/<name>.<jpg|png>
     <root>/{train,test}/<field>/<name>.png
 
-(b) ``MAPLES-DR.zip``, extracted, with MESSIDOR's photographs::
+(b) ``MAPLES-DR.zip``, extracted or read in place, with MESSIDOR's photographs::
 
     <root>/MAPLES-DR/{train,test}/<Biomarker>/<name>.png    at MESSIDOR's resolution
 
-(c) ``AdditionalData.zip``, extracted, with MESSIDOR's photographs::
+(c) ``AdditionalData.zip``, extracted or read in place, with MESSIDOR's photographs::
 
     <root>/AdditionalData/annotations/<Biomarker>/<name>.png    1500 x 1500, in a box
     <root>/AdditionalData/MESSIDOR-ROIs.csv     name,x0,y0,x1,y1,W,H: each box
@@ -49,6 +49,7 @@ import numpy as np
 import yaml
 
 from lesionsoup.core.lesions import Lesion
+from lesionsoup.data.archives import ArchiveFolder, Folder, is_archive, open_archive
 from lesionsoup.data.datasets.messidor import find_messidor, require_photographs
 from lesionsoup.data.datasets.native import (
     UNRECOGNISED_OPTION,
@@ -140,11 +141,11 @@ def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
             )
         images, unrecognised = _scan_export(root)
     else:
-        labels, searched = _labels_folder(root)
+        labels, layout, searched = _labels_folder(root)
         if options["messidor_root"] is not None:
             searched = existing_root(options["messidor_root"])
         photographs = find_messidor(searched, exclude=[labels])
-        if labels.name.casefold() == ADDITIONAL_FOLDER.casefold():
+        if layout == ADDITIONAL:
             include = options["duplicates"] == "include"
             images, unrecognised = _scan_additional(labels, photographs, searched, include)
         else:
@@ -153,17 +154,42 @@ def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
     return images
 
 
-def _labels_folder(root: Path) -> tuple[Path, Path]:
-    """The ``MAPLES-DR`` or ``AdditionalData`` folder, and where to look for MESSIDOR."""
+#: The two layouts of the released archives, by what their labels folder holds.
+RELEASE, ADDITIONAL = "release", "additional"
+
+
+def _layout(folder: Folder) -> str | None:
+    """``ADDITIONAL`` or ``RELEASE`` where ``folder`` holds that archive's labels, else None."""
+    if find_child(folder, ANNOTATIONS) is not None and find_child(folder, RECORD_FILE) is not None:
+        return ADDITIONAL
+    splits = [find_child(folder, split) for split in OFFICIAL_SPLITS]
+    return RELEASE if all(split is not None and split.is_dir() for split in splits) else None
+
+
+def _labels_folder(root: Folder) -> tuple[Folder, str, Path]:
+    """The labels folder of ``MAPLES-DR.zip`` or ``AdditionalData.zip``, extracted or read
+    in place, its layout, and the folder searched for MESSIDOR.
+
+    Looked for at the root (the labels folder itself, or an archive's top) and in
+    the root's ``MAPLES-DR`` / ``AdditionalData`` folder or zip file; inside an
+    archive also under its top folder of either name.
+    """
+    places = [(root, root.parent)]
     for name in (RELEASE_FOLDER, ADDITIONAL_FOLDER):
-        if root.name.casefold() == name.casefold():
-            return root, root.parent
-        if (found := find_child(root, name)) is not None and found.is_dir():
-            return found, root
+        for entry in (find_child(root, name), find_child(root, f"{name}.zip")):
+            if entry is not None and (entry.is_dir() or is_archive(Path(entry))):
+                places.append((entry, root))
+    for place, searched in places:
+        if isinstance(place, Path) and is_archive(place):
+            place = open_archive(place)
+        inner = [find_child(place, name) for name in (RELEASE_FOLDER, ADDITIONAL_FOLDER)]
+        for folder in [place, *(inner if isinstance(place, ArchiveFolder) else [])]:
+            if folder is not None and (layout := _layout(folder)) is not None:
+                return folder, layout, searched
     raise DatasetError(
         f"{root}: expected '{{train,test}}/{IMAGE_FIELD}' (maples-dr package export), "
         f"'{RELEASE_FOLDER}/{{train,test}}' (MAPLES-DR.zip) or "
-        f"'{ADDITIONAL_FOLDER}/{ANNOTATIONS}' (AdditionalData.zip) under it"
+        f"'{ADDITIONAL_FOLDER}/{ANNOTATIONS}' (AdditionalData.zip, extracted or not) under it"
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data import archives
+from lesionsoup.data.archives import Folder
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 #: Entries that are never data (besides hidden ones): left out silently, never reported.
@@ -88,15 +89,24 @@ def require_folder(root: Path, *parts: str) -> Path:
     return found
 
 
-def existing_root(root: Path | str) -> Path:
-    """``root`` made absolute, or a DatasetError when it is not a folder."""
+def existing_root(root: Path | str) -> Folder:
+    """``root`` made absolute, or a DatasetError when it is not a folder.
+
+    A zip file is the folder its archive holds, read in place (``archives.ArchiveFolder``).
+    """
     root = absolute(root)
+    if archives.is_archive(root):
+        log.info("%s: read in place from the zip archive", root)
+        try:
+            return archives.open_archive(root)
+        except OSError as error:
+            raise DatasetError(str(error)) from error
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root not found")
     return root
 
 
-def locate_root(root: Path | str, dataset: str, holds: Sequence[str]) -> Path:
+def locate_root(root: Path | str, dataset: str, holds: Sequence[str]) -> Folder:
     """The dataset's top folder: the one holding every path in ``holds`` (any case).
 
     Users pass the folder as downloaded, the folder above it, or an
@@ -141,16 +151,12 @@ def subfolders(folder: Path) -> list[Path]:
 def image_files(folder: Path) -> dict[str, Path]:
     """Image files of ``folder`` by stem; two images with one stem are an error."""
     images: dict[str, Path] = {}
-    with os.scandir(folder) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            path = Path(entry.path)
-            if is_junk(entry.name) or path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if not entry.is_file():
-                continue
-            if path.stem in images:
-                raise DatasetError(f"two images for one id: {images[path.stem]} and {path}")
-            images[path.stem] = path
+    for path in sorted(folder.iterdir(), key=lambda entry: entry.name):
+        if is_junk(path.name) or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in images:
+            raise DatasetError(f"two images for one id: {images[path.stem]} and {path}")
+        images[path.stem] = path
     return images
 
 
