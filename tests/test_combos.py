@@ -41,7 +41,8 @@ def test_names_may_hold_digits_but_not_start_with_them():
 
 
 def test_workflow_patterns_spell_out_the_combination_name():
-    """The ``combo`` wildcard and every combination pattern of the schemas are ``COMBO``."""
+    """The ``combo`` wildcard and every combination pattern of the schemas are ``COMBO``,
+    and every dataset-name pattern is ``DATASET_NAME``."""
     rules = (WORKFLOW / "rules" / "common.smk").read_text()
     assert re.search(r'^\s*combo=r"(.*)",$', rules, re.MULTILINE).group(1) == COMBO.pattern
     schemas = "".join(path.read_text() for path in sorted((WORKFLOW / "schemas").glob("*.yaml")))
@@ -49,5 +50,9 @@ def test_workflow_patterns_spell_out_the_combination_name():
         pattern.replace("\\\\", "\\")
         for pattern in re.findall(r'pattern: "(\^(?:\(singles\|all\|)?\[A-Z\][^"]*)"', schemas)
     ]
-    assert len(written) == 4
-    assert set(written) <= {f"^(singles|all|{COMBO.pattern})$", f"^{COMBO.pattern}$"}
+    assert len(written) == 6
+    assert set(written) == {
+        f"^(singles|all|{COMBO.pattern})$",
+        f"^{COMBO.pattern}$",
+        f"^{DATASET_NAME.pattern}$",
+    }

@@ -20,6 +20,7 @@ import yaml
 from native_trees import write_image, write_mask
 
 from lesionsoup.cli import main
+from lesionsoup.core.combos import DATASET_NAME
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.annotation_style import COARSE
 from lesionsoup.data.datasets import (
@@ -41,7 +42,9 @@ from lesionsoup.data.datasets.synthetic_layout import (
 )
 from lesionsoup.data.fundus import SyntheticFundus
 from lesionsoup.data.preprocess import MaskRules
+from lesionsoup.plan import study
 from lesionsoup.plan.report import DEFAULTS as REPORT_DEFAULTS
+from lesionsoup.plan.report import report_settings
 
 SCHEMAS = Path(__file__).parents[1] / "workflow" / "schemas"
 
@@ -125,17 +128,17 @@ def test_config_schema_offers_exactly_the_registered_datasets_and_options() -> N
 
 def test_every_dataset_list_of_the_schemas_is_the_registry() -> None:
     schema = _schema("config.schema.yaml")
-    assert sorted(schema["$defs"]["dataset"]["enum"]) == sorted(ADAPTERS)
+    assert sorted(schema["$defs"]["registered_dataset"]["enum"]) == sorted(ADAPTERS)
     styles = schema["properties"]["synthetic"]["properties"]["dataset_styles"]
     assert styles["default"] == default_styles()
-    assert styles["propertyNames"] == {"$ref": "#/$defs/dataset"}
+    assert styles["propertyNames"] == {"$ref": "#/$defs/registered_dataset"}
+    # Lists that may name a dataset of one's own take any dataset name (planning checks
+    # it is configured): the pattern is the combination name's dataset part.
+    assert schema["$defs"]["dataset"]["pattern"] == f"^{DATASET_NAME.pattern}$"
     tests = schema["properties"]["evaluation"]["properties"]["test_datasets"]["oneOf"][1]
     assert tests["items"] == {"$ref": "#/$defs/dataset"}
     coarse = _schema("report.schema.yaml")["properties"]["coarse"]
-    if "$ref" in coarse["items"]:  # the list above, or a copy of it
-        assert coarse["items"]["$ref"] == "config.schema.yaml#/$defs/dataset"
-    else:
-        assert sorted(coarse["items"]["enum"]) == sorted(ADAPTERS)
+    assert coarse["items"] == {"type": "string", "pattern": f"^{DATASET_NAME.pattern}$"}
     assert sorted(coarse["default"]) == coarse_datasets()
     assert sorted(REPORT_DEFAULTS["coarse"]) == coarse_datasets()
 
@@ -147,6 +150,27 @@ def test_dataset_styles_refuse_an_unregistered_dataset() -> None:
     validator.validate({"enabled": True, "dataset_styles": {"RETLES": "fine"}})
     with pytest.raises(jsonschema.ValidationError, match="EYEPACS"):
         validator.validate({"enabled": True, "dataset_styles": {"EYEPACS": "fine"}})
+
+
+def test_dataset_lists_take_a_dataset_of_ones_own_and_refuse_an_unconfigured_one() -> None:
+    config = {
+        "datasets": {"IDRID": {}, "EOPHTHA2": {"layout": "generic"}},
+        "evaluation": {"test_datasets": ["EOPHTHA2"]},
+        "report": {"coarse": ["EOPHTHA2"]},
+    }
+    schema = _schema("config.schema.yaml")
+    tests = {
+        "$defs": schema["$defs"],
+        **schema["properties"]["evaluation"]["properties"]["test_datasets"],
+    }
+    jsonschema.Draft202012Validator(tests).validate(["EOPHTHA2", "IDRID"])
+    assert study.test_datasets(config) == ["EOPHTHA2"]
+    assert report_settings(config)["coarse"] == ["EOPHTHA2"]
+    assert report_settings({**config, "report": {}})["coarse"] == REPORT_DEFAULTS["coarse"]
+    with pytest.raises(ValueError, match=r"evaluation.test_datasets: \['EOPHTA'\] not configured"):
+        study.test_datasets({**config, "evaluation": {"test_datasets": ["IDRID", "EOPHTA"]}})
+    with pytest.raises(ValueError, match=r"report.coarse: \['RETLES'\] not configured"):
+        report_settings({**config, "report": {"coarse": ["RETLES"]}})
 
 
 # ---------------------------------------------------------------- the registry itself

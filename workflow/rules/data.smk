@@ -41,9 +41,10 @@ rule index:
     params:
         root=lambda wildcards: config["datasets"][wildcards.dataset]["root"],
         options=index_options,
+        unrecognised=config["preprocess"]["unrecognised"],
     shell:
         "lesionsoup index {wildcards.dataset} {params.root:q} -o {output}"
-        " --options {params.options:q} > {log} 2>&1"
+        " --options {params.options:q} --unrecognised {params.unrecognised} > {log} 2>&1"
 
 
 rule preprocess:

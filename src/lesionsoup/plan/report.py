@@ -12,7 +12,7 @@ from typing import Any
 
 from lesionsoup.core.style_features import STYLE_FEATURES
 from lesionsoup.plan import paths
-from lesionsoup.plan.study import combo_caches
+from lesionsoup.plan.study import combo_caches, configured
 
 DEFAULTS: dict[str, Any] = {
     "metric": "ap",
@@ -49,8 +49,15 @@ def _filled(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -
 
 
 def report_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config["report"]`` (may be absent) over ``DEFAULTS``, nested sections included."""
-    return _filled(DEFAULTS, config.get("report") or {}, "report")
+    """``config["report"]`` (may be absent) over ``DEFAULTS``, nested sections included.
+
+    The default ``coarse`` list names a registered dataset a study may leave out; a
+    list the config gives must name configured datasets only.
+    """
+    given = config.get("report") or {}
+    if "coarse" in given:
+        configured(config, "report.coarse", given["coarse"])
+    return _filled(DEFAULTS, given, "report")
 
 
 def qualitative_models(config: Mapping[str, Any], evaluated: Mapping[str, Any]) -> dict[str, str]:

@@ -6,7 +6,7 @@ expansion here keeps it testable and out of the ``.smk`` files.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,24 @@ def runs(config: Mapping[str, Any]) -> list[Run]:
     ]
 
 
+def configured(config: Mapping[str, Any], key: str, names: Iterable[str]) -> list[str]:
+    """``names`` sorted; a ValueError naming ``key`` where one is no dataset under ``datasets``.
+
+    The schema only checks that a name is well formed, since a dataset of one's own
+    (``layout: generic``) may have any name; this is where a misspelt one stops.
+    """
+    names = sorted(names)
+    unknown = [name for name in names if name not in config["datasets"]]
+    if unknown:
+        raise ValueError(
+            f"{key}: {unknown} not configured under 'datasets' (configured: "
+            f"{sorted(config['datasets'])})"
+        )
+    return names
+
+
 def test_datasets(config: Mapping[str, Any]) -> list[str]:
     wanted = config["evaluation"]["test_datasets"]
-    return sorted(config["datasets"]) if wanted == "all" else sorted(wanted)
+    if wanted == "all":
+        return sorted(config["datasets"])
+    return configured(config, "evaluation.test_datasets", wanted)
