@@ -66,7 +66,7 @@ def test_schema_entry_offers_exactly_the_adapter_options() -> None:
     ((pattern, entry),) = _datasets_schema()["patternProperties"].items()
     assert pattern == f"^{REGISTRY_NAME.pattern}$"  # the names the registry accepts
     properties = dict(entry["then"]["properties"])
-    shared = {key: properties.pop(key) for key in ("root", "mask_threshold", "split")}
+    shared = {key: properties.pop(key) for key in ("root", "mask_threshold", "split", "uncertain")}
     assert shared["split"] == {"$ref": "#/$defs/split"}
     assert _normalised(properties) == _normalised(OPTIONS)
 
@@ -75,7 +75,7 @@ def test_schema_entry_offers_exactly_the_adapter_options() -> None:
     ("name", "entry", "message"),
     [
         (NAME, {"layout": "generic", "root": "r", "images": "*.jpg"}, "'masks' is a required"),
-        (NAME, {**generic_options(), "root": "r", "masks": {"EX": "a.png"}}, "does not match"),
+        (NAME, {**generic_options(), "root": "r", "masks": {"EX": "a.png"}}, "not valid under any"),
         (NAME, {**generic_options(), "root": "r", "masks": {"XX": "{stem}"}}, "'XX' is not one"),
         (NAME, {**generic_options(), "root": "r", "colour": 1}, "'colour' was unexpected"),
         ("E-OPHTHA", {**generic_options(), "root": "r"}, "'E-OPHTHA' does not match any"),

@@ -374,3 +374,31 @@ def test_roi_mask_that_cannot_be_placed_names_the_file(tmp_path):
     cv2.imwrite(str(mask), np.full((10, 10), 255, np.uint8))
     with pytest.raises(BadImageError, match="roi_mask.png"):
         read_mask_in_frame(str(mask), "0 0 10", (20, 20))  # a box needs four numbers
+
+
+def test_a_lesion_rule_overrides_the_threshold_for_that_lesion_only():
+    values = np.array([[0, 1, 2, 127, 200]], np.uint8)
+    rules = MaskRules(
+        threshold=128,
+        uncertain_value=127,
+        lesion_rules={"HE": {"values": [2]}, "MA": {"threshold": 1}},
+    )
+    assert rules.binarise(values, Lesion.EX)[0].tolist() == [[0, 0, 0, 0, 255]]
+    assert rules.binarise(values, Lesion.HE)[0].tolist() == [[0, 0, 255, 0, 0]]
+    lesion, ignore = rules.binarise(values, Lesion.MA)
+    assert lesion.tolist() == [[0, 255, 255, 0, 255]] and ignore.tolist() == [[0, 0, 0, 255, 0]]
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"XX": {"threshold": 1}}, "unknown lesion 'XX'"),
+        ({"EX": {"threshold": 1, "values": [1]}}, "one of 'threshold' or 'values'"),
+        ({"EX": {"threshold": 0}}, "threshold in 1..255"),
+        ({"EX": {"values": [256]}}, "8-bit values"),
+        ({"EX": {"values": []}}, "8-bit values"),
+    ],
+)
+def test_a_bad_lesion_rule_is_refused_naming_the_lesion(rules, message):
+    with pytest.raises(ValueError, match=message):
+        MaskRules(lesion_rules=rules)

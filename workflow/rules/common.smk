@@ -54,7 +54,8 @@ def mask_rules(wildcards):
     return {
         "threshold": settings.get("mask_threshold", adapter.mask_threshold),
         "uncertain_value": uncertain,
-        "uncertain_as": settings.get(f"value_{uncertain}", "ignore"),
+        "uncertain_as": settings.get(f"value_{uncertain}", adapter.uncertain_as),
+        "lesion_rules": json.dumps(adapter.lesion_rules, sort_keys=True),
     }
 
 

@@ -69,4 +69,5 @@ rule preprocess:
         " --mask-threshold {params.rules[threshold]}"
         " --uncertain-value {params.rules[uncertain_value]}"
         " --uncertain-as {params.rules[uncertain_as]}"
+        " --lesion-rules {params.rules[lesion_rules]:q}"
         " --on-bad-image {params.on_bad_image} --threads {threads} > {log} 2>&1"

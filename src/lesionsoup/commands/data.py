@@ -50,6 +50,7 @@ def _preprocess(args: argparse.Namespace) -> None:
         threshold=args.mask_threshold,
         uncertain_value=args.uncertain_value,
         uncertain_as=args.uncertain_as,
+        lesion_rules=args.lesion_rules,
     )
     report = build_cache(
         read_manifest(args.manifest),
@@ -161,6 +162,12 @@ def _add_preprocess(commands: Subcommands) -> None:
     )
     parser.add_argument(
         "--uncertain-as", choices=["ignore", "lesion", "background"], default="ignore"
+    )
+    parser.add_argument(
+        "--lesion-rules",
+        type=json.loads,
+        default={},
+        help='JSON: per-lesion rules over --mask-threshold, e.g. \'{"HE": {"values": [2]}}\'',
     )
     parser.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
     parser.add_argument("--threads", type=int, default=1)

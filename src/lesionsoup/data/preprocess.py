@@ -71,13 +71,17 @@ class MaskRules:
     """How a dataset's mask intensities become lesion / ignore pixels.
 
     A pixel is lesion where its value (max over colour channels) is at least
-    ``threshold`` (1: any non-zero value). Pixels equal to ``uncertain_value``
-    are instead treated as ``uncertain_as``: ignored, lesion or background.
+    ``threshold`` (1: any non-zero value). ``lesion_rules`` overrides that for
+    single lesions (a dataset of one's own): ``{"MA": {"threshold": 1}}``, or
+    ``{"HE": {"values": [2]}}`` for a label map whose value 2 is haemorrhage.
+    Pixels equal to ``uncertain_value`` are instead treated as ``uncertain_as``:
+    ignored, lesion or background.
     """
 
     threshold: int = 128
     uncertain_value: int | None = None
     uncertain_as: Literal["ignore", "lesion", "background"] = "ignore"
+    lesion_rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 1 <= self.threshold <= 255:
@@ -88,17 +92,47 @@ class MaskRules:
             raise ValueError(
                 f"uncertain_as must be ignore, lesion or background, got {self.uncertain_as}"
             )
+        for lesion, rule in self.lesion_rules.items():
+            _check_lesion_rule(lesion, rule)
 
-    def binarise(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def lesion_pixels(self, values: np.ndarray, lesion: Lesion | None) -> np.ndarray:
+        """0/255 uint8 where ``values`` are lesion under ``lesion``'s rule (or the threshold)."""
+        rule = self.lesion_rules.get(lesion.value, {}) if lesion is not None else {}
+        if "values" in rule:
+            return np.isin(values, rule["values"]).view(np.uint8) * np.uint8(255)
+        threshold = rule.get("threshold", self.threshold)
+        return cv2.threshold(values, threshold - 1, 255, cv2.THRESH_BINARY)[1]
+
+    def binarise(
+        self, values: np.ndarray, lesion: Lesion | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Lesion and ignore masks (uint8 0/255) of 8-bit mask values; ignore is None if unused."""
-        _, lesion = cv2.threshold(values, self.threshold - 1, 255, cv2.THRESH_BINARY)
+        lesion_mask = self.lesion_pixels(values, lesion)
         if self.uncertain_value is None:
-            return lesion, None
+            return lesion_mask, None
         uncertain = cv2.compare(values, self.uncertain_value, cv2.CMP_EQ)
         if self.uncertain_as == "lesion":
-            return cv2.bitwise_or(lesion, uncertain), None
-        lesion = cv2.bitwise_and(lesion, cv2.bitwise_not(uncertain))
-        return lesion, uncertain if self.uncertain_as == "ignore" else None
+            return cv2.bitwise_or(lesion_mask, uncertain), None
+        lesion_mask = cv2.bitwise_and(lesion_mask, cv2.bitwise_not(uncertain))
+        return lesion_mask, uncertain if self.uncertain_as == "ignore" else None
+
+
+def _check_lesion_rule(lesion: str, rule: Mapping[str, Any]) -> None:
+    """A rule of ``MaskRules.lesion_rules``: a known lesion, one ``threshold`` or ``values``."""
+    known = [member.value for member in Lesion]
+    if lesion not in known:
+        raise ValueError(f"mask rule of unknown lesion {lesion!r}; known: {known}")
+    if set(rule) not in ({"threshold"}, {"values"}):
+        raise ValueError(f"mask rule of {lesion}: give one of 'threshold' or 'values', not {rule}")
+    if "threshold" in rule:
+        valid = isinstance(rule["threshold"], int) and 1 <= rule["threshold"] <= 255
+    else:
+        values = list(rule["values"])
+        valid = bool(values) and all(isinstance(v, int) and 0 <= v <= 255 for v in values)
+    if not valid:
+        raise ValueError(
+            f"mask rule of {lesion} {dict(rule)}: needs a threshold in 1..255 or 8-bit values"
+        )
 
 
 @dataclass(frozen=True)
@@ -307,7 +341,7 @@ def _read_masks(
                     f"{image_path} is {native_shape[1]}x{native_shape[0]}",
                 )
             for key, plane in zip(
-                (lesion, IGNORE), rules.binarise(values[y0:y1, x0:x1]), strict=True
+                (lesion, IGNORE), rules.binarise(values[y0:y1, x0:x1], lesion), strict=True
             ):
                 if plane is not None and cv2.countNonZero(plane):
                     masks[key] = cv2.bitwise_or(masks[key], plane) if key in masks else plane

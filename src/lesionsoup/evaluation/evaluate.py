@@ -75,7 +75,7 @@ def native_labels(row: Mapping[str, Any], rules: MaskRules) -> np.ndarray:
                     f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image "
                     f"{row['image_path']} is {shape[1]}x{shape[0]}"
                 )
-            lesion_pixels, uncertain = rules.binarise(values)
+            lesion_pixels, uncertain = rules.binarise(values, lesion)
             masks[lesion] = masks.get(lesion, np.zeros(shape, bool)) | lesion_pixels.view(bool)
             if uncertain is not None:
                 ignore |= uncertain.view(bool)

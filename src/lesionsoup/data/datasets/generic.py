@@ -13,6 +13,8 @@ name::
           EX: "EX/{stem}_EX.png"               # no file: the image has no such lesion
           MA: "MA/{stem}.png"
         mask_threshold: 128                    # a mask pixel >= this is lesion
+        # a lesion's own rule: {pattern: "...", threshold: 1}, or {pattern: "labels/{stem}.png",
+        # values: [2]} (a label map); uncertain: {value: 127, as: ignore} marks excluded pixels
         split_file: splits.csv                 # optional: image_id,split rows
         patient: "^(\\d+)_"                    # optional: its first group is the patient
         split: { seed: 0, test: 0.3, valid: 0.15 }
@@ -70,10 +72,31 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "type": "object",
         "minProperties": 1,
         "propertyNames": {"enum": [lesion.value for lesion in Lesion]},
-        "additionalProperties": {"type": "string", "pattern": "\\{stem\\}"},
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "string", "pattern": "\\{stem\\}"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["pattern"],
+                    "properties": {
+                        "pattern": {"type": "string", "pattern": "\\{stem\\}"},
+                        "threshold": {"type": "integer", "minimum": 1, "maximum": 255},
+                        "values": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                        },
+                    },
+                    "not": {"required": ["threshold", "values"]},
+                },
+            ]
+        },
         "default": {},
         "description": "Mask file of each lesion under the root, {stem} standing for the image "
-        "id; no file means no lesion.",
+        "id; no file means no lesion. A pattern alone reads with the dataset's mask_threshold; "
+        "{pattern, threshold} gives the lesion its own, {pattern, values} counts the pixels of "
+        "those values (a label map shared by several lesions).",
     },
     "split_file": {
         "type": ["string", "null"],
@@ -112,7 +135,20 @@ def configured_adapter(name: str, settings: Mapping[str, Any]) -> DatasetAdapter
         options=OPTIONS,
         patient=_patient_rule(name, settings.get("patient")),
         mask_threshold=settings.get("mask_threshold", 128),
+        uncertain_value=(settings.get("uncertain") or {}).get("value"),
+        uncertain_as=(settings.get("uncertain") or {}).get("as", "ignore"),
+        lesion_rules=lesion_rules(settings.get("masks") or {}),
     )
+
+
+def lesion_rules(masks: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``preprocess.MaskRules.lesion_rules`` of a ``masks`` entry: each lesion given a
+    ``threshold`` or ``values`` of its own (a pattern alone uses the dataset's threshold)."""
+    return {
+        lesion: {key: value for key, value in entry.items() if key != "pattern"}
+        for lesion, entry in masks.items()
+        if isinstance(entry, Mapping) and len(entry) > 1
+    }
 
 
 def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
@@ -139,16 +175,21 @@ def _images(root: Path, pattern: str) -> dict[str, NativeImage]:
     return images
 
 
-def _mask_patterns(masks: Mapping[str, str]) -> dict[Lesion, str]:
-    """``masks`` keyed by lesion; an unknown lesion or a pattern without ``{stem}`` fails."""
+def _mask_patterns(masks: Mapping[str, Any]) -> dict[Lesion, str]:
+    """The file pattern of each lesion of ``masks`` (a pattern, or an entry holding one);
+    an unknown lesion or a pattern without ``{stem}`` fails."""
     known = [lesion.value for lesion in Lesion]
     unknown = sorted(set(masks) - set(known))
     if unknown:
         raise ValueError(f"masks of unknown lesion(s) {unknown}; known: {known}")
-    for lesion, pattern in masks.items():
+    patterns = {
+        Lesion(lesion): entry["pattern"] if isinstance(entry, Mapping) else entry
+        for lesion, entry in masks.items()
+    }
+    for lesion, pattern in patterns.items():
         if STEM not in pattern:
             raise ValueError(f"mask pattern of {lesion} '{pattern}' lacks {STEM} (the image id)")
-    return {Lesion(lesion): pattern for lesion, pattern in masks.items()}
+    return patterns
 
 
 def _attach_masks(

@@ -48,7 +48,9 @@ class DatasetAdapter:
     decide which ``split`` options the config offers and the shares of the
     synthetic stand-in. ``mask_threshold`` and ``uncertain_value`` say how its
     mask files read (anti-aliased edges count from 1; a value that marks
-    findings its authors excluded); ``style`` is the annotation style
+    findings its authors excluded, treated as ``uncertain_as`` unless the config
+    says otherwise), ``lesion_rules`` any lesion's own rule
+    (``preprocess.MaskRules``); ``style`` is the annotation style
     (``lesionsoup.data.annotation_style``) of its graders.
     """
 
@@ -60,6 +62,8 @@ class DatasetAdapter:
     patient: Callable[[str], str] = same_patient_as_image
     mask_threshold: int = 128
     uncertain_value: int | None = None
+    uncertain_as: str = "ignore"
+    lesion_rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     style: str = FINE
 
     @property
