@@ -16,6 +16,7 @@ from lesionsoup.analysis.style_metrics import (
     cluster_styles,
     component_shapes,
     dataset_features,
+    lesion_features,
     measure_datasets,
     standardise,
 )
@@ -92,7 +93,8 @@ def synthetic_caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Cach
 def test_coarse_synthetic_dataset_is_its_own_cluster(
     synthetic_caches: dict[str, Cache], tmp_path: Path
 ) -> None:
-    components, features = measure_datasets(synthetic_caches, settings=StyleSettings())
+    components, images = measure_datasets(synthetic_caches, settings=StyleSettings())
+    features = lesion_features(components, images)
     assert set(features["dataset"]) == set(synthetic_caches)
     assert (features["images"] == 6).all()
     listed = features.set_index(["dataset", "lesion"])["components"]

@@ -6,7 +6,8 @@ Per lesion component (8-connected pixels of one lesion class in a label plane):
 ``irregularity``    perimeter² / (4π area): 1 for a disc, larger for ragged outlines;
 ``fill_ratio``      area / area of its convex hull (both in pixels): 1 for a convex blob.
 
-Per (dataset, lesion), over the images of the cache:
+Per (dataset, lesion), over the images of the cache (or of a resample of them, or of
+one image: ``lesion_features``):
 
 ``components_per_image``  mean number of components per image (images without any count as 0);
 ``log_area_median``       median of log10 component area;
@@ -126,16 +127,36 @@ def _edge_features(sums: np.ndarray) -> tuple[float, float]:
     return contrast, balance
 
 
+#: One row per (image, lesion) of ``measure_cache``: its component count and the
+#: gradient sums and pixel counts of ``boundary_gradients``, which add over images.
+IMAGE_COLUMNS = (
+    "dataset",
+    "image_id",
+    "lesion",
+    "components",
+    "boundary_sum",
+    "boundary_n",
+    "inner_sum",
+    "inner_n",
+    "outer_sum",
+    "outer_n",
+)
+_SUMS = list(IMAGE_COLUMNS[4:])
+
+
 def measure_cache(
     cache: Cache,
     dataset: str,
     lesions: Sequence[Lesion] = TRAINED,
     settings: StyleSettings = StyleSettings(),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Component table (``COMPONENT_COLUMNS``) and per-lesion feature table of one cache."""
+    """Component table (``COMPONENT_COLUMNS``) and image table (``IMAGE_COLUMNS``) of a cache.
+
+    ``lesion_features`` turns them into style features of the whole cache, of any
+    resample of its images, or of each image.
+    """
     components: list[tuple] = []
-    counts = {lesion: [] for lesion in lesions}
-    sums = {lesion: np.zeros(6) for lesion in lesions}
+    images: list[tuple] = []
     for image_id in cache.ids:
         labels = np.asarray(cache.labels(image_id))
         gradient = gradient_magnitude(np.asarray(cache.image(image_id)), settings.gradient_sigma)
@@ -143,23 +164,39 @@ def measure_cache(
         for lesion in lesions:
             mask = ((labels & lesion.bit) != 0) & ((labels & IGNORE_BIT) == 0)
             shapes = component_shapes(mask, settings.min_shape_area)
-            counts[lesion].append(len(shapes))
             components += [(dataset, image_id, lesion.value, *shape) for shape in shapes]
-            if shapes:
-                sums[lesion] += boundary_gradients(mask, gradient, valid, settings.band_px)
-    table = pd.DataFrame(components, columns=list(COMPONENT_COLUMNS))
+            sums = (
+                boundary_gradients(mask, gradient, valid, settings.band_px) if shapes else [0] * 6
+            )
+            images.append((dataset, image_id, lesion.value, len(shapes), *sums))
+    return (
+        pd.DataFrame(components, columns=list(COMPONENT_COLUMNS)),
+        pd.DataFrame(images, columns=list(IMAGE_COLUMNS)),
+    )
+
+
+def lesion_features(
+    components: pd.DataFrame, images: pd.DataFrame, by: Sequence[str] = ("dataset",)
+) -> pd.DataFrame:
+    """Style features per ``by`` group (datasets, or ``("dataset", "image_id")`` for each
+    image) and lesion, from the image rows and the components of those images.
+
+    A row repeated in ``images`` (an image drawn twice by a bootstrap) counts twice, and
+    so must its components in ``components``.
+    """
+    keys = [*by, "lesion"]
+    grouped = components.groupby(keys, sort=False)
     rows = []
-    for lesion in lesions:
-        own = table[table["lesion"] == lesion.value]
-        contrast, balance = _edge_features(sums[lesion])
+    for key, own_images in images.groupby(keys, sort=True):
+        own = grouped.get_group(key) if key in grouped.groups else components.iloc[:0]
+        contrast, balance = _edge_features(own_images[_SUMS].sum().to_numpy(float))
         rows.append(
             {
-                "dataset": dataset,
-                "lesion": lesion.value,
-                "images": len(counts[lesion]),
-                "images_with_lesion": int(np.count_nonzero(counts[lesion])),
-                "components": len(own),
-                "components_per_image": float(np.mean(counts[lesion])) if counts[lesion] else 0.0,
+                **dict(zip(keys, key, strict=True)),
+                "images": len(own_images),
+                "images_with_lesion": int((own_images["components"] > 0).sum()),
+                "components": int(own_images["components"].sum()),
+                "components_per_image": float(own_images["components"].mean()),
                 "log_area_median": _median(np.log10(own["area"])),
                 "irregularity_median": _median(own["irregularity"]),
                 "fill_ratio_median": _median(own["fill_ratio"]),
@@ -167,7 +204,7 @@ def measure_cache(
                 "edge_balance": balance,
             }
         )
-    return table, pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
 
 def _median(values: pd.Series) -> float:
@@ -176,13 +213,14 @@ def _median(values: pd.Series) -> float:
 
 
 def dataset_features(
-    features: pd.DataFrame, columns: Sequence[str] = STYLE_FEATURES
+    features: pd.DataFrame, columns: Sequence[str] = STYLE_FEATURES, by: str | list[str] = "dataset"
 ) -> pd.DataFrame:
-    """One row per dataset: each feature averaged over the lesions that have a value."""
+    """One row per dataset (or ``by`` group): each feature averaged over the lesions that
+    have a value."""
     missing = sorted(set(columns) - set(features.columns))
     if missing:
         raise ValueError(f"unknown style features {missing}; known: {list(STYLE_FEATURES)}")
-    return features.groupby("dataset", sort=True)[list(columns)].mean()
+    return features.groupby(by, sort=True)[list(columns)].mean()
 
 
 def standardise(table: pd.DataFrame) -> pd.DataFrame:
@@ -220,9 +258,9 @@ def measure_datasets(
     lesions: Sequence[Lesion] = TRAINED,
     settings: StyleSettings = StyleSettings(),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Component and per-lesion feature tables of several caches, concatenated."""
+    """Component and image tables (``measure_cache``) of several caches, concatenated."""
     measured = [measure_cache(cache, name, lesions, settings) for name, cache in caches.items()]
     return (
         pd.concat([components for components, _ in measured], ignore_index=True),
-        pd.concat([features for _, features in measured], ignore_index=True),
+        pd.concat([images for _, images in measured], ignore_index=True),
     )

@@ -27,13 +27,15 @@ def _annotation_style(args: argparse.Namespace) -> None:
         StyleSettings,
         cluster_styles,
         dataset_features,
+        lesion_features,
         measure_datasets,
     )
     from lesionsoup.report.style_clusters import plot_area_distributions, plot_style_clusters
     from lesionsoup.report.tables import write_csv
 
     caches = open_caches(args.cache)
-    components, features = measure_datasets(caches, settings=StyleSettings(**args.settings))
+    components, images = measure_datasets(caches, settings=StyleSettings(**args.settings))
+    features = lesion_features(components, images)
     columns = args.features or STYLE_FEATURES
     clustering = cluster_styles(dataset_features(features, columns), args.clusters)
     out = args.out_dir
