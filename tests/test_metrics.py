@@ -460,3 +460,12 @@ def test_conventions_state_every_rule():
     assert {"pooling", "aupr_11_point", "per_image", "bins", "dice_pooled"} <= set(text)
     assert "1000" in text["bins"]
     assert "1.0" in text["aupr_11_point"]
+
+
+def test_every_metric_of_metrics_csv_has_a_label():
+    histograms = SegmentationHistograms(["EX"], bins=10)
+    counts = histograms.add_image("i", np.full((1, 4, 4), 0.7), np.full((4, 4), FOV_BIT, np.uint8))
+    names = set(histograms.metrics(counts)["EX"])
+    assert set(metrics.METRIC_LABELS) == names
+    assert metrics.metric_label("aupr_11pt") == "AUPR (11-point)"
+    assert metrics.metric_label("other") == "other"

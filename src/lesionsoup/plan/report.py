@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lesionsoup.core.metrics import METRIC_LABELS
 from lesionsoup.core.style_features import STYLE_FEATURES
 from lesionsoup.plan import paths
 from lesionsoup.plan.study import combo_caches
@@ -49,8 +50,15 @@ def _filled(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -
 
 
 def report_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config["report"]`` (may be absent) over ``DEFAULTS``, nested sections included."""
-    return _filled(DEFAULTS, config.get("report") or {}, "report")
+    """``config["report"]`` (may be absent) over ``DEFAULTS``, nested sections included.
+
+    An unknown headline ``metric`` is refused here, at planning, not after the study ran.
+    """
+    settings = _filled(DEFAULTS, config.get("report") or {}, "report")
+    if settings["metric"] not in METRIC_LABELS:
+        known = sorted(METRIC_LABELS)
+        raise ValueError(f"report.metric: unknown metric {settings['metric']!r}; known: {known}")
+    return settings
 
 
 def qualitative_models(config: Mapping[str, Any], evaluated: Mapping[str, Any]) -> dict[str, str]:
