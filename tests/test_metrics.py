@@ -180,6 +180,24 @@ def test_eleven_point_aupr_equals_torchmetrics_on_ties(seed):
     assert aupr_of(probs, target) == pytest.approx(torchmetrics_aupr(probs, target), abs=1e-6)
 
 
+@pytest.mark.parametrize("bins", [1030, metrics.DEFAULT_BINS])
+def test_bin_edges_split_float32_neighbours_of_each_threshold_as_torchmetrics(bins):
+    # each threshold, and the float32 values just below and above it, land on the side of
+    # "p >= t" that torchmetrics puts them (float32(0.7) and float32(0.9) aside, see below)
+    edges = np.array(ELEVEN_POINT_THRESHOLDS, np.float32)
+    below, above = np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(1))
+    values = np.concatenate([np.delete(edges, [7, 9]), below[1:], above[:-1]])
+    rng = np.random.default_rng(0)
+    probs = np.repeat(values, 7)
+    target = rng.random(probs.size) < 0.5
+    precision, recall = precision_recall_at(
+        histogram_of(probs, target, bins), ELEVEN_POINT_THRESHOLDS
+    )
+    reference_precision, reference_recall = torchmetrics_curve(probs, target)
+    np.testing.assert_allclose(recall, reference_recall[:-1].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(precision, reference_precision[:-1].nan_to_num(1.0), rtol=1e-6)
+
+
 def test_float32_seven_tenths_is_below_the_threshold_here_but_not_in_torchmetrics():
     probs = np.array([0.7, 0.7, 0.2], np.float32)  # float32(0.7) = 0.69999999...
     target = np.array([True, False, True])
