@@ -314,6 +314,8 @@ def aupr_11_point(histogram: LesionHistogram) -> float:
     versions 0), which makes those points the end point. The area is the trapezoid
     rule along the points in threshold order, ``torchmetrics.utilities.compute.auc(
     recall, precision.nan_to_num(1.0))`` and ``sklearn.metrics.auc(recall, precision)``.
+    (``BinaryAveragePrecision(thresholds=11)`` is another number: the step sum
+    ``sum((R_k - R_(k+1)) * P_k)`` along the same points, NaN precision read as 0.)
 
     The authors (MultiStyle_FundusLesionSegmentation, ``models/utils/metric.py``) sort
     the points by recall before ``torch.trapezoid``; that is the same area unless two
