@@ -3,7 +3,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
+from torchmetrics.functional.classification import binary_precision_recall_curve
+from torchmetrics.utilities.compute import auc as torchmetrics_auc
 
 from lesionsoup.core import metrics
 from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, Lesion, pack
@@ -87,7 +90,7 @@ def eleven_point_direct(probs: np.ndarray, target: np.ndarray) -> float:
         tp = np.sum(predicted & target)
         precision.append(tp / predicted.sum() if predicted.any() else 1.0)
         recall.append(tp / target.sum())
-    return auc(recall, precision)
+    return auc([*recall, 0.0], [*precision, 1.0])
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -108,6 +111,181 @@ def test_eleven_point_precision_is_one_where_nothing_is_predicted():
     precision, recall = precision_recall_at(histogram_of(probs, target, 10), [1.0, 0.9, 0.0])
     np.testing.assert_allclose(precision, [1.0, 1.0, 2 / 3])
     np.testing.assert_allclose(recall, [0.0, 0.5, 1.0])
+
+
+def torchmetrics_curve(probs: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """torchmetrics' 11-threshold PR curve (end point appended) of float32 probabilities."""
+    return binary_precision_recall_curve(
+        torch.from_numpy(probs.astype(np.float32).ravel()),
+        torch.from_numpy(target.astype(np.int64).ravel()),
+        thresholds=11,
+    )[:2]
+
+
+def torchmetrics_aupr(probs: np.ndarray, target: np.ndarray) -> float:
+    """``auc`` of torchmetrics' curve; precision NaN (nothing predicted, >= 1.8.2) read as 1."""
+    precision, recall = torchmetrics_curve(probs, target)
+    return float(torchmetrics_auc(recall, precision.nan_to_num(1.0)))
+
+
+def authors_aupr(probs: np.ndarray, target: np.ndarray) -> float:
+    """The paper's code: torchmetrics < 1.8.2 (precision 0 where nothing is predicted),
+    points sorted by recall, then ``torch.trapezoid`` (a stable sort for a defined order)."""
+    precision, recall = torchmetrics_curve(probs, target)
+    order = torch.sort(recall, stable=True).indices
+    return float(torch.trapezoid(precision.nan_to_num(0.0)[order], recall[order]))
+
+
+def pixels(seed: int, size: int = 200_000, prevalence: float = 0.1) -> tuple[np.ndarray, ...]:
+    """Float32 probabilities of a fair model: positives lean high, negatives low."""
+    rng = np.random.default_rng(seed)
+    target = rng.random(size) < prevalence
+    probs = np.where(target, rng.beta(3, 1.5, size), rng.beta(1, 6, size))
+    return probs.astype(np.float32), target
+
+
+def aupr_of(probs: np.ndarray, target: np.ndarray, bins: int = metrics.DEFAULT_BINS) -> float:
+    return aupr_11_point(histogram_of(probs, target, bins))
+
+
+@pytest.mark.parametrize("saturated", [0.0, 0.1, 0.3])
+def test_eleven_point_aupr_equals_torchmetrics_on_saturated_probabilities(saturated):
+    probs, target = pixels(0)
+    rng = np.random.default_rng(1)
+    positives = np.flatnonzero(target)
+    probs[rng.choice(positives, int(saturated * positives.size), replace=False)] = 1.0
+    expected = torchmetrics_aupr(probs, target)
+    assert aupr_of(probs, target) == pytest.approx(expected, abs=1e-6)
+    assert aupr_of(probs, target) == pytest.approx(authors_aupr(probs, target), abs=1e-6)
+    # more confidence on true lesion pixels never lowers the score
+    assert aupr_of(probs, target) >= torchmetrics_aupr(*pixels(0)) - 1e-9
+
+
+def test_eleven_point_aupr_equals_torchmetrics_with_saturated_negatives():
+    probs, target = pixels(2, 50_000)
+    rng = np.random.default_rng(3)
+    probs[rng.choice(probs.size, 2_000, replace=False)] = 1.0
+    assert aupr_of(probs, target) == pytest.approx(torchmetrics_aupr(probs, target), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_eleven_point_aupr_equals_torchmetrics_on_ties(seed):
+    # few distinct values, on the thresholds and between them; float32(0.7) and float32(0.9)
+    # are left out: torchmetrics counts them as >= 0.7 and 0.9 (see the next test)
+    rng = np.random.default_rng(seed)
+    values = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.35, 0.5, 0.6, 0.8, 0.85, 0.95, 1.0], np.float32)
+    target = rng.random(30_000) < 0.2
+    rank = np.clip(rng.normal(np.where(target, 8, 3), 2.5).round(), 0, values.size - 1)
+    probs = values[rank.astype(int)]
+    assert aupr_of(probs, target) == pytest.approx(torchmetrics_aupr(probs, target), abs=1e-6)
+
+
+@pytest.mark.parametrize("bins", [1030, metrics.DEFAULT_BINS])
+def test_bin_edges_split_float32_neighbours_of_each_threshold_as_torchmetrics(bins):
+    # each threshold, and the float32 values just below and above it, land on the side of
+    # "p >= t" that torchmetrics puts them (float32(0.7) and float32(0.9) aside, see below)
+    edges = np.array(ELEVEN_POINT_THRESHOLDS, np.float32)
+    below, above = np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(1))
+    values = np.concatenate([np.delete(edges, [7, 9]), below[1:], above[:-1]])
+    rng = np.random.default_rng(0)
+    probs = np.repeat(values, 7)
+    target = rng.random(probs.size) < 0.5
+    precision, recall = precision_recall_at(
+        histogram_of(probs, target, bins), ELEVEN_POINT_THRESHOLDS
+    )
+    reference_precision, reference_recall = torchmetrics_curve(probs, target)
+    np.testing.assert_allclose(recall, reference_recall[:-1].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(precision, reference_precision[:-1].nan_to_num(1.0), rtol=1e-6)
+
+
+def test_float32_seven_tenths_is_below_the_threshold_here_but_not_in_torchmetrics():
+    probs = np.array([0.7, 0.7, 0.2], np.float32)  # float32(0.7) = 0.69999999...
+    target = np.array([True, False, True])
+    precision, recall = precision_recall_at(histogram_of(probs, target, 2000), [0.7])
+    reference_precision, reference_recall = torchmetrics_curve(probs, target)
+    assert (precision[0], recall[0]) == (1.0, 0.0)  # nothing predicted: 0.69999999 < 0.7
+    assert (float(reference_precision[7]), float(reference_recall[7])) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_eleven_point_aupr_equals_torchmetrics_with_all_negative_and_all_positive_images(seed):
+    rng = np.random.default_rng(seed)
+    probs = rng.random((6, 64, 64)).astype(np.float32) ** 2
+    target = rng.random(probs.shape) < 0.05
+    target[1] = False  # an image without the lesion
+    target[2] = True  # an image that is all lesion
+    probs[2] = np.maximum(probs[2], 0.6)
+    probs[3][target[3]] = 1.0
+    assert aupr_of(probs, target) == pytest.approx(torchmetrics_aupr(probs, target), abs=1e-6)
+    # the lesion-only image alone: precision 1 wherever something is predicted
+    assert aupr_of(probs[2], target[2]) == pytest.approx(torchmetrics_aupr(probs[2], target[2]))
+    assert aupr_of(probs[2], target[2]) == pytest.approx(1.0)
+    # the image without the lesion alone: recall undefined, NaN in both
+    assert math.isnan(aupr_of(probs[1], target[1]))
+    assert math.isnan(torchmetrics_aupr(probs[1], target[1]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eleven_point_aupr_equals_torchmetrics_on_random_pixels(seed):
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1_000, 60_000))
+    target = rng.random(size) < rng.uniform(0.001, 0.5)
+    probs = rng.random(size).astype(np.float32) ** np.where(target, rng.uniform(0.1, 1), 2)
+    for bins in (1030, 2000):
+        expected = torchmetrics_aupr(probs, target)
+        assert aupr_of(probs, target, bins) == pytest.approx(expected, abs=1e-6)
+
+
+def test_eleven_point_aupr_keeps_threshold_order_where_recall_ties():
+    # no positive at or above 0.3 but a negative at 0.35: recall 0 at 0.3 with something
+    # predicted; the curve goes (R(0.2), P(0.2)) -> (0, 0) -> ... -> (0, 1)
+    probs = np.array([0.25, 0.25, 0.15, 0.35], np.float32)
+    target = np.array([True, False, True, False])
+    # trapezoids: 0.0..0.1 recall 1 flat; 0.1 -> 0.2: (1 - 0.5)(2/4 + 1/3)/2; 0.2 -> 0.3
+    # (P 0): 0.5 * (1/3 + 0) / 2; the authors' sort joins (0, 1) to (0.5, 1/3) instead
+    expected = 0.5 * (0.5 + 1 / 3) / 2 + 0.5 * (1 / 3) / 2
+    assert aupr_of(probs, target) == pytest.approx(expected)
+    assert aupr_of(probs, target) == pytest.approx(torchmetrics_aupr(probs, target))
+    assert authors_aupr(probs, target) == pytest.approx(expected + 0.5 / 2)
+
+
+def ap_binning_bound(histogram: LesionHistogram) -> float:
+    """A bound on |AP(binned) - AP(raw scores)|: sum over bins k of (P_k / P)(m_k - 1) / C_k.
+
+    A positive in bin k has, on the raw scores, the precision of c = C_(k+1) + x + y pixels
+    (those above its bin and the x + y >= 1 of its bin at or above it); binned, of all
+    C_k = C_(k+1) + m_k. The two precisions differ by at most (m_k - x - y) / C_k <=
+    (m_k - 1) / C_k. The bin of p == 1.0 holds one score and adds nothing.
+    """
+    counts = (histogram.positives + histogram.negatives)[:-1]
+    above = np.cumsum((histogram.positives + histogram.negatives)[::-1])[::-1][:-1]
+    spread = np.maximum(counts - 1, 0) / np.maximum(above, 1)
+    return float(np.sum(histogram.positives[:-1] * spread) / histogram.positive_pixels)
+
+
+@pytest.mark.parametrize("bins", [1030, metrics.DEFAULT_BINS])  # the schema's minimum, default
+@pytest.mark.parametrize("saturated", [0.0, 0.3])
+def test_average_precision_is_within_the_binning_bound_of_sklearn_on_raw_scores(bins, saturated):
+    probs, target = pixels(5)
+    positives = np.flatnonzero(target)
+    probs[positives[: int(saturated * positives.size)]] = 1.0
+    histogram = histogram_of(probs, target, bins)
+    error = abs(average_precision(histogram) - average_precision_score(target, probs))
+    bound = ap_binning_bound(histogram)
+    assert error <= bound
+    # measured: error 1e-4 (2000 bins) to 3e-4 (1030), bound 1e-3 to 9e-3
+    assert bound < 0.01 and error < 5e-4
+
+
+def test_the_binning_bound_holds_where_bins_hide_a_perfect_ordering():
+    # within each bin every positive lies above every negative: the worst case for binning
+    rng = np.random.default_rng(9)
+    target = rng.random(100_000) < 0.1
+    lower_edge = rng.integers(0, 2000, target.size)
+    probs = ((lower_edge + np.where(target, 0.9, 0.1)) / 2000).astype(np.float32)
+    histogram = histogram_of(probs, target, 2000)
+    error = abs(average_precision(histogram) - average_precision_score(target, probs))
+    assert 0 < error <= ap_binning_bound(histogram)
 
 
 def test_pooled_dice_equals_direct_computation():
@@ -300,3 +478,12 @@ def test_conventions_state_every_rule():
     assert {"pooling", "aupr_11_point", "per_image", "bins", "dice_pooled"} <= set(text)
     assert "1000" in text["bins"]
     assert "1.0" in text["aupr_11_point"]
+
+
+def test_every_metric_of_metrics_csv_has_a_label():
+    histograms = SegmentationHistograms(["EX"], bins=10)
+    counts = histograms.add_image("i", np.full((1, 4, 4), 0.7), np.full((4, 4), FOV_BIT, np.uint8))
+    names = set(histograms.metrics(counts)["EX"])
+    assert set(metrics.METRIC_LABELS) == names
+    assert metrics.metric_label("aupr_11pt") == "AUPR (11-point)"
+    assert metrics.metric_label("other") == "other"

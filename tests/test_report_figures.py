@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from lesionsoup.core.metrics import LesionHistogram, SegmentationHistograms, average_precision
+from lesionsoup.core.figures import save_figure
+from lesionsoup.core.metrics import LesionHistogram, SegmentationHistograms
 from lesionsoup.evaluation.evaluate import COLUMNS, FORMAT
+from lesionsoup.report import cross_dataset, methods, pr_curves
 from lesionsoup.report.cross_dataset import (
     fine_coarse_table,
     heatmap_matrix,
@@ -25,6 +28,7 @@ from lesionsoup.report.methods import (
     method_table,
     plot_cost_gain,
     plot_method_comparison,
+    report_methods,
 )
 from lesionsoup.report.pr_curves import best_models, plot_pr_curves
 from lesionsoup.report.summary import SECTIONS, write_study_summary, write_summary
@@ -197,7 +201,10 @@ def test_best_models_and_pr_curves(tmp_path: Path, metrics_csv: Path) -> None:
     drawn = plot_pr_curves(metrics, evaluations, out, top=2)
     assert out.exists()
     assert len(drawn) == 2 * 2 * 2  # test sets x models x lesions
-    np.testing.assert_allclose(drawn["ap"], average_precision(good["EX"]))
+    assert set(drawn["metric"]) == {"ap"}  # the legend's values: the models' in metrics.csv
+    values = drawn.set_index(["model", "test_dataset", "lesion"])["value"]
+    assert values[("u_I", "IDRID", "EX")] == pytest.approx(0.9)
+    assert values[("e_I", "IDRID", "HE")] == pytest.approx(0.65)
     with pytest.raises(ValueError, match="no evaluation file"):
         plot_pr_curves(metrics, evaluations[:1], out, top=2)
 
@@ -285,3 +292,56 @@ def test_study_summary_sections_in_order(tmp_path: Path) -> None:
     text = write_study_summary(dict(reversed(tables.items())), tmp_path / "summary.md")
     titles = [line.removeprefix("## ") for line in text.splitlines() if line.startswith("## ")]
     assert titles == list(SECTIONS.values())
+
+
+def figure_texts(fig: plt.Figure) -> str:
+    """Every title, axis label and legend entry of a figure, one per line."""
+    texts = [fig.get_suptitle()]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        if ax.get_legend() is not None:
+            texts += [text.get_text() for text in ax.get_legend().get_texts()]
+    return "\n".join(texts)
+
+
+def test_every_figure_and_table_names_its_metric(
+    tmp_path: Path, metrics_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: dict[str, str] = {}
+
+    def recording(fig: plt.Figure, out: Path, tight: bool = True) -> None:
+        shown[Path(out).name] = figure_texts(fig)
+        save_figure(fig, out, tight)
+
+    for module in (cross_dataset, methods, pr_curves):
+        monkeypatch.setattr(module, "save_figure", recording)
+    costs = tmp_path / "costs.csv"
+    pd.DataFrame(
+        {
+            "model": ["s0_I"],
+            "method": ["single"],
+            "train_combo": ["IDRID"],
+            "compute_seconds": [1.0],
+        }
+    ).to_csv(costs, index=False)
+    figures = {name: tmp_path / f"{name}.png" for name in ("cross", "fc", "methods", "gain")}
+    metric, label = "dice_pooled", "Dice (pooled pixels)"
+    report_cross_dataset(metrics_csv, figures["cross"], figures["fc"], metric, coarse=["RETLES"])
+    report_methods(metrics_csv, costs, figures["methods"], figures["gain"], metric)
+    metrics = read_metrics(metrics_csv)
+    best = best_models(metrics, 1, metric)
+    good = histograms([0, 0, 1, 4, 5], [5, 3, 1, 0, 0])
+    evaluations = [
+        write_evaluation(tmp_path / f"{m}_{t}.json", m, t, good, 1.0)
+        for m, t in zip(best["model"], best["test_dataset"], strict=True)
+    ]
+    drawn = plot_pr_curves(metrics, evaluations, tmp_path / "pr.png", 1, metric)
+    assert set(shown) == {"cross.png", "fc.png", "methods.png", "gain.png", "pr.png"}
+    for name, texts in shown.items():
+        assert label in texts, name
+    assert f"({label} 0.45)" in shown["pr.png"]  # u_I on IDRID, EX: 0.9 / 2
+    for figure in figures.values():
+        assert set(pd.read_csv(figure.with_suffix(".csv"))["metric"]) == {metric}
+    assert set(drawn["metric"]) == {metric}
+    text = write_summary({"Scores": figures["cross"].with_suffix(".csv")}, tmp_path / "s.md")
+    assert f"## Scores: {label}" in text and "dice_pooled" not in text

@@ -19,6 +19,12 @@ def test_nested_values_override_only_what_they_name() -> None:
     assert settings["qualitative"] == DEFAULTS["qualitative"]
 
 
+def test_unknown_headline_metric_is_refused_at_planning() -> None:
+    assert report_settings({"report": {"metric": "aupr_11pt"}})["metric"] == "aupr_11pt"
+    with pytest.raises(ValueError, match=r"report.metric: unknown metric 'aupr'; known: \['ap'"):
+        report_settings({"report": {"metric": "aupr"}})
+
+
 def test_unknown_key_is_named_with_its_section() -> None:
     with pytest.raises(ValueError, match=r"report.connectivity: unknown keys \['pionts'\]"):
         report_settings({"report": {"connectivity": {"pionts": 5}}})

@@ -1,6 +1,7 @@
 # The study's figures and tables (from results/metrics.csv), and the analyses of the data
 # (annotation styles) and of the models (linear mode connectivity).
 
+from lesionsoup.core.metrics import metric_label
 from lesionsoup.plan import report as report_config
 
 REPORT = report_config.report_settings(config)
@@ -51,6 +52,7 @@ rule report_cross_dataset:
         runtime=10,
     params:
         metric=REPORT["metric"],
+        metric_label=metric_label(REPORT["metric"]),  # for the captions
         method=REPORT["method"],
         coarse=REPORT["coarse"],
     script:
@@ -84,6 +86,7 @@ rule report_methods:
         runtime=10,
     params:
         metric=REPORT["metric"],
+        metric_label=metric_label(REPORT["metric"]),  # for the captions
     script:
         "../scripts/report_methods.py"
 
@@ -109,6 +112,7 @@ rule report_pr_curves:
         runtime=10,
     params:
         metric=REPORT["metric"],
+        metric_label=metric_label(REPORT["metric"]),  # for the captions
         top=REPORT["pr_top"],
     script:
         "../scripts/report_pr_curves.py"

@@ -12,10 +12,14 @@ Binning: with ``bins`` uniform bins, bin ``k < bins`` holds probabilities in
 A threshold ``t`` is exact when ``t * bins`` is an integer: "p >= t" is then
 "bin >= t * bins". The default of 2000 bins (at least 1024, and a multiple of
 ten) puts every threshold the metrics use (0.0, 0.1, ..., 1.0) on a bin edge.
-Probabilities are compared with the thresholds exactly (as in float64); NumPy 2
-compares a float32 array with a Python float in float32, so ``probs >= 0.7`` on
-float32 probabilities would also count the single value float32(0.7) < 0.7
-(likewise for 0.9).
+Probabilities are compared with the thresholds exactly: ``p * bins`` is exact in
+float64 for float32 and float16 probabilities (a float64 probability within a
+rounding error below an edge may land in the bin above). NumPy 2 compares a
+float32 array with a Python float in float32, so ``probs >= 0.7`` on float32
+probabilities would also count the single value float32(0.7) < 0.7 (likewise for
+0.9); torchmetrics does too, its thresholds ``torch.linspace(0, 1, 11)`` being
+float32. On float32 probabilities the 11-point AUPR here and torchmetrics' differ
+only through pixels at exactly float32(0.7) or float32(0.9).
 
 ``conventions`` states every rule in words; the evaluation stage writes it next
 to the numbers.
@@ -40,6 +44,19 @@ DEFAULT_BINS = 2000
 DICE_THRESHOLD = 0.5
 #: The thresholds of the 11-point AUPR, as published IDRiD and DDR results use it.
 ELEVEN_POINT_THRESHOLDS: tuple[float, ...] = tuple(k / 10 for k in range(11))
+#: What each metric of ``metrics.csv`` is called in figures and tables.
+METRIC_LABELS: dict[str, str] = {
+    "ap": "AP",
+    "aupr_11pt": "AUPR (11-point)",
+    "auroc": "AUROC",
+    "dice_pooled": "Dice (pooled pixels)",
+    "positive_pixels": "positive pixels",
+    "valid_pixels": "valid pixels",
+    "dice_image_mean": "Dice (mean over images)",
+    "images_with_lesion": "images with the lesion",
+    "fp_rate_image_mean": "false-positive rate (mean over images)",
+    "images_without_lesion": "images without the lesion",
+}
 #: Pixels binned per step of ``LesionHistogram.update``: its temporaries (about
 #: 16 bytes a pixel) then stay in the CPU cache, which measured faster than larger steps.
 _CHUNK_PIXELS = 1 << 16
@@ -64,8 +81,10 @@ def conventions(bins: int = DEFAULT_BINS) -> dict[str, str]:
         ),
         "aupr_11_point": (
             "Precision and recall at thresholds 0.0, 0.1, ..., 1.0 (p >= t is positive; "
-            "precision is 1.0 where nothing is predicted positive), trapezoid area over recall "
-            "through the points in threshold order, as sklearn.metrics.auc(recall, precision). "
+            "precision is 1.0 where nothing is predicted positive), then the end point "
+            "(recall 0, precision 1); trapezoid area over recall through the points in threshold "
+            "order: torchmetrics.utilities.compute.auc(recall, precision) of "
+            "binary_precision_recall_curve(thresholds=11), as the paper's authors compute AUPR. "
             "NaN without positives."
         ),
         "auroc": "Trapezoid area under the binned ROC curve. NaN without positives or negatives.",
@@ -80,6 +99,11 @@ def conventions(bins: int = DEFAULT_BINS) -> dict[str, str]:
             "image without valid pixels enters neither mean."
         ),
     }
+
+
+def metric_label(metric: str) -> str:
+    """The name figures and tables give a metric of ``metrics.csv`` (unknown: as is)."""
+    return METRIC_LABELS.get(metric, metric)
 
 
 def valid_mask(labels: np.ndarray) -> np.ndarray:
@@ -281,14 +305,29 @@ def precision_recall_at(
 
 
 def aupr_11_point(histogram: LesionHistogram) -> float:
-    """Trapezoid area under precision over recall at thresholds 0.0, 0.1, ..., 1.0.
+    """Area under the 11-threshold precision-recall curve, as the paper's authors compute it.
 
-    The points are joined in threshold order (recall never increases along it),
-    which is ``sklearn.metrics.auc(recall, precision)``; NaN without positives.
+    The curve is torchmetrics' ``binary_precision_recall_curve(preds, target,
+    thresholds=11)``: precision and recall at t = 0.0, 0.1, ..., 1.0 (``p >= t`` is
+    positive), then the end point (recall 0, precision 1); precision is 1.0 where
+    nothing is predicted positive (torchmetrics >= 1.8.2 gives NaN there, earlier
+    versions 0), which makes those points the end point. The area is the trapezoid
+    rule along the points in threshold order, ``torchmetrics.utilities.compute.auc(
+    recall, precision.nan_to_num(1.0))`` and ``sklearn.metrics.auc(recall, precision)``.
+    (``BinaryAveragePrecision(thresholds=11)`` is another number: the step sum
+    ``sum((R_k - R_(k+1)) * P_k)`` along the same points, NaN precision read as 0.)
+
+    The authors (MultiStyle_FundusLesionSegmentation, ``models/utils/metric.py``) sort
+    the points by recall before ``torch.trapezoid``; that is the same area unless two
+    consecutive points share a recall while the lower threshold predicts some pixel
+    positive (no positive pixel between the two thresholds): the order a sort gives
+    tied recalls then decides which precision bounds the next segment, and here the
+    threshold order does. NaN without positives.
     """
     if histogram.positive_pixels == 0:
         return math.nan
     precision, recall = precision_recall_at(histogram, ELEVEN_POINT_THRESHOLDS)
+    precision, recall = np.append(precision, 1.0), np.append(recall, 0.0)
     return float(np.sum((recall[:-1] - recall[1:]) * (precision[:-1] + precision[1:]) / 2))
 
 

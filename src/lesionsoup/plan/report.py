@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lesionsoup.core.metrics import METRIC_LABELS
 from lesionsoup.core.style_features import STYLE_FEATURES
 from lesionsoup.plan import paths
 from lesionsoup.plan.study import combo_caches, configured
@@ -52,12 +53,17 @@ def report_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config["report"]`` (may be absent) over ``DEFAULTS``, nested sections included.
 
     The default ``coarse`` list names a registered dataset a study may leave out; a
-    list the config gives must name configured datasets only.
+    list the config gives must name configured datasets only. An unknown headline
+    ``metric`` is refused here, at planning, not after the study ran.
     """
     given = config.get("report") or {}
     if "coarse" in given:
         configured(config, "report.coarse", given["coarse"])
-    return _filled(DEFAULTS, given, "report")
+    settings = _filled(DEFAULTS, given, "report")
+    if settings["metric"] not in METRIC_LABELS:
+        known = sorted(METRIC_LABELS)
+        raise ValueError(f"report.metric: unknown metric {settings['metric']!r}; known: {known}")
+    return settings
 
 
 def qualitative_models(config: Mapping[str, Any], evaluated: Mapping[str, Any]) -> dict[str, str]:

@@ -17,7 +17,14 @@ import pandas as pd
 
 from lesionsoup.core.combos import combo_members
 from lesionsoup.core.figures import save_figure
-from lesionsoup.report.tables import metric_rows, model_scores, read_metrics, write_csv
+from lesionsoup.core.metrics import metric_label
+from lesionsoup.report.tables import (
+    metric_rows,
+    model_scores,
+    read_metrics,
+    with_metric,
+    write_csv,
+)
 
 STYLE_GROUPS: tuple[str, ...] = ("fine only", "coarse only", "mixed")
 
@@ -65,8 +72,9 @@ def plot_heatmaps(
         ax.set_xlabel("test set")
         ax.spines[:].set_visible(False)
     axes[0][0].set_ylabel("training combination")
-    fig.colorbar(image, ax=axes[0].tolist(), label=f"{metric} ({method} models)", shrink=0.9)
-    fig.suptitle(f"Cross-dataset {metric}: training combination x test set")
+    label = metric_label(metric)
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"{label} ({method} models)", shrink=0.9)
+    fig.suptitle(f"Cross-dataset {label}: training combination x test set")
     save_figure(fig, out, tight=False)
     return matrices
 
@@ -134,10 +142,13 @@ def plot_fine_coarse(
         ax.scatter(positions, points["score"], color="black", s=10, zorder=3)
     ax.set_xticks(range(len(tests)), tests)
     ax.set_xlabel("test set")
-    ax.set_ylabel(f"{metric}, mean over lesions")
+    ax.set_ylabel(f"{metric_label(metric)}, mean over lesions")
     ax.set_ylim(0, 1)
     ax.legend(title="training data", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title("Fine vs coarse annotations in training\n(bars: mean ± sd over combinations)")
+    ax.set_title(
+        f"Fine vs coarse annotations in training: {metric_label(metric)}\n"
+        "(bars: mean ± sd over combinations)"
+    )
     save_figure(fig, out)
     return summary
 
@@ -155,6 +166,6 @@ def report_cross_dataset(
     metrics = read_metrics(Path(metrics_csv))
     matrices = plot_heatmaps(metrics, Path(heatmap), metric, method)
     table = pd.concat(matrices, names=["lesion"])  # rows: lesion x combination; columns: tests
-    write_csv(table.reset_index(), Path(heatmap).with_suffix(".csv"))
+    write_csv(with_metric(table.reset_index(), metric), Path(heatmap).with_suffix(".csv"))
     summary = plot_fine_coarse(metrics, coarse, Path(fine_coarse), metric, method)
-    write_csv(summary, Path(fine_coarse).with_suffix(".csv"))
+    write_csv(with_metric(summary, metric), Path(fine_coarse).with_suffix(".csv"))

@@ -25,8 +25,15 @@ from matplotlib.ticker import ScalarFormatter
 
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata
 from lesionsoup.core.figures import save_figure
+from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
-from lesionsoup.report.tables import model_scores, ordered_methods, read_metrics, write_csv
+from lesionsoup.report.tables import (
+    model_scores,
+    ordered_methods,
+    read_metrics,
+    with_metric,
+    write_csv,
+)
 
 COST_COLUMNS = (
     "model",
@@ -155,12 +162,14 @@ def plot_method_comparison(metrics: pd.DataFrame, out: Path, metric: str = "ap")
                 capsize=2,
                 label=method,
             )
-        ax.set_ylabel(f"{metric}\n(test {test})")
+        ax.set_ylabel(f"{metric_label(metric)}\n(test {test})")
         ax.set_ylim(0, 1)
     axes[-1, 0].set_xticks(range(len(combos)), combos, rotation=30, ha="right")
     axes[-1, 0].set_xlabel("training combination")
     axes[0, 0].legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"Methods compared: {metric}, mean over lesions\n(error bars: sd over models)")
+    fig.suptitle(
+        f"Methods compared: {metric_label(metric)}, mean over lesions\n(error bars: sd over models)"
+    )
     save_figure(fig, out)
     return table
 
@@ -195,7 +204,7 @@ def plot_cost_gain(
         ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.margins(x=0.15)
     ax.set_xlabel("compute per model (s): training + merging + inference")
-    ax.set_ylabel(f"{metric} gained over the best single model")
+    ax.set_ylabel(f"{metric_label(metric)} gained over the best single model")
     ax.set_title("Cost vs gain of each method")
     ax.grid(alpha=0.3)
     save_figure(fig, out)
@@ -220,6 +229,6 @@ def report_methods(
     """The method comparison and cost-vs-gain figures, each with its table beside it (``.csv``)."""
     metrics = read_metrics(Path(metrics_csv))
     table = plot_method_comparison(metrics, Path(comparison), metric)
-    write_csv(table, Path(comparison).with_suffix(".csv"))
+    write_csv(with_metric(table, metric), Path(comparison).with_suffix(".csv"))
     gains = plot_cost_gain(metrics, read_costs(Path(costs_csv)), Path(cost_gain), metric)
-    write_csv(gains, Path(cost_gain).with_suffix(".csv"))
+    write_csv(with_metric(gains, metric), Path(cost_gain).with_suffix(".csv"))

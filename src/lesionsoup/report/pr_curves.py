@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -9,9 +10,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lesionsoup.core.figures import save_figure
-from lesionsoup.core.metrics import SegmentationHistograms, average_precision, pr_curve
+from lesionsoup.core.metrics import SegmentationHistograms, metric_label, pr_curve
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
-from lesionsoup.report.tables import model_scores, read_metrics, write_csv
+from lesionsoup.report.tables import metric_rows, model_scores, read_metrics, write_csv
 
 
 def best_models(metrics: pd.DataFrame, top: int = 3, metric: str = "ap") -> pd.DataFrame:
@@ -34,12 +35,20 @@ def histograms_by_model(
     return found
 
 
+def lesion_values(metrics: pd.DataFrame, metric: str) -> dict[tuple[str, str, str], float]:
+    """(model, test set, lesion) -> the metric's value in ``metrics.csv``."""
+    rows = metric_rows(metrics, metric)
+    rows = rows.assign(model=[str(Path(model)) for model in rows["model"]])
+    return rows.groupby(["model", "test_dataset", "lesion"])["value"].mean().to_dict()
+
+
 def plot_pr_curves(
     metrics: pd.DataFrame, evaluations: Iterable[Path], out: Path, top: int = 3, metric: str = "ap"
 ) -> pd.DataFrame:
-    """Rows: test sets; columns: lesions; a curve per best model. Returns the models drawn."""
-    chosen = best_models(metrics, top, metric)
-    histograms = histograms_by_model(evaluations)
+    """Rows: test sets; columns: lesions; a curve per best model, its legend giving the
+    model's ``metric`` on that lesion. Returns the models drawn with those values."""
+    chosen, label = best_models(metrics, top, metric), metric_label(metric)
+    histograms, values = histograms_by_model(evaluations), lesion_values(metrics, metric)
     missing = [
         (m, t)
         for m, t in zip(chosen["model"], chosen["test_dataset"], strict=True)
@@ -58,15 +67,14 @@ def plot_pr_curves(
         sharey=True,
     )
     styles = ("-", "--", ":", "-.")
-    aps = []
+    drawn = []
     for row, test in enumerate(tests):
         own = chosen[chosen["test_dataset"] == test]
         for rank, item in enumerate(own.itertuples(index=False)):
-            histogram_set = histograms[str(Path(item.model)), test]
             for column, lesion in enumerate(lesions):
-                histogram = histogram_set[lesion]
-                ap = average_precision(histogram)
-                aps.append((item.model, test, lesion.value, ap))
+                histogram = histograms[str(Path(item.model)), test][lesion]
+                value = values.get((str(Path(item.model)), test, lesion.value), math.nan)
+                drawn.append((item.model, test, lesion.value, metric, value))
                 if histogram.positive_pixels == 0:
                     continue
                 curve = pr_curve(histogram)
@@ -75,24 +83,27 @@ def plot_pr_curves(
                     curve.precision,
                     linestyle=styles[rank % len(styles)],
                     color=plt.get_cmap("viridis")(rank / max(1, top)),
-                    label=f"{item.method} {item.train_combo} (AP {ap:.2f})",
+                    label=f"{item.method} {item.train_combo} ({label} {value:.2f})",
                 )
         for column, lesion in enumerate(lesions):
-            ax = axes[row, column]
-            ax.set_title(f"{lesion.value} on {test}", fontsize="medium")
-            if ax.lines:
-                ax.legend(frameon=False, fontsize="x-small", loc="upper right")
-            else:
-                ax.text(0.5, 0.5, "no positive pixels", ha="center", va="center")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1.02)
-            ax.grid(alpha=0.3)
+            _finish_panel(axes[row, column], f"{lesion.value} on {test}")
         axes[row, 0].set_ylabel("precision")
     for ax in axes[-1]:
         ax.set_xlabel("recall")
-    fig.suptitle(f"Precision-recall curves of the {top} best models per test set")
+    fig.suptitle(f"Precision-recall curves of the {top} best models per test set by {label}")
     save_figure(fig, out)
-    return pd.DataFrame(aps, columns=["model", "test_dataset", "lesion", "ap"])
+    return pd.DataFrame(drawn, columns=["model", "test_dataset", "lesion", "metric", "value"])
+
+
+def _finish_panel(ax: plt.Axes, title: str) -> None:
+    ax.set_title(title, fontsize="medium")
+    if ax.lines:
+        ax.legend(frameon=False, fontsize="x-small", loc="upper right")
+    else:
+        ax.text(0.5, 0.5, "no positive pixels", ha="center", va="center")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
 
 
 def report_pr_curves(

@@ -2,6 +2,9 @@
 
 A model's *score* on a test set is a metric averaged over the lesions that
 have a value there (a lesion without positives has NaN AUPR and is left out).
+Every table written beside a figure names its metric in a first ``metric``
+column (``with_metric``), and every figure names it in its labels
+(``lesionsoup.core.metrics.metric_label``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,11 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(_cell(value, digits) for value in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def with_metric(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The table with a first column ``metric`` naming the metric of its values."""
+    return table.assign(metric=metric)[["metric", *table.columns]]
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
