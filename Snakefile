@@ -1,7 +1,9 @@
 """lesionsoup: cross-dataset retinal lesion segmentation studies.
 
 `snakemake --cores all` runs the demo of config.yaml; `--configfile
-config/paper.yaml` runs the paper's study on the real datasets.
+config/paper.yaml` runs the paper's study on the real datasets. A study given
+with --configfile is read alone (config.yaml is not merged under it), its
+omitted keys taking the schemas' documented defaults.
 """
 
 from snakemake.utils import min_version, validate
@@ -9,10 +11,16 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config.yaml"
+if not workflow.overwrite_configfiles:  # no --configfile: the demo
+
+    configfile: "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+# A section behind a whole-file $ref is checked by a plain validator that fills no
+# defaults (the file's $schema switches validators): validating it alone fills them.
+validate(config["merging"], "workflow/schemas/merging.schema.yaml")
+validate(config["report"], "workflow/schemas/report.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -1,18 +1,27 @@
-"""Both shipped configs validate against the schema, with defaults filled in."""
+"""The shipped configs validate against the schema, with defaults filled in."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.utils import validate
 
-from lesionsoup.plan import study
+from lesionsoup.plan import report, study
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "config/paper.yaml", "tests/configs/tiny.yaml"])
+SHIPPED = [
+    "config.yaml",
+    "config/paper.yaml",
+    "config/fissionfusion.yaml",
+    "tests/configs/tiny.yaml",
+]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_config_validates(name):
     config = yaml.safe_load((REPO / name).read_text())
     validate(config, SCHEMA)
@@ -28,7 +37,36 @@ def test_paper_config_is_the_papers_study():
     assert len(study.combinations(config)) == 31
     assert config["preprocess"]["size"] == 1536
     assert study.model_spec(config).encoder == "resnet101"
+    assert study.model_spec(config).head == "softmax"  # the authors' multiclass models
     assert study.recipe_settings(config, "base", 0)["patch_size"] == 512
+    # the authors' loaders keep mask > 0 as lesion, RETLES' 127 included
+    assert {d["mask_threshold"] for d in config["datasets"].values()} == {1}
+    assert config["datasets"]["RETLES"]["value_127"] == "lesion"
+    assert {"hpo", "merging", "report"} <= set(config)  # its own, never the demo's
+
+
+def snakefile_validation(config: dict) -> dict:
+    """``config`` through the Snakefile's own ``validate`` calls, in their order."""
+    calls = re.findall(r"^validate\((.+), \"(.+)\"\)$", (REPO / "Snakefile").read_text(), re.M)
+    assert calls, "the Snakefile validates its config"
+    for target, schema in calls:
+        validate(eval(target, {"config": config}), str(REPO / schema))  # noqa: S307
+    return config
+
+
+def test_a_minimal_study_gets_every_section_default_of_the_schemas():
+    config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    minimal = {key: config[key] for key in ("synthetic", "datasets", "preprocess", "model")}
+    minimal["training"] = {"combinations": ["IDRID"], "recipes": {"base": {}}}
+    minimal["evaluation"] = {}
+    filled = snakefile_validation(minimal)
+    assert filled["merging"]["checkpoint"] == "last"
+    assert filled["merging"]["bn_recompute"] == {"patches": 64, "batch_size": 8, "seed": 0}
+    assert filled["hpo"]["pruner"]["kind"] == "median" and filled["hpo"]["recipes"] == []
+    assert filled["evaluation"]["inference"]["mode"] == "whole"
+    assert filled["datasets"]["RETLES"]["value_127"] == "ignore"
+    # the report's schema defaults are the ones its planner documents
+    assert filled["report"] == report.report_settings({})
 
 
 def test_recipe_overrides_defaults_and_seed_wins():

@@ -148,10 +148,13 @@ def test_ingredient_runs_cover_grid_fgg_and_swa():
 
 def test_pool_inputs_name_checkpoints_snapshot_folders_and_the_hpo_list():
     config = make_config(checkpoint="best")
+    with pytest.raises(ValueError, match="pool 'hpo' for IDRID: no Optuna study"):
+        pool_inputs(config, "IDRID", ["hpo"])
+    config["hpo"] = {"recipes": ["base"], "n_trials": 2}
     inputs = pool_inputs(config, "IDRID", ["grid", "fgg", "hpo", "base"])
     assert inputs[0] == "results/models/IDRID/grid-auglight-lr1e-3/seed0/best.safetensors"
     assert "results/models/IDRID/fgg-grid-auglight-lr1e-3/seed0/snapshots" in inputs
-    assert "results/hpo/IDRID/ingredients.json" in inputs
+    assert "results/hpo/IDRID/base/ingredients.json" in inputs  # what the hpo export writes
     assert inputs[-2:] == [
         "results/models/IDRID/base/seed0/best.safetensors",
         "results/models/IDRID/base/seed1/best.safetensors",

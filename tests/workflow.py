@@ -25,24 +25,27 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900):
-    """Run snakemake with the project's Snakefile; the venv's bin first on PATH."""
+def snakemake(workdir: Path, configfile: Path | None, *args: str, timeout: int = 900):
+    """Run snakemake with the project's Snakefile; the venv's bin first on PATH.
+
+    ``configfile`` None runs without ``--configfile``: the Snakefile then reads the
+    ``config.yaml`` of ``workdir``, as a run from the repository root reads the demo's."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    study = [] if configfile is None else ["--configfile", str(configfile)]
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir),
-        "--configfile", str(configfile), *args,
+        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *study, *args,
     ]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def planned_jobs(workdir: Path, configfile: Path) -> Counter:
+def planned_jobs(workdir: Path, configfile: Path | None) -> Counter:
     """(rule, wildcards) of every job a dry run would execute, except the `all` target."""
     result = snakemake(workdir, configfile, "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
     jobs: Counter = Counter()
     rule = None
     for line in result.stdout.splitlines():
-        if match := re.match(r"^(?:local)?rule (\w+):", line):
+        if match := re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line):
             rule = match.group(1)
             if rule != "all":
                 jobs[(rule, "")] += 1

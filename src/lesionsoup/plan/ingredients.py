@@ -33,7 +33,7 @@ from typing import Any
 
 from lesionsoup.core.combos import expand_combinations
 from lesionsoup.core.specs import TrainSettings
-from lesionsoup.plan import paths
+from lesionsoup.plan import hpo, paths
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
     ENSEMBLE,
@@ -226,13 +226,28 @@ def ingredient_runs(config: Mapping[str, Any]) -> list[Run]:
     ]
 
 
+def _hpo_lists(config: Mapping[str, Any], combo: str) -> list[str]:
+    """The ``ingredients.json`` of every Optuna study of a combination (one per tuned recipe)."""
+    lists = [
+        paths.HPO_INGREDIENTS.format(combo=combo, recipe=plan.recipe)
+        for plan in hpo.plans(config)
+        if plan.combo == combo
+    ]
+    if not lists:
+        raise ValueError(
+            f"ingredient pool 'hpo' for {combo}: no Optuna study tunes it "
+            "(see hpo.recipes and hpo.combinations)"
+        )
+    return lists
+
+
 def pool_inputs(config: Mapping[str, Any], combo: str, pools: list[str]) -> list[str]:
     """The files (checkpoints, snapshot folders, ingredient lists) that hold the pools' models."""
     checkpoint = _merging(config).get("checkpoint", "last")
     inputs: list[str] = []
     for pool in pools:
         if pool == "hpo":
-            inputs.append(f"results/hpo/{combo}/ingredients.json")
+            inputs += _hpo_lists(config, combo)
         elif pool in ("fgg", "swa"):
             inputs += [f"{run.directory}/snapshots" for run in pool_runs(config, combo, pool)]
         else:
