@@ -164,6 +164,10 @@ def settings_for(config: Mapping[str, Any], recipe: str, seed: int) -> dict[str,
     section = _merging(config).get(stage)
     if not section:
         raise ValueError(f"recipe {recipe!r} needs a merging.{stage} section in the config")
+    # FGG: FissionFusion's fgg.py trains on its bases' data with their (Heavy) augmentation,
+    # loss and weight decay, as inheriting them here does; its LR1/LR2 are fixed (1e-5, 1e-8)
+    # for every base, here merging.fgg.settings. Its runs have no gradient clipping or
+    # validation-driven stop; a continuation here keeps its base's grad_clip and never stops early.
     inherited = {
         key: value
         for key, value in _base_settings(config, base, seed).items()
