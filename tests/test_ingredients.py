@@ -10,17 +10,23 @@ import pytest
 import yaml
 
 from lesionsoup.cli import build_parser
+from lesionsoup.plan import hpo, paths, study
 from lesionsoup.plan.ingredients import (
+    FGG_BASES,
     ensemble_arguments,
+    fgg_bases,
     grid_recipes,
     ingredient_runs,
     init_for,
     merged_models,
+    optimizer_input,
     pool_inputs,
     pool_runs,
     settings_for,
     soup_arguments,
+    soup_inputs,
     soup_settings,
+    train_arguments,
     value_token,
 )
 from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_GROUP_BY, RULES, BatchNormSample
@@ -109,17 +115,55 @@ def test_swa_run_continues_its_base_with_its_own_schedule():
     assert pool_runs(config, "IDRID", "swa") == [Run("IDRID", "swa-base", 0)]
 
 
-def test_fgg_runs_start_from_every_grid_run():
+def test_fgg_runs_start_from_the_best_checkpoint_of_one_grid_run_per_learning_rate():
     config = make_config()
     settings = settings_for(config, "fgg-grid-auglight-lr25e-4", 0)
     assert settings["schedule"] == "triangular"
     assert (settings["lr"], settings["min_lr"], settings["cycle_steps"]) == (1e-5, 1e-8, 4)
     assert settings["augmentation"] == "light"  # inherited from the base grid point
     assert init_for("IDRID", "fgg-grid-auglight-lr25e-4", 0) == (
-        "results/models/IDRID/grid-auglight-lr25e-4/seed0/last.safetensors"
+        "results/models/IDRID/grid-auglight-lr25e-4/seed0/best.safetensors"
     )
+    assert optimizer_input("IDRID", "fgg-grid-auglight-lr25e-4", 0) == [
+        "results/models/IDRID/grid-auglight-lr25e-4/seed0/optimizer"
+    ]
+    # per_lr (default): each rate's grid point with the other settings' first listed values
     runs = pool_runs(config, "IDRID", "fgg")
-    assert [run.recipe for run in runs] == [f"fgg-{name}" for name in grid_recipes(config)]
+    assert [run.recipe for run in runs] == ["fgg-grid-auglight-lr1e-3", "fgg-grid-auglight-lr25e-4"]
+    config["merging"]["fgg"]["base_point"] = {"augmentation": "medium"}
+    assert [run.recipe for run in fgg_bases(config, "IDRID")] == [
+        "grid-augmedium-lr1e-3",
+        "grid-augmedium-lr25e-4",
+    ]
+    config["merging"]["grid"]["seeds"] = [3, 4]
+    assert {run.seed for run in fgg_bases(config, "IDRID")} == {3}  # one base per rate
+    config["merging"]["fgg"]["bases"] = "every"
+    runs = pool_runs(config, "IDRID", "fgg")
+    assert [(run.recipe, run.seed) for run in runs] == [
+        (f"fgg-{name}", seed) for name in grid_recipes(config) for seed in (3, 4)
+    ]
+    config["merging"]["fgg"].update(bases="per_lr", base_point={"augmentation": "heavy"})
+    with pytest.raises(ValueError, match="base_point: augmentation='heavy'"):
+        fgg_bases(config, "IDRID")
+
+
+def test_only_fgg_bases_keep_their_optimiser_state_and_fgg_runs_load_it():
+    config = make_config()
+    base = "results/models/IDRID/grid-auglight-lr1e-3/seed0"
+    assert train_arguments(config, "IDRID", "grid-auglight-lr1e-3", 0) == "--keep-optimizer"
+    assert train_arguments(config, "IDRID", "grid-augmedium-lr1e-3", 0) == ""
+    assert train_arguments(config, "IDRID", "base", 0) == ""
+    assert train_arguments(config, "IDRID", "fgg-grid-auglight-lr1e-3", 0) == (
+        f"--init-optimizer {base}/optimizer/best.safetensors"
+    )
+    arguments = ["train", "-o", "run", "--model", "{}", "--settings", "{}", "--cache", "c"]
+    for recipe, keep, start in (
+        ("grid-auglight-lr1e-3", True, None),
+        ("fgg-grid-auglight-lr1e-3", False, Path(f"{base}/optimizer/best.safetensors")),
+    ):
+        options = train_arguments(config, "IDRID", recipe, 0).split()
+        args = build_parser().parse_args([*arguments, *options])
+        assert (args.keep_optimizer, args.init_optimizer) == (keep, start)
 
 
 def test_continuation_of_an_unknown_base_or_section_is_refused():
@@ -141,26 +185,70 @@ def test_named_recipe_may_not_look_generated():
 def test_ingredient_runs_cover_grid_fgg_and_swa():
     runs = ingredient_runs(make_config())
     recipes = [run.recipe for run in runs]
-    assert len(runs) == 4 + 4 + 1
+    assert len(runs) == 4 + 2 + 1
     assert recipes.count("swa-base") == 1
-    assert sum(recipe.startswith("fgg-grid-") for recipe in recipes) == 4
+    assert sum(recipe.startswith("fgg-grid-") for recipe in recipes) == 2
+
+
+HPO = {"recipes": ["base"], "combinations": ["IDRID"], "n_trials": 2}
 
 
 def test_pool_inputs_name_checkpoints_snapshot_folders_and_the_hpo_list():
     config = make_config(checkpoint="best")
     with pytest.raises(ValueError, match="pool 'hpo' for IDRID: no Optuna study"):
         pool_inputs(config, "IDRID", ["hpo"])
-    config["hpo"] = {"recipes": ["base"], "n_trials": 2}
+    config["hpo"] = HPO
     inputs = pool_inputs(config, "IDRID", ["grid", "fgg", "hpo", "base"])
     assert inputs[0] == "results/models/IDRID/grid-auglight-lr1e-3/seed0/best.safetensors"
     assert "results/models/IDRID/fgg-grid-auglight-lr1e-3/seed0/snapshots" in inputs
-    assert "results/hpo/IDRID/base/ingredients.json" in inputs  # what the hpo export writes
+    assert "results/hpo/IDRID/base/ingredients.json" in inputs  # the export's: a study a recipe
     assert inputs[-2:] == [
         "results/models/IDRID/base/seed0/best.safetensors",
         "results/models/IDRID/base/seed1/best.safetensors",
     ]
     with pytest.raises(ValueError, match="unknown ingredient pool 'nope'"):
         pool_inputs(config, "IDRID", ["nope"])
+
+
+def test_fgg_pool_holds_the_snapshots_and_the_model_they_started_from():
+    """FissionFusion's six models per learning rate: the base and its snapshots."""
+    inputs = pool_inputs(make_config(), "IDRID", ["fgg"])
+    run = "results/models/IDRID/fgg-grid-auglight-lr1e-3/seed0"
+    assert inputs[:2] == [
+        f"{run}/snapshots",
+        "results/models/IDRID/grid-auglight-lr1e-3/seed0/best.safetensors",
+    ]
+    assert len(inputs) == 4
+
+
+def _planned_outputs(config: dict) -> set[str]:
+    """What the plan's jobs write: each run's declared outputs (rule train), the shared
+    initialisations and each study's export (rule hpo_export)."""
+    outputs = set(hpo.export_outputs(config))
+    for run in [*study.runs(config), *ingredient_runs(config)]:
+        outputs.add(paths.init(run.combo))
+        for output in ("best.safetensors", "last.safetensors", "snapshots", "optimizer"):
+            outputs.add(f"{run.directory}/{output}")
+    return outputs
+
+
+def test_every_soup_and_continuation_input_is_a_planned_output():
+    """Dry-run level: a soup of every pool (hpo included) and every ingredient run asks only
+    for files some planned job writes, so Snakemake can plan them."""
+    config = make_config(combinations=["IDRID"])
+    config["hpo"] = HPO
+    config["merging"]["soups"]["everything"] = {
+        "rule": "greedy",
+        "ingredients": ["grid", "fgg", "swa", "hpo", "base"],
+    }
+    planned = _planned_outputs(config)
+    for soup in config["merging"]["soups"]:
+        assert set(soup_inputs(config, "IDRID", soup)) <= planned, soup
+    assert len(soup_inputs(config, "IDRID", "everything")) == 4 + 2 * 2 + 1 + 1 + 2
+    for run in ingredient_runs(config):
+        needed = [init_for(run.combo, run.recipe, run.seed)]
+        needed += optimizer_input(run.combo, run.recipe, run.seed)
+        assert set(needed) <= planned, run
 
 
 def test_soup_defaults_depend_on_the_rule():
@@ -202,6 +290,11 @@ def test_merged_targets_list_soups_and_ensembles_per_combination():
 def test_schema_accepts_the_config_and_rejects_misspelt_keys():
     schema = yaml.safe_load(SCHEMA.read_text())
     jsonschema.validate(make_config()["merging"], schema)
+    fgg = {**make_config()["merging"]["fgg"], "bases": "every", "base_point": {"augmentation": "x"}}
+    jsonschema.validate({"fgg": fgg}, schema)
+    with pytest.raises(jsonschema.ValidationError, match="'some' is not one of"):
+        jsonschema.validate({"fgg": {**fgg, "bases": "some"}}, schema)
+    assert schema["properties"]["fgg"]["properties"]["bases"]["enum"] == list(FGG_BASES)
     with pytest.raises(jsonschema.ValidationError, match="top_k"):
         jsonschema.validate({"ensembles": {"a": {"top_k": 2}}}, schema)
     with pytest.raises(jsonschema.ValidationError):

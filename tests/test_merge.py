@@ -203,7 +203,7 @@ def one_hot_ingredients(tmp_path: Path, groups: Mapping[str, float]) -> list[Pat
             tmp_path,
             name,
             {"code": torch.eye(len(names))[i], "bn.running_mean": torch.full((1,), float(i))},
-            hyperparameters={"learning_rate": groups[name]},
+            hyperparameters={"lr": groups[name]},  # as every run records it
             wall_seconds=10.0,
         )
         for i, name in enumerate(names)
@@ -289,13 +289,13 @@ def test_greedy_rejects_an_equal_score(tmp_path: Path) -> None:
         (
             "GoU",
             {"a1": 0.0, "a2": 0.0, "b1": 0.5, "b2": 0.5},
-            [("learning_rate=0.01", 0.7, True), ("learning_rate=0.1", 0.66, False)],
+            [("lr=0.01", 0.7, True), ("lr=0.1", 0.66, False)],
         ),
         # local greedy a={a1,a2} .65, b={b1} .7; global from b: adding a gives .69 -> dropped
         (
             "GoG",
             {"a1": 0.0, "a2": 0.0, "b1": 1.0, "b2": 0.0},
-            [("learning_rate=0.01", 0.7, True), ("learning_rate=0.1", 0.69, False)],
+            [("lr=0.01", 0.7, True), ("lr=0.1", 0.69, False)],
         ),
     ],
 )
@@ -321,10 +321,10 @@ def test_hierarchical_greedy_local_trace(tmp_path: Path) -> None:
         (step.stage, Path(step.candidate).stem, step.score, step.accepted)
         for step in result.selection_trace
     ] == [
-        ("local learning_rate=0.1", "a2", 0.6, True),
-        ("local learning_rate=0.1", "a1", 0.65, True),
-        ("local learning_rate=0.01", "b1", 0.7, True),
-        ("local learning_rate=0.01", "b2", 0.7, False),
+        ("local lr=0.1", "a2", 0.6, True),
+        ("local lr=0.1", "a1", 0.65, True),
+        ("local lr=0.01", "b1", 0.7, True),
+        ("local lr=0.01", "b2", 0.7, False),
     ]
 
 
@@ -333,7 +333,7 @@ def test_group_key_is_configurable_and_checked(tmp_path: Path) -> None:
     merger = Merger(paths, scorer=TableScorer(list(GROUPS), TABLE))
 
     def letter(metadata: dict[str, Any]) -> str:
-        return "low" if metadata["hyperparameters"]["learning_rate"] < 0.05 else "high"
+        return "low" if metadata["hyperparameters"]["lr"] < 0.05 else "high"
 
     assert list(groups(merger.metadata, letter)) == ["letter=high", "letter=low"]
     with pytest.raises(ValueError, match="a1.safetensors: hyperparameters have no 'batch_size'"):
@@ -389,7 +389,7 @@ def test_merged_checkpoint_carries_its_lineage(tmp_path: Path) -> None:
     assert sum(metadata["weights"].values()) == pytest.approx(1.0)
     assert metadata["selection_trace"][0] == {
         "stage": "global",
-        "candidate": "learning_rate=0.01",
+        "candidate": "lr=0.01",
         "score": 0.7,
         "accepted": True,
     }

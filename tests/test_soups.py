@@ -23,8 +23,9 @@ from lesionsoup.inference.predictor import IncompatibleModels, load_predictor, r
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.candidates import base_group_key, expand_ingredients, training_seconds
 from lesionsoup.merging.ensembles import ensemble_stage
+from lesionsoup.merging.soups import merge
 from lesionsoup.merging.stage import merge_stage
-from lesionsoup.plan.ingredients import grid_recipes, init_for, settings_for
+from lesionsoup.plan.ingredients import grid_recipes, init_for, settings_for, train_arguments
 from lesionsoup.plan.merge_rules import BN_POLICIES, RULES
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.trainer import publish_init, train_run
@@ -92,14 +93,32 @@ class Study:
         return f"results/models/AAA+BBB/{recipe}/seed0"
 
     def train(self, recipe: str) -> None:
+        """A run as rule ``train`` makes it: its settings, start and optimiser-state options."""
         settings = TrainSettings.from_dict(settings_for(CONFIG, recipe, 0))
-        self.train_dir(self.run(recipe), settings, self.path(init_for("AAA+BBB", recipe, 0)))
+        options = train_arguments(CONFIG, "AAA+BBB", recipe, 0).split()
+        args = build_parser().parse_args(
+            ["train", "-o", "run", "--model", "{}", "--settings", "{}", "--cache", "c", *options]
+        )
+        self.train_dir(
+            self.run(recipe),
+            settings,
+            self.path(init_for("AAA+BBB", recipe, 0)),
+            keep_optimizer=args.keep_optimizer,
+            init_optimizer=args.init_optimizer and self.path(str(args.init_optimizer)),
+        )
 
-    def train_dir(self, run: str, settings: TrainSettings, init: Path | None) -> None:
+    def train_dir(self, run: str, settings: TrainSettings, init: Path | None, **kwargs) -> None:
         # train_run saves snapshots into a folder it does not create (reported to the lead)
         (self.path(run) / ".work" / "snapshots").mkdir(parents=True, exist_ok=True)
         train_run(
-            self.path(run), self.caches, SPEC, settings, init=init, workers=0, progress_bar=False
+            self.path(run),
+            self.caches,
+            SPEC,
+            settings,
+            init=init,
+            workers=0,
+            progress_bar=False,
+            **kwargs,
         )
 
     def cache_arguments(self) -> list[str]:
@@ -176,6 +195,17 @@ def test_fgg_snapshots_group_by_their_base_learning_rate(study, tmp_path):
     for base, snapshots in zip(study.grid, study.fgg, strict=True):
         group = [str(base), *map(str, snapshots.glob("*.safetensors"))]
         assert sum(result["weights"][path] for path in group) == pytest.approx(0.5)
+
+
+def test_hierarchical_merge_groups_by_the_base_runs_learning_rate_by_default(study):
+    """``merge``'s default group key is the base run's ``lr``, which every sidecar records."""
+    paths = expand_ingredients([*study.grid, *study.fgg])
+    result = merge(paths, "UoU")
+    for base, snapshots in zip(study.grid, study.fgg, strict=True):
+        group = [str(base), *map(str, sorted(snapshots.glob("*.safetensors")))]
+        assert len(group) == 3
+        assert [result.weights[path] for path in group] == pytest.approx([1 / 6] * 3)
+    assert load_metadata(paths[2])["parent"] == str(study.grid[0].with_name("best.safetensors"))
 
 
 def test_swa_averages_snapshots_and_recomputes_batchnorm(study, tmp_path):

@@ -131,16 +131,21 @@ def test_unknown_setting_is_named():
         TrainSettings.from_dict({"learning_rate": 0.1})
 
 
-def test_triangular_run_snapshots_at_every_learning_rate_minimum(tmp_path, caches, init):
+def test_triangular_run_snapshots_before_every_learning_rate_minimum(tmp_path, caches, init):
     settings = TrainSettings(
         **{**SETTINGS.as_dict(), "schedule": "triangular", "cycle_steps": 4, "min_lr": 1e-6}
     )
     train_run(tmp_path / "fgg", caches, SPEC, settings, init=init, workers=0, progress_bar=False)
     snapshots = sorted(p.name for p in (tmp_path / "fgg" / "snapshots").glob("*.safetensors"))
-    # minima at updates 2 and 6 (0-based): snapshots after 3 and 7 completed steps
-    assert snapshots == ["step0000003.safetensors", "step0000007.safetensors"]
+    # a quarter cycle in, descents end at updates 0 and 4 (0-based): snapshots after 1 and 5
+    # completed steps, the minimum coming with the next update
+    assert snapshots == ["step0000001.safetensors", "step0000005.safetensors"]
     meta = load_metadata(tmp_path / "fgg" / "snapshots" / snapshots[0])
-    assert meta["step"] == 3 and meta["snapshot"] is True
+    assert meta["step"] == 1 and meta["snapshot"] is True
+    rates = [
+        float(row.split(",")[2]) for row in (tmp_path / "fgg" / "log.csv").read_text().split()[1:]
+    ]
+    assert rates[1] == rates[5] == pytest.approx(1e-6)
     assert meta["init_id"] == load_metadata(init)["init_id"]
 
 

@@ -32,12 +32,16 @@ rule train:
             wildcards.combo, wildcards.recipe, int(wildcards.seed)
         ),
         hpo=hpo_tuned_input,
+        optimizer=lambda wildcards: ingredients.optimizer_input(
+            wildcards.combo, wildcards.recipe, int(wildcards.seed)
+        ),
     output:
         best=f"{paths.RUN}/best.safetensors",
         best_metadata=f"{paths.RUN}/best.json",
         last=f"{paths.RUN}/last.safetensors",
         last_metadata=f"{paths.RUN}/last.json",
         snapshots=directory(f"{paths.RUN}/snapshots"),
+        optimizer=directory(paths.RUN_OPTIMIZER),
         steps=f"{paths.RUN}/log.csv",
         validation=f"{paths.RUN}/validation.csv",
         curves=report(
@@ -61,7 +65,10 @@ rule train:
         settings=train_settings,
         caches=cache_arguments,
         run=subpath(output.best, parent=True),
+        optimizer=lambda wildcards: ingredients.train_arguments(
+            config, wildcards.combo, wildcards.recipe, int(wildcards.seed)
+        ),
     shell:
-        "lesionsoup train -o {params.run} --init {input.init} {params.caches}"
+        "lesionsoup train -o {params.run} --init {input.init} {params.optimizer} {params.caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
         " > {log} 2>&1"

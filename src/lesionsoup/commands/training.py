@@ -29,6 +29,8 @@ def _train(args: argparse.Namespace) -> None:
         threads=args.threads,
         workers=args.workers,
         device=args.device,
+        keep_optimizer=args.keep_optimizer,
+        init_optimizer=args.init_optimizer,
     )
     log.info("finished at step %d: validation %s", metadata["step"], metadata["validation"])
 
@@ -76,6 +78,17 @@ def _add_train(commands: Subcommands) -> None:
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="run folder")
     parser.add_argument("--init", type=Path, default=None, help="shared initialisation")
+    parser.add_argument(
+        "--keep-optimizer",
+        action="store_true",
+        help="also publish the optimiser state of best in optimizer/ (an FGG base run)",
+    )
+    parser.add_argument(
+        "--init-optimizer",
+        type=Path,
+        default=None,
+        help="start the optimiser from this published state (an FGG run: its base's)",
+    )
     _add_training_arguments(parser)
     parser.set_defaults(handler=_train)
 

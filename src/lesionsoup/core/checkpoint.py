@@ -35,7 +35,7 @@ class CheckpointMetadata(TypedDict, total=False):
     """The documented sidecar keys; a sidecar may hold more."""
 
     architecture: dict[str, Any]  # arch, encoder, classes, activation, ...: what builds the model
-    hyperparameters: dict[str, Any]  # e.g. learning_rate, batch_size, schedule
+    hyperparameters: dict[str, Any]  # the TrainSettings: lr, batch_size, schedule, ...
     parent: str  # id or path of the shared initialisation this model started from
     init_id: str  # stable identifier of that initialisation (``state_digest`` of it)
     step: int  # optimiser steps taken

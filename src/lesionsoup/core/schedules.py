@@ -11,9 +11,11 @@ function of the step, a schedule needs no state of its own to resume exactly.
   either constant at ``lr`` or, with ``cyclic``, a saw-tooth falling linearly
   from ``start_lr`` to ``lr`` in each cycle. Snapshots at each cycle end.
 - ``triangular`` (fast geometric generation, Garipov et al. 2018, as
-  FissionFusion uses it): each cycle of ``cycle_steps`` falls linearly from
-  ``lr`` to ``min_lr`` at its middle and rises back; a snapshot is taken at
-  every minimum.
+  FissionFusion's ``fgg.py`` runs it): each cycle of ``cycle_steps`` falls
+  linearly from ``lr`` to ``min_lr`` at its middle and rises back to ``lr``;
+  the run starts a quarter cycle in, halfway down the first descent, and a
+  snapshot is taken after the last update of every descent. See
+  ``Schedule.lr_at`` for how this maps onto the reference's epochs.
 """
 
 from __future__ import annotations
@@ -43,14 +45,26 @@ class Schedule:
             raise ValueError("a schedule needs steps > 0 and lr > 0")
         if self.kind in ("swa", "triangular") and self.cycle_steps <= 0:
             raise ValueError(f"the {self.kind} schedule needs cycle_steps > 0")
-        if self.kind == "triangular" and self.cycle_steps % 2:
-            raise ValueError(
-                "the triangular schedule needs an even cycle_steps (minimum mid-cycle)"
-            )
+        if self.kind == "triangular" and self.cycle_steps < 2:
+            raise ValueError("the triangular schedule needs cycle_steps >= 2 (down, then up)")
+
+    def _quarter_position(self, step: int) -> int:
+        """Where update ``step`` falls in its triangular cycle, in quarter steps (0 to 4C-1).
+
+        FissionFusion's ``cyclic_learning_rate`` gives iteration ``i`` of the
+        ``N`` in epoch ``e`` (epochs 1 to 17, ``CYCLE`` = 4) the position
+        ``t = ((e % 4) + i / N) / 4``: the cycle is 4 epochs and the run starts
+        one epoch, a quarter cycle, in. With ``cycle_steps`` C = 4N, update
+        ``s = (e - 1) N + i`` has ``t = ((s + C/4) mod C) / C``, exactly; any
+        other C keeps the quarter-cycle phase (the reference's cycle is whole
+        epochs, this one is steps). Kept in integers of quarter steps so that
+        the position is exact.
+        """
+        return (4 * step + self.cycle_steps) % (4 * self.cycle_steps)
 
     def lr_at(self, step: int) -> float:
         if self.kind == "triangular":
-            position = (step % self.cycle_steps) / self.cycle_steps
+            position = self._quarter_position(step) / (4 * self.cycle_steps)
             distance = abs(2 * position - 1)  # 1 at the cycle's ends, 0 in its middle
             return self.min_lr + (self.lr - self.min_lr) * distance
         if self.kind == "swa":
@@ -75,8 +89,15 @@ class Schedule:
     def snapshot_steps(self) -> list[int]:
         """Updates after which a snapshot is saved (0-based update indices)."""
         if self.kind == "triangular":
-            half = self.cycle_steps // 2
-            return list(range(half, self.steps, self.cycle_steps))
+            # the last update of each descent: the next one is at or past the cycle's middle.
+            # FissionFusion saves after epochs with (epoch % 4) + 1 == 2, i.e. 1, 5, 9, 13, 17:
+            # after update N - 1 + kC, whose position is just short of the minimum
+            middle = 2 * self.cycle_steps
+            return [
+                step
+                for step in range(self.steps)
+                if middle - 4 <= self._quarter_position(step) < middle
+            ]
         if self.kind == "swa":
             first = self.warmup_steps + self.cycle_steps - 1
             return list(range(first, self.steps, self.cycle_steps))

@@ -27,8 +27,9 @@ from lesionsoup.merging.batchnorm import (
     PolicyInputs,
     check_policy,
 )
+from lesionsoup.merging.candidates import base_group_key
 from lesionsoup.merging.selection import GroupKey, Selection, SelectionStep
-from lesionsoup.plan.merge_rules import BatchNormPolicy, merge_rule
+from lesionsoup.plan.merge_rules import DEFAULT_GROUP_BY, BatchNormPolicy, merge_rule
 
 #: Metadata a merged model inherits: what inference needs (every ingredient records it
 #: alike, so the merged model is as complete as they are), the shared initialisation, and
@@ -195,12 +196,15 @@ def merge(
     bn_policy: BatchNormPolicy | None = None,
     scorer: Scorer | None = None,
     recompute: BatchNormRecompute | None = None,
-    group_key: GroupKey = "learning_rate",
+    group_key: GroupKey | None = None,
 ) -> MergeResult:
     """Merge checkpoints by ``rule`` (a name of ``plan.merge_rules.RULES``), by default with
-    the rule's BatchNorm policy; hierarchical rules group the ingredients by ``group_key``."""
+    the rule's BatchNorm policy; hierarchical rules group the ingredients by ``group_key``
+    (default: the learning rate of each ingredient's base run, ``DEFAULT_GROUP_BY`` of the run
+    that left the shared initialisation, so FGG and SWA snapshots join their base's group)."""
     policy = bn_policy or merge_rule(rule).bn_policy
     merger = Merger(ingredients, bn_policy=policy, scorer=scorer, recompute=recompute)
     start = perf_counter()
-    chosen = RULE_FUNCTIONS[rule](merger, group_key)
+    key = base_group_key(DEFAULT_GROUP_BY) if group_key is None else group_key
+    chosen = RULE_FUNCTIONS[rule](merger, key)
     return merger.result(rule, chosen, perf_counter() - start)

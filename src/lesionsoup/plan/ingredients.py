@@ -8,13 +8,17 @@ name the config generates:
   numbers written without a dot: ``0.0025`` is ``25e-4``);
 - ``swa-<base>``: continues the base run of the same seed (a named or grid
   recipe) with the ``swa`` schedule, snapshotting at each cycle end;
-- ``fgg-<grid recipe>``: fast geometric generation from every grid run, with
-  the ``triangular`` schedule, snapshotting at every learning-rate minimum.
+- ``fgg-<grid recipe>``: fast geometric generation (FissionFusion's
+  ``fgg.py``) from the base's ``best`` checkpoint and the AdamW state saved
+  with it, with the ``triangular`` schedule, snapshotting before every
+  learning-rate minimum. By default one base per learning rate
+  (``merging.fgg.bases: per_lr``, see ``fgg_bases``), or every grid run.
 
 A continuation keeps its base's data, loss and optimiser settings but takes
-its whole schedule (steps, learning rates, cycles) from its own settings. It
-starts a fresh AdamW from the base's weights: FissionFusion keeps the
-optimiser state, which ``train_run`` does not carry over.
+its whole schedule (steps, learning rates, cycles) from its own settings. An
+SWA run starts a fresh AdamW from its base's ``last`` weights; an FGG run
+carries its base's AdamW moments over, as FissionFusion does, so each FGG
+base run publishes its optimiser state (``train_arguments``).
 
 Soups and ensembles draw their ingredients from pools: ``grid``, ``fgg``,
 ``swa``, ``hpo`` (the Optuna study's completed trials), or the name of a
@@ -47,6 +51,8 @@ GRID_PREFIX = "grid-"
 SWA_PREFIX = "swa-"
 FGG_PREFIX = "fgg-"
 POOLS = ("grid", "fgg", "swa", "hpo")
+#: Which grid runs FGG continues: one per learning rate (FissionFusion), or every one.
+FGG_BASES = ("per_lr", "every")
 #: Settings that make up a learning-rate schedule; a continuation never inherits them.
 SCHEDULE_FIELDS = (
     *("steps", "lr", "schedule", "warmup_steps", "min_lr", "start_lr", "cycle_steps", "cyclic"),
@@ -158,6 +164,10 @@ def settings_for(config: Mapping[str, Any], recipe: str, seed: int) -> dict[str,
     section = _merging(config).get(stage)
     if not section:
         raise ValueError(f"recipe {recipe!r} needs a merging.{stage} section in the config")
+    # FGG: FissionFusion's fgg.py trains on its bases' data with their (Heavy) augmentation,
+    # loss and weight decay, as inheriting them here does; its LR1/LR2 are fixed (1e-5, 1e-8)
+    # for every base, here merging.fgg.settings. Its runs have no gradient clipping or
+    # validation-driven stop; a continuation here keeps its base's grad_clip and never stops early.
     inherited = {
         key: value
         for key, value in _base_settings(config, base, seed).items()
@@ -173,12 +183,41 @@ def settings_for(config: Mapping[str, Any], recipe: str, seed: int) -> dict[str,
     return TrainSettings.from_dict(settings).as_dict()
 
 
+#: The checkpoint of its base a continuation starts from: SWA continues where the base ended,
+#: FGG from the base's best checkpoint (FissionFusion loads ``best_checkpoint.pth``).
+_START = {"swa": "last", "fgg": "best"}
+
+
 def init_for(combo: str, recipe: str, seed: int) -> str:
-    """The checkpoint a run starts from: its base run's last one, or the shared initialisation."""
+    """The checkpoint a run starts from: a checkpoint of its base run, or the shared
+    initialisation."""
     continued = _continuation(recipe)
     if continued is None:
         return paths.init(combo)
-    return f"{paths.run(combo, continued[1], seed)}/last.safetensors"
+    stage, base = continued
+    return f"{paths.run(combo, base, seed)}/{_START[stage]}.safetensors"
+
+
+def optimizer_input(combo: str, recipe: str, seed: int) -> list[str]:
+    """The optimiser-state folder an FGG run starts from (its base's); none for other runs."""
+    continued = _continuation(recipe)
+    if continued is None or continued[0] != "fgg":
+        return []
+    return [paths.RUN_OPTIMIZER.format(combo=combo, recipe=continued[1], seed=seed)]
+
+
+def train_arguments(config: Mapping[str, Any], combo: str, recipe: str, seed: int) -> str:
+    """The ``lesionsoup train`` options of a run's optimiser state: an FGG run loads its base's,
+    a run that an FGG run continues keeps its own (only those: the state is twice the size of
+    the weights)."""
+    started_from = optimizer_input(combo, recipe, seed)
+    if started_from:
+        return f"--init-optimizer {started_from[0]}/{paths.OPTIMIZER_FILE}"
+    if combo in merging_combinations(config) and Run(combo, recipe, seed) in fgg_bases(
+        config, combo
+    ):
+        return "--keep-optimizer"
+    return ""
 
 
 def merging_combinations(config: Mapping[str, Any]) -> list[str]:
@@ -193,6 +232,49 @@ def _runs(combo: str, recipes: list[str], seeds: list[int]) -> list[Run]:
     return [Run(combo, recipe, seed) for recipe in recipes for seed in seeds]
 
 
+def _per_lr_bases(config: Mapping[str, Any]) -> list[str]:
+    """The grid recipe of each learning rate that FGG continues: the grid point whose other
+    settings take ``merging.fgg.base_point``'s values (default: each one's first listed value).
+    """
+    merging = _merging(config)
+    values = merging["grid"]["values"]
+    chosen = {key: listed[0] for key, listed in values.items() if key != "lr"}
+    for key, value in (merging["fgg"].get("base_point") or {}).items():
+        if key == "lr" or value not in values.get(key, []):
+            raise ValueError(
+                f"merging.fgg.base_point: {key}={value!r} is not a grid value of a setting "
+                f"other than lr; the grid has {dict(values)}"
+            )
+        chosen[key] = value
+    return [
+        name
+        for name, point in _grid_points(config).items()
+        if all(point[key] == value for key, value in chosen.items())
+    ]
+
+
+def fgg_bases(config: Mapping[str, Any], combo: str) -> list[Run]:
+    """The grid runs FGG continues (none without a ``merging.fgg`` section).
+
+    ``bases: per_lr`` (the default) continues one run per learning rate of the
+    grid, as FissionFusion: its ``fgg.py`` groups the Heavy-augmentation runs by
+    ``LEARNING_RATE`` and continues ``random.sample(group, 1)``, and its
+    protocol trains one such run per rate (seed 1, Heavy augmentation), so the
+    sample is that run. Here the base is named by the config instead of drawn
+    (``base_point``, and the grid's first seed), so the plan is fixed before
+    anything trains. ``bases: every`` continues every grid run and seed.
+    """
+    merging = _merging(config)
+    if "fgg" not in merging:
+        return []
+    bases = merging["fgg"].get("bases", "per_lr")
+    if bases not in FGG_BASES:
+        raise ValueError(f"merging.fgg.bases: {bases!r} is not one of {list(FGG_BASES)}")
+    if bases == "every" or not merging.get("grid"):
+        return pool_runs(config, combo, "grid")
+    return _runs(combo, _per_lr_bases(config), merging["grid"].get("seeds", [0])[:1])
+
+
 def pool_runs(config: Mapping[str, Any], combo: str, pool: str) -> list[Run]:
     """The training runs of a pool (every pool but ``hpo``); none when its section is absent."""
     merging = _merging(config)
@@ -200,8 +282,9 @@ def pool_runs(config: Mapping[str, Any], combo: str, pool: str) -> list[Run]:
     if pool == "grid":
         return _runs(combo, grid_recipes(config), grid_seeds)
     if pool == "fgg":
-        bases = pool_runs(config, combo, "grid") if "fgg" in merging else []
-        return [Run(combo, FGG_PREFIX + base.recipe, base.seed) for base in bases]
+        return [
+            Run(combo, FGG_PREFIX + base.recipe, base.seed) for base in fgg_bases(config, combo)
+        ]
     if pool == "swa":
         swa = merging.get("swa")
         return _runs(combo, [SWA_PREFIX + swa["base"]], swa.get("seeds", [0])) if swa else []
@@ -241,6 +324,12 @@ def _hpo_lists(config: Mapping[str, Any], combo: str) -> list[str]:
     return lists
 
 
+def _fgg_models(run: Run) -> list[str]:
+    """An FGG run's models: its snapshots and the ``best`` checkpoint it started from
+    (FissionFusion's six models per learning rate: the base and five snapshots)."""
+    return [f"{run.directory}/snapshots", init_for(run.combo, run.recipe, run.seed)]
+
+
 def pool_inputs(config: Mapping[str, Any], combo: str, pools: list[str]) -> list[str]:
     """The files (checkpoints, snapshot folders, ingredient lists) that hold the pools' models."""
     checkpoint = _merging(config).get("checkpoint", "last")
@@ -248,7 +337,9 @@ def pool_inputs(config: Mapping[str, Any], combo: str, pools: list[str]) -> list
     for pool in pools:
         if pool == "hpo":
             inputs += _hpo_lists(config, combo)
-        elif pool in ("fgg", "swa"):
+        elif pool == "fgg":
+            inputs += [path for run in pool_runs(config, combo, pool) for path in _fgg_models(run)]
+        elif pool == "swa":
             inputs += [f"{run.directory}/snapshots" for run in pool_runs(config, combo, pool)]
         else:
             runs = pool_runs(config, combo, pool)

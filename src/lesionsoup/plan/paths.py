@@ -21,6 +21,10 @@ MODELS = f"{RESULTS}/models/{{combo}}"
 INIT = f"{MODELS}/init.safetensors"
 INIT_METADATA = f"{MODELS}/init.json"
 RUN = f"{MODELS}/{{recipe}}/seed{{seed}}"
+# a run's AdamW state at its best checkpoint: kept only for the base runs of FGG continuations
+OPTIMIZER_FOLDER = "optimizer"
+RUN_OPTIMIZER = f"{RUN}/{OPTIMIZER_FOLDER}"
+OPTIMIZER_FILE = "best.safetensors"  # in the optimizer folder
 
 # hyperparameter search: one study per (combination, recipe), its trial jobs and its export
 HPO_STUDY = f"{RESULTS}/hpo/{{combo}}/{{recipe}}"

@@ -5,6 +5,10 @@ scalars as JSON in its header. It is written under a temporary name and
 published by one rename, so a kill at any instant leaves the previous state
 or the new one, never weights of one step with the progress of another. No
 pickle: the optimiser state is flattened into named tensors.
+
+An optimiser state alone (``save_optimizer``, ``load_optimizer``) is stored
+the same way: what a base run publishes beside its ``best`` checkpoint so
+that an FGG continuation carries its AdamW moments over.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ STATE_FILE = "state.safetensors"
 _MODEL = "model."
 _OPTIM = "optim."
 _HEADER = "lesionsoup-state"
+_OPTIMIZER_HEADER = "lesionsoup-optimizer"
 
 
 class CorruptState(ValueError):
@@ -113,3 +118,45 @@ def load_state(
     except (RuntimeError, ValueError, KeyError) as error:
         raise CorruptState(f"{path}: does not fit the model being trained ({error})") from error
     return header["progress"]
+
+
+def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Write an optimiser's state (moments, step counts, groups) to ``path`` atomically."""
+    tensors, meta = _flatten_optimizer(optimizer.state_dict())
+    with atomic_path(Path(path)) as tmp:
+        save_file(tensors, tmp, metadata={_OPTIMIZER_HEADER: json.dumps(meta)})
+
+
+def _check_fits(
+    path: Path, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
+) -> None:
+    """Every saved per-parameter tensor has its parameter's shape (torch checks counts only)."""
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, value in tensors.items():
+        index = int(key[len(_OPTIM) :].split(".", 1)[0])
+        if index >= len(parameters):
+            raise ValueError(f"{path}: optimiser state for parameter {index} of {len(parameters)}")
+        if value.dim() and value.shape != parameters[index].shape:
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(value.shape)}, its parameter "
+                f"{tuple(parameters[index].shape)}: the state of another model"
+            )
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Restore an optimiser's state written by ``save_optimizer``, in place.
+
+    Raises ``ValueError`` naming the file when it cannot be read or belongs to other parameters.
+    """
+    path = Path(path)
+    try:
+        with safe_open(path, framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})[_OPTIMIZER_HEADER])
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable optimiser state ({error})") from error
+    _check_fits(path, tensors, optimizer)
+    try:
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta))
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ValueError(f"{path}: does not fit the optimiser ({error})") from error

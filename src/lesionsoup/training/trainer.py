@@ -6,7 +6,10 @@ the declared outputs (``last``, ``best``, ``snapshots/``, ``log.csv``,
 ``validation.csv``, ``curves.png``) are published only when the run is
 complete, so a workflow engine that deletes the outputs of a killed job never
 deletes what the next attempt resumes from. Once they are published,
-``.work`` is deleted: ``results/`` holds each checkpoint once.
+``.work`` is deleted: ``results/`` holds each checkpoint once. A run asked to
+keep its optimiser state (the base of an FGG continuation) also publishes the
+AdamW state saved with its ``best`` checkpoint, in ``optimizer/``; a run
+started with ``init_optimizer`` (the FGG continuation) loads it.
 
 ``.work`` and every published checkpoint carry the run's fingerprint (model,
 settings, initialisation, input caches): a run whose inputs changed discards
@@ -57,9 +60,17 @@ from lesionsoup.core.schedules import Schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.inference.infer import autocast_for
+from lesionsoup.plan.paths import OPTIMIZER_FILE, OPTIMIZER_FOLDER
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
-from lesionsoup.training.resume import CorruptState, Progress, load_state, save_state
+from lesionsoup.training.resume import (
+    CorruptState,
+    Progress,
+    load_optimizer,
+    load_state,
+    save_optimizer,
+    save_state,
+)
 from lesionsoup.training.sampling import PatchDataset, PatchSampler, ValidationImages
 from lesionsoup.training.validation import validate
 
@@ -84,6 +95,16 @@ class RunPaths:
     @property
     def best(self) -> Path:
         return self.root / "best.safetensors"
+
+    @property
+    def optimizer(self) -> Path:
+        """The published optimiser state of ``best`` (only runs asked to keep it)."""
+        return self.root / OPTIMIZER_FOLDER / OPTIMIZER_FILE
+
+    @property
+    def work_optimizer(self) -> Path:
+        """The optimiser state saved with the best-so-far checkpoint in ``.work``."""
+        return self.work / "best.optimizer.safetensors"
 
 
 def _common_size(caches: Mapping[str, Cache]) -> int:
@@ -124,9 +145,14 @@ def run_fingerprint(
 
 
 def _fresh_model(
-    spec: ModelSpec, settings: TrainSettings, init: Path | None, target: torch.device
+    spec: ModelSpec,
+    settings: TrainSettings,
+    init: Path | None,
+    target: torch.device,
+    init_optimizer: Path | None = None,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """The model to train (from the shared initialisation when given) and its optimiser.
+    """The model to train (from the shared initialisation when given) and its optimiser
+    (with the state in ``init_optimizer`` when given: an FGG run's base's AdamW moments).
 
     Seeded here, so that a run restarted after a damaged state draws the
     random initialisation a fresh run draws.
@@ -146,6 +172,12 @@ def _fresh_model(
         lr=settings.lr,
         weight_decay=settings.weight_decay,
     )
+    if init_optimizer is not None:
+        # FissionFusion's fgg.py builds AdamW(lr=LR1, weight_decay=WD), then loads the base's
+        # optimizer state, groups included: its betas, eps and weight decay are the base's
+        # (a continuation inherits the base's weight_decay, so the two agree) and every step
+        # then sets the rate from the schedule, as Trainer.step does.
+        load_optimizer(init_optimizer, optimizer)
     return model, optimizer
 
 
@@ -156,17 +188,18 @@ def _resumed_model(
     init: Path | None,
     target: torch.device,
     current: Fingerprint,
+    init_optimizer: Path | None = None,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Progress]:
     """The model, optimiser and progress to continue from: the saved state when it is readable,
     else (a torn or damaged state) a fresh start in an emptied work folder."""
-    model, optimizer = _fresh_model(spec, settings, init, target)
+    model, optimizer = _fresh_model(spec, settings, init, target, init_optimizer)
     try:
         progress = load_state(paths.work, model, optimizer)
     except CorruptState as error:
         log.warning("%s; starting the run afresh", error)
         shutil.rmtree(paths.work)
         open_state_folder(paths.work, current)
-        model, optimizer = _fresh_model(spec, settings, init, target)
+        model, optimizer = _fresh_model(spec, settings, init, target, init_optimizer)
         progress = None
     if progress is None:
         return model, optimizer, Progress()
@@ -174,13 +207,19 @@ def _resumed_model(
     return model, optimizer, progress
 
 
-def _finished(paths: RunPaths, current: Fingerprint) -> dict[str, Any] | None:
-    """The ``last`` metadata of a run already finished from the same inputs, else None."""
+def _finished(paths: RunPaths, current: Fingerprint, keep_optimizer: bool) -> dict[str, Any] | None:
+    """The ``last`` metadata of a run already finished from the same inputs (and with its
+    optimiser state when asked to keep it), else None."""
     if not paths.last.exists():
         return None
     finished = load_metadata(paths.last)
     if finished.get("fingerprint") != digest(current):
         log.warning("%s: published outputs are stale (inputs changed); retraining", paths.root)
+        return None
+    if keep_optimizer and not paths.optimizer.exists():
+        log.warning(
+            "%s: finished without its optimiser state, now asked for; retraining", paths.root
+        )
         return None
     log.info("%s: already finished at step %s", paths.root, finished.get("step"))
     return finished
@@ -222,17 +261,20 @@ def train_run(
     progress_bar: bool = True,
     extra_metadata: Mapping[str, Any] | None = None,
     on_validation: Callable[[int, dict[str, Any]], None] | None = None,
+    keep_optimizer: bool = False,
+    init_optimizer: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one run; returns the ``last`` metadata.
 
     ``on_validation(step, scores)`` is called after each validation (e.g. to
     report to an Optuna trial); an exception it raises stops the run after its
-    state is saved.
+    state is saved. ``keep_optimizer`` publishes the optimiser state of ``best``;
+    ``init_optimizer`` starts the optimiser from a published one.
     """
     paths = RunPaths(run_dir)
     lineage = _lineage(spec, init)
     current = run_fingerprint(spec, settings, lineage, caches)
-    finished = _finished(paths, current)
+    finished = _finished(paths, current, keep_optimizer)
     if finished is not None:
         shutil.rmtree(paths.work, ignore_errors=True)  # a publish killed before its clean-up
         return finished
@@ -240,7 +282,9 @@ def train_run(
     target = pick_device(device)
     workers = max(0, threads - 1) if workers is None else workers
     torch.set_num_threads(max(1, threads - workers) if target.type == "cpu" else threads)
-    model, optimizer, progress = _resumed_model(paths, spec, settings, init, target, current)
+    model, optimizer, progress = _resumed_model(
+        paths, spec, settings, init, target, current, init_optimizer
+    )
     (paths.work / "snapshots").mkdir(exist_ok=True)  # after resuming: a damaged state empties .work
     loader = _patch_loader(caches, spec, settings, progress, workers, target)
     trainer = Trainer(
@@ -257,6 +301,7 @@ def train_run(
         run_metadata=_run_metadata(spec, settings, caches, current, lineage, extra_metadata),
         on_validation=on_validation,
         progress_bar=progress_bar,
+        keep_optimizer=keep_optimizer,
     )
     trainer.fit(loader)
     return trainer.finish()
@@ -348,6 +393,7 @@ class Trainer:
     run_metadata: dict[str, Any]
     on_validation: Callable[[int, dict[str, Any]], None] | None = None
     progress_bar: bool = True
+    keep_optimizer: bool = False  # publish the optimiser state of ``best`` (an FGG base)
     schedule: Schedule = field(init=False)
     snapshot_steps: frozenset[int] = field(init=False)
     loss_weights: LossWeights = field(init=False)
@@ -461,7 +507,9 @@ class Trainer:
             stopped_early=self.progress.stopped_early, best_step=self.progress.best_step
         )
         save_checkpoint(self.paths.work / "last.safetensors", self.model.state_dict(), final)
-        _publish(self.paths, self.progress)
+        if not (self.paths.work / "best.safetensors").exists():  # ``best`` will be ``last``
+            save_optimizer(self.paths.work_optimizer, self.optimizer)
+        _publish(self.paths, self.progress, self.keep_optimizer)
         return final
 
 
@@ -555,13 +603,14 @@ def _record_validation(trainer: Trainer) -> None:
         save_checkpoint(
             paths.work / "best.safetensors", trainer.model.state_dict(), trainer.metadata(best=True)
         )
+        save_optimizer(paths.work_optimizer, trainer.optimizer)  # with best, like FissionFusion's
     else:
         progress.validations_without_gain += 1
         if settings.early_stopping and progress.validations_without_gain >= settings.early_stopping:
             progress.stopped_early = True
 
 
-def _publish(paths: RunPaths, progress: Progress) -> None:
+def _publish(paths: RunPaths, progress: Progress, keep_optimizer: bool) -> None:
     """Copy the finished run's outputs from the work folder to their declared places."""
     from lesionsoup.training.curves import plot_training_curves
 
@@ -570,6 +619,11 @@ def _publish(paths: RunPaths, progress: Progress) -> None:
     snapshots.mkdir()
     for source in sorted((paths.work / "snapshots").glob("*.safetensors")):
         copy_checkpoint(source, snapshots / source.name)
+    shutil.rmtree(paths.optimizer.parent, ignore_errors=True)  # an empty folder unless kept
+    paths.optimizer.parent.mkdir()
+    if keep_optimizer:
+        with atomic_path(paths.optimizer) as tmp:
+            shutil.copyfile(paths.work_optimizer, tmp)
     validation_csv = paths.root / "validation.csv"
     _write_validation(progress.validation, validation_csv)
     with atomic_path(paths.root / "log.csv") as tmp:
