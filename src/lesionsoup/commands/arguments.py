@@ -22,6 +22,45 @@ def optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "null", "") else int(text)
 
 
+def bn_patches(text: str) -> int | str:
+    """``--bn-patches``: a count of patches, or ``epoch`` (one epoch-equivalent)."""
+    from lesionsoup.plan.merge_rules import EPOCH
+
+    if text == EPOCH:
+        return EPOCH
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {EPOCH!r} or a count, got {text!r}") from None
+
+
+def add_bn_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--bn-*`` options of ``BatchNormSample`` (for the recompute BatchNorm policy)."""
+    from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
+
+    sample = BatchNormSample()
+    parser.add_argument(
+        "--bn-patches",
+        type=bn_patches,
+        default=sample.patches,
+        help=f"recompute: augmented training patches, a count or {EPOCH!r} (enough to tile "
+        f"every training image once; default {sample.patches})",
+    )
+    parser.add_argument(
+        "--bn-batch-size", type=int, default=sample.batch_size, help="recompute: batch size"
+    )
+    parser.add_argument(
+        "--bn-seed", type=int, default=sample.seed, help="recompute: patch sampling seed"
+    )
+
+
+def bn_sample(args: argparse.Namespace) -> Any:
+    """The ``BatchNormSample`` of parsed ``--bn-*`` options."""
+    from lesionsoup.plan.merge_rules import BatchNormSample
+
+    return BatchNormSample(args.bn_patches, args.bn_batch_size, args.bn_seed)
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
