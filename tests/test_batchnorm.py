@@ -132,8 +132,9 @@ def test_sample_counts_are_checked_and_parsed() -> None:
     assert bn_sample(parser.parse_args([])) == BatchNormSample()
     assert bn_sample(parser.parse_args(["--bn-patches", "12"])).patches == 12
     assert bn_sample(parser.parse_args(["--bn-patches", "epoch"])).patches == EPOCH
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--bn-patches", "many"])
+    for wrong in ("many", "0", "-2"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--bn-patches", wrong])
 
 
 def test_schemas_name_the_one_list_of_policies_and_the_epoch_default() -> None:

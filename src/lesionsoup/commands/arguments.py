@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
+
 
 def json_object(text: str) -> dict:
     try:
@@ -23,21 +25,16 @@ def optional_int(text: str) -> int | None:
 
 
 def bn_patches(text: str) -> int | str:
-    """``--bn-patches``: a count of patches, or ``epoch`` (one epoch-equivalent)."""
-    from lesionsoup.plan.merge_rules import EPOCH
-
+    """``--bn-patches``: a count of patches (>= 1), or ``epoch`` (one epoch-equivalent)."""
     if text == EPOCH:
         return EPOCH
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {EPOCH!r} or a count, got {text!r}") from None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected {EPOCH!r} or a count >= 1, got {text!r}")
+    return int(text)
 
 
 def add_bn_sample_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--bn-*`` options of ``BatchNormSample`` (for the recompute BatchNorm policy)."""
-    from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
-
     sample = BatchNormSample()
     parser.add_argument(
         "--bn-patches",
@@ -54,10 +51,8 @@ def add_bn_sample_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def bn_sample(args: argparse.Namespace) -> Any:
+def bn_sample(args: argparse.Namespace) -> BatchNormSample:
     """The ``BatchNormSample`` of parsed ``--bn-*`` options."""
-    from lesionsoup.plan.merge_rules import BatchNormSample
-
     return BatchNormSample(args.bn_patches, args.bn_batch_size, args.bn_seed)
 
 
