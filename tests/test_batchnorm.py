@@ -110,12 +110,13 @@ def test_recompute_restores_momenta_and_mode(caches) -> None:
 
 
 def test_recompute_is_reproducible_and_seeded(caches) -> None:
-    def recomputed(seed: int) -> dict[str, torch.Tensor]:
-        recompute = batchnorm_recompute(caches, SPEC, SETTINGS, BatchNormSample(8, 4, seed))
+    def recomputed(seed: int, workers: int = 0) -> dict[str, torch.Tensor]:
+        sample = BatchNormSample(8, 4, seed)
+        recompute = batchnorm_recompute(caches, SPEC, SETTINGS, sample, workers=workers)
         state = stale_model().state_dict()
         return POLICY_FUNCTIONS["recompute"](state, PolicyInputs([], lambda w: 0.0, recompute))
 
-    first, again, other = recomputed(0), recomputed(0), recomputed(1)
+    first, again, other = recomputed(0), recomputed(0, workers=2), recomputed(1)
     means = [name for name in first if name.endswith("running_mean")]
     assert all(torch.equal(first[name], again[name]) for name in first)
     assert any(not torch.allclose(first[name], other[name]) for name in means)

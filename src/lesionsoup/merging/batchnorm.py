@@ -141,8 +141,6 @@ def recompute_patches(
     count = (
         epoch_patches(caches, settings.patch_size) if sample.patches == EPOCH else sample.patches
     )
-    if count < 1:
-        raise ValueError(f"no training images to recompute BatchNorm on in {sorted(caches)}")
     return PatchDataset(sampler, build_augmentation(settings.augmentation), length=int(count))
 
 
@@ -154,9 +152,16 @@ def batchnorm_recompute(
     device: str | torch.device = "cpu",
     workers: int = 0,
 ) -> BatchNormRecompute:
-    """The ``recompute`` policy's inputs: a re-iterable loader of ``recompute_patches``."""
+    """The ``recompute`` policy's inputs: a re-iterable loader of ``recompute_patches`` (its
+    ``workers`` kept between passes, as a greedy soup recomputes every candidate)."""
     patches = recompute_patches(caches, spec, settings, sample)
-    loader = DataLoader(patches, sample.batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(
+        patches,
+        sample.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     return BatchNormRecompute(lambda: build_model(spec), loader, device, len(patches))
 
 
