@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.optim.swa_utils import update_bn
 
-from lesionsoup.analysis.connectivity import barrier, connectivity_curve
+from lesionsoup.analysis.connectivity import barrier, connectivity_curve, recorded_settings
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
@@ -152,3 +152,18 @@ def test_qualitative_figure(
     out = tmp_path / "qualitative.png"
     shown = plot_qualitative(cache, {"A": pair[0], "B": pair[1]}, out, images=2)
     assert len(shown) == 2 and out.exists()
+
+
+def test_recompute_settings_of_a_soup_are_its_first_ingredients(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    state, metadata = load_checkpoint(pair[0])
+    bare = {key: value for key, value in metadata.items() if key != "hyperparameters"}
+    soup = tmp_path / "soup.safetensors"
+    save_checkpoint(soup, state, {**bare, "ingredients": [str(pair[1]), str(pair[0])]})
+    assert recorded_settings([soup, pair[0]]) == SETTINGS
+    stranger = tmp_path / "stranger.safetensors"
+    save_checkpoint(stranger, state, bare)
+    assert recorded_settings([stranger, pair[1]]) == SETTINGS
+    with pytest.raises(ValueError, match="stranger.safetensors: no training settings recorded"):
+        recorded_settings([stranger])

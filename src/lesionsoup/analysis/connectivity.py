@@ -10,7 +10,8 @@ over lesions) and the mean training loss (Dice + BCE/CE) per image.
 BatchNorm policies: ``average`` interpolates the running statistics like the
 weights; ``recompute`` re-estimates them at each point over the augmented
 training patches of ``BatchNormSample`` (one epoch-equivalent by default),
-drawn with checkpoint ``a``'s training settings; ``copy-best`` takes them from
+drawn with the training settings of the first endpoint that records them (a
+merged model's are its first ingredient's); ``copy-best`` takes them from
 the endpoint that scores better alone (each endpoint keeps its own).
 """
 
@@ -25,7 +26,7 @@ import torch
 
 from lesionsoup.core.checkpoint import StateDict, load_metadata
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec
+from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.merging.batchnorm import batchnorm_recompute
 from lesionsoup.merging.held_out import settings_of
@@ -69,6 +70,18 @@ def validation_loss(
     return float(np.mean(losses))
 
 
+def recorded_settings(checkpoints: Sequence[Path]) -> TrainSettings:
+    """The training settings of the first checkpoint that records them, a merged model's
+    being those of its first ingredient."""
+    for path in checkpoints:
+        metadata = load_metadata(path)
+        if "hyperparameters" in metadata:
+            return settings_of(metadata)
+        if metadata.get("ingredients"):
+            return recorded_settings([Path(metadata["ingredients"][0])])
+    raise ValueError(f"{', '.join(map(str, checkpoints))}: no training settings recorded")
+
+
 def connectivity_curve(
     checkpoint_a: Path,
     checkpoint_b: Path,
@@ -92,7 +105,7 @@ def connectivity_curve(
         return validate(model, images, spec, bins)["score"]
 
     recompute = (
-        batchnorm_recompute(caches, spec, settings_of(metadata), bn_sample, device)
+        batchnorm_recompute(caches, spec, recorded_settings(pair), bn_sample, device)
         if bn_policy == "recompute"
         else None
     )
