@@ -8,12 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.optim.swa_utils import update_bn
 
-from lesionsoup.analysis.connectivity import barrier, connectivity_curve
+from lesionsoup.analysis.connectivity import barrier, connectivity_curve, recorded_settings
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec
+from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
+from lesionsoup.merging.averaging import average_checkpoints
+from lesionsoup.merging.batchnorm import recompute_patches
+from lesionsoup.plan.merge_rules import BatchNormSample
 from lesionsoup.report.connectivity import plot_connectivity
 from lesionsoup.report.qualitative import chosen_images, plot_qualitative
 from lesionsoup.training.sampling import ValidationImages
@@ -22,6 +26,8 @@ from lesionsoup.training.validation import validate
 SPEC = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
 )
+#: The training settings the checkpoints record: the recompute patches are drawn with them.
+SETTINGS = TrainSettings(patch_size=32, augmentation="medium")
 
 
 def checkpoint(path: Path, seed: int) -> Path:
@@ -32,7 +38,12 @@ def checkpoint(path: Path, seed: int) -> Path:
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
-    metadata = {"architecture": SPEC.as_dict(), "init_id": "init-0", "wall_seconds": 1.0}
+    metadata = {
+        "architecture": SPEC.as_dict(),
+        "init_id": "init-0",
+        "wall_seconds": 1.0,
+        "hyperparameters": SETTINGS.as_dict(),
+    }
     save_checkpoint(path, model.state_dict(), metadata)
     return path
 
@@ -42,12 +53,24 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
     return checkpoint(tmp_path / "a.safetensors", 0), checkpoint(tmp_path / "b.safetensors", 1)
 
 
-def score_of(path: Path, caches: dict[str, Cache]) -> float:
-    state, _ = load_checkpoint(path)
+def score_of_state(
+    state: dict[str, torch.Tensor],
+    caches: dict[str, Cache],
+    batches: list[torch.Tensor] | None = None,
+) -> float:
+    """A model's validation score; with ``batches``, after torch's ``update_bn`` over them."""
     model = build_model(SPEC)
     model.load_state_dict(state)
+    if batches is not None:
+        update_bn(batches, model)
     images = [ValidationImages(cache, "valid", SPEC.lesion_classes) for cache in caches.values()]
     return validate(model, images, SPEC, 1000)["score"]
+
+
+def score_of(
+    path: Path, caches: dict[str, Cache], batches: list[torch.Tensor] | None = None
+) -> float:
+    return score_of_state(load_checkpoint(path)[0], caches, batches)
 
 
 def test_curve_endpoints_are_the_two_models(
@@ -59,15 +82,45 @@ def test_curve_endpoints_are_the_two_models(
     assert curve["score"].iloc[0] == pytest.approx(score_of(pair[0], caches), abs=1e-9)
     assert curve["score"].iloc[-1] == pytest.approx(score_of(pair[1], caches), abs=1e-9)
     assert np.isfinite(curve["loss"]).all() and (curve["loss"] > 0).all()
+    sample = BatchNormSample(patches=6, batch_size=4, seed=2)
     recomputed = connectivity_curve(
-        *pair, caches, points=2, bn_policy="recompute", bn_patches=4, patch_size=32
+        *pair, caches, points=2, bn_policy="recompute", bn_sample=sample
     )
     # recomputed statistics change the models, so the scores differ from the stored ones
     assert list(recomputed["lam"]) == [0.0, 1.0]
     assert not np.allclose(recomputed["loss"], curve["loss"].iloc[[0, -1]])
+    # ... into those torch's update_bn gives on the soups' augmented patches
+    patches = recompute_patches(caches, SPEC, SETTINGS, sample)
+    images = [torch.stack([patches[i]["image"] for i in range(j, min(j + 4, 6))]) for j in (0, 4)]
+    for lam, path in zip((0, -1), pair, strict=True):
+        assert recomputed["score"].iloc[lam] == pytest.approx(
+            score_of(path, caches, images), abs=1e-9
+        )
     out = tmp_path / "lmc.png"
     plot_connectivity({"average": curve, "recompute": recomputed}, out, "A to B")
     assert out.exists()
+
+
+def test_midpoint_statistics_policies_are_the_soups(
+    pair: tuple[Path, Path], toy_caches: dict[str, Path]
+) -> None:
+    """Halfway, ``average`` is the uniform soup; ``copy-best`` takes the better endpoint's."""
+    caches = {name: Cache(path) for name, path in toy_caches.items()}
+    average = connectivity_curve(*pair, caches, points=3, bn_policy="average")
+    copied = connectivity_curve(*pair, caches, points=3, bn_policy="copy-best")
+    assert average["score"].iloc[1] == pytest.approx(
+        score_of_state(average_checkpoints(list(pair)), caches), abs=1e-9
+    )
+    best = max(pair, key=lambda path: score_of(path, caches))
+    soup = average_checkpoints(list(pair))
+    best_state, _ = load_checkpoint(best)
+    soup.update(
+        {name: t for name, t in best_state.items() if "running_" in name or "num_batches" in name}
+    )
+    assert copied["score"].iloc[1] == pytest.approx(score_of_state(soup, caches), abs=1e-9)
+    assert list(copied["score"].iloc[[0, -1]]) == list(average["score"].iloc[[0, -1]])
+    with pytest.raises(ValueError, match="unknown BatchNorm policy 'median'"):
+        connectivity_curve(*pair, caches, points=2, bn_policy="median")  # type: ignore[arg-type]
 
 
 def test_barrier_is_the_dip_below_the_chord() -> None:
@@ -99,3 +152,18 @@ def test_qualitative_figure(
     out = tmp_path / "qualitative.png"
     shown = plot_qualitative(cache, {"A": pair[0], "B": pair[1]}, out, images=2)
     assert len(shown) == 2 and out.exists()
+
+
+def test_recompute_settings_of_a_soup_are_its_first_ingredients(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    state, metadata = load_checkpoint(pair[0])
+    bare = {key: value for key, value in metadata.items() if key != "hyperparameters"}
+    soup = tmp_path / "soup.safetensors"
+    save_checkpoint(soup, state, {**bare, "ingredients": [str(pair[1]), str(pair[0])]})
+    assert recorded_settings([soup, pair[0]]) == SETTINGS
+    stranger = tmp_path / "stranger.safetensors"
+    save_checkpoint(stranger, state, bare)
+    assert recorded_settings([stranger, pair[1]]) == SETTINGS
+    with pytest.raises(ValueError, match="stranger.safetensors: no training settings recorded"):
+        recorded_settings([stranger])

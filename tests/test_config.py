@@ -61,7 +61,7 @@ def test_a_minimal_study_gets_every_section_default_of_the_schemas():
     minimal["evaluation"] = {}
     filled = snakefile_validation(minimal)
     assert filled["merging"]["checkpoint"] == "last"
-    assert filled["merging"]["bn_recompute"] == {"patches": 64, "batch_size": 8, "seed": 0}
+    assert filled["merging"]["bn_recompute"] == {"patches": "epoch", "batch_size": 8, "seed": 0}
     assert filled["hpo"]["pruner"]["kind"] == "median" and filled["hpo"]["recipes"] == []
     assert filled["evaluation"]["inference"]["mode"] == "whole"
     assert filled["datasets"]["RETLES"]["value_127"] == "ignore"

@@ -10,7 +10,7 @@ from torch.optim.swa_utils import update_bn
 
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.inference.predictor import IncompatibleModels
-from lesionsoup.merging.averaging import average_checkpoints, interpolate
+from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.batchnorm import POLICY_FUNCTIONS, BatchNormRecompute, recompute_bn
 from lesionsoup.merging.selection import groups
 from lesionsoup.merging.soups import RULE_FUNCTIONS, Merger, merge
@@ -74,18 +74,6 @@ def test_num_batches_tracked_is_never_averaged(tmp_path: Path) -> None:
     assert torch.equal(merged["bn.running_mean"], torch.full((2,), 2.0))
     assert merged["bn.num_batches_tracked"].dtype == torch.int64
     assert merged["bn.num_batches_tracked"].item() == 31
-
-
-def test_interpolate_endpoints_and_midpoint() -> None:
-    a = {"w": torch.tensor([0.0, 4.0]), "n": torch.tensor(3)}
-    b = {"w": torch.tensor([2.0, 8.0]), "n": torch.tensor(9)}
-    assert torch.equal(interpolate(a, b, 0.0)["w"], a["w"])
-    assert torch.equal(interpolate(a, b, 1.0)["w"], b["w"])
-    assert torch.equal(interpolate(a, b, 0.25)["w"], torch.tensor([0.5, 5.0]))
-    assert interpolate(a, b, 0.25)["n"].item() == 9
-    assert torch.equal(a["w"], torch.tensor([0.0, 4.0]))  # inputs untouched
-    with pytest.raises(ValueError, match="differ in tensors"):
-        interpolate(a, {"w": b["w"]}, 0.5)
 
 
 # -- compatibility --

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import write_toy_cache
 from test_predict import rendered, write_photograph
+from torch.optim.swa_utils import update_bn
 
 from lesionsoup.cli import build_parser, main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata, save_checkpoint
@@ -21,12 +22,14 @@ from lesionsoup.deploy.export import export_model
 from lesionsoup.deploy.models import EXPORT_FILE
 from lesionsoup.inference.predictor import IncompatibleModels, load_predictor, read_ensemble
 from lesionsoup.merging.averaging import average_checkpoints
+from lesionsoup.merging.batchnorm import batchnorm_recompute
 from lesionsoup.merging.candidates import base_group_key, expand_ingredients, training_seconds
 from lesionsoup.merging.ensembles import ensemble_stage
+from lesionsoup.merging.held_out import settings_of
 from lesionsoup.merging.soups import merge
 from lesionsoup.merging.stage import merge_stage
 from lesionsoup.plan.ingredients import grid_recipes, init_for, settings_for, train_arguments
-from lesionsoup.plan.merge_rules import BN_POLICIES, RULES
+from lesionsoup.plan.merge_rules import BN_POLICIES, RULES, BatchNormSample
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.trainer import publish_init, train_run
 from lesionsoup.training.validation import validate
@@ -213,7 +216,8 @@ def test_swa_averages_snapshots_and_recomputes_batchnorm(study, tmp_path):
     metadata = merge_stage(output, [study.swa], study.caches, "swa")
     snapshots = sorted(study.swa.glob("*.safetensors"))
     assert len(snapshots) == 3
-    assert metadata["bn_policy"] == "recompute" and metadata["bn_recompute"]["patches"] == 64
+    assert metadata["bn_policy"] == "recompute" and metadata["bn_recompute"]["patches"] == "epoch"
+    assert metadata["bn_recompute"]["patch_count"] == 2 * 4 * (64 // 32) ** 2  # tiles train once
     assert metadata["cache_size"] == 64  # the snapshots' training resolution
     merged, _ = load_checkpoint(output)
     averaged = average_checkpoints(snapshots)
@@ -221,6 +225,14 @@ def test_swa_averages_snapshots_and_recomputes_batchnorm(study, tmp_path):
     assert all(torch.equal(merged[name], averaged[name]) for name in weights)
     statistics = [name for name in merged if name.endswith("running_mean")]
     assert any(not torch.allclose(merged[name], averaged[name]) for name in statistics)
+    # torch's update_bn over the snapshots' own augmented training patches gives the same
+    settings = settings_of(load_metadata(snapshots[0]))
+    patches = batchnorm_recompute(study.caches, SPEC, settings, BatchNormSample()).batches
+    reference = build_model(SPEC)
+    reference.load_state_dict(averaged)
+    update_bn([batch["image"] for batch in patches], reference)
+    for name, tensor in reference.state_dict().items():
+        assert torch.allclose(merged[name], tensor, rtol=0, atol=1e-6), name
     # cost: the base run plus the SWA run up to its latest snapshot, each once
     base = load_metadata(study.path(f"{study.run('base')}/last.safetensors"))["wall_seconds"]
     latest = load_metadata(snapshots[-1])["wall_seconds"]

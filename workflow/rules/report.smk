@@ -207,12 +207,10 @@ rule connectivity:
         caches=cache_arguments,
         points=REPORT["connectivity"]["points"],
         policies=" ".join(REPORT["connectivity"]["bn_policies"]),
-        patches=REPORT["connectivity"]["bn_patches"],
-        patch_size=REPORT["connectivity"]["patch_size"],
+        bn=ingredients.bn_sample_arguments(ingredients.bn_sample(config)),
     shell:
         "lesionsoup connectivity {input.a} {input.b} {params.caches}"
-        " --points {params.points} --bn-policy {params.policies}"
-        " --bn-patches {params.patches} --patch-size {params.patch_size}"
+        " --points {params.points} --bn-policy {params.policies} {params.bn}"
         " --threads {threads} -o {output.curve} --figure {output.figure} > {log} 2>&1"
 
 

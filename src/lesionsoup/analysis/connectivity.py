@@ -1,38 +1,41 @@
 """Linear mode connectivity: how two checkpoints' models behave on the straight path between them.
 
-For each ``lam`` on a grid over [0, 1] the model ``(1 - lam) * a + lam * b`` is
-built (``merge.interpolate``), its BatchNorm statistics set by a policy, and
-scored on the validation images: the held-out score of ``train.validate``
-(pooled AP, mean over lesions) and the mean training loss (Dice + BCE/CE) per image.
+For each ``lam`` on a grid over [0, 1] the soup ``(1 - lam) * a + lam * b`` is
+built exactly as a merged model is (``merging.soups.Merger.build``: weights
+averaged, then a BatchNorm policy of ``plan.merge_rules.BN_POLICIES`` applied
+by the routine the soups use, ``merging.batchnorm``), and scored on the
+validation images: the held-out score of ``train.validate`` (pooled AP, mean
+over lesions) and the mean training loss (Dice + BCE/CE) per image.
 
 BatchNorm policies: ``average`` interpolates the running statistics like the
-weights; ``recompute`` re-estimates them at each point over a fixed set of
-training patches (``merge.recompute_bn``).
+weights; ``recompute`` re-estimates them at each point over the augmented
+training patches of ``BatchNormSample`` (one epoch-equivalent by default),
+drawn with the training settings of the first endpoint that records them (a
+merged model's are its first ingredient's); ``copy-best`` takes them from
+the endpoint that scores better alone (each endpoint keeps its own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
-from lesionsoup.core.checkpoint import load_checkpoint
+from lesionsoup.core.checkpoint import StateDict, load_metadata
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec
+from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.merging.averaging import check_compatible, interpolate
-from lesionsoup.merging.batchnorm import recompute_bn
-from lesionsoup.training.augment import build_augmentation
+from lesionsoup.merging.batchnorm import batchnorm_recompute
+from lesionsoup.merging.held_out import settings_of
+from lesionsoup.merging.soups import Merger
+from lesionsoup.plan.merge_rules import BatchNormPolicy, BatchNormSample
 from lesionsoup.training.losses import LossWeights, segmentation_loss
-from lesionsoup.training.sampling import PatchDataset, PatchSampler, ValidationImages
+from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.validation import validate
 
-ConnectivityPolicy = Literal["average", "recompute"]
 CURVE_COLUMNS = ("lam", "score", "loss")
 
 
@@ -47,14 +50,14 @@ def validation_loss(
     model: torch.nn.Module, images: Sequence[ValidationImages], spec: ModelSpec
 ) -> float:
     """Mean loss over whole validation images (the training loss, unit weights)."""
-    was_training = model.training
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     losses = [
         float(
             segmentation_loss(
-                model(item.image[None]),
-                item.target[None],
-                item.valid[None],
+                model(item.image[None].to(device)),
+                item.target[None].to(device),
+                item.valid[None].to(device),
                 LossWeights(),
                 spec.head,
                 spec.lesion_classes,
@@ -67,15 +70,16 @@ def validation_loss(
     return float(np.mean(losses))
 
 
-def bn_batches(
-    caches: Mapping[str, Cache], spec: ModelSpec, patches: int, patch_size: int, seed: int = 0
-) -> list[torch.Tensor]:
-    """A fixed list of training-patch batches (no augmentation) for recomputing BatchNorm."""
-    sampler = PatchSampler(
-        dict(caches), "train", patch_size, 0.5, "proportional", spec.lesion_classes, seed
-    )
-    dataset = PatchDataset(sampler, build_augmentation("none"), patches)
-    return [batch["image"] for batch in DataLoader(dataset, batch_size=8, shuffle=False)]
+def recorded_settings(checkpoints: Sequence[Path]) -> TrainSettings:
+    """The training settings of the first checkpoint that records them, a merged model's
+    being those of its first ingredient."""
+    for path in checkpoints:
+        metadata = load_metadata(path)
+        if "hyperparameters" in metadata:
+            return settings_of(metadata)
+        if metadata.get("ingredients"):
+            return recorded_settings([Path(metadata["ingredients"][0])])
+    raise ValueError(f"{', '.join(map(str, checkpoints))}: no training settings recorded")
 
 
 def connectivity_curve(
@@ -83,33 +87,33 @@ def connectivity_curve(
     checkpoint_b: Path,
     caches: Mapping[str, Cache],
     points: int = 11,
-    bn_policy: ConnectivityPolicy = "average",
-    bn_patches: int = 32,
-    patch_size: int = 256,
+    bn_policy: BatchNormPolicy = "average",
+    bn_sample: BatchNormSample = BatchNormSample(),  # noqa: B008 (frozen)
     split: str = "valid",
     bins: int = 1000,
+    device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
     """Score and loss along the path from ``checkpoint_a`` (lam 0) to ``checkpoint_b`` (lam 1)."""
-    if bn_policy not in ("average", "recompute"):
-        raise ValueError(f"bn_policy must be 'average' or 'recompute', not {bn_policy!r}")
-    check_compatible([Path(checkpoint_a), Path(checkpoint_b)])
-    state_a, metadata = load_checkpoint(checkpoint_a)
-    state_b, _ = load_checkpoint(checkpoint_b)
+    pair = [Path(checkpoint_a), Path(checkpoint_b)]
+    metadata = load_metadata(pair[0])
     spec = ModelSpec.from_dict(metadata["architecture"])
-    model = build_model(spec)
+    model = build_model(spec).to(device)
     images = [ValidationImages(cache, split, spec.lesion_classes) for cache in caches.values()]
-    batches = (
-        bn_batches(caches, spec, bn_patches, min(patch_size, *(c.size for c in caches.values())))
+
+    def score(state: StateDict) -> float:
+        model.load_state_dict(state)
+        return validate(model, images, spec, bins)["score"]
+
+    recompute = (
+        batchnorm_recompute(caches, spec, recorded_settings(pair), bn_sample, device)
         if bn_policy == "recompute"
-        else []
+        else None
     )
+    merger = Merger(pair, bn_policy=bn_policy, scorer=score, recompute=recompute)
     rows = []
     for lam in lambdas(points):
-        model.load_state_dict(interpolate(state_a, state_b, float(lam)))
-        if batches:
-            recompute_bn(model, batches)
-        score = validate(model, images, spec, bins)["score"]
-        rows.append((float(lam), score, validation_loss(model, images, spec)))
+        state = merger.build({pair[0]: 1.0 - float(lam), pair[1]: float(lam)})
+        rows.append((float(lam), score(state), validation_loss(model, images, spec)))
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 

@@ -6,14 +6,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, add_device_argument, open_caches
-from lesionsoup.plan.merge_rules import (
-    BN_POLICIES,
-    DEFAULT_BN_POLICY,
-    DEFAULT_GROUP_BY,
-    RULES,
-    BatchNormSample,
+from lesionsoup.commands.arguments import (
+    Subcommands,
+    add_bn_sample_arguments,
+    add_device_argument,
+    bn_sample,
+    open_caches,
 )
+from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_BN_POLICY, DEFAULT_GROUP_BY, RULES
 
 log = logging.getLogger("lesionsoup")
 
@@ -37,8 +37,9 @@ def _merge(args: argparse.Namespace) -> None:
         args.rule,
         bn_policy=args.bn_policy,
         group_by=args.group_by,
-        bn_sample=BatchNormSample(args.bn_patches, args.bn_batch_size, args.bn_seed),
+        bn_sample=bn_sample(args),
         device=_device(args.device),
+        workers=max(0, args.threads - 1),
     )
     kept = sum(weight > 0 for weight in metadata["weights"].values())
     log.info(
@@ -117,16 +118,7 @@ def _add_merge(commands: Subcommands) -> None:
         default=DEFAULT_GROUP_BY,
         help="hierarchical soups: the base runs' hyperparameter that defines the groups",
     )
-    sample = BatchNormSample()
-    parser.add_argument(
-        "--bn-patches", type=int, default=sample.patches, help="recompute: training patches"
-    )
-    parser.add_argument(
-        "--bn-batch-size", type=int, default=sample.batch_size, help="recompute: batch size"
-    )
-    parser.add_argument(
-        "--bn-seed", type=int, default=sample.seed, help="recompute: patch sampling seed"
-    )
+    add_bn_sample_arguments(parser)
     _add_common(parser)
     parser.set_defaults(handler=_merge)
 

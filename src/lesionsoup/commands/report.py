@@ -10,7 +10,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, json_object, open_caches
+from lesionsoup.commands.arguments import (
+    Subcommands,
+    add_bn_sample_arguments,
+    add_device_argument,
+    bn_sample,
+    json_object,
+    open_caches,
+)
+from lesionsoup.plan.merge_rules import BN_POLICIES
 
 log = logging.getLogger("lesionsoup")
 
@@ -53,14 +61,16 @@ def _connectivity(args: argparse.Namespace) -> None:
     import torch
 
     from lesionsoup.analysis.connectivity import barrier, connectivity_curve
+    from lesionsoup.core.device import pick_device
     from lesionsoup.report.connectivity import plot_connectivity
     from lesionsoup.report.tables import write_csv
 
     torch.set_num_threads(args.threads)
     caches = open_caches(args.cache)
+    device = pick_device(args.device)
     curves = {
         policy: connectivity_curve(
-            args.a, args.b, caches, args.points, policy, args.bn_patches, args.patch_size
+            args.a, args.b, caches, args.points, policy, bn_sample(args), device=device
         )
         for policy in args.bn_policy
     }
@@ -117,10 +127,10 @@ def _add_connectivity(commands: Subcommands) -> None:
     )
     parser.add_argument("--points", type=int, default=11)
     parser.add_argument(
-        "--bn-policy", nargs="+", choices=["average", "recompute"], default=["average", "recompute"]
+        "--bn-policy", nargs="+", choices=BN_POLICIES, default=["average", "recompute"]
     )
-    parser.add_argument("--bn-patches", type=int, default=32)
-    parser.add_argument("--patch-size", type=int, default=256)
+    add_bn_sample_arguments(parser)
+    add_device_argument(parser)
     parser.add_argument("-o", "--output", type=Path, required=True, help="curve CSV")
     parser.add_argument("--figure", type=Path, required=True, help="figure PNG")
     parser.add_argument("--threads", type=int, default=1)

@@ -137,16 +137,3 @@ def average_checkpoints(paths: Sequence[Path], weights: Sequence[float] | None =
     for path, weight in zip(paths, _normalised(weights), strict=True):
         total.add(read_tensors(path), weight)
     return total.result()
-
-
-def interpolate(
-    state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], lam: float
-) -> StateDict:
-    """``(1 - lam) * a + lam * b`` tensor by tensor (non-float tensors: maximum of both)."""
-    if state_a.keys() != state_b.keys():
-        difference = sorted(state_a.keys() ^ state_b.keys())
-        raise ValueError(f"state dicts differ in tensors: {difference}")
-    total = _WeightedSum()
-    total.add(state_a.items(), 1.0 - lam)
-    total.add(((name, state_b[name]) for name in state_a), lam)
-    return total.result()

@@ -4,16 +4,30 @@ Averaging weights does not give the statistics the averaged network would
 compute, so each merged model names how its statistics are set:
 
 ``average``    averaged like the weights (what model soups and FissionFusion do);
-``recompute``  reset and re-estimated over a fixed set of batches, as
-               ``torch.optim.swa_utils.update_bn`` does (see ``recompute_bn``);
+``recompute``  reset and re-estimated in one pass over augmented training
+               patches, as ``torch.optim.swa_utils.update_bn`` does over an
+               epoch of the training loader (``recompute_bn``, ``batchnorm_recompute``);
 ``copy-best``  copied from the member with the best individual held-out score.
 
 The names and each rule's default come from ``lesionsoup.plan.merge_rules``;
 ``POLICY_FUNCTIONS`` maps each name to what it does to an averaged state dict.
+Soups (``merging.soups.Merger``) and the connectivity analysis apply them alike.
+
+The recompute patches are drawn as the ingredients were trained: the training
+sampler (``PatchSampler.for_training``) and augmentation of the first
+ingredient's settings (patch size, lesion fraction, mixing, augmentation; a
+grid that varies them recomputes with the first ingredient's) over the
+combination's training split. Patch ``i`` depends only on ``(seed, i)``
+(``PatchDataset``), so the statistics are reproducible whatever the number of
+loader workers. Their number defaults to one epoch-equivalent (``EPOCH``): as
+many patches as tile every training image once, ``ceil(S / P) ** 2`` per image
+of size ``S`` with patches of size ``P`` (``epoch_patches``), since patch
+training has no epochs of its own.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +36,17 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader
 
 from lesionsoup.core.checkpoint import StateDict
+from lesionsoup.core.model import build_model
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.data.cache import Cache
 from lesionsoup.merging.averaging import read_tensors
 from lesionsoup.merging.selection import Evaluate
-from lesionsoup.plan.merge_rules import BN_POLICIES
+from lesionsoup.plan.merge_rules import BN_POLICIES, EPOCH, BatchNormSample
+from lesionsoup.training.augment import build_augmentation
+from lesionsoup.training.sampling import PatchDataset, PatchSampler
 
 #: State-dict entries (last name component) that hold BatchNorm running statistics.
 BN_STATISTICS: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
@@ -44,6 +64,7 @@ class BatchNormRecompute:
     make_model: Callable[[], nn.Module]
     batches: Iterable[Any]
     device: str | torch.device = "cpu"
+    patches: int | None = None  # how many patches ``batches`` holds, when known
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,46 @@ def recompute_bn(
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         model.train(was_training)
+
+
+def epoch_patches(caches: Mapping[str, Cache], patch_size: int) -> int:
+    """Patches in one epoch-equivalent: ``ceil(S / P) ** 2`` per training image (they tile it)."""
+    return sum(
+        len(cache.ids_in("train")) * math.ceil(cache.size / patch_size) ** 2
+        for cache in caches.values()
+    )
+
+
+def recompute_patches(
+    caches: Mapping[str, Cache], spec: ModelSpec, settings: TrainSettings, sample: BatchNormSample
+) -> PatchDataset:
+    """The augmented training patches of a recompute, drawn as ``settings`` trained."""
+    sampler = PatchSampler.for_training(dict(caches), settings, spec.lesion_classes, sample.seed)
+    count = (
+        epoch_patches(caches, settings.patch_size) if sample.patches == EPOCH else sample.patches
+    )
+    return PatchDataset(sampler, build_augmentation(settings.augmentation), length=int(count))
+
+
+def batchnorm_recompute(
+    caches: Mapping[str, Cache],
+    spec: ModelSpec,
+    settings: TrainSettings,
+    sample: BatchNormSample,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+) -> BatchNormRecompute:
+    """The ``recompute`` policy's inputs: a re-iterable loader of ``recompute_patches`` (its
+    ``workers`` kept between passes, as a greedy soup recomputes every candidate)."""
+    patches = recompute_patches(caches, spec, settings, sample)
+    loader = DataLoader(
+        patches,
+        sample.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    return BatchNormRecompute(lambda: build_model(spec), loader, device, len(patches))
 
 
 def _keep_average(state: StateDict, inputs: PolicyInputs) -> StateDict:

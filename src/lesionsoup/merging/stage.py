@@ -2,8 +2,9 @@
 
 Selection (greedy soups, the single best model) scores models on the
 combination's validation split (``lesionsoup.merging.held_out``). The
-``recompute`` BatchNorm policy re-estimates the statistics over a fixed,
-seeded set of un-augmented training patches.
+``recompute`` BatchNorm policy re-estimates the statistics in one pass over
+seeded, augmented training patches of the combination, one epoch-equivalent
+by default (``lesionsoup.merging.batchnorm``).
 
 Cost: ``compute_seconds`` of a merged model is the training time of every run
 that produced a candidate (each run counted once, with its ancestors back to
@@ -24,11 +25,9 @@ import torch
 
 from lesionsoup.core.checkpoint import load_metadata, save_checkpoint
 from lesionsoup.core.combos import combo_name
-from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.inference.predictor import spec_of
-from lesionsoup.merging.batchnorm import BatchNormRecompute
+from lesionsoup.merging.batchnorm import batchnorm_recompute
 from lesionsoup.merging.candidates import base_group_key, expand_ingredients, training_seconds
 from lesionsoup.merging.held_out import HeldOut, settings_of
 from lesionsoup.merging.soups import merge
@@ -38,28 +37,8 @@ from lesionsoup.plan.merge_rules import (
     BatchNormSample,
     merge_rule,
 )
-from lesionsoup.training.augment import build_augmentation
-from lesionsoup.training.sampling import PatchDataset, PatchSampler
 
 log = logging.getLogger(__name__)
-
-
-def batchnorm_recompute(
-    caches: Mapping[str, Cache],
-    spec: ModelSpec,
-    settings: TrainSettings,
-    sample: BatchNormSample,
-    device: str | torch.device,
-) -> BatchNormRecompute:
-    """Fixed batches of training patches (drawn as in training, without augmentation)."""
-    sampler = PatchSampler.for_training(dict(caches), settings, spec.lesion_classes, sample.seed)
-    dataset = PatchDataset(sampler, build_augmentation("none"), length=sample.patches)
-    images = torch.stack([dataset[index]["image"] for index in range(len(dataset))])
-    return BatchNormRecompute(
-        make_model=lambda: build_model(spec),
-        batches=list(images.split(sample.batch_size)),
-        device=device,
-    )
 
 
 def merge_stage(
@@ -72,9 +51,11 @@ def merge_stage(
     group_by: str = DEFAULT_GROUP_BY,
     bn_sample: BatchNormSample = BatchNormSample(),  # noqa: B008 (frozen)
     device: str | torch.device = "cpu",
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Merge ``ingredients`` by ``rule`` (a name of ``plan.merge_rules.RULES``) and save the
-    checkpoint; returns its metadata. The BatchNorm policy defaults to the rule's."""
+    checkpoint; returns its metadata. The BatchNorm policy defaults to the rule's; ``workers``
+    load its recompute patches."""
     defaults = merge_rule(rule)  # an unknown rule is refused before any file is read
     paths = expand_ingredients(ingredients)
     policy = bn_policy or defaults.bn_policy
@@ -82,7 +63,7 @@ def merge_stage(
     spec, settings = spec_of(paths[0], first), settings_of(first)
     held_out = HeldOut(caches, settings.bins, device)
     recompute = (
-        batchnorm_recompute(caches, spec, settings, bn_sample, device)
+        batchnorm_recompute(caches, spec, settings, bn_sample, device, workers)
         if policy == "recompute"
         else None
     )
@@ -104,7 +85,11 @@ def merge_stage(
         "compute_seconds": trained + result.merge_seconds + result.selection_seconds,
         "validation": validation,
         **({"group_by": group_by} if defaults.grouped else {}),
-        **({"bn_recompute": dataclasses.asdict(bn_sample)} if policy == "recompute" else {}),
+        **(
+            {"bn_recompute": {**dataclasses.asdict(bn_sample), "patch_count": recompute.patches}}
+            if recompute is not None
+            else {}
+        ),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output, result.state_dict, metadata)

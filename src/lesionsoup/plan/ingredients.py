@@ -356,16 +356,28 @@ def soup_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
     soup = dict(soups[method] or {})
     rule = merge_rule(soup.get("rule", method))
     bn_policy = soup.get("bn_policy", rule.bn_policy)
-    recompute = _merging(config).get("bn_recompute", {})
-    sample = {**dataclasses.asdict(BatchNormSample()), **recompute}
     return {
         "rule": rule.name,
         "ingredients": soup.get("ingredients", list(rule.pools)),
         "bn_policy": bn_policy,
         "group_by": soup.get("group_by", DEFAULT_GROUP_BY),
         # only soups that recompute BatchNorm statistics depend on the patches they use
-        "bn_recompute": sample if bn_policy == "recompute" else None,
+        "bn_recompute": bn_sample(config) if bn_policy == "recompute" else None,
     }
+
+
+def bn_sample(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``merging.bn_recompute`` over the defaults of ``BatchNormSample``: the patches every
+    BatchNorm recompute of the study uses (soups and the connectivity analysis)."""
+    return dataclasses.asdict(BatchNormSample(**_merging(config).get("bn_recompute", {})))
+
+
+def bn_sample_arguments(sample: Mapping[str, Any]) -> str:
+    """The ``--bn-*`` options of ``lesionsoup merge`` and ``lesionsoup connectivity``."""
+    return (
+        f"--bn-patches {sample['patches']} --bn-batch-size {sample['batch_size']} "
+        f"--bn-seed {sample['seed']}"
+    )
 
 
 def soup_inputs(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
@@ -378,11 +390,7 @@ def soup_arguments(config: Mapping[str, Any], method: str) -> str:
     options = [f"--rule {soup['rule']}", f"--bn-policy {soup['bn_policy']}"]
     options.append(f"--group-by {soup['group_by']}")
     if soup["bn_recompute"]:
-        sample = soup["bn_recompute"]
-        options.append(
-            f"--bn-patches {sample['patches']} --bn-batch-size {sample['batch_size']} "
-            f"--bn-seed {sample['seed']}"
-        )
+        options.append(bn_sample_arguments(soup["bn_recompute"]))
     return " ".join(options)
 
 

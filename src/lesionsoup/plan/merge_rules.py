@@ -63,13 +63,25 @@ ENSEMBLE = "ensemble"
 ENSEMBLE_POOLS: tuple[str, ...] = ("grid",)
 
 
+#: ``BatchNormSample.patches`` for one epoch-equivalent of training patches: as many as tile
+#: every training image of the combination once (``lesionsoup.merging.batchnorm.epoch_patches``).
+EPOCH = "epoch"
+
+
 @dataclass(frozen=True)
 class BatchNormSample:
-    """The training patches the ``recompute`` BatchNorm policy runs through a merged model."""
+    """The training patches the ``recompute`` BatchNorm policy runs through a merged model:
+    ``patches`` augmented patches (a count, or ``EPOCH``) in batches, seeded by ``seed``."""
 
-    patches: int = 64
+    patches: int | Literal["epoch"] = EPOCH
     batch_size: int = 8
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.patches != EPOCH and not (isinstance(self.patches, int) and self.patches >= 1):
+            raise ValueError(f"BatchNorm patches must be {EPOCH!r} or >= 1, got {self.patches!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"BatchNorm batch size must be >= 2, got {self.batch_size}")
 
 
 def merge_rule(name: str) -> MergeRule:

@@ -29,8 +29,6 @@ DEFAULTS: dict[str, Any] = {
     "connectivity": {
         "points": 11,
         "bn_policies": ["average", "recompute"],
-        "bn_patches": 32,
-        "patch_size": 256,
         "pairs": {},
     },
 }
