@@ -21,6 +21,13 @@ learning rate a pure function of the step, and the optimiser state is saved.
 state), a ``Trainer`` runs it: ``Trainer.step`` trains on one batch and the
 hooks in ``AFTER_STEP`` do everything else after each step (step log,
 snapshots, validation, state, preemption); ``Trainer.finish`` publishes.
+
+The step never waits for the device: its loss stays there, and the losses
+of many steps are read back together every ``log_every`` steps and before
+each validation and saved state (``lesionsoup.training.progress``). While a
+run goes, ``log.csv``, ``validation.csv`` and ``curves.png`` in the run
+folder are refreshed at every validation; the job log gets a progress bar on
+a terminal, else one line every ``log_every`` steps.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import csv
 import logging
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
@@ -52,20 +60,23 @@ from lesionsoup.core.combos import combo_name
 from lesionsoup.core.device import pick_device
 from lesionsoup.core.fingerprint import Fingerprint, digest, fingerprint, open_state_folder
 from lesionsoup.core.model import build_model
+from lesionsoup.core.precision import Precision, resolve
 from lesionsoup.core.preemption import Preempted, TerminationRequest
 from lesionsoup.core.schedules import Schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.inference.infer import autocast_for
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
+from lesionsoup.training.progress import PendingSteps, ProgressLine, Step, StepRow
 from lesionsoup.training.resume import CorruptState, Progress, load_state, save_state
 from lesionsoup.training.sampling import PatchDataset, PatchSampler, ValidationImages
 from lesionsoup.training.validation import validate
 
 log = logging.getLogger(__name__)
 
-LOG_FIELDS = ("step", "loss", "lr", "patches_per_s")
+LOG_FIELDS = tuple(StepRow.__dataclass_fields__)
+#: Steps between read-backs of the loss (and progress lines) unless told otherwise.
+LOG_EVERY = 50
 
 
 @dataclass
@@ -145,6 +156,7 @@ def _fresh_model(
         [p for p in model.parameters() if p.requires_grad],
         lr=settings.lr,
         weight_decay=settings.weight_decay,
+        fused=True if target.type == "cuda" else None,  # takes the fp16 scaler's skip on device
     )
     return model, optimizer
 
@@ -200,8 +212,8 @@ class _StepLog:
         self.writer.writeheader()
         self.writer.writerows(rows)
 
-    def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow(row)
+    def write(self, rows: list[StepRow]) -> None:
+        self.writer.writerows(row.as_csv() for row in rows)
 
     def flush(self) -> None:
         self.handle.flush()
@@ -222,12 +234,16 @@ def train_run(
     progress_bar: bool = True,
     extra_metadata: Mapping[str, Any] | None = None,
     on_validation: Callable[[int, dict[str, Any]], None] | None = None,
+    precision: str = "auto",
+    log_every: int = LOG_EVERY,
 ) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one run; returns the ``last`` metadata.
 
     ``on_validation(step, scores)`` is called after each validation (e.g. to
     report to an Optuna trial); an exception it raises stops the run after its
-    state is saved.
+    state is saved. ``precision`` is one of ``lesionsoup.core.precision.PRECISIONS``;
+    ``progress_bar`` allows a bar when stderr is a terminal (else, or when
+    False, a log line every ``log_every`` steps).
     """
     paths = RunPaths(run_dir)
     lineage = _lineage(spec, init)
@@ -238,6 +254,9 @@ def train_run(
         return finished
     open_state_folder(paths.work, current)
     target = pick_device(device)
+    resolved = resolve(precision, target)
+    if target.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # patches of one size: tune the kernels once
     workers = max(0, threads - 1) if workers is None else workers
     torch.set_num_threads(max(1, threads - workers) if target.type == "cpu" else threads)
     model, optimizer, progress = _resumed_model(paths, spec, settings, init, target, current)
@@ -256,7 +275,9 @@ def train_run(
         ],
         run_metadata=_run_metadata(spec, settings, caches, current, lineage, extra_metadata),
         on_validation=on_validation,
-        progress_bar=progress_bar,
+        progress_bar=progress_bar and sys.stderr.isatty(),
+        precision=resolved,
+        log_every=log_every,
     )
     trainer.fit(loader)
     return trainer.finish()
@@ -316,17 +337,6 @@ def _run_metadata(
     }
 
 
-@dataclass(frozen=True)
-class Step:
-    """One optimiser step as the after-step hooks see it."""
-
-    number: int  # steps completed, this one included
-    loss: float
-    lr: float
-    patches: int
-    seconds: float  # including the wait for its batch: the loop's real throughput
-
-
 @dataclass
 class Trainer:
     """A run's model, optimiser and progress, the step that trains them, and what follows it.
@@ -334,7 +344,8 @@ class Trainer:
     nnU-Net's split (setup, a training step, hooks around it) without its class
     hierarchy: ``step`` only trains; logging, snapshots, validation, state and
     preemption are the functions in ``AFTER_STEP``, run in that order after
-    every step.
+    every step. ``scaler`` scales fp16 losses (a pass-through otherwise); its
+    state travels with the saved state.
     """
 
     paths: RunPaths
@@ -348,12 +359,17 @@ class Trainer:
     run_metadata: dict[str, Any]
     on_validation: Callable[[int, dict[str, Any]], None] | None = None
     progress_bar: bool = True
+    precision: Precision = Precision("fp32", "cpu")
+    log_every: int = LOG_EVERY
     schedule: Schedule = field(init=False)
     snapshot_steps: frozenset[int] = field(init=False)
     loss_weights: LossWeights = field(init=False)
     step_model: Callable[[torch.Tensor], torch.Tensor] = field(init=False)
     terminate: TerminationRequest = field(init=False)
     step_log: _StepLog = field(init=False)
+    scaler: torch.amp.GradScaler = field(init=False)
+    pending: PendingSteps = field(init=False)
+    line: ProgressLine = field(init=False)
     bar: tqdm = field(init=False)
 
     def __post_init__(self) -> None:
@@ -365,6 +381,13 @@ class Trainer:
         self.step_model = torch.compile(self.model) if self.settings.compile else self.model
         self.terminate = TerminationRequest()
         self.step_log = _StepLog(self.paths.work / "log.csv", self.progress.step)
+        self.scaler = self.precision.scaler()
+        if self.scaler.is_enabled() and self.progress.scaler:
+            self.scaler.load_state_dict(self.progress.scaler)
+        self.pending = PendingSteps()
+        self.line = ProgressLine(
+            self.paths.root.name, self.settings.steps, self.log_every, self.progress.step
+        )
         self.bar = tqdm(
             total=self.settings.steps,
             initial=self.progress.step,
@@ -411,7 +434,7 @@ class Trainer:
         images = batch["image"].to(self.target, non_blocking=True)
         if self.target.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_for(self.target):
+        with self.precision.autocast():
             logits = self.step_model(images)
         loss = segmentation_loss(
             logits,
@@ -421,21 +444,29 @@ class Trainer:
             self.spec.head,
             self.spec.lesion_classes,
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{self.paths.root}: loss is {loss.item()} at step {self.progress.step}; "
-                "lower the learning rate"
-            )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.settings.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.progress.step += 1
         self.progress.samples_seen += len(images)
         seconds = time.perf_counter() - since
         self.progress.wall_seconds += seconds
-        return Step(self.progress.step, loss.item(), lr, len(images), seconds)
+        return Step(self.progress.step, loss.detach(), lr, len(images), seconds)
+
+    def read_back(self) -> None:
+        """The pending steps' losses to the host (one sync): checked, logged, shown."""
+        rows = self.pending.read_back(self.paths.root)
+        if not rows:
+            return
+        self.step_log.write(rows)
+        if self.bar.disable:
+            self.line.show(rows)
+        else:
+            self.bar.set_postfix(loss=f"{rows[-1].loss:.4f}", lr=f"{rows[-1].lr:.2e}")
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
         """The sidecar of a checkpoint saved now: how the run was made and how far it got."""
@@ -446,13 +477,19 @@ class Trainer:
             "wall_seconds": round(self.progress.wall_seconds, 3),
             "device_seconds": round(self.progress.wall_seconds, 3),
             "device": str(self.target),
+            "precision": self.precision.name,
             "validation": self.progress.validation[-1] if self.progress.validation else {},
             **extra,
         }
 
     def save(self) -> None:
-        """Save the training state, the step log flushed first so that it never lags the state."""
+        """Save the training state, the step log flushed first so that it never lags the state.
+
+        The losses are read back first: a state never includes a step with a non-finite loss.
+        """
+        self.read_back()
         self.step_log.flush()
+        self.progress.scaler = self.scaler.state_dict()
         save_state(self.paths.work, self.model, self.optimizer, self.progress)
 
     def finish(self) -> dict[str, Any]:
@@ -471,17 +508,11 @@ def _due(trainer: Trainer, step: Step, every: int) -> bool:
 
 
 def _log_step(trainer: Trainer, step: Step) -> None:
-    """A row of ``log.csv``, and the progress bar moved on."""
-    trainer.step_log.write(
-        {
-            "step": step.number,
-            "loss": f"{step.loss:.6f}",
-            "lr": f"{step.lr:.6e}",
-            "patches_per_s": f"{step.patches / max(step.seconds, 1e-9):.2f}",
-        }
-    )
+    """The step kept for ``log.csv``, read back every ``log_every`` steps; the bar moved on."""
+    trainer.pending.add(step)
     trainer.bar.update(1)
-    trainer.bar.set_postfix(loss=f"{step.loss:.4f}", lr=f"{step.lr:.2e}")
+    if _due(trainer, step, trainer.log_every):
+        trainer.read_back()
 
 
 def _save_snapshot(trainer: Trainer, step: Step) -> None:
@@ -502,7 +533,10 @@ def _validate(trainer: Trainer, step: Step) -> None:
     """
     if not _due(trainer, step, trainer.settings.validate_every):
         return
+    trainer.read_back()  # a non-finite loss raises before a model trained on it is scored
     _record_validation(trainer)
+    trainer.step_log.flush()
+    _write_progress(trainer.paths, trainer.progress)
     if trainer.on_validation is not None:
         trainer.save()
         trainer.on_validation(step.number, trainer.progress.validation[-1])
@@ -544,7 +578,13 @@ def _record_validation(trainer: Trainer) -> None:
     spec, paths = trainer.spec, trainer.paths
     result = {
         "step": progress.step,
-        **validate(trainer.model, trainer.validation_images, spec, settings.bins),
+        **validate(
+            trainer.model,
+            trainer.validation_images,
+            spec,
+            settings.bins,
+            trainer.precision.name,
+        ),
     }
     progress.validation.append(result)
     log.info("%s: step %d validation %s", paths.root, progress.step, result)
@@ -561,20 +601,26 @@ def _record_validation(trainer: Trainer) -> None:
             progress.stopped_early = True
 
 
-def _publish(paths: RunPaths, progress: Progress) -> None:
-    """Copy the finished run's outputs from the work folder to their declared places."""
+def _write_progress(paths: RunPaths, progress: Progress) -> None:
+    """``validation.csv``, ``log.csv`` and ``curves.png`` in the run folder, from the work
+    folder: refreshed at every validation while the run goes, final when it is published."""
     from lesionsoup.training.curves import plot_training_curves
 
-    snapshots = paths.root / "snapshots"
-    shutil.rmtree(snapshots, ignore_errors=True)  # a stale run's may have other steps
-    snapshots.mkdir()
-    for source in sorted((paths.work / "snapshots").glob("*.safetensors")):
-        copy_checkpoint(source, snapshots / source.name)
     validation_csv = paths.root / "validation.csv"
     _write_validation(progress.validation, validation_csv)
     with atomic_path(paths.root / "log.csv") as tmp:
         shutil.copyfile(paths.work / "log.csv", tmp)
     plot_training_curves(paths.root / "log.csv", validation_csv, paths.root / "curves.png")
+
+
+def _publish(paths: RunPaths, progress: Progress) -> None:
+    """Copy the finished run's outputs from the work folder to their declared places."""
+    snapshots = paths.root / "snapshots"
+    shutil.rmtree(snapshots, ignore_errors=True)  # a stale run's may have other steps
+    snapshots.mkdir()
+    for source in sorted((paths.work / "snapshots").glob("*.safetensors")):
+        copy_checkpoint(source, snapshots / source.name)
+    _write_progress(paths, progress)
     best = paths.work / "best.safetensors"
     copy_checkpoint(best if best.exists() else paths.work / "last.safetensors", paths.best)
     copy_checkpoint(paths.work / "last.safetensors", paths.last)  # last: the run is complete
