@@ -9,6 +9,7 @@ from pathlib import Path
 from lesionsoup.commands.arguments import (
     Subcommands,
     add_device_argument,
+    add_training_progress_arguments,
     json_object,
     open_caches,
 )
@@ -29,6 +30,8 @@ def _train(args: argparse.Namespace) -> None:
         threads=args.threads,
         workers=args.workers,
         device=args.device,
+        precision=args.precision,
+        log_every=args.log_every,
     )
     log.info("finished at step %d: validation %s", metadata["step"], metadata["validation"])
 
@@ -46,6 +49,8 @@ def _warmup(args: argparse.Namespace) -> None:
         threads=args.threads,
         workers=args.workers,
         device=args.device,
+        precision=args.precision,
+        log_every=args.log_every,
     )
     publish_init(run_dir, args.output)
     log.info("shared initialisation: %s", args.output)
@@ -64,6 +69,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="data-loading processes (default threads - 1)"
     )
     add_device_argument(parser)
+    add_training_progress_arguments(parser)
 
 
 def _add_train(commands: Subcommands) -> None:

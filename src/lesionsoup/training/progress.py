@@ -21,10 +21,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
+
+#: Steps between read-backs of the loss (and progress lines) unless told otherwise.
+LOG_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class PendingSteps:
 
     def read_back(self, run: Path) -> list[StepRow]:
         """The pending steps as rows, after one host sync; raises on a non-finite loss."""
+        import torch  # here: the command line reads LOG_EVERY without loading torch
+
         if not self.steps:
             return []
         started = time.perf_counter()

@@ -67,7 +67,7 @@ from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
-from lesionsoup.training.progress import PendingSteps, ProgressLine, Step, StepRow
+from lesionsoup.training.progress import LOG_EVERY, PendingSteps, ProgressLine, Step, StepRow
 from lesionsoup.training.resume import CorruptState, Progress, load_state, save_state
 from lesionsoup.training.sampling import PatchDataset, PatchSampler, ValidationImages
 from lesionsoup.training.validation import validate
@@ -75,8 +75,6 @@ from lesionsoup.training.validation import validate
 log = logging.getLogger(__name__)
 
 LOG_FIELDS = tuple(StepRow.__dataclass_fields__)
-#: Steps between read-backs of the loss (and progress lines) unless told otherwise.
-LOG_EVERY = 50
 
 
 @dataclass
