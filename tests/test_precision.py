@@ -1,4 +1,4 @@
-"""Precision: selection per device and GPU capability, recorded in sidecars, fp16 resumes exactly."""
+"""Precision: selection per device and GPU capability, in sidecars; fp16 resumes exactly."""
 
 from __future__ import annotations
 

@@ -534,7 +534,9 @@ def _validate(trainer: Trainer, step: Step) -> None:
     trainer.read_back()  # a non-finite loss raises before a model trained on it is scored
     _record_validation(trainer)
     trainer.step_log.flush()
-    _write_progress(trainer.paths, trainer.progress)
+    _write_progress(
+        trainer.paths, trainer.progress, f"running: step {step.number} of {trainer.settings.steps}"
+    )
     if trainer.on_validation is not None:
         trainer.save()
         trainer.on_validation(step.number, trainer.progress.validation[-1])
@@ -599,16 +601,19 @@ def _record_validation(trainer: Trainer) -> None:
             progress.stopped_early = True
 
 
-def _write_progress(paths: RunPaths, progress: Progress) -> None:
+def _write_progress(paths: RunPaths, progress: Progress, status: str = "") -> None:
     """``validation.csv``, ``log.csv`` and ``curves.png`` in the run folder, from the work
-    folder: refreshed at every validation while the run goes, final when it is published."""
+    folder: refreshed at every validation while the run goes (``status`` says how far it got),
+    final when it is published."""
     from lesionsoup.training.curves import plot_training_curves
 
     validation_csv = paths.root / "validation.csv"
     _write_validation(progress.validation, validation_csv)
     with atomic_path(paths.root / "log.csv") as tmp:
         shutil.copyfile(paths.work / "log.csv", tmp)
-    plot_training_curves(paths.root / "log.csv", validation_csv, paths.root / "curves.png")
+    plot_training_curves(
+        paths.root / "log.csv", validation_csv, paths.root / "curves.png", status=status
+    )
 
 
 def _publish(paths: RunPaths, progress: Progress) -> None:
