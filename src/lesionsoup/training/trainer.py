@@ -524,7 +524,8 @@ def _save_snapshot(trainer: Trainer, step: Step) -> None:
 
 
 def _validate(trainer: Trainer, step: Step) -> None:
-    """Validation when due, then ``on_validation``.
+    """Validation when due, the run folder's ``log.csv``, ``validation.csv`` and ``curves.png``
+    refreshed, then ``on_validation``.
 
     The state is saved before ``on_validation`` is called, so that an exception
     it raises (a pruned trial) loses nothing.
@@ -534,9 +535,12 @@ def _validate(trainer: Trainer, step: Step) -> None:
     trainer.read_back()  # a non-finite loss raises before a model trained on it is scored
     _record_validation(trainer)
     trainer.step_log.flush()
-    _write_progress(
-        trainer.paths, trainer.progress, f"running: step {step.number} of {trainer.settings.steps}"
-    )
+    if step.number < trainer.settings.steps:  # after the last step, publishing draws them
+        _write_progress(
+            trainer.paths,
+            trainer.progress,
+            f"running: step {step.number} of {trainer.settings.steps}",
+        )
     if trainer.on_validation is not None:
         trainer.save()
         trainer.on_validation(step.number, trainer.progress.validation[-1])
