@@ -357,7 +357,7 @@ class Trainer:
     run_metadata: dict[str, Any]
     on_validation: Callable[[int, dict[str, Any]], None] | None = None
     progress_bar: bool = True
-    precision: Precision = Precision("fp32", "cpu")
+    precision: Precision = Precision("fp32", "cpu")  # train_run passes the resolved one
     log_every: int = LOG_EVERY
     schedule: Schedule = field(init=False)
     snapshot_steps: frozenset[int] = field(init=False)
@@ -516,6 +516,7 @@ def _log_step(trainer: Trainer, step: Step) -> None:
 def _save_snapshot(trainer: Trainer, step: Step) -> None:
     """A snapshot after each update the schedule names (the minima of a cyclic rate)."""
     if step.number - 1 in trainer.snapshot_steps:
+        trainer.read_back()  # no checkpoint holds a step whose loss was not finite
         save_checkpoint(
             trainer.paths.work / "snapshots" / f"step{step.number:07d}.safetensors",
             trainer.model.state_dict(),
