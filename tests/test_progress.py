@@ -151,3 +151,8 @@ def test_curves_and_logs_exist_after_the_first_validation_of_a_running_job(tmp_p
     assert meta["step"] == SETTINGS.steps  # and the run resumes to its end
     with open(run / "validation.csv", newline="") as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == [4, 8]
+
+
+def test_log_interval_must_be_positive(tmp_path, caches):
+    with pytest.raises(ValueError, match="log_every must be a positive number of steps, not 0"):
+        train_run(tmp_path / "run", caches, SPEC, SETTINGS, workers=0, log_every=0)

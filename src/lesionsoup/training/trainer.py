@@ -371,6 +371,8 @@ class Trainer:
     bar: tqdm = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be a positive number of steps, not {self.log_every}")
         self.schedule = self.settings.lr_schedule
         self.snapshot_steps = frozenset(self.schedule.snapshot_steps())
         self.loss_weights = LossWeights(
