@@ -10,14 +10,18 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from lesionsoup.core.checkpoint import load_checkpoint, load_metadata
+from lesionsoup.cli import main
+from lesionsoup.core.checkpoint import load_checkpoint, load_metadata, save_checkpoint
+from lesionsoup.core.model import build_model
 from lesionsoup.core.precision import PRECISIONS, Precision, resolve
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.inference.infer import InferenceSettings
+from lesionsoup.inference.infer import InferenceSettings, predict
+from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training import resume
 from lesionsoup.training import trainer as train_module
 from lesionsoup.training.trainer import train_run
+from workflow import load_tiny_config, snakemake, write_config
 
 SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -186,3 +190,52 @@ def test_fp16_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path, cach
     )
     for name in whole:
         assert torch.equal(whole[name], killed[name]), name
+
+
+# --- inference, the command line and the workflow ----------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_inference_computes_in_the_configured_precision(tmp_path, precision):
+    torch.manual_seed(0)
+    model = build_model(SPEC).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, precision == "bf16"):
+        expected = torch.sigmoid(model(images).float())
+    settings = InferenceSettings(precision=precision)
+    torch.testing.assert_close(predict(model, images, "sigmoid", settings), expected)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, model.state_dict(), {"architecture": SPEC.as_dict(), "cache_size": 64})
+    predictor = load_predictor(path, "cpu")
+    torch.testing.assert_close(predictor.predict(images, settings), expected)
+    if precision == "bf16":  # the reference differs from fp32: the setting did something
+        assert not torch.allclose(predict(model, images, "sigmoid"), expected, rtol=0, atol=1e-6)
+
+
+def test_command_line_precision_reaches_the_sidecar(tmp_path, toy_caches):
+    arguments = ["train", "-o", str(tmp_path / "run"), "--threads", "1", "--workers", "0"]
+    arguments += [
+        "--model",
+        json.dumps(SPEC.as_dict()),
+        "--settings",
+        json.dumps(SETTINGS.as_dict()),
+    ]
+    arguments += ["--precision", "bf16", "--log-every", "2"]
+    for cache in toy_caches.values():
+        arguments += ["--cache", str(cache)]
+    assert main(arguments) == 0
+    assert load_metadata(tmp_path / "run" / "last.safetensors")["precision"] == "bf16"
+
+
+def test_workflow_passes_the_configured_precision_and_interval(tmp_path):
+    config = load_tiny_config()
+    config["training"].update(precision="fp16", log_every=7)
+    result = snakemake(
+        tmp_path, write_config(tmp_path / "config.yaml", config), "--dry-run", "--printshellcmds"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = (result.stdout + result.stderr).splitlines()
+    commands = [line[line.index("lesionsoup ") :] for line in output if "lesionsoup " in line]
+    training = [c for c in commands if c.split()[1] in ("warmup", "train", "hpo-trial")]
+    assert {c.split()[1] for c in training} == {"warmup", "train", "hpo-trial"}
+    assert all("--precision fp16 --log-every 7" in command for command in training)
