@@ -6,8 +6,10 @@ ratio, measured side by side in one run on a throw-away synthetic cache.
 
     python benchmarks/bench_training.py [--size 256 --patch 128 --batch 8 --workers 1]
 
-On a GPU, compare `--device cuda` with and without `--fp32` (bf16 autocast and
-channels_last are what the loop uses on a GPU) and `--compile`.
+On a GPU, compare `--device cuda` with `--precision` auto (bf16 on GPUs with
+native bf16, fp16 with loss scaling on older ones), bf16, fp16 and fp32;
+channels_last is what the loop uses on a GPU. `--log-every` sets how often
+the loop reads the loss back to the host (1: every step, as before).
 """
 
 from __future__ import annotations
@@ -24,39 +26,45 @@ from bench_data_pipeline import patches_per_second, synthetic_cache
 
 from lesionsoup.core.device import pick_device
 from lesionsoup.core.model import build_model
+from lesionsoup.core.precision import Precision, resolve
 from lesionsoup.core.specs import ModelSpec, TrainSettings
-from lesionsoup.inference.infer import autocast_for
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
+from lesionsoup.training.progress import LOG_EVERY
 from lesionsoup.training.sampling import PatchDataset, PatchSampler
 from lesionsoup.training.trainer import train_run
 
 
 def model_step_rate(
-    spec: ModelSpec, batch: dict[str, torch.Tensor], steps: int, device: torch.device, fp32: bool
+    spec: ModelSpec,
+    batch: dict[str, torch.Tensor],
+    steps: int,
+    device: torch.device,
+    precision: Precision,
 ) -> float:
     """Patches/s of forward + loss + backward + AdamW step on one fixed batch."""
     model = build_model(spec).to(device)
     images = batch["image"].to(device)
-    if device.type == "cuda" and not fp32:
+    if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     target, valid = batch["target"].to(device), batch["valid"].to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    autocast = torch.autocast("cpu", enabled=False) if fp32 else autocast_for(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    scaler = precision.scaler()
     for step in range(steps + 2):
         if step == 2:  # two warm-up steps, then time
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        with autocast:
+        with precision.autocast():
             logits = model(images)
         loss = segmentation_loss(
             logits, target, valid, LossWeights(), "sigmoid", spec.lesion_classes
         )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * len(images) / (time.perf_counter() - start)
@@ -75,10 +83,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="cores for the training job")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--fp32", action="store_true", help="no bf16/channels_last on a GPU")
+    parser.add_argument("--precision", default="auto", help="auto, bf16, fp16 or fp32")
+    parser.add_argument("--log-every", type=int, default=LOG_EVERY, help="steps between read-backs")
     args = parser.parse_args()
 
     device = pick_device(args.device)
+    precision = resolve(args.precision, device)
     spec = ModelSpec(
         encoder=args.encoder,
         encoder_weights=None,
@@ -92,7 +102,7 @@ def main() -> None:
         dataset = PatchDataset(sampler, build_augmentation(args.preset), args.steps * args.batch)
         data_rate = patches_per_second(dataset, args.batch, args.workers)
         batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=args.batch)))
-        model_rate = model_step_rate(spec, batch, args.steps, device, args.fp32)
+        model_rate = model_step_rate(spec, batch, args.steps, device, precision)
         settings = TrainSettings(
             steps=args.steps,
             batch_size=args.batch,
@@ -111,12 +121,15 @@ def main() -> None:
             workers=args.workers,
             device=args.device,
             progress_bar=False,
+            precision=args.precision,
+            log_every=args.log_every,
         )
         rates = pd.read_csv(run / "log.csv")["patches_per_s"].iloc[3:]
         loop_rate = statistics.median(rates)
     slower = min(data_rate, model_rate)
     print(
-        f"device {device}, {args.threads} threads, {args.workers} loader workers, "
+        f"device {device}, {precision.name}, {args.threads} threads, {args.workers} loader "
+        f"workers, "
         f"{spec.encoder} depth {spec.encoder_depth}, patch {args.patch}, batch {args.batch}"
     )
     print(f"data pipeline alone : {data_rate:8.1f} patches/s")

@@ -52,6 +52,20 @@ def write_toy_cache(
     return directory
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, and reported as such, where CUDA is absent."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="CUDA not available")
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
 @pytest.fixture
 def toy_caches(tmp_path: Path) -> dict[str, Path]:
     return {

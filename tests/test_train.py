@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import stat
 
@@ -352,3 +353,87 @@ def test_truncated_input_is_named_with_exit_1(tmp_path, toy_caches, init, caplog
         arguments += ["--cache", str(cache)]
     assert main(arguments) == 1
     assert str(path) in caplog.text and "Traceback" not in caplog.text
+
+
+# --- on CUDA (marked gpu: skipped where CUDA is absent) -----------------------------------------
+
+
+def _cuda_precisions():
+    """Every precision this GPU computes natively (bf16 needs compute capability 8.0)."""
+    native_bf16 = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+    return ["fp32", "fp16", "bf16"] if native_bf16 else ["fp32", "fp16"]
+
+
+def _cuda_train(run, caches, init, precision, settings=SETTINGS):
+    return train_run(
+        run,
+        caches,
+        SPEC,
+        settings,
+        init=init,
+        workers=0,
+        progress_bar=False,
+        device="cuda",
+        precision=precision,
+    )
+
+
+def _logged_steps(run):
+    rows = (run / "log.csv").read_text().splitlines()[1:]
+    return [int(row.split(",")[0]) for row in rows], [float(row.split(",")[1]) for row in rows]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_step_trains_in_each_precision_without_host_syncs(
+    tmp_path, caches, init, monkeypatch, precision
+):
+    if precision not in _cuda_precisions():
+        pytest.skip(f"{torch.cuda.get_device_name()} has no native {precision}")
+    real_step = train_module.Trainer.step
+
+    def strict_step(self, batch, since):
+        if self.progress.step == 0:  # the first step initialises lazily (kernels, loss scale)
+            return real_step(self, batch, since)
+        torch.cuda.set_sync_debug_mode("error")  # any host-device sync raises
+        try:
+            return real_step(self, batch, since)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(train_module.Trainer, "step", strict_step)
+    meta = _cuda_train(tmp_path / "run", caches, init, precision)
+    assert meta["precision"] == precision and meta["device"].startswith("cuda")
+    assert load_metadata(tmp_path / "run" / "best.safetensors")["precision"] == precision
+    steps, losses = _logged_steps(tmp_path / "run")
+    assert steps == list(range(1, SETTINGS.steps + 1))
+    assert all(math.isfinite(loss) for loss in losses)
+    assert all(torch.isfinite(tensor).all() for tensor in _weights(tmp_path / "run").values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["auto", "fp16"])
+def test_cuda_run_killed_and_resumed_continues_its_state(
+    tmp_path, caches, init, monkeypatch, precision
+):
+    whole = _cuda_train(tmp_path / "whole", caches, init, precision)
+    real_loss = _die_in_step(monkeypatch, 6)  # the last state was saved after step 3
+    with pytest.raises(KeyboardInterrupt):
+        _cuda_train(tmp_path / "killed", caches, init, precision)
+    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    loaded = {}
+    real_load = torch.amp.GradScaler.load_state_dict
+
+    def spying_load(self, state):
+        loaded.update(state)
+        real_load(self, state)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", spying_load)
+    meta = _cuda_train(tmp_path / "killed", caches, init, precision)
+    assert meta["step"] == SETTINGS.steps and meta["precision"] == whole["precision"]
+    assert bool(loaded) == (whole["precision"] == "fp16")  # the loss scale travels with the state
+    assert _logged_steps(tmp_path / "killed")[0] == list(range(1, SETTINGS.steps + 1))
+    # CUDA kernels are not bit-reproducible (cudnn.benchmark, atomics): close, not identical
+    whole_weights, killed_weights = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    for name, tensor in whole_weights.items():
+        torch.testing.assert_close(killed_weights[name], tensor, rtol=1e-2, atol=1e-2)

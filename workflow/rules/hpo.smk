@@ -28,11 +28,14 @@ rule hpo_trial:
             config, wildcards.combo, wildcards.recipe
         ),
         caches=cache_arguments,
+        precision=config["training"]["precision"],
+        log_every=config["training"]["log_every"],
     shell:
         "lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
         " --definition {params.definition:q} --init {input.init} {params.caches}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} --precision {params.precision} --log-every {params.log_every}"
+        " > {log} 2>&1"
 
 
 checkpoint hpo_export:

@@ -20,9 +20,12 @@ rule warmup:
         model=MODEL_SPEC,
         settings=json.dumps(study.warmup_settings(config), sort_keys=True),
         caches=cache_arguments,
+        precision=config["training"]["precision"],
+        log_every=config["training"]["log_every"],
     shell:
         "lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
-        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads}"
+        " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"
 
 
 rule train:
@@ -68,7 +71,9 @@ rule train:
         optimizer=lambda wildcards: ingredients.train_arguments(
             config, wildcards.combo, wildcards.recipe, int(wildcards.seed)
         ),
+        precision=config["training"]["precision"],
+        log_every=config["training"]["log_every"],
     shell:
         "lesionsoup train -o {params.run} --init {input.init} {params.optimizer} {params.caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
-        " > {log} 2>&1"
+        " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"

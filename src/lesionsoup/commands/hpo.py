@@ -6,7 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, json_object, open_caches
+from lesionsoup.commands.arguments import (
+    Subcommands,
+    add_training_progress_arguments,
+    json_object,
+    open_caches,
+)
 
 log = logging.getLogger("lesionsoup")
 
@@ -30,6 +35,8 @@ def _trial(args: argparse.Namespace) -> None:
         args.init,
         threads=args.threads,
         study_name=name,
+        precision=args.precision,
+        log_every=args.log_every,
     )
     trial = hpo.run_trial(study, args.job_index, objective)
     record = hpo.publish_trial(trial, name, runs, args.output)
@@ -77,6 +84,7 @@ def _add_trial(commands: Subcommands) -> None:
         "--cache", type=Path, action="append", required=True, help="a dataset cache (repeatable)"
     )
     parser.add_argument("--threads", type=int, default=1)
+    add_training_progress_arguments(parser)
     parser.set_defaults(handler=_trial)
 
 

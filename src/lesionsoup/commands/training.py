@@ -9,6 +9,7 @@ from pathlib import Path
 from lesionsoup.commands.arguments import (
     Subcommands,
     add_device_argument,
+    add_training_progress_arguments,
     json_object,
     open_caches,
 )
@@ -31,6 +32,8 @@ def _train(args: argparse.Namespace) -> None:
         device=args.device,
         keep_optimizer=args.keep_optimizer,
         init_optimizer=args.init_optimizer,
+        precision=args.precision,
+        log_every=args.log_every,
     )
     log.info("finished at step %d: validation %s", metadata["step"], metadata["validation"])
 
@@ -48,6 +51,8 @@ def _warmup(args: argparse.Namespace) -> None:
         threads=args.threads,
         workers=args.workers,
         device=args.device,
+        precision=args.precision,
+        log_every=args.log_every,
     )
     publish_init(run_dir, args.output)
     log.info("shared initialisation: %s", args.output)
@@ -66,6 +71,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="data-loading processes (default threads - 1)"
     )
     add_device_argument(parser)
+    add_training_progress_arguments(parser)
 
 
 def _add_train(commands: Subcommands) -> None:

@@ -42,6 +42,7 @@ class CheckpointMetadata(TypedDict, total=False):
     samples_seen: int
     wall_seconds: float  # training wall-clock time of this checkpoint
     device_seconds: float  # accelerator time of this checkpoint
+    precision: str  # arithmetic it was trained in: bf16, fp16 (loss-scaled) or fp32
     validation: dict[str, float]  # held-out scores
     # merged models only
     ingredients: list[str]  # paths of every ingredient considered

@@ -30,6 +30,7 @@ import optuna
 from lesionsoup.core.atomic import atomic_write_json
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.hpo.space import suggest
+from lesionsoup.training.progress import LOG_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,12 @@ def training_objective(
     init: Path,
     threads: int = 1,
     study_name: str = "",
+    precision: str = "auto",
+    log_every: int = LOG_EVERY,
 ) -> Objective:
     """Train one run per trial from the shared initialisation; its best validation score.
+
+    ``precision`` and ``log_every`` are passed to ``train_run``.
 
     The run folder is keyed by the trial number, so a continued trial resumes
     its own run from the saved training state.
@@ -185,6 +190,8 @@ def training_objective(
                 init=init,
                 threads=threads,
                 progress_bar=False,
+                precision=precision,
+                log_every=log_every,
                 extra_metadata={"hpo": {"study": study_name, "trial": trial.number}},
                 on_validation=lambda step, scores: report(trial, step, scores["score"]),
             )

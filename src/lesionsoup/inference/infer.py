@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from lesionsoup.core.lesions import FOV_BIT
 from lesionsoup.core.model import probabilities
+from lesionsoup.core.precision import PRECISIONS, resolve
 
 #: U-Net encoders downsample up to 5 times: inputs must have sides divisible by 2**5.
 SIDE_MULTIPLE = 32
@@ -44,29 +45,31 @@ FLIPS: dict[str, tuple[int, ...]] = {"horizontal": (3,), "vertical": (2,), "both
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on a GPU, nothing on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast_for(
+    device: torch.device, precision: str = "auto"
+) -> contextlib.AbstractContextManager:
+    """The autocast of ``precision`` on ``device`` (see ``lesionsoup.core.precision``)."""
+    return resolve(precision, device).autocast()
 
 
 @torch.inference_mode()
-def predict_whole(model: torch.nn.Module, images: torch.Tensor, head: str) -> torch.Tensor:
+def predict_whole(
+    model: torch.nn.Module, images: torch.Tensor, head: str, precision: str = "auto"
+) -> torch.Tensor:
     """Probabilities of whole images at their own resolution (sides divisible by 32)."""
     device = next(model.parameters()).device
     images = images.to(device, non_blocking=True)
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
-    with autocast_for(device):
+    with autocast_for(device, precision):
         logits = model(images)
     return probabilities(logits, head)
 
 
-def model_forward(model: torch.nn.Module, head: str) -> Forward:
+def model_forward(model: torch.nn.Module, head: str, precision: str = "auto") -> Forward:
     """The forward of one model for ``infer``; puts the model in evaluation mode."""
     model.eval()
-    return lambda images: predict_whole(model, images, head)
+    return lambda images: predict_whole(model, images, head, precision)
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ class InferenceSettings:
     ``tile`` and ``overlap`` (the fraction of a tile shared with its
     neighbour, at least) apply to the sliding window only; ``tta`` lists the
     flipped views averaged with the unflipped image (names of ``FLIPS``);
-    ``batch_size`` counts images in whole mode and tiles in sliding mode.
+    ``batch_size`` counts images in whole mode and tiles in sliding mode;
+    ``precision`` is one of ``lesionsoup.core.precision.PRECISIONS``.
     """
 
     mode: Literal["whole", "sliding"] = "whole"
@@ -85,6 +89,7 @@ class InferenceSettings:
     tta: tuple[str, ...] = ()
     batch_size: int = 4
     padding: Literal["reflect", "zero"] = "reflect"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tta", tuple(self.tta))
@@ -101,6 +106,8 @@ class InferenceSettings:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.padding not in ("reflect", "zero"):
             raise ValueError(f"padding must be 'reflect' or 'zero', not {self.padding!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, not {self.precision!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "tta": list(self.tta)}
@@ -246,4 +253,4 @@ def predict(
     fov: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """``infer`` with one model whose logits ``head`` turns into probabilities."""
-    return infer(model_forward(model, head), images, settings, fov)
+    return infer(model_forward(model, head, settings.precision), images, settings, fov)

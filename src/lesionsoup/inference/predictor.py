@@ -31,6 +31,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,11 @@ class Predictor:
     def device(self) -> torch.device:
         return next(self.members[0].model.parameters()).device
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, precision: str = "auto") -> torch.Tensor:
         """Weighted mean of the members' probabilities; image sides must be multiples of 32."""
         total: torch.Tensor | None = None
         for member in self.members:
-            probs = predict_whole(member.model, images, member.head) * member.weight
+            probs = predict_whole(member.model, images, member.head, precision) * member.weight
             total = probs if total is None else total.add_(probs)
         return total
 
@@ -99,7 +100,7 @@ class Predictor:
         fov: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         """Probabilities of images of any size; see ``lesionsoup.inference.infer.infer``."""
-        return infer(self.forward, images, settings, fov)
+        return infer(partial(self.forward, precision=settings.precision), images, settings, fov)
 
 
 def spec_of(path: Path, metadata: Mapping[str, Any]) -> ModelSpec:

@@ -1,4 +1,7 @@
-"""The training-curve figure of one run: loss, validation scores, learning rate."""
+"""The training-curve figure of one run: loss, validation scores, learning rate.
+
+The trainer redraws it at every validation while the run goes, and once more when it ends.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import pandas as pd  # noqa: E402
 from lesionsoup.core.figures import save_figure  # noqa: E402
 
 
-def plot_training_curves(step_log: Path, validation_csv: Path, out: Path) -> None:
+def plot_training_curves(step_log: Path, validation_csv: Path, out: Path, status: str = "") -> None:
+    """The figure of a run's ``log.csv`` and ``validation.csv``; ``status`` (e.g. how far a
+    running job got) is added to the title."""
     steps = pd.read_csv(step_log)
     validation = pd.read_csv(validation_csv)
     fig, (ax_loss, ax_val, ax_lr) = plt.subplots(
@@ -49,5 +54,6 @@ def plot_training_curves(step_log: Path, validation_csv: Path, out: Path) -> Non
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     for ax in (ax_loss, ax_val, ax_lr):
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Training of {' / '.join(step_log.parent.parts[-3:])}")
+    title = f"Training of {' / '.join(step_log.parent.parts[-3:])}"
+    fig.suptitle(f"{title} ({status})" if status else title)
     save_figure(fig, out)

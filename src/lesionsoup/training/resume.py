@@ -1,7 +1,7 @@
 """The resumable state of a training run: weights, optimiser, RNG and progress.
 
-One safetensors file holds it all: the tensors, and the progress and optimiser
-scalars as JSON in its header. It is written under a temporary name and
+One safetensors file holds it all: the tensors, and the progress, optimiser
+and gradient-scaler scalars as JSON in its header. It is written under a temporary name and
 published by one rename, so a kill at any instant leaves the previous state
 or the new one, never weights of one step with the progress of another. No
 pickle: the optimiser state is flattened into named tensors.
@@ -47,6 +47,9 @@ class Progress:
     validations_without_gain: int = 0
     stopped_early: bool = False
     validation: list[dict[str, Any]] = field(default_factory=list)
+    #: ``torch.amp.GradScaler.state_dict()`` (loss scale, growth tracker) of fp16 training;
+    #: empty when no scaler is in use. Part of the state, so an fp16 run resumes exactly.
+    scaler: dict[str, Any] = field(default_factory=dict)
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -24,6 +24,13 @@ learning rate a pure function of the step, and the optimiser state is saved.
 state), a ``Trainer`` runs it: ``Trainer.step`` trains on one batch and the
 hooks in ``AFTER_STEP`` do everything else after each step (step log,
 snapshots, validation, state, preemption); ``Trainer.finish`` publishes.
+
+The step never waits for the device: its loss stays there, and the losses
+of many steps are read back together every ``log_every`` steps and before
+each validation and saved state (``lesionsoup.training.progress``). While a
+run goes, ``log.csv``, ``validation.csv`` and ``curves.png`` in the run
+folder are refreshed at every validation; the job log gets a progress bar on
+a terminal, else one line every ``log_every`` steps.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import csv
 import logging
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
@@ -55,14 +63,15 @@ from lesionsoup.core.combos import combo_name
 from lesionsoup.core.device import pick_device
 from lesionsoup.core.fingerprint import Fingerprint, digest, fingerprint, open_state_folder
 from lesionsoup.core.model import build_model
+from lesionsoup.core.precision import Precision, resolve
 from lesionsoup.core.preemption import Preempted, TerminationRequest
 from lesionsoup.core.schedules import Schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.inference.infer import autocast_for
 from lesionsoup.plan.paths import OPTIMIZER_FILE, OPTIMIZER_FOLDER
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
+from lesionsoup.training.progress import LOG_EVERY, PendingSteps, ProgressLine, Step, StepRow
 from lesionsoup.training.resume import (
     CorruptState,
     Progress,
@@ -76,7 +85,7 @@ from lesionsoup.training.validation import validate
 
 log = logging.getLogger(__name__)
 
-LOG_FIELDS = ("step", "loss", "lr", "patches_per_s")
+LOG_FIELDS = tuple(StepRow.__dataclass_fields__)
 
 
 @dataclass
@@ -171,6 +180,7 @@ def _fresh_model(
         [p for p in model.parameters() if p.requires_grad],
         lr=settings.lr,
         weight_decay=settings.weight_decay,
+        fused=True if target.type == "cuda" else None,  # takes the fp16 scaler's skip on device
     )
     if init_optimizer is not None:
         # FissionFusion's fgg.py builds AdamW(lr=LR1, weight_decay=WD), then loads the base's
@@ -239,8 +249,8 @@ class _StepLog:
         self.writer.writeheader()
         self.writer.writerows(rows)
 
-    def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow(row)
+    def write(self, rows: list[StepRow]) -> None:
+        self.writer.writerows(row.as_csv() for row in rows)
 
     def flush(self) -> None:
         self.handle.flush()
@@ -263,13 +273,17 @@ def train_run(
     on_validation: Callable[[int, dict[str, Any]], None] | None = None,
     keep_optimizer: bool = False,
     init_optimizer: Path | None = None,
+    precision: str = "auto",
+    log_every: int = LOG_EVERY,
 ) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one run; returns the ``last`` metadata.
 
     ``on_validation(step, scores)`` is called after each validation (e.g. to
     report to an Optuna trial); an exception it raises stops the run after its
-    state is saved. ``keep_optimizer`` publishes the optimiser state of ``best``;
-    ``init_optimizer`` starts the optimiser from a published one.
+    state is saved. ``keep_optimizer`` publishes the optimiser state of ``best``,
+    ``init_optimizer`` starts from a published one. ``precision``: one of
+    ``core.precision.PRECISIONS``; ``progress_bar`` allows a bar when stderr is a
+    terminal (else a log line every ``log_every`` steps).
     """
     paths = RunPaths(run_dir)
     lineage = _lineage(spec, init)
@@ -279,9 +293,7 @@ def train_run(
         shutil.rmtree(paths.work, ignore_errors=True)  # a publish killed before its clean-up
         return finished
     open_state_folder(paths.work, current)
-    target = pick_device(device)
-    workers = max(0, threads - 1) if workers is None else workers
-    torch.set_num_threads(max(1, threads - workers) if target.type == "cpu" else threads)
+    target, resolved, workers = _set_up_device(device, precision, threads, workers)
     model, optimizer, progress = _resumed_model(
         paths, spec, settings, init, target, current, init_optimizer
     )
@@ -300,11 +312,26 @@ def train_run(
         ],
         run_metadata=_run_metadata(spec, settings, caches, current, lineage, extra_metadata),
         on_validation=on_validation,
-        progress_bar=progress_bar,
+        progress_bar=progress_bar and sys.stderr.isatty(),
+        precision=resolved,
+        log_every=log_every,
         keep_optimizer=keep_optimizer,
     )
     trainer.fit(loader)
     return trainer.finish()
+
+
+def _set_up_device(
+    device: str, precision: str, threads: int, workers: int | None
+) -> tuple[torch.device, Precision, int]:
+    """The device, its resolved precision and the loader's workers; torch's threads set."""
+    target = pick_device(device)
+    resolved = resolve(precision, target)
+    if target.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # patches of one size: tune the kernels once
+    workers = max(0, threads - 1) if workers is None else workers
+    torch.set_num_threads(max(1, threads - workers) if target.type == "cpu" else threads)
+    return target, resolved, workers
 
 
 def _patch_loader(
@@ -361,17 +388,6 @@ def _run_metadata(
     }
 
 
-@dataclass(frozen=True)
-class Step:
-    """One optimiser step as the after-step hooks see it."""
-
-    number: int  # steps completed, this one included
-    loss: float
-    lr: float
-    patches: int
-    seconds: float  # including the wait for its batch: the loop's real throughput
-
-
 @dataclass
 class Trainer:
     """A run's model, optimiser and progress, the step that trains them, and what follows it.
@@ -379,7 +395,8 @@ class Trainer:
     nnU-Net's split (setup, a training step, hooks around it) without its class
     hierarchy: ``step`` only trains; logging, snapshots, validation, state and
     preemption are the functions in ``AFTER_STEP``, run in that order after
-    every step.
+    every step. ``scaler`` scales fp16 losses (a pass-through otherwise); its
+    state travels with the saved state.
     """
 
     paths: RunPaths
@@ -394,15 +411,22 @@ class Trainer:
     on_validation: Callable[[int, dict[str, Any]], None] | None = None
     progress_bar: bool = True
     keep_optimizer: bool = False  # publish the optimiser state of ``best`` (an FGG base)
+    precision: Precision = Precision("fp32", "cpu")  # train_run passes the resolved one
+    log_every: int = LOG_EVERY
     schedule: Schedule = field(init=False)
     snapshot_steps: frozenset[int] = field(init=False)
     loss_weights: LossWeights = field(init=False)
     step_model: Callable[[torch.Tensor], torch.Tensor] = field(init=False)
     terminate: TerminationRequest = field(init=False)
     step_log: _StepLog = field(init=False)
+    scaler: torch.amp.GradScaler = field(init=False)
+    pending: PendingSteps = field(init=False)
+    line: ProgressLine = field(init=False)
     bar: tqdm = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be a positive number of steps, not {self.log_every}")
         self.schedule = self.settings.lr_schedule
         self.snapshot_steps = frozenset(self.schedule.snapshot_steps())
         self.loss_weights = LossWeights(
@@ -411,6 +435,13 @@ class Trainer:
         self.step_model = torch.compile(self.model) if self.settings.compile else self.model
         self.terminate = TerminationRequest()
         self.step_log = _StepLog(self.paths.work / "log.csv", self.progress.step)
+        self.scaler = self.precision.scaler()
+        if self.scaler.is_enabled() and self.progress.scaler:
+            self.scaler.load_state_dict(self.progress.scaler)
+        self.pending = PendingSteps()
+        self.line = ProgressLine(
+            self.paths.root.name, self.settings.steps, self.log_every, self.progress.step
+        )
         self.bar = tqdm(
             total=self.settings.steps,
             initial=self.progress.step,
@@ -457,7 +488,7 @@ class Trainer:
         images = batch["image"].to(self.target, non_blocking=True)
         if self.target.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_for(self.target):
+        with self.precision.autocast():
             logits = self.step_model(images)
         loss = segmentation_loss(
             logits,
@@ -467,21 +498,29 @@ class Trainer:
             self.spec.head,
             self.spec.lesion_classes,
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{self.paths.root}: loss is {loss.item()} at step {self.progress.step}; "
-                "lower the learning rate"
-            )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.settings.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.progress.step += 1
         self.progress.samples_seen += len(images)
         seconds = time.perf_counter() - since
         self.progress.wall_seconds += seconds
-        return Step(self.progress.step, loss.item(), lr, len(images), seconds)
+        return Step(self.progress.step, loss.detach(), lr, len(images), seconds)
+
+    def read_back(self) -> None:
+        """The pending steps' losses to the host (one sync): checked, logged, shown."""
+        rows = self.pending.read_back(self.paths.root)
+        if not rows:
+            return
+        self.step_log.write(rows)
+        if self.bar.disable:
+            self.line.show(rows)
+        else:
+            self.bar.set_postfix(loss=f"{rows[-1].loss:.4f}", lr=f"{rows[-1].lr:.2e}")
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
         """The sidecar of a checkpoint saved now: how the run was made and how far it got."""
@@ -492,13 +531,19 @@ class Trainer:
             "wall_seconds": round(self.progress.wall_seconds, 3),
             "device_seconds": round(self.progress.wall_seconds, 3),
             "device": str(self.target),
+            "precision": self.precision.name,
             "validation": self.progress.validation[-1] if self.progress.validation else {},
             **extra,
         }
 
     def save(self) -> None:
-        """Save the training state, the step log flushed first so that it never lags the state."""
+        """Save the training state, the step log flushed first so that it never lags the state.
+
+        The losses are read back first: a state never includes a step with a non-finite loss.
+        """
+        self.read_back()
         self.step_log.flush()
+        self.progress.scaler = self.scaler.state_dict()
         save_state(self.paths.work, self.model, self.optimizer, self.progress)
 
     def finish(self) -> dict[str, Any]:
@@ -519,22 +564,17 @@ def _due(trainer: Trainer, step: Step, every: int) -> bool:
 
 
 def _log_step(trainer: Trainer, step: Step) -> None:
-    """A row of ``log.csv``, and the progress bar moved on."""
-    trainer.step_log.write(
-        {
-            "step": step.number,
-            "loss": f"{step.loss:.6f}",
-            "lr": f"{step.lr:.6e}",
-            "patches_per_s": f"{step.patches / max(step.seconds, 1e-9):.2f}",
-        }
-    )
+    """The step kept for ``log.csv``, read back every ``log_every`` steps; the bar moved on."""
+    trainer.pending.add(step)
     trainer.bar.update(1)
-    trainer.bar.set_postfix(loss=f"{step.loss:.4f}", lr=f"{step.lr:.2e}")
+    if _due(trainer, step, trainer.log_every):
+        trainer.read_back()
 
 
 def _save_snapshot(trainer: Trainer, step: Step) -> None:
     """A snapshot after each update the schedule names (the minima of a cyclic rate)."""
     if step.number - 1 in trainer.snapshot_steps:
+        trainer.read_back()  # no checkpoint holds a step whose loss was not finite
         save_checkpoint(
             trainer.paths.work / "snapshots" / f"step{step.number:07d}.safetensors",
             trainer.model.state_dict(),
@@ -543,14 +583,23 @@ def _save_snapshot(trainer: Trainer, step: Step) -> None:
 
 
 def _validate(trainer: Trainer, step: Step) -> None:
-    """Validation when due, then ``on_validation``.
+    """Validation when due, the run folder's ``log.csv``, ``validation.csv`` and ``curves.png``
+    refreshed, then ``on_validation``.
 
     The state is saved before ``on_validation`` is called, so that an exception
     it raises (a pruned trial) loses nothing.
     """
     if not _due(trainer, step, trainer.settings.validate_every):
         return
+    trainer.read_back()  # a non-finite loss raises before a model trained on it is scored
     _record_validation(trainer)
+    trainer.step_log.flush()
+    if step.number < trainer.settings.steps:  # after the last step, publishing draws them
+        _write_progress(
+            trainer.paths,
+            trainer.progress,
+            f"running: step {step.number} of {trainer.settings.steps}",
+        )
     if trainer.on_validation is not None:
         trainer.save()
         trainer.on_validation(step.number, trainer.progress.validation[-1])
@@ -592,7 +641,13 @@ def _record_validation(trainer: Trainer) -> None:
     spec, paths = trainer.spec, trainer.paths
     result = {
         "step": progress.step,
-        **validate(trainer.model, trainer.validation_images, spec, settings.bins),
+        **validate(
+            trainer.model,
+            trainer.validation_images,
+            spec,
+            settings.bins,
+            trainer.precision.name,
+        ),
     }
     progress.validation.append(result)
     log.info("%s: step %d validation %s", paths.root, progress.step, result)
@@ -610,10 +665,23 @@ def _record_validation(trainer: Trainer) -> None:
             progress.stopped_early = True
 
 
-def _publish(paths: RunPaths, progress: Progress, keep_optimizer: bool) -> None:
-    """Copy the finished run's outputs from the work folder to their declared places."""
+def _write_progress(paths: RunPaths, progress: Progress, status: str = "") -> None:
+    """``validation.csv``, ``log.csv`` and ``curves.png`` in the run folder, from the work
+    folder: refreshed at every validation while the run goes (``status`` says how far it got),
+    final when it is published."""
     from lesionsoup.training.curves import plot_training_curves
 
+    validation_csv = paths.root / "validation.csv"
+    _write_validation(progress.validation, validation_csv)
+    with atomic_path(paths.root / "log.csv") as tmp:
+        shutil.copyfile(paths.work / "log.csv", tmp)
+    plot_training_curves(
+        paths.root / "log.csv", validation_csv, paths.root / "curves.png", status=status
+    )
+
+
+def _publish(paths: RunPaths, progress: Progress, keep_optimizer: bool) -> None:
+    """Copy the finished run's outputs from the work folder to their declared places."""
     snapshots = paths.root / "snapshots"
     shutil.rmtree(snapshots, ignore_errors=True)  # a stale run's may have other steps
     snapshots.mkdir()
@@ -624,11 +692,7 @@ def _publish(paths: RunPaths, progress: Progress, keep_optimizer: bool) -> None:
     if keep_optimizer:
         with atomic_path(paths.optimizer) as tmp:
             shutil.copyfile(paths.work_optimizer, tmp)
-    validation_csv = paths.root / "validation.csv"
-    _write_validation(progress.validation, validation_csv)
-    with atomic_path(paths.root / "log.csv") as tmp:
-        shutil.copyfile(paths.work / "log.csv", tmp)
-    plot_training_curves(paths.root / "log.csv", validation_csv, paths.root / "curves.png")
+    _write_progress(paths, progress)
     best = paths.work / "best.safetensors"
     copy_checkpoint(best if best.exists() else paths.work / "last.safetensors", paths.best)
     copy_checkpoint(paths.work / "last.safetensors", paths.last)  # last: the run is complete

@@ -24,14 +24,18 @@ def validate(
     images: list[ValidationImages],
     spec: ModelSpec,
     bins: int,
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """Pooled average precision per lesion over the validation images; mean = score."""
+    """Pooled average precision per lesion over the validation images; mean = score.
+
+    ``precision`` is the autocast of the forward passes (``lesionsoup.core.precision``).
+    """
     was_training = model.training
     model.eval()
     histograms = SegmentationHistograms(spec.lesion_classes, bins=bins)
     for dataset in images:
         for item in dataset:
-            probs = predict_whole(model, item.image[None], spec.head)[0].cpu().numpy()
+            probs = predict_whole(model, item.image[None], spec.head, precision)[0].cpu().numpy()
             labels = np.asarray(dataset.cache.labels(item.image_id))
             histograms.add_image(item.image_id, probs, labels)
     model.train(was_training)
