@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import write_toy_cache
 from test_predictor import save_tiny
 from test_preprocess import write_case
 
-from lesionsoup.core.lesions import FOV_BIT, TRAINED, Lesion
+from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion
 from lesionsoup.core.metrics import (
     DEFAULT_BINS,
     LesionHistogram,
@@ -266,3 +267,56 @@ def test_aggregate_refuses_unknown_models_and_repeats(study, saved_results, tmp_
     with pytest.raises(ValueError, match="no evaluation files"):
         aggregate([], out, info)
     assert not out.exists()
+
+
+def _hard_image(seed: int, bins: int, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """Probabilities full of bin edges, 0, 1 and their neighbours; labels with every bit mix."""
+    rng = np.random.default_rng(seed)
+    shape = (len(TRAINED), 48, 40)
+    edges = np.arange(bins + 1) / bins
+    special = np.concatenate(
+        [
+            edges,
+            np.nextafter(edges.astype(np.float32), np.float32(0)),
+            np.nextafter(edges.astype(np.float32), np.float32(1)),
+            [0.0, 1.0, 0.5, 0.7, 0.9, 0.1],
+        ]
+    ).clip(0, 1)
+    probs = np.where(rng.random(shape) < 0.5, rng.choice(special, shape), rng.random(shape))
+    probs[rng.random(shape) < 0.05] = 1.0
+    probs[rng.random(shape) < 0.05] = 0.0
+    labels = rng.integers(0, 256, shape[1:], dtype=np.uint8)  # lesion, FOV and ignore bits
+    invalid = ((labels & FOV_BIT) == 0) | ((labels & IGNORE_BIT) != 0)
+    junk = rng.choice([np.nan, -3.0, 7.5, np.inf], shape)
+    probs = np.where(invalid[None] & (rng.random(shape) < 0.5), junk, probs)
+    return torch.from_numpy(probs).to(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("bins", [DEFAULT_BINS, 1024, 10])
+def test_device_binning_equals_the_numpy_binning_bit_for_bit(dtype, bins):
+    numpy_side, torch_side = (SegmentationHistograms(TRAINED, bins) for _ in range(2))
+    for seed in range(3):
+        probs, labels = _hard_image(seed, bins, dtype)
+        exact = probs.to(torch.float64 if dtype == torch.float64 else torch.float32).numpy()
+        expected = numpy_side.add_image(f"i{seed}", exact, labels)
+        assert torch_side.add_image(f"i{seed}", probs, torch.from_numpy(labels)) == expected
+        assert torch_side == numpy_side
+    for lesion in TRAINED:
+        assert torch_side[lesion].positives.dtype == np.int64
+        assert 0 < torch_side[lesion].positive_pixels < torch_side[lesion].valid_pixels
+        assert torch_side[lesion].positives[-1] + torch_side[lesion].negatives[-1] > 0  # p == 1
+
+
+def test_device_binning_refuses_what_the_numpy_binning_refuses():
+    histograms = SegmentationHistograms(TRAINED)
+    probs = torch.rand(len(TRAINED), 8, 6, generator=torch.Generator().manual_seed(0))
+    labels = np.full((8, 6), FOV_BIT, np.uint8)
+    probs[1, 3, 4] = 1.5
+    with pytest.raises(ValueError, match=r"img HE: probabilities of valid pixels .*1\.5"):
+        histograms.add_image("img", probs, labels)
+    with pytest.raises(ValueError, match=r"img: probabilities .* do not match"):
+        histograms.add_image("img", probs[:2], labels)
+    with pytest.raises(ValueError, match="floating point"):
+        histograms.add_image("img", (probs > 0.5).to(torch.uint8), labels)
+    assert histograms == SegmentationHistograms(TRAINED)  # nothing pooled
