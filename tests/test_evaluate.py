@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from lesionsoup.data.fov import find_fov
 from lesionsoup.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from lesionsoup.data.manifest import write_manifest
 from lesionsoup.data.preprocess import MaskRules, build_cache
+from lesionsoup.evaluation import per_model
 from lesionsoup.evaluation.evaluate import (
     COLUMNS,
     EvaluationError,
@@ -36,6 +38,7 @@ from lesionsoup.evaluation.evaluate import (
     save_evaluation,
     save_model_table,
 )
+from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
 from lesionsoup.inference.infer import InferenceSettings
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training.sampling import to_tensors
@@ -320,3 +323,53 @@ def test_device_binning_refuses_what_the_numpy_binning_refuses():
     with pytest.raises(ValueError, match="floating point"):
         histograms.add_image("img", (probs > 0.5).to(torch.uint8), labels)
     assert histograms == SegmentationHistograms(TRAINED)  # nothing pooled
+
+
+def _without_timing(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("seconds", "fingerprint")}
+
+
+def test_one_job_evaluates_a_model_on_every_test_set_loading_it_once(study, tmp_path, monkeypatch):
+    loads = []
+    real_load = per_model.load_predictor
+    monkeypatch.setattr(per_model, "load_predictor", lambda *a: loads.append(a) or real_load(*a))
+    tests = [EvaluationTarget(study[name], tmp_path / f"{name}.json") for name in ("AAA", "BBB")]
+    assert evaluate_model(study["model"], tests, store=tmp_path / "store") == [False, False]
+    assert len(loads) == 1
+    for name, test in zip(("AAA", "BBB"), tests, strict=True):
+        alone = evaluate(study["model"], study[name])
+        assert _without_timing(load_evaluation(test.output)) == _without_timing(alone)
+    # a rerun (Snakemake deleted the outputs) reuses both results without loading the model
+    for test in tests:
+        test.output.unlink()
+    assert evaluate_model(study["model"], tests, store=tmp_path / "store") == [True, True]
+    assert len(loads) == 1 and all(test.output.is_file() for test in tests)
+    # other bins, or no store, evaluate again
+    assert evaluate_model(study["model"], tests, store=tmp_path / "store", bins=100) == [False] * 2
+    assert evaluate_model(study["model"], tests) == [False, False]
+    assert len(loads) == 3
+
+
+def test_a_changed_input_is_evaluated_again(study, tmp_path):
+    store = tmp_path / "store"
+    model = tmp_path / "model.safetensors"
+    save_tiny(model, seed=0)
+    aaa = tmp_path / "AAA"
+    shutil.copytree(study["AAA"], aaa)
+    bbb = study["BBB"]
+    tests = [EvaluationTarget(cache, tmp_path / f"{i}.json") for i, cache in enumerate([aaa, bbb])]
+    assert evaluate_model(model, tests, store=store) == [False, False]
+    settings = json.loads((aaa / "cache.json").read_text())
+    (aaa / "cache.json").write_text(json.dumps({**settings, "seed": 99}))  # a rebuilt cache
+    assert evaluate_model(model, tests, store=store) == [False, True]
+    save_tiny(model, seed=1)  # retrained weights under the same name
+    assert evaluate_model(model, tests, store=store) == [False, False]
+    settings = InferenceSettings(tta=("horizontal",))
+    assert evaluate_model(model, tests, store=store, settings=settings) == [False, False]
+    stored = sorted(store.iterdir())
+    assert len(stored) == 7  # one entry per distinct fingerprint
+    for entry in stored:
+        entry.write_text("torn")  # an unreadable entry is evaluated again, not trusted
+    assert evaluate_model(model, tests, store=store, settings=settings) == [False, False]
+    with pytest.raises(ValueError, match="same result file"):
+        evaluate_model(model, [tests[0], tests[0]], store=store)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import yaml
-from workflow import REPO, snakemake, write_config
 
 from lesionsoup.plan import paths, study
 from lesionsoup.plan.evaluation import evaluated_models, evaluation_files
+from workflow import REPO, snakemake, write_config
 
 
 def paper_config(tmp_path) -> dict:

@@ -12,7 +12,7 @@ log = logging.getLogger("lesionsoup")
 
 
 def _test_sets(args: argparse.Namespace) -> list:
-    from lesionsoup.evaluation.per_model import TestSet
+    from lesionsoup.evaluation.per_model import EvaluationTarget
 
     manifests = args.manifest or [None] * len(args.cache)
     if not len(args.cache) == len(args.output) == len(manifests):
@@ -20,7 +20,8 @@ def _test_sets(args: argparse.Namespace) -> list:
             f"evaluate: {len(args.cache)} caches need as many --output files"
             f" ({len(args.output)} given) and --manifest files, if any ({len(args.manifest or [])})"
         )
-    return [TestSet(*paths) for paths in zip(args.cache, args.output, manifests, strict=True)]
+    triples = zip(args.cache, args.output, manifests, strict=True)
+    return [EvaluationTarget(*paths) for paths in triples]
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -71,9 +72,7 @@ def _add_evaluate(commands: Subcommands) -> None:
         default=None,
         help="the datasets' manifests, one a cache (native resolution)",
     )
-    parser.add_argument(
-        "--store", type=Path, default=None, help="folder of results kept for reuse"
-    )
+    parser.add_argument("--store", type=Path, default=None, help="folder of results kept for reuse")
     add_device_argument(parser)
     parser.set_defaults(handler=_evaluate)
 

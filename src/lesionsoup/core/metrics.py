@@ -449,9 +449,7 @@ class SegmentationHistograms:
             counts.append(ImageCounts.from_histogram(image_id, lesion, image))
         return counts
 
-    def _check_shapes(
-        self, image_id: str, probs: tuple[int, ...], labels: tuple[int, ...]
-    ) -> None:
+    def _check_shapes(self, image_id: str, probs: tuple[int, ...], labels: tuple[int, ...]) -> None:
         expected = (len(self.lesions), *labels)
         if len(labels) != 2 or probs != expected:
             raise ValueError(

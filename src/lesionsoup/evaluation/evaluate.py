@@ -166,7 +166,8 @@ def evaluate(
         probs: torch.Tensor | np.ndarray
         probs = image_probability_tensor(predictor, image, labels, settings)
         if truth is not None:
-            mapped = cache.geometry(image_id).map_to_native(probs.float().cpu().numpy().transpose(1, 2, 0))
+            host = probs.float().cpu().numpy().transpose(1, 2, 0)
+            mapped = cache.geometry(image_id).map_to_native(host)
             probs = mapped.reshape(*mapped.shape[:2], -1).transpose(2, 0, 1)
             labels = truth.labels(image_id)
         pixels += labels.size

@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TestSet:
-    """One test set of a model: its cache, the result file, its manifest (native resolution)."""
+class EvaluationTarget:
+    """One test set of a model: its cache, its result file, its manifest (native resolution)."""
 
     cache: Path
     output: Path
@@ -77,7 +77,7 @@ def model_digest(path: Path) -> str:
 def pair_fingerprint(
     model: Path,
     model_sha256: str,
-    test: TestSet,
+    test: EvaluationTarget,
     split: str,
     settings: InferenceSettings,
     bins: int,
@@ -123,7 +123,7 @@ def _store(store: Path | None, key: Fingerprint, result: dict[str, Any]) -> None
 
 def evaluate_model(
     model: Path,
-    tests: Sequence[TestSet],
+    tests: Sequence[EvaluationTarget],
     store: Path | None = None,
     split: str = "test",
     settings: InferenceSettings = DEFAULT_SETTINGS,
