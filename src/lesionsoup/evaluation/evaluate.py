@@ -126,6 +126,17 @@ def _image_ids(cache: Cache, split: str, image_ids: Sequence[str] | None) -> lis
     return ids
 
 
+def _native_truth(
+    cache: Cache, resolution: Resolution, manifest: Path | None
+) -> _NativeTruth | None:
+    """The native label planes for ``resolution="native"``, None at cache resolution."""
+    if resolution not in ("cache", "native"):
+        raise ValueError(f"resolution must be 'cache' or 'native', not {resolution!r}")
+    if resolution == "native" and manifest is None:
+        raise ValueError("native-resolution evaluation needs the dataset's manifest")
+    return _NativeTruth(cache, Path(manifest)) if resolution == "native" else None
+
+
 def evaluate(
     model: Path | Predictor,
     cache_dir: Path,
@@ -151,11 +162,7 @@ def evaluate(
     started = time.perf_counter()
     cache = Cache(cache_dir)
     ids = _image_ids(cache, split, image_ids)
-    if resolution not in ("cache", "native"):
-        raise ValueError(f"resolution must be 'cache' or 'native', not {resolution!r}")
-    if resolution == "native" and manifest is None:
-        raise ValueError("native-resolution evaluation needs the dataset's manifest")
-    truth = _NativeTruth(cache, Path(manifest)) if resolution == "native" else None
+    truth = _native_truth(cache, resolution, manifest)
     predictor = model if isinstance(model, Predictor) else load_predictor(model, device)
     histograms = SegmentationHistograms(predictor.lesions, bins)
     per_image: list[ImageCounts] = []
