@@ -12,6 +12,7 @@ from conftest import write_toy_cache
 from test_predictor import save_tiny
 from test_preprocess import write_case
 
+from lesionsoup.core.device_histograms import bin_image
 from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion
 from lesionsoup.core.metrics import (
     DEFAULT_BINS,
@@ -298,30 +299,50 @@ def _hard_image(seed: int, bins: int, dtype: torch.dtype) -> tuple[torch.Tensor,
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize("bins", [DEFAULT_BINS, 1024, 10])
 def test_device_binning_equals_the_numpy_binning_bit_for_bit(dtype, bins):
-    numpy_side, torch_side = (SegmentationHistograms(TRAINED, bins) for _ in range(2))
+    """``bin_image`` (torch, here on the CPU) against ``LesionHistogram.update`` (NumPy)."""
+    pooled = SegmentationHistograms(TRAINED, bins)
     for seed in range(3):
         probs, labels = _hard_image(seed, bins, dtype)
         exact = probs.to(torch.float64 if dtype == torch.float64 else torch.float32).numpy()
-        expected = numpy_side.add_image(f"i{seed}", exact, labels)
-        assert torch_side.add_image(f"i{seed}", probs, torch.from_numpy(labels)) == expected
-        assert torch_side == numpy_side
-    for lesion in TRAINED:
-        assert torch_side[lesion].positives.dtype == np.int64
-        assert 0 < torch_side[lesion].positive_pixels < torch_side[lesion].valid_pixels
-        assert torch_side[lesion].positives[-1] + torch_side[lesion].negatives[-1] > 0  # p == 1
+        expected = SegmentationHistograms(TRAINED, bins)
+        expected.add_image(f"i{seed}", exact, labels)
+        negatives, positives = bin_image(f"i{seed}", probs, labels, TRAINED, bins)
+        assert negatives.dtype == positives.dtype == np.int64
+        for index, lesion in enumerate(TRAINED):
+            assert np.array_equal(positives[index], expected[lesion].positives)
+            assert np.array_equal(negatives[index], expected[lesion].negatives)
+        # a tensor given to add_image pools the same counts
+        pooled.add_image(f"i{seed}", probs, torch.from_numpy(labels))
+        for lesion in TRAINED:
+            assert 0 < expected[lesion].positive_pixels < expected[lesion].valid_pixels
+            assert expected[lesion].positives[-1] + expected[lesion].negatives[-1] > 0  # p == 1
+    reference = SegmentationHistograms(TRAINED, bins)
+    for seed in range(3):
+        probs, labels = _hard_image(seed, bins, dtype)
+        exact = probs.to(torch.float64 if dtype == torch.float64 else torch.float32).numpy()
+        reference.add_image(f"i{seed}", exact, labels)
+    assert pooled == reference
 
 
 def test_device_binning_refuses_what_the_numpy_binning_refuses():
-    histograms = SegmentationHistograms(TRAINED)
     probs = torch.rand(len(TRAINED), 8, 6, generator=torch.Generator().manual_seed(0))
     labels = np.full((8, 6), FOV_BIT, np.uint8)
-    probs[1, 3, 4] = 1.5
-    with pytest.raises(ValueError, match=r"img HE: probabilities of valid pixels .*1\.5"):
-        histograms.add_image("img", probs, labels)
+    bin_image("img", probs, labels, TRAINED, 10)
+    for value in (1.5, float("nan"), -0.25):
+        bad = probs.clone()
+        bad[1, 3, 4] = value
+        with pytest.raises(ValueError, match=r"img HE: probabilities of valid pixels"):
+            bin_image("img", bad, labels, TRAINED, 10)
+        labels[3, 4] = 0  # outside the field of view, anything goes
+        bin_image("img", bad, labels, TRAINED, 10)
+        labels[3, 4] = FOV_BIT
+    with pytest.raises(ValueError, match="floating point"):
+        bin_image("img", (probs > 0.5).to(torch.uint8), labels, TRAINED, 10)
+    with pytest.raises(ValueError, match="uint8 label plane"):
+        bin_image("img", probs, labels.astype(np.int32), TRAINED, 10)
+    histograms = SegmentationHistograms(TRAINED)
     with pytest.raises(ValueError, match=r"img: probabilities .* do not match"):
         histograms.add_image("img", probs[:2], labels)
-    with pytest.raises(ValueError, match="floating point"):
-        histograms.add_image("img", (probs > 0.5).to(torch.uint8), labels)
     assert histograms == SegmentationHistograms(TRAINED)  # nothing pooled
 
 

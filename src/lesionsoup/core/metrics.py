@@ -429,9 +429,14 @@ class SegmentationHistograms:
 
         ``probs`` is (C, H, W) with one channel per lesion in ``lesions`` order,
         ``labels`` the (H, W) uint8 label plane of ``lesionsoup.core.lesions``.
-        NumPy probabilities are binned on the CPU; a torch tensor is binned on its
-        own device (``lesionsoup.core.device_histograms``), with the same counts.
+        NumPy probabilities, and torch tensors on the CPU, are binned by NumPy; a
+        tensor on an accelerator is binned there (``lesionsoup.core.device_histograms``,
+        the same counts), and only the counts cross to the host. (Torch on the CPU
+        measured several times slower than NumPy: ``benchmarks/bench_evaluate.py``.)
         """
+        if type(probs).__module__.startswith("torch") and probs.device.type == "cpu":
+            labels = labels.numpy() if type(labels).__module__.startswith("torch") else labels
+            probs = (probs.float() if probs.dtype.itemsize < 4 else probs).numpy()
         if type(probs).__module__.startswith("torch"):
             from lesionsoup.core.device_histograms import bin_image
 
