@@ -1,16 +1,19 @@
 import json
 import math
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import write_toy_cache
 from test_predictor import save_tiny
 from test_preprocess import write_case
 
-from lesionsoup.core.lesions import FOV_BIT, TRAINED, Lesion
+from lesionsoup.core.device_histograms import bin_image
+from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion
 from lesionsoup.core.metrics import (
     DEFAULT_BINS,
     LesionHistogram,
@@ -22,6 +25,7 @@ from lesionsoup.data.fov import find_fov
 from lesionsoup.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from lesionsoup.data.manifest import write_manifest
 from lesionsoup.data.preprocess import MaskRules, build_cache
+from lesionsoup.evaluation import per_model
 from lesionsoup.evaluation.evaluate import (
     COLUMNS,
     EvaluationError,
@@ -35,6 +39,7 @@ from lesionsoup.evaluation.evaluate import (
     save_evaluation,
     save_model_table,
 )
+from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
 from lesionsoup.inference.infer import InferenceSettings
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training.sampling import to_tensors
@@ -266,3 +271,126 @@ def test_aggregate_refuses_unknown_models_and_repeats(study, saved_results, tmp_
     with pytest.raises(ValueError, match="no evaluation files"):
         aggregate([], out, info)
     assert not out.exists()
+
+
+def _hard_image(seed: int, bins: int, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """Probabilities full of bin edges, 0, 1 and their neighbours; labels with every bit mix."""
+    rng = np.random.default_rng(seed)
+    shape = (len(TRAINED), 48, 40)
+    edges = np.arange(bins + 1) / bins
+    special = np.concatenate(
+        [
+            edges,
+            np.nextafter(edges.astype(np.float32), np.float32(0)),
+            np.nextafter(edges.astype(np.float32), np.float32(1)),
+            [0.0, 1.0, 0.5, 0.7, 0.9, 0.1],
+        ]
+    ).clip(0, 1)
+    probs = np.where(rng.random(shape) < 0.5, rng.choice(special, shape), rng.random(shape))
+    probs[rng.random(shape) < 0.05] = 1.0
+    probs[rng.random(shape) < 0.05] = 0.0
+    labels = rng.integers(0, 256, shape[1:], dtype=np.uint8)  # lesion, FOV and ignore bits
+    invalid = ((labels & FOV_BIT) == 0) | ((labels & IGNORE_BIT) != 0)
+    junk = rng.choice([np.nan, -3.0, 7.5, np.inf], shape)
+    probs = np.where(invalid[None] & (rng.random(shape) < 0.5), junk, probs)
+    return torch.from_numpy(probs).to(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("bins", [DEFAULT_BINS, 1024, 10])
+def test_device_binning_equals_the_numpy_binning_bit_for_bit(dtype, bins):
+    """``bin_image`` (torch, here on the CPU) against ``LesionHistogram.update`` (NumPy)."""
+    pooled = SegmentationHistograms(TRAINED, bins)
+    for seed in range(3):
+        probs, labels = _hard_image(seed, bins, dtype)
+        exact = probs.to(torch.float64 if dtype == torch.float64 else torch.float32).numpy()
+        expected = SegmentationHistograms(TRAINED, bins)
+        expected.add_image(f"i{seed}", exact, labels)
+        negatives, positives = bin_image(f"i{seed}", probs, labels, TRAINED, bins)
+        assert negatives.dtype == positives.dtype == np.int64
+        for index, lesion in enumerate(TRAINED):
+            assert np.array_equal(positives[index], expected[lesion].positives)
+            assert np.array_equal(negatives[index], expected[lesion].negatives)
+        # a tensor given to add_image pools the same counts
+        pooled.add_image(f"i{seed}", probs, torch.from_numpy(labels))
+        for lesion in TRAINED:
+            assert 0 < expected[lesion].positive_pixels < expected[lesion].valid_pixels
+            assert expected[lesion].positives[-1] + expected[lesion].negatives[-1] > 0  # p == 1
+    reference = SegmentationHistograms(TRAINED, bins)
+    for seed in range(3):
+        probs, labels = _hard_image(seed, bins, dtype)
+        exact = probs.to(torch.float64 if dtype == torch.float64 else torch.float32).numpy()
+        reference.add_image(f"i{seed}", exact, labels)
+    assert pooled == reference
+
+
+def test_device_binning_refuses_what_the_numpy_binning_refuses():
+    probs = torch.rand(len(TRAINED), 8, 6, generator=torch.Generator().manual_seed(0))
+    labels = np.full((8, 6), FOV_BIT, np.uint8)
+    bin_image("img", probs, labels, TRAINED, 10)
+    for value in (1.5, float("nan"), -0.25):
+        bad = probs.clone()
+        bad[1, 3, 4] = value
+        with pytest.raises(ValueError, match=r"img HE: probabilities of valid pixels"):
+            bin_image("img", bad, labels, TRAINED, 10)
+        labels[3, 4] = 0  # outside the field of view, anything goes
+        bin_image("img", bad, labels, TRAINED, 10)
+        labels[3, 4] = FOV_BIT
+    with pytest.raises(ValueError, match="floating point"):
+        bin_image("img", (probs > 0.5).to(torch.uint8), labels, TRAINED, 10)
+    with pytest.raises(ValueError, match="uint8 label plane"):
+        bin_image("img", probs, labels.astype(np.int32), TRAINED, 10)
+    histograms = SegmentationHistograms(TRAINED)
+    with pytest.raises(ValueError, match=r"img: probabilities .* do not match"):
+        histograms.add_image("img", probs[:2], labels)
+    assert histograms == SegmentationHistograms(TRAINED)  # nothing pooled
+
+
+def _without_timing(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("seconds", "fingerprint")}
+
+
+def test_one_job_evaluates_a_model_on_every_test_set_loading_it_once(study, tmp_path, monkeypatch):
+    loads = []
+    real_load = per_model.load_predictor
+    monkeypatch.setattr(per_model, "load_predictor", lambda *a: loads.append(a) or real_load(*a))
+    tests = [EvaluationTarget(study[name], tmp_path / f"{name}.json") for name in ("AAA", "BBB")]
+    assert evaluate_model(study["model"], tests, store=tmp_path / "store") == [False, False]
+    assert len(loads) == 1
+    for name, test in zip(("AAA", "BBB"), tests, strict=True):
+        alone = evaluate(study["model"], study[name])
+        assert _without_timing(load_evaluation(test.output)) == _without_timing(alone)
+    # a rerun (Snakemake deleted the outputs) reuses both results without loading the model
+    for test in tests:
+        test.output.unlink()
+    assert evaluate_model(study["model"], tests, store=tmp_path / "store") == [True, True]
+    assert len(loads) == 1 and all(test.output.is_file() for test in tests)
+    # other bins, or no store, evaluate again
+    assert evaluate_model(study["model"], tests, store=tmp_path / "store", bins=100) == [False] * 2
+    assert evaluate_model(study["model"], tests) == [False, False]
+    assert len(loads) == 3
+
+
+def test_a_changed_input_is_evaluated_again(study, tmp_path):
+    store = tmp_path / "store"
+    model = tmp_path / "model.safetensors"
+    save_tiny(model, seed=0)
+    aaa = tmp_path / "AAA"
+    shutil.copytree(study["AAA"], aaa)
+    bbb = study["BBB"]
+    tests = [EvaluationTarget(cache, tmp_path / f"{i}.json") for i, cache in enumerate([aaa, bbb])]
+    assert evaluate_model(model, tests, store=store) == [False, False]
+    settings = json.loads((aaa / "cache.json").read_text())
+    (aaa / "cache.json").write_text(json.dumps({**settings, "seed": 99}))  # a rebuilt cache
+    assert evaluate_model(model, tests, store=store) == [False, True]
+    save_tiny(model, seed=1)  # retrained weights under the same name
+    assert evaluate_model(model, tests, store=store) == [False, False]
+    settings = InferenceSettings(tta=("horizontal",))
+    assert evaluate_model(model, tests, store=store, settings=settings) == [False, False]
+    stored = sorted(store.iterdir())
+    assert len(stored) == 7  # one entry per distinct fingerprint
+    for entry in stored:
+        entry.write_text("torn")  # an unreadable entry is evaluated again, not trusted
+    assert evaluate_model(model, tests, store=store, settings=settings) == [False, False]
+    with pytest.raises(ValueError, match="same result file"):
+        evaluate_model(model, [tests[0], tests[0]], store=store)

@@ -100,7 +100,7 @@ def test_changed_training_value_reruns_only_its_trainings(finished, tmp_path):
         ("merge", "combo=IDRID, method=swa"),
     }
     evaluated = {job[1] for job in jobs if job[0] == "evaluate"}
-    assert evaluated == {"test=IDRID, model=merged/IDRID/swa"}
+    assert evaluated == {"model=merged/IDRID/swa"}  # one job a model, over every test set
 
 
 def test_added_combination_plans_only_new_jobs(finished, tmp_path):
@@ -113,4 +113,4 @@ def test_added_combination_plans_only_new_jobs(finished, tmp_path):
         ("train", "combo=FGADR, recipe=base, seed=0"),
     }
     evaluated = {job[1] for job in jobs if job[0] == "evaluate"}
-    assert evaluated == {"test=IDRID, model=models/FGADR/base/seed0/best"}
+    assert evaluated == {"model=models/FGADR/base/seed0/best"}

@@ -1,30 +1,42 @@
-# Every model on every test set, then the long metrics table.
+# Every model on every test set (one job a model), then the long metrics table.
+# The model table and the aggregation are tiny: they run in the main process.
+# Adding a test set reruns every model's job; results whose inputs did not change are
+# then copied from the store (lesionsoup.evaluation.per_model), not evaluated again.
+
+TESTS = study.test_datasets(config)
+
+
+localrules:
+    evaluated_models,
+    aggregate,
 
 
 rule evaluate:
     input:
         model=evaluated_model_path,
-        cache=lambda wildcards: paths.cache(wildcards.test),
+        caches=[paths.cache(test) for test in TESTS],
     output:
-        paths.EVALUATION,
+        evaluation.model_evaluation_files(config, "{model}"),
     log:
-        paths.log("evaluate/{test}/{model}"),
+        paths.log("evaluate/{model}"),
     conda:
         "../../envs/lesionsoup.yaml"
     threads: config["evaluation"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=lambda wildcards, attempt: 60 * len(TESTS) * attempt,
         gpu=1,
     params:
         settings=json.dumps(config["evaluation"]["inference"], sort_keys=True),
         bins=config["evaluation"]["bins"],
         resolution=config["evaluation"]["resolution"],
-        manifest=lambda wildcards: paths.manifest(wildcards.test),
+        manifests=[paths.manifest(test) for test in TESTS],
+        store=paths.EVALUATION_STORE,
     shell:
-        "lesionsoup evaluate {input.model} {input.cache} -o {output}"
+        "lesionsoup evaluate {input.model} {input.caches} -o {output}"
         " --settings {params.settings:q} --bins {params.bins}"
-        " --resolution {params.resolution} --manifest {params.manifest} > {log} 2>&1"
+        " --resolution {params.resolution} --manifest {params.manifests}"
+        " --store {params.store} > {log} 2>&1"
 
 
 rule evaluated_models:

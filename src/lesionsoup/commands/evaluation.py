@@ -11,43 +11,54 @@ from lesionsoup.commands.arguments import Subcommands, add_device_argument, json
 log = logging.getLogger("lesionsoup")
 
 
+def _test_sets(args: argparse.Namespace) -> list:
+    from lesionsoup.evaluation.per_model import EvaluationTarget
+
+    manifests = args.manifest or [None] * len(args.cache)
+    if not len(args.cache) == len(args.output) == len(manifests):
+        raise SystemExit(
+            f"evaluate: {len(args.cache)} caches need as many --output files"
+            f" ({len(args.output)} given) and --manifest files, if any ({len(args.manifest or [])})"
+        )
+    triples = zip(args.cache, args.output, manifests, strict=True)
+    return [EvaluationTarget(*paths) for paths in triples]
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from lesionsoup.core.device import pick_device
-    from lesionsoup.evaluation.evaluate import evaluate, save_evaluation
+    from lesionsoup.evaluation.per_model import evaluate_model
     from lesionsoup.inference.infer import InferenceSettings
 
-    result = evaluate(
+    tests = _test_sets(args)
+    reused = evaluate_model(
         args.model,
-        args.cache,
+        tests,
+        store=args.store,
         split=args.split,
         settings=InferenceSettings.from_dict(args.settings),
         bins=args.bins,
         resolution=args.resolution,
-        manifest=args.manifest,
         device=pick_device(args.device),
         progress=True,
     )
-    save_evaluation(result, args.output)
-    log.info(
-        "%s on %s: %d images, %.1f Mpx in %.1f s",
-        args.model,
-        result["test_dataset"],
-        result["images"],
-        result["megapixels"],
-        result["seconds"],
-    )
+    for test, again in zip(tests, reused, strict=True):
+        log.info("%s on %s: %s", args.model, test.cache, "reused" if again else "evaluated")
 
 
 def _add_evaluate(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "evaluate",
-        help="evaluate one model (checkpoint, merged model or ensemble) on one test set",
-        description="Run a model over a cache split and write the per-lesion histograms of "
-        "positive and negative pixels over probability bins, plus per-image counts (JSON).",
+        help="evaluate one model (checkpoint, merged model or ensemble) on its test sets",
+        description="Run a model over the split of each test cache (loaded once) and write, per "
+        "cache, the per-lesion histograms of positive and negative pixels over probability bins, "
+        "plus per-image counts (JSON). With --store, a result already computed from the same "
+        "inputs is reused instead of evaluated again.",
     )
     parser.add_argument("model", type=Path, help=".safetensors checkpoint or ensemble .json")
-    parser.add_argument("cache", type=Path, help="the test dataset's cache")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="evaluation JSON")
+    parser.add_argument("cache", type=Path, nargs="+", help="the test datasets' caches")
+    parser.add_argument(
+        "-o", "--output", type=Path, nargs="+", required=True, help="one evaluation JSON a cache"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument(
         "--settings", type=json_object, default={}, help="inference settings (JSON)"
@@ -55,8 +66,13 @@ def _add_evaluate(commands: Subcommands) -> None:
     parser.add_argument("--bins", type=int, default=2000)
     parser.add_argument("--resolution", choices=["cache", "native"], default="cache")
     parser.add_argument(
-        "--manifest", type=Path, default=None, help="the dataset's manifest (native resolution)"
+        "--manifest",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="the datasets' manifests, one a cache (native resolution)",
     )
+    parser.add_argument("--store", type=Path, default=None, help="folder of results kept for reuse")
     add_device_argument(parser)
     parser.set_defaults(handler=_evaluate)
 

@@ -463,30 +463,58 @@ class SegmentationHistograms:
     def __getitem__(self, lesion: Lesion | str) -> LesionHistogram:
         return self.histograms[Lesion(lesion)]
 
-    def add_image(self, image_id: str, probs: np.ndarray, labels: np.ndarray) -> list[ImageCounts]:
+    def add_image(self, image_id: str, probs: Any, labels: Any) -> list[ImageCounts]:
         """Pool one image and return its per-lesion counts.
 
         ``probs`` is (C, H, W) with one channel per lesion in ``lesions`` order,
         ``labels`` the (H, W) uint8 label plane of ``lesionsoup.core.lesions``.
+        NumPy probabilities, and torch tensors on the CPU, are binned by NumPy; a
+        tensor on an accelerator is binned there (``lesionsoup.core.device_histograms``,
+        the same counts), and only the counts cross to the host. (Torch on the CPU
+        measured several times slower than NumPy: ``benchmarks/bench_evaluate.py``.)
         """
-        probs, labels = np.asarray(probs), np.asarray(labels)
-        expected = (len(self.lesions), *labels.shape)
-        if labels.ndim != 2 or probs.shape != expected:
-            raise ValueError(
-                f"{image_id}: probabilities {probs.shape} do not match {expected} "
-                f"(lesions {[x.value for x in self.lesions]}, labels {labels.shape})"
-            )
-        valid = valid_mask(labels)
+        if type(probs).__module__.startswith("torch") and probs.device.type == "cpu":
+            labels = labels.numpy() if type(labels).__module__.startswith("torch") else labels
+            probs = (probs.float() if probs.dtype.itemsize < 4 else probs).numpy()
+        if type(probs).__module__.startswith("torch"):
+            from lesionsoup.core.device_histograms import bin_image
+
+            self._check_shapes(image_id, tuple(probs.shape), tuple(labels.shape))
+            negatives, positives = bin_image(image_id, probs, labels, self.lesions, self.bins)
+            images = [
+                LesionHistogram(self.bins, pos, neg)
+                for pos, neg in zip(positives, negatives, strict=True)
+            ]
+        else:
+            images = self._bin_on_cpu(image_id, np.asarray(probs), np.asarray(labels))
         counts = []
-        for channel, (lesion, pooled) in zip(probs, self.histograms.items(), strict=True):
+        for lesion, image in zip(self.lesions, images, strict=True):
+            self.histograms[lesion] = self.histograms[lesion] + image
+            counts.append(ImageCounts.from_histogram(image_id, lesion, image))
+        return counts
+
+    def _check_shapes(self, image_id: str, probs: tuple[int, ...], labels: tuple[int, ...]) -> None:
+        expected = (len(self.lesions), *labels)
+        if len(labels) != 2 or probs != expected:
+            raise ValueError(
+                f"{image_id}: probabilities {probs} do not match {expected} "
+                f"(lesions {[x.value for x in self.lesions]}, labels {labels})"
+            )
+
+    def _bin_on_cpu(
+        self, image_id: str, probs: np.ndarray, labels: np.ndarray
+    ) -> list[LesionHistogram]:
+        self._check_shapes(image_id, probs.shape, labels.shape)
+        valid = valid_mask(labels)
+        images = []
+        for channel, lesion in zip(probs, self.lesions, strict=True):
             image = LesionHistogram(self.bins)
             try:
                 image.update(channel, (labels & lesion.bit) != 0, valid)
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{image_id} {lesion.value}: {error}") from None
-            self.histograms[lesion] = pooled + image
-            counts.append(ImageCounts.from_histogram(image_id, lesion, image))
-        return counts
+            images.append(image)
+        return images
 
     def metrics(self, counts: Iterable[ImageCounts] = ()) -> dict[str, dict[str, float]]:
         """Lesion name -> metric name -> value: pooled metrics, plus per-image ones from counts."""

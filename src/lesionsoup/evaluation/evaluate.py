@@ -97,17 +97,48 @@ class _NativeTruth:
         return native_labels(self.rows[image_id], self.rules)
 
 
+def image_probability_tensor(
+    predictor: Predictor, image: np.ndarray, labels: np.ndarray, settings: InferenceSettings
+) -> torch.Tensor:
+    """Per-lesion probabilities (L, H, W) of one cached image, on the predictor's device.
+
+    0 outside the image's field of view.
+    """
+    tensor = to_tensors(image, labels, predictor.lesions)[0][None]
+    fov = fov_from_labels(labels)[None]
+    return predictor.predict(tensor, settings, fov)[0]
+
+
 def image_probabilities(
     predictor: Predictor, image: np.ndarray, labels: np.ndarray, settings: InferenceSettings
 ) -> np.ndarray:
-    """Per-lesion probabilities (L, H, W) of one cached image, 0 outside its field of view."""
-    tensor = to_tensors(image, labels, predictor.lesions)[0][None]
-    fov = fov_from_labels(labels)[None]
-    return predictor.predict(tensor, settings, fov)[0].cpu().numpy()
+    """``image_probability_tensor`` as a float32 NumPy array on the host."""
+    return image_probability_tensor(predictor, image, labels, settings).float().cpu().numpy()
+
+
+def _image_ids(cache: Cache, split: str, image_ids: Sequence[str] | None) -> list[str]:
+    ids = list(cache.ids_in(split) if image_ids is None else image_ids)
+    if not ids:
+        raise EvaluationError(f"{cache.directory}: no images in split {split!r}")
+    unknown = sorted(set(ids) - set(cache.ids))
+    if unknown:
+        raise EvaluationError(f"{cache.directory}: no images {unknown[:5]} in this cache")
+    return ids
+
+
+def _native_truth(
+    cache: Cache, resolution: Resolution, manifest: Path | None
+) -> _NativeTruth | None:
+    """The native label planes for ``resolution="native"``, None at cache resolution."""
+    if resolution not in ("cache", "native"):
+        raise ValueError(f"resolution must be 'cache' or 'native', not {resolution!r}")
+    if resolution == "native" and manifest is None:
+        raise ValueError("native-resolution evaluation needs the dataset's manifest")
+    return _NativeTruth(cache, Path(manifest)) if resolution == "native" else None
 
 
 def evaluate(
-    model_path: Path,
+    model: Path | Predictor,
     cache_dir: Path,
     split: str = "test",
     settings: InferenceSettings = DEFAULT_SETTINGS,
@@ -120,39 +151,37 @@ def evaluate(
 ) -> dict[str, Any]:
     """Histograms and per-image counts of one model on one test set, as a JSON-able dict.
 
-    ``image_ids`` replaces the split's images (an id listed twice counts twice);
-    ``manifest`` is the dataset's manifest, needed for ``resolution="native"``.
-    ``megapixels`` counts the pixels compared, at the chosen resolution.
+    ``model`` is a model file, or a predictor already loaded (``device`` is then
+    unused). ``image_ids`` replaces the split's images (an id listed twice
+    counts twice); ``manifest`` is the dataset's manifest, needed for
+    ``resolution="native"``. ``megapixels`` counts the pixels compared, at the
+    chosen resolution. At cache resolution the probabilities are binned on the
+    model's device and only the counts reach the host; native resolution maps
+    them back on the host (``Geometry.map_to_native``) and bins them there.
     """
     started = time.perf_counter()
     cache = Cache(cache_dir)
-    ids = list(cache.ids_in(split) if image_ids is None else image_ids)
-    if not ids:
-        raise EvaluationError(f"{cache.directory}: no images in split {split!r}")
-    unknown = sorted(set(ids) - set(cache.ids))
-    if unknown:
-        raise EvaluationError(f"{cache.directory}: no images {unknown[:5]} in this cache")
-    if resolution not in ("cache", "native"):
-        raise ValueError(f"resolution must be 'cache' or 'native', not {resolution!r}")
-    if resolution == "native" and manifest is None:
-        raise ValueError("native-resolution evaluation needs the dataset's manifest")
-    truth = _NativeTruth(cache, Path(manifest)) if resolution == "native" else None
-    predictor = load_predictor(model_path, device)
+    ids = _image_ids(cache, split, image_ids)
+    truth = _native_truth(cache, resolution, manifest)
+    predictor = model if isinstance(model, Predictor) else load_predictor(model, device)
     histograms = SegmentationHistograms(predictor.lesions, bins)
     per_image: list[ImageCounts] = []
     pixels = 0
     for image_id in tqdm(ids, desc=f"evaluate {cache.directory.name}", disable=not progress):
         labels = np.asarray(cache.labels(image_id))
-        probs = image_probabilities(predictor, np.asarray(cache.image(image_id)), labels, settings)
+        image = np.asarray(cache.image(image_id))
+        probs: torch.Tensor | np.ndarray
+        probs = image_probability_tensor(predictor, image, labels, settings)
         if truth is not None:
-            probs = cache.geometry(image_id).map_to_native(probs.transpose(1, 2, 0))
-            probs = probs.reshape(*probs.shape[:2], -1).transpose(2, 0, 1)
+            host = probs.float().cpu().numpy().transpose(1, 2, 0)
+            mapped = cache.geometry(image_id).map_to_native(host)
+            probs = mapped.reshape(*mapped.shape[:2], -1).transpose(2, 0, 1)
             labels = truth.labels(image_id)
         pixels += labels.size
         per_image.extend(histograms.add_image(image_id, probs, labels))
     return {
         "format": FORMAT,
-        "model": str(model_path),
+        "model": str(predictor.path),
         "test_dataset": str(cache.settings.get("dataset", cache.directory.name)),
         "cache": str(cache_dir),
         "split": split,

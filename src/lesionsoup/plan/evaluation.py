@@ -1,4 +1,4 @@
-"""The study's result matrix: every model to evaluate, on every test set."""
+"""The study's result matrix: every model to evaluate, on every test set, one job a model."""
 
 from __future__ import annotations
 
@@ -49,3 +49,11 @@ def evaluation_files(
 ) -> list[str]:
     """One evaluation file per (test set, model): the inputs of ``metrics.csv``."""
     return [paths.evaluation(test, key) for test in test_datasets(config) for key in evaluated]
+
+
+def model_evaluation_files(config: Mapping[str, Any], model: str) -> list[str]:
+    """The evaluation files of one model key (``{model}`` for the rule), one per test set.
+
+    One job writes them all: the model is loaded once for every test set.
+    """
+    return [paths.evaluation(test, model) for test in test_datasets(config)]

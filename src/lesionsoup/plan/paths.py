@@ -40,8 +40,10 @@ MERGED = f"{MERGED_DIR}/{{method}}.safetensors"
 MERGED_METADATA = f"{MERGED_DIR}/{{method}}.json"
 ENSEMBLE = f"{MERGED_DIR}/ensemble-{{name}}.json"
 
-# evaluation: one file per (test set, model key), the model table, the long metrics table
+# evaluation: one file per (test set, model key), written by one job per model; the results
+# kept for reuse by their fingerprint; the model table; the long metrics table
 EVALUATION = f"{RESULTS}/eval/{{test}}/{{model}}.json"
+EVALUATION_STORE = f"{RESULTS}/eval/store"
 EVALUATED_MODELS = f"{RESULTS}/eval/models.json"
 METRICS = f"{RESULTS}/metrics.csv"
 METRICS_CONVENTIONS = f"{RESULTS}/metrics.conventions.json"
