@@ -84,6 +84,21 @@ def test_microaneurysms_are_2_to_6_px_at_reference_size_and_never_vanish() -> No
     assert tiny.lesions[Lesion.MA].sum() >= 5
 
 
+def _ma_diameters(fundus: SyntheticFundus) -> np.ndarray:
+    _, _, stats, _ = cv2.connectedComponentsWithStats(fundus.lesions[Lesion.MA].astype(np.uint8))
+    return 2 * np.sqrt(stats[1:, cv2.CC_STAT_AREA] / np.pi)
+
+
+def test_lesion_sizes_enlarge_only_the_named_class() -> None:
+    side = round(2 * REFERENCE_RADIUS / 0.96)
+    plain = _render(6, side, side, lesion_density=2.0)
+    larger = _render(6, side, side, lesion_density=2.0, lesion_sizes={Lesion.MA: 3.0})
+    ratio = np.median(_ma_diameters(larger)) / np.median(_ma_diameters(plain))
+    assert 2.5 < ratio < 3.5
+    for lesion in (Lesion.EX, Lesion.HE, Lesion.CWS):  # same stream: the rest is unchanged
+        assert np.array_equal(plain.lesions[lesion], larger.lesions[lesion]), lesion
+
+
 def _ring(mask: np.ndarray, width: int) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
@@ -129,3 +144,5 @@ def test_rejects_bad_arguments() -> None:
         _render(0, 16, 100)
     with pytest.raises(ValueError, match="lesion_density"):
         _render(0, 64, 64, lesion_density=-1.0)
+    with pytest.raises(ValueError, match="lesion_sizes"):
+        _render(0, 64, 64, lesion_sizes={Lesion.MA: 0.0})

@@ -240,6 +240,28 @@ def test_regeneration_replaces_the_previous_tree(tmp_path: Path) -> None:
     assert len(list((roots["FGADR"] / "Seg-set" / "Original_Images").iterdir())) == 2
 
 
+def _mask_pixels(root: Path, folder: str) -> int:
+    truth = root / "A. Segmentation" / "2. All Segmentation Groundtruths"
+    return sum(int((_read(path) > 0).sum()) for path in sorted(truth.glob(f"*/{folder}/*.tif")))
+
+
+def test_lesion_sizes_enlarge_the_named_class_and_keep_the_rest(
+    trees: dict[str, Path], tmp_path: Path
+) -> None:
+    larger = generate(
+        tmp_path, IMAGES, seed=7, scale=SCALE, datasets=["IDRID"], lesion_sizes={"MA": 3}
+    )["IDRID"]
+    plain = trees["IDRID"]
+    ma = "1. Microaneurysms"
+    assert _mask_pixels(larger, ma) > 2 * _mask_pixels(plain, ma)  # 1 px floor: not 9x
+    for folder in ("2. Haemorrhages", "3. Hard Exudates", "5. Optic Disc"):  # MA cover none
+        assert _mask_pixels(larger, folder) == _mask_pixels(plain, folder), folder
+    again = generate(
+        tmp_path / "again", IMAGES, seed=7, scale=SCALE, datasets=["IDRID"], lesion_sizes={"MA": 3}
+    )["IDRID"]
+    assert _files(again) == _files(larger)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -247,6 +269,8 @@ def test_regeneration_replaces_the_previous_tree(tmp_path: Path) -> None:
         ({"images": 0}, "images per dataset"),
         ({"scale": 0}, "scale"),
         ({"styles": {"coarse": {"wobble": 1}}}, "unknown parameters"),
+        ({"lesion_sizes": {"XX": 2}}, "unknown lesions"),
+        ({"lesion_sizes": {"MA": 0}}, "lesion_sizes must be > 0"),
     ],
 )
 def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:

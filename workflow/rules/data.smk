@@ -18,10 +18,12 @@ rule synth:
         scale=SYNTHETIC["scale"],
         styles=json.dumps(SYNTHETIC["styles"], sort_keys=True),
         dataset_styles=json.dumps(SYNTHETIC["dataset_styles"], sort_keys=True),
+        lesion_sizes=json.dumps(SYNTHETIC["lesion_sizes"], sort_keys=True),
     shell:
         "lesionsoup synth --out {output} --images {params.images} --seed {params.seed}"
         " --scale {params.scale} --styles {params.styles:q}"
-        " --dataset-styles {params.dataset_styles:q} --threads {threads} > {log} 2>&1"
+        " --dataset-styles {params.dataset_styles:q}"
+        " --lesion-sizes {params.lesion_sizes:q} --threads {threads} > {log} 2>&1"
 
 
 rule index:

@@ -25,6 +25,7 @@ def _synth(args: argparse.Namespace) -> None:
         scale=args.scale,
         styles=args.styles,
         dataset_styles=args.dataset_styles,
+        lesion_sizes=args.lesion_sizes,
         workers=args.threads,
         progress=True,
     )
@@ -102,6 +103,12 @@ def _add_synth(commands: Subcommands) -> None:
         type=json_object,
         default=None,
         help=f"annotation style of each dataset (JSON), default {json.dumps(default_styles())}",
+    )
+    parser.add_argument(
+        "--lesion-sizes",
+        type=json_object,
+        default={},
+        help="size factor per lesion class (JSON), e.g. '{\"MA\": 3}'; default 1",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.set_defaults(handler=_synth)

@@ -10,11 +10,14 @@ lesion exactly where its mask says.
 Sizes are given in *reference pixels*: pixels of a fundus of radius
 ``REFERENCE_RADIUS``; a photograph scales them by ``unit`` (its fundus radius
 over the reference), so a quarter-size image gets quarter-size lesions.
+``lesion_sizes`` enlarges chosen classes beyond that (the demo's small caches
+would otherwise shrink microaneurysms below a pixel).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -53,10 +56,15 @@ class _Anatomy:
     disc_radius: float
     macula: tuple[float, float]
     side: int  # +1: disc right of the macula (right eye as photographed), -1: left
+    sizes: Mapping[Lesion, float] = field(default_factory=dict)  # size factor per class
 
     @property
     def unit(self) -> float:
         return self.radius / REFERENCE_RADIUS
+
+    def lesion_unit(self, lesion: Lesion) -> float:
+        """Image pixels per reference pixel of ``lesion``'s shapes."""
+        return self.unit * self.sizes.get(lesion, 1.0)
 
 
 def render_fundus(
@@ -66,18 +74,23 @@ def render_fundus(
     lesion_density: float = 1.0,
     extras: bool = False,
     cws_probability: float = 0.5,
+    lesion_sizes: Mapping[Lesion, float] | None = None,
 ) -> SyntheticFundus:
     """Render one photograph of ``height`` x ``width`` pixels.
 
     ``lesion_density`` scales the expected number of every lesion (0: a healthy
     eye); cotton-wool spots appear on a ``cws_probability`` share of diseased
     eyes. ``extras`` adds IRMA and NV (each on some images only).
+    ``lesion_sizes`` multiplies the sizes of the classes it names (default 1).
     """
     if height < 32 or width < 32:
         raise ValueError(f"a synthetic fundus needs at least 32x32 pixels, got {height}x{width}")
     if lesion_density < 0:
         raise ValueError(f"lesion_density must be >= 0, got {lesion_density}")
-    anatomy = _place_anatomy(rng, height, width)
+    sizes = dict(lesion_sizes or {})
+    if any(factor <= 0 for factor in sizes.values()):
+        raise ValueError(f"lesion_sizes must be > 0, got {sizes}")
+    anatomy = replace(_place_anatomy(rng, height, width), sizes=sizes)
     rho = _distance((height, width), anatomy.centre) / anatomy.radius
     fov = rho <= 1.0
 
@@ -259,7 +272,7 @@ def _draw_lesions(
 def _draw_haemorrhages(
     rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy, density: float
 ) -> None:
-    unit = anatomy.unit
+    unit = anatomy.lesion_unit(Lesion.HE)
     for centre in _scatter(rng, rng.poisson(5 * density), anatomy.macula, 0.4 * anatomy.radius):
         if rng.random() < 0.4:  # flame: elongated along the nerve fibres, radial from the disc
             angle = np.degrees(np.arctan2(centre[0] - anatomy.disc[0], centre[1] - anatomy.disc[1]))
@@ -275,7 +288,7 @@ def _draw_microaneurysms(
     rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy, density: float
 ) -> None:
     for centre in _scatter(rng, rng.poisson(18 * density), anatomy.macula, 0.35 * anatomy.radius):
-        radius = rng.uniform(1.0, 3.0) * anatomy.unit
+        radius = rng.uniform(1.0, 3.0) * anatomy.lesion_unit(Lesion.MA)
         _ellipse(mask, centre, (radius, radius), 0)
 
 
@@ -283,7 +296,7 @@ def _draw_exudates(
     rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy, density: float
 ) -> None:
     """Clusters of small bright specks around the macula."""
-    unit = anatomy.unit
+    unit = anatomy.lesion_unit(Lesion.EX)
     for _ in range(rng.poisson(2.5 * density)):
         angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(0.08, 0.45) * anatomy.radius
         cluster = (
@@ -298,7 +311,7 @@ def _draw_exudates(
 
 def _draw_cotton_wool_spots(rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy) -> None:
     """One to three patches of a few blobs each, 0.2 to 0.55 radii away from the disc."""
-    unit = anatomy.unit
+    unit = anatomy.lesion_unit(Lesion.CWS)
     for _ in range(int(rng.integers(1, 4))):
         angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.55) * anatomy.radius
         centre = (
@@ -323,7 +336,7 @@ def _random_walk(
 def _draw_irma(rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy) -> None:
     if rng.random() < 0.6:
         return
-    unit = anatomy.unit
+    unit = anatomy.lesion_unit(Lesion.IRMA)
     for centre in _scatter(rng, int(rng.integers(1, 3)), anatomy.macula, 0.3 * anatomy.radius):
         line = _random_walk(rng, centre, 14, 5 * unit, 0.8)
         cv2.polylines(mask, [line], False, 1, max(1, round(3 * unit)), cv2.LINE_8, shift=4)
@@ -332,7 +345,7 @@ def _draw_irma(rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy) ->
 def _draw_neovessels(rng: np.random.Generator, mask: np.ndarray, anatomy: _Anatomy) -> None:
     if rng.random() < 0.7:
         return
-    unit = anatomy.unit
+    unit = anatomy.lesion_unit(Lesion.NV)
     for centre in _scatter(rng, int(rng.integers(2, 5)), anatomy.disc, 1.5 * anatomy.disc_radius):
         loop = _random_walk(rng, centre, 20, 3 * unit, 0.6)
         cv2.polylines(mask, [loop], True, 1, max(1, round(2 * unit)), cv2.LINE_8, shift=4)

@@ -56,6 +56,7 @@ def generate(
     datasets: Iterable[str] | None = None,
     *,
     dataset_styles: Mapping[str, str] | None = None,
+    lesion_sizes: Mapping[str, float] | None = None,
     workers: int = 1,
     progress: bool = False,
 ) -> dict[str, Path]:
@@ -63,8 +64,9 @@ def generate(
 
     ``datasets`` defaults to every registered one. ``scale`` multiplies the native
     image sizes; ``styles`` and ``dataset_styles`` override the annotation styles
-    (see ``annotation_style.resolve_styles``); ``workers`` > 1 renders in that many
-    processes with identical output.
+    (see ``annotation_style.resolve_styles``); ``lesion_sizes`` multiplies the sizes
+    of the lesion classes it names (``{"MA": 3}``); ``workers`` > 1 renders in that
+    many processes with identical output.
     """
     adapters = _chosen(datasets)
     if images < 1:
@@ -73,6 +75,7 @@ def generate(
         raise ValueError(f"scale must be > 0, got {scale}")
     out = Path(out)
     style_of = resolve_styles(default_styles(), styles, dataset_styles)
+    sizes = _lesion_sizes(lesion_sizes or {})
     trees = [tree for adapter in adapters for tree in (adapter.name, *adapter.synthetic.trees)]
     for tree in trees:
         shutil.rmtree(partial_root(out, tree), ignore_errors=True)
@@ -81,7 +84,7 @@ def generate(
     jobs = [
         job
         for adapter in adapters
-        for job in _jobs(adapter, images, seed, scale, style_of[adapter.name], out)
+        for job in _jobs(adapter, images, seed, scale, style_of[adapter.name], out, sizes)
     ]
     started = time.perf_counter()
     written = _run(jobs, workers, progress)
@@ -104,6 +107,15 @@ def _chosen(datasets: Iterable[str] | None) -> list[DatasetAdapter]:
     if unknown:
         raise ValueError(f"unknown synthetic datasets {unknown}; known: {list(ADAPTERS)}")
     return [ADAPTERS[name] for name in names]
+
+
+def _lesion_sizes(factors: Mapping[str, float]) -> dict[Lesion, float]:
+    """Size factors by lesion class, from names such as ``"MA"``."""
+    known = [lesion.value for lesion in Lesion]
+    unknown = sorted(set(factors) - set(known))
+    if unknown:
+        raise ValueError(f"lesion_sizes names unknown lesions {unknown}; known: {known}")
+    return {Lesion(name): float(factor) for name, factor in factors.items()}
 
 
 def _write_summary(
@@ -161,6 +173,7 @@ def _jobs(
     scale: float,
     style: AnnotationStyle,
     out: Path,
+    lesion_sizes: Mapping[Lesion, float],
 ) -> list[SyntheticImage]:
     """The images of ``adapter``'s layout in its official splits, then its companion's."""
     layouts: list[tuple[SyntheticLayout, Mapping[str, float]]] = [
@@ -183,6 +196,7 @@ def _jobs(
                 style,
                 out,
                 layout,
+                lesion_sizes,
             )
             for index, (name, split) in enumerate(zip(names, splits, strict=True))
         ]
@@ -196,7 +210,9 @@ def _write_image(job: SyntheticImage) -> Written:
     height, width = max(32, round(native_h * job.scale)), max(32, round(native_w * job.scale))
     healthy = job.layout.healthy_eyes and job.index % HEALTHY_EVERY == HEALTHY_EVERY - 1
     density = 0.0 if healthy else rng.uniform(0.5, 1.8)
-    fundus = render_fundus(rng, height, width, density, extras=job.layout.extras)
+    fundus = render_fundus(
+        rng, height, width, density, extras=job.layout.extras, lesion_sizes=job.lesion_sizes
+    )
     annotations = {
         lesion: job.style.annotate(mask, fundus.unit) & fundus.fov
         for lesion, mask in fundus.lesions.items()

@@ -11,7 +11,7 @@ both directions of a dataset and they cannot drift apart unnoticed
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,7 @@ class SyntheticImage:
     style: AnnotationStyle
     out: Path
     layout: SyntheticLayout
+    lesion_sizes: Mapping[Lesion, float]  # size factors of enlarged lesion classes
 
     def tree(self, name: str | None = None) -> Path:
         """The folder being built for tree ``name`` (by default the dataset's own)."""
