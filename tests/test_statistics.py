@@ -12,7 +12,6 @@ from lesionsoup.evaluation.statistics import (
     PER_IMAGE_BINS,
     ImageHistograms,
     bootstrap_interval,
-    coarsen,
     holm,
     paired_comparison,
     resample_weights,
@@ -64,12 +63,12 @@ def test_coarse_bins_sum_like_the_full_ones_and_keep_average_precision(separatio
     rng = np.random.default_rng(0)
     full = [simulated_image(rng, separation, bins=2000) for _ in range(30)]
     pooled = sum(full[1:], full[0])
-    coarse = ImageHistograms.stack([coarsen(h, PER_IMAGE_BINS) for h in full]).pooled()
-    assert np.array_equal(coarse.positives, coarsen(pooled, PER_IMAGE_BINS).positives)
+    coarse = ImageHistograms.stack([h.coarsened(PER_IMAGE_BINS) for h in full]).pooled()
+    assert np.array_equal(coarse.positives, pooled.coarsened(PER_IMAGE_BINS).positives)
     assert coarse.positive_pixels == pooled.positive_pixels
     assert abs(average_precision(coarse) - average_precision(pooled)) < 0.005
     with pytest.raises(ValueError, match="do not divide"):
-        coarsen(pooled, 300)
+        pooled.coarsened(300)
 
 
 def test_resample_weights_draw_every_image_set_size_times():

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -218,6 +218,19 @@ class LesionHistogram:
         first = self.threshold_bin(threshold)
         tp, fp = int(self.positives[first:].sum()), int(self.negatives[first:].sum())
         return Confusion(tp, fp, self.positive_pixels - tp, int(self.negatives.sum()) - fp)
+
+    def coarsened(self, bins: int) -> LesionHistogram:
+        """This histogram with ``bins`` bins, each the union of consecutive ones; the bin
+        holding exactly 1.0 stays. ``bins`` must divide this histogram's bins, so that a
+        threshold on a coarse edge is exact, and coarsening commutes with adding."""
+        if bins <= 0 or self.bins % bins:
+            raise ValueError(f"{bins} bins do not divide the histogram's {self.bins}")
+        factor = self.bins // bins
+
+        def merged(counts: np.ndarray) -> np.ndarray:
+            return np.append(counts[:-1].reshape(bins, factor).sum(axis=1), counts[-1])
+
+        return LesionHistogram(bins, merged(self.positives), merged(self.negatives))
 
     def __add__(self, other: LesionHistogram) -> LesionHistogram:
         if not isinstance(other, LesionHistogram):
@@ -464,7 +477,11 @@ class SegmentationHistograms:
         return self.histograms[Lesion(lesion)]
 
     def add_image(self, image_id: str, probs: Any, labels: Any) -> list[ImageCounts]:
-        """Pool one image and return its per-lesion counts.
+        """Pool one image (``bin_image``) and return its per-lesion counts."""
+        return self.pool(image_id, self.bin_image(image_id, probs, labels))
+
+    def bin_image(self, image_id: str, probs: Any, labels: Any) -> list[LesionHistogram]:
+        """One image's histogram of each lesion, in ``lesions`` order (not pooled).
 
         ``probs`` is (C, H, W) with one channel per lesion in ``lesions`` order,
         ``labels`` the (H, W) uint8 label plane of ``lesionsoup.core.lesions``.
@@ -476,17 +493,19 @@ class SegmentationHistograms:
         if type(probs).__module__.startswith("torch") and probs.device.type == "cpu":
             labels = labels.numpy() if type(labels).__module__.startswith("torch") else labels
             probs = (probs.float() if probs.dtype.itemsize < 4 else probs).numpy()
-        if type(probs).__module__.startswith("torch"):
-            from lesionsoup.core.device_histograms import bin_image
+        if not type(probs).__module__.startswith("torch"):
+            return self._bin_on_cpu(image_id, np.asarray(probs), np.asarray(labels))
+        from lesionsoup.core.device_histograms import bin_image
 
-            self._check_shapes(image_id, tuple(probs.shape), tuple(labels.shape))
-            negatives, positives = bin_image(image_id, probs, labels, self.lesions, self.bins)
-            images = [
-                LesionHistogram(self.bins, pos, neg)
-                for pos, neg in zip(positives, negatives, strict=True)
-            ]
-        else:
-            images = self._bin_on_cpu(image_id, np.asarray(probs), np.asarray(labels))
+        self._check_shapes(image_id, tuple(probs.shape), tuple(labels.shape))
+        negatives, positives = bin_image(image_id, probs, labels, self.lesions, self.bins)
+        return [
+            LesionHistogram(self.bins, pos, neg)
+            for pos, neg in zip(positives, negatives, strict=True)
+        ]
+
+    def pool(self, image_id: str, images: Sequence[LesionHistogram]) -> list[ImageCounts]:
+        """Add one image's histograms (``bin_image``) and return its per-lesion counts."""
         counts = []
         for lesion, image in zip(self.lesions, images, strict=True):
             self.histograms[lesion] = self.histograms[lesion] + image

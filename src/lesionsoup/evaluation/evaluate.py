@@ -37,6 +37,7 @@ from lesionsoup.core.lesions import ALL, Lesion, pack
 from lesionsoup.core.metrics import (
     DEFAULT_BINS,
     ImageCounts,
+    LesionHistogram,
     SegmentationHistograms,
     conventions,
 )
@@ -44,11 +45,12 @@ from lesionsoup.data.cache import Cache
 from lesionsoup.data.fov import find_fov
 from lesionsoup.data.manifest import mask_column, read_manifest
 from lesionsoup.data.preprocess import MaskRules, mask_paths, read_mask_in_frame, read_photograph
+from lesionsoup.evaluation.statistics import image_histograms_to_dict, per_image_bins
 from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings, fov_from_labels
 from lesionsoup.inference.predictor import Predictor, load_predictor
 from lesionsoup.training.sampling import to_tensors
 
-FORMAT = "lesionsoup-evaluation/1"
+FORMAT = "lesionsoup-evaluation/2"  # 2: per-image histograms
 COLUMNS = ("model", "train_combo", "method", "test_dataset", "lesion", "metric", "value")
 Resolution = Literal["cache", "native"]
 
@@ -137,6 +139,36 @@ def _native_truth(
     return _NativeTruth(cache, Path(manifest)) if resolution == "native" else None
 
 
+def _score_images(
+    predictor: Predictor,
+    cache: Cache,
+    ids: Sequence[str],
+    truth: _NativeTruth | None,
+    settings: InferenceSettings,
+    histograms: SegmentationHistograms,
+    progress: bool,
+) -> tuple[list[ImageCounts], list[list[LesionHistogram]], int]:
+    """Pool every image into ``histograms``; its counts, coarse histograms and pixels."""
+    per_image: list[ImageCounts] = []
+    coarse, images_kept = per_image_bins(histograms.bins), []
+    pixels = 0
+    for image_id in tqdm(ids, desc=f"evaluate {cache.directory.name}", disable=not progress):
+        labels = np.asarray(cache.labels(image_id))
+        image = np.asarray(cache.image(image_id))
+        probs: torch.Tensor | np.ndarray
+        probs = image_probability_tensor(predictor, image, labels, settings)
+        if truth is not None:
+            host = probs.float().cpu().numpy().transpose(1, 2, 0)
+            mapped = cache.geometry(image_id).map_to_native(host)
+            probs = mapped.reshape(*mapped.shape[:2], -1).transpose(2, 0, 1)
+            labels = truth.labels(image_id)
+        pixels += labels.size
+        images = histograms.bin_image(image_id, probs, labels)
+        per_image.extend(histograms.pool(image_id, images))
+        images_kept.append([histogram.coarsened(coarse) for histogram in images])
+    return per_image, images_kept, pixels
+
+
 def evaluate(
     model: Path | Predictor,
     cache_dir: Path,
@@ -165,20 +197,9 @@ def evaluate(
     truth = _native_truth(cache, resolution, manifest)
     predictor = model if isinstance(model, Predictor) else load_predictor(model, device)
     histograms = SegmentationHistograms(predictor.lesions, bins)
-    per_image: list[ImageCounts] = []
-    pixels = 0
-    for image_id in tqdm(ids, desc=f"evaluate {cache.directory.name}", disable=not progress):
-        labels = np.asarray(cache.labels(image_id))
-        image = np.asarray(cache.image(image_id))
-        probs: torch.Tensor | np.ndarray
-        probs = image_probability_tensor(predictor, image, labels, settings)
-        if truth is not None:
-            host = probs.float().cpu().numpy().transpose(1, 2, 0)
-            mapped = cache.geometry(image_id).map_to_native(host)
-            probs = mapped.reshape(*mapped.shape[:2], -1).transpose(2, 0, 1)
-            labels = truth.labels(image_id)
-        pixels += labels.size
-        per_image.extend(histograms.add_image(image_id, probs, labels))
+    per_image, images_kept, pixels = _score_images(
+        predictor, cache, ids, truth, settings, histograms, progress
+    )
     return {
         "format": FORMAT,
         "model": str(predictor.path),
@@ -194,6 +215,9 @@ def evaluate(
         "conventions": conventions(bins),
         "histograms": histograms.to_dict(),
         "per_image": [asdict(counts) for counts in per_image],
+        "image_histograms": image_histograms_to_dict(
+            ids, [lesion.value for lesion in predictor.lesions], images_kept
+        ),
     }
 
 

@@ -14,16 +14,17 @@ function as the point estimate. No inference is repeated.
 - ``holm``: Holm's step-down adjustment of a family of p-values.
 
 Per-image histograms are kept at a coarser binning than the pooled ones
-(``coarsen``): the coarse bins are unions of full bins, so summing coarsened
-images is coarsening the sum, and the 11-point thresholds stay on bin edges
-while the bin count is a multiple of ten.
+(``LesionHistogram.coarsened``): the coarse bins are unions of full bins, so
+summing coarsened images is coarsening the sum, and the 11-point thresholds stay
+on bin edges while the bin count is a multiple of ten.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,21 +35,6 @@ Metric = Callable[[LesionHistogram], float]
 #: full 2000 bins' by less than 0.005 (tests/test_statistics.py), and four lesions
 #: of one image take a few kilobytes.
 PER_IMAGE_BINS = 200
-
-
-def coarsen(histogram: LesionHistogram, bins: int) -> LesionHistogram:
-    """``histogram`` with ``bins`` bins, each the union of consecutive full bins.
-
-    ``bins`` must divide the histogram's; the extra bin holding exactly 1.0 stays.
-    """
-    if bins <= 0 or histogram.bins % bins:
-        raise ValueError(f"{bins} bins do not divide the histogram's {histogram.bins}")
-    factor = histogram.bins // bins
-
-    def merged(counts: np.ndarray) -> np.ndarray:
-        return np.append(counts[:-1].reshape(bins, factor).sum(axis=1), counts[-1])
-
-    return LesionHistogram(bins, merged(histogram.positives), merged(histogram.negatives))
 
 
 @dataclass(frozen=True)
@@ -90,6 +76,44 @@ class ImageHistograms:
         """One pooled histogram per row of ``weights`` (resamples, images)."""
         positives, negatives = weights @ self.positives, weights @ self.negatives
         return [LesionHistogram(self.bins, p, n) for p, n in zip(positives, negatives, strict=True)]
+
+
+def per_image_bins(bins: int) -> int:
+    """The bins per-image histograms keep: ``PER_IMAGE_BINS`` where it divides ``bins``."""
+    return PER_IMAGE_BINS if bins % PER_IMAGE_BINS == 0 else bins
+
+
+def image_histograms_to_dict(
+    image_ids: Sequence[str], lesions: Sequence[str], images: Sequence[Sequence[LesionHistogram]]
+) -> dict[str, Any]:
+    """The per-image histograms of an evaluation (``images[i][k]``: image i, lesion k), as
+    JSON: one row of counts per image, for each lesion."""
+    bins = {histogram.bins for row in images for histogram in row}
+    if len(bins) > 1:
+        raise ValueError(f"per-image histograms with different bins: {sorted(bins)}")
+    return {
+        "bins": bins.pop() if bins else PER_IMAGE_BINS,
+        "image_ids": list(image_ids),
+        "lesions": {
+            lesion: {
+                "positives": [row[k].positives.tolist() for row in images],
+                "negatives": [row[k].negatives.tolist() for row in images],
+            }
+            for k, lesion in enumerate(lesions)
+        },
+    }
+
+
+def image_histograms_from_dict(entry: Mapping[str, Any]) -> dict[str, ImageHistograms]:
+    """Lesion -> ``ImageHistograms`` of an evaluation's ``image_histograms`` entry."""
+    return {
+        lesion: ImageHistograms(
+            int(entry["bins"]),
+            np.array(counts["positives"], np.int64).reshape(len(entry["image_ids"]), -1),
+            np.array(counts["negatives"], np.int64).reshape(len(entry["image_ids"]), -1),
+        )
+        for lesion, counts in entry["lesions"].items()
+    }
 
 
 def resample_weights(images: int, resamples: int, seed: int) -> np.ndarray:
