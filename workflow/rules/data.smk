@@ -58,7 +58,7 @@ rule preprocess:
     threads: config["preprocess"]["threads"]
     resources:
         mem_mb=lambda wildcards, threads, attempt: 1500 * threads * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=cluster.scaled_runtime(60, config),
     params:
         size=config["preprocess"]["size"],
         rules=mask_rules,

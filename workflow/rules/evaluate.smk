@@ -14,7 +14,7 @@ rule evaluate:
     threads: config["evaluation"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=cluster.scaled_runtime(60, config),
         gpu=1,
     params:
         settings=json.dumps(config["evaluation"]["inference"], sort_keys=True),

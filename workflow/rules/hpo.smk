@@ -18,7 +18,7 @@ rule hpo_trial:
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 12 * 60 * attempt,
+        runtime=cluster.scaled_runtime(12 * 60, config),
         gpu=1,
     params:
         definition=lambda wildcards: json.dumps(

@@ -25,7 +25,7 @@ rule merge:
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        runtime=cluster.scaled_runtime(120, config),
         gpu=1,
     params:
         soup=lambda wildcards: json.dumps(
@@ -59,7 +59,7 @@ rule ensemble:
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=cluster.scaled_runtime(60, config),
         gpu=1,
     params:
         ensemble=lambda wildcards: json.dumps(

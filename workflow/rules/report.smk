@@ -197,7 +197,7 @@ rule connectivity:
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=cluster.scaled_runtime(60, config),
         gpu=1,
     params:
         caches=cache_arguments,

@@ -14,7 +14,7 @@ rule warmup:
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        runtime=cluster.scaled_runtime(120, config),
         gpu=1,
     params:
         model=MODEL_SPEC,
@@ -54,7 +54,7 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 24 * 60 * attempt,
+        runtime=cluster.scaled_runtime(24 * 60, config),
         gpu=1,
     params:
         model=MODEL_SPEC,
