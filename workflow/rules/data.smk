@@ -6,8 +6,6 @@ rule synth:
         directory(SYNTHETIC["out"]),
     log:
         paths.log("synth"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -32,8 +30,6 @@ rule index:
         paths.MANIFEST,
     log:
         paths.log("index/{dataset}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -53,8 +49,6 @@ rule preprocess:
         directory(paths.CACHE),
     log:
         paths.log("preprocess/{dataset}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["preprocess"]["threads"]
     resources:
         mem_mb=lambda wildcards, threads, attempt: 1500 * threads * attempt,

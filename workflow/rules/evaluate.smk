@@ -9,8 +9,6 @@ rule evaluate:
         paths.EVALUATION,
     log:
         paths.log("evaluate/{test}/{model}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["evaluation"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -32,8 +30,6 @@ rule evaluated_models:
         paths.EVALUATED_MODELS,
     log:
         paths.log("evaluated_models"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=500,
@@ -53,8 +49,6 @@ rule aggregate:
         conventions=paths.METRICS_CONVENTIONS,
     log:
         paths.log("aggregate"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,

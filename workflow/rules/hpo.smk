@@ -13,8 +13,6 @@ rule hpo_trial:
         directory(paths.HPO_TRIAL),
     log:
         paths.log("hpo/{combo}/{recipe}/trial{index}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
@@ -29,7 +27,7 @@ rule hpo_trial:
         ),
         caches=cache_arguments,
     shell:
-        "lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
+        "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
         " --definition {params.definition:q} --init {input.init} {params.caches}"
         " --threads {threads} > {log} 2>&1"
@@ -65,8 +63,6 @@ checkpoint hpo_export:
         ),
     log:
         paths.log("hpo/{combo}/{recipe}/export"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -20,8 +20,6 @@ rule merge:
         paths.log("merge/{combo}/{method}"),
     wildcard_constraints:
         method=r"(?!ensemble-)[A-Za-z0-9_-]+",
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -54,8 +52,6 @@ rule ensemble:
         ),
     log:
         paths.log("ensemble/{combo}/{name}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,

@@ -15,8 +15,6 @@ rule costs:
         paths.COSTS,
     log:
         paths.log("report/costs"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,8 +41,6 @@ rule report_cross_dataset:
         fine_coarse_table=f"{paths.REPORT}/fine_coarse.csv",
     log:
         paths.log("report/cross_dataset"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -76,8 +72,6 @@ rule report_methods:
         cost_gain_table=f"{paths.REPORT}/cost_gain.csv",
     log:
         paths.log("report/methods"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -101,8 +95,6 @@ rule report_pr_curves:
         table=f"{paths.REPORT}/pr_curves.csv",
     log:
         paths.log("report/pr_curves"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -127,8 +119,6 @@ rule report_qualitative:
         ),
     log:
         paths.log("report/qualitative/{test}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -159,8 +149,6 @@ rule annotation_style:
         components=f"{paths.ANNOTATION_STYLE}/components.csv",
     log:
         paths.log("analysis/annotation_style"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -192,8 +180,6 @@ rule connectivity:
         curve=f"{paths.CONNECTIVITY}.csv",
     log:
         paths.log("analysis/connectivity/{pair}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -227,8 +213,6 @@ rule summary:
         ),
     log:
         paths.log("report/summary"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=1000,

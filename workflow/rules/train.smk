@@ -9,8 +9,6 @@ rule warmup:
         metadata=paths.INIT_METADATA,
     log:
         paths.log("warmup/{combo}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -21,7 +19,7 @@ rule warmup:
         settings=json.dumps(study.warmup_settings(config), sort_keys=True),
         caches=cache_arguments,
     shell:
-        "lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
+        "exec lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
         " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
@@ -49,8 +47,6 @@ rule train:
         ),
     log:
         paths.log("train/{combo}/{recipe}/seed{seed}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
@@ -62,6 +58,6 @@ rule train:
         caches=cache_arguments,
         run=subpath(output.best, parent=True),
     shell:
-        "lesionsoup train -o {params.run} --init {input.init} {params.caches}"
+        "exec lesionsoup train -o {params.run} --init {input.init} {params.caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
         " > {log} 2>&1"
