@@ -31,6 +31,7 @@ from bench_data_pipeline import synthetic_cache
 from bench_evaluate import write_cache
 from bench_training import model_step_rate
 from snakemake.utils import validate
+from torch.utils.flop_counter import FlopCounterMode
 
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.checkpoint import save_checkpoint
@@ -67,6 +68,8 @@ class Costs:
     vram_gib: float
     checkpoint_bytes: int
     cache_bytes_per_image: int
+    step_flops: float  # forward + backward of one training batch, counted
+    image_flops: float  # forward of one evaluated image, counted
     job_overhead_s: float
     source: str  # "assumed" or "measured on <device>"
 
@@ -139,6 +142,18 @@ def checkpoint_bytes(spec: ModelSpec, folder: Path) -> tuple[int, Path]:
     return path.stat().st_size, path
 
 
+def flops_per_pixel(spec: ModelSpec, side: int = 128) -> tuple[float, float]:
+    """Forward and forward + backward FLOPs per input pixel, counted by torch at ``side`` px
+    (a fully convolutional net's FLOPs grow with the pixel count)."""
+    model = build_model(spec)
+    image = torch.randn(1, 3, side, side)
+    with FlopCounterMode(display=False) as forward:
+        model(image)
+    with FlopCounterMode(display=False) as both:
+        model(image).sum().backward()
+    return forward.get_total_flops() / side**2, both.get_total_flops() / side**2
+
+
 def cache_bytes_per_image(size: int, folder: Path, images: int = 2) -> int:
     """Bytes one image takes in a cache of ``size`` px (image, label plane, lesion pixel lists)."""
     synthetic_cache(folder / "cache", size, images=images)
@@ -176,20 +191,23 @@ def measure(config: dict, args: argparse.Namespace, folder: Path) -> tuple[Costs
     spec = dataclasses.replace(study.model_spec(config), encoder_weights=None)
     size = config["preprocess"]["size"]
     checkpoint, model = checkpoint_bytes(spec, folder)
+    settings = study.recipe_settings(config, next(iter(config["training"]["recipes"])), 0)
+    patch, batch = settings["patch_size"], settings["batch_size"]
+    forward, both = flops_per_pixel(spec)
     costs = Costs(
         step_s=args.step_s,
         image_s=args.image_s,
         vram_gib=args.vram_gib,
         checkpoint_bytes=checkpoint,
         cache_bytes_per_image=cache_bytes_per_image(size, folder),
+        step_flops=both * patch**2 * batch,
+        image_flops=forward * size**2,
         job_overhead_s=args.job_overhead_s,
         source="assumed",
     )
     if args.measure is None:
         return costs, ""
     device = torch.device(args.measure)
-    settings = study.recipe_settings(config, next(iter(config["training"]["recipes"])), 0)
-    patch, batch = settings["patch_size"], settings["batch_size"]
     if device.type == "cpu":  # reduced sizes, reported beside the assumptions
         step = measure_step_s(spec, 128, 2, device)
         image = measure_image_s(model, 256, device)
@@ -216,6 +234,10 @@ def _bytes(size: float) -> str:
         if size >= scale:
             return f"{size / scale:,.1f} {unit}"
     return f"{size:,.0f} B"
+
+
+def _flops(count: float) -> str:
+    return f"{count / 1e12:,.2f} TFLOP"
 
 
 def _hours(seconds: float) -> str:
@@ -257,6 +279,11 @@ def table(config: dict, work: Work, costs: Costs, gpus: list[int]) -> list[str]:
         (f"GPU s per training step (patch {settings['patch_size']}, batch "
          f"{settings['batch_size']}) [{times}]", f"{costs.step_s:.3g}"),
         (f"GPU s per evaluated image ({size} px, whole) [{times}]", f"{costs.image_s:.3g}"),
+        ("FLOPs per training step, forward and backward [counted]", _flops(costs.step_flops)),
+        ("FLOPs per evaluated image, forward [counted]", _flops(costs.image_flops)),
+        ("GPU throughput these times imply, training / evaluation",
+         f"{costs.step_flops / costs.step_s / 1e12:.0f} / "
+         f"{costs.image_flops / costs.image_s / 1e12:.0f} TFLOP/s"),
         ("start-up per job: Python, torch, model load; queue wait excluded [assumed]",
          f"{costs.job_overhead_s:.0f} s"),
         *((f"GPU-hours, {kind}", _hours(value)) for kind, value in seconds.items()),
