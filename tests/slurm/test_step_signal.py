@@ -1,4 +1,4 @@
-"""SLURM's warning signal (profile: `--signal=TERM@300`) lets a training save its state.
+"""SLURM's warning signal (`--signal=TERM@300`, cluster.warning_seconds) lets a training save.
 
 SLURM sends the signal to every process of the job step: the jobstep's Snakemake, the rule's
 shell and the command. Once the step's first process (Snakemake) exits, SLURM kills whatever
@@ -15,8 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
+from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
 
 from workflow import load_tiny_config, snakemake, write_config
 
@@ -60,13 +62,40 @@ def test_exec_command_finishes_saving_before_the_job_step_ends(tmp_path):
     assert step.returncode != 0  # the job fails, so Snakemake retries it and it resumes
 
 
-def test_stateful_rules_exec_their_command(tmp_path):
-    configfile = write_config(tmp_path / "c.yaml", load_tiny_config())
-    result = snakemake(tmp_path, configfile, "--dry-run", "--printshellcmds")
+def _dry_run(tmp_path, cluster: dict) -> str:
+    config = load_tiny_config()
+    config["cluster"] = cluster
+    result = snakemake(
+        tmp_path, write_config(tmp_path / "c.yaml", config), "--dry-run", "--printshellcmds"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    commands: dict[str, set[str]] = {}
-    job = r"^rule (\w+):\n(?:[ \t]+.*\n)*?Shell command: (\S+)"
-    for rule, word in re.findall(job, result.stdout, re.MULTILINE):
-        commands.setdefault(rule, set()).add(word)
+    return result.stdout
+
+
+def test_stateful_rules_exec_their_command_and_only_they_ask_for_the_warning(tmp_path):
+    output = _dry_run(tmp_path, {"warning_seconds": 240})
+    job = r"^rule (\w+):\n((?:[ \t]+.*\n)*?)Shell command: (\S+)"
+    first_words: dict[str, set[str]] = {}
+    extras: dict[str, set[str]] = {}
+    for rule, lines, word in re.findall(job, output, re.MULTILINE):
+        first_words.setdefault(rule, set()).add(word)
+        extras.setdefault(rule, set()).update(re.findall(r"slurm_extra=([^,\n]*)", lines))
     for rule in STATEFUL_RULES:
-        assert commands[rule] == {"exec"}, (rule, commands.get(rule))
+        assert first_words[rule] == {"exec"}, (rule, first_words.get(rule))
+        assert extras[rule] == {"--signal=TERM@240"}, rule
+    # an option the executor leaves to the user (it refuses those it sets itself)
+    validate_slurm_extra(
+        SimpleNamespace(resources=SimpleNamespace(slurm_extra="--signal=TERM@240"))
+    )
+    others = {rule: found for rule, found in extras.items() if rule not in STATEFUL_RULES}
+    assert others and not any(others.values()), others
+
+
+def test_no_warning_when_zero_and_a_warning_longer_than_the_limit_is_refused(tmp_path):
+    output = _dry_run(tmp_path, {"warning_seconds": 0})
+    assert "--signal" not in output
+    config = load_tiny_config()
+    config["cluster"] = {"warning_seconds": 3600, "max_runtime_minutes": 60}
+    result = snakemake(tmp_path, write_config(tmp_path / "bad.yaml", config), "--dry-run")
+    assert result.returncode != 0
+    assert "cluster.warning_seconds" in result.stdout + result.stderr

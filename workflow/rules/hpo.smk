@@ -17,6 +17,7 @@ rule hpo_trial:
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=cluster.scaled_runtime(12 * 60, config),
+        slurm_extra=cluster.warning_signal(config),
         gpu=1,
     params:
         definition=lambda wildcards: json.dumps(

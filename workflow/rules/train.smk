@@ -13,6 +13,7 @@ rule warmup:
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=cluster.scaled_runtime(120, config),
+        slurm_extra=cluster.warning_signal(config),
         gpu=1,
     params:
         model=MODEL_SPEC,
@@ -51,6 +52,7 @@ rule train:
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=cluster.scaled_runtime(24 * 60, config),
+        slurm_extra=cluster.warning_signal(config),
         gpu=1,
     params:
         model=MODEL_SPEC,
