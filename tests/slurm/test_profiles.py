@@ -1,11 +1,14 @@
 """The Snakemake profiles as Snakemake itself reads them (the cluster run is run_test.sh)."""
 
 import ast
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from snakemake.cli import get_profile_dir
 from snakemake.profiles import ProfileConfigFileParser
+from snakemake_executor_plugin_slurm.utils import set_gres_string
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SLURM_PROFILE = REPOSITORY / "profiles" / "slurm" / "config.yaml"
@@ -58,3 +61,66 @@ def test_local_profile_runs_gpu_jobs_one_at_a_time():
     profile = read_profile(LOCAL_PROFILE)
     assert assignments(profile["resources"]) == {"gpu": "1"}
     assert assignments(profile["set-resource-scopes"]) == {"gpu": "local"}
+
+
+class _Resources(dict):
+    """A job's resources as the SLURM executor reads them (`.get` and attributes)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def gpu_rules() -> set[str]:
+    """Rules of the workflow that ask for a GPU (`gpu=1` in their resources)."""
+    blocks = (
+        block
+        for path in (REPOSITORY / "workflow" / "rules").glob("*.smk")
+        for block in re.split(r"^(?=rule )", path.read_text(), flags=re.MULTILINE)
+    )
+    return {
+        block.split()[1].rstrip(":")
+        for block in blocks
+        if block.startswith("rule ") and re.search(r"^\s+gpu=1,$", block, re.MULTILINE)
+    }
+
+
+def commented_variants(tmp_path: Path) -> dict[str, dict[str, dict[str, str]]]:
+    """The profile's commented `set-resources` variants, uncommented and read by Snakemake."""
+    variants: dict[str, list[str]] = {}
+    for line in SLURM_PROFILE.read_text().splitlines():
+        if line.startswith("# -- "):
+            lines = variants.setdefault(line[5:], [])
+        elif variants and line.startswith("# "):
+            lines.append(line[2:])
+    parsed = {}
+    for title, lines in variants.items():
+        path = tmp_path / "variant.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        by_rule: dict[str, dict[str, str]] = {}
+        for entry in read_profile(path)["set-resources"]:
+            rule, assignment = entry.split(":", 1)
+            name, value = assignment.split("=", 1)
+            by_rule.setdefault(rule, {})[name] = ast.literal_eval(value)
+        parsed[title] = by_rule
+    return parsed
+
+
+def test_slurm_profile_sends_no_warning_signal_to_every_job():
+    """The rules that save their state ask for it; any other command would die early."""
+    assert "slurm_extra" not in assignments(read_profile(SLURM_PROFILE)["default-resources"])
+
+
+def test_slurm_profile_keeps_slurm_logs_beside_the_rule_logs():
+    assert read_profile(SLURM_PROFILE)["slurm-logdir"] == "logs/slurm"
+
+
+def test_commented_gpu_variants_cover_every_gpu_rule_and_reach_sbatch_as_documented(tmp_path):
+    variants = commented_variants(tmp_path)
+    assert len(variants) == 2
+    expected = {"gpu_model": " --gpus=a100:1", "gres": " --gres=gpu:1"}
+    for title, by_rule in variants.items():
+        assert set(by_rule) == gpu_rules(), title
+        assert len({tuple(sorted(values.items())) for values in by_rule.values()}) == 1
+        values = next(iter(by_rule.values()))
+        kind = "gres" if "gres" in values else "gpu_model"
+        resources = _Resources({"gpu": 1, **values})  # the rules' own gpu=1, then the variant
+        assert set_gres_string(SimpleNamespace(resources=resources)) == expected[kind], title

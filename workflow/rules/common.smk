@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 from lesionsoup.data.datasets.generic import adapter_for
-from lesionsoup.plan import evaluation, hpo, ingredients, paths, study, targets
+from lesionsoup.plan import cluster, evaluation, hpo, ingredients, paths, study, targets
 
 DATASETS = sorted(config["datasets"])
 SYNTHETIC = config["synthetic"]

@@ -6,8 +6,6 @@ rule synth:
         directory(SYNTHETIC["out"]),
     log:
         paths.log("synth"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -34,8 +32,6 @@ rule index:
         paths.MANIFEST,
     log:
         paths.log("index/{dataset}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -56,12 +52,10 @@ rule preprocess:
         directory(paths.CACHE),
     log:
         paths.log("preprocess/{dataset}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["preprocess"]["threads"]
     resources:
         mem_mb=lambda wildcards, threads, attempt: 1500 * threads * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=cluster.scaled_runtime(60, config),
     params:
         size=config["preprocess"]["size"],
         rules=mask_rules,

@@ -19,12 +19,10 @@ rule evaluate:
         evaluation.model_evaluation_files(config, "{model}"),
     log:
         paths.log("evaluate/{model}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["evaluation"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * len(TESTS) * attempt,
+        runtime=cluster.scaled_runtime(60 * len(TESTS), config),
         gpu=1,
     params:
         settings=json.dumps(config["evaluation"]["inference"], sort_keys=True),
@@ -44,8 +42,6 @@ rule evaluated_models:
         paths.EVALUATED_MODELS,
     log:
         paths.log("evaluated_models"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=500,
@@ -65,8 +61,6 @@ rule aggregate:
         conventions=paths.METRICS_CONVENTIONS,
     log:
         paths.log("aggregate"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,

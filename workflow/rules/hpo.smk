@@ -13,12 +13,11 @@ rule hpo_trial:
         directory(paths.HPO_TRIAL),
     log:
         paths.log("hpo/{combo}/{recipe}/trial{index}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 12 * 60 * attempt,
+        runtime=cluster.scaled_runtime(12 * 60, config),
+        slurm_extra=cluster.warning_signal(config),
         gpu=1,
     params:
         definition=lambda wildcards: json.dumps(
@@ -31,7 +30,7 @@ rule hpo_trial:
         precision=config["training"]["precision"],
         log_every=config["training"]["log_every"],
     shell:
-        "lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
+        "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
         " --definition {params.definition:q} --init {input.init} {params.caches}"
         " --threads {threads} --precision {params.precision} --log-every {params.log_every}"
@@ -68,8 +67,6 @@ checkpoint hpo_export:
         ),
     log:
         paths.log("hpo/{combo}/{recipe}/export"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -20,12 +20,10 @@ rule merge:
         paths.log("merge/{combo}/{method}"),
     wildcard_constraints:
         method=r"(?!ensemble-)[A-Za-z0-9_-]+",
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        runtime=cluster.scaled_runtime(120, config),
         gpu=1,
     params:
         soup=lambda wildcards: json.dumps(
@@ -54,12 +52,10 @@ rule ensemble:
         ),
     log:
         paths.log("ensemble/{combo}/{name}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=cluster.scaled_runtime(60, config),
         gpu=1,
     params:
         ensemble=lambda wildcards: json.dumps(

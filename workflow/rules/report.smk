@@ -16,8 +16,6 @@ rule costs:
         paths.COSTS,
     log:
         paths.log("report/costs"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -44,8 +42,6 @@ rule report_cross_dataset:
         fine_coarse_table=f"{paths.REPORT}/fine_coarse.csv",
     log:
         paths.log("report/cross_dataset"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -78,8 +74,6 @@ rule report_methods:
         cost_gain_table=f"{paths.REPORT}/cost_gain.csv",
     log:
         paths.log("report/methods"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -104,8 +98,6 @@ rule report_pr_curves:
         table=f"{paths.REPORT}/pr_curves.csv",
     log:
         paths.log("report/pr_curves"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -131,8 +123,6 @@ rule report_qualitative:
         ),
     log:
         paths.log("report/qualitative/{test}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -163,8 +153,6 @@ rule annotation_style:
         components=f"{paths.ANNOTATION_STYLE}/components.csv",
     log:
         paths.log("analysis/annotation_style"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -196,12 +184,10 @@ rule connectivity:
         curve=f"{paths.CONNECTIVITY}.csv",
     log:
         paths.log("analysis/connectivity/{pair}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=cluster.scaled_runtime(60, config),
         gpu=1,
     params:
         caches=cache_arguments,
@@ -229,8 +215,6 @@ rule summary:
         ),
     log:
         paths.log("report/summary"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: 1
     resources:
         mem_mb=1000,

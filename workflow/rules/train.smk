@@ -9,12 +9,11 @@ rule warmup:
         metadata=paths.INIT_METADATA,
     log:
         paths.log("warmup/{combo}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        runtime=cluster.scaled_runtime(120, config),
+        slurm_extra=cluster.warning_signal(config),
         gpu=1,
     params:
         model=MODEL_SPEC,
@@ -23,7 +22,7 @@ rule warmup:
         precision=config["training"]["precision"],
         log_every=config["training"]["log_every"],
     shell:
-        "lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
+        "exec lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
         " --settings {params.settings:q} --threads {threads}"
         " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"
 
@@ -56,12 +55,11 @@ rule train:
         ),
     log:
         paths.log("train/{combo}/{recipe}/seed{seed}"),
-    conda:
-        "../../envs/lesionsoup.yaml"
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 24 * 60 * attempt,
+        runtime=cluster.scaled_runtime(24 * 60, config),
+        slurm_extra=cluster.warning_signal(config),
         gpu=1,
     params:
         model=MODEL_SPEC,
@@ -74,6 +72,6 @@ rule train:
         precision=config["training"]["precision"],
         log_every=config["training"]["log_every"],
     shell:
-        "lesionsoup train -o {params.run} --init {input.init} {params.optimizer} {params.caches}"
+        "exec lesionsoup train -o {params.run} --init {input.init} {params.optimizer} {params.caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
         " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"
