@@ -40,6 +40,7 @@ from lesionsoup.evaluation.evaluate import (
     save_model_table,
 )
 from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
+from lesionsoup.evaluation.statistics import PER_IMAGE_BINS, image_histograms_from_dict
 from lesionsoup.inference.infer import InferenceSettings
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training.sampling import to_tensors
@@ -94,6 +95,22 @@ def test_histograms_equal_a_direct_computation(study, result_aaa):
     for lesion in TRAINED:
         assert pooled[lesion] == expected[lesion]
         assert pooled[lesion].positive_pixels > 0
+
+
+def test_per_image_histograms_rescore_the_whole_set_and_stay_small(result_aaa):
+    images = image_histograms_from_dict(result_aaa["image_histograms"])
+    pooled = SegmentationHistograms.from_dict(result_aaa["histograms"])
+    assert result_aaa["image_histograms"]["image_ids"] == _test_ids(result_aaa)
+    for lesion in TRAINED:
+        rescored = images[lesion.value].pooled()  # every test image once
+        assert rescored == pooled[lesion].coarsened(PER_IMAGE_BINS)
+        assert abs(average_precision(rescored) - average_precision(pooled[lesion])) < 0.005
+    size = len(json.dumps(result_aaa["image_histograms"]))
+    assert size / result_aaa["images"] <= 10_000  # bytes per image and model
+
+
+def _test_ids(result: dict) -> list[str]:
+    return Cache(Path(result["cache"])).ids_in(result["split"])
 
 
 def test_an_image_listed_twice_counts_twice(study):

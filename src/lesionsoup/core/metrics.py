@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -391,13 +391,19 @@ def pr_curve(histogram: LesionHistogram) -> PRCurve:
     )
 
 
+#: The metrics of a pooled histogram, by the names ``metrics.csv`` uses.
+POOLED_METRICS: dict[str, Callable[[LesionHistogram], float]] = {
+    "ap": average_precision,
+    "aupr_11pt": aupr_11_point,
+    "auroc": auroc,
+    "dice_pooled": dice,
+}
+
+
 def pooled_metrics(histogram: LesionHistogram) -> dict[str, float]:
     """Every pooled metric of one lesion, by the names ``metrics.csv`` uses."""
     return {
-        "ap": average_precision(histogram),
-        "aupr_11pt": aupr_11_point(histogram),
-        "auroc": auroc(histogram),
-        "dice_pooled": dice(histogram),
+        **{name: metric(histogram) for name, metric in POOLED_METRICS.items()},
         "positive_pixels": float(histogram.positive_pixels),
         "valid_pixels": float(histogram.valid_pixels),
     }

@@ -138,8 +138,39 @@ class Interval:
     resamples: int
 
 
-def _scores(images: ImageHistograms, metric: Metric, weights: np.ndarray) -> np.ndarray:
-    return np.array([metric(h) for h in images.replicates(weights)], np.float64)
+#: One lesion's per-image histograms, or several lesions' (of the same images), whose
+#: metric is then the mean over the lesions that have one.
+Images = ImageHistograms | Sequence[ImageHistograms]
+
+
+def _lesions(images: Images) -> list[ImageHistograms]:
+    group = [images] if isinstance(images, ImageHistograms) else list(images)
+    if not group or len({lesion.images for lesion in group}) != 1:
+        raise ValueError("the lesions of one bootstrap need the same, non-empty, set of images")
+    return group
+
+
+def _mean_over_lesions(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0, NaN where no lesion has a value (no warning)."""
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=0)
+    totals = np.where(finite, values, 0.0).sum(axis=0)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+
+
+def _estimate(images: Images, metric: Metric) -> float:
+    values = np.array([[metric(lesion.pooled())] for lesion in _lesions(images)], np.float64)
+    return float(_mean_over_lesions(values)[0])
+
+
+def _scores(images: Images, metric: Metric, weights: np.ndarray) -> np.ndarray:
+    """The metric of each resample (rows of ``weights``), averaged over the lesions."""
+    return _mean_over_lesions(
+        np.array(
+            [[metric(h) for h in lesion.replicates(weights)] for lesion in _lesions(images)],
+            np.float64,
+        )
+    )
 
 
 def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -154,16 +185,17 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 def bootstrap_interval(
-    images: ImageHistograms,
+    images: Images,
     metric: Metric,
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Interval:
     """``metric`` of the pooled images and its percentile interval over image resamples."""
-    scores = _scores(images, metric, resample_weights(images.images, resamples, seed))
+    count = _lesions(images)[0].images
+    scores = _scores(images, metric, resample_weights(count, resamples, seed))
     low, high = _percentiles(scores, confidence)
-    return Interval(metric(images.pooled()), low, high, int(np.isfinite(scores).sum()))
+    return Interval(_estimate(images, metric), low, high, int(np.isfinite(scores).sum()))
 
 
 @dataclass(frozen=True)
@@ -178,19 +210,20 @@ class Comparison:
 
 
 def paired_comparison(
-    a: ImageHistograms,
-    b: ImageHistograms,
+    a: Images,
+    b: Images,
     metric: Metric,
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Comparison:
     """Paired bootstrap of ``metric(b) - metric(a)``; both hold the same images in one order."""
-    if a.images != b.images:
-        raise ValueError(f"paired models need the same test images, not {a.images} and {b.images}")
-    weights = resample_weights(a.images, resamples, seed)
+    count, other = _lesions(a)[0].images, _lesions(b)[0].images
+    if count != other:
+        raise ValueError(f"paired models need the same test images, not {count} and {other}")
+    weights = resample_weights(count, resamples, seed)
     differences = _scores(b, metric, weights) - _scores(a, metric, weights)
-    observed = metric(b.pooled()) - metric(a.pooled())
+    observed = _estimate(b, metric) - _estimate(a, metric)
     finite = differences[np.isfinite(differences)]
     low, high = _percentiles(differences, confidence)
     if finite.size == 0 or not math.isfinite(observed):

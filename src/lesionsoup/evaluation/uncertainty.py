@@ -7,9 +7,11 @@
   difference, its interval, its p-value and Holm's adjustment over the whole
   table, which is the family of comparisons (``comparisons.csv``).
 
-The baseline of a combination is its first single model in path order (the
-first recipe's first seed). Every bootstrap uses the same seed, so models scored
-on one test set are resampled with the same draws of images.
+Both also hold the mean over lesions (lesion ``mean``, each resample's metric
+averaged over the lesions that have one), which the method figure shows. The
+baseline of a combination is its first single model in path order (the first
+recipe's first seed). Every bootstrap uses the same seed, so models scored on one
+test set are resampled with the same draws of images.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ COMPARISON_COLUMNS = (
 )  # fmt: skip
 
 
+#: The ``lesion`` of rows about the mean over lesions.
+MEAN_OVER_LESIONS = "mean"
+
+
 @dataclass(frozen=True)
 class BootstrapSettings:
     resamples: int = 1000
@@ -61,6 +67,10 @@ class Scored:
     image_ids: tuple[str, ...]
     lesions: Mapping[str, ImageHistograms]
 
+    def groups(self) -> dict[str, ImageHistograms | list[ImageHistograms]]:
+        """Each lesion's images, and all lesions together for their mean."""
+        return {**self.lesions, MEAN_OVER_LESIONS: list(self.lesions.values())}
+
 
 def load_scored(
     json_paths: Iterable[Path], model_info: Mapping[str, tuple[str, str]]
@@ -77,8 +87,12 @@ def load_scored(
         combo, method = info[model]
         scored.append(
             Scored(
-                model, combo, method, result["test_dataset"],
-                tuple(entry["image_ids"]), image_histograms_from_dict(entry),
+                model,
+                combo,
+                method,
+                result["test_dataset"],
+                tuple(entry["image_ids"]),
+                image_histograms_from_dict(entry),
             )  # fmt: skip
         )
     return scored
@@ -88,15 +102,23 @@ def interval_table(scored: Iterable[Scored], settings: BootstrapSettings) -> pd.
     """Each pooled metric of each (model, test set, lesion) with its percentile interval."""
     rows = []
     for item in scored:
-        for lesion, images in item.lesions.items():
+        for lesion, images in item.groups().items():
             for name, metric in POOLED_METRICS.items():
                 interval = bootstrap_interval(
                     images, metric, settings.resamples, settings.confidence, settings.seed
                 )
                 rows.append(
                     (
-                        item.model, item.train_combo, item.method, item.test_dataset, lesion,
-                        name, interval.estimate, interval.low, interval.high, interval.resamples,
+                        item.model,
+                        item.train_combo,
+                        item.method,
+                        item.test_dataset,
+                        lesion,
+                        name,
+                        interval.estimate,
+                        interval.low,
+                        interval.high,
+                        interval.resamples,
                     )  # fmt: skip
                 )
     return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
@@ -114,7 +136,8 @@ def _baselines(scored: list[Scored]) -> dict[tuple[str, str], Scored]:
 def comparison_table(
     scored: Iterable[Scored], metric: str, settings: BootstrapSettings
 ) -> pd.DataFrame:
-    """Every non-baseline model against its combination's baseline, Holm-adjusted."""
+    """Every non-baseline model against its combination's baseline, per lesion and for
+    the mean over lesions; Holm's adjustment runs over all the rows."""
     scored = list(scored)
     if metric not in POOLED_METRICS:
         raise ValueError(f"comparisons need a pooled metric {sorted(POOLED_METRICS)}, not {metric}")
@@ -129,15 +152,24 @@ def comparison_table(
                 f"{item.model} and {baseline.model} were scored on different {item.test_dataset} "
                 "images; a paired comparison needs the same ones"
             )
-        for lesion, images in item.lesions.items():
+        for lesion, images in item.groups().items():
             result = paired_comparison(
-                baseline.lesions[lesion], images, POOLED_METRICS[metric],
+                baseline.groups()[lesion], images, POOLED_METRICS[metric],
                 settings.resamples, settings.confidence, settings.seed,
             )  # fmt: skip
             rows.append(
                 [
-                    item.train_combo, item.method, item.model, baseline.model, item.test_dataset,
-                    lesion, metric, result.difference, result.low, result.high, result.p_value,
+                    item.train_combo,
+                    item.method,
+                    item.model,
+                    baseline.model,
+                    item.test_dataset,
+                    lesion,
+                    metric,
+                    result.difference,
+                    result.low,
+                    result.high,
+                    result.p_value,
                 ]  # fmt: skip
             )
     adjusted = holm([row[-1] for row in rows])

@@ -25,6 +25,11 @@ class EvaluatedModel:
         return paths.model_key(self.path)
 
 
+#: The method of a model that is one training run's best checkpoint: every other
+#: method's baseline.
+SINGLE = "single"
+
+
 def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
     """Every model to evaluate on every test set, by key.
 
@@ -32,7 +37,7 @@ def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
     ensemble (method = its merge rule, or ``ensemble``).
     """
     models = [
-        EvaluatedModel(f"{run.directory}/best.safetensors", run.combo, "single")
+        EvaluatedModel(f"{run.directory}/best.safetensors", run.combo, SINGLE)
         for run in runs(config)
     ]
     models += [EvaluatedModel(*entry) for entry in merged_models(config)]
