@@ -25,6 +25,7 @@ from lesionsoup.report.cross_dataset import (
 from lesionsoup.report.methods import (
     cost_gain_table,
     cost_table,
+    method_errors,
     method_table,
     plot_cost_gain,
     plot_method_comparison,
@@ -345,3 +346,38 @@ def test_every_figure_and_table_names_its_metric(
     assert set(drawn["metric"]) == {metric}
     text = write_summary({"Scores": figures["cross"].with_suffix(".csv")}, tmp_path / "s.md")
     assert f"## Scores: {label}" in text and "dice_pooled" not in text
+
+
+def test_method_bars_take_the_bootstrap_interval_of_one_model_and_mark_significance():
+    table = pd.DataFrame(
+        {
+            "train_combo": ["A", "A"],
+            "test_dataset": ["T", "T"],
+            "method": ["single", "greedy"],
+            "mean": [0.5, 0.6],
+            "std": [0.05, float("nan")],
+            "models": [3, 1],
+            "best": [0.55, 0.6],
+        }
+    )
+    intervals = pd.DataFrame(
+        {
+            "model": ["g"],
+            "train_combo": ["A"],
+            "method": ["greedy"],
+            "test_dataset": ["T"],
+            "lesion": ["mean"],
+            "metric": ["ap"],
+            "value": [0.6],
+            "low": [0.52],
+            "high": [0.65],
+            "resamples": [100],
+        }
+    )
+    comparisons = pd.DataFrame(
+        {"model": ["g"], "test_dataset": ["T"], "lesion": ["mean"], "significant": [True]}
+    )
+    errors = method_errors(table, intervals, comparisons, "ap").set_index("method")
+    assert errors.loc["greedy", ["below", "above"]].tolist() == pytest.approx([0.08, 0.05])
+    assert errors.loc["single", ["below", "above"]].tolist() == pytest.approx([0.05, 0.05])
+    assert errors.loc["greedy", "significant"] and not errors.loc["single", "significant"]

@@ -24,6 +24,26 @@ rule costs:
         "../scripts/costs.py"
 
 
+rule uncertainty:
+    input:
+        evaluations=evaluation.evaluation_files(config, EVALUATED),
+        models=paths.EVALUATED_MODELS,
+    output:
+        intervals=paths.METRICS_CI,
+        comparisons=paths.COMPARISONS,
+    log:
+        paths.log("report/uncertainty"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
+        metric=REPORT["metric"],
+    script:
+        "../scripts/uncertainty.py"
+
+
 rule report_cross_dataset:
     input:
         paths.METRICS,
@@ -59,6 +79,8 @@ rule report_methods:
     input:
         metrics=paths.METRICS,
         costs=paths.COSTS,
+        intervals=paths.METRICS_CI,
+        comparisons=paths.COMPARISONS,
     output:
         comparison=report(
             f"{paths.REPORT}/methods.png",
@@ -72,6 +94,7 @@ rule report_methods:
             category="Methods",
         ),
         cost_gain_table=f"{paths.REPORT}/cost_gain.csv",
+        significance=f"{paths.REPORT}/significance.csv",
     log:
         paths.log("report/methods"),
     threads: 1
@@ -81,6 +104,7 @@ rule report_methods:
     params:
         metric=REPORT["metric"],
         metric_label=metric_label(REPORT["metric"]),  # for the captions
+        alpha=config["evaluation"]["bootstrap"]["alpha"],
     script:
         "../scripts/report_methods.py"
 
@@ -205,6 +229,7 @@ rule summary:
         heatmap=rules.report_cross_dataset.output.heatmap_table,
         fine_coarse=rules.report_cross_dataset.output.fine_coarse_table,
         methods=rules.report_methods.output.comparison_table,
+        significance=rules.report_methods.output.significance,
         cost_gain=rules.report_methods.output.cost_gain_table,
         styles=rules.annotation_style.output.cluster_table,
     output:

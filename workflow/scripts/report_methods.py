@@ -11,4 +11,8 @@ with logged(snakemake.log[0]):
         comparison=snakemake.output.comparison,
         cost_gain=snakemake.output.cost_gain,
         metric=snakemake.params.metric,
+        intervals_csv=snakemake.input.intervals,
+        comparisons_csv=snakemake.input.comparisons,
+        significance=snakemake.output.significance,
+        alpha=snakemake.params.alpha,
     )

@@ -48,6 +48,8 @@ EVALUATED_MODELS = f"{RESULTS}/eval/models.json"
 METRICS = f"{RESULTS}/metrics.csv"
 METRICS_CONVENTIONS = f"{RESULTS}/metrics.conventions.json"
 COSTS = f"{RESULTS}/costs.csv"
+METRICS_CI = f"{RESULTS}/metrics_ci.csv"
+COMPARISONS = f"{RESULTS}/comparisons.csv"
 
 # report and analyses
 REPORT = f"{RESULTS}/report"

@@ -27,6 +27,7 @@ from lesionsoup.core.checkpoint import SUFFIX, load_metadata
 from lesionsoup.core.figures import save_figure
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
+from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
 from lesionsoup.report.tables import (
     model_scores,
     ordered_methods,
@@ -129,14 +130,99 @@ def cost_gain_table(metrics: pd.DataFrame, costs: pd.DataFrame, metric: str = "a
     return table.set_index("method").loc[order].reset_index()
 
 
-def plot_method_comparison(metrics: pd.DataFrame, out: Path, metric: str = "ap") -> pd.DataFrame:
-    """Per test set, each combination's methods as bars (sd over models where there are >= 2)."""
-    table = method_table(metrics, metric)
+def method_errors(
+    table: pd.DataFrame, intervals: pd.DataFrame, comparisons: pd.DataFrame, metric: str
+) -> pd.DataFrame:
+    """``method_table`` with each bar's error (``below``, ``above``) and significance mark.
+
+    A method with one model in a (combination, test set) gets the 95% bootstrap
+    interval of its mean over lesions (``metrics_ci.csv``) and a mark where its paired
+    comparison with the single-model baseline is significant after Holm; a method with
+    several models the sd over them, and no mark.
+    """
+    means = intervals[(intervals["metric"] == metric) & (intervals["lesion"] == MEAN_OVER_LESIONS)]
+    mean_rows = comparisons[comparisons["lesion"] == MEAN_OVER_LESIONS]
+    marked = mean_rows[mean_rows["significant"].astype(bool)]
+    table = table.copy()
+    single = _one_model_intervals(means).set_index(["train_combo", "test_dataset", "method"])
+    keys = list(zip(table["train_combo"], table["test_dataset"], table["method"], strict=True))
+    one = (table["models"] == 1).to_numpy()
+    low = single["low"].reindex(keys).to_numpy()
+    high = single["high"].reindex(keys).to_numpy()
+    sd = table["std"].where(table["models"] >= 2).to_numpy()
+    table["below"] = np.where(one, table["mean"] - low, sd)
+    table["above"] = np.where(one, high - table["mean"], sd)
+    models = single["model"].reindex(keys)
+    significant = set(zip(marked["model"], marked["test_dataset"], strict=True))
+    table["significant"] = [
+        bool(is_one) and (model, test) in significant
+        for is_one, model, test in zip(one, models, table["test_dataset"], strict=True)
+    ]
+    return table
+
+
+def _one_model_intervals(means: pd.DataFrame) -> pd.DataFrame:
+    """The interval rows of methods with one model per (combination, test set)."""
+    keys = ["train_combo", "test_dataset", "method"]
+    counts = means.groupby(keys)["model"].transform("count")
+    return means[counts == 1][[*keys, "model", "low", "high"]]
+
+
+def _with_errors(
+    table: pd.DataFrame,
+    intervals: pd.DataFrame | None,
+    comparisons: pd.DataFrame | None,
+    metric: str,
+) -> tuple[pd.DataFrame, str]:
+    """``table`` with its error bars and marks, and what the bars are, in words."""
+    if intervals is not None and comparisons is not None:
+        bars = "error bars: 95% bootstrap interval over test images (one model) or sd over models"
+        return method_errors(table, intervals, comparisons, metric), bars
+    sd = table["std"].where(table["models"] >= 2)
+    return table.assign(below=sd, above=sd, significant=False), "error bars: sd over models"
+
+
+HATCHES = ["", "//", "..", "xx", "\\\\", "oo", "--", "++", "**"]
+
+
+def _draw_bars(ax: plt.Axes, own: pd.DataFrame, combos: list[str], methods: list[str]) -> None:
+    """One test set's bars: each method's combinations, error bars and significance marks."""
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.95, len(methods)))
+    width = 0.85 / len(methods)
+    for index, method in enumerate(methods):
+        rows = own.reindex([(combo, method) for combo in combos])
+        x = np.arange(len(combos)) + (index - (len(methods) - 1) / 2) * width
+        ax.bar(
+            x,
+            rows["mean"],
+            width,
+            yerr=np.vstack([rows["below"], rows["above"]]),
+            color=colours[index],
+            hatch=HATCHES[index % len(HATCHES)],
+            edgecolor="black",
+            linewidth=0.5,
+            capsize=2,
+            label=method,
+        )
+        for position, row in zip(x, rows.itertuples(), strict=True):
+            if row.significant is True:
+                top = row.mean + (0 if np.isnan(row.above) else row.above)
+                ax.text(position, min(top + 0.02, 0.97), "*", ha="center", fontsize=11)
+
+
+def plot_method_comparison(
+    metrics: pd.DataFrame,
+    out: Path,
+    metric: str = "ap",
+    intervals: pd.DataFrame | None = None,
+    comparisons: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per test set, each combination's methods as bars with error bars (``method_errors``;
+    sd over models only, without the uncertainty tables) and significance marks."""
+    table, bars = _with_errors(method_table(metrics, metric), intervals, comparisons, metric)
     tests = sorted(table["test_dataset"].unique())
     combos = sorted(table["train_combo"].unique())
     methods = ordered_methods(table["method"])
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.95, len(methods)))
-    hatches = ["", "//", "..", "xx", "\\\\", "oo", "--", "++", "**"]
     fig, axes = plt.subplots(
         len(tests),
         1,
@@ -144,31 +230,18 @@ def plot_method_comparison(metrics: pd.DataFrame, out: Path, metric: str = "ap")
         squeeze=False,
         sharex=True,
     )
-    width = 0.85 / len(methods)
     for ax, test in zip(axes[:, 0], tests, strict=True):
         own = table[table["test_dataset"] == test].set_index(["train_combo", "method"])
-        for index, method in enumerate(methods):
-            rows = own.reindex([(combo, method) for combo in combos])
-            sd = rows["std"].where(rows["models"] >= 2)  # NaN: no error bar
-            ax.bar(
-                np.arange(len(combos)) + (index - (len(methods) - 1) / 2) * width,
-                rows["mean"],
-                width,
-                yerr=sd,
-                color=colours[index],
-                hatch=hatches[index % len(hatches)],
-                edgecolor="black",
-                linewidth=0.5,
-                capsize=2,
-                label=method,
-            )
+        _draw_bars(ax, own, combos, methods)
         ax.set_ylabel(f"{metric_label(metric)}\n(test {test})")
         ax.set_ylim(0, 1)
     axes[-1, 0].set_xticks(range(len(combos)), combos, rotation=30, ha="right")
     axes[-1, 0].set_xlabel("training combination")
     axes[0, 0].legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(
-        f"Methods compared: {metric_label(metric)}, mean over lesions\n(error bars: sd over models)"
+        f"Methods compared: {metric_label(metric)}, mean over lesions\n({bars}; "
+        "*: differs from the single-model baseline, paired bootstrap, Holm)",
+        fontsize="medium",
     )
     save_figure(fig, out)
     return table
@@ -219,16 +292,34 @@ def write_costs(metrics_csv: Path | str, notes: Path | str, out: Path | str) -> 
     return table
 
 
+def significance_table(comparisons: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """The comparisons of the mean over lesions, significant ones first."""
+    table = comparisons[comparisons["lesion"] == MEAN_OVER_LESIONS]
+    columns = ["metric", "train_combo", "method", "test_dataset", "difference", "low", "high"]
+    table = table[[*columns, "p_holm", "significant"]].copy()
+    table["significant"] = np.where(table["significant"], f"yes (p < {alpha:g})", "no")
+    return table.sort_values(["significant", "p_holm"], ascending=[False, True])
+
+
 def report_methods(
     metrics_csv: Path | str,
     costs_csv: Path | str,
     comparison: Path | str,
     cost_gain: Path | str,
     metric: str = "ap",
+    intervals_csv: Path | str | None = None,
+    comparisons_csv: Path | str | None = None,
+    significance: Path | str | None = None,
+    alpha: float = 0.05,
 ) -> None:
-    """The method comparison and cost-vs-gain figures, each with its table beside it (``.csv``)."""
+    """The method comparison and cost-vs-gain figures, each with its table beside it
+    (``.csv``), and the significance table of the comparisons."""
     metrics = read_metrics(Path(metrics_csv))
-    table = plot_method_comparison(metrics, Path(comparison), metric)
+    intervals = pd.read_csv(intervals_csv) if intervals_csv else None
+    comparisons = pd.read_csv(comparisons_csv) if comparisons_csv else None
+    if comparisons is not None and significance is not None:
+        write_csv(significance_table(comparisons, alpha), Path(significance))
+    table = plot_method_comparison(metrics, Path(comparison), metric, intervals, comparisons)
     write_csv(with_metric(table, metric), Path(comparison).with_suffix(".csv"))
     gains = plot_cost_gain(metrics, read_costs(Path(costs_csv)), Path(cost_gain), metric)
     write_csv(with_metric(gains, metric), Path(cost_gain).with_suffix(".csv"))

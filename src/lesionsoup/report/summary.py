@@ -19,6 +19,10 @@ SECTIONS = {
     "cost_gain": "Cost vs gain per method",
     "styles": "Annotation-style clusters",
     "methods": "Methods per combination and test set",
+    "significance": (
+        "Each model against its combination's single-model baseline, mean over lesions "
+        "(paired bootstrap over test images, Holm-adjusted)"
+    ),
 }
 
 
