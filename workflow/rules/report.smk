@@ -173,6 +173,8 @@ rule annotation_style:
             category="Annotation styles",
         ),
         cluster_table=f"{paths.ANNOTATION_STYLE}/clusters.csv",
+        consistency=f"{paths.ANNOTATION_STYLE}/consistency.csv",
+        co_assignment=f"{paths.ANNOTATION_STYLE}/co_assignment.csv",
         features=f"{paths.ANNOTATION_STYLE}/features.csv",
         components=f"{paths.ANNOTATION_STYLE}/components.csv",
     log:
@@ -186,10 +188,13 @@ rule annotation_style:
         clusters=REPORT["annotation_style"]["clusters"],
         features=" ".join(REPORT["annotation_style"]["features"]),
         settings=json.dumps(REPORT["annotation_style"]["settings"], sort_keys=True),
+        resamples=REPORT["annotation_style"]["resamples"],
+        seed=REPORT["annotation_style"]["seed"],
         out=subpath(output.clusters, parent=True),
     shell:
         "lesionsoup annotation-style {params.caches} --clusters {params.clusters}"
         " --features {params.features} --settings {params.settings:q}"
+        " --resamples {params.resamples} --seed {params.seed}"
         " --out-dir {params.out} > {log} 2>&1"
 
 

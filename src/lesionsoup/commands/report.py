@@ -30,6 +30,11 @@ def _short(checkpoint: Path) -> str:
 
 
 def _annotation_style(args: argparse.Namespace) -> None:
+    from lesionsoup.analysis.style_consistency import (
+        cluster_stability,
+        dispersion,
+        image_features,
+    )
     from lesionsoup.analysis.style_metrics import (
         STYLE_FEATURES,
         StyleSettings,
@@ -46,14 +51,27 @@ def _annotation_style(args: argparse.Namespace) -> None:
     features = lesion_features(components, images)
     columns = args.features or STYLE_FEATURES
     clustering = cluster_styles(dataset_features(features, columns), args.clusters)
+    stability = cluster_stability(
+        components, images, args.clusters, columns, args.resamples, args.seed
+    )
     out = args.out_dir
     write_csv(components, out / "components.csv")
     write_csv(features, out / "features.csv")
-    table = clustering.features.join(clustering.clusters).reset_index()
-    write_csv(table, out / "clusters.csv")
-    plot_style_clusters(clustering, out / "clusters.png")
+    table = clustering.features.join(clustering.clusters).join(stability.per_dataset)
+    write_csv(table.reset_index(), out / "clusters.csv")
+    spread = dispersion(image_features(components, images, columns), clustering.clusters)
+    write_csv(spread.reset_index(), out / "consistency.csv")
+    write_csv(
+        stability.co_assignment.rename_axis("dataset").reset_index(), out / "co_assignment.csv"
+    )
+    plot_style_clusters(clustering, out / "clusters.png", stability.per_dataset)
     plot_area_distributions(components, out / "areas.png")
-    log.info("annotation-style clusters: %s", clustering.clusters.to_dict())
+    log.info(
+        "annotation-style clusters: %s; stability over %d resamples: %s",
+        clustering.clusters.to_dict(),
+        stability.resamples,
+        stability.per_dataset.round(2).to_dict(),
+    )
 
 
 def _connectivity(args: argparse.Namespace) -> None:
@@ -108,6 +126,10 @@ def _add_annotation_style(commands: Subcommands) -> None:
         default={},
         help="StyleSettings as JSON (min_shape_area, band_px, gradient_sigma)",
     )
+    parser.add_argument(
+        "--resamples", type=int, default=200, help="image resamples for the cluster stability"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of those resamples")
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.set_defaults(handler=_annotation_style)
 

@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "annotation_style": {
         "clusters": 2,
         "features": list(STYLE_FEATURES),
+        "resamples": 200,
+        "seed": 0,
         "settings": {},
     },
     "connectivity": {

@@ -13,8 +13,11 @@ from lesionsoup.analysis.style_metrics import StyleClustering
 from lesionsoup.core.figures import save_figure
 
 
-def plot_style_clusters(clustering: StyleClustering, out: Path) -> None:
-    """Left: Ward dendrogram of the datasets; right: their features (colour: z-score)."""
+def plot_style_clusters(
+    clustering: StyleClustering, out: Path, stability: pd.Series | None = None
+) -> None:
+    """Left: Ward dendrogram of the datasets (with each one's ``stability`` under image
+    resamples, where given); right: their features (colour: z-score)."""
     datasets = list(clustering.features.index)
     fig, (ax_tree, ax_table) = plt.subplots(
         1,
@@ -33,7 +36,13 @@ def plot_style_clusters(clustering: StyleClustering, out: Path) -> None:
     )
     order = tree["ivl"][::-1]  # top to bottom as drawn
     ax_tree.set_xlabel("Ward distance")
-    ax_tree.set_yticklabels([f"{name} (c{clustering.clusters[name]})" for name in tree["ivl"]])
+    ax_tree.set_yticklabels(
+        [
+            f"{name} (c{clustering.clusters[name]}"
+            + (f", stable {stability[name]:.0%})" if stability is not None else ")")
+            for name in tree["ivl"]
+        ]
+    )
     scores = clustering.standardised.loc[order]
     raw = clustering.features.loc[order]
     image = ax_table.imshow(scores.to_numpy(), cmap="cividis", vmin=-2, vmax=2, aspect="auto")
@@ -53,7 +62,12 @@ def plot_style_clusters(clustering: StyleClustering, out: Path) -> None:
     ax_table.set_yticks([])
     ax_table.spines[:].set_visible(False)
     fig.colorbar(image, ax=ax_table, label="z-score across datasets", shrink=0.8)
-    fig.suptitle("Annotation styles: datasets clustered on their mask features")
+    subtitle = (
+        "\n(stable: share of image resamples keeping each dataset's cluster relations)"
+        if stability is not None
+        else ""
+    )
+    fig.suptitle(f"Annotation styles: datasets clustered on their mask features{subtitle}")
     save_figure(fig, out, tight=False)
 
 
