@@ -169,8 +169,9 @@ def test_dataset_lists_take_a_dataset_of_ones_own_and_refuse_an_unconfigured_one
     assert report_settings({**config, "report": {}})["coarse"] == REPORT_DEFAULTS["coarse"]
     with pytest.raises(ValueError, match=r"evaluation.test_datasets: \['EOPHTA'\] not configured"):
         study.test_datasets({**config, "evaluation": {"test_datasets": ["IDRID", "EOPHTA"]}})
-    with pytest.raises(ValueError, match=r"report.coarse: \['RETLES'\] not configured"):
-        report_settings({**config, "report": {"coarse": ["RETLES"]}})
+    assert report_settings({**config, "report": {"coarse": ["RETLES"]}})["coarse"] == ["RETLES"]
+    with pytest.raises(ValueError, match=r"report.coarse: \['RETLESS'\] not configured"):
+        report_settings({**config, "report": {"coarse": ["RETLESS"]}})
 
 
 # ---------------------------------------------------------------- the registry itself

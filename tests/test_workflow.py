@@ -66,7 +66,7 @@ def test_unchanged_or_touched_config_plans_nothing(finished):
 #: Jobs downstream of every model: they rerun whenever any model changes.
 MATRIX_RULES = {
     "evaluate", "aggregate", "evaluated_models", "costs", "summary", "report_cross_dataset",
-    "report_methods", "report_pr_curves", "report_qualitative", "connectivity",
+    "report_methods", "report_pr_curves", "report_qualitative", "connectivity", "uncertainty",
 }  # fmt: skip
 
 

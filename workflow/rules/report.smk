@@ -36,7 +36,7 @@ rule uncertainty:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=cluster.scaled_runtime(30, config),
     params:
         bootstrap=config["evaluation"]["bootstrap"],
         metric=REPORT["metric"],

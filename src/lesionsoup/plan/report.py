@@ -52,14 +52,13 @@ def _filled(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -
 def report_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config["report"]`` (may be absent) over ``DEFAULTS``, nested sections included.
 
-    The default ``coarse`` list names a registered dataset a study may leave out; a
-    list the config gives must name configured datasets only. An unknown headline
-    ``metric`` is refused here, at planning, not after the study ran.
+    ``coarse`` may name the default's registered datasets a study leaves out; any
+    other name must be a configured dataset (a misspelt one stops planning here). An
+    unknown headline ``metric`` is refused here too, not after the study ran.
     """
-    given = config.get("report") or {}
-    if "coarse" in given:
-        configured(config, "report.coarse", given["coarse"])
-    settings = _filled(DEFAULTS, given, "report")
+    settings = _filled(DEFAULTS, config.get("report") or {}, "report")
+    others = [name for name in settings["coarse"] if name not in DEFAULTS["coarse"]]
+    configured(config, "report.coarse", others)
     if settings["metric"] not in METRIC_LABELS:
         known = sorted(METRIC_LABELS)
         raise ValueError(f"report.metric: unknown metric {settings['metric']!r}; known: {known}")
