@@ -11,6 +11,7 @@ import torch
 from torch.optim.swa_utils import update_bn
 
 from lesionsoup.analysis.connectivity import barrier, connectivity_curve, recorded_settings
+from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
@@ -167,3 +168,29 @@ def test_recompute_settings_of_a_soup_are_its_first_ingredients(
     assert recorded_settings([stranger, pair[1]]) == SETTINGS
     with pytest.raises(ValueError, match="stranger.safetensors: no training settings recorded"):
         recorded_settings([stranger])
+
+
+def test_lesionsoup_connectivity_writes_the_sharpness_of_both_models(
+    pair: tuple[Path, Path], toy_caches: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "lmc"
+    code = main(
+        [
+            "connectivity", str(pair[0]), str(pair[1]),
+            *(f"--cache={path}" for path in toy_caches.values()),
+            "--points", "2", "--bn-policy", "average",
+            "--sharpness-radii", "0.05", "0.2", "--sharpness-directions", "2",
+            "--sharpness", str(out / "sharpness.csv"),
+            "-o", str(out / "curve.csv"), "--figure", str(out / "curve.png"),
+        ]
+    )  # fmt: skip
+    assert code == 0 and (out / "curve.png").is_file()
+    table = pd.read_csv(out / "sharpness.csv")
+    assert set(table["model"]) == {"A", "B"} and set(table["radius"]) == {0.05, 0.2}
+    assert len(table) == 2 * 2 * 2  # models x directions x radii
+    curve = pd.read_csv(out / "curve.csv")
+    for name, lam in (("A", 0.0), ("B", 1.0)):  # the unperturbed loss is the curve's end
+        own = table[table["model"] == name]
+        base = (own["loss"] - own["increase"]).unique()
+        at_end = curve.loc[curve["lam"] == lam, "loss"].iloc[0]
+        assert base == pytest.approx([at_end], rel=1e-5)

@@ -211,6 +211,7 @@ rule connectivity:
             labels={"pair": "{pair}"},
         ),
         curve=f"{paths.CONNECTIVITY}.csv",
+        sharpness=f"{paths.CONNECTIVITY}_sharpness.csv",
     log:
         paths.log("analysis/connectivity/{pair}"),
     threads: 2
@@ -223,9 +224,14 @@ rule connectivity:
         points=REPORT["connectivity"]["points"],
         policies=" ".join(REPORT["connectivity"]["bn_policies"]),
         bn=ingredients.bn_sample_arguments(ingredients.bn_sample(config)),
+        radii=" ".join(map(str, REPORT["connectivity"]["sharpness"]["radii"])),
+        directions=REPORT["connectivity"]["sharpness"]["directions"],
+        sharpness_seed=REPORT["connectivity"]["sharpness"]["seed"],
     shell:
         "lesionsoup connectivity {input.a} {input.b} {params.caches}"
         " --points {params.points} --bn-policy {params.policies} {params.bn}"
+        " --sharpness-radii {params.radii} --sharpness-directions {params.directions}"
+        " --sharpness-seed {params.sharpness_seed} --sharpness {output.sharpness}"
         " --threads {threads} -o {output.curve} --figure {output.figure} > {log} 2>&1"
 
 

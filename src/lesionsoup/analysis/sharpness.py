@@ -14,10 +14,18 @@ whether the minima of segmentation models are sharper where soups fail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
+
+from lesionsoup.analysis.connectivity import validation_loss
+from lesionsoup.core.checkpoint import load_checkpoint
+from lesionsoup.core.model import build_model
+from lesionsoup.core.specs import ModelSpec
+from lesionsoup.data.cache import Cache
+from lesionsoup.training.sampling import ValidationImages
 
 SHARPNESS_COLUMNS = ("direction", "radius", "loss", "increase")
 
@@ -76,3 +84,25 @@ def perturbation_losses(
 def sharpness(losses: pd.DataFrame) -> pd.Series:
     """Mean loss increase at each radius (the index), over the directions."""
     return losses.groupby("radius")["increase"].mean()
+
+
+def checkpoint_sharpness(
+    checkpoint: Path,
+    caches: Mapping[str, Cache],
+    radii: Sequence[float],
+    directions: int = 3,
+    seed: int = 0,
+    split: str = "valid",
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """``perturbation_losses`` of a checkpoint's model on the validation images of
+    ``caches`` (the connectivity curves' loss: whole images, unit weights); the model
+    keeps its own BatchNorm statistics."""
+    state, metadata = load_checkpoint(checkpoint)
+    spec = ModelSpec.from_dict(metadata["architecture"])
+    model = build_model(spec).to(device)
+    model.load_state_dict(state)
+    images = [ValidationImages(cache, split, spec.lesion_classes) for cache in caches.values()]
+    return perturbation_losses(
+        model, lambda module: validation_loss(module, images, spec), radii, directions, seed
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from lesionsoup.commands.arguments import (
     Subcommands,
@@ -74,11 +75,32 @@ def _annotation_style(args: argparse.Namespace) -> None:
     )
 
 
+def _sharpness_of_pair(args: argparse.Namespace, caches: dict, device: Any) -> Any:
+    """The sharpness table of checkpoints A and B (``model`` column: A or B)."""
+    import pandas as pd
+
+    from lesionsoup.analysis.sharpness import checkpoint_sharpness
+
+    tables = {
+        name: checkpoint_sharpness(
+            path,
+            caches,
+            args.sharpness_radii,
+            args.sharpness_directions,
+            args.sharpness_seed,
+            device=device,
+        )  # fmt: skip
+        for name, path in (("A", args.a), ("B", args.b))
+    }
+    return pd.concat(tables, names=["model"]).reset_index(level=0)
+
+
 def _connectivity(args: argparse.Namespace) -> None:
     import pandas as pd
     import torch
 
     from lesionsoup.analysis.connectivity import barrier, connectivity_curve
+    from lesionsoup.analysis.sharpness import sharpness
     from lesionsoup.core.device import pick_device
     from lesionsoup.report.connectivity import plot_connectivity
     from lesionsoup.report.tables import write_csv
@@ -94,8 +116,11 @@ def _connectivity(args: argparse.Namespace) -> None:
     }
     table = pd.concat(curves, names=["bn_policy"]).reset_index(level=0)
     write_csv(table, args.output)
+    flatness = _sharpness_of_pair(args, caches, device) if args.sharpness else None
+    if flatness is not None:
+        write_csv(flatness, args.sharpness)
     title = f"Linear mode connectivity\nA = {_short(args.a)}\nB = {_short(args.b)}"
-    plot_connectivity(curves, args.figure, title)
+    plot_connectivity(curves, args.figure, title, flatness)
     for policy, curve in curves.items():
         log.info(
             "%s: score barrier %.4f, loss barrier %.4f",
@@ -103,6 +128,9 @@ def _connectivity(args: argparse.Namespace) -> None:
             barrier(curve),
             barrier(curve, "loss", higher_is_better=False),
         )
+    if flatness is not None:
+        for name, own in flatness.groupby("model"):
+            log.info("sharpness of %s: %s", name, sharpness(own).round(4).to_dict())
 
 
 def _add_annotation_style(commands: Subcommands) -> None:
@@ -153,6 +181,13 @@ def _add_connectivity(commands: Subcommands) -> None:
     )
     add_bn_sample_arguments(parser)
     add_device_argument(parser)
+    parser.add_argument(
+        "--sharpness-radii", type=float, nargs="+", default=[0.05, 0.1, 0.2],
+        help="radii of the filter-normalised perturbations of A and B",
+    )  # fmt: skip
+    parser.add_argument("--sharpness-directions", type=int, default=3)
+    parser.add_argument("--sharpness-seed", type=int, default=0)
+    parser.add_argument("--sharpness", type=Path, default=None, help="sharpness CSV of A and B")
     parser.add_argument("-o", "--output", type=Path, required=True, help="curve CSV")
     parser.add_argument("--figure", type=Path, required=True, help="figure PNG")
     parser.add_argument("--threads", type=int, default=1)

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "connectivity": {
         "points": 11,
         "bn_policies": ["average", "recompute"],
+        "sharpness": {"radii": [0.05, 0.1, 0.2], "directions": 3, "seed": 0},
         "pairs": {},
     },
 }

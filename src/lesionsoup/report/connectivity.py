@@ -11,9 +11,18 @@ import pandas as pd
 from lesionsoup.core.figures import save_figure
 
 
-def plot_connectivity(curves: Mapping[str, pd.DataFrame], out: Path, title: str) -> None:
-    """Validation score (top) and loss (bottom) over lam, one line per curve."""
-    fig, (ax_score, ax_loss) = plt.subplots(2, 1, figsize=(5.5, 5.5), sharex=True)
+def plot_connectivity(
+    curves: Mapping[str, pd.DataFrame],
+    out: Path,
+    title: str,
+    sharpness: pd.DataFrame | None = None,
+) -> None:
+    """Validation score (top) and loss (middle) over lam, one line per curve; below, where
+    given, the sharpness of A and B: loss increase over the perturbation radius."""
+    rows = 3 if sharpness is not None else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(5.5, 2.75 * rows))
+    ax_score, ax_loss = axes[0], axes[1]
+    ax_loss.sharex(ax_score)
     markers = "osD^v<>"
     for index, (label, curve) in enumerate(curves.items()):
         style = {"marker": markers[index % len(markers)], "label": label, "linewidth": 1.5}
@@ -26,5 +35,26 @@ def plot_connectivity(curves: Mapping[str, pd.DataFrame], out: Path, title: str)
         ax.grid(alpha=0.3)
         ax.set_xlim(0, 1)
     ax_score.legend(frameon=False, title="BatchNorm statistics")
+    if sharpness is not None:
+        _plot_sharpness(axes[2], sharpness)
     fig.suptitle(title, fontsize="medium")
     save_figure(fig, out)
+
+
+def _plot_sharpness(ax: plt.Axes, table: pd.DataFrame) -> None:
+    """Mean loss increase (and its range over directions) at each radius, for A and B."""
+    for marker, (name, own) in zip("os", table.groupby("model"), strict=False):
+        stats = own.groupby("radius")["increase"].agg(["mean", "min", "max"])
+        ax.errorbar(
+            stats.index,
+            stats["mean"],
+            yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+            marker=marker,
+            capsize=3,
+            label=name,
+        )
+    ax.axhline(0, color="0.5", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("perturbation radius (filter-normalised, Li et al. 2018)")
+    ax.set_ylabel("validation loss increase\n(mean over directions)")
+    ax.legend(frameon=False, title="sharpness")
+    ax.grid(alpha=0.3)
