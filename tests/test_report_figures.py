@@ -30,6 +30,7 @@ from lesionsoup.report.methods import (
     plot_cost_gain,
     plot_method_comparison,
     report_methods,
+    seed_noise_table,
 )
 from lesionsoup.report.pr_curves import best_models, plot_pr_curves
 from lesionsoup.report.summary import SECTIONS, write_study_summary, write_summary
@@ -381,3 +382,21 @@ def test_method_bars_take_the_bootstrap_interval_of_one_model_and_mark_significa
     assert errors.loc["greedy", ["below", "above"]].tolist() == pytest.approx([0.08, 0.05])
     assert errors.loc["single", ["below", "above"]].tolist() == pytest.approx([0.05, 0.05])
     assert errors.loc["greedy", "significant"] and not errors.loc["single", "significant"]
+
+
+def test_seed_noise_compares_each_methods_gain_with_the_seeds_spread():
+    rows = [
+        ("s0", "A", "single", 0.50), ("s1", "A", "single", 0.54), ("s2", "A", "single", 0.52),
+        ("g", "A", "greedy", 0.60), ("u", "A", "uniform", 0.53), ("b", "B", "single", 0.4),
+        ("bg", "B", "greedy", 0.9),
+    ]  # fmt: skip
+    metrics = pd.DataFrame(
+        [(m, c, k, "T", "EX", "ap", v) for m, c, k, v in rows],
+        columns=["model", "train_combo", "method", "test_dataset", "lesion", "metric", "value"],
+    )
+    table = seed_noise_table(metrics, "ap").set_index("method")
+    assert list(table.index) == ["greedy", "uniform"]  # B has one seed: no spread to compare
+    assert table.loc["greedy", "seed_sd"] == pytest.approx(0.02)
+    assert table.loc["greedy", "gain"] == pytest.approx(0.08)
+    assert table.loc["greedy", "beyond_seed_noise"]  # 0.08 > 2 x 0.02
+    assert not table.loc["uniform", "beyond_seed_noise"]  # 0.01

@@ -95,6 +95,7 @@ rule report_methods:
         ),
         cost_gain_table=f"{paths.REPORT}/cost_gain.csv",
         significance=f"{paths.REPORT}/significance.csv",
+        seed_noise=f"{paths.REPORT}/seed_noise.csv",
     log:
         paths.log("report/methods"),
     threads: 1
@@ -241,6 +242,7 @@ rule summary:
         fine_coarse=rules.report_cross_dataset.output.fine_coarse_table,
         methods=rules.report_methods.output.comparison_table,
         significance=rules.report_methods.output.significance,
+        seed_noise=rules.report_methods.output.seed_noise,
         cost_gain=rules.report_methods.output.cost_gain_table,
         styles=rules.annotation_style.output.cluster_table,
     output:

@@ -104,6 +104,30 @@ def method_table(metrics: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
     return table.rename(columns={"count": "models", "max": "best"})
 
 
+def seed_noise_table(metrics: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
+    """Per (combination, test set, method): its gain over the single models' mean, against
+    the spread of the single models across seeds (``seed_sd``, with >= 2 seeds).
+
+    ``beyond_seed_noise`` says whether the gain exceeds twice that spread: a difference
+    smaller than the seeds' own would vanish on another draw of seeds.
+    """
+    scores = model_scores(metrics, metric)
+    single = scores[scores["method"] == "single"].groupby(["train_combo", "test_dataset"])["score"]
+    spread = single.agg(["mean", "std", "count"]).rename(
+        columns={"mean": "single_mean", "std": "seed_sd", "count": "seeds"}
+    )
+    spread = spread[spread["seeds"] >= 2]
+    methods = method_table(metrics, metric)
+    joined = methods[methods["method"] != "single"].join(
+        spread, on=["train_combo", "test_dataset"], how="inner"
+    )
+    joined["gain"] = joined["mean"] - joined["single_mean"]
+    joined["gain_over_seed_sd"] = joined["gain"] / joined["seed_sd"]
+    joined["beyond_seed_noise"] = joined["gain"].abs() > 2 * joined["seed_sd"]
+    columns = ["train_combo", "test_dataset", "method", "seeds", "seed_sd", "gain"]
+    return joined[[*columns, "gain_over_seed_sd", "beyond_seed_noise"]].reset_index(drop=True)
+
+
 def cost_gain_table(metrics: pd.DataFrame, costs: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
     """Per method: score gained over the best single model, and compute spent.
 
@@ -319,6 +343,10 @@ def report_methods(
     comparisons = pd.read_csv(comparisons_csv) if comparisons_csv else None
     if comparisons is not None and significance is not None:
         write_csv(significance_table(comparisons, alpha), Path(significance))
+    write_csv(
+        with_metric(seed_noise_table(metrics, metric), metric),
+        Path(comparison).with_name("seed_noise.csv"),
+    )
     table = plot_method_comparison(metrics, Path(comparison), metric, intervals, comparisons)
     write_csv(with_metric(table, metric), Path(comparison).with_suffix(".csv"))
     gains = plot_cost_gain(metrics, read_costs(Path(costs_csv)), Path(cost_gain), metric)

@@ -23,6 +23,7 @@ SECTIONS = {
         "Each model against its combination's single-model baseline, mean over lesions "
         "(paired bootstrap over test images, Holm-adjusted)"
     ),
+    "seed_noise": "Method gains against the spread of single models across seeds",
 }
 
 
