@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny caches written with the real cache writer."""
+"""Shared fixtures: tiny caches written with the real cache writer, and the tiny model and
+training settings the training tests share."""
 
 from __future__ import annotations
 
@@ -8,8 +9,25 @@ import numpy as np
 import pytest
 
 from lesionsoup.core.lesions import TRAINED, pack
-from lesionsoup.data.cache import CacheEntry, CacheWriter
+from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
 from lesionsoup.data.geometry import Geometry
+
+#: The tiny U-Net of the model tests: a run takes seconds on the CPU.
+TINY_SPEC = ModelSpec(
+    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
+)
+#: The training tests' run: 8 steps, validations at 4 and 8, states at 3 and 6.
+TINY_SETTINGS = TrainSettings(
+    steps=8,
+    batch_size=2,
+    patch_size=32,
+    lr=2e-3,
+    validate_every=4,
+    state_every=3,
+    augmentation="light",
+    bins=1030 * 2,
+)
 
 #: Colour of each trained lesion in the toy images, so that a model can learn them.
 TOY_COLOURS = {"EX": (250, 230, 60), "HE": (90, 10, 10), "MA": (120, 0, 30), "CWS": (235, 235, 225)}
@@ -72,3 +90,9 @@ def toy_caches(tmp_path: Path) -> dict[str, Path]:
         name: write_toy_cache(tmp_path / "cache" / name, name, seed=index)
         for index, name in enumerate(("AAA", "BBB"))
     }
+
+
+@pytest.fixture
+def caches(toy_caches: dict[str, Path]) -> dict[str, Cache]:
+    """The toy caches, opened."""
+    return {name: Cache(path) for name, path in toy_caches.items()}

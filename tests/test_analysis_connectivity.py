@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_SPEC
 from torch.optim.swa_utils import update_bn
 
 from lesionsoup.analysis.connectivity import barrier, connectivity_curve, recorded_settings
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.batchnorm import recompute_patches
@@ -24,9 +25,7 @@ from lesionsoup.report.qualitative import chosen_images, plot_qualitative
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.validation import validate
 
-SPEC = ModelSpec(
-    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
-)
+SPEC = TINY_SPEC
 #: The training settings the checkpoints record: the recompute patches are drawn with them.
 SETTINGS = TrainSettings(patch_size=32, augmentation="medium")
 

@@ -10,11 +10,12 @@ import jsonschema
 import pytest
 import torch
 import yaml
+from conftest import TINY_SPEC
 from torch.optim.swa_utils import update_bn
 
 from lesionsoup.commands.arguments import add_bn_sample_arguments, bn_sample
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.merging.batchnorm import (
     POLICY_FUNCTIONS,
@@ -29,9 +30,7 @@ from lesionsoup.plan.report import DEFAULTS
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.sampling import PatchDataset
 
-SPEC = ModelSpec(
-    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
-)
+SPEC = TINY_SPEC
 SETTINGS = TrainSettings(patch_size=32, augmentation="heavy", lesion_fraction=0.7)
 SCHEMAS = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
 

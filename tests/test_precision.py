@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import TINY_SETTINGS, TINY_SPEC
 from safetensors import safe_open
 
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata, save_checkpoint
 from lesionsoup.core.model import build_model
 from lesionsoup.core.precision import PRECISIONS, Precision, resolve
-from lesionsoup.core.specs import ModelSpec, TrainSettings
-from lesionsoup.data.cache import Cache
 from lesionsoup.inference.infer import InferenceSettings, predict
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training import resume
@@ -110,27 +110,8 @@ def test_scaler_is_a_pass_through_unless_fp16():
 
 # --- training runs on the CPU ------------------------------------------------------------------
 
-SPEC = ModelSpec(
-    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
-)
-SETTINGS = TrainSettings(
-    steps=8,
-    batch_size=2,
-    patch_size=32,
-    lr=2e-3,
-    schedule="triangular",
-    cycle_steps=4,
-    min_lr=1e-6,
-    validate_every=4,
-    state_every=3,
-    augmentation="light",
-    bins=1030 * 2,
-)
-
-
-@pytest.fixture
-def caches(toy_caches):
-    return {name: Cache(path) for name, path in toy_caches.items()}
+SPEC = TINY_SPEC
+SETTINGS = dataclasses.replace(TINY_SETTINGS, schedule="triangular", cycle_steps=4, min_lr=1e-6)
 
 
 def _train(run, caches, precision, **extra):

@@ -10,17 +10,16 @@ import time
 from pathlib import Path
 
 import torch
+from conftest import TINY_SPEC
 from safetensors import safe_open
 
 from lesionsoup.cli import PREEMPTED_EXIT
 from lesionsoup.core.checkpoint import load_checkpoint
-from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.training.trainer import train_run
 
-SPEC = ModelSpec(
-    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
-)
+SPEC = TINY_SPEC
 SETTINGS = TrainSettings(
     steps=60, batch_size=2, patch_size=32, validate_every=30, state_every=10, augmentation="light"
 )

@@ -10,36 +10,19 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_SETTINGS, TINY_SPEC
 
-from lesionsoup.core.specs import ModelSpec, TrainSettings
-from lesionsoup.data.cache import Cache
 from lesionsoup.training import trainer as train_module
 from lesionsoup.training.progress import PendingSteps, ProgressLine, Step, StepRow, format_eta
 from lesionsoup.training.trainer import train_run
 
-SPEC = ModelSpec(
-    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
-)
-SETTINGS = TrainSettings(
-    steps=8,
-    batch_size=2,
-    patch_size=32,
-    lr=2e-3,
-    validate_every=4,
-    state_every=3,
-    augmentation="light",
-    bins=1030 * 2,
-)
+SPEC = TINY_SPEC
+SETTINGS = TINY_SETTINGS
 LINE = re.compile(
     r"^(?P<name>\S+): step (?P<step>\d+)/(?P<total>\d+) \((?P<percent>\d+)%\)"
     r" \| loss (?P<loss>\d+\.\d{4}) \| lr (?P<lr>\d\.\d\de[-+]\d\d)"
     r" \| (?P<rate>\d+\.\d) patches/s \| ETA (?P<eta>\d+:\d\d:\d\d|\?)$"
 )
-
-
-@pytest.fixture
-def caches(toy_caches):
-    return {name: Cache(path) for name, path in toy_caches.items()}
 
 
 def _rows(steps, loss=0.5, rate=20.0):

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_toy_cache
+from conftest import TINY_SPEC, write_toy_cache
 from test_predict import rendered, write_photograph
 from torch.optim.swa_utils import update_bn
 
 from lesionsoup.cli import build_parser, main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata, save_checkpoint
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.deploy.export import export_model
 from lesionsoup.deploy.models import EXPORT_FILE
@@ -34,9 +34,7 @@ from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.trainer import publish_init, train_run
 from lesionsoup.training.validation import validate
 
-SPEC = ModelSpec(
-    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
-)
+SPEC = TINY_SPEC
 CONFIG = {
     "datasets": {"AAA": {}, "BBB": {}},
     "training": {

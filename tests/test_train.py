@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -10,7 +11,7 @@ import stat
 
 import pytest
 import torch
-from conftest import write_toy_cache
+from conftest import TINY_SETTINGS, TINY_SPEC, write_toy_cache
 
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata
@@ -20,25 +21,8 @@ from lesionsoup.training import resume
 from lesionsoup.training import trainer as train_module
 from lesionsoup.training.trainer import publish_init, train_run
 
-SPEC = ModelSpec(
-    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
-)
-SETTINGS = TrainSettings(
-    steps=8,
-    batch_size=2,
-    patch_size=32,
-    lr=2e-3,
-    warmup_steps=2,
-    validate_every=4,
-    state_every=3,
-    augmentation="light",
-    bins=1030 * 2,
-)
-
-
-@pytest.fixture
-def caches(toy_caches):
-    return {name: Cache(path) for name, path in toy_caches.items()}
+SPEC = TINY_SPEC
+SETTINGS = dataclasses.replace(TINY_SETTINGS, warmup_steps=2)
 
 
 @pytest.fixture
