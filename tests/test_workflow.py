@@ -67,6 +67,7 @@ def test_unchanged_or_touched_config_plans_nothing(finished):
 MATRIX_RULES = {
     "evaluate", "aggregate", "evaluated_models", "costs", "summary", "report_cross_dataset",
     "report_methods", "report_pr_curves", "report_qualitative", "connectivity", "uncertainty",
+    "size_curve",
 }  # fmt: skip
 
 

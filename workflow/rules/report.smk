@@ -236,6 +236,39 @@ rule connectivity:
         " --threads {threads} -o {output.curve} --figure {output.figure} > {log} 2>&1"
 
 
+rule size_curve:
+    input:
+        unpack(
+            lambda wildcards: report_config.size_curve_inputs(config, wildcards.combo)
+        ),
+    output:
+        figure=report(
+            f"{paths.SIZE_CURVES}.png",
+            caption="../report/size_curves.rst",
+            category="Efficiency",
+            labels={"combination": "{combo}"},
+        ),
+        table=f"{paths.SIZE_CURVES}.csv",
+    log:
+        paths.log("report/size_curves/{combo}"),
+    threads: config["evaluation"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=cluster.scaled_runtime(60, config),
+        gpu=1,
+    params:
+        caches=cache_arguments,
+        options=report_config.size_curve_arguments(config),
+        settings=json.dumps(config["evaluation"]["inference"], sort_keys=True),
+        bins=config["evaluation"]["bins"],
+        metric_label=metric_label(REPORT["metric"]),  # for the caption
+        max_members=REPORT["size_curves"]["max_members"],  # for the caption
+    shell:
+        "lesionsoup size-curve {input.candidates:q} {params.caches} {params.options}"
+        " --settings {params.settings:q} --bins {params.bins} --threads {threads}"
+        " -o {output.table} --figure {output.figure} > {log} 2>&1"
+
+
 rule summary:
     input:
         heatmap=rules.report_cross_dataset.output.heatmap_table,

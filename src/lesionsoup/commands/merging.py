@@ -1,4 +1,5 @@
-"""Subcommands of the merge stage: merge (weight-space soups), ensemble (prediction space)."""
+"""Subcommands of the merge stage: merge (weight-space soups), ensemble (prediction space),
+and size-curve (both against the number of members)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from lesionsoup.commands.arguments import (
     add_bn_sample_arguments,
     add_device_argument,
     bn_sample,
+    json_object,
     open_caches,
 )
 from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_BN_POLICY, DEFAULT_GROUP_BY, RULES
+from lesionsoup.plan.report import SIZE_CURVE_SOUPS
 
 log = logging.getLogger("lesionsoup")
 
@@ -60,6 +63,32 @@ def _ensemble(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     caches = open_caches(args.cache)
     ensemble_stage(args.output, args.ingredients, caches, top=args.top, device=_device(args.device))
+
+
+def _size_curve(args: argparse.Namespace) -> None:
+    import torch
+
+    from lesionsoup.inference.infer import InferenceSettings
+    from lesionsoup.merging.size_curves import size_curves
+    from lesionsoup.report.size_curves import plot_size_curves
+    from lesionsoup.report.tables import write_csv
+
+    torch.set_num_threads(args.threads)
+    table = size_curves(
+        args.ingredients,
+        open_caches(args.cache),
+        metric=args.metric,
+        max_members=args.max_members,
+        bn_policies={curve: getattr(args, f"{curve}_bn_policy") for curve in SIZE_CURVE_SOUPS},
+        bn_sample=bn_sample(args),
+        settings=InferenceSettings.from_dict(args.settings),
+        bins=args.bins,
+        device=_device(args.device),
+        workers=max(0, args.threads - 1),
+    )
+    write_csv(table, args.output)
+    plot_size_curves(table, args.figure)
+    log.info("%s: %d points of %d curves", args.output, len(table), table["curve"].nunique())
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -139,4 +168,33 @@ def _add_ensemble(commands: Subcommands) -> None:
     parser.set_defaults(handler=_ensemble)
 
 
-REGISTER = (_add_merge, _add_ensemble)
+def _add_size_curve(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "size-curve",
+        help="test score and compute of uniform soups, greedy soups and ensembles over k members",
+        description="Rank the candidates by validation score, keep the first K, and for k = 1..K "
+        "evaluate on the caches' test splits the uniform soup of the first k, the greedy soup "
+        "after considering the first k and the ensemble of the top k, each distinct model once; "
+        "write the long table (score and compute seconds of each point) and its figure.",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="table CSV to write")
+    parser.add_argument("--figure", type=Path, required=True, help="figure PNG to write")
+    parser.add_argument("--max-members", type=int, default=3, help="K, the largest k")
+    parser.add_argument("--metric", default="ap", help="a pooled metric, mean over lesions")
+    for curve in SIZE_CURVE_SOUPS:
+        parser.add_argument(
+            f"--{curve}-bn-policy",
+            choices=BN_POLICIES,
+            default=RULES[curve].bn_policy,
+            help=f"BatchNorm statistics of the {curve} soups",
+        )
+    add_bn_sample_arguments(parser)
+    parser.add_argument(
+        "--settings", type=json_object, default={}, help="inference settings (JSON)"
+    )
+    parser.add_argument("--bins", type=int, default=2000, help="probability bins")
+    _add_common(parser)
+    parser.set_defaults(handler=_size_curve)
+
+
+REGISTER = (_add_merge, _add_ensemble, _add_size_curve)

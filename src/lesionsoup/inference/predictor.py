@@ -139,9 +139,10 @@ def agreed_fields(
     return {key: expected[key] for key in fields if key in expected}
 
 
-def _load_member(path: Path, device: torch.device, weight: float) -> tuple[Member, ModelSpec]:
-    state, metadata = load_checkpoint(path, device)
-    spec = spec_of(path, metadata)
+def member_of(
+    path: Path, state: Mapping[str, torch.Tensor], spec: ModelSpec, device: torch.device
+) -> Member:
+    """A model of ``spec`` holding ``state`` (named ``path``), ready to predict on ``device``."""
     model = build_model(spec)
     try:
         model.load_state_dict(state)
@@ -150,7 +151,13 @@ def _load_member(path: Path, device: torch.device, weight: float) -> tuple[Membe
     model.to(device).eval()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    return Member(path, model, spec.head, weight), spec
+    return Member(path, model, spec.head, 1.0)
+
+
+def _load_member(path: Path, device: torch.device, weight: float) -> tuple[Member, ModelSpec]:
+    state, metadata = load_checkpoint(path, device)
+    spec = spec_of(path, metadata)
+    return dataclasses.replace(member_of(path, state, spec, device), weight=weight), spec
 
 
 def _check_same_lesions(specs: Mapping[Path, ModelSpec], source: Path) -> tuple[Lesion, ...]:

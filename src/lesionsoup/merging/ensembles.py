@@ -29,7 +29,7 @@ from lesionsoup.plan.merge_rules import ENSEMBLE
 log = logging.getLogger(__name__)
 
 
-def _top_k(
+def top_k(
     candidates: Sequence[Path],
     metadata: Mapping[Path, Mapping[str, Any]],
     caches: Mapping[str, Cache],
@@ -61,7 +61,7 @@ def ensemble_stage(
     inference = agreed_fields(metadata)
     start = perf_counter()
     members, scores = (
-        (candidates, {}) if top is None else _top_k(candidates, metadata, caches, top, device)
+        (candidates, {}) if top is None else top_k(candidates, metadata, caches, top, device)
     )
     selection_seconds = perf_counter() - start
     trained = training_seconds(candidates)

@@ -56,6 +56,7 @@ REPORT = f"{RESULTS}/report"
 QUALITATIVE = f"{REPORT}/qualitative/{{test}}.png"
 ANNOTATION_STYLE = f"{RESULTS}/analysis/annotation_style"
 CONNECTIVITY = f"{RESULTS}/analysis/connectivity/{{pair}}"
+SIZE_CURVES = f"{REPORT}/size_curves/{{combo}}"
 SUMMARY = f"{RESULTS}/summary.md"
 
 
@@ -105,6 +106,10 @@ def evaluation(test: str, model: str) -> str:
 
 def connectivity(pair: str) -> str:
     return CONNECTIVITY.format(pair=pair)
+
+
+def size_curves(combo: str) -> str:
+    return SIZE_CURVES.format(combo=combo)
 
 
 def log(name: str) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 
 from lesionsoup.core.metrics import METRIC_LABELS
 from lesionsoup.core.style_features import STYLE_FEATURES
-from lesionsoup.plan import paths
+from lesionsoup.plan import ingredients, paths
+from lesionsoup.plan.merge_rules import merge_rule
 from lesionsoup.plan.study import combo_caches, configured
 
 DEFAULTS: dict[str, Any] = {
@@ -34,7 +35,10 @@ DEFAULTS: dict[str, Any] = {
         "sharpness": {"radii": [0.05, 0.1, 0.2], "directions": 3, "seed": 0},
         "pairs": {},
     },
+    "size_curves": {"pool": ["grid"], "max_members": 3},
 }
+#: The soup curves of the size curves (``merging.size_curves``), named by their merge rules.
+SIZE_CURVE_SOUPS: tuple[str, ...] = ("uniform", "greedy")
 
 
 def _filled(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -88,6 +92,59 @@ def connectivity_inputs(config: Mapping[str, Any], pair: str) -> dict[str, Any]:
     return {"a": chosen["a"], "b": chosen["b"], "caches": combo_caches(chosen["combo"])}
 
 
+def size_curve_combos(config: Mapping[str, Any]) -> list[str]:
+    """The merging combinations whose size-curve pool has at least two candidates (a snapshot
+    folder or an ingredient list counts as several); none without a ``merging`` section."""
+    if not config.get("merging"):
+        return []
+    pool = report_settings(config)["size_curves"]["pool"]
+    chosen = []
+    for combo in ingredients.merging_combinations(config):
+        inputs = ingredients.pool_inputs(config, combo, pool)
+        if len(inputs) >= 2 or any(not path.endswith(".safetensors") for path in inputs):
+            chosen.append(combo)
+    return chosen
+
+
+def size_curve_inputs(config: Mapping[str, Any], combo: str) -> dict[str, list[str]]:
+    """The pool's candidate files of a combination, and its caches (validation ranks the
+    candidates; the test splits score the points)."""
+    pool = report_settings(config)["size_curves"]["pool"]
+    return {
+        "candidates": ingredients.pool_inputs(config, combo, pool),
+        "caches": combo_caches(combo),
+    }
+
+
+def size_curve_policies(config: Mapping[str, Any]) -> dict[str, str]:
+    """Each soup curve's BatchNorm policy: that of the study's first soup of its rule, else
+    the rule's default."""
+    soups = [
+        ingredients.soup_settings(config, name)
+        for name in (config.get("merging") or {}).get("soups", {})
+    ]
+    policies = {}
+    for curve in SIZE_CURVE_SOUPS:
+        matching = [soup["bn_policy"] for soup in soups if soup["rule"] == curve]
+        policies[curve] = matching[0] if matching else merge_rule(curve).bn_policy
+    return policies
+
+
+def size_curve_arguments(config: Mapping[str, Any]) -> str:
+    """The ``lesionsoup size-curve`` options but the evaluation's: K, the headline metric,
+    the soups' BatchNorm policies and, where one recomputes, the study's patches."""
+    settings = report_settings(config)
+    policies = size_curve_policies(config)
+    options = [
+        f"--max-members {settings['size_curves']['max_members']}",
+        f"--metric {settings['metric']}",
+        *(f"--{curve}-bn-policy {policy}" for curve, policy in policies.items()),
+    ]
+    if "recompute" in policies.values():
+        options.append(ingredients.bn_sample_arguments(ingredients.bn_sample(config)))
+    return " ".join(options)
+
+
 def report_targets(config: Mapping[str, Any], test_datasets: list[str]) -> list[str]:
     """Every figure, table and analysis of the report, for ``rule all``."""
     pairs = report_settings(config)["connectivity"]["pairs"]
@@ -97,4 +154,5 @@ def report_targets(config: Mapping[str, Any], test_datasets: list[str]) -> list[
         f"{paths.ANNOTATION_STYLE}/clusters.png",
         *(paths.QUALITATIVE.format(test=test) for test in test_datasets),
         *(f"{paths.connectivity(pair)}.png" for pair in pairs),
+        *(f"{paths.size_curves(combo)}.png" for combo in size_curve_combos(config)),
     ]
