@@ -68,8 +68,8 @@ def _ensemble(args: argparse.Namespace) -> None:
 def _size_curve(args: argparse.Namespace) -> None:
     import torch
 
+    from lesionsoup.analysis.size_curves import size_curves
     from lesionsoup.inference.infer import InferenceSettings
-    from lesionsoup.merging.size_curves import size_curves
     from lesionsoup.report.size_curves import plot_size_curves
     from lesionsoup.report.tables import write_csv
 

@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "size_curves": {"pool": ["grid"], "max_members": 3},
 }
-#: The soup curves of the size curves (``merging.size_curves``), named by their merge rules.
+#: The soup curves of the size curves (``analysis.size_curves``), named by their merge rules.
 SIZE_CURVE_SOUPS: tuple[str, ...] = ("uniform", "greedy")
 
 

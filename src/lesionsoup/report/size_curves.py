@@ -15,7 +15,7 @@ MARKERS = {"uniform": "o", "greedy": "s", "ensemble": "D"}
 
 def plot_size_curves(table: pd.DataFrame, out: Path) -> None:
     """One column per test set: the score (top) and compute (bottom, log scale) of each curve
-    (``merging.size_curves.COLUMNS``) over k."""
+    (``analysis.size_curves.COLUMNS``) over k."""
     if table.empty:
         raise ValueError(f"{out}: no size-curve points to plot")
     tests = sorted(table["test_dataset"].unique())

@@ -1,0 +1,184 @@
+"""Size curves of three tiny candidates, checked against soups and ensembles evaluated directly."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_SETTINGS, TINY_SPEC, write_toy_cache
+
+from lesionsoup.analysis.size_curves import COLUMNS, CURVES, mean_over_lesions, size_curves
+from lesionsoup.cli import main
+from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
+from lesionsoup.core.model import build_model
+from lesionsoup.data.cache import Cache
+from lesionsoup.evaluation.evaluate import evaluate
+from lesionsoup.inference.predictor import write_ensemble
+from lesionsoup.merging.averaging import average_checkpoints
+from lesionsoup.plan.report import DEFAULTS
+from lesionsoup.training.sampling import ValidationImages
+from lesionsoup.training.validation import validate
+
+#: Training seconds each candidate's sidecar records (distinct runs: distinct learning rates).
+WALL_SECONDS = (100.0, 200.0, 400.0)
+
+
+def candidate(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = build_model(TINY_SPEC)
+    with torch.no_grad():  # BatchNorm statistics that differ between the candidates
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    settings = dataclasses.replace(TINY_SETTINGS, lr=1e-3 * (seed + 1))
+    metadata = {
+        "architecture": TINY_SPEC.as_dict(),
+        "init_id": "init-0",
+        "wall_seconds": WALL_SECONDS[seed],
+        "hyperparameters": settings.as_dict(),
+    }
+    save_checkpoint(path, model.state_dict(), metadata)
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[list[Path], dict[str, Cache], pd.DataFrame]:
+    root = tmp_path_factory.mktemp("size")
+    caches = {
+        name: Cache(write_toy_cache(root / "cache" / name, name, seed=index))
+        for index, name in enumerate(("AAA", "BBB"))
+    }
+    paths = [candidate(root / f"c{seed}.safetensors", seed) for seed in range(3)]
+    return paths, caches, size_curves(paths, caches, max_members=3)
+
+
+def ranked_by_validation(paths: list[Path], caches: dict[str, Cache]) -> list[Path]:
+    """The candidates by validation score, computed independently of the merging package."""
+    images = [ValidationImages(c, "valid", TINY_SPEC.lesion_classes) for c in caches.values()]
+
+    def score(path: Path) -> float:
+        model = build_model(TINY_SPEC)
+        model.load_state_dict(load_checkpoint(path)[0])
+        return validate(model, images, TINY_SPEC, TINY_SETTINGS.bins)["score"]
+
+    return sorted(paths, key=lambda path: -score(path))
+
+
+def direct(model: Path, caches: dict[str, Cache]) -> dict[str, float]:
+    """Test set -> mean AP over lesions of a model file evaluated on each cache's test split."""
+    results = [evaluate(model, cache.directory) for cache in caches.values()]
+    return {r["test_dataset"]: mean_over_lesions(r, "ap") for r in results}
+
+
+def values(table: pd.DataFrame, curve: str, k: int) -> dict[str, float]:
+    rows = table[(table["curve"] == curve) & (table["k"] == k)]
+    return dict(zip(rows["test_dataset"], rows["value"], strict=True))
+
+
+def test_every_curve_has_a_point_per_k_and_test_set(study):
+    _, _, table = study
+    assert tuple(table.columns) == COLUMNS
+    assert sorted(table["curve"].unique()) == sorted(CURVES)
+    counts = table.groupby(["curve", "test_dataset"])["k"].apply(sorted)
+    assert all(ks == [1, 2, 3] for ks in counts)
+
+
+def test_k1_of_every_curve_is_the_best_single_candidate(study):
+    paths, caches, table = study
+    best = ranked_by_validation(paths, caches)[0]
+    expected = direct(best, caches)
+    for curve in CURVES:
+        assert values(table, curve, 1) == pytest.approx(expected, abs=1e-12)
+        assert set(table[(table["curve"] == curve) & (table["k"] == 1)]["members"]) == {str(best)}
+
+
+def test_uniform_soup_of_all_equals_the_averaged_checkpoints(study, tmp_path):
+    paths, caches, table = study
+    soup = tmp_path / "soup.safetensors"
+    save_checkpoint(soup, average_checkpoints(paths), {"architecture": TINY_SPEC.as_dict()})
+    assert values(table, "uniform", 3) == pytest.approx(direct(soup, caches), abs=1e-12)
+
+
+def test_ensemble_of_k_equals_the_top_k_ensemble(study, tmp_path):
+    paths, caches, table = study
+    ranked = ranked_by_validation(paths, caches)
+    for k in (2, 3):
+        ensemble = tmp_path / f"top{k}.json"
+        write_ensemble(ensemble, ranked[:k])
+        assert values(table, "ensemble", k) == pytest.approx(direct(ensemble, caches), abs=1e-9)
+
+
+def test_compute_counts_the_candidates_considered_and_grows_with_k(study):
+    paths, caches, table = study
+    ranked = ranked_by_validation(paths, caches)
+    seconds = {path: WALL_SECONDS[paths.index(path)] for path in paths}
+    for curve in ("uniform", "ensemble"):
+        rows = table[table["curve"] == curve]
+        expected = rows["k"].map(lambda k: sum(seconds[p] for p in ranked[:k]))
+        assert list(rows["training_seconds"]) == pytest.approx(list(expected))
+    assert (table["compute_seconds"] > table["training_seconds"]).all()  # inference counted
+    for _, rows in table.groupby(["curve", "test_dataset"]):
+        assert rows.sort_values("k")["compute_seconds"].is_monotonic_increasing
+
+
+def test_greedy_members_only_grow_from_the_best_candidate(study):
+    paths, caches, table = study
+    greedy = table[(table["curve"] == "greedy") & (table["test_dataset"] == "AAA")]
+    members = [set(m.split(";")) for m in greedy.sort_values("k")["members"]]
+    assert all(a <= b for a, b in zip(members, members[1:], strict=False))
+    assert members[0] == {str(ranked_by_validation(paths, caches)[0])}
+
+
+def test_cli_writes_the_table_and_figure(study, tmp_path):
+    paths, caches, _ = study
+    out, figure = tmp_path / "curves.csv", tmp_path / "curves.png"
+    cache_args = [arg for c in caches.values() for arg in ("--cache", str(c.directory))]
+    main(["size-curve", *map(str, paths[:2]), *cache_args, "--max-members", "2",
+          "--device", "cpu", "-o", str(out), "--figure", str(figure)])  # fmt: skip
+    table = pd.read_csv(out)
+    assert sorted(table["k"].unique()) == [1, 2]
+    assert figure.stat().st_size > 0
+
+
+def test_size_curve_defaults_match_the_schema():
+    import yaml
+
+    schema = Path(__file__).parents[1] / "workflow" / "schemas" / "report.schema.yaml"
+    section = yaml.safe_load(schema.read_text())["properties"]["size_curves"]["properties"]
+    assert {key: value["default"] for key, value in section.items()} == DEFAULTS["size_curves"]
+
+
+def test_one_size_curve_job_per_merging_combination_with_two_candidates():
+    from lesionsoup.plan.report import (
+        report_targets,
+        size_curve_arguments,
+        size_curve_combos,
+        size_curve_inputs,
+    )
+    from workflow import load_tiny_config
+
+    config = load_tiny_config()
+    assert size_curve_combos(config) == ["IDRID"]
+    assert "results/report/size_curves/IDRID.png" in report_targets(config, ["IDRID"])
+    assert size_curve_inputs(config, "IDRID") == {
+        "candidates": [
+            "results/models/IDRID/grid-lr1e-3/seed0/last.safetensors",
+            "results/models/IDRID/grid-lr2e-3/seed0/last.safetensors",
+        ],
+        "caches": ["results/cache/IDRID"],
+    }
+    assert size_curve_arguments(config) == (
+        "--max-members 3 --metric ap --uniform-bn-policy average --greedy-bn-policy average"
+    )
+    one = {**config, "merging": {**config["merging"], "grid": {"recipe": "base", "values": {}}}}
+    one["merging"]["grid"]["values"] = {"lr": [0.001]}
+    assert size_curve_combos(one) == []
+    recomputed = {**config, "merging": {**config["merging"], "soups": {"u": {"rule": "uniform",
+                  "bn_policy": "recompute"}}}}  # fmt: skip
+    assert "--uniform-bn-policy recompute" in size_curve_arguments(recomputed)
+    assert "--bn-patches 4" in size_curve_arguments(recomputed)
+    assert size_curve_combos({"report": {}}) == []
