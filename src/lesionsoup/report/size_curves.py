@@ -33,7 +33,7 @@ def plot_size_curves(table: pd.DataFrame, out: Path) -> None:
         ax_score.set_ylabel(f"test {label}\n(pooled, mean over lesions)")
         ax_cost.set_ylabel("compute seconds\n(training + inference)")
         ax_cost.set_yscale("log")
-        ax_cost.set_xlabel("members k (first k candidates by validation score)")
+        ax_cost.set_xlabel("k: candidates, best by validation first")
         ax_cost.set_xticks(sorted(table["k"].unique()))
         for ax in (ax_score, ax_cost):
             ax.grid(alpha=0.3)
