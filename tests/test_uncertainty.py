@@ -46,11 +46,12 @@ def test_intervals_hold_each_lesion_and_the_mean():
     assert mean == pytest.approx((greedy["value"] + ap.loc[("m/A/greedy", "HE"), "value"]) / 2)
 
 
-def test_comparisons_take_the_first_single_model_and_holm_over_the_table():
+def test_comparisons_take_the_first_single_model_and_holm_within_each_lesion():
     table = comparison_table(scored_models(), "ap", SETTINGS)
     assert set(table["model"]) == {"m/A/base/seed1", "m/A/greedy"}
     assert set(table["baseline"]) == {"m/A/base/seed0"}  # first in path order
-    assert list(table["p_holm"]) == pytest.approx(holm(list(table["p_value"])))
+    for _, family in table.groupby("lesion"):
+        assert list(family["p_holm"]) == pytest.approx(holm(list(family["p_value"])))
     greedy = table[table["model"] == "m/A/greedy"].set_index("lesion")
     assert (greedy["difference"] > 0).all() and greedy["significant"].all()
     he = table[(table["model"] == "m/A/base/seed1")].set_index("lesion").loc["HE"]

@@ -4,8 +4,9 @@
   its bootstrap interval over the test images (``metrics_ci.csv``).
 - ``comparison_table``: every model of a combination against the combination's
   single-model baseline, on the same test images, for one metric: the paired
-  difference, its interval, its p-value and Holm's adjustment over the whole
-  table, which is the family of comparisons (``comparisons.csv``).
+  difference, its interval, its p-value and Holm's adjustment within its family:
+  all comparisons of one lesion (or of the mean over lesions) in the study
+  (``comparisons.csv``).
 
 Both also hold the mean over lesions (lesion ``mean``, each resample's metric
 averaged over the lesions that have one), which the method figure shows. The
@@ -137,7 +138,7 @@ def comparison_table(
     scored: Iterable[Scored], metric: str, settings: BootstrapSettings
 ) -> pd.DataFrame:
     """Every non-baseline model against its combination's baseline, per lesion and for
-    the mean over lesions; Holm's adjustment runs over all the rows."""
+    the mean over lesions; Holm's adjustment runs over the rows of each lesion."""
     scored = list(scored)
     if metric not in POOLED_METRICS:
         raise ValueError(f"comparisons need a pooled metric {sorted(POOLED_METRICS)}, not {metric}")
@@ -172,7 +173,8 @@ def comparison_table(
                     result.p_value,
                 ]  # fmt: skip
             )
-    adjusted = holm([row[-1] for row in rows])
-    for row, p_holm in zip(rows, adjusted, strict=True):
-        row += [p_holm, bool(p_holm < settings.alpha)]
-    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS[:-2]))
+    family = table.groupby("lesion")["p_value"]
+    table["p_holm"] = family.transform(lambda p_values: holm(list(p_values))).astype(float)
+    table["significant"] = table["p_holm"] < settings.alpha
+    return table

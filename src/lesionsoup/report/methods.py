@@ -174,8 +174,10 @@ def method_errors(
     low = single["low"].reindex(keys).to_numpy()
     high = single["high"].reindex(keys).to_numpy()
     sd = table["std"].where(table["models"] >= 2).to_numpy()
-    table["below"] = np.where(one, table["mean"] - low, sd)
-    table["above"] = np.where(one, high - table["mean"], sd)
+    # the interval's ends need not straddle the bar (metrics.csv's value, 2000 bins; the
+    # interval's resamples, 200): a bar then gets no error on that side
+    table["below"] = np.where(one, np.maximum(table["mean"] - low, 0), sd)
+    table["above"] = np.where(one, np.maximum(high - table["mean"], 0), sd)
     models = single["model"].reindex(keys)
     significant = set(zip(marked["model"], marked["test_dataset"], strict=True))
     table["significant"] = [
