@@ -40,8 +40,12 @@ rule uncertainty:
     params:
         bootstrap=config["evaluation"]["bootstrap"],
         metric=REPORT["metric"],
-    script:
-        "../scripts/uncertainty.py"
+    shell:
+        "lesionsoup uncertainty {input.evaluations} --models {input.models}"
+        " --metric {params.metric} --resamples {params.bootstrap[resamples]}"
+        " --confidence {params.bootstrap[confidence]} --seed {params.bootstrap[seed]}"
+        " --alpha {params.bootstrap[alpha]} --intervals {output.intervals}"
+        " --comparisons {output.comparisons} > {log} 2>&1"
 
 
 rule report_cross_dataset:

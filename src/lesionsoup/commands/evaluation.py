@@ -1,4 +1,5 @@
-"""Subcommand of the evaluation stage: ``evaluate`` (the workflow's ``aggregate`` is a script)."""
+"""Subcommands of the evaluation stage: ``evaluate``, and ``uncertainty`` (bootstrap intervals
+and paired comparisons of evaluation files; the workflow's ``aggregate`` is a script)."""
 
 from __future__ import annotations
 
@@ -77,4 +78,48 @@ def _add_evaluate(commands: Subcommands) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
-REGISTER = (_add_evaluate,)
+def _uncertainty(args: argparse.Namespace) -> None:
+    from lesionsoup.evaluation.evaluate import load_model_table
+    from lesionsoup.evaluation.uncertainty import (
+        BootstrapSettings,
+        comparison_table,
+        interval_table,
+        load_scored,
+    )
+    from lesionsoup.report.tables import write_csv
+
+    settings = BootstrapSettings(args.resamples, args.confidence, args.seed, args.alpha)
+    scored = load_scored(args.evaluations, load_model_table(args.models))
+    write_csv(interval_table(scored, settings), args.intervals)
+    comparisons = comparison_table(scored, args.metric, settings)
+    write_csv(comparisons, args.comparisons)
+    log.info(
+        "%d comparisons, %d significant after Holm",
+        len(comparisons),
+        comparisons["significant"].sum(),
+    )
+
+
+def _add_uncertainty(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "uncertainty",
+        help="bootstrap intervals and paired comparisons from evaluation files",
+        description="Resample the test images of each evaluation file (its per-image "
+        "histograms): a percentile interval for every pooled metric, and each model against its "
+        "combination's first single model on the same images, Holm-adjusted within each lesion.",
+    )
+    parser.add_argument("evaluations", type=Path, nargs="+", help="evaluation JSON files")
+    parser.add_argument(
+        "--models", type=Path, required=True, help="model table (path -> combination, method)"
+    )
+    parser.add_argument("--metric", default="ap", help="pooled metric of the comparisons")
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--intervals", type=Path, required=True, help="metrics_ci.csv to write")
+    parser.add_argument("--comparisons", type=Path, required=True, help="comparisons CSV to write")
+    parser.set_defaults(handler=_uncertainty)
+
+
+REGISTER = (_add_evaluate, _add_uncertainty)
