@@ -39,7 +39,7 @@ def plot_style_clusters(
     ax_tree.set_yticklabels(
         [
             f"{name} (c{clustering.clusters[name]}"
-            + (f", stable {stability[name]:.0%})" if stability is not None else ")")
+            + (f", stable {stability[name]:.1%})" if stability is not None else ")")
             for name in tree["ivl"]
         ]
     )
