@@ -11,7 +11,7 @@ export PATH="$HERE/../../.venv/bin:$PATH"
 RESOURCES="warmup:mem_mb=1500 train:mem_mb=1500 evaluate:mem_mb=1500 preprocess:mem_mb=1500"
 export WORKFLOW=Snakefile
 export WORKFLOW_ARGS="--configfile tests/configs/tiny.yaml --set-resources $RESOURCES"
-export GPU_RULES="warmup train hpo_trial merge ensemble evaluate connectivity"
+export GPU_RULES="warmup train hpo_trial merge ensemble evaluate connectivity size_curve"
 export RECORDS_DIR=""
 export COMPARE_DIR=results
 # Weights, metrics and cache indexes; sidecars and logs record wall-clock times.
