@@ -96,3 +96,18 @@ def toy_caches(tmp_path: Path) -> dict[str, Path]:
 def caches(toy_caches: dict[str, Path]) -> dict[str, Cache]:
     """The toy caches, opened."""
     return {name: Cache(path) for name, path in toy_caches.items()}
+
+
+def spy_scaler_loads(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The loss-scaler state a resumed run loads, recorded as it loads it (empty if none)."""
+    import torch
+
+    loaded: dict = {}
+    real_load = torch.amp.GradScaler.load_state_dict
+
+    def spying_load(self: torch.amp.GradScaler, state: dict) -> None:
+        loaded.update(state)
+        real_load(self, state)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", spying_load)
+    return loaded

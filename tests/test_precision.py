@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_SETTINGS, TINY_SPEC
+from conftest import TINY_SETTINGS, TINY_SPEC, spy_scaler_loads
 from safetensors import safe_open
 
 from lesionsoup.cli import main
@@ -156,14 +156,7 @@ def test_fp16_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path, cach
     saved = _scaler_state(tmp_path / "killed")
     assert set(saved) >= {"scale", "_growth_tracker"}
     monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
-    loaded = {}
-    real_load = torch.amp.GradScaler.load_state_dict
-
-    def spying_load(self, state):
-        loaded.update(state)
-        real_load(self, state)
-
-    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", spying_load)
+    loaded = spy_scaler_loads(monkeypatch)
     _train(tmp_path / "killed", caches, "fp16")
     assert loaded == saved  # the resumed run continues with the saved loss scale
     whole, killed = (

@@ -11,7 +11,7 @@ import stat
 
 import pytest
 import torch
-from conftest import TINY_SETTINGS, TINY_SPEC, write_toy_cache
+from conftest import TINY_SETTINGS, TINY_SPEC, spy_scaler_loads, write_toy_cache
 
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata
@@ -405,14 +405,7 @@ def test_cuda_run_killed_and_resumed_continues_its_state(
     with pytest.raises(KeyboardInterrupt):
         _cuda_train(tmp_path / "killed", caches, init, precision)
     monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
-    loaded = {}
-    real_load = torch.amp.GradScaler.load_state_dict
-
-    def spying_load(self, state):
-        loaded.update(state)
-        real_load(self, state)
-
-    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", spying_load)
+    loaded = spy_scaler_loads(monkeypatch)
     meta = _cuda_train(tmp_path / "killed", caches, init, precision)
     assert meta["step"] == SETTINGS.steps and meta["precision"] == whole["precision"]
     assert bool(loaded) == (whole["precision"] == "fp16")  # the loss scale travels with the state
