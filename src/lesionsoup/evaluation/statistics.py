@@ -150,8 +150,9 @@ def _lesions(images: Images) -> list[ImageHistograms]:
     return group
 
 
-def _mean_over_lesions(values: np.ndarray) -> np.ndarray:
-    """Mean over axis 0, NaN where no lesion has a value (no warning)."""
+def finite_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 of the finite values, NaN where none is (no warning): the mean
+    over lesions, or over models, of each resample."""
     finite = np.isfinite(values)
     counts = finite.sum(axis=0)
     totals = np.where(finite, values, 0.0).sum(axis=0)
@@ -160,12 +161,12 @@ def _mean_over_lesions(values: np.ndarray) -> np.ndarray:
 
 def _estimate(images: Images, metric: Metric) -> float:
     values = np.array([[metric(lesion.pooled())] for lesion in _lesions(images)], np.float64)
-    return float(_mean_over_lesions(values)[0])
+    return float(finite_mean(values)[0])
 
 
 def _scores(images: Images, metric: Metric, weights: np.ndarray) -> np.ndarray:
     """The metric of each resample (rows of ``weights``), averaged over the lesions."""
-    return _mean_over_lesions(
+    return finite_mean(
         np.array(
             [[metric(h) for h in lesion.replicates(weights)] for lesion in _lesions(images)],
             np.float64,
@@ -173,7 +174,8 @@ def _scores(images: Images, metric: Metric, weights: np.ndarray) -> np.ndarray:
     )
 
 
-def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` percentile interval of the finite resample values."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), not {confidence}")
     finite = values[np.isfinite(values)]
@@ -194,7 +196,7 @@ def bootstrap_interval(
     """``metric`` of the pooled images and its percentile interval over image resamples."""
     count = _lesions(images)[0].images
     scores = _scores(images, metric, resample_weights(count, resamples, seed))
-    low, high = _percentiles(scores, confidence)
+    low, high = percentile_interval(scores, confidence)
     return Interval(_estimate(images, metric), low, high, int(np.isfinite(scores).sum()))
 
 
@@ -224,12 +226,21 @@ def paired_comparison(
     weights = resample_weights(count, resamples, seed)
     differences = _scores(b, metric, weights) - _scores(a, metric, weights)
     observed = _estimate(b, metric) - _estimate(a, metric)
+    low, high = percentile_interval(differences, confidence)
+    p_value = shifted_null_p_value(differences, observed)
+    resamples = int(np.isfinite(differences).sum()) if math.isfinite(p_value) else 0
+    return Comparison(observed, low, high, p_value, resamples)
+
+
+def shifted_null_p_value(differences: np.ndarray, observed: float) -> float:
+    """Two-sided p-value of an observed difference from its bootstrap replicates, their
+    distribution shifted to the null: ``(1 + #{|d* - d| >= |d|}) / (1 + R)`` over the finite
+    replicates; NaN without any, or without an observed difference."""
     finite = differences[np.isfinite(differences)]
-    low, high = _percentiles(differences, confidence)
     if finite.size == 0 or not math.isfinite(observed):
-        return Comparison(observed, low, high, math.nan, 0)
+        return math.nan
     extreme = int(np.sum(np.abs(finite - observed) >= abs(observed)))
-    return Comparison(observed, low, high, (1 + extreme) / (1 + finite.size), int(finite.size))
+    return (1 + extreme) / (1 + finite.size)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
