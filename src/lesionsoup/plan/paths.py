@@ -50,6 +50,7 @@ METRICS_CONVENTIONS = f"{RESULTS}/metrics.conventions.json"
 COSTS = f"{RESULTS}/costs.csv"
 METRICS_CI = f"{RESULTS}/metrics_ci.csv"
 COMPARISONS = f"{RESULTS}/comparisons.csv"
+BOOTSTRAP = f"{RESULTS}/bootstrap.npz"  # evaluation.replicates: the resamples behind intervals
 
 # report and analyses
 REPORT = f"{RESULTS}/report"
