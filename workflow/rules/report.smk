@@ -178,7 +178,11 @@ rule annotation_style:
             category="Annotation styles",
         ),
         cluster_table=f"{paths.ANNOTATION_STYLE}/clusters.csv",
-        consistency=f"{paths.ANNOTATION_STYLE}/consistency.csv",
+        consistency=report(
+            f"{paths.ANNOTATION_STYLE}/consistency.csv",
+            caption="../report/consistency.rst",
+            category="Annotation styles",
+        ),
         co_assignment=f"{paths.ANNOTATION_STYLE}/co_assignment.csv",
         features=f"{paths.ANNOTATION_STYLE}/features.csv",
         components=f"{paths.ANNOTATION_STYLE}/components.csv",
@@ -216,7 +220,13 @@ rule connectivity:
             labels={"pair": "{pair}"},
         ),
         curve=f"{paths.CONNECTIVITY}.csv",
-        sharpness=f"{paths.CONNECTIVITY}_sharpness.csv",
+        sharpness=report(
+            f"{paths.CONNECTIVITY}_sharpness.csv",
+            caption="../report/sharpness.rst",
+            category="Loss landscape",
+            subcategory="Sharpness tables",
+            labels={"pair": "{pair}"},
+        ),
     log:
         paths.log("analysis/connectivity/{pair}"),
     threads: 2
