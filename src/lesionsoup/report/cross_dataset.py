@@ -40,7 +40,8 @@ from lesionsoup.report.tables import (
 )
 
 STYLE_GROUPS: tuple[str, ...] = ("fine only", "coarse only", "mixed")
-#: The ends of an interval, in table columns (``<test set> low``, ``low``).
+#: The ends of an interval, as table columns: ``<test set> low`` in the heatmap table,
+#: ``low`` in the fine-vs-coarse one.
 ENDS: tuple[str, ...] = ("low", "high")
 
 
