@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,6 +14,7 @@ import pytest
 from lesionsoup.core.figures import save_figure
 from lesionsoup.core.metrics import LesionHistogram, SegmentationHistograms
 from lesionsoup.evaluation.evaluate import COLUMNS, FORMAT
+from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.report import cross_dataset, methods, pr_curves
 from lesionsoup.report.cross_dataset import (
     fine_coarse_table,
@@ -72,6 +74,40 @@ def metrics_csv(tmp_path: Path) -> Path:
     return path
 
 
+# --- Bootstrap replicates of the fixture metrics: the intervals of the cross-dataset and
+# PR-curve figures (their own tests: tests/test_report_intervals.py).
+RESAMPLES = 50
+
+
+def fixture_replicates(metric: str = "ap", confidence: float = 0.9) -> Replicates:
+    """Each (model, test set, lesion) of ``metrics_table`` with seeded noisy resamples
+    around its value, and the lesion ``mean`` as each resample's mean over the lesions."""
+    rows = metrics_table()
+    rows = rows[rows["metric"] == metric]
+    rng = np.random.default_rng(7)
+    keys, estimates, scores = [], [], []
+    for (model, test), own in rows.groupby(["model", "test_dataset"], sort=True):
+        lesions = own["value"].to_numpy()[:, None] + rng.normal(0, 0.05, (len(own), RESAMPLES))
+        for lesion, value, resampled in zip(own["lesion"], own["value"], lesions, strict=True):
+            keys.append((model, test, lesion))
+            estimates.append(value)
+            scores.append(resampled)
+        keys.append((model, test, "mean"))
+        estimates.append(own["value"].mean())
+        scores.append(lesions.mean(axis=0))
+    return Replicates(metric, confidence, tuple(keys), np.array(estimates), np.array(scores))
+
+
+@pytest.fixture
+def replicates_npz(tmp_path: Path) -> Path:
+    path = tmp_path / "bootstrap.npz"
+    fixture_replicates().save(path)
+    return path
+
+
+# --- end of the replicates block
+
+
 def test_read_metrics_checks_columns_and_values(tmp_path: Path, metrics_csv: Path) -> None:
     table = read_metrics(metrics_csv)
     assert len(table) == 4 * len(SCORES)
@@ -104,7 +140,7 @@ def test_heatmap_matrix_averages_the_single_models(metrics_csv: Path) -> None:
 
 def test_heatmap_figure_and_its_matrices(tmp_path: Path, metrics_csv: Path) -> None:
     out = tmp_path / "fig" / "heatmap.png"
-    matrices = plot_heatmaps(read_metrics(metrics_csv), out)
+    matrices = plot_heatmaps(read_metrics(metrics_csv), fixture_replicates(), out)
     assert out.stat().st_size > 10_000
     assert set(matrices) == {"EX", "HE"}
     assert matrices["HE"].loc["RETLES", "RETLES"] == pytest.approx(0.6)
@@ -118,7 +154,9 @@ def test_style_groups() -> None:
 
 
 def test_fine_coarse_table(tmp_path: Path, metrics_csv: Path) -> None:
-    summary, per_combo = fine_coarse_table(read_metrics(metrics_csv), {"RETLES"})
+    summary, per_combo = fine_coarse_table(
+        read_metrics(metrics_csv), {"RETLES"}, fixture_replicates()
+    )
     table = summary.set_index(["test_dataset", "group"])
     # IDRID combination on IDRID: seeds score 0.5 and 0.7 -> 0.6
     assert table.loc[("IDRID", "fine only"), "mean"] == pytest.approx(0.6)
@@ -127,7 +165,7 @@ def test_fine_coarse_table(tmp_path: Path, metrics_csv: Path) -> None:
     assert set(table["combinations"]) == {1}
     assert len(per_combo) == 6
     out = tmp_path / "fine_coarse.png"
-    plotted = plot_fine_coarse(read_metrics(metrics_csv), {"RETLES"}, out)
+    plotted = plot_fine_coarse(read_metrics(metrics_csv), {"RETLES"}, fixture_replicates(), out)
     assert out.exists() and plotted.equals(summary)
 
 
@@ -200,7 +238,7 @@ def test_best_models_and_pr_curves(tmp_path: Path, metrics_csv: Path) -> None:
         for model, test in zip(best["model"], best["test_dataset"], strict=True)
     ]
     out = tmp_path / "pr.png"
-    drawn = plot_pr_curves(metrics, evaluations, out, top=2)
+    drawn = plot_pr_curves(metrics, evaluations, fixture_replicates(), out, top=2)
     assert out.exists()
     assert len(drawn) == 2 * 2 * 2  # test sets x models x lesions
     assert set(drawn["metric"]) == {"ap"}  # the legend's values: the models' in metrics.csv
@@ -208,7 +246,7 @@ def test_best_models_and_pr_curves(tmp_path: Path, metrics_csv: Path) -> None:
     assert values[("u_I", "IDRID", "EX")] == pytest.approx(0.9)
     assert values[("e_I", "IDRID", "HE")] == pytest.approx(0.65)
     with pytest.raises(ValueError, match="no evaluation file"):
-        plot_pr_curves(metrics, evaluations[:1], out, top=2)
+        plot_pr_curves(metrics, evaluations[:1], fixture_replicates(), out, top=2)
 
 
 def test_cost_table_from_sidecars_and_evaluations(tmp_path: Path) -> None:
@@ -274,16 +312,21 @@ def test_markdown_and_summary(tmp_path: Path) -> None:
         write_summary({"Other": tmp_path / "missing.csv"}, tmp_path / "summary.md")
 
 
-def test_cross_dataset_figures_and_summary(tmp_path: Path, metrics_csv: Path) -> None:
+def test_cross_dataset_figures_and_summary(
+    tmp_path: Path, metrics_csv: Path, replicates_npz: Path
+) -> None:
     heatmap, fine_coarse = tmp_path / "cross.png", tmp_path / "fine_coarse.png"
-    report_cross_dataset(metrics_csv, heatmap, fine_coarse, coarse=["RETLES"])
+    report_cross_dataset(metrics_csv, replicates_npz, heatmap, fine_coarse, coarse=["RETLES"])
     table = pd.read_csv(heatmap.with_suffix(".csv")).set_index(["lesion", "train_combo"])
     assert table.loc[("EX", "IDRID"), "IDRID"] == pytest.approx(0.7)
     assert table.loc[("HE", "RETLES"), "RETLES"] == pytest.approx(0.6)
     assert fine_coarse.exists() and fine_coarse.with_suffix(".csv").exists()
     summary = tmp_path / "summary.md"
     write_summary({"Scores": heatmap.with_suffix(".csv")}, summary)
-    assert "| EX | IDRID | 0.700 | 0.300 |" in summary.read_text()
+    text = summary.read_text()
+    header = "| lesion | train_combo | IDRID | IDRID low | IDRID high | RETLES | RETLES low |"
+    assert header in text
+    assert re.search(r"\| EX \| IDRID \| 0\.700 \| [.\d]+ \| [.\d]+ \| 0\.300 \|", text)
 
 
 def test_study_summary_sections_in_order(tmp_path: Path) -> None:
@@ -328,7 +371,11 @@ def test_every_figure_and_table_names_its_metric(
     ).to_csv(costs, index=False)
     figures = {name: tmp_path / f"{name}.png" for name in ("cross", "fc", "methods", "gain")}
     metric, label = "dice_pooled", "Dice (pooled pixels)"
-    report_cross_dataset(metrics_csv, figures["cross"], figures["fc"], metric, coarse=["RETLES"])
+    replicates = tmp_path / "bootstrap.npz"
+    fixture_replicates(metric).save(replicates)
+    report_cross_dataset(
+        metrics_csv, replicates, figures["cross"], figures["fc"], metric, coarse=["RETLES"]
+    )
     report_methods(metrics_csv, costs, figures["methods"], figures["gain"], metric)
     metrics = read_metrics(metrics_csv)
     best = best_models(metrics, 1, metric)
@@ -337,11 +384,13 @@ def test_every_figure_and_table_names_its_metric(
         write_evaluation(tmp_path / f"{m}_{t}.json", m, t, good, 1.0)
         for m, t in zip(best["model"], best["test_dataset"], strict=True)
     ]
-    drawn = plot_pr_curves(metrics, evaluations, tmp_path / "pr.png", 1, metric)
+    drawn = plot_pr_curves(
+        metrics, evaluations, fixture_replicates(metric), tmp_path / "pr.png", 1, metric
+    )
     assert set(shown) == {"cross.png", "fc.png", "methods.png", "gain.png", "pr.png"}
     for name, texts in shown.items():
         assert label in texts, name
-    assert f"({label} 0.45)" in shown["pr.png"]  # u_I on IDRID, EX: 0.9 / 2
+    assert f"{label} 0.45 [" in shown["pr.png"]  # u_I on IDRID, EX: 0.9 / 2
     for figure in figures.values():
         assert set(pd.read_csv(figure.with_suffix(".csv"))["metric"]) == {metric}
     assert set(drawn["metric"]) == {metric}

@@ -50,7 +50,8 @@ rule uncertainty:
 
 rule report_cross_dataset:
     input:
-        paths.METRICS,
+        metrics=paths.METRICS,
+        replicates=paths.BOOTSTRAP,
     output:
         heatmap=report(
             f"{paths.REPORT}/cross_dataset.png",
@@ -75,6 +76,7 @@ rule report_cross_dataset:
         metric_label=metric_label(REPORT["metric"]),  # for the captions
         method=REPORT["method"],
         coarse=REPORT["coarse"],
+        confidence=config["evaluation"]["bootstrap"]["confidence"],  # for the captions
     script:
         "../scripts/report_cross_dataset.py"
 
@@ -118,6 +120,7 @@ rule report_pr_curves:
     input:
         metrics=paths.METRICS,
         notes=paths.METRICS_CONVENTIONS,
+        replicates=paths.BOOTSTRAP,
     output:
         figure=report(
             f"{paths.REPORT}/pr_curves.png",
@@ -135,6 +138,7 @@ rule report_pr_curves:
         metric=REPORT["metric"],
         metric_label=metric_label(REPORT["metric"]),  # for the captions
         top=REPORT["pr_top"],
+        confidence=config["evaluation"]["bootstrap"]["confidence"],  # for the caption
     script:
         "../scripts/report_pr_curves.py"
 

@@ -6,7 +6,8 @@ from logs import logged
 
 with logged(snakemake.log[0]):
     report_cross_dataset(
-        snakemake.input[0],
+        snakemake.input.metrics,
+        snakemake.input.replicates,
         heatmap=snakemake.output.heatmap,
         fine_coarse=snakemake.output.fine_coarse,
         metric=snakemake.params.metric,

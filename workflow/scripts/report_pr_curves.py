@@ -8,6 +8,7 @@ with logged(snakemake.log[0]):
     report_pr_curves(
         snakemake.input.metrics,
         snakemake.input.notes,
+        snakemake.input.replicates,
         snakemake.output.figure,
         top=snakemake.params.top,
         metric=snakemake.params.metric,

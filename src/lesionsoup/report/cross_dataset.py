@@ -1,14 +1,17 @@
 """Cross-dataset figures: training combination x test set heatmaps, fine vs coarse training.
 
 Each cell of a heatmap is a metric of one lesion, averaged over the models of
-one method (default ``single``: the seeds and recipes of a combination).
-Combinations are grouped by the annotation style of their members: all fine,
-all coarse, or mixed.
+one method (default ``single``: the seeds and recipes of a combination), with
+the percentile bootstrap interval of that mean over the test images: the mean
+over the cell's models of each resample (``Replicates.mean_of``), all models of
+a test set being resampled with the same draws. Combinations are grouped by the
+annotation style of their members: all fine, all coarse, or mixed; a group's
+interval is that of its mean over combinations, resample by resample.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -18,6 +21,16 @@ import pandas as pd
 from lesionsoup.core.combos import combo_members
 from lesionsoup.core.figures import save_figure
 from lesionsoup.core.metrics import metric_label
+from lesionsoup.evaluation.replicates import Replicates
+from lesionsoup.evaluation.statistics import finite_mean
+from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
+from lesionsoup.report.intervals import (
+    check_metric,
+    confidence_text,
+    interval_text,
+    read_replicates,
+    replicate_errors,
+)
 from lesionsoup.report.tables import (
     metric_rows,
     model_scores,
@@ -27,56 +40,117 @@ from lesionsoup.report.tables import (
 )
 
 STYLE_GROUPS: tuple[str, ...] = ("fine only", "coarse only", "mixed")
+#: The ends of an interval, as table columns: ``<test set> low`` in the heatmap table,
+#: ``low`` in the fine-vs-coarse one.
+ENDS: tuple[str, ...] = ("low", "high")
+
+
+def _method_rows(metrics: pd.DataFrame, lesion: str, metric: str, method: str) -> pd.DataFrame:
+    rows = metric_rows(metrics, metric)
+    rows = rows[(rows["lesion"] == lesion) & (rows["method"] == method)]
+    if rows.empty:
+        raise ValueError(f"no {metric} values for lesion {lesion} and method {method}")
+    return rows
 
 
 def heatmap_matrix(
     metrics: pd.DataFrame, lesion: str, metric: str = "ap", method: str = "single"
 ) -> pd.DataFrame:
     """Training combination (rows) x test set (columns): the metric, mean over models."""
-    rows = metric_rows(metrics, metric)
-    rows = rows[(rows["lesion"] == lesion) & (rows["method"] == method)]
-    if rows.empty:
-        raise ValueError(f"no {metric} values for lesion {lesion} and method {method}")
-    return rows.pivot_table(
-        index="train_combo", columns="test_dataset", values="value", aggfunc="mean", dropna=False
-    ).sort_index()
+    return (
+        _method_rows(metrics, lesion, metric, method)
+        .pivot_table(
+            index="train_combo",
+            columns="test_dataset",
+            values="value",
+            aggfunc="mean",
+            dropna=False,
+        )
+        .sort_index()
+    )
+
+
+def heatmap_table(
+    metrics: pd.DataFrame,
+    replicates: Replicates,
+    lesion: str,
+    metric: str = "ap",
+    method: str = "single",
+) -> pd.DataFrame:
+    """``heatmap_matrix`` with, after each test set's column, its cells' interval ends
+    (``<test> low``, ``<test> high``): the interval of the mean over the cell's models."""
+    matrix = heatmap_matrix(metrics, lesion, metric, method)
+    check_metric(replicates, metric)
+    models = _method_rows(metrics, lesion, metric, method).groupby(["train_combo", "test_dataset"])
+    ends = {end: pd.DataFrame(np.nan, matrix.index, matrix.columns) for end in ENDS}
+    for (combo, test), names in models["model"].unique().items():
+        resampled = replicates.mean_of(list(names), test, lesion)
+        for end, value in zip(ENDS, replicates.interval(resampled), strict=True):
+            ends[end].loc[combo, test] = value
+    columns = {}
+    for test in matrix.columns:
+        columns[test] = matrix[test]
+        columns |= {f"{test} {end}": ends[end][test] for end in ENDS}
+    return pd.DataFrame(columns).rename_axis(columns=None)
+
+
+def _draw_cells(ax: plt.Axes, table: pd.DataFrame, tests: Sequence[str]) -> plt.AxesImage:
+    """One lesion's panel: the colour of each cell's value, the value, its interval below."""
+    values = table[list(tests)].to_numpy(float)
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        if not np.isfinite(value):
+            continue
+        colour = "black" if value > 0.6 else "white"
+        test = tests[column]
+        interval = interval_text(*(table[f"{test} {end}"].iloc[row] for end in ENDS))
+        ax.text(column, row - 0.12, f"{value:.2f}", ha="center", va="center", color=colour)
+        ax.text(column, row + 0.22, interval, ha="center", va="center", color=colour, fontsize=6.5)
+    ax.set_xticks(range(len(tests)), tests, rotation=45, ha="right")
+    ax.set_yticks(range(len(table.index)), table.index)
+    ax.set_xlabel("test set")
+    ax.spines[:].set_visible(False)
+    return image
 
 
 def plot_heatmaps(
-    metrics: pd.DataFrame, out: Path, metric: str = "ap", method: str = "single"
+    metrics: pd.DataFrame,
+    replicates: Replicates,
+    out: Path,
+    metric: str = "ap",
+    method: str = "single",
 ) -> dict[str, pd.DataFrame]:
-    """One heatmap panel per lesion, values printed in the cells; returns the matrices."""
+    """One heatmap panel per lesion, each cell's value and interval printed in it;
+    returns each lesion's ``heatmap_table``."""
     lesions = [x for x in ("EX", "HE", "MA", "CWS") if x in set(metrics["lesion"])]
     lesions += sorted(set(metrics["lesion"]) - set(lesions))
-    matrices = {lesion: heatmap_matrix(metrics, lesion, metric, method) for lesion in lesions}
+    tables = {
+        lesion: heatmap_table(metrics, replicates, lesion, metric, method) for lesion in lesions
+    }
+    tests = {lesion: list(table.columns[:: 1 + len(ENDS)]) for lesion, table in tables.items()}
     rows, columns = (
-        max(len(m.index) for m in matrices.values()),
-        max(len(m.columns) for m in matrices.values()),
+        max(len(table.index) for table in tables.values()),
+        max(len(names) for names in tests.values()),
     )
     fig, axes = plt.subplots(
         1,
         len(lesions),
-        figsize=(1.2 + (0.75 * columns + 1.2) * len(lesions), 1.6 + 0.45 * rows),
+        figsize=(1.2 + (0.95 * columns + 1.2) * len(lesions), 1.8 + 0.6 * rows),
         squeeze=False,
         layout="constrained",
     )
-    for ax, (lesion, matrix) in zip(axes[0], matrices.items(), strict=True):
-        image = ax.imshow(matrix.to_numpy(float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=45, ha="right")
-        ax.set_yticks(range(len(matrix.index)), matrix.index)
-        for (row, column), value in np.ndenumerate(matrix.to_numpy(float)):
-            if np.isfinite(value):
-                colour = "black" if value > 0.6 else "white"
-                ax.text(column, row, f"{value:.2f}", ha="center", va="center", color=colour)
+    for ax, lesion in zip(axes[0], lesions, strict=True):
+        image = _draw_cells(ax, tables[lesion], tests[lesion])
         ax.set_title(lesion)
-        ax.set_xlabel("test set")
-        ax.spines[:].set_visible(False)
     axes[0][0].set_ylabel("training combination")
     label = metric_label(metric)
     fig.colorbar(image, ax=axes[0].tolist(), label=f"{label} ({method} models)", shrink=0.9)
-    fig.suptitle(f"Cross-dataset {label}: training combination x test set")
+    fig.suptitle(
+        f"Cross-dataset {label}: training combination x test set\n(mean over {method} "
+        f"models; below: {confidence_text(replicates)} bootstrap interval over test images)"
+    )
     save_figure(fig, out, tight=False)
-    return matrices
+    return tables
 
 
 def style_group(combo: str, coarse: Collection[str]) -> str:
@@ -87,22 +161,43 @@ def style_group(combo: str, coarse: Collection[str]) -> str:
     return "coarse only" if kinds == {True} else "mixed"
 
 
+def _group_interval(
+    replicates: Replicates, test: str, combos: Sequence[Sequence[str]]
+) -> tuple[float, float]:
+    """The interval of a group's mean over its combinations (each the mean over its
+    models, lesion ``mean``), from each resample's mean of those means."""
+    per_combo = [replicates.mean_of(list(models), test, MEAN_OVER_LESIONS) for models in combos]
+    return replicates.interval(finite_mean(np.stack(per_combo)))
+
+
 def fine_coarse_table(
-    metrics: pd.DataFrame, coarse: Collection[str], metric: str = "ap", method: str = "single"
+    metrics: pd.DataFrame,
+    coarse: Collection[str],
+    replicates: Replicates,
+    metric: str = "ap",
+    method: str = "single",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per test set and style group: mean, std and count of the combinations' scores.
+    """Per test set and style group: mean, std and count of the combinations' scores, and
+    the bootstrap interval (``low``, ``high``) of that mean.
 
     A combination's score is its models' score (mean over lesions) averaged over its
-    models; the second table holds those per-combination scores and their group.
+    models; the second table holds those per-combination scores, their models and group.
     """
+    check_metric(replicates, metric)
     scores = model_scores(metrics, metric)
     scores = scores[scores["method"] == method]
     if scores.empty:
         raise ValueError(f"no {method} models in the metrics table")
-    per_combo = scores.groupby(["test_dataset", "train_combo"])["score"].mean().reset_index()
+    per_combo = scores.groupby(["test_dataset", "train_combo"]).agg(
+        score=("score", "mean"), models=("model", list)
+    )
+    per_combo = per_combo.reset_index()
     per_combo["group"] = [style_group(c, coarse) for c in per_combo["train_combo"]]
-    summary = per_combo.groupby(["test_dataset", "group"])["score"].agg(["mean", "std", "count"])
-    summary = summary.reset_index().rename(columns={"count": "combinations"})
+    groups = per_combo.groupby(["test_dataset", "group"])
+    summary = groups["score"].agg(mean="mean", std="std", combinations="count")
+    ends = [_group_interval(replicates, test, own["models"]) for (test, _), own in groups]
+    summary[list(ENDS)] = ends
+    summary = summary.reset_index()
     summary["group"] = pd.Categorical(summary["group"], STYLE_GROUPS, ordered=True)
     return summary.sort_values(["test_dataset", "group"]).reset_index(drop=True), per_combo
 
@@ -110,12 +205,14 @@ def fine_coarse_table(
 def plot_fine_coarse(
     metrics: pd.DataFrame,
     coarse: Collection[str],
+    replicates: Replicates,
     out: Path,
     metric: str = "ap",
     method: str = "single",
 ) -> pd.DataFrame:
-    """Per test set, the scores of fine-only, coarse-only and mixed training; returns the table."""
-    summary, per_combo = fine_coarse_table(metrics, coarse, metric, method)
+    """Per test set, the scores of fine-only, coarse-only and mixed training: bars, their
+    bootstrap intervals and the combinations as dots; returns the table."""
+    summary, per_combo = fine_coarse_table(metrics, coarse, replicates, metric, method)
     tests = sorted(summary["test_dataset"].unique())
     fig, ax = plt.subplots(figsize=(3.5 + 1.3 * len(tests), 3.8))
     width = 0.8 / len(STYLE_GROUPS)
@@ -126,17 +223,10 @@ def plot_fine_coarse(
     ):
         own = summary[summary["group"] == group].set_index("test_dataset").reindex(tests)
         x = np.arange(len(tests)) + (offset - 1) * width
-        ax.bar(
-            x,
-            own["mean"],
-            width,
-            yerr=own["std"].fillna(0),
-            label=group,
-            color=colour,
-            hatch=hatch,
-            edgecolor="black",
-            capsize=3,
-        )
+        ax.bar(x, own["mean"], width, label=group, color=colour, hatch=hatch, edgecolor="black")
+        # the interval as it is: its ends need not straddle the bar (metrics.csv's value)
+        middle, half = (own["low"] + own["high"]) / 2, (own["high"] - own["low"]) / 2
+        ax.errorbar(x, middle, yerr=half, fmt="none", ecolor="black", capsize=3)
         points = per_combo[per_combo["group"] == group]
         positions = [x[tests.index(t)] for t in points["test_dataset"]]
         ax.scatter(positions, points["score"], color="black", s=10, zorder=3)
@@ -146,8 +236,10 @@ def plot_fine_coarse(
     ax.set_ylim(0, 1)
     ax.legend(title="training data", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(
-        f"Fine vs coarse annotations in training: {metric_label(metric)}\n"
-        "(bars: mean ± sd over combinations)"
+        f"Fine vs coarse annotations in training: {metric_label(metric)}\n(bars: mean over "
+        "combinations, dots: combinations;\nerror bars: the mean's "
+        f"{confidence_text(replicates)} bootstrap interval over test images)",
+        fontsize="medium",
     )
     save_figure(fig, out)
     return summary
@@ -155,17 +247,21 @@ def plot_fine_coarse(
 
 def report_cross_dataset(
     metrics_csv: Path | str,
+    replicates_npz: Path | str,
     heatmap: Path | str,
     fine_coarse: Path | str,
     metric: str = "ap",
     method: str = "single",
     coarse: Collection[str] = ("RETLES",),
 ) -> None:
-    """The heatmaps and the fine-vs-coarse figure of ``metrics.csv``, each with its table
-    beside it (same name, ``.csv``): the numbers a reader quotes, and ``summary.md`` shows."""
+    """The heatmaps and the fine-vs-coarse figure of ``metrics.csv``, their intervals from
+    the bootstrap replicates of ``metric``, each with its table beside it (same name,
+    ``.csv``): the numbers a reader quotes, and ``summary.md`` shows."""
     metrics = read_metrics(Path(metrics_csv))
-    matrices = plot_heatmaps(metrics, Path(heatmap), metric, method)
-    table = pd.concat(matrices, names=["lesion"])  # rows: lesion x combination; columns: tests
+    replicates = read_replicates(replicates_npz, metric)
+    with replicate_errors(replicates_npz):
+        tables = plot_heatmaps(metrics, replicates, Path(heatmap), metric, method)
+        summary = plot_fine_coarse(metrics, coarse, replicates, Path(fine_coarse), metric, method)
+    table = pd.concat(tables, names=["lesion"])  # rows: lesion x combination
     write_csv(with_metric(table.reset_index(), metric), Path(heatmap).with_suffix(".csv"))
-    summary = plot_fine_coarse(metrics, coarse, Path(fine_coarse), metric, method)
     write_csv(with_metric(summary, metric), Path(fine_coarse).with_suffix(".csv"))
