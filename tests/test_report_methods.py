@@ -194,18 +194,18 @@ def test_seed_noise_flags_a_gain_beyond_two_seed_sds_and_not_one_within(
         ("s1", "A", "single", "T"): 0.54,
         ("s2", "A", "single", "T"): 0.52,  # sd 0.02
         ("g", "A", "greedy", "T"): 0.60,  # gain 0.08 = 4 sd
-        ("u", "A", "uniform", "T"): 0.53,  # gain 0.01 = 0.5 sd
+        ("e", "A", "ensemble", "T"): 0.57,  # gain 0.05 = 2.5 sd
+        ("u", "A", "uniform", "T"): 0.55,  # gain 0.03 = 1.5 sd
         ("sb", "B", "single", "T"): 0.40,  # one seed: no spread
         ("gb", "B", "greedy", "T"): 0.90,
     }
     metrics = metrics_of(scores)
     replicates = replicates_for(metrics, "ap")
     table = seed_noise_table(metrics, "ap", replicates).set_index("method")
-    assert list(table.index) == ["greedy", "uniform"]
+    assert list(table.index) == ["ensemble", "greedy", "uniform"]
     assert table.loc["greedy", "seed_sd"] == pytest.approx(0.02)
-    assert table.loc["greedy", "gain_over_seed_sd"] == pytest.approx(4.0)
-    assert table.loc["greedy", "beyond_seed_noise"]
-    assert not table.loc["uniform", "beyond_seed_noise"]
+    assert table["gain_over_seed_sd"].tolist() == pytest.approx([2.5, 4.0, 1.5])
+    assert table["beyond_seed_noise"].tolist() == [True, True, False]
     resampled = dict(
         zip((model for model, _, _ in replicates.keys), replicates.scores, strict=True)
     )
@@ -220,13 +220,20 @@ def test_seed_noise_flags_a_gain_beyond_two_seed_sds_and_not_one_within(
         for line in shown["seed_noise.png"].axes[0].get_lines()
         if line.get_marker() == "o" and len(line.get_ydata())
     }
-    assert set(points) == {4.0, 0.5}
+    assert set(points) == {2.5, 4.0, 1.5}
     # filled where beyond seed noise
-    assert same_color(points[0.5], "white") and not same_color(points[4.0], "white")
+    assert same_color(points[1.5], "white") and not same_color(points[4.0], "white")
+    assert not same_color(points[2.5], "white")
     assert seed_noise_notes(table.reset_index()).splitlines() == [
+        "- ensemble: yes, gain beyond 2 sd of the seeds in 1 of 1 (combination, test set) pairs",
         "- uniform: no, gain beyond 2 sd of the seeds in 0 of 1 (combination, test set) pairs",
         "- greedy: yes, gain beyond 2 sd of the seeds in 1 of 1 (combination, test set) pairs",
     ]
+    two_combos = pd.concat([table.reset_index(), table.reset_index().assign(train_combo="C")])
+    two_combos.loc[two_combos["train_combo"] == "C", "beyond_seed_noise"] = False
+    assert "- greedy: partly, gain beyond 2 sd of the seeds in 1 of 2 (combination" in (
+        seed_noise_notes(two_combos)
+    )
 
 
 def test_the_report_without_seeds_says_so_and_writes_every_output(

@@ -123,7 +123,7 @@ rule report_methods:
         metric=REPORT["metric"],
         metric_label=metric_label(REPORT["metric"]),  # for the captions
         alpha=config["evaluation"]["bootstrap"]["alpha"],
-        confidence=config["evaluation"]["bootstrap"]["confidence"],  # for the captions
+        confidence=f"{config['evaluation']['bootstrap']['confidence']:.0%}",  # for the captions
         resamples=config["evaluation"]["bootstrap"]["resamples"],  # for the captions
     script:
         "../scripts/report_methods.py"
@@ -310,7 +310,7 @@ rule summary:
         mem_mb=1000,
         runtime=5,
     params:
-        confidence=config["evaluation"]["bootstrap"]["confidence"],  # for the caption
+        confidence=f"{config['evaluation']['bootstrap']['confidence']:.0%}",  # for the caption
         alpha=config["evaluation"]["bootstrap"]["alpha"],  # for the caption
     script:
         "../scripts/summary.py"

@@ -102,6 +102,8 @@ def read_costs(path: Path) -> pd.DataFrame:
 
 #: What a row of the method tables is about.
 KEYS = ["train_combo", "test_dataset", "method"]
+#: (combination, test set, method) -> its models.
+Models = Mapping[tuple[str, str, str], list[str]]
 
 
 def method_table(metrics: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
@@ -112,7 +114,7 @@ def method_table(metrics: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
     return table.rename(columns={"count": "models", "max": "best"})
 
 
-def method_models(metrics: pd.DataFrame, metric: str = "ap") -> dict[tuple[str, str, str], list]:
+def method_models(metrics: pd.DataFrame, metric: str = "ap") -> Models:
     """(combination, test set, method) -> its models scored on that test set, sorted."""
     scores = model_scores(metrics, metric)
     return {key: sorted(models) for key, models in scores.groupby(KEYS)["model"]}
@@ -124,7 +126,7 @@ def _resampled(replicates: Replicates, models: list[str], test: str) -> np.ndarr
 
 
 def gain_resamples(
-    replicates: Replicates, models: Mapping[tuple[str, str, str], list], key: tuple[str, str, str]
+    replicates: Replicates, models: Models, key: tuple[str, str, str]
 ) -> tuple[np.ndarray, float]:
     """A method's gain over the single models of its (combination, test set): each
     resample's mean over its models minus that over the single models, and the same
