@@ -18,6 +18,7 @@ from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.report import methods
 from lesionsoup.report.methods import (
     NO_SEEDS,
+    NO_SPREAD,
     MethodOutputs,
     cost_gain_table,
     method_errors,
@@ -312,3 +313,18 @@ def test_the_summary_says_which_gains_are_significant_and_beyond_seed_noise(
     )
     assert "No recipe has two or more seeds: seed noise cannot be separated" in text
     assert "| greedy | 0.100 | 0.050 | 0.150 | 0.010 | True |" in text
+
+
+def test_seeds_that_score_the_same_give_no_spread_to_scale_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scores = {
+        ("s0", "A", "single", "T"): 0.5,
+        ("s1", "A", "single", "T"): 0.5,
+        ("g", "A", "greedy", "T"): 0.6,
+    }
+    table = seed_noise_table(metrics_of(scores), "ap")
+    assert table["beyond_seed_noise"].tolist() == [True]  # any gain exceeds no spread
+    shown = recorded(monkeypatch)
+    plot_seed_noise(table, tmp_path / "seed_noise.png", "ap")
+    assert [text.get_text() for text in shown["seed_noise.png"].axes[0].texts] == [NO_SPREAD]

@@ -203,7 +203,7 @@ def cost_gain_table(
             continue
         gains = [gain_resamples(replicates, models, key) for key in pairs]
         resampled = finite_mean(np.stack([resampled for resampled, _ in gains]))
-        gain = float(np.mean([estimate for _, estimate in gains]))
+        gain = float(finite_mean(np.array([[estimate] for _, estimate in gains]))[0])
         p_value = np.nan if method == SINGLE else shifted_null_p_value(resampled, gain)
         rows.append((method, gain, *replicates.interval(resampled), p_value, len(pairs)))
     table = pd.DataFrame(rows, columns=["method", "gain", "low", "high", "p_value", "pairs"])
@@ -349,6 +349,7 @@ def plot_cost_gain(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
 
 
 NO_SEEDS = "no recipe has two or more seeds:\nseed noise cannot be separated"
+NO_SPREAD = "the seeds of every recipe score the same:\nno spread to measure gains against"
 
 
 def _draw_seed_noise(ax: plt.Axes, table: pd.DataFrame) -> None:
@@ -386,9 +387,10 @@ def plot_seed_noise(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
     """``seed_noise_table`` as a figure, or a figure saying that no recipe has seeds."""
     methods = table["method"].nunique()
     fig, ax = plt.subplots(figsize=(max(5.5, 2.5 + 0.8 * methods), 4))
-    shown = table[np.isfinite(table["gain_over_seed_sd"])] if len(table) else table
+    shown = table[np.isfinite(table["gain_over_seed_sd"].astype(float))]
     if shown.empty:
-        ax.text(0.5, 0.5, NO_SEEDS, ha="center", va="center", transform=ax.transAxes)
+        message = NO_SEEDS if table.empty else NO_SPREAD
+        ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
     else:
