@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from test_report_methods import comparisons_csv
 
 from lesionsoup.core.figures import save_figure
 from lesionsoup.core.metrics import LesionHistogram, SegmentationHistograms
@@ -25,12 +26,9 @@ from lesionsoup.report.cross_dataset import (
     style_group,
 )
 from lesionsoup.report.methods import (
-    cost_gain_table,
+    MethodOutputs,
     cost_table,
-    method_errors,
     method_table,
-    plot_cost_gain,
-    plot_method_comparison,
     report_methods,
     seed_noise_table,
 )
@@ -181,28 +179,6 @@ def test_method_table_has_spread_over_seeds(metrics_csv: Path) -> None:
     assert np.isnan(table.loc[("IDRID", "IDRID", "uniform"), "std"])
 
 
-def test_cost_gain_against_the_best_single(tmp_path: Path, metrics_csv: Path) -> None:
-    costs = pd.DataFrame(
-        {
-            "model": ["s0_I", "s1_I", "u_I", "e_I"],
-            "method": ["single", "single", "uniform", "ensemble"],
-            "train_combo": ["IDRID"] * 4,
-            "compute_seconds": [10.0, 30.0, 45.0, 80.0],
-        }
-    )
-    table = cost_gain_table(read_metrics(metrics_csv), costs).set_index("method")
-    assert list(table.index) == ["single", "ensemble", "uniform"]
-    # uniform on IDRID: 0.8 - best single 0.7; on RETLES: 0.3 - best single 0.45
-    assert table.loc["uniform", "gain"] == pytest.approx(np.mean([0.1, -0.15]))
-    assert table.loc["ensemble", "gain"] == pytest.approx(np.mean([0.05, 0.05]))
-    assert table.loc["uniform", "pairs"] == 2
-    assert table.loc["single", "compute_seconds"] == pytest.approx(20.0)
-    assert table.loc["ensemble", "compute_seconds"] == pytest.approx(80.0)
-    plot_method_comparison(read_metrics(metrics_csv), tmp_path / "methods.png")
-    plot_cost_gain(read_metrics(metrics_csv), costs, tmp_path / "cost_gain.png")
-    assert (tmp_path / "methods.png").exists() and (tmp_path / "cost_gain.png").exists()
-
-
 def histograms(positives: list[int], negatives: list[int]) -> SegmentationHistograms:
     result = SegmentationHistograms(["EX", "HE"], bins=4)
     for lesion in ("EX", "HE"):
@@ -333,7 +309,8 @@ def test_study_summary_sections_in_order(tmp_path: Path) -> None:
     tables = {}
     for name in SECTIONS:
         tables[name] = tmp_path / f"{name}.csv"
-        pd.DataFrame({"table": [name]}).to_csv(tables[name], index=False)
+        table = {"table": [name], "method": ["single"], "beyond_seed_noise": [False]}
+        pd.DataFrame(table).to_csv(tables[name], index=False)
     text = write_study_summary(dict(reversed(tables.items())), tmp_path / "summary.md")
     titles = [line.removeprefix("## ") for line in text.splitlines() if line.startswith("## ")]
     assert titles == list(SECTIONS.values())
@@ -369,14 +346,20 @@ def test_every_figure_and_table_names_its_metric(
             "compute_seconds": [1.0],
         }
     ).to_csv(costs, index=False)
-    figures = {name: tmp_path / f"{name}.png" for name in ("cross", "fc", "methods", "gain")}
+    names = ("cross", "fc", "methods", "gain", "seed_noise")
+    figures = {name: tmp_path / f"{name}.png" for name in names}
     metric, label = "dice_pooled", "Dice (pooled pixels)"
     replicates = tmp_path / "bootstrap.npz"
     fixture_replicates(metric).save(replicates)
     report_cross_dataset(
         metrics_csv, replicates, figures["cross"], figures["fc"], metric, coarse=["RETLES"]
     )
-    report_methods(metrics_csv, costs, figures["methods"], figures["gain"], metric)
+    outputs = MethodOutputs(
+        figures["methods"], figures["gain"], tmp_path / "sig.csv",
+        figures["seed_noise"].with_suffix(".csv"), figures["seed_noise"],
+    )  # fmt: skip
+    comparisons = comparisons_csv(tmp_path / "comparisons.csv", {("u_I", "IDRID"): True})
+    report_methods(metrics_csv, costs, replicates, comparisons, outputs, metric)
     metrics = read_metrics(metrics_csv)
     best = best_models(metrics, 1, metric)
     good = histograms([0, 0, 1, 4, 5], [5, 3, 1, 0, 0])
@@ -387,7 +370,7 @@ def test_every_figure_and_table_names_its_metric(
     drawn = plot_pr_curves(
         metrics, evaluations, fixture_replicates(metric), tmp_path / "pr.png", 1, metric
     )
-    assert set(shown) == {"cross.png", "fc.png", "methods.png", "gain.png", "pr.png"}
+    assert set(shown) == {f"{name}.png" for name in (*names, "pr")}
     for name, texts in shown.items():
         assert label in texts, name
     assert f"{label} 0.45 [" in shown["pr.png"]  # u_I on IDRID, EX: 0.9 / 2
@@ -396,41 +379,6 @@ def test_every_figure_and_table_names_its_metric(
     assert set(drawn["metric"]) == {metric}
     text = write_summary({"Scores": figures["cross"].with_suffix(".csv")}, tmp_path / "s.md")
     assert f"## Scores: {label}" in text and "dice_pooled" not in text
-
-
-def test_method_bars_take_the_bootstrap_interval_of_one_model_and_mark_significance():
-    table = pd.DataFrame(
-        {
-            "train_combo": ["A", "A"],
-            "test_dataset": ["T", "T"],
-            "method": ["single", "greedy"],
-            "mean": [0.5, 0.6],
-            "std": [0.05, float("nan")],
-            "models": [3, 1],
-            "best": [0.55, 0.6],
-        }
-    )
-    intervals = pd.DataFrame(
-        {
-            "model": ["g"],
-            "train_combo": ["A"],
-            "method": ["greedy"],
-            "test_dataset": ["T"],
-            "lesion": ["mean"],
-            "metric": ["ap"],
-            "value": [0.6],
-            "low": [0.52],
-            "high": [0.65],
-            "resamples": [100],
-        }
-    )
-    comparisons = pd.DataFrame(
-        {"model": ["g"], "test_dataset": ["T"], "lesion": ["mean"], "significant": [True]}
-    )
-    errors = method_errors(table, intervals, comparisons, "ap").set_index("method")
-    assert errors.loc["greedy", ["below", "above"]].tolist() == pytest.approx([0.08, 0.05])
-    assert errors.loc["single", ["below", "above"]].tolist() == pytest.approx([0.05, 0.05])
-    assert errors.loc["greedy", "significant"] and not errors.loc["single", "significant"]
 
 
 def test_seed_noise_compares_each_methods_gain_with_the_seeds_spread():

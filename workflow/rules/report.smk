@@ -85,7 +85,7 @@ rule report_methods:
     input:
         metrics=paths.METRICS,
         costs=paths.COSTS,
-        intervals=paths.METRICS_CI,
+        replicates=paths.BOOTSTRAP,
         comparisons=paths.COMPARISONS,
     output:
         comparison=report(
@@ -100,8 +100,21 @@ rule report_methods:
             category="Methods",
         ),
         cost_gain_table=f"{paths.REPORT}/cost_gain.csv",
-        significance=f"{paths.REPORT}/significance.csv",
-        seed_noise=f"{paths.REPORT}/seed_noise.csv",
+        significance=report(
+            f"{paths.REPORT}/significance.csv",
+            caption="../report/significance.rst",
+            category="Methods",
+        ),
+        seed_noise=report(
+            f"{paths.REPORT}/seed_noise.csv",
+            caption="../report/seed_noise.rst",
+            category="Methods",
+        ),
+        seed_noise_figure=report(
+            f"{paths.REPORT}/seed_noise.png",
+            caption="../report/seed_noise.rst",
+            category="Methods",
+        ),
     log:
         paths.log("report/methods"),
     threads: 1
@@ -112,6 +125,8 @@ rule report_methods:
         metric=REPORT["metric"],
         metric_label=metric_label(REPORT["metric"]),  # for the captions
         alpha=config["evaluation"]["bootstrap"]["alpha"],
+        confidence=f"{config['evaluation']['bootstrap']['confidence']:.0%}",  # for the captions
+        resamples=config["evaluation"]["bootstrap"]["resamples"],  # for the captions
     script:
         "../scripts/report_methods.py"
 
@@ -308,5 +323,8 @@ rule summary:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        confidence=f"{config['evaluation']['bootstrap']['confidence']:.0%}",  # for the caption
+        alpha=config["evaluation"]["bootstrap"]["alpha"],  # for the caption
     script:
         "../scripts/summary.py"

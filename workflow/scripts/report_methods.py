@@ -1,6 +1,6 @@
-"""Rule `report_methods`: the method comparison and the cost-vs-gain figure."""
+"""Rule `report_methods`: the method comparison, cost-vs-gain and seed-noise figures."""
 
-from lesionsoup.report.methods import report_methods
+from lesionsoup.report.methods import MethodOutputs, report_methods
 
 from logs import logged
 
@@ -8,11 +8,15 @@ with logged(snakemake.log[0]):
     report_methods(
         snakemake.input.metrics,
         snakemake.input.costs,
-        comparison=snakemake.output.comparison,
-        cost_gain=snakemake.output.cost_gain,
+        snakemake.input.replicates,
+        snakemake.input.comparisons,
+        MethodOutputs(
+            comparison=snakemake.output.comparison,
+            cost_gain=snakemake.output.cost_gain,
+            significance=snakemake.output.significance,
+            seed_noise=snakemake.output.seed_noise,
+            seed_noise_figure=snakemake.output.seed_noise_figure,
+        ),
         metric=snakemake.params.metric,
-        intervals_csv=snakemake.input.intervals,
-        comparisons_csv=snakemake.input.comparisons,
-        significance=snakemake.output.significance,
         alpha=snakemake.params.alpha,
     )

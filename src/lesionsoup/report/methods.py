@@ -15,6 +15,7 @@ inference (the ``seconds`` of its evaluations, over all test sets).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ from lesionsoup.core.checkpoint import SUFFIX, load_metadata
 from lesionsoup.core.figures import save_figure
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
+from lesionsoup.evaluation.replicates import Replicates
+from lesionsoup.evaluation.statistics import finite_mean, holm, shifted_null_p_value
 from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
+from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.report.tables import (
     model_scores,
     ordered_methods,
@@ -96,116 +100,148 @@ def read_costs(path: Path) -> pd.DataFrame:
     return table
 
 
+#: What a row of the method tables is about.
+KEYS = ["train_combo", "test_dataset", "method"]
+#: (combination, test set, method) -> its models.
+Models = Mapping[tuple[str, str, str], list[str]]
+
+
 def method_table(metrics: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
     """Per (combination, test set, method): mean, sd and count of the models' scores, and best."""
     scores = model_scores(metrics, metric)
-    grouped = scores.groupby(["train_combo", "test_dataset", "method"])["score"]
+    grouped = scores.groupby(KEYS)["score"]
     table = grouped.agg(["mean", "std", "count", "max"]).reset_index()
     return table.rename(columns={"count": "models", "max": "best"})
 
 
-def seed_noise_table(metrics: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
+def method_models(metrics: pd.DataFrame, metric: str = "ap") -> Models:
+    """(combination, test set, method) -> its models scored on that test set, sorted."""
+    scores = model_scores(metrics, metric)
+    return {key: sorted(models) for key, models in scores.groupby(KEYS)["model"]}
+
+
+def _resampled(replicates: Replicates, models: list[str], test: str) -> np.ndarray:
+    """Each resample's mean over ``models`` of their mean over lesions on one test set."""
+    return replicates.mean_of(models, test, MEAN_OVER_LESIONS)
+
+
+def gain_resamples(
+    replicates: Replicates, models: Models, key: tuple[str, str, str]
+) -> tuple[np.ndarray, float]:
+    """A method's gain over the single models of its (combination, test set): each
+    resample's mean over its models minus that over the single models, and the same
+    difference of the whole-set values."""
+    combo, test, method = key
+    own, single = models[key], models[(combo, test, SINGLE)]
+    resampled = _resampled(replicates, own, test) - _resampled(replicates, single, test)
+    estimate = replicates.estimate_of(own, test, MEAN_OVER_LESIONS) - replicates.estimate_of(
+        single, test, MEAN_OVER_LESIONS
+    )
+    return resampled, estimate
+
+
+def seed_noise_table(
+    metrics: pd.DataFrame, metric: str = "ap", replicates: Replicates | None = None
+) -> pd.DataFrame:
     """Per (combination, test set, method): its gain over the single models' mean, against
     the spread of the single models across seeds (``seed_sd``, with >= 2 seeds).
 
     ``beyond_seed_noise`` says whether the gain exceeds twice that spread: a difference
-    smaller than the seeds' own would vanish on another draw of seeds.
+    smaller than the seeds' own would vanish on another draw of seeds. ``low`` and
+    ``high`` bound the gain's bootstrap interval over the test images (NaN without
+    ``replicates``).
     """
     scores = model_scores(metrics, metric)
-    single = scores[scores["method"] == "single"].groupby(["train_combo", "test_dataset"])["score"]
+    single = scores[scores["method"] == SINGLE].groupby(KEYS[:2])["score"]
     spread = single.agg(["mean", "std", "count"]).rename(
         columns={"mean": "single_mean", "std": "seed_sd", "count": "seeds"}
     )
     spread = spread[spread["seeds"] >= 2]
     methods = method_table(metrics, metric)
-    joined = methods[methods["method"] != "single"].join(
-        spread, on=["train_combo", "test_dataset"], how="inner"
-    )
+    joined = methods[methods["method"] != SINGLE].join(spread, on=KEYS[:2], how="inner")
     joined["gain"] = joined["mean"] - joined["single_mean"]
+    keys = list(zip(*(joined[key] for key in KEYS), strict=True))
+    models = method_models(metrics, metric)
+    bounds = [
+        replicates.interval(gain_resamples(replicates, models, key)[0])
+        if replicates is not None
+        else (np.nan, np.nan)
+        for key in keys
+    ]
+    joined["low"] = [low for low, _ in bounds]
+    joined["high"] = [high for _, high in bounds]
     joined["gain_over_seed_sd"] = joined["gain"] / joined["seed_sd"]
     joined["beyond_seed_noise"] = joined["gain"].abs() > 2 * joined["seed_sd"]
-    columns = ["train_combo", "test_dataset", "method", "seeds", "seed_sd", "gain"]
+    columns = [*KEYS, "seeds", "seed_sd", "gain", "low", "high"]
     return joined[[*columns, "gain_over_seed_sd", "beyond_seed_noise"]].reset_index(drop=True)
 
 
-def cost_gain_table(metrics: pd.DataFrame, costs: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
-    """Per method: score gained over the best single model, and compute spent.
+def cost_gain_table(
+    metrics: pd.DataFrame,
+    costs: pd.DataFrame,
+    replicates: Replicates,
+    metric: str = "ap",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Per method: score gained over the single models, and compute spent.
 
-    For each (combination, test set) the gain of a method is its models' mean
-    score minus the best single model's score there; the table gives the mean
-    and sd of the gains over those pairs, and the method's mean compute seconds
-    per model. Pairs without a single model are left out.
+    A method's gain is the mean, over the (combination, test set) pairs that have
+    single models, of its models' mean score minus the single models' mean score
+    there (whole-set values of ``replicates``); ``low``/``high`` its bootstrap interval
+    (the same mean over pairs of each resample: a bootstrap stratified by test set),
+    ``p_value`` two-sided from that distribution shifted to the null, ``p_holm``
+    Holm's adjustment over the methods other than single, ``significant`` below
+    ``alpha``. ``compute_seconds`` is the method's mean compute per model.
     """
-    methods = method_table(metrics, metric)
-    best_single = (
-        methods[methods["method"] == "single"]
-        .set_index(["train_combo", "test_dataset"])["best"]
-        .rename("best_single")
-    )
-    if best_single.empty:
+    models = method_models(metrics, metric)
+    if not any(method == SINGLE for _, _, method in models):
         raise ValueError("the metrics table has no single models to compare with")
-    joined = methods.join(best_single, on=["train_combo", "test_dataset"], how="inner")
-    joined["gain"] = joined["mean"] - joined["best_single"]
-    gains = joined.groupby("method")["gain"].agg(["mean", "std", "count"])
-    gains = gains.rename(columns={"mean": "gain", "std": "gain_sd", "count": "pairs"})
+    rows = []
+    for method in ordered_methods(method for _, _, method in models):
+        pairs = [key for key in models if key[2] == method and (key[0], key[1], SINGLE) in models]
+        if not pairs:
+            continue
+        gains = [gain_resamples(replicates, models, key) for key in pairs]
+        resampled = finite_mean(np.stack([resampled for resampled, _ in gains]))
+        gain = float(finite_mean(np.array([[estimate] for _, estimate in gains]))[0])
+        p_value = np.nan if method == SINGLE else shifted_null_p_value(resampled, gain)
+        rows.append((method, gain, *replicates.interval(resampled), p_value, len(pairs)))
+    table = pd.DataFrame(rows, columns=["method", "gain", "low", "high", "p_value", "pairs"])
+    table.insert(5, "p_holm", holm(list(table["p_value"])))
+    table.insert(6, "significant", table["p_holm"] < alpha)
     compute = costs.groupby("method")["compute_seconds"].mean().rename("compute_seconds")
-    table = gains.join(compute, how="left").reset_index()
-    order = ordered_methods(table["method"])
-    return table.set_index("method").loc[order].reset_index()
+    return table.join(compute, on="method", how="left")
 
 
 def method_errors(
-    table: pd.DataFrame, intervals: pd.DataFrame, comparisons: pd.DataFrame, metric: str
+    metrics: pd.DataFrame, replicates: Replicates, comparisons: pd.DataFrame, metric: str = "ap"
 ) -> pd.DataFrame:
-    """``method_table`` with each bar's error (``below``, ``above``) and significance mark.
+    """``method_table`` with each bar's bootstrap interval (``low``, ``high``), its error
+    bar (``below``, ``above``) and significance mark.
 
-    A method with one model in a (combination, test set) gets the 95% bootstrap
-    interval of its mean over lesions (``metrics_ci.csv``) and a mark where its paired
-    comparison with the single-model baseline is significant after Holm; a method with
-    several models the sd over them, and no mark.
+    The interval is that of the bar's value, the mean over the method's models there
+    of their mean over lesions: the percentile interval of that mean on each resample.
+    A method with one model there gets a mark where that model's paired comparison with
+    the single-model baseline is significant after Holm (``comparisons.csv``).
     """
-    means = intervals[(intervals["metric"] == metric) & (intervals["lesion"] == MEAN_OVER_LESIONS)]
+    table = method_table(metrics, metric)
+    models = method_models(metrics, metric)
+    keys = list(zip(*(table[key] for key in KEYS), strict=True))
+    bounds = [replicates.interval(_resampled(replicates, models[key], key[1])) for key in keys]
+    table["low"] = [low for low, _ in bounds]
+    table["high"] = [high for _, high in bounds]
+    # the interval's ends need not straddle the bar (metrics.csv's value, 2000 bins; the
+    # resamples, the per-image histograms' coarser bins): a bar then gets no error there
+    table["below"] = np.maximum(table["mean"] - table["low"], 0)
+    table["above"] = np.maximum(table["high"] - table["mean"], 0)
     mean_rows = comparisons[comparisons["lesion"] == MEAN_OVER_LESIONS]
     marked = mean_rows[mean_rows["significant"].astype(bool)]
-    table = table.copy()
-    single = _one_model_intervals(means).set_index(["train_combo", "test_dataset", "method"])
-    keys = list(zip(table["train_combo"], table["test_dataset"], table["method"], strict=True))
-    one = (table["models"] == 1).to_numpy()
-    low = single["low"].reindex(keys).to_numpy()
-    high = single["high"].reindex(keys).to_numpy()
-    sd = table["std"].where(table["models"] >= 2).to_numpy()
-    # the interval's ends need not straddle the bar (metrics.csv's value, 2000 bins; the
-    # interval's resamples, 200): a bar then gets no error on that side
-    table["below"] = np.where(one, np.maximum(table["mean"] - low, 0), sd)
-    table["above"] = np.where(one, np.maximum(high - table["mean"], 0), sd)
-    models = single["model"].reindex(keys)
-    significant = set(zip(marked["model"], marked["test_dataset"], strict=True))
+    pairs = zip(marked["model"], marked["test_dataset"], strict=True)
+    significant = {(str(Path(model)), test) for model, test in pairs}
     table["significant"] = [
-        bool(is_one) and (model, test) in significant
-        for is_one, model, test in zip(one, models, table["test_dataset"], strict=True)
+        len(models[key]) == 1 and (str(Path(models[key][0])), key[1]) in significant for key in keys
     ]
     return table
-
-
-def _one_model_intervals(means: pd.DataFrame) -> pd.DataFrame:
-    """The interval rows of methods with one model per (combination, test set)."""
-    keys = ["train_combo", "test_dataset", "method"]
-    counts = means.groupby(keys)["model"].transform("count")
-    return means[counts == 1][[*keys, "model", "low", "high"]]
-
-
-def _with_errors(
-    table: pd.DataFrame,
-    intervals: pd.DataFrame | None,
-    comparisons: pd.DataFrame | None,
-    metric: str,
-) -> tuple[pd.DataFrame, str]:
-    """``table`` with its error bars and marks, and what the bars are, in words."""
-    if intervals is not None and comparisons is not None:
-        bars = "error bars: 95% bootstrap interval over test images (one model) or sd over models"
-        return method_errors(table, intervals, comparisons, metric), bars
-    sd = table["std"].where(table["models"] >= 2)
-    return table.assign(below=sd, above=sd, significant=False), "error bars: sd over models"
 
 
 HATCHES = ["", "//", "..", "xx", "\\\\", "oo", "--", "++", "**"]
@@ -238,14 +274,14 @@ def _draw_bars(ax: plt.Axes, own: pd.DataFrame, combos: list[str], methods: list
 
 def plot_method_comparison(
     metrics: pd.DataFrame,
+    replicates: Replicates,
+    comparisons: pd.DataFrame,
     out: Path,
     metric: str = "ap",
-    intervals: pd.DataFrame | None = None,
-    comparisons: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per test set, each combination's methods as bars with error bars (``method_errors``;
-    sd over models only, without the uncertainty tables) and significance marks."""
-    table, bars = _with_errors(method_table(metrics, metric), intervals, comparisons, metric)
+    """Per test set, each combination's methods as bars with their bootstrap intervals
+    and significance marks (``method_errors``)."""
+    table = method_errors(metrics, replicates, comparisons, metric)
     tests = sorted(table["test_dataset"].unique())
     combos = sorted(table["train_combo"].unique())
     methods = ordered_methods(table["method"])
@@ -265,26 +301,26 @@ def plot_method_comparison(
     axes[-1, 0].set_xlabel("training combination")
     axes[0, 0].legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(
-        f"Methods compared: {metric_label(metric)}, mean over lesions\n({bars}; "
-        "*: differs from the single-model baseline, paired bootstrap, Holm)",
+        f"Methods compared: {metric_label(metric)}, mean over lesions\n(error bars: "
+        f"{replicates.confidence:.0%} bootstrap interval over test images;\n*: differs from "
+        "the single-model baseline, paired bootstrap, Holm)",
         fontsize="medium",
     )
     save_figure(fig, out)
     return table
 
 
-def plot_cost_gain(
-    metrics: pd.DataFrame, costs: pd.DataFrame, out: Path, metric: str = "ap"
-) -> pd.DataFrame:
-    """Score gained over the best single model against compute seconds, one point per method."""
-    table = cost_gain_table(metrics, costs, metric)
+def plot_cost_gain(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
+    """``cost_gain_table``: each method's gain over the single models, with its interval,
+    against compute seconds; a star by the name of a significant gain."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     markers = "osD^v<>pP*"
-    for index, row in table.iterrows():
+    for index, row in table.reset_index(drop=True).iterrows():
+        below, above = max(row["gain"] - row["low"], 0), max(row["high"] - row["gain"], 0)
         ax.errorbar(
             row["compute_seconds"],
             row["gain"],
-            yerr=0 if np.isnan(row["gain_sd"]) else row["gain_sd"],
+            yerr=[[below], [above]],
             marker=markers[index % len(markers)],
             color="black",
             markerfacecolor="white" if index % 2 else "black",
@@ -292,7 +328,7 @@ def plot_cost_gain(
             capsize=3,
         )
         ax.annotate(
-            row["method"],
+            row["method"] + (" *" if row["significant"] else ""),
             (row["compute_seconds"], row["gain"]),
             xytext=(5, 4),
             textcoords="offset points",
@@ -303,11 +339,69 @@ def plot_cost_gain(
         ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.margins(x=0.15)
     ax.set_xlabel("compute per model (s): training + merging + inference")
-    ax.set_ylabel(f"{metric_label(metric)} gained over the best single model")
-    ax.set_title("Cost vs gain of each method")
+    ax.set_ylabel(f"{metric_label(metric)} gained over\nthe single models (mean over pairs)")
+    ax.set_title(
+        "Cost vs gain of each method\n(bootstrap interval over test images; *: significant, Holm)",
+        fontsize="medium",
+    )
     ax.grid(alpha=0.3)
     save_figure(fig, out)
-    return table
+
+
+NO_SEEDS = "no recipe has two or more seeds:\nseed noise cannot be separated"
+NO_SPREAD = "the seeds of every recipe score the same:\nno spread to measure gains against"
+
+
+def _draw_seed_noise(ax: plt.Axes, table: pd.DataFrame) -> None:
+    """Per method, one point per (combination, test set): the gain in units of the seeds'
+    sd, with its bootstrap interval; filled where it lies beyond the ±2 sd band."""
+    methods = ordered_methods(table["method"])
+    tests = sorted(table["test_dataset"].unique())
+    colours = dict(zip(tests, plt.get_cmap("tab10")(np.arange(len(tests)) % 10), strict=True))
+    ax.axhspan(-2, 2, color="0.88", zorder=0, label="within ±2 sd of the seeds")
+    ax.axhline(0, color="0.4", linewidth=0.8)
+    for index, method in enumerate(methods):
+        own = table[table["method"] == method].reset_index(drop=True)
+        step = min(0.6 / max(len(own), 1), 0.15)
+        for rank, row in own.iterrows():
+            x = index + (rank - (len(own) - 1) / 2) * step
+            colour = colours[row["test_dataset"]]
+            ax.vlines(x, row["low"] / row["seed_sd"], row["high"] / row["seed_sd"], colors=[colour])
+            ax.plot(
+                x,
+                row["gain_over_seed_sd"],
+                "o",
+                color=colour,
+                markerfacecolor=colour if row["beyond_seed_noise"] else "white",
+            )
+    for test, colour in colours.items():
+        ax.plot([], [], "o", color=colour, label=f"test {test}")
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, -3), max(high, 3))  # the band's edges in view
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_xlabel("method (filled: gain beyond seed noise)")
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def plot_seed_noise(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
+    """``seed_noise_table`` as a figure, or a figure saying that no recipe has seeds."""
+    methods = table["method"].nunique()
+    fig, ax = plt.subplots(figsize=(max(5.5, 2.5 + 0.8 * methods), 4))
+    shown = table[np.isfinite(table["gain_over_seed_sd"].astype(float))]
+    if shown.empty:
+        message = NO_SEEDS if table.empty else NO_SPREAD
+        ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        _draw_seed_noise(ax, shown)
+    ax.set_ylabel("gain over the single models' mean\n/ their sd across seeds")
+    ax.set_title(
+        f"Method gains against seed noise: {metric_label(metric)}\n(line: bootstrap "
+        "interval over test images, in the same units)",
+        fontsize="medium",
+    )
+    save_figure(fig, out)
 
 
 def write_costs(metrics_csv: Path | str, notes: Path | str, out: Path | str) -> pd.DataFrame:
@@ -327,29 +421,48 @@ def significance_table(comparisons: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return table.sort_values(["significant", "p_holm"], ascending=[False, True])
 
 
+@dataclass(frozen=True)
+class MethodOutputs:
+    """Where ``report_methods`` writes; each figure's table goes beside it (``.csv``),
+    except the seed-noise table, which has its own path."""
+
+    comparison: Path | str
+    cost_gain: Path | str
+    significance: Path | str
+    seed_noise: Path | str
+    seed_noise_figure: Path | str
+
+
 def report_methods(
     metrics_csv: Path | str,
     costs_csv: Path | str,
-    comparison: Path | str,
-    cost_gain: Path | str,
+    replicates_npz: Path | str,
+    comparisons_csv: Path | str,
+    outputs: MethodOutputs,
     metric: str = "ap",
-    intervals_csv: Path | str | None = None,
-    comparisons_csv: Path | str | None = None,
-    significance: Path | str | None = None,
     alpha: float = 0.05,
 ) -> None:
-    """The method comparison and cost-vs-gain figures, each with its table beside it
-    (``.csv``), and the significance table of the comparisons."""
+    """The method comparison, cost-vs-gain and seed-noise figures, each with its table,
+    and the significance table of the comparisons."""
     metrics = read_metrics(Path(metrics_csv))
-    intervals = pd.read_csv(intervals_csv) if intervals_csv else None
-    comparisons = pd.read_csv(comparisons_csv) if comparisons_csv else None
-    if comparisons is not None and significance is not None:
-        write_csv(significance_table(comparisons, alpha), Path(significance))
-    write_csv(
-        with_metric(seed_noise_table(metrics, metric), metric),
-        Path(comparison).with_name("seed_noise.csv"),
-    )
-    table = plot_method_comparison(metrics, Path(comparison), metric, intervals, comparisons)
-    write_csv(with_metric(table, metric), Path(comparison).with_suffix(".csv"))
-    gains = plot_cost_gain(metrics, read_costs(Path(costs_csv)), Path(cost_gain), metric)
-    write_csv(with_metric(gains, metric), Path(cost_gain).with_suffix(".csv"))
+    replicates = Replicates.load(replicates_npz)
+    if replicates.metric != metric:
+        raise ValueError(
+            f"{replicates_npz}: bootstrap replicates of {replicates.metric}, "
+            f"not of the report's metric {metric}"
+        )
+    comparisons = pd.read_csv(comparisons_csv)
+    write_csv(significance_table(comparisons, alpha), Path(outputs.significance))
+    try:
+        seeds = seed_noise_table(metrics, metric, replicates)
+        table = plot_method_comparison(
+            metrics, replicates, comparisons, Path(outputs.comparison), metric
+        )
+        gains = cost_gain_table(metrics, read_costs(Path(costs_csv)), replicates, metric, alpha)
+    except KeyError as error:
+        raise ValueError(f"{replicates_npz}: {error.args[0]}") from None
+    write_csv(with_metric(seeds, metric), Path(outputs.seed_noise))
+    plot_seed_noise(seeds, Path(outputs.seed_noise_figure), metric)
+    write_csv(with_metric(table, metric), Path(outputs.comparison).with_suffix(".csv"))
+    plot_cost_gain(gains, Path(outputs.cost_gain), metric)
+    write_csv(with_metric(gains, metric), Path(outputs.cost_gain).with_suffix(".csv"))
