@@ -50,7 +50,9 @@ rule uncertainty:
         bootstrap=config["evaluation"]["bootstrap"],
         metric=REPORT["metric"],
         metric_label=metric_label(REPORT["metric"]),  # for the captions
-        pairs=json.dumps(evaluation.named_comparisons(config, EVALUATED), sort_keys=True),
+        pairs=json.dumps(
+            evaluation.named_comparisons(config, EVALUATED), sort_keys=True
+        ),
     shell:
         "lesionsoup uncertainty {input.evaluations} --models {input.models}"
         " --metric {params.metric} --resamples {params.bootstrap[resamples]}"
