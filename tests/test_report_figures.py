@@ -376,12 +376,21 @@ def test_method_bars_take_the_bootstrap_interval_of_one_model_and_mark_significa
         }
     )
     comparisons = pd.DataFrame(
-        {"model": ["g"], "test_dataset": ["T"], "lesion": ["mean"], "significant": [True]}
+        {
+            "comparison": ["baseline"],
+            "model": ["g"],
+            "test_dataset": ["T"],
+            "lesion": ["mean"],
+            "significant": [True],
+        }
     )
     errors = method_errors(table, intervals, comparisons, "ap").set_index("method")
     assert errors.loc["greedy", ["below", "above"]].tolist() == pytest.approx([0.08, 0.05])
     assert errors.loc["single", ["below", "above"]].tolist() == pytest.approx([0.05, 0.05])
     assert errors.loc["greedy", "significant"] and not errors.loc["single", "significant"]
+    # a configured pair (g against another model) is no mark on g's bar
+    named = comparisons.assign(comparison="soup_vs_ensemble")
+    assert not method_errors(table, intervals, named, "ap")["significant"].any()
 
 
 def test_seed_noise_compares_each_methods_gain_with_the_seeds_spread():

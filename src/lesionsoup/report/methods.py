@@ -27,7 +27,7 @@ from lesionsoup.core.checkpoint import SUFFIX, load_metadata
 from lesionsoup.core.figures import save_figure
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
-from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
+from lesionsoup.evaluation.uncertainty import BASELINE, MEAN_OVER_LESIONS
 from lesionsoup.report.tables import (
     model_scores,
     ordered_methods,
@@ -165,7 +165,8 @@ def method_errors(
     several models the sd over them, and no mark.
     """
     means = intervals[(intervals["metric"] == metric) & (intervals["lesion"] == MEAN_OVER_LESIONS)]
-    mean_rows = comparisons[comparisons["lesion"] == MEAN_OVER_LESIONS]
+    baseline = comparisons["comparison"] == BASELINE  # not the named pairs
+    mean_rows = comparisons[baseline & (comparisons["lesion"] == MEAN_OVER_LESIONS)]
     marked = mean_rows[mean_rows["significant"].astype(bool)]
     table = table.copy()
     single = _one_model_intervals(means).set_index(["train_combo", "test_dataset", "method"])
@@ -319,9 +320,11 @@ def write_costs(metrics_csv: Path | str, notes: Path | str, out: Path | str) -> 
 
 
 def significance_table(comparisons: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """The comparisons of the mean over lesions, significant ones first."""
+    """The comparisons of the mean over lesions, significant ones first; ``comparison``:
+    ``baseline`` or the name of a configured pair."""
     table = comparisons[comparisons["lesion"] == MEAN_OVER_LESIONS]
-    columns = ["metric", "train_combo", "method", "test_dataset", "difference", "low", "high"]
+    columns = ["comparison", "metric", "train_combo", "method", "test_dataset"]
+    columns += ["difference", "low", "high"]
     table = table[[*columns, "p_holm", "significant"]].copy()
     table["significant"] = np.where(table["significant"], f"yes (p < {alpha:g})", "no")
     return table.sort_values(["significant", "p_holm"], ascending=[False, True])
