@@ -163,7 +163,7 @@ def finite_mean(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Resampled:
     """A metric on the whole test set (``estimate``) and on each resample of its images."""
 

@@ -153,7 +153,10 @@ def bootstrap(
     """Each (model, test set) resampled, with the same draws for every model of a test set;
     ``metric`` (the headline one, pooled) keeps its resamples for comparisons and figures."""
     if metric not in POOLED_METRICS:
-        raise ValueError(f"comparisons need a pooled metric {sorted(POOLED_METRICS)}, not {metric}")
+        known = sorted(POOLED_METRICS)
+        raise ValueError(
+            f"the comparisons' and replicates' metric is a pooled metric {known}, not {metric}"
+        )
     draws: dict[tuple[str, int], np.ndarray] = {}
     result = []
     for item in scored:
