@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from lesionsoup.plan import paths, study
-from lesionsoup.plan.evaluation import evaluated_models, evaluation_files
+from lesionsoup.plan.evaluation import evaluated_models, evaluation_files, named_comparisons
 from workflow import REPO, snakemake, write_config
 
 
@@ -54,3 +55,30 @@ def test_tiny_evaluation_rules_run_in_the_main_process(tmp_path, monkeypatch):
         local = set(workflow._workflow._localrules)  # no public accessor
     assert {"evaluated_models", "aggregate"} <= local
     assert "evaluate" not in local
+
+
+def test_named_comparisons_are_evaluated_model_files(tmp_path):
+    config = paper_config(tmp_path)
+    models = [model.path for model in evaluated_models(config).values()]
+    config["evaluation"]["comparisons"] = {"pair": {"a": f"./{models[0]}", "b": models[-1]}}
+    assert named_comparisons(config, evaluated_models(config)) == {
+        "pair": {"a": models[0], "b": models[-1]}  # as the study names them
+    }
+    for side, bad in (("a", "results/models/IDRID/base/seed9/best.safetensors"), ("b", "x.json")):
+        pair = {"a": models[0], "b": models[-1], side: bad}
+        config["evaluation"]["comparisons"] = {"typo": pair}
+        with pytest.raises(ValueError, match=rf"evaluation\.comparisons\.typo\.{side}: .* not one"):
+            named_comparisons(config, evaluated_models(config))
+    config["evaluation"]["comparisons"] = {"same": {"a": models[0], "b": models[0]}}
+    with pytest.raises(ValueError, match="with itself"):
+        named_comparisons(config, evaluated_models(config))
+
+
+def test_planning_refuses_a_named_comparison_of_no_evaluated_model(tmp_path):
+    config = paper_config(tmp_path)
+    models = [model.path for model in evaluated_models(config).values()]
+    bad = "results/merged/IDRID/nope.safetensors"
+    config["evaluation"]["comparisons"] = {"typo": {"a": bad, "b": models[0]}}
+    result = snakemake(tmp_path / "work", write_config(tmp_path / "c.yaml", config), "--dry-run")
+    assert result.returncode != 0
+    assert f"evaluation.comparisons.typo.a: {bad} is not one" in result.stdout + result.stderr

@@ -64,10 +64,10 @@ def replicates_for(metrics: pd.DataFrame, metric: str, resamples: int = 200) -> 
 def comparisons_csv(path: Path, significant: Mapping[tuple[str, str], bool]) -> Path:
     """A ``comparisons.csv`` of the mean over lesions: (model, test set) -> significant."""
     rows = [
-        ("ap", "A", "greedy", model, test, "mean", 0.1, 0.05, 0.15, 0.01, 0.02, flag)
+        ("baseline", "ap", "A", "greedy", model, test, "mean", 0.1, 0.05, 0.15, 0.01, 0.02, flag)
         for (model, test), flag in significant.items()
     ]
-    columns = ["metric", "train_combo", "method", "model", "test_dataset", "lesion"]
+    columns = ["comparison", "metric", "train_combo", "method", "model", "test_dataset", "lesion"]
     columns += ["difference", "low", "high", "p_value", "p_holm", "significant"]
     pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
     return path
@@ -84,7 +84,7 @@ def test_each_bar_gets_the_percentile_interval_of_its_models_mean_on_each_resamp
     replicates = replicates_of({(m, t): v for (m, _, _, t), v in scores.items()}, noise)
     comparisons = pd.DataFrame(
         {"model": ["g", "s1"], "test_dataset": ["T"] * 2, "lesion": ["mean"] * 2}
-    ).assign(significant=True)
+    ).assign(significant=True, comparison="baseline")
     table = method_errors(metrics_of(scores), replicates, comparisons).set_index("method")
     seeds = (0.50 + noise[("s0", "T")] + 0.60 + noise[("s1", "T")]) / 2
     low, high = np.percentile(seeds, [2.5, 97.5])
@@ -95,6 +95,9 @@ def test_each_bar_gets_the_percentile_interval_of_its_models_mean_on_each_resamp
     assert table.loc["greedy", ["low", "high"]].tolist() == pytest.approx(greedy)
     # a star only where the method has one model there: s1's comparison marks no bar
     assert table.loc["greedy", "significant"] and not table.loc["single", "significant"]
+    # a configured pair (g against another model) is no mark on g's bar
+    named = comparisons.assign(comparison="soup_vs_ensemble")
+    assert not method_errors(metrics_of(scores), replicates, named)["significant"].any()
 
 
 def test_cost_gain_is_the_mean_over_pairs_of_the_method_minus_the_single_models() -> None:

@@ -1,19 +1,23 @@
 """Bootstrap intervals, paired comparisons and Holm's correction against simulated cases
 whose answer is known and a hand-worked example."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from lesionsoup.core.metrics import LesionHistogram, average_precision
+from lesionsoup.core.metrics import POOLED_METRICS, LesionHistogram, average_precision
 from lesionsoup.evaluation.statistics import (
     PER_IMAGE_BINS,
     ImageHistograms,
     bootstrap_interval,
+    compare,
     holm,
+    mean_resampled,
     paired_comparison,
+    resample,
     resample_weights,
 )
 
@@ -75,6 +79,45 @@ def test_resample_weights_draw_every_image_set_size_times():
     weights = resample_weights(7, 50, seed=3)
     assert weights.shape == (50, 7) and (weights.sum(axis=1) == 7).all()
     assert np.array_equal(weights, resample_weights(7, 50, seed=3))
+    assert not np.array_equal(resample_weights(7, 50, [3, 1]), resample_weights(7, 50, [3, 2]))
+
+
+def test_one_resampling_scores_every_metric_as_the_drawn_images_pooled_one_by_one():
+    rng = np.random.default_rng(4)
+    images = simulated_set(rng, 6)
+    weights = resample_weights(6, 5, seed=0)
+    resampled = resample(images, POOLED_METRICS, weights)
+    for row, counts in enumerate(weights):
+        drawn = np.repeat(np.arange(6), counts)  # each drawn image, as often as drawn
+        pooled = LesionHistogram(
+            BINS, images.positives[drawn].sum(axis=0), images.negatives[drawn].sum(axis=0)
+        )
+        for name, metric in POOLED_METRICS.items():
+            assert resampled[name].scores[row] == pytest.approx(metric(pooled))
+    assert resampled["ap"].estimate == pytest.approx(average_precision(images.pooled()))
+
+
+def test_resampled_lesions_average_and_compare_as_the_bootstrap_functions_do():
+    rng = np.random.default_rng(5)
+    a_ex, b_ex = simulated_pair(rng, 20, (1.0, 3.0))
+    a_he, b_he = simulated_pair(rng, 20, (1.0, 3.0))
+    weights = resample_weights(20, 100, seed=9)
+    metric = {"ap": average_precision}
+    a = mean_resampled(
+        [resample(a_ex, metric, weights)["ap"], resample(a_he, metric, weights)["ap"]]
+    )
+    b = mean_resampled(
+        [resample(b_ex, metric, weights)["ap"], resample(b_he, metric, weights)["ap"]]
+    )
+    halves = (average_precision(a_ex.pooled()) + average_precision(a_he.pooled())) / 2
+    assert a.estimate == pytest.approx(halves)
+    alone = bootstrap_interval([a_ex, a_he], average_precision, resamples=100, seed=9)
+    assert a.interval(0.95) == alone
+    assert compare(a, b) == paired_comparison(
+        [a_ex, a_he], [b_ex, b_he], average_precision, resamples=100, seed=9
+    )
+    with pytest.raises(ValueError, match="one shape"):
+        compare(a, dataclasses.replace(b, scores=b.scores[:50]))
 
 
 def test_intervals_cover_the_population_value_at_the_nominal_rate():

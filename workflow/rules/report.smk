@@ -29,8 +29,17 @@ rule uncertainty:
         evaluations=evaluation.evaluation_files(config, EVALUATED),
         models=paths.EVALUATED_MODELS,
     output:
-        intervals=paths.METRICS_CI,
-        comparisons=paths.COMPARISONS,
+        intervals=report(
+            paths.METRICS_CI,
+            caption="../report/metrics_ci.rst",
+            category="Uncertainty",
+        ),
+        comparisons=report(
+            paths.COMPARISONS,
+            caption="../report/comparisons.rst",
+            category="Uncertainty",
+        ),
+        replicates=paths.BOOTSTRAP,
     log:
         paths.log("report/uncertainty"),
     threads: 1
@@ -40,12 +49,17 @@ rule uncertainty:
     params:
         bootstrap=config["evaluation"]["bootstrap"],
         metric=REPORT["metric"],
+        metric_label=metric_label(REPORT["metric"]),  # for the captions
+        pairs=json.dumps(
+            evaluation.named_comparisons(config, EVALUATED), sort_keys=True
+        ),
     shell:
         "lesionsoup uncertainty {input.evaluations} --models {input.models}"
         " --metric {params.metric} --resamples {params.bootstrap[resamples]}"
         " --confidence {params.bootstrap[confidence]} --seed {params.bootstrap[seed]}"
-        " --alpha {params.bootstrap[alpha]} --intervals {output.intervals}"
-        " --comparisons {output.comparisons} > {log} 2>&1"
+        " --alpha {params.bootstrap[alpha]} --pairs {params.pairs:q}"
+        " --intervals {output.intervals} --comparisons {output.comparisons}"
+        " --replicates {output.replicates} > {log} 2>&1"
 
 
 rule report_cross_dataset:

@@ -78,24 +78,37 @@ def _add_evaluate(commands: Subcommands) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
+def _named_pairs(pairs: dict) -> dict[str, tuple[str, str]]:
+    """``--pairs``' {name: {a, b}} as name -> (a, b)."""
+    try:
+        return {name: (str(pair["a"]), str(pair["b"])) for name, pair in pairs.items()}
+    except (KeyError, TypeError):
+        raise SystemExit(
+            f"uncertainty: --pairs needs {{name: {{a: model, b: model}}}}, not {pairs}"
+        ) from None
+
+
 def _uncertainty(args: argparse.Namespace) -> None:
     from lesionsoup.evaluation.evaluate import load_model_table
     from lesionsoup.evaluation.uncertainty import (
+        BASELINE,
         BootstrapSettings,
-        comparison_table,
-        interval_table,
         load_scored,
+        uncertainty,
     )
     from lesionsoup.report.tables import write_csv
 
     settings = BootstrapSettings(args.resamples, args.confidence, args.seed, args.alpha)
     scored = load_scored(args.evaluations, load_model_table(args.models))
-    write_csv(interval_table(scored, settings), args.intervals)
-    comparisons = comparison_table(scored, args.metric, settings)
-    write_csv(comparisons, args.comparisons)
+    tables = uncertainty(scored, args.metric, settings, _named_pairs(args.pairs))
+    write_csv(tables.intervals, args.intervals)
+    write_csv(tables.comparisons, args.comparisons)
+    tables.replicates.save(args.replicates)
+    comparisons = tables.comparisons
     log.info(
-        "%d comparisons, %d significant after Holm",
+        "%d comparisons (%d named), %d significant after Holm",
         len(comparisons),
+        (comparisons["comparison"] != BASELINE).sum(),
         comparisons["significant"].sum(),
     )
 
@@ -105,20 +118,30 @@ def _add_uncertainty(commands: Subcommands) -> None:
         "uncertainty",
         help="bootstrap intervals and paired comparisons from evaluation files",
         description="Resample the test images of each evaluation file (its per-image "
-        "histograms): a percentile interval for every pooled metric, and each model against its "
-        "combination's first single model on the same images, Holm-adjusted within each lesion.",
+        "histograms) once: a percentile interval for every pooled metric, the headline "
+        "metric's resamples (.npz), and each model against its combination's first single "
+        "model, plus the named pairs, on the same images, Holm-adjusted within each lesion.",
     )
     parser.add_argument("evaluations", type=Path, nargs="+", help="evaluation JSON files")
     parser.add_argument(
         "--models", type=Path, required=True, help="model table (path -> combination, method)"
     )
-    parser.add_argument("--metric", default="ap", help="pooled metric of the comparisons")
+    parser.add_argument("--metric", default="ap", help="pooled headline metric (comparisons)")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument(
+        "--pairs",
+        type=json_object,
+        default={},
+        help="named comparisons (JSON): {name: {a: model, b: model}}, b - a",
+    )
     parser.add_argument("--intervals", type=Path, required=True, help="metrics_ci.csv to write")
     parser.add_argument("--comparisons", type=Path, required=True, help="comparisons CSV to write")
+    parser.add_argument(
+        "--replicates", type=Path, required=True, help="the headline metric's resamples (.npz)"
+    )
     parser.set_defaults(handler=_uncertainty)
 
 

@@ -6,11 +6,14 @@ their per-image histograms: each bootstrap replicate is a weighted sum (the
 weights are how often each image was drawn), scored with the same metric
 function as the point estimate. No inference is repeated.
 
-- ``bootstrap_interval``: the percentile interval of one model's metric.
-- ``paired_comparison``: two models on the same test images, resampled with the
-  same draws; the difference, its percentile interval and a two-sided p-value
-  from the bootstrap distribution shifted to the null (Efron & Tibshirani 1993,
-  section 16.4: ``(1 + #{|d* - d| >= |d|}) / (1 + R)``).
+- ``resample``: every metric of one lesion on the whole test set and on each
+  resample (``Resampled``); ``mean_resampled`` averages lesions resample by resample.
+- ``Resampled.interval``, ``bootstrap_interval``: the percentile interval of one
+  model's metric.
+- ``compare``, ``paired_comparison``: two models on the same test images, resampled
+  with the same draws; the difference, its percentile interval and a two-sided
+  p-value from the bootstrap distribution shifted to the null (Efron & Tibshirani
+  1993, section 16.4: ``(1 + #{|d* - d| >= |d|}) / (1 + R)``).
 - ``holm``: Holm's step-down adjustment of a family of p-values.
 
 Per-image histograms are kept at a coarser binning than the pooled ones
@@ -116,8 +119,9 @@ def image_histograms_from_dict(entry: Mapping[str, Any]) -> dict[str, ImageHisto
     }
 
 
-def resample_weights(images: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, images) draw counts: each row draws ``images`` images with replacement."""
+def resample_weights(images: int, resamples: int, seed: int | Sequence[int]) -> np.ndarray:
+    """(resamples, images) draw counts: each row draws ``images`` images with replacement
+    (``seed``: NumPy's seed, an int or a sequence of ints)."""
     if images < 1 or resamples < 1:
         raise ValueError(f"need at least one image and one resample, not {images}, {resamples}")
     rng = np.random.default_rng(seed)
@@ -159,18 +163,41 @@ def finite_mean(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
 
 
-def _estimate(images: Images, metric: Metric) -> float:
-    values = np.array([[metric(lesion.pooled())] for lesion in _lesions(images)], np.float64)
-    return float(finite_mean(values)[0])
+@dataclass(frozen=True, eq=False)
+class Resampled:
+    """A metric on the whole test set (``estimate``) and on each resample of its images."""
+
+    estimate: float
+    scores: np.ndarray
+
+    def interval(self, confidence: float) -> Interval:
+        low, high = percentile_interval(self.scores, confidence)
+        return Interval(self.estimate, low, high, int(np.isfinite(self.scores).sum()))
 
 
-def _scores(images: Images, metric: Metric, weights: np.ndarray) -> np.ndarray:
-    """The metric of each resample (rows of ``weights``), averaged over the lesions."""
-    return finite_mean(
-        np.array(
-            [[metric(h) for h in lesion.replicates(weights)] for lesion in _lesions(images)],
-            np.float64,
-        )
+def resample(
+    lesion: ImageHistograms, metrics: Mapping[str, Metric], weights: np.ndarray
+) -> dict[str, Resampled]:
+    """Each of ``metrics`` of one lesion's pooled images and of each resample (rows of
+    ``weights``): the replicate histograms are summed once for all metrics."""
+    whole, replicates = lesion.pooled(), lesion.replicates(weights)
+    return {
+        name: Resampled(metric(whole), np.array([metric(h) for h in replicates], np.float64))
+        for name, metric in metrics.items()
+    }
+
+
+def mean_resampled(resampled: Sequence[Resampled]) -> Resampled:
+    """The mean over lesions (those with a value), of the estimates and of each resample."""
+    estimates = np.array([[item.estimate] for item in resampled], np.float64)
+    scores = np.stack([item.scores for item in resampled])
+    return Resampled(float(finite_mean(estimates)[0]), finite_mean(scores))
+
+
+def _resampled(images: Images, metric: Metric, weights: np.ndarray) -> Resampled:
+    """``metric`` of the images and of each resample, averaged over the lesions."""
+    return mean_resampled(
+        [resample(lesion, {"": metric}, weights)[""] for lesion in _lesions(images)]
     )
 
 
@@ -195,9 +222,7 @@ def bootstrap_interval(
 ) -> Interval:
     """``metric`` of the pooled images and its percentile interval over image resamples."""
     count = _lesions(images)[0].images
-    scores = _scores(images, metric, resample_weights(count, resamples, seed))
-    low, high = percentile_interval(scores, confidence)
-    return Interval(_estimate(images, metric), low, high, int(np.isfinite(scores).sum()))
+    return _resampled(images, metric, resample_weights(count, resamples, seed)).interval(confidence)
 
 
 @dataclass(frozen=True)
@@ -224,8 +249,15 @@ def paired_comparison(
     if count != other:
         raise ValueError(f"paired models need the same test images, not {count} and {other}")
     weights = resample_weights(count, resamples, seed)
-    differences = _scores(b, metric, weights) - _scores(a, metric, weights)
-    observed = _estimate(b, metric) - _estimate(a, metric)
+    return compare(_resampled(a, metric, weights), _resampled(b, metric, weights), confidence)
+
+
+def compare(a: Resampled, b: Resampled, confidence: float = 0.95) -> Comparison:
+    """``b - a`` from two metrics resampled with the same draws of the same images."""
+    if a.scores.shape != b.scores.shape:
+        raise ValueError(f"paired resamples need one shape, not {a.scores.shape}, {b.scores.shape}")
+    differences = b.scores - a.scores
+    observed = b.estimate - a.estimate
     low, high = percentile_interval(differences, confidence)
     p_value = shifted_null_p_value(differences, observed)
     resamples = int(np.isfinite(differences).sum()) if math.isfinite(p_value) else 0

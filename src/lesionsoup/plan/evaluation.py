@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Any
 
 from lesionsoup.plan import paths
@@ -62,3 +64,34 @@ def model_evaluation_files(config: Mapping[str, Any], model: str) -> list[str]:
     One job writes them all: the model is loaded once for every test set.
     """
     return [paths.evaluation(test, model) for test in test_datasets(config)]
+
+
+def named_comparisons(
+    config: Mapping[str, Any], evaluated: Mapping[str, EvaluatedModel]
+) -> dict[str, dict[str, str]]:
+    """``evaluation.comparisons``: name -> {a, b}, each an evaluated model's file.
+
+    A file that no evaluated model has (a typo, a model of no planned run) is refused
+    here, when the workflow is planned, rather than after every evaluation.
+    """
+    paths_of = {os.path.normpath(model.path): model.path for model in evaluated.values()}
+    named = {}
+    for name, pair in config.get("evaluation", {}).get("comparisons", {}).items():
+        chosen = {}
+        for side in ("a", "b"):
+            where = f"evaluation.comparisons.{name}.{side}"
+            if side not in pair:
+                raise ValueError(f"{where}: missing; a comparison names models a and b")
+            file = paths_of.get(os.path.normpath(str(pair[side])))
+            if file is None:
+                known = sorted(paths_of.values())
+                close = get_close_matches(str(pair[side]), known, n=3, cutoff=0.5) or known[:3]
+                raise ValueError(
+                    f"{where}: {pair[side]} is not one of the {len(known)} evaluated models "
+                    f"(e.g. {', '.join(close)})"
+                )
+            chosen[side] = file
+        if chosen["a"] == chosen["b"]:
+            raise ValueError(f"evaluation.comparisons.{name}: compares {chosen['a']} with itself")
+        named[name] = chosen
+    return named

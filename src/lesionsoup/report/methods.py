@@ -30,7 +30,7 @@ from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.statistics import finite_mean, holm, shifted_null_p_value
-from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
+from lesionsoup.evaluation.uncertainty import BASELINE, MEAN_OVER_LESIONS
 from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.report.tables import (
     model_scores,
@@ -234,7 +234,8 @@ def method_errors(
     # resamples, the per-image histograms' coarser bins): a bar then gets no error there
     table["below"] = np.maximum(table["mean"] - table["low"], 0)
     table["above"] = np.maximum(table["high"] - table["mean"], 0)
-    mean_rows = comparisons[comparisons["lesion"] == MEAN_OVER_LESIONS]
+    baseline = comparisons["comparison"] == BASELINE  # not the named pairs
+    mean_rows = comparisons[baseline & (comparisons["lesion"] == MEAN_OVER_LESIONS)]
     marked = mean_rows[mean_rows["significant"].astype(bool)]
     pairs = zip(marked["model"], marked["test_dataset"], strict=True)
     significant = {(str(Path(model)), test) for model, test in pairs}
@@ -413,9 +414,11 @@ def write_costs(metrics_csv: Path | str, notes: Path | str, out: Path | str) -> 
 
 
 def significance_table(comparisons: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """The comparisons of the mean over lesions, significant ones first."""
+    """The comparisons of the mean over lesions, significant ones first; ``comparison``:
+    ``baseline`` or the name of a configured pair."""
     table = comparisons[comparisons["lesion"] == MEAN_OVER_LESIONS]
-    columns = ["metric", "train_combo", "method", "test_dataset", "difference", "low", "high"]
+    columns = ["comparison", "metric", "train_combo", "method", "test_dataset"]
+    columns += ["difference", "low", "high"]
     table = table[[*columns, "p_holm", "significant"]].copy()
     table["significant"] = np.where(table["significant"], f"yes (p < {alpha:g})", "no")
     return table.sort_values(["significant", "p_holm"], ascending=[False, True])

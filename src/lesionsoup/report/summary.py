@@ -21,8 +21,8 @@ SECTIONS = {
     "styles": "Annotation-style clusters",
     "methods": "Methods per combination and test set",
     "significance": (
-        "Each model against its combination's single-model baseline, mean over lesions "
-        "(paired bootstrap over test images, Holm-adjusted)"
+        "Each model against its combination's single-model baseline, and the configured "
+        "pairs, mean over lesions (paired bootstrap over test images, Holm-adjusted)"
     ),
     "seed_noise": "Method gains against seed noise (the single models' spread across seeds)",
 }
