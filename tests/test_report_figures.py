@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from replicate_fixtures import replicates_for
 from test_report_methods import comparisons_csv
 
 from lesionsoup.core.figures import save_figure
@@ -78,22 +79,8 @@ RESAMPLES = 50
 
 
 def fixture_replicates(metric: str = "ap", confidence: float = 0.9) -> Replicates:
-    """Each (model, test set, lesion) of ``metrics_table`` with seeded noisy resamples
-    around its value, and the lesion ``mean`` as each resample's mean over the lesions."""
-    rows = metrics_table()
-    rows = rows[rows["metric"] == metric]
-    rng = np.random.default_rng(7)
-    keys, estimates, scores = [], [], []
-    for (model, test), own in rows.groupby(["model", "test_dataset"], sort=True):
-        lesions = own["value"].to_numpy()[:, None] + rng.normal(0, 0.05, (len(own), RESAMPLES))
-        for lesion, value, resampled in zip(own["lesion"], own["value"], lesions, strict=True):
-            keys.append((model, test, lesion))
-            estimates.append(value)
-            scores.append(resampled)
-        keys.append((model, test, "mean"))
-        estimates.append(own["value"].mean())
-        scores.append(lesions.mean(axis=0))
-    return Replicates(metric, confidence, tuple(keys), np.array(estimates), np.array(scores))
+    """Replicates of every (model, test set, lesion) of ``metrics_table``, and their mean."""
+    return replicates_for(metrics_table(), metric, confidence, RESAMPLES, seed=7)
 
 
 @pytest.fixture

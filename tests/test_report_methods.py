@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.colors import same_color
+from replicate_fixtures import replicates_for
 
 from lesionsoup.core.figures import save_figure
 from lesionsoup.evaluation.evaluate import COLUMNS
@@ -48,17 +49,6 @@ def replicates_of(
     values = np.array(list(estimates.values()), np.float64)
     scores = np.stack([values[i] + noise[key[:2]] for i, key in enumerate(keys)])
     return Replicates(metric, 0.95, keys, values, scores)
-
-
-def replicates_for(metrics: pd.DataFrame, metric: str, resamples: int = 200) -> Replicates:
-    """Replicates of every (model, test set) of a metrics table: its mean over lesions,
-    resampled with draws shared by the models of one test set."""
-    scores = metrics[metrics["metric"] == metric].groupby(["model", "test_dataset"])["value"]
-    estimates = scores.mean().to_dict()
-    rng = np.random.default_rng(0)
-    shared = {test: rng.normal(0, 0.02, resamples) for _, test in estimates}
-    noise = {key: shared[key[1]] + rng.normal(0, 0.005, resamples) for key in estimates}
-    return replicates_of(estimates, noise, metric)
 
 
 def comparisons_csv(path: Path, significant: Mapping[tuple[str, str], bool]) -> Path:
@@ -280,7 +270,10 @@ def test_the_report_without_seeds_says_so_and_writes_every_output(
     assert "*" in [text.get_text() for text in shown["methods.png"].axes[0].texts]
     for name in ("methods.png", "cost_gain.png", "seed_noise.png"):
         assert (out / name).stat().st_size > 10_000
-    with pytest.raises(ValueError, match=r"bootstrap.npz: bootstrap replicates of ap, not of"):
+    with pytest.raises(
+        ValueError,
+        match=r"bootstrap.npz: bootstrap replicates of 'ap', but the figure shows 'dice_pooled'",
+    ):
         report_methods(*inputs, comparisons, outputs, "dice_pooled")
     replicates_for(metrics[metrics["model"] != "u"], "ap").save(tmp_path / "bootstrap.npz")
     with pytest.raises(ValueError, match=r"bootstrap.npz: no bootstrap replicates of ap for"):

@@ -32,6 +32,7 @@ from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.statistics import finite_mean, holm, shifted_null_p_value
 from lesionsoup.evaluation.uncertainty import BASELINE, MEAN_OVER_LESIONS
 from lesionsoup.plan.evaluation import SINGLE
+from lesionsoup.report.intervals import read_replicates, replicate_errors
 from lesionsoup.report.tables import (
     model_scores,
     ordered_methods,
@@ -448,22 +449,15 @@ def report_methods(
     """The method comparison, cost-vs-gain and seed-noise figures, each with its table,
     and the significance table of the comparisons."""
     metrics = read_metrics(Path(metrics_csv))
-    replicates = Replicates.load(replicates_npz)
-    if replicates.metric != metric:
-        raise ValueError(
-            f"{replicates_npz}: bootstrap replicates of {replicates.metric}, "
-            f"not of the report's metric {metric}"
-        )
+    replicates = read_replicates(replicates_npz, metric)
     comparisons = pd.read_csv(comparisons_csv)
     write_csv(significance_table(comparisons, alpha), Path(outputs.significance))
-    try:
+    with replicate_errors(replicates_npz):
         seeds = seed_noise_table(metrics, metric, replicates)
         table = plot_method_comparison(
             metrics, replicates, comparisons, Path(outputs.comparison), metric
         )
         gains = cost_gain_table(metrics, read_costs(Path(costs_csv)), replicates, metric, alpha)
-    except KeyError as error:
-        raise ValueError(f"{replicates_npz}: {error.args[0]}") from None
     write_csv(with_metric(seeds, metric), Path(outputs.seed_noise))
     plot_seed_noise(seeds, Path(outputs.seed_noise_figure), metric)
     write_csv(with_metric(table, metric), Path(outputs.comparison).with_suffix(".csv"))
