@@ -17,5 +17,5 @@ def study_targets(config: Mapping[str, Any]) -> list[str]:
     runs = study.runs(config) + ingredients.ingredient_runs(config)
     trained = [f"{run.directory}/curves.png" for run in dict.fromkeys(runs)]
     figures = report.report_targets(config, study.test_datasets(config))
-    uncertainty = [paths.METRICS_CI, paths.COMPARISONS]
+    uncertainty = [paths.METRICS_CI, paths.COMPARISONS, paths.BOOTSTRAP]
     return [*caches, *trained, *hpo.export_outputs(config), paths.METRICS, *uncertainty, *figures]
