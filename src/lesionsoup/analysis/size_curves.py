@@ -207,7 +207,7 @@ def reusable_evaluations(
                 "%s: not reused (differs from the size curve's evaluation in %s)", path, changed
             )
             continue
-        found.setdefault(key, {})[name] = result
+        found.setdefault(key, {}).setdefault(name, result)  # the first given wins
     return found
 
 
