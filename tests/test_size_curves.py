@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -10,14 +12,18 @@ import pytest
 import torch
 from conftest import TINY_SETTINGS, TINY_SPEC, write_toy_cache
 
+import lesionsoup.analysis.size_curves as module
 from lesionsoup.analysis.size_curves import COLUMNS, CURVES, mean_over_lesions, size_curves
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.core.model import build_model
 from lesionsoup.data.cache import Cache
-from lesionsoup.evaluation.evaluate import evaluate
+from lesionsoup.evaluation.evaluate import evaluate, load_evaluation
+from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
+from lesionsoup.inference.infer import InferenceSettings
 from lesionsoup.inference.predictor import write_ensemble
 from lesionsoup.merging.averaging import average_checkpoints
+from lesionsoup.merging.stage import merge_stage
 from lesionsoup.plan.report import DEFAULTS
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.validation import validate
@@ -79,9 +85,52 @@ def values(table: pd.DataFrame, curve: str, k: int) -> dict[str, float]:
     return dict(zip(rows["test_dataset"], rows["value"], strict=True))
 
 
+def evaluated(model: Path, caches: dict[str, Cache], out: Path, **options) -> list[Path]:
+    """The workflow's evaluation files of a model (``evaluate_model``), one per cache."""
+    outputs = [out / name / f"{model.stem}.json" for name in caches]
+    targets = [
+        EvaluationTarget(c.directory, o) for c, o in zip(caches.values(), outputs, strict=True)
+    ]
+    evaluate_model(model, targets, **options)
+    return outputs
+
+
+def count_evaluations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the model of every ``evaluate`` call of the size curves, one per test set."""
+    calls: list[str] = []
+
+    def counting(predictor, *args, **kwargs):
+        calls.append(str(predictor.path))
+        return evaluate(predictor, *args, **kwargs)
+
+    monkeypatch.setattr(module, "evaluate", counting)
+    return calls
+
+
+@pytest.fixture
+def counted(monkeypatch) -> list[str]:
+    return count_evaluations(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def reused(study, tmp_path_factory) -> tuple[dict[str, list[Path]], pd.DataFrame, list[str]]:
+    """Evaluation files of the three candidates and of the top-2 uniform soup (members listed
+    out of rank order), the size curves computed with them, and their ``evaluate`` calls."""
+    paths, caches, _ = study
+    root = tmp_path_factory.mktemp("eval")
+    soup = root / "soup.safetensors"  # the merge stage's uniform soup of the top two
+    merge_stage(soup, ranked_by_validation(paths, caches)[:2][::-1], caches, "uniform")
+    files = {str(model): evaluated(model, caches, root) for model in (*paths, soup)}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        calls = count_evaluations(monkeypatch)
+        table = size_curves(paths, caches, max_members=3, evaluations=sum(files.values(), []))
+    return files, table, calls
+
+
 def test_every_curve_has_a_point_per_k_and_test_set(study):
     _, _, table = study
     assert tuple(table.columns) == COLUMNS
+    assert set(table["evaluation"]) == {"computed"}
     assert sorted(table["curve"].unique()) == sorted(CURVES)
     counts = table.groupby(["curve", "test_dataset"])["k"].apply(sorted)
     assert all(ks == [1, 2, 3] for ks in counts)
@@ -133,14 +182,103 @@ def test_greedy_members_only_grow_from_the_best_candidate(study):
     assert members[0] == {str(ranked_by_validation(paths, caches)[0])}
 
 
-def test_cli_writes_the_table_and_figure(study, tmp_path):
+def test_reused_points_score_as_fresh_evaluations_and_are_not_evaluated_again(study, reused):
+    paths, caches, fresh = study
+    files, table, calls = reused
+    best, second = ranked_by_validation(paths, caches)[:2]
+    soup = next(name for name in files if name.endswith("soup.safetensors"))
+    assert values(table, "uniform", 1) == pytest.approx(direct(best, caches), abs=1e-12)
+    assert values(table, "uniform", 2) == pytest.approx(direct(Path(soup), caches), abs=1e-12)
+    assert list(table["value"]) == pytest.approx(list(fresh["value"]), abs=1e-12)
+    single = table["members"] == str(best)
+    pair = table["members"].map(lambda m: set(m.split(";")) == {str(best), str(second)})
+    expected = single | (pair & (table["curve"] != "ensemble"))
+    assert list(table["evaluation"]) == list(expected.map({True: "reused", False: "computed"}))
+    recorded = {
+        load_evaluation(p)["test_dataset"]: load_evaluation(p)["seconds"] for p in files[str(best)]
+    }
+    assert list(table[single]["inference_seconds"]) == [
+        recorded[t] for t in table[single]["test_dataset"]
+    ]
+    computed = {
+        (frozenset(row.members.split(";")), row.curve == "ensemble", row.test_dataset)
+        for row in table[~expected].itertuples()
+    }  # the distinct models (both soups average BatchNorm) on each test set
+    assert len(calls) == len(computed) > 0
+    assert not any(name.endswith("-k1") for name in calls)
+
+
+def test_a_study_like_the_demo_evaluates_only_the_ensemble_of_two(study, tmp_path, counted):
+    """Two candidates not evaluated themselves, and the study's best and uniform soups of
+    them (``merge_stage``) evaluated: only the ensemble of two is left to evaluate."""
     paths, caches, _ = study
+    soups = [tmp_path / "best.safetensors", tmp_path / "uniform.safetensors"]
+    for soup in soups:
+        merge_stage(soup, paths[:2], caches, soup.stem)
+    files = [file for soup in soups for file in evaluated(soup, caches, tmp_path)]
+    table = size_curves(paths[:2], caches, max_members=3, evaluations=files)
+    assert len(counted) == len(caches) and all(name.endswith("ensemble-k2") for name in counted)
+    computed = (table["curve"] == "ensemble") & (table["k"] == 2)
+    assert list(table["evaluation"]) == list(computed.map({True: "computed", False: "reused"}))
+    best = ranked_by_validation(paths[:2], caches)[0]
+    assert values(table, "ensemble", 1) == pytest.approx(direct(best, caches), abs=1e-12)
+    assert values(table, "uniform", 2) == pytest.approx(direct(soups[1], caches), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"bins": 500}, "bins"),
+        ({"settings": InferenceSettings(tta=("horizontal",))}, "inference"),
+        ({"split": "valid"}, "split"),
+    ],
+    ids=["bins", "settings", "split"],
+)
+def test_an_evaluation_with_other_settings_is_not_reused(
+    study, tmp_path, counted, caplog, change, named
+):
+    paths, caches, _ = study
+    best = ranked_by_validation(paths, caches)[0]
+    files = evaluated(best, caches, tmp_path, **change)
+    with caplog.at_level(logging.INFO, logger=module.__name__):
+        table = size_curves(paths, caches, max_members=1, evaluations=files)
+    assert set(table["evaluation"]) == {"computed"} and len(counted) == len(caches)
+    assert values(table, "uniform", 1) == pytest.approx(direct(best, caches), abs=1e-12)
+    for file in files:
+        assert f"{file}: not reused" in caplog.text
+    assert named in caplog.text
+
+
+@pytest.mark.parametrize("edit", [{"resolution": "native"}, {"model_sha256": "0" * 64}])
+def test_an_evaluation_of_another_resolution_or_model_file_is_not_reused(
+    study, reused, tmp_path, counted, edit
+):
+    """The unedited files are reused (``reused``'s k = 1 rows); edited, they are not."""
+    paths, caches, _ = study
+    files = reused[0][str(ranked_by_validation(paths, caches)[0])]
+    edited = []
+    for path in files:
+        result = load_evaluation(path)
+        result["fingerprint"].update(edit)
+        edited.append(tmp_path / path.parent.name / path.name)
+        edited[-1].parent.mkdir()
+        edited[-1].write_text(json.dumps(result))
+    table = size_curves(paths, caches, max_members=1, evaluations=edited)
+    assert set(table["evaluation"]) == {"computed"} and len(counted) == len(caches)
+
+
+def test_cli_writes_the_table_and_figure(study, reused, tmp_path):
+    paths, caches, _ = study
+    files = reused[0]
     out, figure = tmp_path / "curves.csv", tmp_path / "curves.png"
     cache_args = [arg for c in caches.values() for arg in ("--cache", str(c.directory))]
+    evaluations = [str(path) for path in sum(files.values(), [])]
     main(["size-curve", *map(str, paths[:2]), *cache_args, "--max-members", "2",
-          "--device", "cpu", "-o", str(out), "--figure", str(figure)])  # fmt: skip
+          "--device", "cpu", "-o", str(out), "--figure", str(figure),
+          "--evaluations", *evaluations])  # fmt: skip
     table = pd.read_csv(out)
     assert sorted(table["k"].unique()) == [1, 2]
+    assert "reused" in set(table[table["k"] == 1]["evaluation"])
     assert figure.stat().st_size > 0
 
 
@@ -182,3 +320,33 @@ def test_one_size_curve_job_per_merging_combination_with_two_candidates():
     assert "--uniform-bn-policy recompute" in size_curve_arguments(recomputed)
     assert "--bn-patches 4" in size_curve_arguments(recomputed)
     assert size_curve_combos({"report": {}}) == []
+
+
+def test_the_size_curve_job_reads_the_evaluation_files_of_the_candidates_and_soups(tmp_path):
+    import re
+
+    from lesionsoup.plan import paths
+    from lesionsoup.plan.evaluation import evaluated_models, evaluation_files
+    from lesionsoup.plan.report import size_curve_evaluations, size_curve_inputs
+    from workflow import load_tiny_config, snakemake, write_config
+
+    config = load_tiny_config()
+    soups = [
+        paths.evaluation("IDRID", f"merged/IDRID/{name}") for name in config["merging"]["soups"]
+    ]
+    # the grid's last checkpoints are no evaluated models: only the soups may be points
+    assert size_curve_evaluations(config, "IDRID") == soups
+    config["merging"]["checkpoint"] = "best"
+    config["training"]["seeds"] = [0, 1]
+    config["report"] = {**config.get("report", {}), "size_curves": {"pool": ["base"]}}
+    candidates = size_curve_inputs(config, "IDRID")["candidates"]
+    expected = [paths.evaluation("IDRID", paths.model_key(path)) for path in candidates] + soups
+    assert sorted(size_curve_evaluations(config, "IDRID")) == sorted(expected)
+    assert set(expected) <= set(evaluation_files(config, evaluated_models(config)))
+    result = snakemake(tmp_path, write_config(tmp_path / "c.yaml", config), "--dry-run", "-p")
+    assert result.returncode == 0, result.stdout + result.stderr
+    evaluated = re.findall(r"^rule evaluate:\n\s+input: .*\n\s+output: (.*)$", result.stdout, re.M)
+    command = next(line for line in result.stdout.splitlines() if "lesionsoup size-curve" in line)
+    given = command.split("--evaluations ", 1)[1].split(" -o ", 1)[0].split()
+    assert sorted(given) == sorted(expected)
+    assert set(given) <= {path for outputs in evaluated for path in outputs.split(", ")}

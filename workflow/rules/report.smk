@@ -288,6 +288,9 @@ rule size_curve:
         unpack(
             lambda wildcards: report_config.size_curve_inputs(config, wildcards.combo)
         ),
+        evaluations=lambda wildcards: report_config.size_curve_evaluations(
+            config, wildcards.combo
+        ),
     output:
         figure=report(
             f"{paths.SIZE_CURVES}.png",
@@ -313,6 +316,7 @@ rule size_curve:
     shell:
         "lesionsoup size-curve {input.candidates:q} {params.caches} {params.options}"
         " --settings {params.settings:q} --bins {params.bins} --threads {threads}"
+        " --evaluations {input.evaluations:q}"
         " -o {output.table} --figure {output.figure} > {log} 2>&1"
 
 

@@ -11,22 +11,42 @@ score (``merging.ensembles.top_k``, the ensembles' own ranking) and the first
   every prefix from its trace);
 - ``ensemble``: the ensemble of the top k (their probabilities averaged).
 
-Each distinct model is evaluated once, on the test split of each of the
-combination's own datasets (``evaluation.evaluate``; other test sets are left
-out to keep the study small): the k = 1 model is shared by the three curves (a
-soup of one is that model unless its policy recomputes BatchNorm), and a
-greedy step that rejects its candidate keeps the previous soup's scores. A
-point's score is the metric's mean over lesions, as ``metrics.csv``'s means.
+Each distinct model is scored once, on the test split of each of the
+combination's own datasets (other test sets are left out to keep the study
+small): the k = 1 model is shared by the three curves (a soup of one is that
+model unless its policy recomputes BatchNorm), and a greedy step that rejects
+its candidate keeps the previous soup's scores. A point's score is the metric's
+mean over lesions, as ``metrics.csv``'s means.
+
+Inference the study already has is not run again: a model's scores on a test
+set come from one of the given evaluation files (the workflow's ``evaluate``
+results) when that file is of the point's model and its fingerprint
+(``evaluation.per_model.pair_fingerprint``: the model file's bytes, the cache's
+content, the test split, the inference settings, the bins, the format) is the
+one this evaluation would have, at cache resolution; the path spelling of the
+cache is not compared. A file's model is the point's when it is the candidate
+itself, or a soup whose sidecar describes a uniform soup of ranked candidates
+with the ``average`` BatchNorm policy (more than two listed in rank order, so
+that the float64 sums are summed in the same order), or a soup of one candidate
+under any policy but ``recompute``. Soups that
+recompute or copy BatchNorm statistics (their result depends on a sample or a
+scorer) and ensemble files are not recognised, and a study evaluated at native
+resolution reuses nothing: all points are then computed at cache resolution, so
+the points of a curve are always scored the same way. Any other file is left
+out, with a log line naming it and what differs; everything left is evaluated
+(``evaluation.evaluate``). The ``evaluation`` column says which.
 
 Compute of a point on a test set: the training seconds of the k candidates it
 considered (``candidates.training_seconds``: each run once, back to the shared
-initialisation) plus the measured seconds of its evaluation there. The
-validation passes that rank the candidates and score greedy's steps are left out.
+initialisation) plus the seconds of its evaluation there (measured now, or
+recorded in the reused file). The validation passes that rank the candidates and
+score greedy's steps are left out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +55,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lesionsoup.core.checkpoint import load_metadata, load_state_dict
+from lesionsoup.core.checkpoint import SUFFIX, load_metadata, load_state_dict
 from lesionsoup.core.combos import combo_name
+from lesionsoup.core.fingerprint import changed_keys
 from lesionsoup.core.metrics import DEFAULT_BINS
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.data.cache import Cache
-from lesionsoup.evaluation.evaluate import evaluate, evaluation_metrics
+from lesionsoup.evaluation.evaluate import evaluate, evaluation_metrics, load_evaluation
+from lesionsoup.evaluation.per_model import EvaluationTarget, model_digest, pair_fingerprint
 from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings
 from lesionsoup.inference.predictor import Predictor, member_of, spec_of
 from lesionsoup.merging import selection
@@ -57,10 +79,18 @@ from lesionsoup.plan.report import SIZE_CURVE_SOUPS as SOUP_CURVES
 CURVES: tuple[str, ...] = (*SOUP_CURVES, ENSEMBLE)
 COLUMNS = (
     "combo", "curve", "k", "members", "test_dataset", "metric", "value",
-    "training_seconds", "inference_seconds", "compute_seconds",
+    "evaluation", "training_seconds", "inference_seconds", "compute_seconds",
 )  # fmt: skip
 #: How the ``members`` column joins the member paths.
 MEMBER_SEPARATOR = ";"
+#: The ``evaluation`` column: the scores came from an evaluation file, or were computed.
+REUSED, COMPUTED = "reused", "computed"
+#: The one BatchNorm policy of the soups of several members an evaluation file may stand for.
+REUSABLE_SOUP_POLICY = "average"
+#: Point-model key -> cache name -> an ``evaluate`` result of that model there.
+Scores = dict[tuple[Hashable, ...], dict[str, dict[str, Any]]]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,92 @@ class PointModels:
         return Predictor(name, members, lesions)
 
 
+def evaluated_key(model: Path, ranked: Sequence[Path]) -> tuple[Hashable, ...] | None:
+    """The ``PointModels.key`` of an evaluated model file, or None when it is no point's model.
+
+    A ranked candidate is itself; a soup file is the soup its sidecar's weights describe, when
+    they are uniform over ranked candidates (see the module docstring).
+    """
+    if model in ranked:
+        return ("model", model)
+    if model.suffix != SUFFIX:
+        return None
+    metadata = load_metadata(model)
+    weights = {Path(p): w for p, w in (metadata.get("weights") or {}).items() if w > 0}
+    members = [Path(p) for p in metadata.get("ingredients", []) if Path(p) in weights]
+    uniform = len({round(w / sum(weights.values()), 12) for w in weights.values()}) == 1
+    in_rank_order = len(members) <= 2 or members == [p for p in ranked if p in weights]
+    if not (members and uniform and in_rank_order and len(members) == len(weights)):
+        return None
+    policy = metadata.get("bn_policy")
+    if len(members) == 1 and policy != "recompute":
+        return ("model", members[0])
+    if policy != REUSABLE_SOUP_POLICY:
+        return None
+    return ("soup", policy, tuple(sorted(map(str, members))))
+
+
+def reusable_evaluations(
+    evaluations: Sequence[Path],
+    ranked: Sequence[Path],
+    caches: Mapping[str, Cache],
+    settings: InferenceSettings,
+    bins: int,
+) -> Scores:
+    """The evaluation files that can stand in for evaluating a point's model on one of the
+    caches' test splits, by point-model key and cache name; the others are logged and left out."""
+    found: Scores = {}
+    for path in map(Path, evaluations):
+        result = load_evaluation(path)
+        recorded = result.get("fingerprint") or {}
+        model = Path(recorded.get("model", result["model"]))
+        key = evaluated_key(model, ranked) if model.is_file() else None
+        name = next(
+            (n for n, c in caches.items() if c.fingerprint == recorded.get("cache_fingerprint")),
+            None,
+        )
+        if key is None or name is None:
+            why = f"{model} is no point's model" if key is None else "another test set"
+            log.info("%s: not reused (%s)", path, why)
+            continue
+        target = EvaluationTarget(caches[name].directory, path)
+        expected = pair_fingerprint(
+            model, model_digest(model), target, "test", settings, bins, "cache"
+        )
+        changed = changed_keys({**recorded, "cache": None}, {**expected, "cache": None})
+        if changed:
+            log.info(
+                "%s: not reused (differs from the size curve's evaluation in %s)", path, changed
+            )
+            continue
+        found.setdefault(key, {}).setdefault(name, result)  # the first given wins
+    return found
+
+
+def point_scores(
+    models: PointModels,
+    point: Point,
+    name: Path,
+    caches: Mapping[str, Cache],
+    reused: Mapping[str, dict[str, Any]],
+    evaluation: tuple[InferenceSettings, int],
+) -> list[tuple[dict[str, Any], str]]:
+    """The point's ``evaluate`` result on each cache's test split, and whether it was reused;
+    the predictor is built only when some test split has no reusable result."""
+    settings, bins = evaluation
+    predictor: Predictor | None = None
+    results = []
+    for cache_name, cache in caches.items():
+        if cache_name in reused:
+            results.append((reused[cache_name], REUSED))
+            continue
+        predictor = predictor or models.predictor(point, name)
+        results.append(
+            (evaluate(predictor, cache.directory, settings=settings, bins=bins), COMPUTED)
+        )
+    return results
+
+
 def mean_over_lesions(result: Mapping[str, Any], metric: str) -> float:
     """A metric of an ``evaluate`` result, averaged over the lesions that have a value."""
     per_lesion = evaluation_metrics(result)
@@ -167,11 +283,13 @@ def size_curves(
     bins: int = DEFAULT_BINS,
     device: str | torch.device = "cpu",
     workers: int = 0,
+    evaluations: Sequence[Path] = (),
 ) -> pd.DataFrame:
     """The long table (``COLUMNS``) of the three curves over k = 1..min(max_members, candidates).
 
     ``bn_policies`` maps ``uniform`` and ``greedy`` to their BatchNorm policies (default: the
-    rules'); ``bn_sample`` and ``workers`` serve the ``recompute`` policy.
+    rules'); ``bn_sample`` and ``workers`` serve the ``recompute`` policy. ``evaluations`` are
+    evaluation files whose results are reused where they are a point's (module docstring).
     """
     if max_members < 1:
         raise ValueError(f"a size curve needs max_members >= 1, not {max_members}")
@@ -183,25 +301,22 @@ def size_curves(
     mergers, spec = _mergers(ranked, caches, policies, bn_sample, device, workers)
     greedy = selection.greedy(selection.singles(ranked), mergers["greedy"].evaluate, "greedy")
     models = PointModels(mergers, spec, torch.device(device))
+    reusable = reusable_evaluations(evaluations, ranked, caches, settings, bins)
     combo = combo_name(caches)
-    scored: dict[tuple[Hashable, ...], list[tuple[str, float, float]]] = {}
+    scored: dict[tuple[Hashable, ...], list[tuple[dict[str, Any], str]]] = {}
     rows = []
     for point in curve_points(ranked, greedy.trace):
         key = models.key(point)
         if key not in scored:
-            predictor = models.predictor(point, Path(combo, f"{point.curve}-k{point.k}"))
-            results = [
-                evaluate(predictor, cache.directory, settings=settings, bins=bins)
-                for cache in caches.values()
-            ]
-            scored[key] = [
-                (r["test_dataset"], mean_over_lesions(r, metric), r["seconds"]) for r in results
-            ]
+            name = Path(combo, f"{point.curve}-k{point.k}")
+            scored[key] = point_scores(
+                models, point, name, caches, reusable.get(key, {}), (settings, bins)
+            )
         trained = training_seconds(point.considered)
         members = MEMBER_SEPARATOR.join(map(str, point.members))
         rows += [
-            (combo, point.curve, point.k, members, test, metric, value, trained, seconds,
-             trained + seconds)
-            for test, value, seconds in scored[key]
+            (combo, point.curve, point.k, members, r["test_dataset"], metric,
+             mean_over_lesions(r, metric), how, trained, r["seconds"], trained + r["seconds"])
+            for r, how in scored[key]
         ]  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -85,6 +85,7 @@ def _size_curve(args: argparse.Namespace) -> None:
         bins=args.bins,
         device=_device(args.device),
         workers=max(0, args.threads - 1),
+        evaluations=args.evaluations,
     )
     write_csv(table, args.output)
     plot_size_curves(table, args.figure)
@@ -174,7 +175,8 @@ def _add_size_curve(commands: Subcommands) -> None:
         help="test score and compute of uniform soups, greedy soups and ensembles over k members",
         description="Rank the candidates by validation score, keep the first K, and for k = 1..K "
         "evaluate on the caches' test splits the uniform soup of the first k, the greedy soup "
-        "after considering the first k and the ensemble of the top k, each distinct model once; "
+        "after considering the first k and the ensemble of the top k, each distinct model once "
+        "(reusing the --evaluations files that are of a point's model with the same settings); "
         "write the long table (score and compute seconds of each point) and its figure.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="table CSV to write")
@@ -193,6 +195,15 @@ def _add_size_curve(commands: Subcommands) -> None:
         "--settings", type=json_object, default={}, help="inference settings (JSON)"
     )
     parser.add_argument("--bins", type=int, default=2000, help="probability bins")
+    parser.add_argument(
+        "--evaluations",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="evaluation files (lesionsoup evaluate) to reuse where one is a point's model on "
+        "a test split with these settings and bins at cache resolution; the rest is evaluated",
+    )
     _add_common(parser)
     parser.set_defaults(handler=_size_curve)
 

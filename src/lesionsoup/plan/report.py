@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lesionsoup.core.combos import combo_members
 from lesionsoup.core.metrics import METRIC_LABELS
 from lesionsoup.core.style_features import STYLE_FEATURES
 from lesionsoup.plan import ingredients, paths
-from lesionsoup.plan.merge_rules import merge_rule
-from lesionsoup.plan.study import combo_caches, configured
+from lesionsoup.plan.evaluation import SINGLE, evaluated_models
+from lesionsoup.plan.merge_rules import ENSEMBLE, merge_rule
+from lesionsoup.plan.study import combo_caches, configured, test_datasets
 
 DEFAULTS: dict[str, Any] = {
     "metric": "ap",
@@ -114,6 +116,21 @@ def size_curve_inputs(config: Mapping[str, Any], combo: str) -> dict[str, list[s
         "candidates": ingredients.pool_inputs(config, combo, pool),
         "caches": combo_caches(combo),
     }
+
+
+def size_curve_evaluations(config: Mapping[str, Any], combo: str) -> list[str]:
+    """The study's evaluation files a combination's size curve may reuse: those of the pool's
+    evaluated candidates and of the combination's soups, on its own test sets (which of them
+    is a point's model is decided from their contents, ``analysis.size_curves``)."""
+    candidates = set(size_curve_inputs(config, combo)["candidates"])
+    models = [
+        model
+        for model in evaluated_models(config).values()
+        if model.path in candidates
+        or (model.combo == combo and model.method not in (SINGLE, ENSEMBLE))
+    ]
+    tests = [test for test in test_datasets(config) if test in combo_members(combo)]
+    return [paths.evaluation(test, model.key) for test in tests for model in models]
 
 
 def size_curve_policies(config: Mapping[str, Any]) -> dict[str, str]:
