@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
@@ -45,6 +46,7 @@ from lesionsoup.data.datasets.index import index_dataset
 from lesionsoup.data.datasets.registry import get_adapter
 from lesionsoup.data.datasets.synthetic import generate
 from lesionsoup.data.preprocess import MaskRules, build_cache
+from lesionsoup.data.splits import SplitOptions
 from lesionsoup.evaluation.evaluate import (
     load_evaluation,
     load_model_table,
@@ -93,7 +95,7 @@ class Stage:
         return Stage(
             self.load_s * factor,
             self.intervals_s * factor,
-            self.comparisons_s * compared / max(self.compared, 1),
+            self.comparisons_s * compared / self.compared if self.compared else math.nan,
             scored,
             compared,
         )
@@ -171,9 +173,10 @@ def evaluate_all(
     config: Mapping[str, Any], checkpoints: Mapping[str, Path], caches: Mapping[str, Path],
     folder: Path,
 ) -> tuple[list[Path], float]:  # fmt: skip
-    """Each model on every test set (one ``evaluate_model`` call a model, as the rule runs
-    it); the evaluation files and the seconds it all took."""
+    """Each model on every test set (one ``evaluate_model`` call a model, on the rule's
+    threads, as the rule runs it); the evaluation files and the seconds it all took."""
     evaluation = config["evaluation"]
+    torch.set_num_threads(evaluation["threads"])
     files, start = [], time.perf_counter()
     for key, checkpoint in checkpoints.items():
         targets = [
@@ -213,8 +216,8 @@ def paper_test_sizes(config: Mapping[str, Any]) -> dict[str, int]:
     sizes = {}
     for name in study.test_datasets(config):
         official = get_adapter(name).official_splits.get("test")
-        fraction = (config["datasets"][name].get("split") or {}).get("test", 0.3)
-        sizes[name] = official or round(PUBLISHED_IMAGES[name] * fraction)
+        split = SplitOptions.from_mapping(config["datasets"][name].get("split") or {})
+        sizes[name] = official or round(PUBLISHED_IMAGES[name] * split.test)
     return sizes
 
 
@@ -352,7 +355,8 @@ def run_demo(args: argparse.Namespace, folder: Path) -> tuple[Scale, dict[str, A
         "demo", len(planned), images, file_sizes(files),
         uniform_bound(images, round(share * size**2), borrowed),
         seconds / (len(models) * sum(images.values())),
-        f"measured on the CPU ({torch.get_num_threads()} threads), model loads included",
+        f"measured on the CPU ({torch.get_num_threads()} thread(s), the rule's), model loads "
+        "included",
         stage.scaled(len(planned) * len(images), compared_pairs(planned, len(images))),
         _note(stage, len(models), len(planned)),
     )  # fmt: skip
