@@ -159,3 +159,14 @@ def test_comparisons_need_the_same_images_and_report_nan_without_positives():
     )
     interval = bootstrap_interval(empty, average_precision, resamples=20)
     assert math.isnan(interval.estimate) and math.isnan(interval.low) and interval.resamples == 0
+
+
+@pytest.mark.parametrize("scale", [3_000_000, 2**50])  # float64 products, then int64 fallback
+def test_resampled_sums_equal_integer_matrix_products_exactly(scale):
+    rng = np.random.default_rng(3)
+    positives = rng.integers(0, scale, (40, 11), dtype=np.int64)
+    negatives = rng.integers(0, scale, (40, 11), dtype=np.int64)
+    weights = resample_weights(40, 25, 1)
+    replicates = ImageHistograms(10, positives, negatives).replicates(weights)
+    np.testing.assert_array_equal([h.positives for h in replicates], weights @ positives)
+    np.testing.assert_array_equal([h.negatives for h in replicates], weights @ negatives)
