@@ -49,12 +49,12 @@ BEGIN, END = "<!-- cost-table:begin -->", "<!-- cost-table:end -->"
 
 #: ASSUMED images per dataset (train, valid, test): official splits where there are (IDRiD
 #: 54/27, DDR 383/149/225, MAPLES-DR 138/60), else the published totals (FGADR Seg-set 1842,
-#: retinal-lesions 1593) split by the paper config's fractions (test 0.3, valid 0.15).
+#: retinal-lesions 1593) split by the paper config's fractions (test 0.2, valid 0.15).
 SPLITS = {
     "IDRID": (46, 8, 27),
     "DDR": (383, 149, 225),
-    "FGADR": (1096, 193, 553),
-    "RETLES": (948, 167, 478),
+    "FGADR": (1198, 276, 368),
+    "RETLES": (1035, 239, 319),
     "MAPLES": (117, 21, 60),
 }
 
