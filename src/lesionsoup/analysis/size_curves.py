@@ -17,7 +17,8 @@ small): the k = 1 model is shared by the three curves (a soup of one is that
 model unless its policy recomputes BatchNorm), and a greedy step that rejects
 its candidate keeps the previous soup's scores. A point's score is the metric's
 mean over lesions, as ``metrics.csv``'s means; ``low`` and ``high`` are its
-bootstrap interval over the test images (``confidence``), from the evaluation's
+bootstrap interval over the test images (``confidence``; ``resamples``: the
+replicates it uses, as in ``metrics_ci.csv``), from the evaluation's
 per-image histograms with the draws the study's intervals use on that test set
 (``uncertainty.draws_seed``), so a point's interval needs no inference either.
 As in the study's other figures, ``value`` stays the full-bin pooled score and
@@ -90,7 +91,8 @@ from lesionsoup.plan.report import SIZE_CURVE_SOUPS as SOUP_CURVES
 CURVES: tuple[str, ...] = (*SOUP_CURVES, ENSEMBLE)
 COLUMNS = (
     "combo", "curve", "k", "members", "test_dataset", "metric", "value", "low", "high",
-    "confidence", "evaluation", "training_seconds", "inference_seconds", "compute_seconds",
+    "confidence", "resamples", "evaluation", "training_seconds", "inference_seconds",
+    "compute_seconds",
 )  # fmt: skip
 #: How the ``members`` column joins the member paths.
 MEMBER_SEPARATOR = ";"
@@ -352,8 +354,8 @@ def size_curves(
         members = MEMBER_SEPARATOR.join(map(str, point.members))
         rows += [
             (combo, point.curve, point.k, members, r["test_dataset"], metric,
-             mean_over_lesions(r, metric), ci.low, ci.high, bootstrap.confidence, how, trained,
-             r["seconds"], trained + r["seconds"])
+             mean_over_lesions(r, metric), ci.low, ci.high, bootstrap.confidence, ci.resamples,
+             how, trained, r["seconds"], trained + r["seconds"])
             for r, how, ci in scored[key]
         ]  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))
