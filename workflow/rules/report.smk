@@ -313,7 +313,10 @@ rule size_curve:
         bins=config["evaluation"]["bins"],
         metric_label=metric_label(REPORT["metric"]),  # for the caption
         max_members=REPORT["size_curves"]["max_members"],  # for the caption
-        bootstrap=config["evaluation"]["bootstrap"],
+        bootstrap={  # not alpha: the intervals do not depend on it
+            key: config["evaluation"]["bootstrap"][key]
+            for key in ("resamples", "confidence", "seed")
+        },
         confidence=f"{config['evaluation']['bootstrap']['confidence']:.0%}",  # for the caption
     shell:
         "lesionsoup size-curve {input.candidates:q} {params.caches} {params.options}"
