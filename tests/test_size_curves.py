@@ -11,15 +11,34 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_SETTINGS, TINY_SPEC, write_toy_cache
+from test_uncertainty import scored_models
 
 import lesionsoup.analysis.size_curves as module
-from lesionsoup.analysis.size_curves import COLUMNS, CURVES, mean_over_lesions, size_curves
+from lesionsoup.analysis.size_curves import (
+    COLUMNS,
+    CURVES,
+    mean_over_lesions,
+    point_interval,
+    size_curves,
+)
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
+from lesionsoup.core.metrics import LesionHistogram, average_precision
 from lesionsoup.core.model import build_model
 from lesionsoup.data.cache import Cache
 from lesionsoup.evaluation.evaluate import evaluate, load_evaluation
 from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
+from lesionsoup.evaluation.statistics import (
+    bootstrap_interval,
+    image_histograms_from_dict,
+    image_histograms_to_dict,
+)
+from lesionsoup.evaluation.uncertainty import (
+    BootstrapSettings,
+    draws_seed,
+    load_scored,
+    uncertainty,
+)
 from lesionsoup.inference.infer import InferenceSettings
 from lesionsoup.inference.predictor import write_ensemble
 from lesionsoup.merging.averaging import average_checkpoints
@@ -30,6 +49,8 @@ from lesionsoup.training.validation import validate
 
 #: Training seconds each candidate's sidecar records (distinct runs: distinct learning rates).
 WALL_SECONDS = (100.0, 200.0, 400.0)
+#: The points' bootstrap: not the defaults, so that the tests see the settings reach it.
+BOOTSTRAP = BootstrapSettings(resamples=200, confidence=0.9, seed=3)
 
 
 def candidate(path: Path, seed: int) -> Path:
@@ -59,7 +80,7 @@ def study(tmp_path_factory) -> tuple[list[Path], dict[str, Cache], pd.DataFrame]
         for index, name in enumerate(("AAA", "BBB"))
     }
     paths = [candidate(root / f"c{seed}.safetensors", seed) for seed in range(3)]
-    return paths, caches, size_curves(paths, caches, max_members=3)
+    return paths, caches, size_curves(paths, caches, max_members=3, bootstrap=BOOTSTRAP)
 
 
 def ranked_by_validation(paths: list[Path], caches: dict[str, Cache]) -> list[Path]:
@@ -74,15 +95,44 @@ def ranked_by_validation(paths: list[Path], caches: dict[str, Cache]) -> list[Pa
     return sorted(paths, key=lambda path: -score(path))
 
 
-def direct(model: Path, caches: dict[str, Cache]) -> dict[str, float]:
-    """Test set -> mean AP over lesions of a model file evaluated on each cache's test split."""
-    results = [evaluate(model, cache.directory) for cache in caches.values()]
+def direct_results(model: Path, caches: dict[str, Cache]) -> list[dict]:
+    """A model file evaluated on each cache's test split."""
+    return [evaluate(model, cache.directory) for cache in caches.values()]
+
+
+def direct(model: Path, caches: dict[str, Cache], results: list[dict] | None = None) -> dict:
+    """Test set -> mean AP over lesions of a model file on each cache's test split."""
+    results = results or direct_results(model, caches)
     return {r["test_dataset"]: mean_over_lesions(r, "ap") for r in results}
 
 
-def values(table: pd.DataFrame, curve: str, k: int) -> dict[str, float]:
+def direct_intervals(results: list[dict]) -> dict[tuple[str, str], float]:
+    """(test set, ``low`` or ``high``) -> the AP interval of ``bootstrap_interval`` on each
+    result's per-image histograms, with ``BOOTSTRAP``'s settings and the study's draws."""
+    intervals = {}
+    for result in results:
+        lesions = list(image_histograms_from_dict(result["image_histograms"]).values())
+        seed = draws_seed(BOOTSTRAP.seed, result["test_dataset"])
+        interval = bootstrap_interval(
+            lesions, average_precision, BOOTSTRAP.resamples, BOOTSTRAP.confidence, seed
+        )
+        intervals[result["test_dataset"], "low"] = interval.low
+        intervals[result["test_dataset"], "high"] = interval.high
+    return intervals
+
+
+def values(table: pd.DataFrame, curve: str, k: int, column: str = "value") -> dict[str, float]:
     rows = table[(table["curve"] == curve) & (table["k"] == k)]
-    return dict(zip(rows["test_dataset"], rows["value"], strict=True))
+    return dict(zip(rows["test_dataset"], rows[column], strict=True))
+
+
+def intervals(table: pd.DataFrame, curve: str, k: int) -> dict[tuple[str, str], float]:
+    """(test set, ``low`` or ``high``) -> the bound of the point's interval."""
+    return {
+        (test, bound): value
+        for bound in ("low", "high")
+        for test, value in values(table, curve, k, bound).items()
+    }
 
 
 def evaluated(model: Path, caches: dict[str, Cache], out: Path, **options) -> list[Path]:
@@ -123,7 +173,9 @@ def reused(study, tmp_path_factory) -> tuple[dict[str, list[Path]], pd.DataFrame
     files = {str(model): evaluated(model, caches, root) for model in (*paths, soup)}
     with pytest.MonkeyPatch.context() as monkeypatch:
         calls = count_evaluations(monkeypatch)
-        table = size_curves(paths, caches, max_members=3, evaluations=sum(files.values(), []))
+        table = size_curves(
+            paths, caches, max_members=3, evaluations=sum(files.values(), []), bootstrap=BOOTSTRAP
+        )
     return files, table, calls
 
 
@@ -139,9 +191,13 @@ def test_every_curve_has_a_point_per_k_and_test_set(study):
 def test_k1_of_every_curve_is_the_best_single_candidate(study):
     paths, caches, table = study
     best = ranked_by_validation(paths, caches)[0]
-    expected = direct(best, caches)
+    results = direct_results(best, caches)
+    expected, interval = direct(best, caches, results), direct_intervals(results)
+    assert set(table["confidence"]) == {BOOTSTRAP.confidence}
+    assert set(table["resamples"]) == {BOOTSTRAP.resamples}
     for curve in CURVES:
         assert values(table, curve, 1) == pytest.approx(expected, abs=1e-12)
+        assert intervals(table, curve, 1) == interval
         assert set(table[(table["curve"] == curve) & (table["k"] == 1)]["members"]) == {str(best)}
 
 
@@ -149,7 +205,9 @@ def test_uniform_soup_of_all_equals_the_averaged_checkpoints(study, tmp_path):
     paths, caches, table = study
     soup = tmp_path / "soup.safetensors"
     save_checkpoint(soup, average_checkpoints(paths), {"architecture": TINY_SPEC.as_dict()})
-    assert values(table, "uniform", 3) == pytest.approx(direct(soup, caches), abs=1e-12)
+    results = direct_results(soup, caches)
+    assert values(table, "uniform", 3) == pytest.approx(direct(soup, caches, results), abs=1e-12)
+    assert intervals(table, "uniform", 3) == pytest.approx(direct_intervals(results), abs=1e-12)
 
 
 def test_ensemble_of_k_equals_the_top_k_ensemble(study, tmp_path):
@@ -158,7 +216,12 @@ def test_ensemble_of_k_equals_the_top_k_ensemble(study, tmp_path):
     for k in (2, 3):
         ensemble = tmp_path / f"top{k}.json"
         write_ensemble(ensemble, ranked[:k])
-        assert values(table, "ensemble", k) == pytest.approx(direct(ensemble, caches), abs=1e-9)
+        results = direct_results(ensemble, caches)
+        expected = direct(ensemble, caches, results)
+        assert values(table, "ensemble", k) == pytest.approx(expected, abs=1e-9)
+        assert intervals(table, "ensemble", k) == pytest.approx(direct_intervals(results), abs=1e-9)
+        low, high = values(table, "ensemble", k, "low"), values(table, "ensemble", k, "high")
+        assert all(low[test] < high[test] for test in low)  # the images differ in score
 
 
 def test_compute_counts_the_candidates_considered_and_grows_with_k(study):
@@ -189,7 +252,8 @@ def test_reused_points_score_as_fresh_evaluations_and_are_not_evaluated_again(st
     soup = next(name for name in files if name.endswith("soup.safetensors"))
     assert values(table, "uniform", 1) == pytest.approx(direct(best, caches), abs=1e-12)
     assert values(table, "uniform", 2) == pytest.approx(direct(Path(soup), caches), abs=1e-12)
-    assert list(table["value"]) == pytest.approx(list(fresh["value"]), abs=1e-12)
+    for column in ("value", "low", "high"):
+        assert list(table[column]) == pytest.approx(list(fresh[column]), abs=1e-12)
     single = table["members"] == str(best)
     pair = table["members"].map(lambda m: set(m.split(";")) == {str(best), str(second)})
     expected = single | (pair & (table["curve"] != "ensemble"))
@@ -206,6 +270,45 @@ def test_reused_points_score_as_fresh_evaluations_and_are_not_evaluated_again(st
     }  # the distinct models (both soups average BatchNorm) on each test set
     assert len(calls) == len(computed) > 0
     assert not any(name.endswith("-k1") for name in calls)
+
+
+def test_a_reused_point_has_the_studys_interval_of_its_evaluation(study, reused):
+    """The uncertainty stage's mean-over-lesions interval of the same evaluation files (the
+    same draws of each test set's images)."""
+    paths, caches, _ = study
+    files, table, _ = reused
+    best = ranked_by_validation(paths, caches)[0]
+    scored = load_scored(files[str(best)], {str(best): ("AAA+BBB", "single")})
+    study_ci = uncertainty(scored, "ap", BOOTSTRAP).intervals
+    mean = study_ci[(study_ci["lesion"] == "mean") & (study_ci["metric"] == "ap")]
+    assert len(mean) == len(caches)
+    expected = {
+        (row.test_dataset, bound): getattr(row, bound)
+        for row in mean.itertuples()
+        for bound in ("low", "high")
+    }
+    assert intervals(table, "greedy", 1) == expected
+
+
+def test_a_points_interval_uses_the_draws_of_the_studys_intervals_on_its_test_set():
+    """On 25 simulated images (the toy test sets' two leave the percentiles little room):
+    the uncertainty stage's mean-over-lesions interval, which another test set's draws miss."""
+    scored = scored_models("T")[2]
+    lesions = list(scored.lesions)
+    images = [
+        [LesionHistogram(h.bins, h.positives[i], h.negatives[i]) for h in scored.lesions.values()]
+        for i in range(len(scored.image_ids))
+    ]
+    result = {
+        "test_dataset": "T",
+        "image_histograms": image_histograms_to_dict(scored.image_ids, lesions, images),
+    }
+    study_ci = uncertainty([scored], "ap", BOOTSTRAP).intervals
+    [row] = study_ci[(study_ci["lesion"] == "mean") & (study_ci["metric"] == "ap")].itertuples()
+    interval = point_interval(result, "ap", BOOTSTRAP)
+    assert (interval.low, interval.high) == (row.low, row.high)
+    other = point_interval({**result, "test_dataset": "U"}, "ap", BOOTSTRAP)
+    assert (other.low, other.high) != (row.low, row.high)
 
 
 def test_a_study_like_the_demo_evaluates_only_the_ensemble_of_two(study, tmp_path, counted):
@@ -275,10 +378,15 @@ def test_cli_writes_the_table_and_figure(study, reused, tmp_path):
     evaluations = [str(path) for path in sum(files.values(), [])]
     main(["size-curve", *map(str, paths[:2]), *cache_args, "--max-members", "2",
           "--device", "cpu", "-o", str(out), "--figure", str(figure),
-          "--evaluations", *evaluations])  # fmt: skip
+          "--resamples", str(BOOTSTRAP.resamples), "--confidence", str(BOOTSTRAP.confidence),
+          "--seed", str(BOOTSTRAP.seed), "--evaluations", *evaluations])  # fmt: skip
     table = pd.read_csv(out)
     assert sorted(table["k"].unique()) == [1, 2]
     assert "reused" in set(table[table["k"] == 1]["evaluation"])
+    assert set(table["confidence"]) == {BOOTSTRAP.confidence}
+    assert set(table["resamples"]) == {BOOTSTRAP.resamples}
+    for curve in CURVES:  # the k = 1 intervals of the size curves with the same bootstrap
+        assert intervals(table, curve, 1) == pytest.approx(intervals(reused[1], curve, 1))
     assert figure.stat().st_size > 0
 
 
@@ -339,6 +447,8 @@ def test_the_size_curve_job_reads_the_evaluation_files_of_the_candidates_and_sou
     config["merging"]["checkpoint"] = "best"
     config["training"]["seeds"] = [0, 1]
     config["report"] = {**config.get("report", {}), "size_curves": {"pool": ["base"]}}
+    bootstrap = {"resamples": 50, "confidence": 0.8, "seed": 7}  # not the defaults
+    config["evaluation"]["bootstrap"] = bootstrap
     candidates = size_curve_inputs(config, "IDRID")["candidates"]
     expected = [paths.evaluation("IDRID", paths.model_key(path)) for path in candidates] + soups
     assert sorted(size_curve_evaluations(config, "IDRID")) == sorted(expected)
@@ -349,4 +459,8 @@ def test_the_size_curve_job_reads_the_evaluation_files_of_the_candidates_and_sou
     command = next(line for line in result.stdout.splitlines() if "lesionsoup size-curve" in line)
     given = command.split("--evaluations ", 1)[1].split(" -o ", 1)[0].split()
     assert sorted(given) == sorted(expected)
+    assert (
+        f"--resamples {bootstrap['resamples']} --confidence {bootstrap['confidence']}"
+        f" --seed {bootstrap['seed']} --evaluations" in command
+    )
     assert set(given) <= {path for outputs in evaluated for path in outputs.split(", ")}

@@ -313,10 +313,16 @@ rule size_curve:
         bins=config["evaluation"]["bins"],
         metric_label=metric_label(REPORT["metric"]),  # for the caption
         max_members=REPORT["size_curves"]["max_members"],  # for the caption
+        bootstrap={  # not alpha: the intervals do not depend on it
+            key: config["evaluation"]["bootstrap"][key]
+            for key in ("resamples", "confidence", "seed")
+        },
+        confidence=f"{config['evaluation']['bootstrap']['confidence']:.0%}",  # for the caption
     shell:
         "lesionsoup size-curve {input.candidates:q} {params.caches} {params.options}"
         " --settings {params.settings:q} --bins {params.bins} --threads {threads}"
-        " --evaluations {input.evaluations:q}"
+        " --resamples {params.bootstrap[resamples]} --confidence {params.bootstrap[confidence]}"
+        " --seed {params.bootstrap[seed]} --evaluations {input.evaluations:q}"
         " -o {output.table} --figure {output.figure} > {log} 2>&1"
 
 

@@ -16,7 +16,13 @@ combination's own datasets (other test sets are left out to keep the study
 small): the k = 1 model is shared by the three curves (a soup of one is that
 model unless its policy recomputes BatchNorm), and a greedy step that rejects
 its candidate keeps the previous soup's scores. A point's score is the metric's
-mean over lesions, as ``metrics.csv``'s means.
+mean over lesions, as ``metrics.csv``'s means; ``low`` and ``high`` are its
+bootstrap interval over the test images (``confidence``; ``resamples``: the
+replicates it uses, as in ``metrics_ci.csv``), from the evaluation's
+per-image histograms with the draws the study's intervals use on that test set
+(``uncertainty.draws_seed``), so a point's interval needs no inference either.
+As in the study's other figures, ``value`` stays the full-bin pooled score and
+the interval comes from the coarser per-image bins.
 
 Inference the study already has is not run again: a model's scores on a test
 set come from one of the given evaluation files (the workflow's ``evaluate``
@@ -58,11 +64,17 @@ import torch
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata, load_state_dict
 from lesionsoup.core.combos import combo_name
 from lesionsoup.core.fingerprint import changed_keys
-from lesionsoup.core.metrics import DEFAULT_BINS
+from lesionsoup.core.metrics import DEFAULT_BINS, POOLED_METRICS
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.data.cache import Cache
 from lesionsoup.evaluation.evaluate import evaluate, evaluation_metrics, load_evaluation
 from lesionsoup.evaluation.per_model import EvaluationTarget, model_digest, pair_fingerprint
+from lesionsoup.evaluation.statistics import (
+    Interval,
+    bootstrap_interval,
+    image_histograms_from_dict,
+)
+from lesionsoup.evaluation.uncertainty import BootstrapSettings, draws_seed
 from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings
 from lesionsoup.inference.predictor import Predictor, member_of, spec_of
 from lesionsoup.merging import selection
@@ -78,8 +90,9 @@ from lesionsoup.plan.report import SIZE_CURVE_SOUPS as SOUP_CURVES
 #: The soup curves (named by their merge rules), then the ensemble curve.
 CURVES: tuple[str, ...] = (*SOUP_CURVES, ENSEMBLE)
 COLUMNS = (
-    "combo", "curve", "k", "members", "test_dataset", "metric", "value",
-    "evaluation", "training_seconds", "inference_seconds", "compute_seconds",
+    "combo", "curve", "k", "members", "test_dataset", "metric", "value", "low", "high",
+    "confidence", "resamples", "evaluation", "training_seconds", "inference_seconds",
+    "compute_seconds",
 )  # fmt: skip
 #: How the ``members`` column joins the member paths.
 MEMBER_SEPARATOR = ";"
@@ -89,6 +102,8 @@ REUSED, COMPUTED = "reused", "computed"
 REUSABLE_SOUP_POLICY = "average"
 #: Point-model key -> cache name -> an ``evaluate`` result of that model there.
 Scores = dict[tuple[Hashable, ...], dict[str, dict[str, Any]]]
+#: A point's ``evaluate`` result on one test set, whether it was reused, and its interval.
+PointScore = tuple[dict[str, Any], str, Interval]
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +260,21 @@ def mean_over_lesions(result: Mapping[str, Any], metric: str) -> float:
     return float(pd.Series(values, dtype=float).mean())
 
 
+def point_interval(
+    result: Mapping[str, Any], metric: str, bootstrap: BootstrapSettings
+) -> Interval:
+    """The mean over lesions of a pooled metric of an ``evaluate`` result, with its interval
+    over the test images: the study's draws of that test set (``uncertainty.draws_seed``)."""
+    lesions = image_histograms_from_dict(result["image_histograms"])
+    return bootstrap_interval(
+        list(lesions.values()),
+        POOLED_METRICS[metric],
+        bootstrap.resamples,
+        bootstrap.confidence,
+        draws_seed(bootstrap.seed, result["test_dataset"]),
+    )
+
+
 def _mergers(
     ranked: Sequence[Path],
     caches: Mapping[str, Cache],
@@ -284,15 +314,20 @@ def size_curves(
     device: str | torch.device = "cpu",
     workers: int = 0,
     evaluations: Sequence[Path] = (),
+    bootstrap: BootstrapSettings = BootstrapSettings(),  # noqa: B008 (frozen)
 ) -> pd.DataFrame:
     """The long table (``COLUMNS``) of the three curves over k = 1..min(max_members, candidates).
 
     ``bn_policies`` maps ``uniform`` and ``greedy`` to their BatchNorm policies (default: the
     rules'); ``bn_sample`` and ``workers`` serve the ``recompute`` policy. ``evaluations`` are
-    evaluation files whose results are reused where they are a point's (module docstring).
+    evaluation files whose results are reused where they are a point's (module docstring);
+    ``bootstrap`` sets the points' intervals (its ``alpha`` is unused).
     """
     if max_members < 1:
         raise ValueError(f"a size curve needs max_members >= 1, not {max_members}")
+    if metric not in POOLED_METRICS:
+        known = sorted(POOLED_METRICS)
+        raise ValueError(f"a size curve's metric is a pooled metric {known}, not {metric!r}")
     policies = {curve: merge_rule(curve).bn_policy for curve in SOUP_CURVES}
     policies.update(bn_policies or {})
     paths = expand_ingredients(candidates)
@@ -303,20 +338,24 @@ def size_curves(
     models = PointModels(mergers, spec, torch.device(device))
     reusable = reusable_evaluations(evaluations, ranked, caches, settings, bins)
     combo = combo_name(caches)
-    scored: dict[tuple[Hashable, ...], list[tuple[dict[str, Any], str]]] = {}
+    scored: dict[tuple[Hashable, ...], list[PointScore]] = {}
     rows = []
     for point in curve_points(ranked, greedy.trace):
         key = models.key(point)
         if key not in scored:
             name = Path(combo, f"{point.curve}-k{point.k}")
-            scored[key] = point_scores(
-                models, point, name, caches, reusable.get(key, {}), (settings, bins)
-            )
+            scored[key] = [
+                (r, how, point_interval(r, metric, bootstrap))
+                for r, how in point_scores(
+                    models, point, name, caches, reusable.get(key, {}), (settings, bins)
+                )
+            ]
         trained = training_seconds(point.considered)
         members = MEMBER_SEPARATOR.join(map(str, point.members))
         rows += [
             (combo, point.curve, point.k, members, r["test_dataset"], metric,
-             mean_over_lesions(r, metric), how, trained, r["seconds"], trained + r["seconds"])
-            for r, how in scored[key]
+             mean_over_lesions(r, metric), ci.low, ci.high, bootstrap.confidence, ci.resamples,
+             how, trained, r["seconds"], trained + r["seconds"])
+            for r, how, ci in scored[key]
         ]  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))

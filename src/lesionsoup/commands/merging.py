@@ -69,6 +69,7 @@ def _size_curve(args: argparse.Namespace) -> None:
     import torch
 
     from lesionsoup.analysis.size_curves import size_curves
+    from lesionsoup.evaluation.uncertainty import BootstrapSettings
     from lesionsoup.inference.infer import InferenceSettings
     from lesionsoup.report.size_curves import plot_size_curves
     from lesionsoup.report.tables import write_csv
@@ -86,6 +87,7 @@ def _size_curve(args: argparse.Namespace) -> None:
         device=_device(args.device),
         workers=max(0, args.threads - 1),
         evaluations=args.evaluations,
+        bootstrap=BootstrapSettings(args.resamples, args.confidence, args.seed),
     )
     write_csv(table, args.output)
     plot_size_curves(table, args.figure)
@@ -177,7 +179,8 @@ def _add_size_curve(commands: Subcommands) -> None:
         "evaluate on the caches' test splits the uniform soup of the first k, the greedy soup "
         "after considering the first k and the ensemble of the top k, each distinct model once "
         "(reusing the --evaluations files that are of a point's model with the same settings); "
-        "write the long table (score and compute seconds of each point) and its figure.",
+        "write the long table (score, its bootstrap interval over the test images and compute "
+        "seconds of each point) and its figure.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="table CSV to write")
     parser.add_argument("--figure", type=Path, required=True, help="figure PNG to write")
@@ -203,6 +206,13 @@ def _add_size_curve(commands: Subcommands) -> None:
         metavar="FILE",
         help="evaluation files (lesionsoup evaluate) to reuse where one is a point's model on "
         "a test split with these settings and bins at cache resolution; the rest is evaluated",
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=1000, help="image resamples of each point's interval"
+    )
+    parser.add_argument("--confidence", type=float, default=0.95, help="the interval's level")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="bootstrap seed (the study's; with the test set's name)"
     )
     _add_common(parser)
     parser.set_defaults(handler=_size_curve)

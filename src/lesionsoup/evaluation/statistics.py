@@ -234,9 +234,10 @@ def bootstrap_interval(
     metric: Metric,
     resamples: int = 1000,
     confidence: float = 0.95,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> Interval:
-    """``metric`` of the pooled images and its percentile interval over image resamples."""
+    """``metric`` of the pooled images and its percentile interval over image resamples
+    (``seed``: as ``resample_weights``'s, e.g. ``uncertainty.draws_seed``)."""
     count = _lesions(images)[0].images
     return _resampled(images, metric, resample_weights(count, resamples, seed)).interval(confidence)
 
