@@ -56,6 +56,15 @@ def bn_sample(args: argparse.Namespace) -> BatchNormSample:
     return BatchNormSample(args.bn_patches, args.bn_batch_size, args.bn_seed)
 
 
+def add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bootstrap over test images (``evaluation.bootstrap``; its schema's defaults)."""
+    parser.add_argument("--resamples", type=int, default=1000, help="resamples of the test images")
+    parser.add_argument("--confidence", type=float, default=0.95, help="the intervals' level")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="bootstrap seed (with each test set's name)"
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 

@@ -7,7 +7,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, add_device_argument, json_object
+from lesionsoup.commands.arguments import (
+    Subcommands,
+    add_bootstrap_arguments,
+    add_device_argument,
+    json_object,
+)
 
 log = logging.getLogger("lesionsoup")
 
@@ -127,10 +132,8 @@ def _add_uncertainty(commands: Subcommands) -> None:
         "--models", type=Path, required=True, help="model table (path -> combination, method)"
     )
     parser.add_argument("--metric", default="ap", help="pooled headline metric (comparisons)")
-    parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--alpha", type=float, default=0.05)
+    add_bootstrap_arguments(parser)
+    parser.add_argument("--alpha", type=float, default=0.05, help="Holm-adjusted significance")
     parser.add_argument(
         "--pairs",
         type=json_object,

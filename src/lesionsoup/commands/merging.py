@@ -10,6 +10,7 @@ from pathlib import Path
 from lesionsoup.commands.arguments import (
     Subcommands,
     add_bn_sample_arguments,
+    add_bootstrap_arguments,
     add_device_argument,
     bn_sample,
     json_object,
@@ -207,13 +208,7 @@ def _add_size_curve(commands: Subcommands) -> None:
         help="evaluation files (lesionsoup evaluate) to reuse where one is a point's model on "
         "a test split with these settings and bins at cache resolution; the rest is evaluated",
     )
-    parser.add_argument(
-        "--resamples", type=int, default=1000, help="image resamples of each point's interval"
-    )
-    parser.add_argument("--confidence", type=float, default=0.95, help="the interval's level")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="bootstrap seed (the study's; with the test set's name)"
-    )
+    add_bootstrap_arguments(parser)
     _add_common(parser)
     parser.set_defaults(handler=_size_curve)
 
