@@ -22,7 +22,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata
 from lesionsoup.core.figures import save_figure
@@ -315,7 +315,7 @@ def plot_method_comparison(
 def plot_cost_gain(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
     """``cost_gain_table``: each method's gain over the single models, with its interval,
     against compute seconds; a star by the name of a significant gain."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6.8, 4))
     markers = "osD^v<>pP*"
     for index, row in table.reset_index(drop=True).iterrows():
         below, above = max(row["gain"] - row["low"], 0), max(row["high"] - row["gain"], 0)
@@ -328,18 +328,17 @@ def plot_cost_gain(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
             markerfacecolor="white" if index % 2 else "black",
             linestyle="none",
             capsize=3,
-        )
-        ax.annotate(
-            row["method"] + (" *" if row["significant"] else ""),
-            (row["compute_seconds"], row["gain"]),
-            xytext=(5, 4),
-            textcoords="offset points",
+            label=row["method"] + (" *" if row["significant"] else ""),
         )
     ax.axhline(0, color="0.5", linewidth=0.8, linestyle="--")
     if (table["compute_seconds"] > 0).all():
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.15)
+    # a legend, not labels beside the points: methods of similar cost and gain overlap
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_xlabel("compute per model (s): training + merging + inference")
     ax.set_ylabel(f"{metric_label(metric)} gained over\nthe single models (mean over pairs)")
     ax.set_title(
