@@ -54,7 +54,7 @@ from lesionsoup.evaluation.evaluate import (
     save_model_table,
 )
 from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
-from lesionsoup.evaluation.statistics import image_histograms_to_dict, per_image_bins
+from lesionsoup.evaluation.statistics import image_histograms_to_dict
 from lesionsoup.evaluation.uncertainty import (
     BootstrapSettings,
     comparison_table,
@@ -256,7 +256,6 @@ def paper_result(
     drawn = [synthetic_image(rng, bins, valid, positive_share, probabilities) for _ in ids]
     lesions = list(positive_share)
     pooled = [sum(column[1:], column[0]) for column in zip(*drawn, strict=True)]
-    coarse = per_image_bins(bins)
     return {
         **template,
         "model": model,
@@ -271,9 +270,7 @@ def paper_result(
             for image_id, row in zip(ids, drawn, strict=True)
             for lesion, histogram in zip(lesions, row, strict=True)
         ],
-        "image_histograms": image_histograms_to_dict(
-            ids, lesions, [[h.coarsened(coarse) for h in row] for row in drawn]
-        ),
+        "image_histograms": image_histograms_to_dict(ids, lesions, drawn, bins),
     }
 
 

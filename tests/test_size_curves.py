@@ -301,7 +301,9 @@ def test_a_points_interval_uses_the_draws_of_the_studys_intervals_on_its_test_se
     ]
     result = {
         "test_dataset": "T",
-        "image_histograms": image_histograms_to_dict(scored.image_ids, lesions, images),
+        "image_histograms": image_histograms_to_dict(
+            scored.image_ids, lesions, images, images[0][0].bins
+        ),
     }
     study_ci = uncertainty([scored], "ap", BOOTSTRAP).intervals
     [row] = study_ci[(study_ci["lesion"] == "mean") & (study_ci["metric"] == "ap")].itertuples()

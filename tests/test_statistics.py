@@ -10,11 +10,12 @@ from scipy import stats
 
 from lesionsoup.core.metrics import POOLED_METRICS, LesionHistogram, average_precision
 from lesionsoup.evaluation.statistics import (
-    PER_IMAGE_BINS,
+    PER_IMAGE_GROUPS,
     ImageHistograms,
     bootstrap_interval,
     compare,
     holm,
+    image_groups,
     mean_resampled,
     paired_comparison,
     resample,
@@ -62,17 +63,42 @@ def test_holm_against_a_hand_worked_family():
     assert holm([]) == []
 
 
+def _metrics(histogram: LesionHistogram) -> dict[str, float]:
+    return {name: metric(histogram) for name, metric in POOLED_METRICS.items()}
+
+
+@pytest.mark.parametrize("separation", [0.5, 3.0])
+def test_groups_keep_every_metric_exact_for_the_set_and_any_resample(separation):
+    # few positives (a small demo test set): every positive bin is a group of its own
+    rng = np.random.default_rng(0)
+    full = [simulated_image(rng, separation, bins=2000, positives=3) for _ in range(8)]
+    pooled = sum(full[1:], full[0])
+    starts = image_groups(pooled)
+    assert len(starts) <= PER_IMAGE_GROUPS < pooled.bins
+    grouped = ImageHistograms.stack(full, starts)
+    assert grouped.pooled().positive_pixels == pooled.positive_pixels
+    assert _metrics(grouped.pooled()) == pytest.approx(_metrics(pooled), abs=1e-12)
+    weights = resample_weights(8, 5, seed=1)
+    for row, replicate in zip(weights, grouped.replicates(weights), strict=True):
+        drawn = [h for h, times in zip(full, row, strict=True) for _ in range(times)]
+        exact = sum(drawn[1:], drawn[0])
+        assert _metrics(replicate) == pytest.approx(_metrics(exact), abs=1e-12)
+
+
 @pytest.mark.parametrize("separation", [0.5, 1.5, 3.0, 6.0])
-def test_coarse_bins_sum_like_the_full_ones_and_keep_average_precision(separation):
+def test_groups_of_a_large_test_set_keep_average_precision(separation):
+    # positives in nearly every bin: equal-count groups of the positives
     rng = np.random.default_rng(0)
     full = [simulated_image(rng, separation, bins=2000) for _ in range(30)]
     pooled = sum(full[1:], full[0])
-    coarse = ImageHistograms.stack([h.coarsened(PER_IMAGE_BINS) for h in full]).pooled()
-    assert np.array_equal(coarse.positives, pooled.coarsened(PER_IMAGE_BINS).positives)
-    assert coarse.positive_pixels == pooled.positive_pixels
-    assert abs(average_precision(coarse) - average_precision(pooled)) < 0.005
-    with pytest.raises(ValueError, match="do not divide"):
-        pooled.coarsened(300)
+    starts = image_groups(pooled)
+    assert len(starts) <= PER_IMAGE_GROUPS
+    grouped = ImageHistograms.stack(full, starts).pooled()
+    assert grouped.positive_pixels == pooled.positive_pixels
+    assert abs(average_precision(grouped) - average_precision(pooled)) < 0.005
+    for threshold_metric in ("aupr_11pt", "dice_pooled"):
+        metric = POOLED_METRICS[threshold_metric]
+        assert metric(grouped) == pytest.approx(metric(pooled), abs=1e-12)
 
 
 def test_resample_weights_draw_every_image_set_size_times():

@@ -158,7 +158,7 @@ def write_evaluation(path, model: str, item: Scored) -> str:
         ]
         for i in range(len(item.image_ids))
     ]
-    entry = image_histograms_to_dict(item.image_ids, lesions, images)
+    entry = image_histograms_to_dict(item.image_ids, lesions, images, images[0][0].bins)
     result = {"format": FORMAT, "model": model, "test_dataset": item.test_dataset}
     path.write_text(json.dumps({**result, "image_histograms": entry}))
     return str(path)

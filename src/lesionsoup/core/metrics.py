@@ -219,19 +219,6 @@ class LesionHistogram:
         tp, fp = int(self.positives[first:].sum()), int(self.negatives[first:].sum())
         return Confusion(tp, fp, self.positive_pixels - tp, int(self.negatives.sum()) - fp)
 
-    def coarsened(self, bins: int) -> LesionHistogram:
-        """This histogram with ``bins`` bins, each the union of consecutive ones; the bin
-        holding exactly 1.0 stays. ``bins`` must divide this histogram's bins, so that a
-        threshold on a coarse edge is exact, and coarsening commutes with adding."""
-        if bins <= 0 or self.bins % bins:
-            raise ValueError(f"{bins} bins do not divide the histogram's {self.bins}")
-        factor = self.bins // bins
-
-        def merged(counts: np.ndarray) -> np.ndarray:
-            return np.append(counts[:-1].reshape(bins, factor).sum(axis=1), counts[-1])
-
-        return LesionHistogram(bins, merged(self.positives), merged(self.negatives))
-
     def __add__(self, other: LesionHistogram) -> LesionHistogram:
         if not isinstance(other, LesionHistogram):
             return NotImplemented

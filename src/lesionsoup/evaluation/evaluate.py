@@ -45,12 +45,12 @@ from lesionsoup.data.cache import Cache
 from lesionsoup.data.fov import find_fov
 from lesionsoup.data.manifest import mask_column, read_manifest
 from lesionsoup.data.preprocess import MaskRules, mask_paths, read_mask_in_frame, read_photograph
-from lesionsoup.evaluation.statistics import image_histograms_to_dict, per_image_bins
+from lesionsoup.evaluation.statistics import image_histograms_to_dict
 from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings, fov_from_labels
 from lesionsoup.inference.predictor import Predictor, load_predictor
 from lesionsoup.training.sampling import to_tensors
 
-FORMAT = "lesionsoup-evaluation/2"  # 2: per-image histograms
+FORMAT = "lesionsoup-evaluation/3"  # 2: per-image histograms; 3: in groups of bins
 COLUMNS = ("model", "train_combo", "method", "test_dataset", "lesion", "metric", "value")
 Resolution = Literal["cache", "native"]
 
@@ -148,9 +148,9 @@ def _score_images(
     histograms: SegmentationHistograms,
     progress: bool,
 ) -> tuple[list[ImageCounts], list[list[LesionHistogram]], int]:
-    """Pool every image into ``histograms``; its counts, coarse histograms and pixels."""
+    """Pool every image into ``histograms``; its counts, histograms and pixels."""
     per_image: list[ImageCounts] = []
-    coarse, images_kept = per_image_bins(histograms.bins), []
+    images_kept: list[list[LesionHistogram]] = []
     pixels = 0
     for image_id in tqdm(ids, desc=f"evaluate {cache.directory.name}", disable=not progress):
         labels = np.asarray(cache.labels(image_id))
@@ -165,7 +165,7 @@ def _score_images(
         pixels += labels.size
         images = histograms.bin_image(image_id, probs, labels)
         per_image.extend(histograms.pool(image_id, images))
-        images_kept.append([histogram.coarsened(coarse) for histogram in images])
+        images_kept.append(images)
     return per_image, images_kept, pixels
 
 
@@ -216,7 +216,7 @@ def evaluate(
         "histograms": histograms.to_dict(),
         "per_image": [asdict(counts) for counts in per_image],
         "image_histograms": image_histograms_to_dict(
-            ids, [lesion.value for lesion in predictor.lesions], images_kept
+            ids, [lesion.value for lesion in predictor.lesions], images_kept, bins
         ),
     }
 
