@@ -6,15 +6,15 @@ Demo: the demo config's synthetic datasets (``lesionsoup.data.datasets.synthetic
 and cached at the config's size like the workflow does (test splits only), one checkpoint of
 the config's model (random weights) per model of the demo plan, each evaluated on every test
 set by ``evaluate_model`` (what ``lesionsoup evaluate`` runs), then ``lesionsoup
-uncertainty``'s calls on those files: ``load_scored``, ``interval_table``,
-``comparison_table`` and their CSVs.
+uncertainty``'s calls on those files: ``load_scored``, ``uncertainty`` (one resampling
+pass: intervals, comparisons, replicates) and its files.
 
 Paper: the test sets of ``config/paper.yaml`` at their real sizes (official test splits;
 published totals times the config's test fraction elsewhere) and the evaluation files of its
 plan, with per-image histograms drawn at the config's cache size (a bootstrap's cost depends
 on images, bins, lesions, models and resamples, not on pixels). The bootstrap stage runs on
 the files of ``--paper-models`` of the plan's models and is scaled linearly to all of them
-(files read and scored, pairs compared); evaluation seconds per image at paper scale are
+(files read and resampled); evaluation seconds per image at paper scale are
 cost_table.py's ASSUMPTION (a GPU cannot be measured here). Seconds are wall time on this
 machine: the load average printed with the table says whether it was shared.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import tempfile
 import time
@@ -55,12 +54,7 @@ from lesionsoup.evaluation.evaluate import (
 )
 from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
 from lesionsoup.evaluation.statistics import image_histograms_to_dict
-from lesionsoup.evaluation.uncertainty import (
-    BootstrapSettings,
-    comparison_table,
-    interval_table,
-    load_scored,
-)
+from lesionsoup.evaluation.uncertainty import BootstrapSettings, load_scored, uncertainty
 from lesionsoup.plan import study
 from lesionsoup.plan.evaluation import SINGLE, EvaluatedModel, evaluated_models, model_table
 from lesionsoup.report.tables import write_csv
@@ -80,24 +74,21 @@ class Stage:
     """Seconds of the bootstrap stage's parts, and what it covered."""
 
     load_s: float
-    intervals_s: float
-    comparisons_s: float
+    resample_s: float  # one pass: intervals, comparisons and replicates
+    write_s: float
     scored: int  # (model, test set) pairs
     compared: int  # of them, those compared with a baseline
 
     @property
     def total_s(self) -> float:
-        return self.load_s + self.intervals_s + self.comparisons_s
+        return self.load_s + self.resample_s + self.write_s
 
     def scaled(self, scored: int, compared: int) -> Stage:
-        """Linear in the pairs loaded and scored, and in the pairs compared."""
+        """Linear in the pairs loaded and resampled (a comparison subtracts two pairs'
+        resamples: its cost is in theirs)."""
         factor = scored / self.scored
         return Stage(
-            self.load_s * factor,
-            self.intervals_s * factor,
-            self.comparisons_s * compared / self.compared if self.compared else math.nan,
-            scored,
-            compared,
+            self.load_s * factor, self.resample_s * factor, self.write_s * factor, scored, compared
         )
 
 
@@ -108,14 +99,15 @@ def uncertainty_stage(
     start = time.perf_counter()
     scored = load_scored(files, load_model_table(models_json))
     loaded = time.perf_counter()
-    write_csv(interval_table(scored, settings), out / "metrics_ci.csv")
-    intervals = time.perf_counter()
-    comparisons = comparison_table(scored, "ap", settings)
-    write_csv(comparisons, out / "comparisons.csv")
+    tables = uncertainty(scored, "ap", settings)
+    resampled = time.perf_counter()
+    write_csv(tables.intervals, out / "metrics_ci.csv")
+    write_csv(tables.comparisons, out / "comparisons.csv")
+    tables.replicates.save(out / "bootstrap.npz")
     done = time.perf_counter()
-    compared = len(comparisons.groupby(["model", "test_dataset"]))
+    compared = len(tables.comparisons.groupby(["model", "test_dataset"]))
     return Stage(
-        loaded - start, intervals - loaded, done - intervals, len(scored), compared
+        loaded - start, resampled - loaded, done - resampled, len(scored), compared
     )  # fmt: skip
 
 
@@ -412,7 +404,7 @@ def run_paper(args: argparse.Namespace, folder: Path, demo: Mapping[str, Any]) -
 
 
 def _row(name: str, values: Sequence[str]) -> str:
-    return f"{name:46} " + " ".join(f"{value:>16}" for value in values)
+    return f"{name:50} " + " ".join(f"{value:>16}" for value in values)
 
 
 def print_table(scales: Sequence[Scale], resamples: int) -> None:
@@ -430,8 +422,10 @@ def print_table(scales: Sequence[Scale], resamples: int) -> None:
         "evaluation stage s (models x images)": [f"{x.evaluation_s:,.1f}" for x in s],
         f"bootstrap stage s ({resamples} resamples)": [f"{x.bootstrap.total_s:,.1f}" for x in s],
         "  reading the files": [f"{x.bootstrap.load_s:,.1f}" for x in s],
-        "  intervals (metrics_ci.csv)": [f"{x.bootstrap.intervals_s:,.1f}" for x in s],
-        "  comparisons (comparisons.csv)": [f"{x.bootstrap.comparisons_s:,.1f}" for x in s],
+        "  resampling (intervals, comparisons, replicates)": [
+            f"{x.bootstrap.resample_s:,.1f}" for x in s
+        ],
+        "  writing the tables": [f"{x.bootstrap.write_s:,.1f}" for x in s],
         "bootstrap s per (model, test set)": [
             f"{x.bootstrap.total_s / x.bootstrap.scored:.2f}" for x in s
         ],
