@@ -21,8 +21,8 @@ bootstrap interval over the test images (``confidence``; ``resamples``: the
 replicates it uses, as in ``metrics_ci.csv``), from the evaluation's
 per-image histograms with the draws the study's intervals use on that test set
 (``uncertainty.draws_seed``), so a point's interval needs no inference either.
-As in the study's other figures, ``value`` stays the full-bin pooled score and
-the interval comes from the coarser per-image bins.
+As in the study's other figures, ``value`` is the full-bin pooled score and the
+interval comes from the per-image histograms (``statistics.image_groups``).
 
 Inference the study already has is not run again: a model's scores on a test
 set come from one of the given evaluation files (the workflow's ``evaluate``

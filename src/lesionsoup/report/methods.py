@@ -231,8 +231,8 @@ def method_errors(
     bounds = [replicates.interval(_resampled(replicates, models[key], key[1])) for key in keys]
     table["low"] = [low for low, _ in bounds]
     table["high"] = [high for _, high in bounds]
-    # the interval's ends need not straddle the bar (metrics.csv's value, 2000 bins; the
-    # resamples, the per-image histograms' coarser bins): a bar then gets no error there
+    # the interval's ends need not straddle the bar (metrics.csv's value, the full bins; the
+    # resamples, the per-image groups of bins, exact only while they hold every lesion bin)
     table["below"] = np.maximum(table["mean"] - table["low"], 0)
     table["above"] = np.maximum(table["high"] - table["mean"], 0)
     baseline = comparisons["comparison"] == BASELINE  # not the named pairs
