@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -49,10 +50,12 @@ def _failure(workdir: Path, result: subprocess.CompletedProcess[str]) -> str:
     return "\n".join([result.stderr[-3000:], *tails])
 
 
-def run(workdir: Path, config: dict[str, Any], configfile: Path) -> Counter[str]:
-    """Run the targets of ``config`` in ``workdir``; the jobs it executed, per rule."""
+def run(
+    workdir: Path, config: dict[str, Any], configfile: Path, targets: tuple[str, ...] = TARGETS
+) -> Counter[str]:
+    """Run ``targets`` of ``config`` in ``workdir``; the jobs it executed, per rule."""
     workdir.mkdir(exist_ok=True)
-    result = snakemake(workdir, write_config(configfile, config), "--cores", "1", *TARGETS)
+    result = snakemake(workdir, write_config(configfile, config), "--cores", "1", *targets)
     assert result.returncode == 0, _failure(workdir, result)
     return executed_rules(result)
 
@@ -170,3 +173,33 @@ def test_unchanged_config_runs_no_job_and_changes_no_file(rerun_dir: Path, tmp_p
     before = file_states(rerun_dir)
     reran = run(rerun_dir, load_config(), tmp_path / "same.yaml")
     assert (reran, file_states(rerun_dir)) == (Counter(), before)
+
+
+#: The uncertainty stage's outputs (``plan.paths``: METRICS_CI, COMPARISONS, BOOTSTRAP).
+UNCERTAINTY = ("results/metrics_ci.csv", "results/comparisons.csv", "results/bootstrap.npz")
+
+
+def uncertainty_outputs(root: Path) -> dict[str, Any]:
+    """The intervals table's text and the replicates' arrays (shape, dtype, bytes: NaN
+    included) of a finished run."""
+    with np.load(root / UNCERTAINTY[2], allow_pickle=False) as replicates:
+        arrays = {
+            name: (array.shape, str(array.dtype), array.tobytes())
+            for name, array in ((name, replicates[name]) for name in replicates.files)
+        }
+    return {"intervals": (root / UNCERTAINTY[0]).read_text(), "replicates": arrays}
+
+
+def test_a_changed_bootstrap_reruns_only_the_uncertainty_stage_and_equals_a_fresh_run(
+    rerun_dir: Path, tmp_path: Path
+) -> None:
+    config = load_config()
+    run(rerun_dir, config, tmp_path / "old.yaml", UNCERTAINTY)
+    old = uncertainty_outputs(rerun_dir)
+    changed = copy.deepcopy(config)
+    changed["evaluation"]["bootstrap"] = {"resamples": 40, "seed": 5}
+    reran = run(rerun_dir, changed, tmp_path / "changed.yaml", UNCERTAINTY)
+    fresh = tmp_path / "fresh"
+    run(fresh, changed, tmp_path / "changed.yaml", UNCERTAINTY)
+    assert reran == Counter({"uncertainty": 1})
+    assert uncertainty_outputs(rerun_dir) == uncertainty_outputs(fresh) != old
