@@ -24,6 +24,7 @@ from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.statistics import finite_mean
 from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
+from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.report.intervals import (
     check_metric,
     confidence_text,
@@ -54,7 +55,7 @@ def _method_rows(metrics: pd.DataFrame, lesion: str, metric: str, method: str) -
 
 
 def heatmap_matrix(
-    metrics: pd.DataFrame, lesion: str, metric: str = "ap", method: str = "single"
+    metrics: pd.DataFrame, lesion: str, metric: str = "ap", method: str = SINGLE
 ) -> pd.DataFrame:
     """Training combination (rows) x test set (columns): the metric, mean over models."""
     return (
@@ -75,7 +76,7 @@ def heatmap_table(
     replicates: Replicates,
     lesion: str,
     metric: str = "ap",
-    method: str = "single",
+    method: str = SINGLE,
 ) -> pd.DataFrame:
     """``heatmap_matrix`` with, after each test set's column, its cells' interval ends
     (``<test> low``, ``<test> high``): the interval of the mean over the cell's models."""
@@ -118,7 +119,7 @@ def plot_heatmaps(
     replicates: Replicates,
     out: Path,
     metric: str = "ap",
-    method: str = "single",
+    method: str = SINGLE,
 ) -> dict[str, pd.DataFrame]:
     """One heatmap panel per lesion, each cell's value and interval printed in it;
     returns each lesion's ``heatmap_table``."""
@@ -175,7 +176,7 @@ def fine_coarse_table(
     coarse: Collection[str],
     replicates: Replicates,
     metric: str = "ap",
-    method: str = "single",
+    method: str = SINGLE,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per test set and style group: mean, std and count of the combinations' scores, and
     the bootstrap interval (``low``, ``high``) of that mean.
@@ -208,7 +209,7 @@ def plot_fine_coarse(
     replicates: Replicates,
     out: Path,
     metric: str = "ap",
-    method: str = "single",
+    method: str = SINGLE,
 ) -> pd.DataFrame:
     """Per test set, the scores of fine-only, coarse-only and mixed training: bars, their
     bootstrap intervals and the combinations as dots; returns the table."""
@@ -251,7 +252,7 @@ def report_cross_dataset(
     heatmap: Path | str,
     fine_coarse: Path | str,
     metric: str = "ap",
-    method: str = "single",
+    method: str = SINGLE,
     coarse: Collection[str] = ("RETLES",),
 ) -> None:
     """The heatmaps and the fine-vs-coarse figure of ``metrics.csv``, their intervals from
