@@ -54,6 +54,10 @@ class Replicates:
             raise ValueError("replicate keys repeat a (model, test set, lesion)")
         object.__setattr__(self, "_rows", index)
 
+    @property
+    def resamples(self) -> int:
+        return int(self.scores.shape[1])
+
     def _row(self, model: str, test_dataset: str, lesion: str) -> int:
         key = (str(Path(model)), test_dataset, lesion)
         if key not in self._rows:
