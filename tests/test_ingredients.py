@@ -94,7 +94,9 @@ def test_grid_run_settings_change_only_their_point():
     assert settings["seed"] == 3
     assert settings["steps"] == 30 and settings["warmup_steps"] == 5
     assert settings["batch_size"] == 4
-    assert init_for("IDRID", "grid-augmedium-lr25e-4", 3) == "results/models/IDRID/init.safetensors"
+    assert init_for(config, "IDRID", "grid-augmedium-lr25e-4", 3) == [
+        "results/models/IDRID/init.safetensors"
+    ]
 
 
 def test_named_recipes_keep_their_settings():
@@ -111,7 +113,9 @@ def test_swa_run_continues_its_base_with_its_own_schedule():
     assert (settings["steps"], settings["lr"], settings["start_lr"]) == (12, 5e-4, 2e-3)
     assert settings["warmup_steps"] == 0  # the base's cosine warm-up is not inherited
     assert settings["batch_size"] == 4 and settings["seed"] == 1
-    assert init_for("IDRID", "swa-base", 1) == "results/models/IDRID/base/seed1/last.safetensors"
+    assert init_for(config, "IDRID", "swa-base", 1) == [
+        "results/models/IDRID/base/seed1/last.safetensors"
+    ]
     assert pool_runs(config, "IDRID", "swa") == [Run("IDRID", "swa-base", 0)]
 
 
@@ -121,9 +125,9 @@ def test_fgg_runs_start_from_the_best_checkpoint_of_one_grid_run_per_learning_ra
     assert settings["schedule"] == "triangular"
     assert (settings["lr"], settings["min_lr"], settings["cycle_steps"]) == (1e-5, 1e-8, 4)
     assert settings["augmentation"] == "light"  # inherited from the base grid point
-    assert init_for("IDRID", "fgg-grid-auglight-lr25e-4", 0) == (
+    assert init_for(config, "IDRID", "fgg-grid-auglight-lr25e-4", 0) == [
         "results/models/IDRID/grid-auglight-lr25e-4/seed0/best.safetensors"
-    )
+    ]
     assert optimizer_input("IDRID", "fgg-grid-auglight-lr25e-4", 0) == [
         "results/models/IDRID/grid-auglight-lr25e-4/seed0/optimizer"
     ]
@@ -246,7 +250,7 @@ def test_every_soup_and_continuation_input_is_a_planned_output():
         assert set(soup_inputs(config, "IDRID", soup)) <= planned, soup
     assert len(soup_inputs(config, "IDRID", "everything")) == 4 + 2 * 2 + 1 + 1 + 2
     for run in ingredient_runs(config):
-        needed = [init_for(run.combo, run.recipe, run.seed)]
+        needed = init_for(config, run.combo, run.recipe, run.seed)
         needed += optimizer_input(run.combo, run.recipe, run.seed)
         assert set(needed) <= planned, run
 

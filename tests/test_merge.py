@@ -103,13 +103,24 @@ def test_incompatible_ingredients_are_refused(
         Merger([first, other])
 
 
-def test_ingredients_without_a_shared_initialisation_are_refused(tmp_path: Path) -> None:
-    paths = []
-    for name in ("a", "b"):
-        paths.append(tmp_path / f"{name}.safetensors")
-        save_checkpoint(paths[-1], {"w": torch.zeros(2)}, {"architecture": ARCHITECTURE})
-    with pytest.raises(IncompatibleModels, match="a.safetensors: no init_id"):
-        average_checkpoints(paths)
+def test_independent_starts_average_but_never_mix_with_a_shared_one(tmp_path: Path) -> None:
+    """The paper's soups average independently started runs; a shared start with them is
+    refused, and so are two different shared initialisations."""
+    independent = []
+    for name, value in (("a", 1.0), ("b", 3.0)):
+        independent.append(tmp_path / f"{name}.safetensors")
+        state = {"w": torch.full((2,), value)}
+        save_checkpoint(
+            independent[-1], state, {"architecture": ARCHITECTURE, "start": "independent"}
+        )
+    state = average_checkpoints(independent)
+    assert torch.equal(state["w"], torch.full((2,), 2.0))
+    shared = write(tmp_path, "shared", {"w": torch.zeros(2)})
+    with pytest.raises(IncompatibleModels, match="mix runs from a shared initialisation"):
+        average_checkpoints([shared, independent[0]])
+    other = write(tmp_path, "other", {"w": torch.zeros(2)}, init_id="another")
+    with pytest.raises(IncompatibleModels, match="init_id"):
+        average_checkpoints([shared, other])
 
 
 # -- BatchNorm recomputation --

@@ -74,7 +74,7 @@ class Study:
             {**settings_for(CONFIG, "base", 0), "steps": 2, "freeze_encoder": True}
         )
         self.train_dir("warmup", warmup, None)
-        init = self.path(init_for("AAA+BBB", "base", 0))
+        init = self.path(init_for(CONFIG, "AAA+BBB", "base", 0)[0])
         init.parent.mkdir(parents=True)
         publish_init(root / "warmup", init)
         for recipe in ("base", *grid_recipes(CONFIG)):
@@ -103,7 +103,7 @@ class Study:
         self.train_dir(
             self.run(recipe),
             settings,
-            self.path(init_for("AAA+BBB", recipe, 0)),
+            self.path(init_for(CONFIG, "AAA+BBB", recipe, 0)[0]),
             keep_optimizer=args.keep_optimizer,
             init_optimizer=args.init_optimizer and self.path(str(args.init_optimizer)),
         )

@@ -67,6 +67,11 @@ def cache_arguments(wildcards, input):
     return " ".join(f"--cache {path}" for path in input.caches)
 
 
+def init_argument(wildcards, input):
+    """`--init` and the checkpoint a run starts from; nothing for an independent start."""
+    return " ".join(f"--init {path}" for path in input.init)
+
+
 MODEL_SPEC = json.dumps(study.model_spec(config).as_dict(), sort_keys=True)
 
 

@@ -8,7 +8,7 @@ wildcard_constraints:
 rule hpo_trial:
     input:
         caches=combo_caches,
-        init=paths.INIT,
+        init=lambda wildcards: study.start_input(config, wildcards.combo),
     output:
         directory(paths.HPO_TRIAL),
     log:
@@ -27,12 +27,13 @@ rule hpo_trial:
             config, wildcards.combo, wildcards.recipe
         ),
         caches=cache_arguments,
+        init=init_argument,
         precision=config["training"]["precision"],
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
-        " --definition {params.definition:q} --init {input.init} {params.caches}"
+        " --definition {params.definition:q} {params.init} {params.caches}"
         " --threads {threads} --precision {params.precision} --log-every {params.log_every}"
         " > {log} 2>&1"
 

@@ -31,7 +31,7 @@ rule train:
     input:
         caches=combo_caches,
         init=lambda wildcards: ingredients.init_for(
-            wildcards.combo, wildcards.recipe, int(wildcards.seed)
+            config, wildcards.combo, wildcards.recipe, int(wildcards.seed)
         ),
         hpo=hpo_tuned_input,
         optimizer=lambda wildcards: ingredients.optimizer_input(
@@ -66,12 +66,13 @@ rule train:
         settings=train_settings,
         caches=cache_arguments,
         run=subpath(output.best, parent=True),
+        init=init_argument,
         optimizer=lambda wildcards: ingredients.train_arguments(
             config, wildcards.combo, wildcards.recipe, int(wildcards.seed)
         ),
         precision=config["training"]["precision"],
         log_every=config["training"]["log_every"],
     shell:
-        "exec lesionsoup train -o {params.run} --init {input.init} {params.optimizer} {params.caches}"
+        "exec lesionsoup train -o {params.run} {params.init} {params.optimizer} {params.caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
         " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"

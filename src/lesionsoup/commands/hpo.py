@@ -17,12 +17,12 @@ log = logging.getLogger("lesionsoup")
 
 
 def _trial(args: argparse.Namespace) -> None:
-    from lesionsoup.core.checkpoint import load_metadata
+    from lesionsoup.core.checkpoint import INDEPENDENT, load_metadata
     from lesionsoup.hpo import storage as hpo_storage
     from lesionsoup.hpo import trials as hpo
     from lesionsoup.plan import hpo as hpo_plan
 
-    init_id = load_metadata(args.init)["init_id"]
+    init_id = INDEPENDENT if args.init is None else load_metadata(args.init)["init_id"]
     name = hpo_plan.study_name(args.combo, args.recipe, args.definition, init_id)
     study = hpo_storage.load_study(
         hpo_storage.open_storage(args.storage), name, args.definition, args.job_index
@@ -79,7 +79,12 @@ def _add_trial(commands: Subcommands) -> None:
     parser.add_argument(
         "--definition", type=json_object, required=True, help="study definition (JSON)"
     )
-    parser.add_argument("--init", type=Path, required=True, help="shared initialisation")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="shared initialisation; without it each trial starts from the pretrained encoder",
+    )
     parser.add_argument(
         "--cache", type=Path, action="append", required=True, help="a dataset cache (repeatable)"
     )

@@ -83,7 +83,13 @@ def _add_train(commands: Subcommands) -> None:
         "log.csv, validation.csv and curves.png in the run folder.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="run folder")
-    parser.add_argument("--init", type=Path, default=None, help="shared initialisation")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="the checkpoint to start from (a shared initialisation or a base run's); without "
+        "it the run starts from the pretrained encoder with a decoder and head from its seed",
+    )
     parser.add_argument(
         "--keep-optimizer",
         action="store_true",

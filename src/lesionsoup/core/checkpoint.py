@@ -27,6 +27,11 @@ from lesionsoup.core.atomic import atomic_path, atomic_write_bytes
 
 FORMAT = "lesionsoup-checkpoint/1"
 SUFFIX = ".safetensors"
+#: A sidecar's ``start``: whether its run began from a combination's shared initialisation or
+#: independently, from the pretrained encoder with a decoder and head drawn from its seed.
+SHARED, INDEPENDENT = "shared", "independent"
+#: The ``role`` of a warm-up's published checkpoint, the shared initialisation.
+SHARED_INITIALISATION = "shared-initialisation"
 
 StateDict = dict[str, torch.Tensor]
 
@@ -65,6 +70,15 @@ class TensorSpec:
 
     dtype: str
     shape: tuple[int, ...]
+
+
+def start_of(metadata: Mapping[str, Any]) -> str:
+    """``SHARED`` or ``INDEPENDENT``: how the run that made a checkpoint began (sidecars from
+    before ``start`` was recorded started from a shared initialisation, whose ``init_id``
+    they carry)."""
+    if metadata.get("role") == SHARED_INITIALISATION:
+        return SHARED
+    return metadata.get("start", SHARED if "init_id" in metadata else INDEPENDENT)
 
 
 def sidecar_path(path: Path) -> Path:

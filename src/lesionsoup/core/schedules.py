@@ -25,6 +25,19 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 ScheduleKind = Literal["cosine", "constant", "swa", "triangular"]
+#: Schedules that fall from ``lr`` to ``min_lr``: a floor at or above the peak would make them
+#: flat or rising, which no config means.
+DECAYING: tuple[ScheduleKind, ...] = ("cosine", "triangular")
+
+
+def rising_schedule(kind: str, lr: float, min_lr: float) -> str | None:
+    """Why a schedule of ``kind`` from ``lr`` down to ``min_lr`` cannot be run; None if it can."""
+    if kind in DECAYING and min_lr >= lr:
+        return (
+            f"min_lr {min_lr:g} >= lr {lr:g}: the {kind} schedule would stay flat or rise "
+            "instead of decaying; lower min_lr or raise lr"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,8 @@ class Schedule:
             raise ValueError("a schedule needs steps > 0 and lr > 0")
         if self.kind in ("swa", "triangular") and self.cycle_steps <= 0:
             raise ValueError(f"the {self.kind} schedule needs cycle_steps > 0")
+        if problem := rising_schedule(self.kind, self.lr, self.min_lr):
+            raise ValueError(problem)
         if self.kind == "triangular" and self.cycle_steps < 2:
             raise ValueError("the triangular schedule needs cycle_steps >= 2 (down, then up)")
 

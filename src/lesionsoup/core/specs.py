@@ -9,6 +9,7 @@ so that planning a workflow stays fast.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -58,11 +59,19 @@ class ModelSpec:
         return cls(**fields)
 
 
+#: The validation scores a run may monitor (``TrainSettings.monitor``).
+MONITORS: tuple[str, ...] = ("ap", "miou")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything a run's result depends on besides data, model and initialisation."""
 
     steps: int = 1000
+    #: Training length in epochs instead of ``steps`` (0: use ``steps``). An epoch is one patch
+    #: per training image of the combination, as the paper's authors count it; ``in_steps``
+    #: turns it into steps once the training images are known.
+    epochs: int = 0
     batch_size: int = 8
     patch_size: int = 512
     lr: float = 1e-3
@@ -80,12 +89,21 @@ class TrainSettings:
     mixing: str = "proportional"
     augmentation: str | dict = "medium"
     validate_every: int = 250
+    validate_every_epochs: int = 0  # validation interval in epochs (0: ``validate_every``)
+    #: The validation score that picks ``best`` and drives early stopping: ``ap`` (mean pooled
+    #: average precision over the lesions) or ``miou`` (mean IoU of the argmax over background and
+    #: lesions, softmax head only: the authors' val_mIoU).
+    monitor: Literal["ap", "miou"] = "ap"
     state_every: int = 100
     early_stopping: int = 0
     freeze_encoder: bool = False
     seed: int = 0
     compile: bool = False
     bins: int = DEFAULT_BINS
+
+    def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {list(MONITORS)}, not {self.monitor!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainSettings:
@@ -97,6 +115,23 @@ class TrainSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def steps_per_epoch(self, train_images: int) -> int:
+        """Batches of one epoch: one patch per training image, the last batch possibly short."""
+        if train_images < 1:
+            raise ValueError("an epoch needs at least one training image")
+        return math.ceil(train_images / self.batch_size)
+
+    def in_steps(self, train_images: int) -> TrainSettings:
+        """These settings with ``epochs`` and ``validate_every_epochs`` turned into steps."""
+        changes = {}
+        if self.epochs:
+            changes["steps"] = self.epochs * self.steps_per_epoch(train_images)
+        if self.validate_every_epochs:
+            changes["validate_every"] = self.validate_every_epochs * self.steps_per_epoch(
+                train_images
+            )
+        return dataclasses.replace(self, **changes)
 
     @property
     def lr_schedule(self) -> Schedule:

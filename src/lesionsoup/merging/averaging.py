@@ -23,7 +23,14 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from lesionsoup.core.checkpoint import CheckpointError, StateDict, load_metadata, tensor_specs
+from lesionsoup.core.checkpoint import (
+    SHARED,
+    CheckpointError,
+    StateDict,
+    load_metadata,
+    start_of,
+    tensor_specs,
+)
 from lesionsoup.inference.predictor import INFERENCE_FIELDS, IncompatibleModels, agreed_fields
 
 #: A soup: each ingredient file's weight in the average.
@@ -36,11 +43,17 @@ def check_compatible(paths: Sequence[Path]) -> dict[Path, dict[str, Any]]:
         raise ValueError("no ingredients to merge")
     reference, *others = map(Path, paths)
     metadata = {path: load_metadata(path) for path in (reference, *others)}
-    if metadata[reference].get("init_id") is None:
+    starts = {start_of(meta) for meta in metadata.values()}
+    if len(starts) > 1:
         raise IncompatibleModels(
-            f"{reference}: no init_id, so a shared initialisation cannot be verified"
+            f"{reference}: the ingredients mix runs from a shared initialisation and runs started "
+            "independently; average one kind (training.init)"
         )
-    agreed_fields(metadata, (*INFERENCE_FIELDS, "init_id"))
+    # runs from a shared initialisation must share that one; independent starts share only the
+    # pretrained encoder their architecture names (the paper's soups of independent runs)
+    agreed_fields(
+        metadata, (*INFERENCE_FIELDS, "init_id") if SHARED in starts else INFERENCE_FIELDS
+    )
     specs = tensor_specs(reference)
     for other in others:
         difference = _spec_difference(specs, tensor_specs(other))

@@ -14,9 +14,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lesionsoup.core.checkpoint import load_metadata
-
-SHARED_INIT_ROLE = "shared-initialisation"
+from lesionsoup.core.checkpoint import SHARED_INITIALISATION, load_metadata
 
 
 def _ingredient_list(path: Path) -> list[Path]:
@@ -56,7 +54,7 @@ def _parent_of(metadata: Mapping[str, Any]) -> tuple[Path, dict[str, Any]] | Non
     if parent is None:
         return None
     parent_metadata = load_metadata(Path(parent))
-    if parent_metadata.get("role") == SHARED_INIT_ROLE:
+    if parent_metadata.get("role") == SHARED_INITIALISATION:
         return None
     return Path(parent), parent_metadata
 

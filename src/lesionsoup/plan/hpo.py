@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from lesionsoup.core.combos import expand_combinations
+from lesionsoup.core.schedules import rising_schedule
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.plan import paths
 from lesionsoup.plan import study as study_config
@@ -29,8 +30,11 @@ TUNABLE = frozenset(field.name for field in dataclasses.fields(TrainSettings)) -
 SPACE_TYPES = ("categorical", "float", "int")
 
 
-def check_space(space: Mapping[str, Mapping[str, Any]]) -> None:
-    """Refuse a search space over unknown settings, of unknown types or with empty ranges."""
+def check_space(
+    space: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse a search space over unknown settings, of unknown types or with empty ranges, and
+    a learning-rate range reaching down to the trials' ``min_lr`` (a rising schedule)."""
     unknown = sorted(set(space) - TUNABLE)
     if unknown:
         raise ValueError(f"hpo.space: {unknown} are not training settings ({sorted(TUNABLE)})")
@@ -43,6 +47,11 @@ def check_space(space: Mapping[str, Mapping[str, Any]]) -> None:
             raise ValueError(f"hpo.space.{name}: low {spec['low']} exceeds high {spec['high']}")
         if spec.get("log") and spec["low"] <= 0:
             raise ValueError(f"hpo.space.{name}: a log range needs low > 0, not {spec['low']}")
+    if settings is not None and "lr" in space:
+        lr = space["lr"]
+        key, low = ("choices", min(lr["choices"])) if "choices" in lr else ("low", lr["low"])
+        if problem := rising_schedule(settings["schedule"], low, settings["min_lr"]):
+            raise ValueError(f"hpo.space.lr.{key}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -114,9 +123,9 @@ def definition(config: Mapping[str, Any], recipe: str) -> dict[str, Any]:
     """Everything that defines a study of ``recipe`` (besides its initialisation), as JSON."""
     section = _section(config)
     base = study_config.recipe_settings(config, recipe, section["seed"])
-    settings = TrainSettings.from_dict({**base, **section["trial"]}).as_dict()
+    settings = study_config.checked_settings({**base, **section["trial"]}, "hpo.trial")
     space = dict(section["space"])
-    check_space(space)
+    check_space(space, settings)
     return {
         "space": space,
         "settings": settings,

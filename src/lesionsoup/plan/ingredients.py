@@ -36,7 +36,6 @@ from decimal import Decimal
 from typing import Any
 
 from lesionsoup.core.combos import expand_combinations
-from lesionsoup.core.specs import TrainSettings
 from lesionsoup.plan import hpo, paths
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
@@ -45,7 +44,13 @@ from lesionsoup.plan.merge_rules import (
     BatchNormSample,
     merge_rule,
 )
-from lesionsoup.plan.study import Run, combinations, recipe_settings
+from lesionsoup.plan.study import (
+    Run,
+    checked_settings,
+    combinations,
+    recipe_settings,
+    start_input,
+)
 
 GRID_PREFIX = "grid-"
 SWA_PREFIX = "swa-"
@@ -55,7 +60,8 @@ POOLS = ("grid", "fgg", "swa", "hpo")
 FGG_BASES = ("per_lr", "every")
 #: Settings that make up a learning-rate schedule; a continuation never inherits them.
 SCHEDULE_FIELDS = (
-    *("steps", "lr", "schedule", "warmup_steps", "min_lr", "start_lr", "cycle_steps", "cyclic"),
+    *("steps", "epochs", "lr", "schedule", "warmup_steps", "min_lr", "start_lr", "cycle_steps"),
+    "cyclic",
 )
 #: Short names of settings in grid recipe names; other settings keep their name.
 ABBREVIATIONS = {
@@ -126,7 +132,7 @@ def _base_settings(config: Mapping[str, Any], recipe: str, seed: int) -> dict[st
     if recipe in points:
         grid = _merging(config)["grid"]
         settings = {**recipe_settings(config, grid["recipe"], seed), **points[recipe]}
-        return TrainSettings.from_dict(settings).as_dict()
+        return checked_settings(settings, f"merging.grid.values (grid point {recipe})")
     raise ValueError(
         f"unknown recipe {recipe!r}; configured: {sorted(config['training']['recipes'])}, "
         f"grid: {sorted(points)}"
@@ -180,7 +186,7 @@ def settings_for(config: Mapping[str, Any], recipe: str, seed: int) -> dict[str,
         "early_stopping": 0,
         "seed": seed,
     }
-    return TrainSettings.from_dict(settings).as_dict()
+    return checked_settings(settings, f"merging.{stage}.settings")
 
 
 #: The checkpoint of its base a continuation starts from: SWA continues where the base ended,
@@ -188,14 +194,20 @@ def settings_for(config: Mapping[str, Any], recipe: str, seed: int) -> dict[str,
 _START = {"swa": "last", "fgg": "best"}
 
 
-def init_for(combo: str, recipe: str, seed: int) -> str:
-    """The checkpoint a run starts from: a checkpoint of its base run, or the shared
-    initialisation."""
+def continued_from(combo: str, recipe: str, seed: int) -> str | None:
+    """The checkpoint of its base run a continuation starts from; None for another run."""
     continued = _continuation(recipe)
     if continued is None:
-        return paths.init(combo)
+        return None
     stage, base = continued
     return f"{paths.run(combo, base, seed)}/{_START[stage]}.safetensors"
+
+
+def init_for(config: Mapping[str, Any], combo: str, recipe: str, seed: int) -> list[str]:
+    """The checkpoint a run starts from: a checkpoint of its base run, the shared
+    initialisation, or none (``training.init: independent``)."""
+    start = continued_from(combo, recipe, seed)
+    return [start] if start is not None else start_input(config, combo)
 
 
 def optimizer_input(combo: str, recipe: str, seed: int) -> list[str]:
@@ -327,7 +339,7 @@ def _hpo_lists(config: Mapping[str, Any], combo: str) -> list[str]:
 def _fgg_models(run: Run) -> list[str]:
     """An FGG run's models: its snapshots and the ``best`` checkpoint it started from
     (FissionFusion's six models per learning rate: the base and five snapshots)."""
-    return [f"{run.directory}/snapshots", init_for(run.combo, run.recipe, run.seed)]
+    return [f"{run.directory}/snapshots", str(continued_from(run.combo, run.recipe, run.seed))]
 
 
 def pool_inputs(config: Mapping[str, Any], combo: str, pools: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lesionsoup.core.combos import combo_members, expand_combinations
+from lesionsoup.core.schedules import rising_schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.plan import paths
 
@@ -26,6 +27,24 @@ class Run:
         return paths.run(self.combo, self.recipe, self.seed)
 
 
+#: How a study's runs start (``training.init``): from the combination's shared frozen-encoder
+#: warm-up, or each from the pretrained encoder with a decoder and head drawn from its seed.
+STARTS: tuple[str, ...] = ("shared", "independent")
+
+
+def shared_start(config: Mapping[str, Any]) -> bool:
+    """Whether the study's runs start from one shared initialisation per combination."""
+    start = config["training"].get("init", "shared")
+    if start not in STARTS:
+        raise ValueError(f"training.init: {start!r} is not one of {list(STARTS)}")
+    return start == "shared"
+
+
+def start_input(config: Mapping[str, Any], combo: str) -> list[str]:
+    """The shared initialisation a run or trial of ``combo`` starts from (none if independent)."""
+    return [paths.init(combo)] if shared_start(config) else []
+
+
 def combo_caches(combo: str) -> list[str]:
     """The caches a combination trains and validates on, one per member dataset."""
     return [paths.cache(dataset) for dataset in combo_members(combo)]
@@ -39,20 +58,32 @@ def combinations(config: Mapping[str, Any]) -> list[str]:
     return expand_combinations(config["training"]["combinations"], sorted(config["datasets"]))
 
 
+def checked_settings(values: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``values`` as complete training settings; a ValueError naming ``key`` where they are
+    not valid, or where their schedule would rise instead of decaying."""
+    try:
+        settings = TrainSettings.from_dict(values)
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from error
+    if problem := rising_schedule(settings.schedule, settings.lr, settings.min_lr):
+        raise ValueError(f"{key}: {problem}")
+    return settings.as_dict()
+
+
 def recipe_settings(config: Mapping[str, Any], recipe: str, seed: int) -> dict[str, Any]:
     """The training settings of one run: shared defaults, then the recipe, then the seed."""
     training = config["training"]
     if recipe not in training["recipes"]:
         raise ValueError(f"unknown recipe {recipe!r}; configured: {sorted(training['recipes'])}")
     settings = {**training["defaults"], **training["recipes"][recipe], "seed": seed}
-    return TrainSettings.from_dict(settings).as_dict()
+    return checked_settings(settings, f"training.recipes.{recipe}")
 
 
 def warmup_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """Settings of the warm-up run that makes a combination's shared initialisation."""
     training = config["training"]
     settings = {**training["defaults"], **training["warmup"], "freeze_encoder": True}
-    return TrainSettings.from_dict(settings).as_dict()
+    return checked_settings(settings, "training.warmup")
 
 
 def runs(config: Mapping[str, Any]) -> list[Run]:

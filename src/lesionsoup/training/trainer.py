@@ -53,10 +53,13 @@ from tqdm import tqdm
 
 from lesionsoup.core.atomic import atomic_path
 from lesionsoup.core.checkpoint import (
+    INDEPENDENT,
+    SHARED_INITIALISATION,
     copy_checkpoint,
     load_checkpoint,
     load_metadata,
     save_checkpoint,
+    start_of,
     state_digest,
 )
 from lesionsoup.core.combos import combo_name
@@ -126,16 +129,20 @@ def _common_size(caches: Mapping[str, Cache]) -> int:
 
 
 def _lineage(spec: ModelSpec, init: Path | None) -> dict[str, Any]:
-    """``parent`` and ``init_id`` of a run from a shared initialisation, checked against spec."""
+    """How a run starts: ``start`` (shared or independent, a continuation its base's), and
+    ``parent`` and ``init_id`` where it starts from a checkpoint, checked against spec."""
     if init is None:
-        return {}
+        return {"start": INDEPENDENT}
     meta = load_metadata(init)
     if ModelSpec.from_dict(meta["architecture"]) != spec:
         raise ValueError(
             f"{init}: the initialisation's architecture {meta.get('architecture')} differs from "
             f"the configured one {spec.as_dict()}"
         )
-    return {"parent": str(init), "init_id": meta["init_id"]}
+    lineage = {"start": start_of(meta), "parent": str(init)}
+    if "init_id" in meta:
+        lineage["init_id"] = meta["init_id"]
+    return lineage
 
 
 def run_fingerprint(
@@ -713,7 +720,8 @@ def publish_init(run_dir: Path, init_path: Path) -> None:
     The warm-up run folder is deleted afterwards: the initialisation is its only product.
     """
     state, meta = load_checkpoint(RunPaths(run_dir).last)
-    meta = {**meta, "init_id": state_digest(state), "role": "shared-initialisation"}
+    meta = {**meta, "init_id": state_digest(state), "role": SHARED_INITIALISATION}
     meta.pop("parent", None)
+    meta.pop("start", None)  # the warm-up started independently; its product is the shared start
     save_checkpoint(init_path, state, meta)
     shutil.rmtree(run_dir)
