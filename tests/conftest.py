@@ -111,3 +111,42 @@ def spy_scaler_loads(monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", spying_load)
     return loaded
+
+
+def write_pretrained_cache(hf_home: Path, encoder: str = "resnet18", seed: int = 1234) -> dict:
+    """A Hugging Face cache holding ``encoder``'s "imagenet" weights as segmentation_models_pytorch
+    downloads them (random tensors drawn from ``seed``: no network here); returns that state.
+
+    With ``HF_HOME`` set to ``hf_home`` and ``HF_HUB_OFFLINE=1``, ``encoder_weights: imagenet``
+    loads these weights the way it loads the real ones on a machine that fetched them once.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders[encoder]["pretrained_settings"]["imagenet"]
+    model = encoders[encoder]["encoder"](**{**encoders[encoder]["params"], "depth": 5})
+    generator = torch.Generator().manual_seed(seed)
+    state = {
+        name: torch.rand(tensor.shape, generator=generator).to(tensor.dtype)
+        for name, tensor in model.state_dict().items()
+    }
+    repo = "models--" + settings["repo_id"].replace("/", "--")
+    snapshot = hf_home / "hub" / repo / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    save_file(state, str(snapshot / "model.safetensors"))
+    return state
+
+
+@pytest.fixture
+def pretrained_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """resnet18's "imagenet" encoder weights in an offline Hugging Face cache (see above)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # for subprocesses
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # this process read both when it imported huggingface_hub
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return write_pretrained_cache(tmp_path / "hf")

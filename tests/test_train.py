@@ -414,3 +414,79 @@ def test_cuda_run_killed_and_resumed_continues_its_state(
     whole_weights, killed_weights = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
     for name, tensor in whole_weights.items():
         torch.testing.assert_close(killed_weights[name], tensor, rtol=1e-2, atol=1e-2)
+
+
+# -- the paper's protocol: independent starts, epochs, the monitored score --
+
+
+def test_independent_starts_share_the_pretrained_encoder_and_differ_in_decoder_and_head(
+    pretrained_cache,
+):
+    """``training.init: independent``: each seed starts from the cached "imagenet" encoder
+    (compared with the file's tensors, not with another start) and draws its own decoder and
+    head; the same seed draws the same start."""
+    spec = dataclasses.replace(SPEC, encoder_weights="imagenet")
+    starts = {}
+    for seed in (0, 1, 0):
+        settings = dataclasses.replace(SETTINGS, seed=seed)
+        model, _ = train_module._fresh_model(spec, settings, None, torch.device("cpu"))
+        state = model.state_dict()
+        for name, tensor in model.encoder.state_dict().items():
+            assert torch.equal(tensor, pretrained_cache[name]), name
+        if seed in starts:
+            _assert_identical(state, starts[seed])
+        starts[seed] = state
+    # every convolution kernel of the decoder and head is drawn (biases start at 0, BatchNorm at 1)
+    drawn = [n for n, t in starts[0].items() if not n.startswith("encoder.") and t.dim() == 4]
+    assert any(name.startswith("segmentation_head.") for name in drawn)
+    for name in drawn:
+        assert not torch.equal(starts[0][name], starts[1][name]), name
+
+
+def test_independent_run_records_its_start_and_no_initialisation(tmp_path, caches):
+    train_run(tmp_path / "run", caches, SPEC, SETTINGS, workers=0, progress_bar=False)
+    meta = load_metadata(tmp_path / "run" / "last.safetensors")
+    assert meta["start"] == "independent" and "init_id" not in meta and "parent" not in meta
+
+
+def test_a_run_from_the_shared_initialisation_records_a_shared_start(tmp_path, caches, init):
+    _train(tmp_path / "run", caches, init)
+    assert load_metadata(tmp_path / "run" / "last.safetensors")["start"] == "shared"
+
+
+@pytest.mark.parametrize(
+    ("images", "batch", "per_epoch"), [(8, 2, 4), (8, 3, 3), (37, 16, 3), (5, 16, 1)]
+)
+def test_an_epoch_is_one_patch_per_training_image(images, batch, per_epoch):
+    """Worked by hand: ceil(images / batch) batches, the last one short (no drop_last)."""
+    settings = TrainSettings(epochs=5, validate_every_epochs=2, batch_size=batch)
+    assert settings.steps_per_epoch(images) == per_epoch
+    resolved = settings.in_steps(images)
+    assert (resolved.steps, resolved.validate_every) == (5 * per_epoch, 2 * per_epoch)
+    assert resolved.epochs == 5  # the record keeps what the config said
+    untouched = TrainSettings(steps=7, validate_every=3)
+    assert untouched.in_steps(images) == untouched
+
+
+def test_epochs_become_steps_from_the_combinations_training_images(tmp_path, toy_caches):
+    """Two combinations of different sizes: 4 and 4 + 4 training images, batch 2, 2 epochs."""
+    settings = dataclasses.replace(SETTINGS, steps=1, epochs=2, validate_every_epochs=1)
+    for names, steps in ((("AAA",), 4), (("AAA", "BBB"), 8)):
+        run = tmp_path / "+".join(names)
+        chosen = {name: Cache(toy_caches[name]) for name in names}
+        train_run(run, chosen, SPEC, settings, workers=0, progress_bar=False)
+        meta = load_metadata(run / "last.safetensors")
+        assert meta["step"] == steps and meta["hyperparameters"]["steps"] == steps
+        assert meta["hyperparameters"]["validate_every"] == steps // 2
+        validated = (run / "validation.csv").read_text().splitlines()[1:]
+        assert [int(line.split(",")[0]) for line in validated] == [steps // 2, steps]
+
+
+def test_monitor_miou_picks_best_by_the_argmax_mean_iou(tmp_path, caches):
+    spec = dataclasses.replace(SPEC, head="softmax")
+    settings = dataclasses.replace(SETTINGS, monitor="miou")
+    train_run(tmp_path / "run", caches, spec, settings, workers=0, progress_bar=False)
+    best = load_metadata(tmp_path / "run" / "best.safetensors")["validation"]
+    assert best["score"] == best["miou"] and 0 <= best["miou"] <= 1
+    with pytest.raises(ValueError, match="monitor miou"):
+        train_run(tmp_path / "sigmoid", caches, SPEC, settings, workers=0, progress_bar=False)

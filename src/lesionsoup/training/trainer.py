@@ -293,6 +293,7 @@ def train_run(
     terminal (else a log line every ``log_every`` steps).
     """
     paths = RunPaths(run_dir)
+    settings = _in_steps(settings, caches, paths.root)
     lineage = _lineage(spec, init)
     current = run_fingerprint(spec, settings, lineage, caches)
     finished = _finished(paths, current, keep_optimizer)
@@ -326,6 +327,27 @@ def train_run(
     )
     trainer.fit(loader)
     return trainer.finish()
+
+
+def _in_steps(settings: TrainSettings, caches: Mapping[str, Cache], run: Path) -> TrainSettings:
+    """``settings`` with a length and validation interval given in epochs turned into steps
+    (an epoch: one patch per training image of the combination), logged."""
+    if not (settings.epochs or settings.validate_every_epochs):
+        return settings
+    images = sum(len(cache.ids_in("train")) for cache in caches.values())
+    resolved = settings.in_steps(images)
+    log.info(
+        "%s: %d training images, batch %d: %d steps an epoch; %d steps (epochs %s), "
+        "validation every %d steps",
+        run,
+        images,
+        settings.batch_size,
+        settings.steps_per_epoch(images),
+        resolved.steps,
+        settings.epochs or "not set",
+        resolved.validate_every,
+    )
+    return resolved
 
 
 def _set_up_device(
@@ -654,6 +676,7 @@ def _record_validation(trainer: Trainer) -> None:
             spec,
             settings.bins,
             trainer.precision.name,
+            settings.monitor,
         ),
     }
     progress.validation.append(result)
