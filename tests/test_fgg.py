@@ -55,7 +55,9 @@ def base(tmp_path_factory):
     warmup = TrainSettings(**{**SETTINGS.as_dict(), "steps": 2, "freeze_encoder": True})
     _train(root / "warmup", caches, warmup)
     publish_init(root / "warmup", root / "init.safetensors")
-    _train(root / "base", caches, SETTINGS, init=root / "init.safetensors", keep_optimizer=True)
+    _train(
+        root / "base", caches, SETTINGS, init=root / "init.safetensors", keep_optimizer=("best",)
+    )
     return root, caches
 
 
@@ -108,7 +110,7 @@ def _max_difference(a, b):
 
 def test_base_publishes_the_adamw_state_of_its_best_checkpoint(base):
     root, _ = base
-    published = root / "base" / paths.OPTIMIZER_FOLDER / paths.OPTIMIZER_FILE
+    published = root / "base" / paths.OPTIMIZER_FOLDER / paths.optimizer_file("best")
     state, groups = _state_by_hand(published)
     best = load_metadata(root / "base" / "best.safetensors")
     assert {int(slots["step"]) for slots in state.values()} == {best["step"]}
@@ -123,15 +125,19 @@ def test_runs_not_asked_keep_an_empty_optimizer_folder(base, tmp_path):
     assert list((tmp_path / "plain" / paths.OPTIMIZER_FOLDER).iterdir()) == []
     # asked later (an FGG run now starts from it): the run is retrained to keep its state
     _train(
-        tmp_path / "plain", caches, SETTINGS, init=root / "init.safetensors", keep_optimizer=True
+        tmp_path / "plain",
+        caches,
+        SETTINGS,
+        init=root / "init.safetensors",
+        keep_optimizer=("best",),
     )
-    assert (tmp_path / "plain" / paths.OPTIMIZER_FOLDER / paths.OPTIMIZER_FILE).is_file()
+    assert (tmp_path / "plain" / paths.OPTIMIZER_FOLDER / paths.optimizer_file("best")).is_file()
 
 
 def test_fgg_first_step_uses_the_base_runs_adamw_moments(base, tmp_path):
     root, caches = base
     start = root / "base" / "best.safetensors"
-    published = root / "base" / paths.OPTIMIZER_FOLDER / paths.OPTIMIZER_FILE
+    published = root / "base" / paths.OPTIMIZER_FOLDER / paths.optimizer_file("best")
     _train(tmp_path / "fgg", caches, FGG, init=start, init_optimizer=published)
     fgg = load_checkpoint(tmp_path / "fgg" / "last.safetensors")[0]
     carried = _first_step_by_hand(caches, start, _state_by_hand(published)[0])

@@ -151,19 +151,25 @@ def test_fgg_runs_start_from_the_best_checkpoint_of_one_grid_run_per_learning_ra
         fgg_bases(config, "IDRID")
 
 
-def test_only_fgg_bases_keep_their_optimiser_state_and_fgg_runs_load_it():
+def test_bases_keep_the_optimiser_state_their_continuations_load():
+    """FGG bases keep the state of ``best`` (FissionFusion), SWA bases that of ``last`` (SWALR
+    continues the base's optimiser); no other run keeps any."""
     config = make_config()
     base = "results/models/IDRID/grid-auglight-lr1e-3/seed0"
-    assert train_arguments(config, "IDRID", "grid-auglight-lr1e-3", 0) == "--keep-optimizer"
+    assert train_arguments(config, "IDRID", "grid-auglight-lr1e-3", 0) == "--keep-optimizer best"
     assert train_arguments(config, "IDRID", "grid-augmedium-lr1e-3", 0) == ""
-    assert train_arguments(config, "IDRID", "base", 0) == ""
+    assert train_arguments(config, "IDRID", "base", 0) == "--keep-optimizer last"
+    assert train_arguments(config, "IDRID", "base", 1) == ""  # not an SWA seed
     assert train_arguments(config, "IDRID", "fgg-grid-auglight-lr1e-3", 0) == (
         f"--init-optimizer {base}/optimizer/best.safetensors"
     )
+    assert train_arguments(config, "IDRID", "swa-base", 0) == (
+        "--init-optimizer results/models/IDRID/base/seed0/optimizer/last.safetensors"
+    )
     arguments = ["train", "-o", "run", "--model", "{}", "--settings", "{}", "--cache", "c"]
     for recipe, keep, start in (
-        ("grid-auglight-lr1e-3", True, None),
-        ("fgg-grid-auglight-lr1e-3", False, Path(f"{base}/optimizer/best.safetensors")),
+        ("grid-auglight-lr1e-3", ["best"], None),
+        ("fgg-grid-auglight-lr1e-3", [], Path(f"{base}/optimizer/best.safetensors")),
     ):
         options = train_arguments(config, "IDRID", recipe, 0).split()
         args = build_parser().parse_args([*arguments, *options])

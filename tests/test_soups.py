@@ -104,7 +104,7 @@ class Study:
             self.run(recipe),
             settings,
             self.path(init_for(CONFIG, "AAA+BBB", recipe, 0)[0]),
-            keep_optimizer=args.keep_optimizer,
+            keep_optimizer=tuple(args.keep_optimizer),
             init_optimizer=args.init_optimizer and self.path(str(args.init_optimizer)),
         )
 

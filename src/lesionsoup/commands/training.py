@@ -13,6 +13,7 @@ from lesionsoup.commands.arguments import (
     json_object,
     open_caches,
 )
+from lesionsoup.plan.paths import OPTIMIZER_STATES
 
 log = logging.getLogger("lesionsoup")
 
@@ -30,7 +31,7 @@ def _train(args: argparse.Namespace) -> None:
         threads=args.threads,
         workers=args.workers,
         device=args.device,
-        keep_optimizer=args.keep_optimizer,
+        keep_optimizer=tuple(args.keep_optimizer),
         init_optimizer=args.init_optimizer,
         precision=args.precision,
         log_every=args.log_every,
@@ -92,14 +93,17 @@ def _add_train(commands: Subcommands) -> None:
     )
     parser.add_argument(
         "--keep-optimizer",
-        action="store_true",
-        help="also publish the optimiser state of best in optimizer/ (an FGG base run)",
+        action="append",
+        choices=OPTIMIZER_STATES,
+        default=[],
+        help="also publish the optimiser state of this checkpoint in optimizer/ (best: an FGG "
+        "base run; last: an SWA base run); repeatable",
     )
     parser.add_argument(
         "--init-optimizer",
         type=Path,
         default=None,
-        help="start the optimiser from this published state (an FGG run: its base's)",
+        help="start the optimiser from this published state (an FGG or SWA run: its base's)",
     )
     _add_training_arguments(parser)
     parser.set_defaults(handler=_train)

@@ -211,25 +211,37 @@ def init_for(config: Mapping[str, Any], combo: str, recipe: str, seed: int) -> l
 
 
 def optimizer_input(combo: str, recipe: str, seed: int) -> list[str]:
-    """The optimiser-state folder an FGG run starts from (its base's); none for other runs."""
+    """The optimiser-state folder a continuation starts from (its base's); none for other runs."""
     continued = _continuation(recipe)
-    if continued is None or continued[0] != "fgg":
+    if continued is None:
         return []
     return [paths.RUN_OPTIMIZER.format(combo=combo, recipe=continued[1], seed=seed)]
 
 
+def swa_bases(config: Mapping[str, Any], combo: str) -> list[Run]:
+    """The runs SWA continues: ``merging.swa.base`` over its seeds (none without the section)."""
+    swa = _merging(config).get("swa")
+    return _runs(combo, [swa["base"]], swa.get("seeds", [0])) if swa else []
+
+
 def train_arguments(config: Mapping[str, Any], combo: str, recipe: str, seed: int) -> str:
-    """The ``lesionsoup train`` options of a run's optimiser state: an FGG run loads its base's,
-    a run that an FGG run continues keeps its own (only those: the state is twice the size of
-    the weights)."""
-    started_from = optimizer_input(combo, recipe, seed)
-    if started_from:
-        return f"--init-optimizer {started_from[0]}/{paths.OPTIMIZER_FILE}"
-    if combo in merging_combinations(config) and Run(combo, recipe, seed) in fgg_bases(
-        config, combo
-    ):
-        return "--keep-optimizer"
-    return ""
+    """The ``lesionsoup train`` options of a run's optimiser state: a continuation loads its
+    base's (FGG: saved with ``best``, as FissionFusion's fgg.py; SWA: with ``last``, torch's
+    SWALR continuing the base's optimiser), and a base keeps the state its continuations need
+    (only those runs: the state is twice the size of the weights)."""
+    continued = _continuation(recipe)
+    if continued is not None:
+        folder = optimizer_input(combo, recipe, seed)[0]
+        return f"--init-optimizer {folder}/{paths.optimizer_file(_START[continued[0]])}"
+    if combo not in merging_combinations(config):
+        return ""
+    run = Run(combo, recipe, seed)
+    kept = [
+        _START[stage]
+        for stage, bases in (("fgg", fgg_bases), ("swa", swa_bases))
+        if run in bases(config, combo)
+    ]
+    return " ".join(f"--keep-optimizer {checkpoint}" for checkpoint in kept)
 
 
 def merging_combinations(config: Mapping[str, Any]) -> list[str]:

@@ -24,7 +24,17 @@ RUN = f"{MODELS}/{{recipe}}/seed{{seed}}"
 # a run's AdamW state at its best checkpoint: kept only for the base runs of FGG continuations
 OPTIMIZER_FOLDER = "optimizer"
 RUN_OPTIMIZER = f"{RUN}/{OPTIMIZER_FOLDER}"
-OPTIMIZER_FILE = "best.safetensors"  # in the optimizer folder
+#: The checkpoints whose optimiser state a run may publish in its optimizer folder, as
+#: ``<checkpoint>.safetensors``: ``best`` (an FGG base), ``last`` (an SWA base).
+OPTIMIZER_STATES: tuple[str, ...] = ("best", "last")
+
+
+def optimizer_file(checkpoint: str) -> str:
+    """The file, in a run's optimizer folder, of the optimiser state saved with ``checkpoint``."""
+    if checkpoint not in OPTIMIZER_STATES:
+        raise ValueError(f"no optimiser state is kept for {checkpoint!r}; {list(OPTIMIZER_STATES)}")
+    return f"{checkpoint}.safetensors"
+
 
 # hyperparameter search: one study per (combination, recipe), its trial jobs and its export
 HPO_STUDY = f"{RESULTS}/hpo/{{combo}}/{{recipe}}"

@@ -7,9 +7,10 @@ the declared outputs (``last``, ``best``, ``snapshots/``, ``log.csv``,
 complete, so a workflow engine that deletes the outputs of a killed job never
 deletes what the next attempt resumes from. Once they are published,
 ``.work`` is deleted: ``results/`` holds each checkpoint once. A run asked to
-keep its optimiser state (the base of an FGG continuation) also publishes the
-AdamW state saved with its ``best`` checkpoint, in ``optimizer/``; a run
-started with ``init_optimizer`` (the FGG continuation) loads it.
+keep its optimiser state also publishes, in ``optimizer/``, the AdamW state
+saved with its ``best`` checkpoint (the base of an FGG continuation) or its
+``last`` (the base of an SWA continuation); a run started with
+``init_optimizer`` (the continuation) loads it.
 
 ``.work`` and every published checkpoint carry the run's fingerprint (model,
 settings, initialisation, input caches): a run whose inputs changed discards
@@ -71,7 +72,7 @@ from lesionsoup.core.preemption import Preempted, TerminationRequest
 from lesionsoup.core.schedules import Schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.plan.paths import OPTIMIZER_FILE, OPTIMIZER_FOLDER
+from lesionsoup.plan.paths import OPTIMIZER_FOLDER, optimizer_file
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
 from lesionsoup.training.progress import LOG_EVERY, PendingSteps, ProgressLine, Step, StepRow
@@ -108,15 +109,13 @@ class RunPaths:
     def best(self) -> Path:
         return self.root / "best.safetensors"
 
-    @property
-    def optimizer(self) -> Path:
-        """The published optimiser state of ``best`` (only runs asked to keep it)."""
-        return self.root / OPTIMIZER_FOLDER / OPTIMIZER_FILE
+    def optimizer(self, checkpoint: str) -> Path:
+        """The published optimiser state of ``checkpoint`` (only runs asked to keep it)."""
+        return self.root / OPTIMIZER_FOLDER / optimizer_file(checkpoint)
 
-    @property
-    def work_optimizer(self) -> Path:
-        """The optimiser state saved with the best-so-far checkpoint in ``.work``."""
-        return self.work / "best.optimizer.safetensors"
+    def work_optimizer(self, checkpoint: str) -> Path:
+        """The optimiser state saved with ``checkpoint`` (best so far, last) in ``.work``."""
+        return self.work / f"{checkpoint}.optimizer.safetensors"
 
 
 def _common_size(caches: Mapping[str, Cache]) -> int:
@@ -224,7 +223,9 @@ def _resumed_model(
     return model, optimizer, progress
 
 
-def _finished(paths: RunPaths, current: Fingerprint, keep_optimizer: bool) -> dict[str, Any] | None:
+def _finished(
+    paths: RunPaths, current: Fingerprint, keep_optimizer: tuple[str, ...]
+) -> dict[str, Any] | None:
     """The ``last`` metadata of a run already finished from the same inputs (and with its
     optimiser state when asked to keep it), else None."""
     if not paths.last.exists():
@@ -233,7 +234,7 @@ def _finished(paths: RunPaths, current: Fingerprint, keep_optimizer: bool) -> di
     if finished.get("fingerprint") != digest(current):
         log.warning("%s: published outputs are stale (inputs changed); retraining", paths.root)
         return None
-    if keep_optimizer and not paths.optimizer.exists():
+    if not all(paths.optimizer(checkpoint).exists() for checkpoint in keep_optimizer):
         log.warning(
             "%s: finished without its optimiser state, now asked for; retraining", paths.root
         )
@@ -278,7 +279,7 @@ def train_run(
     progress_bar: bool = True,
     extra_metadata: Mapping[str, Any] | None = None,
     on_validation: Callable[[int, dict[str, Any]], None] | None = None,
-    keep_optimizer: bool = False,
+    keep_optimizer: tuple[str, ...] = (),
     init_optimizer: Path | None = None,
     precision: str = "auto",
     log_every: int = LOG_EVERY,
@@ -287,8 +288,8 @@ def train_run(
 
     ``on_validation(step, scores)`` is called after each validation (e.g. to
     report to an Optuna trial); an exception it raises stops the run after its
-    state is saved. ``keep_optimizer`` publishes the optimiser state of ``best``,
-    ``init_optimizer`` starts from a published one. ``precision``: one of
+    state is saved. ``keep_optimizer`` publishes the optimiser state of those checkpoints
+    (``best``, ``last``), ``init_optimizer`` starts from a published one. ``precision``: one of
     ``core.precision.PRECISIONS``; ``progress_bar`` allows a bar when stderr is a
     terminal (else a log line every ``log_every`` steps).
     """
@@ -439,7 +440,7 @@ class Trainer:
     run_metadata: dict[str, Any]
     on_validation: Callable[[int, dict[str, Any]], None] | None = None
     progress_bar: bool = True
-    keep_optimizer: bool = False  # publish the optimiser state of ``best`` (an FGG base)
+    keep_optimizer: tuple[str, ...] = ()  # publish these checkpoints' optimiser states
     precision: Precision = Precision("fp32", "cpu")  # train_run passes the resolved one
     log_every: int = LOG_EVERY
     schedule: Schedule = field(init=False)
@@ -582,7 +583,9 @@ class Trainer:
         )
         save_checkpoint(self.paths.work / "last.safetensors", self.model.state_dict(), final)
         if not (self.paths.work / "best.safetensors").exists():  # ``best`` will be ``last``
-            save_optimizer(self.paths.work_optimizer, self.optimizer)
+            save_optimizer(self.paths.work_optimizer("best"), self.optimizer)
+        if "last" in self.keep_optimizer:
+            save_optimizer(self.paths.work_optimizer("last"), self.optimizer)
         _publish(self.paths, self.progress, self.keep_optimizer)
         return final
 
@@ -688,7 +691,7 @@ def _record_validation(trainer: Trainer) -> None:
         save_checkpoint(
             paths.work / "best.safetensors", trainer.model.state_dict(), trainer.metadata(best=True)
         )
-        save_optimizer(paths.work_optimizer, trainer.optimizer)  # with best, like FissionFusion's
+        save_optimizer(paths.work_optimizer("best"), trainer.optimizer)  # as FissionFusion's
     else:
         progress.validations_without_gain += 1
         if settings.early_stopping and progress.validations_without_gain >= settings.early_stopping:
@@ -710,18 +713,19 @@ def _write_progress(paths: RunPaths, progress: Progress, status: str = "") -> No
     )
 
 
-def _publish(paths: RunPaths, progress: Progress, keep_optimizer: bool) -> None:
+def _publish(paths: RunPaths, progress: Progress, keep_optimizer: tuple[str, ...]) -> None:
     """Copy the finished run's outputs from the work folder to their declared places."""
     snapshots = paths.root / "snapshots"
     shutil.rmtree(snapshots, ignore_errors=True)  # a stale run's may have other steps
     snapshots.mkdir()
     for source in sorted((paths.work / "snapshots").glob("*.safetensors")):
         copy_checkpoint(source, snapshots / source.name)
-    shutil.rmtree(paths.optimizer.parent, ignore_errors=True)  # an empty folder unless kept
-    paths.optimizer.parent.mkdir()
-    if keep_optimizer:
-        with atomic_path(paths.optimizer) as tmp:
-            shutil.copyfile(paths.work_optimizer, tmp)
+    folder = paths.root / OPTIMIZER_FOLDER
+    shutil.rmtree(folder, ignore_errors=True)  # an empty folder unless kept
+    folder.mkdir()
+    for checkpoint in keep_optimizer:
+        with atomic_path(paths.optimizer(checkpoint)) as tmp:
+            shutil.copyfile(paths.work_optimizer(checkpoint), tmp)
     _write_progress(paths, progress)
     best = paths.work / "best.safetensors"
     copy_checkpoint(best if best.exists() else paths.work / "last.safetensors", paths.best)
