@@ -19,12 +19,14 @@ from lesionsoup.plan.ingredients import (
     ingredient_runs,
     init_for,
     merged_models,
+    merging_combinations,
     optimizer_input,
     pool_inputs,
     pool_runs,
     settings_for,
     soup_arguments,
     soup_inputs,
+    soup_methods,
     soup_settings,
     train_arguments,
     value_token,
@@ -239,6 +241,8 @@ def _planned_outputs(config: dict) -> set[str]:
         outputs.add(paths.init(run.combo))
         for output in ("best.safetensors", "last.safetensors", "snapshots", "optimizer"):
             outputs.add(f"{run.directory}/{output}")
+    for combo in merging_combinations(config):  # rule merge: soups and the SWA models
+        outputs.update(paths.merged(combo, method) for method in soup_methods(config, combo))
     return outputs
 
 
@@ -252,9 +256,11 @@ def test_every_soup_and_continuation_input_is_a_planned_output():
         "ingredients": ["grid", "fgg", "swa", "hpo", "base"],
     }
     planned = _planned_outputs(config)
-    for soup in config["merging"]["soups"]:
-        assert set(soup_inputs(config, "IDRID", soup)) <= planned, soup
+    for method in soup_methods(config, "IDRID"):
+        assert set(soup_inputs(config, "IDRID", method)) <= planned, method
+    # grid 4, fgg 2 x (snapshots, base), the one SWA model (seed 0), the HPO list, base's seeds
     assert len(soup_inputs(config, "IDRID", "everything")) == 4 + 2 * 2 + 1 + 1 + 2
+    assert paths.merged("IDRID", "swa-seed0") in soup_inputs(config, "IDRID", "everything")
     for run in ingredient_runs(config):
         needed = init_for(config, run.combo, run.recipe, run.seed)
         needed += optimizer_input(run.combo, run.recipe, run.seed)
@@ -322,3 +328,31 @@ def test_schema_lists_the_merge_rule_table():
     assert {key: value["default"] for key, value in sample.items()} == dataclasses.asdict(
         BatchNormSample()
     )
+
+
+def test_swa_makes_one_model_per_run_never_a_mixture_of_seeds():
+    """Seeds 0, 1, 2: three SWA models, each merging only its own run's snapshots; a soup of
+    the SWA models (pool swa under another rule) averages those three models."""
+    config = make_config()
+    config["merging"]["swa"]["seeds"] = [0, 1, 2]
+    config["merging"]["soups"]["uniform-swa"] = {"rule": "uniform", "ingredients": ["swa"]}
+    methods = soup_methods(config, "IDRID")
+    assert [m for m in methods if m.startswith("swa")] == ["swa-seed0", "swa-seed1", "swa-seed2"]
+    for seed in (0, 1, 2):
+        assert soup_inputs(config, "IDRID", f"swa-seed{seed}") == [
+            f"results/models/IDRID/swa-base/seed{seed}/snapshots"
+        ]
+        assert soup_arguments(config, f"swa-seed{seed}") == soup_arguments(config, "swa")
+    assert soup_inputs(config, "IDRID", "uniform-swa") == [
+        f"results/merged/IDRID/swa-seed{seed}.safetensors" for seed in (0, 1, 2)
+    ]
+    assert {(path, method) for path, _, method in merged_models(config)} >= {
+        (f"results/merged/IDRID/swa-seed{seed}.safetensors", "swa") for seed in (0, 1, 2)
+    }
+    with pytest.raises(ValueError, match="unknown soup 'swa-seed9x'"):
+        soup_inputs(config, "IDRID", "swa-seed9x")
+    with pytest.raises(ValueError, match="named swa-seed<N>"):
+        soup_inputs(config, "IDRID", "swa")
+    del config["merging"]["soups"]["swa"]
+    with pytest.raises(ValueError, match="exactly one soup with rule 'swa'"):
+        soup_inputs(config, "IDRID", "uniform-swa")

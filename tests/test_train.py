@@ -490,3 +490,31 @@ def test_monitor_miou_picks_best_by_the_argmax_mean_iou(tmp_path, caches):
     assert best["score"] == best["miou"] and 0 <= best["miou"] <= 1
     with pytest.raises(ValueError, match="monitor miou"):
         train_run(tmp_path / "sigmoid", caches, SPEC, settings, workers=0, progress_bar=False)
+
+
+def test_swa_continues_the_base_optimiser_from_its_final_learning_rate(tmp_path, caches):
+    """SWALR: the SWA run anneals from the rate its base ended at (worked by hand: a cosine
+    over 8 updates ends at min_lr) and carries its base's AdamW state (the step count goes on)."""
+    from lesionsoup.plan import paths as plan_paths
+    from lesionsoup.training.resume import load_optimizer
+
+    base_settings = dataclasses.replace(SETTINGS, min_lr=1e-4, warmup_steps=0)
+    train_run(
+        tmp_path / "base", caches, SPEC, base_settings, workers=0, progress_bar=False,
+        keep_optimizer=("last",),
+    )  # fmt: skip
+    kept = tmp_path / "base" / plan_paths.OPTIMIZER_FOLDER / plan_paths.optimizer_file("last")
+    swa = dataclasses.replace(
+        base_settings, schedule="swa", steps=3, lr=5e-4, start_lr=0.0, cycle_steps=1
+    )
+    train_run(
+        tmp_path / "swa", caches, SPEC, swa, init=tmp_path / "base" / "last.safetensors",
+        init_optimizer=kept, keep_optimizer=("last",), workers=0, progress_bar=False,
+    )  # fmt: skip
+    meta = load_metadata(tmp_path / "swa" / "last.safetensors")
+    assert meta["hyperparameters"]["start_lr"] == pytest.approx(1e-4)
+    assert meta["start"] == "independent" and meta["parent"].endswith("base/last.safetensors")
+    model, optimizer = train_module._fresh_model(SPEC, swa, None, torch.device("cpu"))
+    load_optimizer(tmp_path / "swa" / plan_paths.OPTIMIZER_FOLDER / "last.safetensors", optimizer)
+    steps = {float(state["step"]) for state in optimizer.state.values()}
+    assert steps == {8.0 + 3.0}  # the base's 8 AdamW steps, then the SWA run's 3

@@ -354,6 +354,19 @@ def _fgg_models(run: Run) -> list[str]:
     return [f"{run.directory}/snapshots", str(continued_from(run.combo, run.recipe, run.seed))]
 
 
+def _swa_models(config: Mapping[str, Any], combo: str) -> list[str]:
+    """The pool ``swa`` of a soup or ensemble that is not itself SWA: the study's SWA models,
+    one per SWA run (those of its soup whose rule is ``swa``)."""
+    soups = _merging(config).get("soups", {})
+    makers = [name for name in soups if merge_rule(soup_settings(config, name)["rule"]).one_run]
+    if len(makers) != 1:
+        raise ValueError(
+            "merging.soups: the pool 'swa' of a soup or ensemble means the SWA models, one per "
+            f"SWA run, which exactly one soup with rule 'swa' makes; found {makers or 'none'}"
+        )
+    return [paths.merged(combo, method) for method in one_run_methods(config, combo, makers[0])]
+
+
 def pool_inputs(config: Mapping[str, Any], combo: str, pools: list[str]) -> list[str]:
     """The files (checkpoints, snapshot folders, ingredient lists) that hold the pools' models."""
     checkpoint = _merging(config).get("checkpoint", "last")
@@ -364,19 +377,62 @@ def pool_inputs(config: Mapping[str, Any], combo: str, pools: list[str]) -> list
         elif pool == "fgg":
             inputs += [path for run in pool_runs(config, combo, pool) for path in _fgg_models(run)]
         elif pool == "swa":
-            inputs += [f"{run.directory}/snapshots" for run in pool_runs(config, combo, pool)]
+            inputs += _swa_models(config, combo)
         else:
             runs = pool_runs(config, combo, pool)
             inputs += [f"{run.directory}/{checkpoint}.safetensors" for run in runs]
     return list(dict.fromkeys(inputs))
 
 
-def soup_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """A configured soup with its rule's defaults filled in: rule (default: the soup's name),
-    pools, BatchNorm policy, group key and the recompute patches."""
+#: A soup whose rule merges one run's snapshots (SWA) makes one model per run:
+#: ``<soup>-seed<N>``, never one mixing the runs of several seeds.
+_ONE_RUN_METHOD = re.compile(r"(?P<soup>.+)-seed(?P<seed>\d+)")
+
+
+def _soup_of(config: Mapping[str, Any], method: str) -> tuple[str, int | None]:
+    """The configured soup a merged model's method comes from, and its run's seed if it is
+    one run's (``swa-seed1`` of the soup ``swa``)."""
     soups = _merging(config).get("soups", {})
-    if method not in soups:
-        raise ValueError(f"unknown soup {method!r}; configured: {sorted(soups)}")
+    if method in soups:
+        return method, None
+    match = _ONE_RUN_METHOD.fullmatch(method)
+    if match and match["soup"] in soups:
+        return match["soup"], int(match["seed"])
+    raise ValueError(f"unknown soup {method!r}; configured: {sorted(soups)}")
+
+
+def one_run_methods(config: Mapping[str, Any], combo: str, soup: str) -> list[str]:
+    """The models of a one-run soup (rule ``swa``): one per run of its pools, by seed."""
+    runs = [
+        run
+        for pool in soup_settings(config, soup)["ingredients"]
+        for run in pool_runs(config, combo, pool)
+    ]
+    seeds = [run.seed for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"merging.soups.{soup}: an SWA model is one run's, named by its seed, but its pools "
+            f"hold several runs of one seed: {[f'{r.recipe}/seed{r.seed}' for r in runs]}"
+        )
+    return [f"{soup}-seed{seed}" for seed in seeds]
+
+
+def soup_methods(config: Mapping[str, Any], combo: str) -> list[str]:
+    """Every merged model of a combination: each soup, a one-run soup once per run."""
+    methods = []
+    for soup in _merging(config).get("soups", {}):
+        if merge_rule(soup_settings(config, soup)["rule"]).one_run:
+            methods += one_run_methods(config, combo, soup)
+        else:
+            methods.append(soup)
+    return methods
+
+
+def soup_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """A configured soup (or one run's model of it) with its rule's defaults filled in: rule
+    (default: the soup's name), pools, BatchNorm policy, group key and the recompute patches."""
+    soups = _merging(config).get("soups", {})
+    method, _ = _soup_of(config, method)
     soup = dict(soups[method] or {})
     rule = merge_rule(soup.get("rule", method))
     bn_policy = soup.get("bn_policy", rule.bn_policy)
@@ -405,7 +461,20 @@ def bn_sample_arguments(sample: Mapping[str, Any]) -> str:
 
 
 def soup_inputs(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
-    return pool_inputs(config, combo, soup_settings(config, method)["ingredients"])
+    """A merged model's ingredients: its pools' models, or for one run's model (SWA) the
+    snapshots of that run only."""
+    soup, seed = _soup_of(config, method)
+    settings = soup_settings(config, soup)
+    if not merge_rule(settings["rule"]).one_run:
+        return pool_inputs(config, combo, settings["ingredients"])
+    if seed is None:
+        raise ValueError(f"merging.soups.{soup}: one model per run, named {soup}-seed<N>")
+    return [
+        f"{run.directory}/snapshots"
+        for pool in settings["ingredients"]
+        for run in pool_runs(config, combo, pool)
+        if run.seed == seed
+    ]
 
 
 def soup_arguments(config: Mapping[str, Any], method: str) -> str:
@@ -445,9 +514,9 @@ def merged_models(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     merging = _merging(config)
     models = []
     for combo in merging_combinations(config):
-        for soup in merging.get("soups", {}):
-            rule = soup_settings(config, soup)["rule"]
-            models.append((paths.merged(combo, soup), combo, rule))
+        for method in soup_methods(config, combo):
+            rule = soup_settings(config, method)["rule"]
+            models.append((paths.merged(combo, method), combo, rule))
         for name in merging.get("ensembles", {}):
             models.append((paths.ensemble(combo, name), combo, ENSEMBLE))
     return models

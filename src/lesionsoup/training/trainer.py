@@ -37,6 +37,7 @@ a terminal, else one line every ``log_every`` steps.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import shutil
@@ -294,7 +295,7 @@ def train_run(
     terminal (else a log line every ``log_every`` steps).
     """
     paths = RunPaths(run_dir)
-    settings = _in_steps(settings, caches, paths.root)
+    settings = _swa_start(_in_steps(settings, caches, paths.root), init)
     lineage = _lineage(spec, init)
     current = run_fingerprint(spec, settings, lineage, caches)
     finished = _finished(paths, current, keep_optimizer)
@@ -349,6 +350,18 @@ def _in_steps(settings: TrainSettings, caches: Mapping[str, Cache], run: Path) -
         resolved.validate_every,
     )
     return resolved
+
+
+def _swa_start(settings: TrainSettings, init: Path | None) -> TrainSettings:
+    """An SWA continuation without a ``start_lr`` anneals from its base's final learning rate
+    (read from the base checkpoint it starts from), as torch's SWALR anneals from the rate the
+    optimiser had."""
+    if settings.schedule != "swa" or settings.start_lr > 0 or init is None:
+        return settings
+    base = load_metadata(init)
+    final = TrainSettings.from_dict(base["hyperparameters"]).lr_schedule.lr_at(base["step"] - 1)
+    log.info("%s: SWA anneals from the base's final learning rate %.3g", init, final)
+    return dataclasses.replace(settings, start_lr=final)
 
 
 def _set_up_device(
