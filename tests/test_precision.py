@@ -66,6 +66,9 @@ def test_explicit_precision_on_a_gpu(gpu, name):
     assert resolve("fp16", "cuda") == Precision("fp16", "cuda")
     assert resolve("fp32", "cuda") == Precision("fp32", "cuda")
     assert not resolve("fp32", "cuda").scaled and resolve("fp32", "cuda").dtype is None
+    tf32 = resolve("tf32", "cuda")  # the paper authors' fp32 with TF32 matrix products
+    assert (tf32.dtype, tf32.scaled, tf32.matmul_precision) == (None, False, "high")
+    assert resolve("fp32", "cuda").matmul_precision == "highest"
     if native == "bf16":
         assert resolve("bf16", "cuda") == Precision("bf16", "cuda")
     else:
@@ -75,6 +78,7 @@ def test_explicit_precision_on_a_gpu(gpu, name):
 
 def test_cpu_is_fp32_unless_told_otherwise():
     assert resolve("auto", "cpu") == Precision("fp32", "cpu")
+    assert resolve("tf32", "cpu") == Precision("fp32", "cpu")  # no TensorFloat-32 on a CPU
     assert resolve("bf16", "cpu").dtype == torch.bfloat16
     assert resolve("fp16", "cpu").scaled
 

@@ -4,10 +4,12 @@
 capability 8.0 and up: A100, H100, RTX 30xx and later), fp16 autocast with a
 gradient scaler on older GPUs (V100, T4: their bf16 is emulated or missing),
 and plain fp32 on the CPU. ``bf16``, ``fp16`` and ``fp32`` ask for one
-explicitly; bf16 on a GPU without native support is refused rather than
-emulated slowly. fp16 gradients underflow without loss scaling, so fp16
-training always gets a ``torch.amp.GradScaler``; bf16 has fp32's exponent
-range and needs none.
+explicitly, and ``tf32`` is fp32 whose matrix products run in TensorFloat-32 on
+GPUs that have it (``torch.set_float32_matmul_precision("high")``: the paper
+authors' fp32 training); on the CPU it is fp32. bf16 on a GPU without native
+support is refused rather than emulated slowly. fp16 gradients underflow
+without loss scaling, so fp16 training always gets a ``torch.amp.GradScaler``;
+bf16 has fp32's exponent range and needs none.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 #: The names a configuration may give, ``auto`` first (the default).
-PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32", "tf32")
 #: The compute capability from which NVIDIA GPUs compute bf16 natively (Ampere).
 NATIVE_BF16_CAPABILITY = (8, 0)
 
@@ -29,7 +31,7 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class Precision:
     """A resolved precision on one device type: what autocast runs and whether to scale."""
 
-    name: str  # bf16, fp16 or fp32 (never auto)
+    name: str  # bf16, fp16, fp32 or tf32 (never auto; tf32 only on a GPU)
     device_type: str  # cuda or cpu
 
     @property
@@ -41,6 +43,11 @@ class Precision:
     def scaled(self) -> bool:
         """Whether training needs a gradient scaler (fp16 only)."""
         return self.name == "fp16"
+
+    @property
+    def matmul_precision(self) -> str:
+        """``torch.set_float32_matmul_precision``'s setting for this precision's fp32 products."""
+        return "high" if self.name == "tf32" else "highest"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of the forward pass (nothing for fp32)."""
@@ -69,7 +76,7 @@ def resolve(name: str, device: torch.device | str) -> Precision:
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {name!r}; choose one of {list(PRECISIONS)}")
     if device.type != "cuda":
-        return Precision("fp32" if name == "auto" else name, device.type)
+        return Precision("fp32" if name in ("auto", "tf32") else name, device.type)
     bf16 = native_bf16(device)
     if name == "auto":
         return Precision("bf16" if bf16 else "fp16", "cuda")

@@ -370,6 +370,7 @@ def _set_up_device(
     """The device, its resolved precision and the loader's workers; torch's threads set."""
     target = pick_device(device)
     resolved = resolve(precision, target)
+    torch.set_float32_matmul_precision(resolved.matmul_precision)
     if target.type == "cuda":
         torch.backends.cudnn.benchmark = True  # patches of one size: tune the kernels once
     workers = max(0, threads - 1) if workers is None else workers
