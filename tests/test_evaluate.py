@@ -37,6 +37,7 @@ from lesionsoup.evaluation.evaluate import (
     evaluation_metrics,
     load_evaluation,
     load_model_table,
+    native_labels,
     save_evaluation,
     save_model_table,
 )
@@ -204,6 +205,20 @@ def test_native_probabilities_are_the_cache_map_resampled(study, tmp_path):
             native_labels[cv2.imread(row[column], cv2.IMREAD_GRAYSCALE) > 0] |= lesion.bit
         expected.add_image(image_id, native.transpose(2, 0, 1), native_labels)
     assert SegmentationHistograms.from_dict(result["histograms"]) == expected
+
+
+def test_native_truth_places_roi_masks_by_the_caches_resize_rule(tmp_path):
+    """MAPLES-DR's ROI-space maps: under ``nearest`` the native truth is the map resized to
+    its box by cv2.INTER_NEAREST, as in the cache; under ``preserve`` no speck is lost."""
+    rng = np.random.default_rng(4)
+    roi_mask = np.where(rng.random((150, 150)) < 0.02, np.uint8(255), np.uint8(0))
+    row = write_case(tmp_path, "roi", masks={"MA": roi_mask}) | {"mask_roi": "140 90 260 210"}
+    placed = np.zeros((300, 400), bool)
+    placed[90:210, 140:260] = cv2.resize(roi_mask, (120, 120), interpolation=cv2.INTER_NEAREST) > 0
+    nearest = native_labels(row, MaskRules(resize="nearest")) & Lesion.MA.bit
+    np.testing.assert_array_equal(nearest > 0, placed)
+    preserve = native_labels(row, MaskRules()) & Lesion.MA.bit
+    assert (preserve > 0).sum() > placed.sum()
 
 
 def test_native_resolution_names_a_manifest_without_the_image(study, tmp_path):

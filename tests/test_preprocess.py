@@ -1,3 +1,4 @@
+import hashlib
 import json
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lesionsoup.core.fingerprint import digest
 from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, Lesion
 from lesionsoup.data.cache import Cache, CacheWriter
 from lesionsoup.data.preprocess import (
@@ -369,6 +371,24 @@ def test_roi_space_masks_are_placed_in_the_photograph_frame(tmp_path):
     assert not (entry.labels & Lesion.EX.bit)[: int(cy) - 20].any()
 
 
+def test_nearest_roi_masks_are_placed_and_cached_by_nearest_neighbour(tmp_path):
+    """Under ``nearest`` every cache pixel of a MAPLES-DR ROI-space map is a copy of one
+    map pixel: cv2.INTER_NEAREST into the box, then on the crop."""
+    rng = np.random.default_rng(2)
+    roi_mask = np.where(rng.random((150, 150)) < 0.02, np.uint8(255), np.uint8(0))
+    row = write_case(tmp_path, "roi", masks={"MA": roi_mask}) | {"mask_roi": "140 90 260 210"}
+    entry = preprocess_image(row, 64, MaskRules(resize="nearest"))
+    in_box = cv2.resize(roi_mask, (120, 120), interpolation=cv2.INTER_NEAREST)
+    placed = blank()
+    placed[90:210, 140:260] = in_box
+    g = entry.geometry
+    crop = placed[g.crop_y0 : g.crop_y1, g.crop_x0 : g.crop_x1]
+    resized = cv2.resize(crop, (g.resized_w, g.resized_h), interpolation=cv2.INTER_NEAREST)
+    inner = entry.labels[g.pad_top : g.pad_top + g.resized_h, g.pad_left : g.pad_left + g.resized_w]
+    assert resized.any()
+    np.testing.assert_array_equal((inner & Lesion.MA.bit) > 0, resized > 0)
+
+
 def test_roi_mask_that_cannot_be_placed_names_the_file(tmp_path):
     mask = tmp_path / "roi_mask.png"
     cv2.imwrite(str(mask), np.full((10, 10), 255, np.uint8))
@@ -402,3 +422,120 @@ def test_a_lesion_rule_overrides_the_threshold_for_that_lesion_only():
 def test_a_bad_lesion_rule_is_refused_naming_the_lesion(rules, message):
     with pytest.raises(ValueError, match=message):
         MaskRules(lesion_rules=rules)
+
+
+# ----------------------------------------------------------------------------- mask_resize
+
+
+def speckled_case(folder: Path, image_id: str, height: int, width: int, seed: int) -> dict:
+    """A disc photograph with a noisy 8-bit MA mask (values 0..255: the threshold matters),
+    blobs of exudate and a RETLES-style uncertain (127) haemorrhage region."""
+    rng = np.random.default_rng(seed)
+    specks = np.where(rng.random((height, width)) < 0.01, rng.integers(1, 256, (height, width)), 0)
+    exudates = blank(height, width)
+    for _ in range(6):
+        centre = (int(rng.integers(width // 4, 3 * width // 4)), int(rng.integers(0, height)))
+        cv2.circle(exudates, centre, int(rng.integers(1, 8)), 255, -1)
+    haemorrhage = blank(height, width)
+    haemorrhage[height // 3 : height // 2, width // 3 : width // 2] = 200
+    haemorrhage[height // 2 : height // 2 + 9, width // 2 : width // 2 + 7] = 127
+    masks = {"MA": specks.astype(np.uint8), "EX": exudates, "HE": haemorrhage}
+    return write_case(folder, image_id, height, width, masks=masks)
+
+
+def nearest_reference(row: dict, entry, lesion: str, keep) -> np.ndarray:
+    """``keep(values)`` of the cv2.INTER_NEAREST resize of the mask's crop, in the cache square:
+    the authors' order (crop, resize, then threshold)."""
+    g = entry.geometry
+    values = cv2.imread(row[f"mask_{lesion}"], cv2.IMREAD_UNCHANGED)[
+        g.crop_y0 : g.crop_y1, g.crop_x0 : g.crop_x1
+    ]
+    resized = cv2.resize(values, (g.resized_w, g.resized_h), interpolation=cv2.INTER_NEAREST)
+    square = np.zeros((g.size, g.size), bool)
+    square[g.pad_top : g.pad_top + g.resized_h, g.pad_left : g.pad_left + g.resized_w] = keep(
+        resized
+    )
+    return square
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size"),
+    [(300, 400, 128), (600, 800, 211), (380, 380, 96), (120, 160, 256), (97, 131, 97)],
+)
+def test_nearest_is_cv2_inter_nearest_on_the_crop_bit_for_bit(tmp_path, height, width, size):
+    """Masks are thresholded before resizing; cv2 resizes the raw values and thresholds after:
+    for nearest the order makes no difference."""
+    row = speckled_case(tmp_path, "n", height, width, seed=size)
+    rules = MaskRules(threshold=128, uncertain_value=127, resize="nearest")
+    entry = preprocess_image(row, size, rules)
+    expected = {
+        Lesion.MA.bit: nearest_reference(row, entry, "MA", lambda v: v >= 128),
+        Lesion.EX.bit: nearest_reference(row, entry, "EX", lambda v: v >= 128),
+        Lesion.HE.bit: nearest_reference(row, entry, "HE", lambda v: v >= 128),
+        IGNORE_BIT: nearest_reference(row, entry, "HE", lambda v: v == 127)
+        | nearest_reference(row, entry, "MA", lambda v: v == 127),
+    }
+    for bit, reference in expected.items():
+        assert np.array_equal((entry.labels & bit) > 0, reference), bit
+    assert expected[Lesion.MA.bit].any() and expected[IGNORE_BIT].any()
+
+
+def test_a_one_pixel_lesion_vanishes_under_nearest_and_survives_under_preserve(tmp_path):
+    row = write_case(tmp_path, "p", 600, 800)
+    g = preprocess_image(row, 100, MaskRules()).geometry
+    step_y = (g.crop_y1 - g.crop_y0) / g.resized_h  # about 5.4 native pixels a cache pixel
+    step_x = (g.crop_x1 - g.crop_x0) / g.resized_w
+    y = g.crop_y0 + int(50 * step_y) + 1  # between two rows (and columns) nearest samples
+    x = g.crop_x0 + int(50 * step_x) + 1
+    mask = blank(600, 800)
+    mask[y, x] = 255
+    row = write_case(tmp_path, "p", 600, 800, masks={"MA": mask})
+    nearest = preprocess_image(row, 100, MaskRules(resize="nearest"))
+    preserve = preprocess_image(row, 100, MaskRules(resize="preserve"))
+    assert not nearest_reference(row, nearest, "MA", lambda v: v > 0).any()  # cv2 loses it too
+    assert not (nearest.labels & Lesion.MA.bit).any()
+    found = np.argwhere(preserve.labels & Lesion.MA.bit)
+    cy, cx = preserve.geometry.to_cache(y + 0.5, x + 0.5)
+    assert 1 <= len(found) <= 4 and np.abs(found + 0.5 - [float(cy), float(cx)]).max() <= 1.5
+
+
+#: SHA-256 of the label planes of ``golden_rows`` at size 96, made by commit b237850 (before
+#: the mask_resize setting existed): the default, ``preserve``, must keep giving them.
+PRESERVE_GOLDEN = "d6b0d456a33857aaca7d5e8ab3f724db00e5114e88fe99810221190289f29af2"
+
+
+def golden_rows(folder: Path) -> list[dict]:
+    """A speckled photograph and an ROI-space mask placed by downscaling (150 -> 120 px)."""
+    rng = np.random.default_rng(11)
+    roi = np.where(rng.random((150, 150)) < 0.01, np.uint8(255), np.uint8(0))
+    placed = write_case(folder, "roi", masks={"MA": roi}) | {"mask_roi": "130 70 250 190"}
+    return [speckled_case(folder, "speckled", 300, 400, seed=5), placed]
+
+
+@pytest.mark.parametrize("resize", [None, "preserve"])
+def test_preserve_is_the_default_and_gives_the_labels_it_gave_before(tmp_path, resize):
+    chosen = {} if resize is None else {"resize": resize}
+    rules = MaskRules(threshold=1, uncertain_value=127, **chosen)
+    labels = [preprocess_image(row, 96, rules).labels for row in golden_rows(tmp_path)]
+    assert (
+        hashlib.sha256(b"".join(plane.tobytes() for plane in labels)).hexdigest() == PRESERVE_GOLDEN
+    )
+
+
+def test_the_resize_rule_is_part_of_the_cache_fingerprint(tmp_path):
+    manifest = manifest_of(tmp_path, 2)
+    preserve, nearest = MaskRules(), MaskRules(resize="nearest")
+    settings = cache_settings(manifest, 64, preserve)
+    assert settings["rules"]["resize"] == "preserve"
+    assert digest(cache_settings(manifest, 64, nearest)) != digest(settings)
+    out = tmp_path / "cache"
+    writer = CacheWriter(out, settings)  # a build interrupted under preserve...
+    writer.write(preprocess_image(manifest.iloc[0].to_dict(), 64, preserve))
+    report = build_cache(manifest, out, 64, nearest, threads=1, progress=False)
+    assert (report.resumed, report.written) == (0, 2)  # ...is not resumed under nearest
+    assert Cache(out).fingerprint == digest(cache_settings(manifest, 64, nearest))
+
+
+def test_an_unknown_resize_rule_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="preserve.*nearest.*'bilinear'"):
+        MaskRules(resize="bilinear")

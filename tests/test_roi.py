@@ -92,6 +92,33 @@ def test_box_past_the_edges_is_cut_off():
     np.testing.assert_array_equal(placed, expected)
 
 
+def placed_by_cv2_nearest(
+    mask: np.ndarray, box: tuple[int, int, int, int], frame: tuple[int, int]
+) -> np.ndarray:
+    """The reference for ``nearest``: cv2.INTER_NEAREST to the box, pasted on a canvas
+    wide enough for any box, then the frame cut out of it."""
+    x0, y0, x1, y1 = box
+    resized = cv2.resize(mask, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST) > 0
+    margin = 2 * max(frame)
+    canvas = np.zeros((frame[0] + 2 * margin, frame[1] + 2 * margin), bool)
+    canvas[y0 + margin : y1 + margin, x0 + margin : x1 + margin] = resized
+    return canvas[margin : margin + frame[0], margin : margin + frame[1]]
+
+
+@pytest.mark.parametrize("box", [(190, 10, 770, 590), (150, -20, 790, 620), (300, 100, 330, 130)])
+def test_nearest_places_the_map_as_cv2_inter_nearest(box):
+    """Specks of one ROI pixel: nearest keeps those it samples (bit for bit as cv2), the
+    default every one, so it marks more pixels."""
+    rng = np.random.default_rng(sum(box))
+    values = rng.integers(1, 256, (ROI_SIDE, ROI_SIDE))
+    mask = np.where(rng.random((ROI_SIDE, ROI_SIDE)) < 0.001, values, 0).astype(np.uint8)
+    nearest = place_in_frame(mask, format_roi(*box), FRAME, "nearest")
+    assert set(np.unique(nearest)) == {0, 255}
+    np.testing.assert_array_equal(nearest > 0, placed_by_cv2_nearest(mask, box, FRAME))
+    preserve = place_in_frame(mask, format_roi(*box), FRAME)
+    assert (preserve > 0).sum() > (nearest > 0).sum()
+
+
 def test_place_in_frame_refuses_what_it_cannot_place():
     mask = np.zeros((4, 4), np.uint8)
     with pytest.raises(ValueError, match="needs a region of interest"):
@@ -102,6 +129,8 @@ def test_place_in_frame_refuses_what_it_cannot_place():
         place_in_frame(mask, "0 0 4", (4, 4))
     with pytest.raises(ValueError, match="is empty"):
         place_in_frame(mask, "4 0 4 4", (4, 4))
+    with pytest.raises(ValueError, match="preserve.*nearest"):
+        place_in_frame(mask, "0 0 4 4", (4, 4), "area")  # type: ignore[arg-type]
 
 
 def manifest_row(roi: str) -> dict[str, object]:

@@ -59,6 +59,7 @@ rule preprocess:
     params:
         size=config["preprocess"]["size"],
         rules=mask_rules,
+        mask_resize=config["preprocess"]["mask_resize"],
         on_bad_image=config["preprocess"]["on_bad_image"],
     shell:
         "lesionsoup preprocess {input} -o {output} --size {params.size}"
@@ -66,4 +67,5 @@ rule preprocess:
         " --uncertain-value {params.rules[uncertain_value]}"
         " --uncertain-as {params.rules[uncertain_as]}"
         " --lesion-rules {params.rules[lesion_rules]:q}"
+        " --mask-resize {params.mask_resize}"
         " --on-bad-image {params.on_bad_image} --threads {threads} > {log} 2>&1"

@@ -11,6 +11,7 @@ from pathlib import Path
 from lesionsoup.commands.arguments import Subcommands, json_object, optional_int
 from lesionsoup.data.datasets import ADAPTERS, DatasetAdapter, default_styles, get_adapter
 from lesionsoup.data.datasets.native import UNRECOGNISED_CHOICES
+from lesionsoup.data.mask_resize import MASK_RESIZE_RULES
 
 log = logging.getLogger("lesionsoup")
 
@@ -52,6 +53,7 @@ def _preprocess(args: argparse.Namespace) -> None:
         uncertain_value=args.uncertain_value,
         uncertain_as=args.uncertain_as,
         lesion_rules=args.lesion_rules,
+        resize=args.mask_resize,
     )
     report = build_cache(
         read_manifest(args.manifest),
@@ -175,6 +177,16 @@ def _add_preprocess(commands: Subcommands) -> None:
         type=json.loads,
         default={},
         help='JSON: per-lesion rules over --mask-threshold, e.g. \'{"HE": {"values": [2]}}\'',
+    )
+    parser.add_argument(
+        "--mask-resize",
+        choices=MASK_RESIZE_RULES,
+        default=MASK_RESIZE_RULES[0],
+        help="how binarised masks are resized onto the cache grid (and ROI-space masks into "
+        "their photograph): preserve never erases a lesion (a pixel at least half lesion, and "
+        "specks a pixel too small drawn at their own scale); nearest copies one native pixel "
+        "per cache pixel, cv2.INTER_NEAREST as the authors' loaders, so a microaneurysm "
+        "smaller than a cache pixel may vanish",
     )
     parser.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
     parser.add_argument("--threads", type=int, default=1)

@@ -2,8 +2,11 @@
 
 Each image is cropped to the bounding box of its field of view, resized (area
 averaging) so that its longer side is the cache size, and padded centred to a
-square. Its lesion masks are binarised, cropped and downscaled on the same
-grid by a rule that never erases a lesion:
+square. Its lesion masks are binarised, cropped and resized on the same grid
+by the rule ``MaskRules.resize`` (``mask_resize``): ``nearest`` resizes each
+cropped mask by nearest neighbour (``cv2.INTER_NEAREST``, as the authors'
+loaders do; uncertain pixels likewise), while ``preserve``, the default,
+downscales by a rule that never erases a lesion:
 
 * a cache pixel is lesion where at least half of its area is lesion natively;
 * a lesion that rule would erase entirely (a microaneurysm of a few native
@@ -44,6 +47,7 @@ from lesionsoup.data.cache import CacheEntry, CacheWriter
 from lesionsoup.data.fov import FieldOfView, NoFieldOfView, find_fov
 from lesionsoup.data.geometry import Geometry
 from lesionsoup.data.manifest import split_mask_paths
+from lesionsoup.data.mask_resize import MaskResize, check_mask_resize, resize_nearest
 from lesionsoup.data.roi import place_in_frame
 
 #: Bump when the algorithm changes, so that caches built by the old one are rebuilt.
@@ -75,15 +79,18 @@ class MaskRules:
     single lesions (a dataset of one's own): ``{"MA": {"threshold": 1}}``, or
     ``{"HE": {"values": [2]}}`` for a label map whose value 2 is haemorrhage.
     Pixels equal to ``uncertain_value`` are instead treated as ``uncertain_as``:
-    ignored, lesion or background.
+    ignored, lesion or background. ``resize`` is the rule that brings the
+    binarised masks onto another grid (``mask_resize``).
     """
 
     threshold: int = 128
     uncertain_value: int | None = None
     uncertain_as: Literal["ignore", "lesion", "background"] = "ignore"
     lesion_rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    resize: MaskResize = "preserve"
 
     def __post_init__(self) -> None:
+        check_mask_resize(self.resize)
         if not 1 <= self.threshold <= 255:
             raise ValueError(f"mask threshold must be in 1..255, got {self.threshold}")
         if self.uncertain_value is not None and not 0 <= self.uncertain_value <= 255:
@@ -271,6 +278,30 @@ def downscale_keeping_lesions(binary: np.ndarray, out_w: int, out_h: int) -> np.
     return lesions_from_coverage(coverage, full)
 
 
+def resize_masks(
+    native: Mapping[Lesion | str, np.ndarray], out_w: int, out_h: int, rule: MaskResize
+) -> tuple[dict[Lesion, np.ndarray], np.ndarray | None]:
+    """Boolean (out_h, out_w) lesion masks and ignore mask (None if absent) of cropped
+    0/255 native masks (``_read_masks``), resized by ``rule``.
+
+    Under ``preserve`` any uncertain share of a pixel makes it ignored.
+    """
+    planes = list(native.values())
+    if not planes:
+        return {}, None
+    if rule == "nearest":
+        resized = [resize_nearest(plane, out_w, out_h) > 0 for plane in planes]
+    else:
+        coverages, full = area_coverage(planes, out_w, out_h)
+        resized = [
+            coverage > 0 if key == IGNORE else lesions_from_coverage(coverage, full)
+            for key, coverage in zip(native, coverages, strict=True)
+        ]
+    outputs = dict(zip(native, resized, strict=True))
+    ignore = outputs.pop(IGNORE, None)
+    return {Lesion(key): mask for key, mask in outputs.items()}, ignore
+
+
 def _resize_image(crop: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     downscale = out_w <= crop.shape[1] and out_h <= crop.shape[0]
     interpolation = cv2.INTER_AREA if downscale else cv2.INTER_LINEAR
@@ -305,18 +336,21 @@ def _expected_size(row: Mapping[str, Any]) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
-def read_mask_in_frame(path: str, roi: Any, native_shape: tuple[int, int]) -> np.ndarray:
+def read_mask_in_frame(
+    path: str, roi: Any, native_shape: tuple[int, int], resize: MaskResize = "preserve"
+) -> np.ndarray:
     """A mask file's values in its photograph's frame.
 
     ``roi`` ("x0 y0 x1 y1", photograph pixels; the manifest's ``mask_roi``) marks
     a mask drawn in a region of interest (MAPLES-DR's AdditionalData), which is
-    placed into the frame; empty or NaN: the mask already is in the frame.
+    placed into the frame by the rule ``resize`` (``roi.place_in_frame``); empty
+    or NaN: the mask already is in the frame.
     """
     mask = read_mask(path)
     if not isinstance(roi, str) or not roi.strip():
         return mask
     try:
-        return place_in_frame(mask, roi, native_shape)
+        return place_in_frame(mask, roi, native_shape, resize)
     except ValueError as error:
         raise BadImageError(path, f"cannot place it in its region of interest: {error}") from error
 
@@ -333,7 +367,7 @@ def _read_masks(
     masks: dict[Lesion | str, np.ndarray] = {}
     for lesion in ALL:
         for path in mask_paths(row.get(f"mask_{lesion.value}")):
-            values = read_mask_in_frame(path, row.get("mask_roi"), native_shape)
+            values = read_mask_in_frame(path, row.get("mask_roi"), native_shape, rules.resize)
             if values.shape != native_shape:
                 raise BadImageError(
                     path,
@@ -402,16 +436,7 @@ def preprocess_image(row: Mapping[str, Any], size: int, rules: MaskRules) -> Cac
     out_h, out_w = geometry.resized_h, geometry.resized_w
 
     native_masks = _read_masks(row, image_path, (native_h, native_w), crop, rules)
-    planes = list(native_masks.values())
-    masks: dict[Lesion, np.ndarray] = {}
-    ignore: np.ndarray | None = None
-    if planes:
-        coverages, full = area_coverage(planes, out_w, out_h)
-        for key, coverage in zip(native_masks, coverages, strict=True):
-            if key == IGNORE:
-                ignore = coverage > 0  # any uncertain share makes the pixel ignored
-            else:
-                masks[Lesion(key)] = lesions_from_coverage(coverage, full)
+    masks, ignore = resize_masks(native_masks, out_w, out_h, rules.resize)
     labels = pack(masks, fov.resampled(crop, out_h, out_w), ignore)
     return CacheEntry(
         image_id=str(row["image_id"]),

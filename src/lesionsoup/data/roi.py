@@ -17,6 +17,12 @@ That rule grows an outline by under one photograph pixel (the box is at most
 lesion-keeping downscale (``preprocess``, at least twice smaller again)
 absorbs. The rule is this module's own because ``preprocess`` imports this
 module, so this one cannot import ``preprocess``.
+
+Under the ``nearest`` mask rule (``mask_resize``) the map is resized to the box
+by nearest neighbour instead, so that each cache pixel remains a copy of one
+pixel the graders drew, as in the authors' loaders (which read the map at its
+ROI resolution and resize it by nearest neighbour); the native-resolution
+evaluation places the masks by the same rule as the cache it evaluates.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import cv2
 import numpy as np
 
 from lesionsoup.data.manifest import parse_roi
+from lesionsoup.data.mask_resize import MaskResize, check_mask_resize, resize_nearest
 
 
 def resize_keeping_lesions(mask: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
@@ -36,9 +43,11 @@ def resize_keeping_lesions(mask: np.ndarray, out_w: int, out_h: int) -> np.ndarr
     return np.where(coverage > 0, np.uint8(255), np.uint8(0))
 
 
-def place_in_frame(mask: np.ndarray, roi: str, frame_hw: tuple[int, int]) -> np.ndarray:
-    """The ROI-space ``mask`` resized to the box ``roi`` (a ``mask_roi`` cell) and pasted
-    into a zero (height, width) = ``frame_hw`` canvas; 0/255 uint8.
+def place_in_frame(
+    mask: np.ndarray, roi: str, frame_hw: tuple[int, int], resize: MaskResize = "preserve"
+) -> np.ndarray:
+    """The ROI-space ``mask`` resized to the box ``roi`` (a ``mask_roi`` cell) by the rule
+    ``resize`` and pasted into a zero (height, width) = ``frame_hw`` canvas; 0/255 uint8.
 
     Any non-zero mask value is lesion (binarise by the dataset's threshold
     first where that matters). The part of the box outside the frame is cut off.
@@ -50,7 +59,11 @@ def place_in_frame(mask: np.ndarray, roi: str, frame_hw: tuple[int, int]) -> np.
         raise ValueError(f"place_in_frame needs a single-channel mask, got shape {mask.shape}")
     x0, y0, x1, y1 = box
     height, width = frame_hw
-    resized = resize_keeping_lesions(mask, x1 - x0, y1 - y0)
+    if check_mask_resize(resize) == "nearest":
+        binary = np.where(mask > 0, np.uint8(255), np.uint8(0))
+        resized = resize_nearest(binary, x1 - x0, y1 - y0)
+    else:
+        resized = resize_keeping_lesions(mask, x1 - x0, y1 - y0)
     canvas = np.zeros((height, width), np.uint8)
     top, left = max(y0, 0), max(x0, 0)
     bottom, right = min(y1, height), min(x1, width)

@@ -63,7 +63,8 @@ def native_labels(row: Mapping[str, Any], rules: MaskRules) -> np.ndarray:
     """The label plane (H, W) of a manifest row at the photograph's own resolution.
 
     Masks are binarised with ``rules`` (pixels of the uncertain value set the
-    ignore bit when the rules say so); the field of view is detected on the photograph.
+    ignore bit when the rules say so), and ROI-space masks placed in the frame by
+    its resize rule; the field of view is detected on the photograph.
     """
     image = read_photograph(row["image_path"])
     shape = image.shape[:2]
@@ -71,7 +72,7 @@ def native_labels(row: Mapping[str, Any], rules: MaskRules) -> np.ndarray:
     ignore = np.zeros(shape, bool)
     for lesion in ALL:
         for path in mask_paths(row.get(mask_column(lesion))):
-            values = read_mask_in_frame(path, row.get("mask_roi"), shape)
+            values = read_mask_in_frame(path, row.get("mask_roi"), shape, rules.resize)
             if values.shape != shape:
                 raise EvaluationError(
                     f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image "
