@@ -28,12 +28,14 @@ rule evaluate:
         settings=json.dumps(config["evaluation"]["inference"], sort_keys=True),
         bins=config["evaluation"]["bins"],
         resolution=config["evaluation"]["resolution"],
+        labels=config["evaluation"]["labels"],
         manifests=[paths.manifest(test) for test in TESTS],
         store=paths.EVALUATION_STORE,
     shell:
         "lesionsoup evaluate {input.model} {input.caches} -o {output}"
         " --settings {params.settings:q} --bins {params.bins}"
-        " --resolution {params.resolution} --manifest {params.manifests}"
+        " --resolution {params.resolution} --labels {params.labels}"
+        " --manifest {params.manifests}"
         " --store {params.store} > {log} 2>&1"
 
 

@@ -46,6 +46,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         resolution=args.resolution,
         device=pick_device(args.device),
         progress=True,
+        labels=args.labels,
     )
     for test, again in zip(tests, reused, strict=True):
         log.info("%s on %s: %s", args.model, test.cache, "reused" if again else "evaluated")
@@ -71,6 +72,13 @@ def _add_evaluate(commands: Subcommands) -> None:
     )
     parser.add_argument("--bins", type=int, default=2000)
     parser.add_argument("--resolution", choices=["cache", "native"], default="cache")
+    parser.add_argument(
+        "--labels",
+        choices=["multilabel", "priority"],
+        default="multilabel",
+        help="each lesion's own mask, or the softmax head's priority label map with Dice from "
+        "the argmax (softmax models only)",
+    )
     parser.add_argument(
         "--manifest",
         type=Path,

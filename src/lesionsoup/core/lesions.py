@@ -41,7 +41,8 @@ FOV_BIT = 1 << 6
 IGNORE_BIT = 1 << 7
 
 #: The paper authors' priority when lesions overlap in a softmax model: the
-#: first listed wins the pixel.
+#: first listed wins the pixel (their label map writes CWS, EX, HE, then MA on top).
+#: The one statement of that order, for the softmax loss and ``priority_plane``.
 SOFTMAX_PRIORITY: tuple[Lesion, ...] = (Lesion.MA, Lesion.HE, Lesion.EX, Lesion.CWS)
 
 
@@ -60,6 +61,18 @@ def unpack(labels: np.ndarray, lesions: tuple[Lesion, ...] = TRAINED) -> np.ndar
     """Binary masks (C, H, W) as uint8 from a label plane (H, W), one per lesion."""
     bits = np.array([lesion.bit for lesion in lesions], dtype=np.uint8)
     return ((labels[None, ...] & bits[:, None, None]) > 0).astype(np.uint8)
+
+
+def priority_plane(labels: np.ndarray, lesions: tuple[Lesion, ...] = TRAINED) -> np.ndarray:
+    """The label plane with each pixel's lesion bits of ``lesions`` cut to the one that wins
+    under ``SOFTMAX_PRIORITY`` (the softmax head's training labels); other bits are kept."""
+    labels = np.asarray(labels)
+    ranked = [x for x in SOFTMAX_PRIORITY if x in lesions]
+    bits = np.uint8(sum(lesion.bit for lesion in ranked))
+    winner = np.zeros(labels.shape, np.uint8)
+    for lesion in reversed(ranked):
+        winner[(labels & lesion.bit) != 0] = lesion.bit
+    return (labels & ~bits) | winner
 
 
 def pack(

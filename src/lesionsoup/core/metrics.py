@@ -42,6 +42,8 @@ from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, Lesion
 DEFAULT_BINS = 2000
 #: Probability at and above which a pixel is predicted positive for Dice and per-image counts.
 DICE_THRESHOLD = 0.5
+#: ``evaluation.labels``: each lesion's own mask, or the softmax head's priority label map.
+LABELS: tuple[str, ...] = ("multilabel", "priority")
 #: The thresholds of the 11-point AUPR, as published IDRiD and DDR results use it.
 ELEVEN_POINT_THRESHOLDS: tuple[float, ...] = tuple(k / 10 for k in range(11))
 #: What each metric of ``metrics.csv`` is called in figures and tables.
@@ -62,9 +64,32 @@ METRIC_LABELS: dict[str, str] = {
 _CHUNK_PIXELS = 1 << 16
 
 
-def conventions(bins: int = DEFAULT_BINS) -> dict[str, str]:
-    """The rules behind every number this module computes, in words."""
+_LABEL_RULES = {
+    "multilabel": (
+        "Each lesion is scored against its own mask (a pixel may be positive for several "
+        "lesions); its hard prediction is p >= {threshold}."
+    ),
+    "priority": (
+        "Each lesion is scored against the priority label map the softmax head trains on "
+        "(lesionsoup.core.lesions.SOFTMAX_PRIORITY: MA over HE over EX over CWS): positive "
+        "where the map holds the lesion. Histograms use the lesion's probability; the hard "
+        "prediction is the argmax over the background (1 - the sum of the lesion "
+        "probabilities) and the lesions, a tie going to the background, then to the first "
+        "lesion in model order."
+    ),
+}
+
+
+def _prediction(labels: str) -> str:
+    return "p >= 0.5" if labels == "multilabel" else "the argmax (see labels)"
+
+
+def conventions(bins: int = DEFAULT_BINS, labels: str = "multilabel") -> dict[str, str]:
+    """The rules behind every number this module computes, in words (``labels``: ``LABELS``)."""
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {list(LABELS)}, not {labels!r}")
     return {
+        "labels": _LABEL_RULES[labels].format(threshold=DICE_THRESHOLD),
         "valid_pixels": "Only pixels inside the field of view and without the ignore bit count.",
         "pooling": (
             "Pooled metrics count the valid pixels of the whole test set together; an image "
@@ -89,11 +114,11 @@ def conventions(bins: int = DEFAULT_BINS) -> dict[str, str]:
         ),
         "auroc": "Trapezoid area under the binned ROC curve. NaN without positives or negatives.",
         "dice_pooled": (
-            f"2TP / (2TP + FP + FN) over the pooled pixels, p >= {DICE_THRESHOLD} is positive. "
+            f"2TP / (2TP + FP + FN) over the pooled pixels, {_prediction(labels)} is positive. "
             "NaN when there are neither positives nor predicted positives."
         ),
         "per_image": (
-            f"Per image, p >= {DICE_THRESHOLD} is positive. Dice is averaged over the images "
+            f"Per image, {_prediction(labels)} is positive. Dice is averaged over the images "
             "that have the lesion (at least one positive valid pixel); the false-positive rate "
             "(FP / valid pixels) is averaged over the images that have none (empty mask); an "
             "image without valid pixels enters neither mean."
@@ -145,11 +170,30 @@ def _check_range(probs: np.ndarray, valid: np.ndarray) -> None:
             raise ValueError(f"probabilities of valid pixels must lie in [0, 1], not {low}..{high}")
 
 
+def argmax_decisions(
+    classes: np.ndarray, labels: np.ndarray, lesions: Sequence[Lesion]
+) -> list[Confusion]:
+    """Per lesion ``k``, the valid-pixel counts of ``classes == k + 1`` (0 = background)
+    against the lesion's bit of ``labels``, the (H, W) label plane."""
+    valid = valid_mask(labels)
+    counts = []
+    for k, lesion in enumerate(lesions):
+        truth, predicted = (labels & lesion.bit) != 0, classes == k + 1
+        tp = int(np.count_nonzero(truth & predicted & valid))
+        fp = int(np.count_nonzero(~truth & predicted & valid))
+        fn = int(np.count_nonzero(truth & ~predicted & valid))
+        counts.append(Confusion(tp, fp, fn, int(np.count_nonzero(valid)) - tp - fp - fn))
+    return counts
+
+
 class LesionHistogram:
     """Positive and negative valid-pixel counts per probability bin, for one lesion.
 
     ``positives[k]`` and ``negatives[k]`` count the pixels whose probability falls
     in bin ``k`` (``bins + 1`` entries, see the module docstring), as int64.
+    ``decisions`` are the pixel counts of the model's hard prediction when it is not
+    ``p >= DICE_THRESHOLD`` (the argmax over classes of ``evaluation.labels: priority``);
+    None means that threshold (``predicted``).
     """
 
     def __init__(
@@ -157,6 +201,7 @@ class LesionHistogram:
         bins: int = DEFAULT_BINS,
         positives: np.ndarray | None = None,
         negatives: np.ndarray | None = None,
+        decisions: Sequence[int] | None = None,
     ) -> None:
         self.bins = _check_bins(bins)
         size = self.bins + 1
@@ -169,6 +214,16 @@ class LesionHistogram:
                 raise ValueError(f"{name} must not be negative")
         self.positives = self.positives.astype(np.int64)
         self.negatives = self.negatives.astype(np.int64)
+        self.decisions = None if decisions is None else Confusion(*map(int, decisions))
+        if self.decisions is not None and (
+            min(self.decisions) < 0
+            or self.decisions.tp + self.decisions.fn != self.positive_pixels
+            or self.decisions.fp + self.decisions.tn != int(self.negatives.sum())
+        ):
+            raise ValueError(
+                f"decisions {tuple(self.decisions)} do not count the histogram's "
+                f"{self.positive_pixels} positive and {int(self.negatives.sum())} negative pixels"
+            )
 
     def update(self, probs: np.ndarray, target: np.ndarray, valid: np.ndarray) -> None:
         """Add the valid pixels of an image (H, W), a stack (N, H, W) or any array of pixels.
@@ -219,13 +274,27 @@ class LesionHistogram:
         tp, fp = int(self.positives[first:].sum()), int(self.negatives[first:].sum())
         return Confusion(tp, fp, self.positive_pixels - tp, int(self.negatives.sum()) - fp)
 
+    def _decided(self) -> Confusion:
+        """The decisions to merge; an empty histogram (nothing binned yet) has none to add."""
+        if self.decisions is None and self.valid_pixels:
+            raise ValueError("cannot merge histograms with and without argmax decisions")
+        return self.decisions or Confusion(0, 0, 0, 0)
+
+    def predicted(self) -> Confusion:
+        """Pixel counts of the hard prediction Dice and the per-image counts use."""
+        return self.decisions if self.decisions is not None else self.confusion(DICE_THRESHOLD)
+
     def __add__(self, other: LesionHistogram) -> LesionHistogram:
         if not isinstance(other, LesionHistogram):
             return NotImplemented
         if other.bins != self.bins:
             raise ValueError(f"cannot merge histograms of {self.bins} and {other.bins} bins")
+        decisions = None
+        if self.decisions is not None or other.decisions is not None:
+            pairs = zip(self._decided(), other._decided(), strict=True)
+            decisions = Confusion(*(a + b for a, b in pairs))
         return LesionHistogram(
-            self.bins, self.positives + other.positives, self.negatives + other.negatives
+            self.bins, self.positives + other.positives, self.negatives + other.negatives, decisions
         )
 
     def __eq__(self, other: object) -> bool:
@@ -235,6 +304,7 @@ class LesionHistogram:
             self.bins == other.bins
             and np.array_equal(self.positives, other.positives)
             and np.array_equal(self.negatives, other.negatives)
+            and self.decisions == other.decisions
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
@@ -246,25 +316,32 @@ class LesionHistogram:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able form: the bin count and both count arrays as lists of ints."""
-        return {
+        """A JSON-able form: the bin count, both count arrays as lists of ints, and the
+        decisions (tp, fp, fn, tn) where there are some."""
+        entry: dict[str, Any] = {
             "bins": self.bins,
             "positives": self.positives.tolist(),
             "negatives": self.negatives.tolist(),
         }
+        if self.decisions is not None:
+            entry["decisions"] = list(self.decisions)
+        return entry
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LesionHistogram:
         """The inverse of ``to_dict``; raises ValueError on anything malformed."""
         try:
             bins, positives, negatives = data["bins"], data["positives"], data["negatives"]
-            integers = all(type(x) is int for x in (*positives, *negatives))
+            decisions = data.get("decisions")
+            integers = all(type(x) is int for x in (*positives, *negatives, *(decisions or ())))
         except (KeyError, TypeError) as error:
             message = f"histogram needs 'bins', 'positives' and 'negatives' ({error})"
             raise ValueError(message) from None
         if not integers:
             raise ValueError("histogram counts must be integers")
-        return cls(bins, np.array(positives, np.int64), np.array(negatives, np.int64))
+        if decisions is not None and len(decisions) != 4:
+            raise ValueError("histogram decisions must be four counts: tp, fp, fn, tn")
+        return cls(bins, np.array(positives, np.int64), np.array(negatives, np.int64), decisions)
 
 
 def _counts_from_top(histogram: LesionHistogram) -> tuple[np.ndarray, np.ndarray]:
@@ -345,9 +422,10 @@ def auroc(histogram: LesionHistogram) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
-def dice(histogram: LesionHistogram, threshold: float = DICE_THRESHOLD) -> float:
-    """Pooled Dice 2TP / (2TP + FP + FN); NaN with neither positives nor predictions."""
-    tp, fp, fn, _ = histogram.confusion(threshold)
+def dice(histogram: LesionHistogram) -> float:
+    """Pooled Dice 2TP / (2TP + FP + FN) of the hard prediction (``predicted``); NaN with
+    neither positives nor predictions."""
+    tp, fp, fn, _ = histogram.predicted()
     denominator = 2 * tp + fp + fn
     return 2 * tp / denominator if denominator else math.nan
 
@@ -411,7 +489,7 @@ class ImageCounts:
     def from_histogram(
         cls, image_id: str, lesion: Lesion | str, histogram: LesionHistogram
     ) -> ImageCounts:
-        return cls(image_id, Lesion(lesion).value, *histogram.confusion(DICE_THRESHOLD))
+        return cls(image_id, Lesion(lesion).value, *histogram.predicted())
 
     @property
     def positives(self) -> int:

@@ -85,6 +85,9 @@ class TrainSettings:
     grad_clip: float = 1.0
     dice_weight: float = 1.0
     bce_weight: float = 1.0
+    dice_smooth: float = 1.0
+    dice_background: bool = False
+    dice_absent: str = "keep"
     lesion_fraction: float = 0.5
     mixing: str = "proportional"
     augmentation: str | dict = "medium"

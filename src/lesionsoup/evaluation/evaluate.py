@@ -13,6 +13,13 @@ chooses where pixels are counted:
   masks, re-read from the manifest with the cache's mask rules; the field of
   view is detected again on the photograph.
 
+``labels`` chooses each lesion's reference (``lesionsoup.core.metrics.conventions``):
+``multilabel``, its own mask; ``priority``, the softmax head's priority label map
+(``priority_plane``), with Dice and the per-image counts taken from the argmax over
+background and lesions (``LesionHistogram.decisions``). ``priority`` needs softmax
+models: a sigmoid head's channels are independent, so they define no background
+probability to take an argmax against, and were never trained on that map.
+
 ``aggregate`` turns many results into the long ``metrics.csv`` (``COLUMNS``),
 labelling each model with the model table (``save_model_table``), and writes
 the counting rules and the files it read next to it.
@@ -33,12 +40,14 @@ import torch
 from tqdm import tqdm
 
 from lesionsoup.core.atomic import atomic_write_bytes
-from lesionsoup.core.lesions import ALL, Lesion, pack
+from lesionsoup.core.lesions import ALL, Lesion, pack, priority_plane
 from lesionsoup.core.metrics import (
     DEFAULT_BINS,
+    LABELS,
     ImageCounts,
     LesionHistogram,
     SegmentationHistograms,
+    argmax_decisions,
     conventions,
 )
 from lesionsoup.data.cache import Cache
@@ -50,9 +59,10 @@ from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings, fov_
 from lesionsoup.inference.predictor import Predictor, load_predictor
 from lesionsoup.training.sampling import to_tensors
 
-FORMAT = "lesionsoup-evaluation/3"  # 2: per-image histograms; 3: in groups of bins
+FORMAT = "lesionsoup-evaluation/4"  # 2: per-image histograms; 3: in groups; 4: labels
 COLUMNS = ("model", "train_combo", "method", "test_dataset", "lesion", "metric", "value")
 Resolution = Literal["cache", "native"]
+Labels = Literal["multilabel", "priority"]
 
 
 class EvaluationError(ValueError):
@@ -119,6 +129,50 @@ def image_probabilities(
     return image_probability_tensor(predictor, image, labels, settings).float().cpu().numpy()
 
 
+def predicted_classes(probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The argmax (H, W) uint8 over the background, 1 - the sum of the lesion probabilities
+    (L, H, W), and the lesions: 0 background, ``k + 1`` lesion ``k``; ties go to the lower
+    index. A tensor is reduced on its device; only the class map reaches the host."""
+    if isinstance(probs, torch.Tensor):
+        probs = probs.float()
+        full = torch.cat([1 - probs.sum(0, keepdim=True), probs])
+        return full.argmax(0).to(torch.uint8).cpu().numpy()
+    probs = probs.astype(np.float32, copy=False)
+    return np.concatenate([1 - probs.sum(0, keepdims=True), probs]).argmax(0).astype(np.uint8)
+
+
+def check_labels(labels: str, predictor: Predictor) -> None:
+    """Refuse ``labels="priority"`` for a model with a sigmoid head (module docstring)."""
+    if labels not in LABELS:
+        raise ValueError(f"evaluation.labels must be one of {list(LABELS)}, not {labels!r}")
+    sigmoid = [str(m.path) for m in predictor.members if m.head != "softmax"]
+    if labels == "priority" and sigmoid:
+        raise EvaluationError(
+            f"{predictor.path}: evaluation.labels 'priority' needs model.head 'softmax', but "
+            f"{sigmoid[0]} has head 'sigmoid'; evaluate it with evaluation.labels 'multilabel'"
+        )
+
+
+def score_image(
+    histograms: SegmentationHistograms,
+    image_id: str,
+    probs: torch.Tensor | np.ndarray,
+    labels: np.ndarray,
+    priority: bool,
+) -> list[LesionHistogram]:
+    """One image's histograms; with ``priority``, against the priority map and with the
+    argmax decisions."""
+    if not priority:
+        return histograms.bin_image(image_id, probs, labels)
+    labels = priority_plane(labels, histograms.lesions)
+    images = histograms.bin_image(image_id, probs, labels)
+    decisions = argmax_decisions(predicted_classes(probs), labels, histograms.lesions)
+    return [
+        LesionHistogram(image.bins, image.positives, image.negatives, decided)
+        for image, decided in zip(images, decisions, strict=True)
+    ]
+
+
 def _image_ids(cache: Cache, split: str, image_ids: Sequence[str] | None) -> list[str]:
     ids = list(cache.ids_in(split) if image_ids is None else image_ids)
     if not ids:
@@ -148,6 +202,7 @@ def _score_images(
     settings: InferenceSettings,
     histograms: SegmentationHistograms,
     progress: bool,
+    priority: bool,
 ) -> tuple[list[ImageCounts], list[list[LesionHistogram]], int]:
     """Pool every image into ``histograms``; its counts, histograms and pixels."""
     per_image: list[ImageCounts] = []
@@ -164,7 +219,7 @@ def _score_images(
             probs = mapped.reshape(*mapped.shape[:2], -1).transpose(2, 0, 1)
             labels = truth.labels(image_id)
         pixels += labels.size
-        images = histograms.bin_image(image_id, probs, labels)
+        images = score_image(histograms, image_id, probs, labels, priority)
         per_image.extend(histograms.pool(image_id, images))
         images_kept.append(images)
     return per_image, images_kept, pixels
@@ -181,6 +236,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     image_ids: Sequence[str] | None = None,
     progress: bool = False,
+    labels: Labels = "multilabel",
 ) -> dict[str, Any]:
     """Histograms and per-image counts of one model on one test set, as a JSON-able dict.
 
@@ -191,15 +247,17 @@ def evaluate(
     chosen resolution. At cache resolution the probabilities are binned on the
     model's device and only the counts reach the host; native resolution maps
     them back on the host (``Geometry.map_to_native``) and bins them there.
+    ``labels``: the reference of each lesion (module docstring).
     """
     started = time.perf_counter()
     cache = Cache(cache_dir)
     ids = _image_ids(cache, split, image_ids)
     truth = _native_truth(cache, resolution, manifest)
     predictor = model if isinstance(model, Predictor) else load_predictor(model, device)
+    check_labels(labels, predictor)
     histograms = SegmentationHistograms(predictor.lesions, bins)
     per_image, images_kept, pixels = _score_images(
-        predictor, cache, ids, truth, settings, histograms, progress
+        predictor, cache, ids, truth, settings, histograms, progress, labels == "priority"
     )
     return {
         "format": FORMAT,
@@ -208,12 +266,13 @@ def evaluate(
         "cache": str(cache_dir),
         "split": split,
         "resolution": resolution,
+        "labels": labels,
         "inference": settings.as_dict(),
         "device": str(predictor.device),
         "images": len(ids),
         "megapixels": pixels / 1e6,
         "seconds": time.perf_counter() - started,
-        "conventions": conventions(bins),
+        "conventions": conventions(bins, labels),
         "histograms": histograms.to_dict(),
         "per_image": [asdict(counts) for counts in per_image],
         "image_histograms": image_histograms_to_dict(
@@ -265,6 +324,7 @@ def aggregate(
     seen: dict[tuple[str, str], Path] = {}
     bins: set[int] = set()
     resolutions: set[str] = set()
+    label_sets: set[str] = set()
     inference: list[dict[str, Any]] = []
     for path in map(Path, json_paths):
         result = load_evaluation(path)
@@ -277,6 +337,7 @@ def aggregate(
         seen[model, test] = path
         bins.add(result["histograms"]["bins"])
         resolutions.add(result["resolution"])
+        label_sets.add(result["labels"])
         if result["inference"] not in inference:
             inference.append(result["inference"])
         combo, method = info[model]
@@ -284,14 +345,16 @@ def aggregate(
             rows.extend((model, combo, method, test, lesion, m, v) for m, v in values.items())
     if not seen:
         raise ValueError(f"{out_csv}: no evaluation files to aggregate")
-    for name, values in (("bins", bins), ("resolutions", resolutions)):
+    for name, values in (("bins", bins), ("resolutions", resolutions), ("labels", label_sets)):
         if len(values) > 1:
             raise EvaluationError(f"{out_csv}: the evaluations mix {name} {sorted(values)}")
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     out_csv.parent.mkdir(parents=True, exist_ok=True)
+    labels = label_sets.pop()
     notes = {
-        "conventions": conventions(bins.pop()),
+        "conventions": conventions(bins.pop(), labels),
         "resolution": resolutions.pop(),
+        "labels": labels,
         "inference": inference,
         "evaluations": [str(path) for path in seen.values()],
     }

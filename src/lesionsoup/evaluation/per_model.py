@@ -12,9 +12,9 @@ test set's cache changes or a test set is added. So that an unchanged
 a store folder under the digest of its fingerprint: the model file's bytes
 (an ensemble's and its members'), the cache's fingerprint, the manifest's bytes
 at native resolution, the split, the inference settings, the bins, the
-resolution and the result format. A result is reused only when all of these
-are the same; anything else is evaluated again. Stale store entries are never
-read again and may be deleted at any time.
+resolution, the labels (``evaluation.labels``) and the result format. A result
+is reused only when all of these are the same; anything else is evaluated
+again. Stale store entries are never read again and may be deleted at any time.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from lesionsoup.data.cache import Cache
 from lesionsoup.evaluation.evaluate import (
     FORMAT,
     EvaluationError,
+    Labels,
     Resolution,
     evaluate,
     load_evaluation,
@@ -82,6 +83,7 @@ def pair_fingerprint(
     settings: InferenceSettings,
     bins: int,
     resolution: Resolution,
+    labels: Labels = "multilabel",
 ) -> Fingerprint:
     """Everything the result of ``model`` on ``test`` depends on (see the module docstring)."""
     native = resolution == "native" and test.manifest is not None
@@ -97,6 +99,7 @@ def pair_fingerprint(
         inference=settings.as_dict(),
         bins=bins,
         resolution=resolution,
+        labels=labels,
     )
 
 
@@ -131,6 +134,7 @@ def evaluate_model(
     resolution: Resolution = "cache",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    labels: Labels = "multilabel",
 ) -> list[bool]:
     """Evaluate ``model`` on every test set, writing each ``output``; True where one was reused.
 
@@ -143,14 +147,14 @@ def evaluate_model(
     predictor: Predictor | None = None
     reused = []
     for test in tests:
-        key = pair_fingerprint(model, model_sha256, test, split, settings, bins, resolution)
+        key = pair_fingerprint(model, model_sha256, test, split, settings, bins, resolution, labels)
         result = _stored(store, key)
         reused.append(result is not None)
         if result is None:
             predictor = predictor or load_predictor(model, device)
             result = evaluate(
                 predictor, test.cache, split, settings, bins, resolution, test.manifest,
-                progress=progress,
+                progress=progress, labels=labels,
             )  # fmt: skip
             result["fingerprint"] = key
             _store(store, key, result)

@@ -80,12 +80,14 @@ def expand_groups(grouped: np.ndarray, starts: np.ndarray, bins: int) -> np.ndar
 class ImageHistograms:
     """Per-image counts of one lesion in ``bins``-bin histograms: ``positives`` and
     ``negatives`` are (images, groups), the groups starting at ``starts`` (default: every
-    bin its own group)."""
+    bin its own group); ``decisions`` (images, 4) the tp, fp, fn, tn of each image's argmax
+    prediction where the evaluation has one (``LesionHistogram.decisions``)."""
 
     bins: int
     positives: np.ndarray
     negatives: np.ndarray
     starts: np.ndarray | None = None
+    decisions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.starts is None:
@@ -103,6 +105,8 @@ class ImageHistograms:
                 f"per-image counts {shape} and {self.negatives.shape} are not "
                 f"(images, {starts.size} groups)"
             )
+        if self.decisions is not None and np.shape(self.decisions) != (shape[0], 4):
+            raise ValueError(f"decisions {np.shape(self.decisions)} are not ({shape[0]}, 4)")
 
     @classmethod
     def stack(
@@ -113,11 +117,13 @@ class ImageHistograms:
             raise ValueError("stack needs at least one histogram, all with the same bins")
         bins = histograms[0].bins
         starts = np.arange(bins + 1) if starts is None else np.asarray(starts, np.int64)
+        decided = [h.decisions for h in histograms]
         return cls(
             bins,
             group_counts(np.stack([h.positives for h in histograms]), starts),
             group_counts(np.stack([h.negatives for h in histograms]), starts),
             starts,
+            None if None in decided else np.array(decided, np.int64),
         )
 
     @property
@@ -127,18 +133,20 @@ class ImageHistograms:
     def pooled(self, weights: np.ndarray | None = None) -> LesionHistogram:
         """The histogram of the images counted ``weights`` times each (once by default)."""
         weights = np.ones(self.images, np.int64) if weights is None else weights
-        positives, negatives = self._full(weights)
-        return LesionHistogram(self.bins, positives, negatives)
+        return self.replicates(weights[None])[0]
 
     def replicates(self, weights: np.ndarray) -> list[LesionHistogram]:
         """One pooled histogram per row of ``weights`` (resamples, images)."""
-        positives, negatives = self._full(weights)
-        return [LesionHistogram(self.bins, p, n) for p, n in zip(positives, negatives, strict=True)]
-
-    def _full(self, weights: np.ndarray) -> list[np.ndarray]:
-        """The weighted sums of the images, on the full bins."""
-        sums = _weighted_sums(weights, self.positives, self.negatives)
-        return [expand_groups(counts, self.starts, self.bins) for counts in sums]
+        counts = (self.positives, self.negatives)
+        if self.decisions is not None:
+            counts += (self.decisions,)
+        sums = _weighted_sums(weights, *counts)
+        positives, negatives = (expand_groups(c, self.starts, self.bins) for c in sums[:2])
+        decisions = sums[2] if self.decisions is not None else [None] * len(weights)
+        return [
+            LesionHistogram(self.bins, p, n, d)
+            for p, n, d in zip(positives, negatives, decisions, strict=True)
+        ]
 
 
 #: Below this, integer sums of products are exact in float64.
@@ -180,6 +188,8 @@ def image_histograms_to_dict(
             "positives": counts[0],
             "negatives": counts[1],
         }
+        if column and all(histogram.decisions is not None for histogram in column):
+            entry["lesions"][lesion]["decisions"] = [list(h.decisions) for h in column]
     return entry
 
 
@@ -192,6 +202,7 @@ def image_histograms_from_dict(entry: Mapping[str, Any]) -> dict[str, ImageHisto
             np.array(counts["positives"], np.int64).reshape(images, -1),
             np.array(counts["negatives"], np.int64).reshape(images, -1),
             np.array(counts["groups"], np.int64),
+            np.array(counts["decisions"], np.int64) if "decisions" in counts else None,
         )
         for lesion, counts in entry["lesions"].items()
     }

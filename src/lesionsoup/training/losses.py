@@ -2,11 +2,19 @@
 
 Losses are computed in float32 whatever the autocast precision, and pixels
 whose ``valid`` mask is 0 (the ignore bit) contribute nothing.
+
+The soft Dice of a channel is ``(2 I + s) / (P + T + s)`` over the valid pixels of
+the whole batch (``DiceOptions``: the smoothing ``s``, whether the softmax head's
+background channel counts, and whether a channel without target pixels in the
+batch counts). The paper authors' loss is segmentation_models_pytorch's
+``DiceLoss(mode="multiclass", smooth=0.4)`` as torchseg shipped it: background
+kept, absent classes adding 0 to a mean that is still over every class.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,22 +28,59 @@ class LossWeights:
     bce: float = 1.0
 
 
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+Absent = Literal["keep", "skip"]
+
+
+@dataclass(frozen=True)
+class DiceOptions:
+    """How the Dice term is computed (``TrainSettings.dice_*``; defaults: this project's loss).
+
+    ``smooth`` is added to numerator and denominator; ``background`` counts the softmax
+    head's background channel (the sigmoid head has none); ``absent``: a channel without
+    valid target pixels in the batch is a channel like any other (``keep``) or adds 0 to
+    the sum while the mean stays over every channel (``skip``).
+    """
+
+    smooth: float = 1.0
+    background: bool = False
+    absent: Absent = "keep"
+
+    def __post_init__(self) -> None:
+        if self.absent not in ("keep", "skip"):
+            raise ValueError(f"dice_absent must be 'keep' or 'skip', not {self.absent!r}")
+        if self.smooth < 0:
+            raise ValueError(f"dice_smooth must not be negative, not {self.smooth}")
+
+
+def soft_dice_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
+) -> torch.Tensor:
     """1 - soft Dice per channel, pooled over the batch, averaged over channels."""
     dims = (0, 2, 3)
     intersection = (probs * target * valid).sum(dims)
-    denominator = (probs * valid).sum(dims) + (target * valid).sum(dims)
-    return (1 - (2 * intersection + 1) / (denominator + 1)).mean()
+    present = (target * valid).sum(dims)
+    denominator = (probs * valid).sum(dims) + present
+    loss = 1 - (2 * intersection + options.smooth) / (denominator + options.smooth)
+    if options.absent == "skip":
+        loss = torch.where(present > 0, loss, torch.zeros_like(loss))
+    return loss.mean()
 
 
 def sigmoid_loss(
-    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, weights: LossWeights
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    weights: LossWeights,
+    dice_options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
 ) -> torch.Tensor:
     """Dice + BCE on independent per-lesion channels (lesions may overlap)."""
     logits = logits.float()
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     bce = (bce * valid).sum() / (valid.sum() * logits.shape[1]).clamp_min(1)
-    dice = soft_dice_loss(torch.sigmoid(logits), target, valid)
+    dice = soft_dice_loss(torch.sigmoid(logits), target, valid, dice_options)
     return weights.dice * dice + weights.bce * bce
 
 
@@ -58,6 +103,7 @@ def softmax_loss(
     valid: torch.Tensor,
     weights: LossWeights,
     lesions: tuple[Lesion, ...],
+    dice_options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
 ) -> torch.Tensor:
     """Dice + cross-entropy over background and mutually exclusive lesions."""
     logits = logits.float()
@@ -66,7 +112,8 @@ def softmax_loss(
     ce = (ce * valid[:, 0]).sum() / valid.sum().clamp_min(1)
     one_hot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).float()
     probs = torch.softmax(logits, dim=1)
-    dice = soft_dice_loss(probs[:, 1:], one_hot[:, 1:], valid)
+    first = 0 if dice_options.background else 1
+    dice = soft_dice_loss(probs[:, first:], one_hot[:, first:], valid, dice_options)
     return weights.dice * dice + weights.bce * ce
 
 
@@ -77,8 +124,9 @@ def segmentation_loss(
     weights: LossWeights,
     head: str,
     lesions: tuple[Lesion, ...],
+    dice_options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
 ) -> torch.Tensor:
     """The loss of a head; ``target`` (B, L, H, W) in {0, 1}, ``valid`` (B, 1, H, W)."""
     if head == "softmax":
-        return softmax_loss(logits, target, valid, weights, lesions)
-    return sigmoid_loss(logits, target, valid, weights)
+        return softmax_loss(logits, target, valid, weights, lesions, dice_options)
+    return sigmoid_loss(logits, target, valid, weights, dice_options)

@@ -75,7 +75,7 @@ from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.plan.paths import OPTIMIZER_FOLDER, optimizer_file
 from lesionsoup.training.augment import build_augmentation
-from lesionsoup.training.losses import LossWeights, segmentation_loss
+from lesionsoup.training.losses import DiceOptions, LossWeights, segmentation_loss
 from lesionsoup.training.progress import LOG_EVERY, PendingSteps, ProgressLine, Step, StepRow
 from lesionsoup.training.resume import (
     CorruptState,
@@ -460,6 +460,7 @@ class Trainer:
     schedule: Schedule = field(init=False)
     snapshot_steps: frozenset[int] = field(init=False)
     loss_weights: LossWeights = field(init=False)
+    dice_options: DiceOptions = field(init=False)
     step_model: Callable[[torch.Tensor], torch.Tensor] = field(init=False)
     terminate: TerminationRequest = field(init=False)
     step_log: _StepLog = field(init=False)
@@ -475,6 +476,11 @@ class Trainer:
         self.snapshot_steps = frozenset(self.schedule.snapshot_steps())
         self.loss_weights = LossWeights(
             dice=self.settings.dice_weight, bce=self.settings.bce_weight
+        )
+        self.dice_options = DiceOptions(
+            self.settings.dice_smooth,
+            self.settings.dice_background,
+            self.settings.dice_absent,  # type: ignore[arg-type]  # checked by DiceOptions
         )
         self.step_model = torch.compile(self.model) if self.settings.compile else self.model
         self.terminate = TerminationRequest()
@@ -541,6 +547,7 @@ class Trainer:
             self.loss_weights,
             self.spec.head,
             self.spec.lesion_classes,
+            self.dice_options,
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
