@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 from coded_labels import SIZE, assert_aligned, coded_pair
 
 from lesionsoup.core.lesions import FOV_BIT, Lesion
@@ -11,6 +14,8 @@ from lesionsoup.training.augment import (
     build_augmentation,
     resolve_steps,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def geometric_only(preset: str) -> dict:
@@ -142,3 +147,9 @@ def test_overrides_update_add_and_drop_steps():
 def test_bad_configuration_is_rejected_clearly(spec, message):
     with pytest.raises(ValueError, match=message):
         build_augmentation(spec)
+
+
+def test_the_config_schema_lists_every_preset():
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    choices = schema["$defs"]["settings"]["properties"]["augmentation"]["oneOf"][0]["enum"]
+    assert choices == list(PRESETS)
