@@ -15,18 +15,28 @@ transform brings in from outside are 0 in the image and 0 in the label plane,
 which clears their field-of-view bit as it should. Colour steps touch only the
 image. Randomness comes from the seed given to ``augment`` for each sample, so
 a sample is reproducible whatever process draws it.
+
+Presets: the project's own ``none``, ``light``, ``medium``, ``heavy``, and the
+reference codes' ``fundseg_*`` and ``fissionfusion_*``
+(``reference_augmentations``, where their sources and deviations are listed).
+Preset names are made of letters, digits and ``_`` so that they can name grid
+recipes. ``randaugment`` mixes geometric and colour operations
+(``paired_transforms.PairedRandAugment``) and comes last.
 """
 
 from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
+
+from lesionsoup.training.paired_transforms import PairedRandAugment, PatchResizedCrop
+from lesionsoup.training.reference_augmentations import REFERENCE_PRESETS
 
 #: Arguments that keep labels exact and the border black; not configurable.
 _FIXED_ARGUMENTS: dict[str, dict[str, Any]] = {
@@ -39,23 +49,38 @@ _FIXED_ARGUMENTS: dict[str, dict[str, Any]] = {
     }
 }
 
-GEOMETRIC_STEPS: dict[str, type[A.BasicTransform]] = {
+
+def one_flip(p: float = 0.5) -> A.OneOf:
+    """A horizontal or a vertical flip (equally likely) with probability ``p``."""
+    return A.OneOf([A.HorizontalFlip(p=1.0), A.VerticalFlip(p=1.0)], p=p)
+
+
+#: A step builds one transform (or composition) from its keyword arguments.
+Step = Callable[..., A.BasicTransform | A.BaseCompose]
+
+GEOMETRIC_STEPS: dict[str, Step] = {
+    "resized_crop": PatchResizedCrop,
+    "flip": one_flip,
     "hflip": A.HorizontalFlip,
     "vflip": A.VerticalFlip,
     "rotate90": A.RandomRotate90,
     "affine": A.Affine,
 }
-COLOUR_STEPS: dict[str, type[A.BasicTransform]] = {
+COLOUR_STEPS: dict[str, Step] = {
     "brightness_contrast": A.RandomBrightnessContrast,
+    "color_jitter": A.ColorJitter,
     "gamma": A.RandomGamma,
     "hue_saturation": A.HueSaturationValue,
     "blur": A.GaussianBlur,
+    "box_blur": A.Blur,
     "noise": A.GaussNoise,
 }
+#: Steps whose operations are geometric or colour, drawn per sample.
+MIXED_STEPS: dict[str, Step] = {"randaugment": PairedRandAugment}
 #: Every step, in the order a pipeline applies them.
-STEPS: dict[str, type[A.BasicTransform]] = {**GEOMETRIC_STEPS, **COLOUR_STEPS}
+STEPS: dict[str, Step] = {**GEOMETRIC_STEPS, **COLOUR_STEPS, **MIXED_STEPS}
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+OWN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "none": {},
     "light": {
         "hflip": {"p": 0.5},
@@ -104,6 +129,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "noise": {"p": 0.3, "std_range": (0.02, 0.08)},
     },
 }
+#: Every preset by name: the project's own, then the reference codes'.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {**OWN_PRESETS, **REFERENCE_PRESETS}
 
 
 def _as_tuples(value: Any) -> Any:
@@ -137,7 +164,7 @@ def resolve_steps(spec: str | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: steps[name] for name in STEPS if name in steps}
 
 
-def _build_step(name: str, arguments: dict[str, Any]) -> A.BasicTransform:
+def _build_step(name: str, arguments: dict[str, Any]) -> A.BasicTransform | A.BaseCompose:
     transform = STEPS[name]
     fixed = _FIXED_ARGUMENTS.get(name, {})
     accepted = set(inspect.signature(transform).parameters) - set(fixed)
