@@ -459,10 +459,11 @@ def test_a_run_from_the_shared_initialisation_records_a_shared_start(tmp_path, c
 )
 def test_an_epoch_is_one_patch_per_training_image(images, batch, per_epoch):
     """Worked by hand: ceil(images / batch) batches, the last one short (no drop_last)."""
-    settings = TrainSettings(epochs=5, validate_every_epochs=2, batch_size=batch)
+    settings = TrainSettings(epochs=5, validate_every_epochs=2, cycle_epochs=3, batch_size=batch)
     assert settings.steps_per_epoch(images) == per_epoch
     resolved = settings.in_steps(images)
     assert (resolved.steps, resolved.validate_every) == (5 * per_epoch, 2 * per_epoch)
+    assert resolved.cycle_steps == 3 * per_epoch
     assert resolved.epochs == 5  # the record keeps what the config said
     untouched = TrainSettings(steps=7, validate_every=3)
     assert untouched.in_steps(images) == untouched

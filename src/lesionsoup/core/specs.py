@@ -81,6 +81,7 @@ class TrainSettings:
     min_lr: float = 0.0
     start_lr: float = 0.0
     cycle_steps: int = 0
+    cycle_epochs: int = 0  # ``cycle_steps`` in epochs (0: use ``cycle_steps``)
     cyclic: bool = False
     grad_clip: float = 1.0
     dice_weight: float = 1.0
@@ -126,14 +127,15 @@ class TrainSettings:
         return math.ceil(train_images / self.batch_size)
 
     def in_steps(self, train_images: int) -> TrainSettings:
-        """These settings with ``epochs`` and ``validate_every_epochs`` turned into steps."""
-        changes = {}
-        if self.epochs:
-            changes["steps"] = self.epochs * self.steps_per_epoch(train_images)
-        if self.validate_every_epochs:
-            changes["validate_every"] = self.validate_every_epochs * self.steps_per_epoch(
-                train_images
-            )
+        """These settings with the lengths given in epochs (``epochs``, ``validate_every_epochs``,
+        ``cycle_epochs``) turned into steps."""
+        per_epoch = self.steps_per_epoch(train_images)
+        in_epochs = {
+            "steps": self.epochs,
+            "validate_every": self.validate_every_epochs,
+            "cycle_steps": self.cycle_epochs,
+        }
+        changes = {field: epochs * per_epoch for field, epochs in in_epochs.items() if epochs}
         return dataclasses.replace(self, **changes)
 
     @property

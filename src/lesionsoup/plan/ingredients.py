@@ -61,7 +61,7 @@ FGG_BASES = ("per_lr", "every")
 #: Settings that make up a learning-rate schedule; a continuation never inherits them.
 SCHEDULE_FIELDS = (
     *("steps", "epochs", "lr", "schedule", "warmup_steps", "min_lr", "start_lr", "cycle_steps"),
-    "cyclic",
+    *("cycle_epochs", "cyclic"),
 )
 #: Short names of settings in grid recipe names; other settings keep their name.
 ABBREVIATIONS = {

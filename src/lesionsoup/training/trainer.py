@@ -334,13 +334,13 @@ def train_run(
 def _in_steps(settings: TrainSettings, caches: Mapping[str, Cache], run: Path) -> TrainSettings:
     """``settings`` with a length and validation interval given in epochs turned into steps
     (an epoch: one patch per training image of the combination), logged."""
-    if not (settings.epochs or settings.validate_every_epochs):
+    if not (settings.epochs or settings.validate_every_epochs or settings.cycle_epochs):
         return settings
     images = sum(len(cache.ids_in("train")) for cache in caches.values())
     resolved = settings.in_steps(images)
     log.info(
         "%s: %d training images, batch %d: %d steps an epoch; %d steps (epochs %s), "
-        "validation every %d steps",
+        "validation every %d steps, cycles of %d steps",
         run,
         images,
         settings.batch_size,
@@ -348,6 +348,7 @@ def _in_steps(settings: TrainSettings, caches: Mapping[str, Cache], run: Path) -
         resolved.steps,
         settings.epochs or "not set",
         resolved.validate_every,
+        resolved.cycle_steps,
     )
     return resolved
 
