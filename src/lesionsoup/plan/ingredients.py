@@ -40,10 +40,13 @@ from lesionsoup.core.specs import TrainSettings
 from lesionsoup.plan import hpo, paths
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
+    DEFAULT_PART,
     ENSEMBLE,
     ENSEMBLE_POOLS,
     BatchNormSample,
+    check_part,
     merge_rule,
+    method_name,
 )
 from lesionsoup.plan.study import Run, combinations, recipe_settings
 
@@ -349,18 +352,25 @@ def pool_inputs(config: Mapping[str, Any], combo: str, pools: list[str]) -> list
 
 def soup_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
     """A configured soup with its rule's defaults filled in: rule (default: the soup's name),
-    pools, BatchNorm policy, group key and the recompute patches."""
+    pools, BatchNorm policy, group key, the part it averages and the recompute patches; a
+    part the rule cannot average is refused."""
     soups = _merging(config).get("soups", {})
     if method not in soups:
         raise ValueError(f"unknown soup {method!r}; configured: {sorted(soups)}")
     soup = dict(soups[method] or {})
     rule = merge_rule(soup.get("rule", method))
     bn_policy = soup.get("bn_policy", rule.bn_policy)
+    part = soup.get("part", DEFAULT_PART)
+    try:
+        check_part(rule.name, part)
+    except ValueError as error:
+        raise ValueError(f"merging.soups.{method}: {error}") from None
     return {
         "rule": rule.name,
         "ingredients": soup.get("ingredients", list(rule.pools)),
         "bn_policy": bn_policy,
         "group_by": soup.get("group_by", DEFAULT_GROUP_BY),
+        "part": part,
         # only soups that recompute BatchNorm statistics depend on the patches they use
         "bn_recompute": bn_sample(config) if bn_policy == "recompute" else None,
     }
@@ -388,7 +398,7 @@ def soup_arguments(config: Mapping[str, Any], method: str) -> str:
     """The ``lesionsoup merge`` options of a configured soup."""
     soup = soup_settings(config, method)
     options = [f"--rule {soup['rule']}", f"--bn-policy {soup['bn_policy']}"]
-    options.append(f"--group-by {soup['group_by']}")
+    options.append(f"--group-by {soup['group_by']} --part {soup['part']}")
     if soup["bn_recompute"]:
         options.append(bn_sample_arguments(soup["bn_recompute"]))
     return " ".join(options)
@@ -417,13 +427,15 @@ def ensemble_arguments(config: Mapping[str, Any], name: str) -> str:
 
 
 def merged_models(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """(path, combination, method) of every merged model and ensemble, for evaluation."""
+    """(path, combination, method) of every merged model and ensemble, for evaluation; a soup's
+    method names its rule and, for a part soup, its part (``merge_rules.method_name``)."""
     merging = _merging(config)
     models = []
     for combo in merging_combinations(config):
         for soup in merging.get("soups", {}):
-            rule = soup_settings(config, soup)["rule"]
-            models.append((paths.merged(combo, soup), combo, rule))
+            settings = soup_settings(config, soup)
+            method = method_name(settings["rule"], settings["part"])
+            models.append((paths.merged(combo, soup), combo, method))
         for name in merging.get("ensembles", {}):
             models.append((paths.ensemble(combo, name), combo, ENSEMBLE))
     return models
