@@ -218,12 +218,14 @@ def test_part_is_refused_where_it_means_nothing(three):
         merge(paths, "uniform", part="encoder")  # the anchor is chosen by score
 
 
-def test_starts_are_recorded_and_unverifiable_ones_refused(tmp_path, three):
+def test_starts_are_recorded_and_unverifiable_ones_refused(tmp_path, three, caplog):
     paths, states = three
     alone = write(tmp_path / "alone.safetensors", states[0], init_id=None, start="independent")
-    result = merge(
-        [*paths[:2], alone], "uniform", scorer=distance_scorer(states[0]), part="encoder"
-    )
+    score = distance_scorer(states[0])
+    result = merge([*paths[:2], alone], "uniform", scorer=score, part="encoder")
+    assert "started apart" not in caplog.text  # the encoders share the pretrained start
+    merge([paths[0], alone], "uniform", scorer=score, part="decoder")
+    assert "a decoder soup of ingredients started apart (independent, shared:init-0)" in caplog.text
     assert result.metadata()["starts"] == {
         str(paths[0]): "shared:init-0",
         str(paths[1]): "shared:init-0",
