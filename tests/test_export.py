@@ -131,6 +131,24 @@ def test_model_card_of_a_soup_lists_its_rule_and_ingredients(tmp_path):
     assert "0.3750" in card
 
 
+def test_model_card_of_a_part_soup_names_the_part_anchor_and_starts(tmp_path):
+    paths = ["runs/a.safetensors", "runs/b.safetensors", "runs/c.safetensors"]
+    soup = {
+        "rule": "uniform",
+        "bn_policy": "average",
+        "ingredients": paths,
+        "weights": dict(zip(paths, (0.5, 0.5, 0.0), strict=True)),
+        "part": "encoder",
+        "anchor": "runs/b.safetensors",
+        "starts": dict(zip(paths, ("shared:x", "independent", "independent"), strict=True)),
+    }
+    model = save_random_model(tmp_path / "soup.safetensors", **soup)
+    export_model(model, tmp_path / "export", size=64)
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "Averages the encoder; the rest is the anchor's, `runs/b.safetensors`" in card
+    assert "Starts of the kept ingredients: independent (1), shared:x (1)" in card
+
+
 def test_resolution_comes_from_the_option_the_metadata_or_the_caches_never_a_guess(tmp_path):
     recorded = save_random_model(tmp_path / "recorded.safetensors", cache_size=320)
     export_model(recorded, tmp_path / "a")

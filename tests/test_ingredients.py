@@ -31,7 +31,14 @@ from lesionsoup.plan.ingredients import (
     train_arguments,
     value_token,
 )
-from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_GROUP_BY, RULES, BatchNormSample
+from lesionsoup.plan.merge_rules import (
+    BN_POLICIES,
+    DEFAULT_GROUP_BY,
+    DEFAULT_PART,
+    PARTS,
+    RULES,
+    BatchNormSample,
+)
 from lesionsoup.plan.study import Run
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "merging.schema.yaml"
@@ -274,6 +281,7 @@ def test_soup_defaults_depend_on_the_rule():
         "ingredients": ["swa"],
         "bn_policy": "recompute",
         "group_by": "lr",
+        "part": "full",
         "bn_recompute": {"patches": 16, "batch_size": 8, "seed": 0},
     }
     uniform = soup_settings(config, "uniform")
@@ -324,6 +332,7 @@ def test_schema_lists_the_merge_rule_table():
     assert soup["rule"]["enum"] == list(RULES)
     assert tuple(soup["bn_policy"]["enum"]) == BN_POLICIES
     assert soup["group_by"]["default"] == DEFAULT_GROUP_BY
+    assert (tuple(soup["part"]["enum"]), soup["part"]["default"]) == (PARTS, DEFAULT_PART)
     sample = schema["properties"]["bn_recompute"]["properties"]
     assert {key: value["default"] for key, value in sample.items()} == dataclasses.asdict(
         BatchNormSample()

@@ -29,7 +29,7 @@ from lesionsoup.merging.held_out import settings_of
 from lesionsoup.merging.soups import merge
 from lesionsoup.merging.stage import merge_stage
 from lesionsoup.plan.ingredients import grid_recipes, init_for, settings_for, train_arguments
-from lesionsoup.plan.merge_rules import BN_POLICIES, RULES, BatchNormSample
+from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS, RULES, BatchNormSample
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.trainer import publish_init, train_run
 from lesionsoup.training.validation import validate
@@ -324,5 +324,8 @@ def test_cli_choices_are_the_tables():
         for policy in BN_POLICIES:
             args = parser.parse_args([*base, "--rule", rule, "--bn-policy", policy])
             assert (args.rule, args.bn_policy) == (rule, policy)
+    for part in PARTS:
+        assert parser.parse_args([*base, "--rule", "uniform", "--part", part]).part == part
+    assert parser.parse_args([*base, "--rule", "uniform"]).part == DEFAULT_PART
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--rule", "soup"])

@@ -26,6 +26,19 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, named)
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
 
 
+def test_a_part_soup_reaches_the_merge_command(tmp_path):
+    """Dry run: the schema takes ``part`` and the merge job passes it on as ``--part``."""
+    config = load_tiny_config()
+    config["merging"]["soups"]["encoders"] = {"rule": "uniform", "part": "encoder"}
+    configfile = write_config(tmp_path / "parts.yaml", config)
+    result = snakemake(tmp_path, configfile, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stdout + result.stderr
+    merges = [line for line in result.stdout.splitlines() if "lesionsoup merge" in line]
+    encoders = [line for line in merges if "encoders.safetensors" in line]
+    assert encoders and all("--part encoder" in line for line in encoders)
+    assert all("--part full" in line for line in merges if line not in encoders)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """The tiny study, run to completion once for the rerun tests."""

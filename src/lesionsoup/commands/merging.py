@@ -16,7 +16,14 @@ from lesionsoup.commands.arguments import (
     json_object,
     open_caches,
 )
-from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_BN_POLICY, DEFAULT_GROUP_BY, RULES
+from lesionsoup.plan.merge_rules import (
+    BN_POLICIES,
+    DEFAULT_BN_POLICY,
+    DEFAULT_GROUP_BY,
+    DEFAULT_PART,
+    PARTS,
+    RULES,
+)
 from lesionsoup.plan.report import SIZE_CURVE_SOUPS
 
 log = logging.getLogger("lesionsoup")
@@ -41,6 +48,7 @@ def _merge(args: argparse.Namespace) -> None:
         args.rule,
         bn_policy=args.bn_policy,
         group_by=args.group_by,
+        part=args.part,
         bn_sample=bn_sample(args),
         device=_device(args.device),
         workers=max(0, args.threads - 1),
@@ -150,6 +158,16 @@ def _add_merge(commands: Subcommands) -> None:
         "--group-by",
         default=DEFAULT_GROUP_BY,
         help="hierarchical soups: the base runs' hyperparameter that defines the groups",
+    )
+    parser.add_argument(
+        "--part",
+        choices=PARTS,
+        default=DEFAULT_PART,
+        help="what the soup averages: the full model, the encoder, or the decoder with the "
+        "segmentation head; the rest, BatchNorm statistics included, is the anchor's (the "
+        "ingredient with the best validation score), named in the sidecar. Not for "
+        f"{', '.join(rule.name for rule in RULES.values() if not rule.averages_parts)} "
+        f"(default: {DEFAULT_PART})",
     )
     add_bn_sample_arguments(parser)
     _add_common(parser)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pandas as pd
 
 from lesionsoup.deploy.models import ModelInfo
 from lesionsoup.inference.predictor import CACHE_SIZE_KEY
+from lesionsoup.plan.merge_rules import DEFAULT_PART
 
 #: What each lesion code stands for, in legends and model cards.
 LESION_NAMES = {
@@ -52,6 +54,28 @@ def _training_section(info: ModelInfo, counts: Mapping[str, Mapping[str, int]]) 
     return lines
 
 
+def _soup_lines(metadata: dict[str, Any]) -> list[str]:
+    """A soup's rule, part and anchor, the starts of the ingredients it keeps, and its weights."""
+    weights = metadata.get("weights", {})
+    kept = [path for path, weight in weights.items() if weight > 0]
+    part = metadata.get("part", DEFAULT_PART)
+    lines = [
+        f"- Weight-space soup: rule `{metadata.get('rule', '?')}`, BatchNorm policy "
+        f"`{metadata.get('bn_policy', '?')}`, {len(kept)} of {len(metadata['ingredients'])} "
+        f"ingredients kept"
+    ]
+    if part != DEFAULT_PART:
+        lines.append(f"- Averages the {part}; the rest is the anchor's, `{metadata.get('anchor')}`")
+    recorded = metadata.get("starts") or {}
+    if recorded:
+        starts = Counter(recorded.get(path, "not recorded") for path in kept)
+        lines.append(
+            "- Starts of the kept ingredients: "
+            + ", ".join(f"{start} ({count})" for start, count in sorted(starts.items()))
+        )
+    return [*lines, "", *_table(["ingredient", "weight"], sorted(weights.items()))]
+
+
 def _method_section(info: ModelInfo) -> list[str]:
     metadata = info.metadata
     architecture = info.member_metadata[0].get("architecture", {})
@@ -70,14 +94,7 @@ def _method_section(info: ModelInfo) -> list[str]:
             f"batch size {hyper.get('batch_size', '?')}, seed {hyper.get('seed', '?')}"
         )
     elif info.method == "soup":
-        weights = metadata.get("weights", {})
-        kept = sum(1 for weight in weights.values() if weight > 0)
-        lines.append(
-            f"- Weight-space soup: rule `{metadata.get('rule', '?')}`, BatchNorm policy "
-            f"`{metadata.get('bn_policy', '?')}`, {kept} of {len(metadata['ingredients'])} "
-            f"ingredients kept"
-        )
-        lines += ["", *_table(["ingredient", "weight"], sorted(weights.items()))]
+        lines += _soup_lines(metadata)
     else:
         lines.append(
             f"- Prediction-space ensemble of {len(info.members)} models "

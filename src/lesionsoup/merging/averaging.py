@@ -11,6 +11,14 @@ whatever the number of ingredients. Non-floating tensors (BatchNorm's
 ``num_batches_tracked``) are never averaged: the merged model keeps their
 elementwise maximum over the ingredients (for SWA snapshots, the latest).
 What then happens to BatchNorm statistics is ``lesionsoup.merging.batchnorm``'s.
+
+Each ingredient's start (``ingredient_start``) is ``shared:<init_id>`` when its
+sidecar records the shared initialisation it started from, or ``independent``
+when its run declares ``"start": "independent"`` (started from the pretrained
+encoder alone, no ``init_id``). The ingredients of one soup may mix the two,
+the comparison of the reference paper, but not two shared initialisations (a
+study has one per combination, so two mean a mistake); a sidecar that records
+neither is refused, since its start cannot be verified.
 """
 
 from __future__ import annotations
@@ -24,11 +32,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from lesionsoup.core.checkpoint import (
-    SHARED,
+    INDEPENDENT,
     CheckpointError,
     StateDict,
     load_metadata,
-    start_of,
     tensor_specs,
 )
 from lesionsoup.inference.predictor import INFERENCE_FIELDS, IncompatibleModels, agreed_fields
@@ -43,23 +50,30 @@ def check_compatible(paths: Sequence[Path]) -> dict[Path, dict[str, Any]]:
         raise ValueError("no ingredients to merge")
     reference, *others = map(Path, paths)
     metadata = {path: load_metadata(path) for path in (reference, *others)}
-    starts = {start_of(meta) for meta in metadata.values()}
-    if len(starts) > 1:
-        raise IncompatibleModels(
-            f"{reference}: the ingredients mix runs from a shared initialisation and runs started "
-            "independently; average one kind (training.init)"
-        )
-    # runs from a shared initialisation must share that one; independent starts share only the
-    # pretrained encoder their architecture names (the paper's soups of independent runs)
-    agreed_fields(
-        metadata, (*INFERENCE_FIELDS, "init_id") if SHARED in starts else INFERENCE_FIELDS
-    )
+    agreed_fields(metadata, INFERENCE_FIELDS)
+    shared = {
+        path: meta for path, meta in metadata.items() if ingredient_start(path, meta) != INDEPENDENT
+    }
+    if shared:
+        agreed_fields(shared, ["init_id"])
     specs = tensor_specs(reference)
     for other in others:
         difference = _spec_difference(specs, tensor_specs(other))
         if difference:
             raise IncompatibleModels(f"{other} and {reference} differ: {difference}")
     return metadata
+
+
+def ingredient_start(path: Path, metadata: Mapping[str, Any]) -> str:
+    """``shared:<init_id>``, or ``independent`` for a run that declares it started alone."""
+    if metadata.get("init_id") is not None:
+        return f"shared:{metadata['init_id']}"
+    if metadata.get("start") == INDEPENDENT:
+        return INDEPENDENT
+    raise IncompatibleModels(
+        f"{path}: no init_id, so a shared initialisation cannot be verified "
+        f"(and no 'start': {INDEPENDENT!r})"
+    )
 
 
 def _spec_difference(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str:
@@ -134,8 +148,13 @@ def _normalised(weights: Sequence[float]) -> list[float]:
     return [w / total for w in weights]
 
 
-def average_checkpoints(paths: Sequence[Path], weights: Sequence[float] | None = None) -> StateDict:
-    """The weighted average (weights normalised to sum 1; default equal) of checkpoint files.
+def average_checkpoints(
+    paths: Sequence[Path],
+    weights: Sequence[float] | None = None,
+    keep: Callable[[str], bool] = lambda _: True,
+) -> StateDict:
+    """The weighted average (weights normalised to sum 1; default equal) of checkpoint files,
+    of the tensors whose names ``keep`` accepts (default all).
 
     Files are checked for compatibility from their headers and sidecars, then
     read one at a time.
@@ -148,5 +167,5 @@ def average_checkpoints(paths: Sequence[Path], weights: Sequence[float] | None =
         raise ValueError(f"{len(weights)} weights for {len(paths)} checkpoints")
     total = _WeightedSum()
     for path, weight in zip(paths, _normalised(weights), strict=True):
-        total.add(read_tensors(path), weight)
+        total.add(read_tensors(path, keep), weight)
     return total.result()

@@ -9,6 +9,9 @@ compute, so each merged model names how its statistics are set:
                epoch of the training loader (``recompute_bn``, ``batchnorm_recompute``);
 ``copy-best``  copied from the member with the best individual held-out score.
 
+A part soup (``lesionsoup.merging.parts``) applies its policy to the statistics
+of the part it averages (``PolicyInputs.averaged``); the rest keep the anchor's.
+
 The names and each rule's default come from ``lesionsoup.plan.merge_rules``;
 ``POLICY_FUNCTIONS`` maps each name to what it does to an averaged state dict.
 Soups (``merging.soups.Merger``) and the connectivity analysis apply them alike.
@@ -72,12 +75,14 @@ class PolicyInputs:
     """What a policy may draw on besides the averaged state dict.
 
     ``evaluate`` scores a soup given as ingredient weights (``copy-best`` ranks
-    the members by it, so that selection and policy share one score cache).
+    the members by it, so that selection and policy share one score cache);
+    a policy sets only the statistics that ``averaged`` accepts.
     """
 
     members: Sequence[Path]
     evaluate: Evaluate
     recompute: BatchNormRecompute | None
+    averaged: Callable[[str], bool] = lambda _: True
 
 
 def is_bn_statistic(name: str) -> bool:
@@ -173,7 +178,9 @@ def _copy_best(state: StateDict, inputs: PolicyInputs) -> StateDict:
     """The statistics of the member that scores best alone (a single member keeps its own)."""
     if len(inputs.members) > 1:
         best = max(inputs.members, key=lambda path: inputs.evaluate({path: 1.0}))
-        state.update(read_tensors(best, is_bn_statistic))
+        state.update(
+            read_tensors(best, lambda name: is_bn_statistic(name) and inputs.averaged(name))
+        )
     return state
 
 
@@ -184,7 +191,11 @@ def _recompute(state: StateDict, inputs: PolicyInputs) -> StateDict:
     model = recompute.make_model().to(recompute.device)
     model.load_state_dict(state)
     recompute_bn(model, recompute.batches, recompute.device)
-    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    recomputed = model.state_dict()
+    return {
+        name: recomputed[name].detach().cpu() if inputs.averaged(name) else tensor
+        for name, tensor in state.items()
+    }
 
 
 POLICY_FUNCTIONS: dict[str, Callable[[StateDict, PolicyInputs], StateDict]] = {

@@ -26,7 +26,7 @@ GroupKey = str | Callable[[dict[str, Any]], Hashable]
 class SelectionStep:
     """One greedy decision: the candidate tried, the soup's score with it, kept or not."""
 
-    stage: str  # "greedy", "global", "local <group>" or "best"
+    stage: str  # "greedy", "global", "local <group>", "best" or "anchor"
     candidate: str
     score: float
     accepted: bool
@@ -84,12 +84,12 @@ def greedy(components: Sequence[Component], evaluate: Evaluate, stage: str) -> S
     return Selection(mean([c.weights for c in chosen]), trace)
 
 
-def single_best(paths: Sequence[Path], evaluate: Evaluate) -> Selection:
+def single_best(paths: Sequence[Path], evaluate: Evaluate, stage: str = SINGLE_BEST) -> Selection:
     """The ingredient with the best held-out score alone (the soup is that model), with
-    every ingredient's score in the trace."""
+    every ingredient's score in the trace (under ``stage``)."""
     scores = {path: evaluate({path: 1.0}) for path in paths}
     best = max(paths, key=scores.__getitem__)
-    trace = [SelectionStep(SINGLE_BEST, str(path), s, path == best) for path, s in scores.items()]
+    trace = [SelectionStep(stage, str(path), s, path == best) for path, s in scores.items()]
     return Selection({best: 1.0}, trace, described_by=best)
 
 

@@ -5,10 +5,18 @@
 greedy, single best) scores every candidate through ``Merger.evaluate``, which
 builds it with ``Merger.build``: the same path, BatchNorm policy included,
 that builds the final model, so a candidate is scored as it would be saved.
+
+A part soup (``part`` encoder or decoder, ``lesionsoup.merging.parts``) first
+picks its anchor, the ingredient that scores best as it is (what the ``best``
+rule with its default policy picks), then runs its rule over soups that average
+the part and take the rest from the anchor: a greedy part soup ranks and keeps
+ingredients by the scores of those soups. The sidecar names the part, the
+anchor, and the start of every ingredient (``averaging.ingredient_start``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,7 +28,12 @@ from typing import Any, Protocol
 from lesionsoup.core.checkpoint import StateDict
 from lesionsoup.inference.predictor import INFERENCE_FIELDS
 from lesionsoup.merging import selection
-from lesionsoup.merging.averaging import average_checkpoints, check_compatible
+from lesionsoup.merging.averaging import (
+    INDEPENDENT,
+    average_checkpoints,
+    check_compatible,
+    ingredient_start,
+)
 from lesionsoup.merging.batchnorm import (
     POLICY_FUNCTIONS,
     BatchNormRecompute,
@@ -28,13 +41,26 @@ from lesionsoup.merging.batchnorm import (
     check_policy,
 )
 from lesionsoup.merging.candidates import base_group_key
+from lesionsoup.merging.parts import anchor_rest, part_filter
 from lesionsoup.merging.selection import GroupKey, Selection, SelectionStep
-from lesionsoup.plan.merge_rules import DEFAULT_GROUP_BY, BatchNormPolicy, merge_rule
+from lesionsoup.plan.merge_rules import (
+    DEFAULT_GROUP_BY,
+    DEFAULT_PART,
+    BatchNormPolicy,
+    Part,
+    check_part,
+    merge_rule,
+)
+
+log = logging.getLogger(__name__)
 
 #: Metadata a merged model inherits: what inference needs (every ingredient records it
-#: alike, so the merged model is as complete as they are), the shared initialisation, and
-#: the parent of the ingredient it is described by (the first, or the single best).
-LINEAGE: tuple[str, ...] = (*INFERENCE_FIELDS, "init_id", "parent")
+#: alike, so the merged model is as complete as they are), the start (shared initialisation
+#: or independent) and parent of the ingredient it is described by (the first, the single
+#: best, or a part soup's anchor).
+LINEAGE: tuple[str, ...] = (*INFERENCE_FIELDS, "init_id", "start", "parent")
+#: The selection stage that picks a part soup's anchor.
+ANCHOR = "anchor"
 
 
 class Scorer(Protocol):
@@ -58,6 +84,9 @@ class MergeResult:
     compute_seconds: float  # training time of the ingredients (sum; SWA: the latest snapshot's)
     score: float | None  # the final model's held-out score, when selection computed it
     lineage: dict[str, Any] = field(default_factory=dict)  # LINEAGE: what the ingredients share
+    part: Part = DEFAULT_PART  # what is averaged; the rest is the anchor's
+    anchor: str | None = None  # a part soup's anchor ingredient
+    starts: dict[str, str] = field(default_factory=dict)  # each ingredient's start
 
     def metadata(self) -> dict[str, Any]:
         """Sidecar metadata for ``save_checkpoint``."""
@@ -67,6 +96,9 @@ class MergeResult:
             "bn_policy": self.bn_policy,
             "ingredients": self.ingredients,
             "weights": self.weights,
+            "part": self.part,
+            **({"anchor": self.anchor} if self.anchor is not None else {}),
+            "starts": self.starts,
             "selection_trace": [asdict(step) for step in self.selection_trace],
             "merge_seconds": self.merge_seconds,
             "selection_seconds": self.selection_seconds,
@@ -79,7 +111,9 @@ class Merger:
     """Builds and scores soups of one set of compatible checkpoints under one BatchNorm policy.
 
     ``scorer`` is needed for selection and for ``copy-best``; ``recompute`` for
-    the ``recompute`` policy. Each soup is scored once, however often asked.
+    the ``recompute`` policy. Each soup is scored once, however often asked. A
+    soup of a ``part`` averages that part and takes the rest from ``anchor``
+    (one of the ingredients), whose tensors it reads once.
     """
 
     def __init__(
@@ -89,6 +123,8 @@ class Merger:
         bn_policy: BatchNormPolicy = "average",
         scorer: Scorer | None = None,
         recompute: BatchNormRecompute | None = None,
+        part: Part = DEFAULT_PART,
+        anchor: Path | None = None,
     ) -> None:
         self.ingredients = [Path(p) for p in ingredients]
         if len(set(self.ingredients)) != len(self.ingredients):
@@ -98,6 +134,12 @@ class Merger:
         self.scorer = scorer
         self.recompute = recompute
         self.metadata = check_compatible(self.ingredients)
+        if (part == DEFAULT_PART) != (anchor is None) or anchor not in (None, *self.ingredients):
+            needed = "no anchor" if part == DEFAULT_PART else "an anchor among its ingredients"
+            raise ValueError(f"a {part} soup takes {needed}, not {anchor}")
+        self.part, self.anchor = part, anchor
+        self._averaged = part_filter(part)
+        self._anchor_rest = anchor_rest(anchor, part) if anchor is not None else {}
         self._scores: dict[tuple[tuple[str, float], ...], float] = {}
 
     def _members(self, weights: Mapping[Path, float]) -> list[Path]:
@@ -107,8 +149,9 @@ class Merger:
     def build(self, weights: Mapping[Path, float]) -> StateDict:
         """The averaged state dict of a soup with this merger's BatchNorm policy applied."""
         members = self._members(weights)
-        state = average_checkpoints(members, [weights[path] for path in members])
-        inputs = PolicyInputs(members, self.evaluate, self.recompute)
+        state = average_checkpoints(members, [weights[path] for path in members], self._averaged)
+        state.update((name, tensor.clone()) for name, tensor in self._anchor_rest.items())
+        inputs = PolicyInputs(members, self.evaluate, self.recompute, self._averaged)
         return POLICY_FUNCTIONS[self.bn_policy](state, inputs)
 
     def _soup_key(self, weights: Mapping[Path, float]) -> tuple[tuple[str, float], ...]:
@@ -139,7 +182,7 @@ class Merger:
             float(meta.get("compute_seconds", meta.get("wall_seconds", 0.0)))
             for meta in self.metadata.values()
         ]
-        described_by = self.metadata[chosen.described_by or self.ingredients[0]]
+        described_by = self.metadata[chosen.described_by or self.anchor or self.ingredients[0]]
         return MergeResult(
             state_dict=state,
             rule=rule,
@@ -152,6 +195,9 @@ class Merger:
             compute_seconds=max(costs) if merge_rule(rule).one_run else sum(costs),
             score=self._scores.get(self._soup_key(chosen.weights)),
             lineage={key: described_by[key] for key in LINEAGE if key in described_by},
+            part=self.part,
+            anchor=None if self.anchor is None else str(self.anchor),
+            starts={str(path): ingredient_start(path, m) for path, m in self.metadata.items()},
         )
 
 
@@ -189,6 +235,25 @@ RULE_FUNCTIONS: dict[str, Callable[[Merger, GroupKey], Selection]] = {
 }
 
 
+def pick_anchor(ingredients: Sequence[Path], scorer: Scorer | None) -> Selection:
+    """A part soup's anchor: the ingredient that scores best as it is, as the ``best`` rule
+    with its default BatchNorm policy picks it, with every ingredient's score in the trace."""
+    full = Merger(ingredients, scorer=scorer)
+    return selection.single_best(full.ingredients, full.evaluate, ANCHOR)
+
+
+def _warn_on_starts(merger: Merger) -> None:
+    """Say so when a soup averages more than the encoder over several starts."""
+    starts = {ingredient_start(path, meta) for path, meta in merger.metadata.items()}
+    if merger.part != "encoder" and (len(starts) > 1 or INDEPENDENT in starts):
+        log.warning(
+            "a %s soup of ingredients started apart (%s): only their encoders share a start, "
+            "the pretrained one",
+            merger.part,
+            ", ".join(sorted(starts)),
+        )
+
+
 def merge(
     ingredients: Sequence[Path],
     rule: str,
@@ -197,14 +262,28 @@ def merge(
     scorer: Scorer | None = None,
     recompute: BatchNormRecompute | None = None,
     group_key: GroupKey | None = None,
+    part: Part = DEFAULT_PART,
 ) -> MergeResult:
     """Merge checkpoints by ``rule`` (a name of ``plan.merge_rules.RULES``), by default with
     the rule's BatchNorm policy; hierarchical rules group the ingredients by ``group_key``
     (default: the learning rate of each ingredient's base run, ``DEFAULT_GROUP_BY`` of the run
-    that left the shared initialisation, so FGG and SWA snapshots join their base's group)."""
+    that left the shared initialisation, so FGG and SWA snapshots join their base's group).
+    A ``part`` other than ``full`` averages that part only, the rest from the anchor."""
+    check_part(rule, part)
     policy = bn_policy or merge_rule(rule).bn_policy
-    merger = Merger(ingredients, bn_policy=policy, scorer=scorer, recompute=recompute)
     start = perf_counter()
+    anchor = pick_anchor(ingredients, scorer) if part != DEFAULT_PART else None
+    merger = Merger(
+        ingredients,
+        bn_policy=policy,
+        scorer=scorer,
+        recompute=recompute,
+        part=part,
+        anchor=anchor and anchor.described_by,
+    )
+    _warn_on_starts(merger)
     key = base_group_key(DEFAULT_GROUP_BY) if group_key is None else group_key
     chosen = RULE_FUNCTIONS[rule](merger, key)
+    if anchor is not None:
+        chosen = Selection(chosen.weights, anchor.trace + chosen.trace, chosen.described_by)
     return merger.result(rule, chosen, perf_counter() - start)

@@ -33,8 +33,11 @@ from lesionsoup.merging.held_out import HeldOut, settings_of
 from lesionsoup.merging.soups import merge
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
+    DEFAULT_PART,
     BatchNormPolicy,
     BatchNormSample,
+    Part,
+    check_part,
     merge_rule,
 )
 
@@ -49,14 +52,17 @@ def merge_stage(
     *,
     bn_policy: BatchNormPolicy | None = None,
     group_by: str = DEFAULT_GROUP_BY,
+    part: Part = DEFAULT_PART,
     bn_sample: BatchNormSample = BatchNormSample(),  # noqa: B008 (frozen)
     device: str | torch.device = "cpu",
     workers: int = 0,
 ) -> dict[str, Any]:
     """Merge ``ingredients`` by ``rule`` (a name of ``plan.merge_rules.RULES``) and save the
     checkpoint; returns its metadata. The BatchNorm policy defaults to the rule's; ``workers``
-    load its recompute patches."""
-    defaults = merge_rule(rule)  # an unknown rule is refused before any file is read
+    load its recompute patches; ``part`` is what the soup averages (the rest is its anchor's,
+    ``lesionsoup.merging.parts``)."""
+    defaults = merge_rule(rule)  # an unknown rule or part is refused before any file is read
+    check_part(rule, part)
     paths = expand_ingredients(ingredients)
     policy = bn_policy or defaults.bn_policy
     first = load_metadata(paths[0])
@@ -74,6 +80,7 @@ def merge_stage(
         scorer=held_out.scorer(spec),
         recompute=recompute,
         group_key=base_group_key(group_by),
+        part=part,
     )
     trained = training_seconds(paths)
     validation = held_out.scores(result.state_dict, spec)
@@ -93,5 +100,7 @@ def merge_stage(
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output, result.state_dict, metadata)
-    log.info("%s: %s soup, validation score %.4f", output, rule, validation["score"])
+    log.info(
+        "%s: %s soup of the %s, validation score %.4f", output, rule, part, validation["score"]
+    )
     return metadata

@@ -39,10 +39,13 @@ from lesionsoup.core.combos import expand_combinations
 from lesionsoup.plan import hpo, paths
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
+    DEFAULT_PART,
     ENSEMBLE,
     ENSEMBLE_POOLS,
     BatchNormSample,
+    check_part,
     merge_rule,
+    method_name,
 )
 from lesionsoup.plan.study import (
     Run,
@@ -430,17 +433,24 @@ def soup_methods(config: Mapping[str, Any], combo: str) -> list[str]:
 
 def soup_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
     """A configured soup (or one run's model of it) with its rule's defaults filled in: rule
-    (default: the soup's name), pools, BatchNorm policy, group key and the recompute patches."""
+    (default: the soup's name), pools, BatchNorm policy, group key, the part it averages and
+    the recompute patches; a part the rule cannot average is refused."""
     soups = _merging(config).get("soups", {})
     method, _ = _soup_of(config, method)
     soup = dict(soups[method] or {})
     rule = merge_rule(soup.get("rule", method))
     bn_policy = soup.get("bn_policy", rule.bn_policy)
+    part = soup.get("part", DEFAULT_PART)
+    try:
+        check_part(rule.name, part)
+    except ValueError as error:
+        raise ValueError(f"merging.soups.{method}: {error}") from None
     return {
         "rule": rule.name,
         "ingredients": soup.get("ingredients", list(rule.pools)),
         "bn_policy": bn_policy,
         "group_by": soup.get("group_by", DEFAULT_GROUP_BY),
+        "part": part,
         # only soups that recompute BatchNorm statistics depend on the patches they use
         "bn_recompute": bn_sample(config) if bn_policy == "recompute" else None,
     }
@@ -481,7 +491,7 @@ def soup_arguments(config: Mapping[str, Any], method: str) -> str:
     """The ``lesionsoup merge`` options of a configured soup."""
     soup = soup_settings(config, method)
     options = [f"--rule {soup['rule']}", f"--bn-policy {soup['bn_policy']}"]
-    options.append(f"--group-by {soup['group_by']}")
+    options.append(f"--group-by {soup['group_by']} --part {soup['part']}")
     if soup["bn_recompute"]:
         options.append(bn_sample_arguments(soup["bn_recompute"]))
     return " ".join(options)
@@ -510,13 +520,15 @@ def ensemble_arguments(config: Mapping[str, Any], name: str) -> str:
 
 
 def merged_models(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """(path, combination, method) of every merged model and ensemble, for evaluation."""
+    """(path, combination, method) of every merged model and ensemble, for evaluation; a soup's
+    method names its rule and, for a part soup, its part (``merge_rules.method_name``)."""
     merging = _merging(config)
     models = []
     for combo in merging_combinations(config):
         for method in soup_methods(config, combo):
-            rule = soup_settings(config, method)["rule"]
-            models.append((paths.merged(combo, method), combo, rule))
+            settings = soup_settings(config, method)
+            rule_method = method_name(settings["rule"], settings["part"])
+            models.append((paths.merged(combo, method), combo, rule_method))
         for name in merging.get("ensembles", {}):
             models.append((paths.ensemble(combo, name), combo, ENSEMBLE))
     return models

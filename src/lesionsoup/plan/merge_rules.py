@@ -19,6 +19,12 @@ BN_POLICIES: tuple[BatchNormPolicy, ...] = get_args(BatchNormPolicy)
 #: The policy of every rule that names none (model soups and FissionFusion average).
 DEFAULT_BN_POLICY: BatchNormPolicy = "average"
 
+#: What a soup averages (``lesionsoup.merging.parts``): the whole model, the encoder, or the
+#: decoder with the segmentation head; a part soup takes the rest from its anchor ingredient.
+Part = Literal["full", "encoder", "decoder"]
+PARTS: tuple[Part, ...] = get_args(Part)
+DEFAULT_PART: Part = "full"
+
 
 @dataclass(frozen=True)
 class MergeRule:
@@ -31,6 +37,8 @@ class MergeRule:
     grouped: bool = False  # hierarchical: the candidates are grouped by a base setting
     #: The candidates are snapshots of one run, whose cost is its latest snapshot's.
     one_run: bool = False
+    #: A soup of this rule may average one part (``PARTS``) and take the rest from its anchor.
+    averages_parts: bool = True
 
 
 SINGLE_BEST = "best"
@@ -39,7 +47,9 @@ SINGLE_BEST = "best"
 RULES: dict[str, MergeRule] = {
     rule.name: rule
     for rule in (
-        MergeRule(SINGLE_BEST, "the candidate with the best validation score"),
+        MergeRule(
+            SINGLE_BEST, "the candidate with the best validation score", averages_parts=False
+        ),
         MergeRule("uniform", "the average of every candidate"),
         MergeRule("greedy", "greedy soup: candidates by score, kept when the soup improves"),
         MergeRule(
@@ -48,6 +58,7 @@ RULES: dict[str, MergeRule] = {
             pools=("swa",),
             bn_policy="recompute",
             one_run=True,
+            averages_parts=False,
         ),
         MergeRule("UoU", "uniform soup of the groups' uniform soups", grouped=True),
         MergeRule("UoG", "uniform soup of the groups' greedy soups", grouped=True),
@@ -89,3 +100,27 @@ def merge_rule(name: str) -> MergeRule:
     if name not in RULES:
         raise ValueError(f"unknown merge rule {name!r}; known: {list(RULES)}")
     return RULES[name]
+
+
+def check_part(rule: str, part: str) -> None:
+    """Refuse a part the rule cannot average: ``best`` averages nothing, and an SWA model is
+    one run's trajectory average, whose anchor would be one of its own snapshots."""
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; known: {list(PARTS)}")
+    if part != DEFAULT_PART and not merge_rule(rule).averages_parts:
+        raise ValueError(f"the {rule} rule averages no part: {part!r} needs another rule")
+
+
+def method_name(rule: str, part: Part = DEFAULT_PART) -> str:
+    """The method a merged model is recorded under (``metrics.csv``, figures): its rule, with
+    the part it averages when not the full model (``uniform-encoder``)."""
+    check_part(rule, part)
+    return rule if part == DEFAULT_PART else f"{rule}-{part}"
+
+
+def method_names(base: str) -> tuple[str, ...]:
+    """``base`` (a rule or another method) and, for a rule that averages parts, its part
+    soups' methods: the order tables and figures list them in."""
+    if base not in RULES or not RULES[base].averages_parts:
+        return (base,)
+    return tuple(method_name(base, part) for part in PARTS)

@@ -15,7 +15,7 @@ from lesionsoup.core.metrics import METRIC_LABELS
 from lesionsoup.core.style_features import STYLE_FEATURES
 from lesionsoup.plan import ingredients, paths
 from lesionsoup.plan.evaluation import SINGLE, evaluated_models
-from lesionsoup.plan.merge_rules import ENSEMBLE, merge_rule
+from lesionsoup.plan.merge_rules import DEFAULT_PART, ENSEMBLE, merge_rule
 from lesionsoup.plan.study import combo_caches, configured, test_datasets
 
 DEFAULTS: dict[str, Any] = {
@@ -134,15 +134,19 @@ def size_curve_evaluations(config: Mapping[str, Any], combo: str) -> list[str]:
 
 
 def size_curve_policies(config: Mapping[str, Any]) -> dict[str, str]:
-    """Each soup curve's BatchNorm policy: that of the study's first soup of its rule, else
-    the rule's default."""
+    """Each soup curve's BatchNorm policy: that of the study's first full-model soup of its
+    rule, else the rule's default."""
     soups = [
         ingredients.soup_settings(config, name)
         for name in (config.get("merging") or {}).get("soups", {})
     ]
     policies = {}
     for curve in SIZE_CURVE_SOUPS:
-        matching = [soup["bn_policy"] for soup in soups if soup["rule"] == curve]
+        matching = [
+            soup["bn_policy"]
+            for soup in soups
+            if soup["rule"] == curve and soup["part"] == DEFAULT_PART
+        ]
         policies[curve] = matching[0] if matching else merge_rule(curve).bn_policy
     return policies
 

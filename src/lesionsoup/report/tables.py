@@ -17,18 +17,15 @@ import pandas as pd
 
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.evaluation.evaluate import COLUMNS
+from lesionsoup.plan.evaluation import SINGLE
+from lesionsoup.plan.merge_rules import ENSEMBLE, method_names
 
-#: Order of methods in tables and figures; unknown methods follow, sorted.
-METHOD_ORDER: tuple[str, ...] = (
-    "single",
-    "ensemble",
-    "swa",
-    "uniform",
-    "greedy",
-    "UoU",
-    "UoG",
-    "GoU",
-    "GoG",
+#: Order of methods in tables and figures, each soup's part soups after it (``uniform``,
+#: ``uniform-encoder``, ``uniform-decoder``); unknown methods follow, sorted.
+METHOD_ORDER: tuple[str, ...] = tuple(
+    method
+    for base in (SINGLE, ENSEMBLE, "swa", "uniform", "greedy", "UoU", "UoG", "GoU", "GoG")
+    for method in method_names(base)
 )
 
 
