@@ -384,3 +384,12 @@ def test_pruned_trial_leaves_no_resumable_state(tmp_path, init, monkeypatch):
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert (runs / f"trial{trial.number:04d}").is_dir()
     assert not (runs / f"trial{trial.number:04d}" / ".work").exists()
+
+
+def test_the_schema_names_exactly_the_tunable_settings():
+    """The HPO schema's setting names are TrainSettings' fields but the seed (a YAML schema
+    cannot import Python, so this test holds the two equal)."""
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "workflow/schemas/hpo.schema.yaml").read_text()
+    )
+    assert set(schema["$defs"]["setting_name"]["enum"]) == set(hpo_plan.TUNABLE)

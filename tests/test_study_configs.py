@@ -25,6 +25,7 @@ DEMO = REPO / "config.yaml"
 ALL_FIVE = "DDR+FGADR+IDRID+MAPLES+RETLES"
 #: The sections FissionFusion's config shares with the paper's, so both studies train alike.
 SHARED_SECTIONS = ("synthetic", "datasets", "preprocess", "model", "evaluation")
+PARTS = ("encoder", "decoder", "full")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -86,15 +87,17 @@ def paper_plan(roots, tmp_path_factory) -> Counter:
     return plan(tmp_path_factory.mktemp("paper") / "run", with_roots(PAPER, roots))
 
 
-def test_paper_plans_its_search_swa_soups_and_ensembles(paper_plan):
+def test_paper_plans_independent_starts_part_soups_swa_per_run_and_ensembles(paper_plan):
     config = load(PAPER)
     rules = by_rule(paper_plan)
-    assert rules["warmup"] == 31  # every combination of the five datasets
+    assert "warmup" not in rules  # every run starts from the pretrained encoder alone
     assert rules["hpo_trial"] == config["hpo"]["n_trials"] and rules["hpo_export"] == 1
     recipes = Counter(job["recipe"] for job in wildcards(paper_plan, "train"))
     assert recipes == {"base": 31 * 3, "swa-base": 3}
     merged = {job["method"] for job in wildcards(paper_plan, "merge")}
-    assert merged == {"uniform-seeds", "greedy-seeds", "uniform-hpo", "greedy-hpo", "swa"}
+    parts = {f"{rule}-{part}" for rule in ("uniform", "greedy") for part in PARTS}
+    swa = {f"swa-seed{seed}" for seed in (0, 1, 2)}  # one SWA model per run
+    assert merged == {*parts, "uniform-hpo", "greedy-hpo", *swa}
     assert {job["name"] for job in wildcards(paper_plan, "ensemble")} == {"seeds", "hpo"}
     assert {job["combo"] for job in wildcards(paper_plan, "merge")} == {ALL_FIVE}
     assert rules["connectivity"] == 2 and rules["report_qualitative"] == 5
@@ -109,10 +112,10 @@ def test_fissionfusion_plans_its_grid_fgg_and_every_soup_of_the_same_ingredients
     assert all(recipes[name] == 2 for name in grid)  # two seeds each
     # one FGG base per learning rate: the heavy-augmentation grid run, its first seed
     assert {name for name in recipes if name.startswith("fgg-")} == {
-        f"fgg-{name}" for name in grid if name.startswith("grid-augheavy-")
+        f"fgg-{name}" for name in grid if name.startswith("grid-augfissionfusion_heavy-")
     }
     assert all(recipes[name] == 1 for name in recipes if name.startswith("fgg-"))
-    assert recipes["base"] == 1 and by_rule(jobs)["warmup"] == 1  # one shared initialisation
+    assert recipes["finetune"] == 1 and by_rule(jobs)["warmup"] == 1  # one shared start
     merged = {job["method"]: job["combo"] for job in wildcards(jobs, "merge")}
     for pool in ("grid", "fgg"):
         for rule in ("uniform", "greedy", "GoU", "GoG"):
@@ -123,11 +126,14 @@ def test_fissionfusion_plans_its_grid_fgg_and_every_soup_of_the_same_ingredients
 
 
 def test_fissionfusion_trains_like_the_paper():
+    """The same data, models, training defaults and evaluation; FissionFusion's own start
+    (linear probing) and fine-tuning recipe."""
     paper, fission = load(PAPER), load(FISSIONFUSION)
     for section in SHARED_SECTIONS:
         assert fission[section] == paper[section], section
-    for key in ("defaults", "warmup", "recipes"):
+    for key in ("defaults", "precision"):
         assert fission["training"][key] == paper["training"][key], key
+    assert (paper["training"]["init"], fission["training"]["init"]) == ("independent", "shared")
 
 
 def perturbed_demo() -> dict[str, Any]:

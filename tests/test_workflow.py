@@ -111,10 +111,10 @@ def test_changed_training_value_reruns_only_its_trainings(finished, tmp_path):
     jobs = planned_jobs(workdir, write_config(tmp_path / "c.yaml", config))
     assert _upstream(jobs) == {
         ("train", "combo=IDRID, recipe=swa-base, seed=0"),
-        ("merge", "combo=IDRID, method=swa"),
+        ("merge", "combo=IDRID, method=swa-seed0"),  # the SWA model of the one SWA run
     }
     evaluated = {job[1] for job in jobs if job[0] == "evaluate"}
-    assert evaluated == {"model=merged/IDRID/swa"}  # one job a model, over every test set
+    assert evaluated == {"model=merged/IDRID/swa-seed0"}  # one job a model, every test set
 
 
 def test_added_combination_plans_only_new_jobs(finished, tmp_path):
