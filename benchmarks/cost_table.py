@@ -49,12 +49,12 @@ BEGIN, END = "<!-- cost-table:begin -->", "<!-- cost-table:end -->"
 
 #: ASSUMED images per dataset (train, valid, test): official splits where there are (IDRiD
 #: 54/27, DDR 383/149/225, MAPLES-DR 138/60), else the published totals (FGADR Seg-set 1842,
-#: retinal-lesions 1593) split by the paper config's fractions (test 0.2, valid 0.15).
+#: retinal-lesions 1593) split by the paper config's fractions (test 0.2, valid 0.12).
 SPLITS = {
     "IDRID": (46, 8, 27),
     "DDR": (383, 149, 225),
-    "FGADR": (1198, 276, 368),
-    "RETLES": (1035, 239, 319),
+    "FGADR": (1253, 221, 368),
+    "RETLES": (1083, 191, 319),
     "MAPLES": (117, 21, 60),
 }
 
@@ -101,15 +101,24 @@ def _validations(settings: dict, combo: str) -> int:
     return settings["steps"] // settings["validate_every"] * valid
 
 
+def _in_steps(combo: str, settings: dict) -> dict:
+    """A job's settings with lengths in epochs turned into steps on the combination's training
+    images (the full budget: early stopping can only shorten it)."""
+    images = sum(SPLITS[name][0] for name in combo.split("+"))
+    return TrainSettings.from_dict(settings).in_steps(images).as_dict()
+
+
 def count_work(config: dict) -> Work:
     """Training runs (warm-ups, runs, soup ingredients, HPO trials) and evaluations of the plan."""
-    jobs = [(combo, study.warmup_settings(config)) for combo in study.combinations(config)]
+    warmups = study.combinations(config) if study.shared_start(config) else []
+    jobs = [(combo, _in_steps(combo, study.warmup_settings(config))) for combo in warmups]
     runs = {run.directory: run for run in study.runs(config) + ingredients.ingredient_runs(config)}
     trained = [
-        (run.combo, ingredients.settings_for(config, run.recipe, run.seed)) for run in runs.values()
+        (run.combo, _in_steps(run.combo, ingredients.settings_for(config, run.recipe, run.seed)))
+        for run in runs.values()
     ]
     trials = [
-        (plan.combo, hpo.definition(config, plan.recipe)["settings"])
+        (plan.combo, _in_steps(plan.combo, hpo.definition(config, plan.recipe)["settings"]))
         for plan in hpo.plans(config)
         for _ in range(config["hpo"]["n_trials"])
     ]
@@ -128,9 +137,13 @@ def count_work(config: dict) -> Work:
         validation_images=sum(_validations(settings, combo) for combo, settings in jobs),
         evaluations=len(models) * len(tests),
         evaluated_images=len(models) * sum(SPLITS[test][2] for test in tests),
-        longest_training_steps=study.warmup_settings(config)["steps"] + longest[1]["steps"],
+        longest_training_steps=max(
+            (settings["steps"] for combo, settings in jobs[: len(warmups)] if combo == longest[0]),
+            default=0,
+        )
+        + longest[1]["steps"],
         longest_validation_images=_validations(longest[1], longest[0]),
-        checkpoints=2 * len(trained) + snapshots + len(soups) + len(study.combinations(config)),
+        checkpoints=2 * len(trained) + snapshots + len(soups) + len(warmups),
         cached_images=sum(sum(SPLITS[name]) for name in config["datasets"]),
     )
 

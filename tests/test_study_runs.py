@@ -83,7 +83,7 @@ def scaled_down(study: Path, roots: dict[str, str]) -> dict[str, Any]:
         for key in ("epochs", "validate_every_epochs"):
             with contextlib.suppress(KeyError):
                 _set(config, f"training.{section}.{key}", 1)
-    for stage, epochs in (("swa", 1), ("fgg", 2)):
+    for stage, epochs in (("swa", 2), ("fgg", 2)):
         if stage in config["merging"]:
             settings = config["merging"][stage]["settings"]
             settings.update(epochs=epochs, cycle_epochs=1)
