@@ -393,3 +393,27 @@ def test_the_schema_names_exactly_the_tunable_settings():
         (Path(__file__).resolve().parents[1] / "workflow/schemas/hpo.schema.yaml").read_text()
     )
     assert set(schema["$defs"]["setting_name"]["enum"]) == set(hpo_plan.TUNABLE)
+
+
+def test_a_learning_rate_range_reaching_the_floor_is_refused_naming_it(tmp_path):
+    config = {
+        "training": {
+            "defaults": {"min_lr": 1e-4},
+            "recipes": {"base": {"lr": 1e-3}},
+        },
+        "hpo": {
+            "seed": 0,
+            "trial": {},
+            "startup_trials": 1,
+            "pruner": {"kind": "none"},
+            "space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+        },
+        "model": {"encoder": "resnet18", "encoder_weights": None},
+    }
+    with pytest.raises(ValueError, match=r"hpo\.space\.lr\.low: min_lr 0\.0001 >= lr 0\.0001"):
+        hpo_plan.definition(config, "base")
+    config["hpo"]["space"]["lr"] = {"type": "categorical", "choices": [1e-3, 1e-4]}
+    with pytest.raises(ValueError, match=r"hpo\.space\.lr\.choices"):
+        hpo_plan.definition(config, "base")
+    config["hpo"]["space"]["lr"] = {"type": "float", "low": 2e-4, "high": 1e-2}
+    assert hpo_plan.definition(config, "base")["space"]["lr"]["low"] == 2e-4

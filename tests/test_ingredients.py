@@ -365,3 +365,24 @@ def test_swa_makes_one_model_per_run_never_a_mixture_of_seeds():
     del config["merging"]["soups"]["swa"]
     with pytest.raises(ValueError, match="exactly one soup with rule 'swa'"):
         soup_inputs(config, "IDRID", "uniform-swa")
+
+
+def test_a_rising_schedule_is_refused_naming_the_key():
+    """A cosine or triangular schedule whose floor is not below its peak would stay flat or
+    climb: refused at planning, wherever it is configured (the check is min_lr >= lr)."""
+    config = make_config()
+    config["training"]["defaults"]["min_lr"] = 0.002  # = the base recipe's lr
+    with pytest.raises(ValueError, match=r"training\.recipes\.base: min_lr 0\.002 >= lr 0\.002"):
+        settings_for(config, "base", 0)
+    config = make_config()
+    config["training"]["defaults"]["min_lr"] = 0.001  # the grid point lr 1e-3 is flat
+    with pytest.raises(
+        ValueError, match=r"merging\.grid\.values \(grid point grid-auglight-lr1e-3\)"
+    ):
+        settings_for(config, "grid-auglight-lr1e-3", 0)
+    assert settings_for(config, "grid-auglight-lr25e-4", 0)["lr"] == 0.0025  # falls: allowed
+    config = make_config()
+    config["merging"]["fgg"]["settings"]["min_lr"] = 1e-5  # FGG's floor = its peak
+    with pytest.raises(ValueError, match=r"merging\.fgg\.settings: min_lr 1e-05 >= lr 1e-05"):
+        settings_for(config, "fgg-grid-auglight-lr1e-3", 0)
+    assert settings_for(make_config(), "swa-base", 0)["schedule"] == "swa"  # SWA may rise
