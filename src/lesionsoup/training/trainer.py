@@ -287,12 +287,11 @@ def train_run(
 ) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one run; returns the ``last`` metadata.
 
-    ``on_validation(step, scores)`` is called after each validation (e.g. to
-    report to an Optuna trial); an exception it raises stops the run after its
-    state is saved. ``keep_optimizer`` publishes the optimiser state of those checkpoints
-    (``best``, ``last``), ``init_optimizer`` starts from a published one. ``precision``: one of
-    ``core.precision.PRECISIONS``; ``progress_bar`` allows a bar when stderr is a
-    terminal (else a log line every ``log_every`` steps).
+    ``on_validation(step, scores)`` is called after each validation (e.g. to report to an
+    Optuna trial); an exception it raises stops the run after its state is saved.
+    ``keep_optimizer`` publishes the optimiser states of those checkpoints (``best``, ``last``),
+    ``init_optimizer`` starts from a published one. ``precision``: one of ``PRECISIONS``;
+    ``progress_bar`` allows a bar on a terminal (else a line every ``log_every`` steps).
     """
     paths = RunPaths(run_dir)
     settings = _swa_start(_in_steps(settings, caches, paths.root), init)
