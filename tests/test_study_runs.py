@@ -53,11 +53,12 @@ SCALED: dict[str, Any] = {
 
 
 def _set(config: dict, dotted: str, value: Any) -> None:
+    """Replace the value at ``dotted``; KeyError where the config does not set it."""
     *parents, key = dotted.split(".")
     for parent in parents:
         config = config[parent]
     if key not in config:
-        raise KeyError(f"the overlay scales {dotted}, which the config does not set")
+        raise KeyError(dotted)
     config[key] = value
 
 
@@ -77,8 +78,9 @@ def scaled_down(study: Path, roots: dict[str, str]) -> dict[str, Any]:
     config["datasets"] = {name: config["datasets"][name] for name in KEPT}
     for name, settings in config["datasets"].items():
         settings["root"] = roots[name]
-    for dotted, value in SCALED.items():
-        _set(config, dotted, value)
+    for dotted, value in SCALED.items():  # where the config sets it (FissionFusion: no HPO)
+        with contextlib.suppress(KeyError):
+            _set(config, dotted, value)
     for section in ("warmup", *(f"recipes.{name}" for name in config["training"]["recipes"])):
         for key in ("epochs", "validate_every_epochs"):
             with contextlib.suppress(KeyError):
