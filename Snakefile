@@ -6,7 +6,11 @@ with --configfile is read alone (config.yaml is not merged under it), its
 omitted keys taking the schemas' documented defaults.
 """
 
-from snakemake.utils import min_version, validate
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+from lesionsoup.plan.validation import validate_config
 
 min_version("9.0")
 
@@ -16,11 +20,13 @@ if not workflow.overwrite_configfiles:  # no --configfile: the demo
     configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+VERBOSE = workflow.output_settings.verbose
+validate_config(config, SCHEMAS / "config.schema.yaml", VERBOSE)
 # A section behind a whole-file $ref is checked by a plain validator that fills no
 # defaults (the file's $schema switches validators): validating it alone fills them.
-validate(config["merging"], "workflow/schemas/merging.schema.yaml")
-validate(config["report"], "workflow/schemas/report.schema.yaml")
+validate_config(config["merging"], SCHEMAS / "merging.schema.yaml", VERBOSE)
+validate_config(config["report"], SCHEMAS / "report.schema.yaml", VERBOSE)
 
 
 include: "workflow/rules/common.smk"

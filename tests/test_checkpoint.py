@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 import lesionsoup.core.checkpoint as checkpoint
+from lesionsoup.core.atomic import WriteError, atomic_write_bytes
 from lesionsoup.core.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -182,3 +183,34 @@ def test_relabelled_checkpoint_shares_the_weights_with_new_metadata(tmp_path: Pa
     assert torch.equal(weights["w"], state["w"]) and meta == {"step": 4, "trial": 7}
     assert load_metadata(source) == {"step": 4}
     assert target.stat().st_ino == source.stat().st_ino  # stored once
+
+
+@pytest.fixture
+def full_disk():
+    """Files may grow to 64 KiB: a write past that fails with EFBIG, as on a full disk
+    (SIGXFSZ ignored, so the write returns an error instead of killing the process)."""
+    import resource
+    import signal
+
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, limits[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: atomic_write_bytes(path, bytes(200_000)),
+        lambda path: save_checkpoint(path, {"w": torch.zeros(50_000)}, {}),
+    ],
+    ids=["atomic-write", "checkpoint"],
+)
+def test_a_full_disk_names_the_file_and_leaves_no_partial_file(tmp_path, full_disk, write):
+    path = tmp_path / "model.safetensors"
+    with pytest.raises(WriteError, match="File too large") as error:
+        write(path)
+    assert str(error.value).startswith(f"{path}: cannot be written")
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary

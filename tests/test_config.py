@@ -8,9 +8,11 @@ import yaml
 from snakemake.utils import validate
 
 from lesionsoup.plan import report, study
+from lesionsoup.plan.validation import ConfigError, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMAS = REPO / "workflow" / "schemas"
+SCHEMA = str(SCHEMAS / "config.schema.yaml")
 
 
 SHIPPED = [
@@ -42,10 +44,11 @@ def test_paper_config_is_a_complete_study_of_its_own():
 
 def snakefile_validation(config: dict) -> dict:
     """``config`` through the Snakefile's own ``validate`` calls, in their order."""
-    calls = re.findall(r"^validate\((.+), \"(.+)\"\)$", (REPO / "Snakefile").read_text(), re.M)
+    snakefile = (REPO / "Snakefile").read_text()
+    calls = re.findall(r'^validate_config\((.+), SCHEMAS / "(.+)", VERBOSE\)$', snakefile, re.M)
     assert calls, "the Snakefile validates its config"
     for target, schema in calls:
-        validate(eval(target, {"config": config}), str(REPO / schema))  # noqa: S307
+        validate_config(eval(target, {"config": config}), SCHEMAS / schema)  # noqa: S307
     return config
 
 
@@ -74,3 +77,25 @@ def test_recipe_overrides_defaults_and_seed_wins():
     with pytest.raises(ValueError, match="nope"):
         study.recipe_settings(config, "nope", 0)
     assert study.warmup_settings(config)["freeze_encoder"] is True
+
+
+def test_a_misspelt_key_is_named_with_the_allowed_keys_and_no_schema_dump():
+    config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    config["preprocess"]["sise"] = 256
+    with pytest.raises(ConfigError) as error:
+        validate_config(config, SCHEMAS / "config.schema.yaml")
+    short = str(error.value)
+    assert short.startswith("config key preprocess.sise: Additional properties are not allowed")
+    assert "allowed: mask_resize, on_bad_image, size, threads, unrecognised" in short
+    assert "Failed validating" not in short and "\n" not in short
+    with pytest.raises(ConfigError) as error:
+        validate_config(config, SCHEMAS / "config.schema.yaml", verbose=True)
+    assert str(error.value).startswith(short.split(" (snakemake")[0])
+    assert "Failed validating 'additionalProperties'" in str(error.value)
+
+
+def test_a_value_outside_an_enum_lists_the_choices():
+    config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    config["datasets"]["RETLES"]["value_127"] = "maybe"
+    with pytest.raises(ConfigError, match=r"datasets\.RETLES\.value_127: 'maybe' is not one of"):
+        validate_config(config, SCHEMAS / "config.schema.yaml")

@@ -11,6 +11,7 @@ from lesionsoup.data.datasets.native import (
     DatasetError,
     NativeImage,
     Unrecognised,
+    existing_root,
     find_child,
     image_files,
     locate_root,
@@ -136,3 +137,12 @@ def test_require_folder_names_the_missing_path(tmp_path):
     with pytest.raises(DatasetError, match="expected the folder 'a/file'") as error:
         require_folder(tmp_path, "a", "file")
     assert str(tmp_path) in str(error.value)
+
+
+def test_a_root_that_is_a_file_is_called_one(tmp_path):
+    photo = write_image(tmp_path / "photo.png")
+    with pytest.raises(DatasetError, match="is a file, not a folder") as error:
+        existing_root(photo)
+    assert str(photo) in str(error.value)
+    with pytest.raises(DatasetError, match="not found"):
+        existing_root(tmp_path / "absent")

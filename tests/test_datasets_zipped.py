@@ -17,7 +17,7 @@ from native_trees import (
     zip_folder,
 )
 
-from lesionsoup.data.archives import MEMBER_SEPARATOR, split_member_path
+from lesionsoup.data.archives import MEMBER_SEPARATOR, read_bytes, split_member_path
 from lesionsoup.data.datasets import DatasetError, index_dataset
 from lesionsoup.data.preprocess import BadImageError, read_mask
 
@@ -113,3 +113,16 @@ def test_mask_in_a_damaged_archive_member_is_named(tmp_path):
     with pytest.raises(BadImageError, match="cannot read the archive") as error:
         read_mask(cell)
     assert cell in str(error.value)
+
+
+def test_double_colons_separate_only_after_an_existing_zip(tmp_path):
+    plain = tmp_path / "scan::2" / "photo.zip::x.png"  # a folder and a file named so
+    plain.parent.mkdir()
+    plain.write_bytes(b"plain")
+    assert split_member_path(plain) is None
+    assert read_bytes(plain) == b"plain"
+    missing = tmp_path / f"absent.zip{MEMBER_SEPARATOR}photo.png"
+    assert split_member_path(missing) is None
+    with pytest.raises(FileNotFoundError) as error:
+        read_bytes(missing)
+    assert str(missing) in str(error.value)

@@ -23,6 +23,7 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, named)
     result = snakemake(tmp_path, write_config(tmp_path / "bad.yaml", config), "--cores", "1")
     assert result.returncode != 0
     assert named in result.stdout + result.stderr
+    assert "Failed validating" not in result.stdout + result.stderr  # no schema dump
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
 
 

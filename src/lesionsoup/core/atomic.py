@@ -28,15 +28,30 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+class WriteError(OSError):
+    """A file that could not be written (a full disk, a quota, no permission); the message
+    names the file's final path, and no partial file is left under that name."""
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, else it is removed."""
+    """Yield a temporary path to write; on success it replaces ``path``, else it is removed.
+
+    An ``OSError`` while writing becomes a ``WriteError`` naming ``path``: "No space left
+    on device" alone does not say which of a job's files it was writing.
+    """
     path = Path(path)
     tmp = temporary_name(path)
     try:
         yield tmp
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
+    except WriteError:
+        raise
+    except OSError as error:
+        failure = WriteError(f"{path}: cannot be written ({error})")
+        failure.errno = error.errno
+        raise failure from error
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -126,7 +126,10 @@ def save_checkpoint(
         raise ValueError(f"{path}: a checkpoint file must end in {SUFFIX}")
     sidecar = _sidecar_text(path, metadata)
     with atomic_path(path) as tmp:
-        save_file(_storable(state_dict), tmp, metadata={"format": FORMAT})
+        try:
+            save_file(_storable(state_dict), tmp, metadata={"format": FORMAT})
+        except SafetensorError as error:  # its I/O errors: atomic_path names the file
+            raise OSError(f"safetensors: {error}") from error
     atomic_write_bytes(sidecar_path(path), sidecar.encode())
 
 

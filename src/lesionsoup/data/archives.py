@@ -3,10 +3,11 @@
 MESSIDOR ships as ``Base11.zip`` ... ``Base34.zip``; extracting 1200 TIFF
 photographs only to read 200 of them doubles the disk they take, so a manifest
 may point inside an archive. The path form keeps a manifest cell one absolute
-path (``/data/Base11.zip::Base11/20051019_38557_0100_PP.tif``): ``::`` never
-occurs in the paths lesionsoup writes otherwise, and a member name is the
-archive's own (``/``-separated). ``read_bytes`` and ``image_size`` accept plain
-paths too, so readers call them for every file without asking which it is.
+path (``/data/Base11.zip::Base11/20051019_38557_0100_PP.tif``): ``::`` separates
+only right after an existing ``.zip`` file (anywhere else it is part of a plain
+file name), and a member name is the archive's own (``/``-separated).
+``read_bytes`` and ``image_size`` accept plain paths too, so readers call them for
+every file without asking which it is.
 
 A dataset's own archive (``AdditionalData.zip``, ``A. Segmentation.zip``) is read
 in place as an ``ArchiveFolder``: the part of ``pathlib.Path`` the adapters use
@@ -80,9 +81,13 @@ def member_path(archive: Path, member: str) -> Path:
 
 
 def split_member_path(path: str | Path) -> tuple[Path, str] | None:
-    """(archive, member) of a ``member_path``, or None for a plain file's path."""
+    """(archive, member) of a ``member_path``, or None for a plain file's path.
+
+    ``::`` separates only after an existing zip file (``is_archive``): elsewhere it is
+    part of a plain name, so a missing archive is reported as the missing file it is.
+    """
     archive, separator, member = str(path).partition(MEMBER_SEPARATOR)
-    return (Path(archive), member) if separator else None
+    return (Path(archive), member) if separator and is_archive(Path(archive)) else None
 
 
 def archive_members(archive: Path, suffixes: frozenset[str]) -> list[str]:

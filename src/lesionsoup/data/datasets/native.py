@@ -101,6 +101,8 @@ def existing_root(root: Path | str) -> Folder:
             return archives.open_archive(root)
         except OSError as error:
             raise DatasetError(str(error)) from error
+    if root.is_file():
+        raise DatasetError(f"{root}: the dataset root is a file, not a folder or a .zip archive")
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root not found")
     return root
