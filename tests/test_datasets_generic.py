@@ -178,3 +178,20 @@ def test_lesionsoup_index_takes_a_generic_dataset_from_its_options(tmp_path: Pat
     options = json.dumps(generic_options())
     assert main(["index", NAME, str(root), "-o", str(output), "--options", options]) == 0
     assert len(pd.read_csv(output)) == len(IDS)
+
+
+def test_a_mask_not_fetched_is_an_error_or_an_image_left_out_never_no_lesion(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dangling link in place of a mask (git-annex, DVC): named, never read as no lesion."""
+    root = write_generic_tree(tmp_path / "eophtha")
+    mask = root / "annotations" / "HE" / "p2_L.png"
+    mask.unlink()
+    mask.symlink_to(root / ".git" / "annex" / "objects" / "p2_L")  # not fetched
+    with pytest.raises(DatasetError, match="cannot be opened") as error:
+        index_dataset(NAME, root, generic_options(), unrecognised="error")
+    assert f"{mask} (the HE mask of p2_L: a symbolic link to nothing" in str(error.value)
+    manifest = index_dataset(NAME, root, generic_options(), unrecognised="warn")
+    assert sorted(manifest["image_id"]) == sorted(set(IDS) - {"p2_L"})
+    assert "1 image(s) left out of the manifest, their lesions unknown" in caplog.text
+    assert str(mask) in caplog.text

@@ -2,15 +2,17 @@ import logging
 from pathlib import Path
 
 import pytest
-from native_trees import write_image
+from native_trees import IDRID_MASKS, IDRID_SPLITS, idrid_tree, write_image
 
 from lesionsoup.core.lesions import Lesion
+from lesionsoup.data.datasets import index_dataset
 from lesionsoup.data.datasets.native import (
     NAMED_AT_MOST,
     ROOT_LAYOUTS,
     DatasetError,
     NativeImage,
     Unrecognised,
+    drop_unreadable,
     existing_root,
     find_child,
     image_files,
@@ -146,3 +148,35 @@ def test_a_root_that_is_a_file_is_called_one(tmp_path):
     assert str(photo) in str(error.value)
     with pytest.raises(DatasetError, match="not found"):
         existing_root(tmp_path / "absent")
+
+
+def test_a_dangling_mask_link_is_named_under_error_and_leaves_its_image_out_under_warn(
+    tmp_path, caplog
+):
+    plan = {"train": {"IDRiD_01": ("MA", "EX"), "IDRiD_02": ()}, "test": {"IDRiD_03": ("EX",)}}
+    root = idrid_tree(tmp_path / "idrid", plan)
+    folder = root / IDRID_MASKS / IDRID_SPLITS["train"] / "1. Microaneurysms"
+    mask = folder / "IDRiD_01_MA.tif"
+    mask.unlink()
+    mask.symlink_to(tmp_path / "annex" / "SHA256E-s1--0.tif")
+    with pytest.raises(DatasetError, match="cannot be opened") as error:
+        index_dataset("IDRID", root, {}, unrecognised="error")
+    assert f"{mask} (the MA mask of IDRiD_01: a symbolic link to nothing" in str(error.value)
+    caplog.set_level(logging.WARNING)
+    manifest = index_dataset("IDRID", root, {}, unrecognised="warn")
+    assert sorted(manifest["image_id"]) == ["IDRiD_02", "IDRiD_03"]
+    assert "left out of the manifest, their lesions unknown" in caplog.text
+    assert str(mask) in caplog.text
+
+
+def test_a_listed_file_that_cannot_be_opened_is_named(tmp_path):
+    photo = write_image(tmp_path / "a.png")
+    folder_as_mask = tmp_path / "b.png"
+    folder_as_mask.mkdir()
+    images = [
+        NativeImage("a", photo, masks={Lesion.EX: [photo]}),
+        NativeImage("b", photo, masks={Lesion.HE: [folder_as_mask]}),
+    ]
+    assert [image.image_id for image in drop_unreadable("X", images, "warn")] == ["a"]
+    with pytest.raises(DatasetError, match=r"b\.png \(the HE mask of b: cannot be opened"):
+        drop_unreadable("X", images, "error")

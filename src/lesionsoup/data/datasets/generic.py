@@ -45,6 +45,7 @@ from lesionsoup.data.datasets.native import (
     NativeImage,
     attach_mask,
     existing_root,
+    listed_file,
 )
 from lesionsoup.data.datasets.registry import (
     NAME,
@@ -199,7 +200,7 @@ def _attach_masks(
     claimed = set()
     for image_id in images:
         mask = root / pattern.replace(STEM, image_id)
-        if mask.is_file():
+        if listed_file(mask):
             attach_mask(images, image_id, lesion, mask)
             claimed.add(mask)
     unclaimed = sorted(set(root.glob(pattern.replace(STEM, "*"))) - claimed)

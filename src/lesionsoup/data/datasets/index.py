@@ -25,6 +25,7 @@ from lesionsoup.data.datasets.native import (
     DatasetError,
     NativeImage,
     absolute,
+    drop_unreadable,
     image_size,
 )
 from lesionsoup.data.datasets.registry import SPLIT_OPTION
@@ -42,7 +43,8 @@ def index_dataset(
     or ``generic`` when ``options`` say so (``lesionsoup.data.datasets.generic``).
 
     ``unrecognised`` (``warn`` or ``error``) is what the adapter does with folders and
-    files it does not read (``native.report_unrecognised``).
+    files it does not read (``native.report_unrecognised``), and with listed files that
+    cannot be opened (``native.drop_unreadable``: under ``warn`` their images are left out).
     """
     options = dict(options or {})
     adapter = adapter_for(name, options)
@@ -54,7 +56,7 @@ def index_dataset(
         raise ValueError(f"unrecognised={unrecognised!r} is none of {UNRECOGNISED_CHOICES}")
     split_options = SplitOptions.from_mapping(options.pop(SPLIT_OPTION, None) or {})
     scan_options = {**adapter.option_defaults, **options, UNRECOGNISED_OPTION: unrecognised}
-    images = adapter.scan(Path(root), scan_options)
+    images = drop_unreadable(name, adapter.scan(Path(root), scan_options), unrecognised)
     if not images:
         raise DatasetError(f"{absolute(root)}: no {name} images found")
     _check_unique_ids(images)

@@ -9,7 +9,10 @@ Two promises every adapter keeps with these helpers: ``locate_root`` finds the
 dataset's top folder whether users pass it, the folder above it or an archive
 extracted twice, and says which; and nothing is skipped in silence: entries no
 rule reads become ``Unrecognised`` records that ``report_unrecognised`` names in
-one warning (an error under ``lesionsoup index --unrecognised error``).
+one warning (an error under ``lesionsoup index --unrecognised error``), and a
+listed file that cannot be opened (a link to nothing: a git-annex or DVC file
+not yet fetched) is named by ``drop_unreadable``, whose warning leaves its image
+out of the manifest rather than indexing it lesion-free.
 """
 
 from __future__ import annotations
@@ -154,12 +157,20 @@ def image_files(folder: Path) -> dict[str, Path]:
     """Image files of ``folder`` by stem; two images with one stem are an error."""
     images: dict[str, Path] = {}
     for path in sorted(folder.iterdir(), key=lambda entry: entry.name):
-        if is_junk(path.name) or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if is_junk(path.name) or path.suffix.lower() not in IMAGE_SUFFIXES or not listed_file(path):
             continue
         if path.stem in images:
             raise DatasetError(f"two images for one id: {images[path.stem]} and {path}")
         images[path.stem] = path
     return images
+
+
+def listed_file(path: Folder) -> bool:
+    """Whether ``path`` is a file or a symbolic link that is no folder: a link to nothing (a
+    git-annex or DVC file not yet fetched) is listed, for ``drop_unreadable`` to report."""
+    if isinstance(path, Path) and path.is_symlink():
+        return not path.is_dir()
+    return path.is_file()
 
 
 def attach_mask(
@@ -284,6 +295,56 @@ def _listing(items: Sequence[str]) -> str:
     shown = ", ".join(items[:NAMED_AT_MOST])
     rest = len(items) - NAMED_AT_MOST
     return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+def drop_unreadable(dataset: str, images: Sequence[NativeImage], policy: str) -> list[NativeImage]:
+    """``images`` less those whose photograph or a mask file cannot be opened.
+
+    Under ``error`` such a file is a ``DatasetError`` naming it; under ``warn`` a warning
+    names it and says the image's lesion is unknown, and the image is left out of the
+    manifest: a missing mask never reads as "no lesion".
+    """
+    problems = {image.image_id: _unreadable(image) for image in images}
+    problems = {image_id: found for image_id, found in problems.items() if found}
+    if not problems:
+        return list(images)
+    lines = [line for found in problems.values() for line in found]
+    if policy == "error":
+        raise DatasetError(f"{dataset}: {len(lines)} file(s) cannot be opened: {_listing(lines)}")
+    log.warning(
+        "%s: %d image(s) left out of the manifest, their lesions unknown: %s",
+        dataset,
+        len(problems),
+        _listing(lines),
+    )
+    return [image for image in images if image.image_id not in problems]
+
+
+def _unreadable(image: NativeImage) -> list[str]:
+    """What cannot be opened of ``image``: its photograph, and each lesion's mask files."""
+    found = [(None, image.image_path)] + [
+        (lesion, mask) for lesion, masks in image.masks.items() for mask in masks
+    ]
+    lines = []
+    for lesion, path in found:
+        problem = _open_problem(path)
+        if problem:
+            role = f"the {lesion} mask" if lesion else "the photograph"
+            lines.append(f"{path} ({role} of {image.image_id}: {problem})")
+    return lines
+
+
+def _open_problem(path: Folder) -> str:
+    """Why a listed file cannot be opened, or "" (archive members are read from the listing)."""
+    if not isinstance(path, Path) or archives.split_member_path(path):
+        return ""
+    if path.is_symlink() and not path.exists():
+        return "a symbolic link to nothing, e.g. a git-annex or DVC file not yet fetched"
+    try:
+        with path.open("rb"):
+            return ""
+    except OSError as error:
+        return f"cannot be opened: {error.strerror or error}"
 
 
 def image_size(path: Path) -> tuple[int, int]:
