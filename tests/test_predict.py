@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from lesionsoup.cli import main
-from lesionsoup.commands.predict import FLIP_CHOICES, MODE_CHOICES
+from lesionsoup.commands.predict import FLIP_CHOICES, MAX_PIXELS, MODE_CHOICES
 from lesionsoup.core.checkpoint import CheckpointError, save_checkpoint
 from lesionsoup.core.lesions import TRAINED, Lesion, pack
 from lesionsoup.core.model import build_model
@@ -23,9 +23,11 @@ from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
 from lesionsoup.data.fundus import render_fundus
 from lesionsoup.data.preprocess import BadImageError, downscale_keeping_lesions, prepare_photograph
+from lesionsoup.deploy import predict as predict_module
 from lesionsoup.deploy.predict import (
     OVERLAY_COLOURS,
     PredictOptions,
+    decode_reduction,
     draw_overlay,
     find_photographs,
     lesion_statistics,
@@ -376,3 +378,94 @@ def test_overlay_colours_lesions_distinctly_and_draws_a_legend():
 def test_cli_choices_mirror_inference():
     assert tuple(FLIPS) == FLIP_CHOICES
     assert typing.get_args(typing.get_type_hints(InferenceSettings)["mode"]) == MODE_CHOICES
+    assert predict_module.MAX_PIXELS == MAX_PIXELS
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+#: The child: 4 GiB of address space beyond what importing torch and cv2 maps (about 4 GB
+#: of virtual memory, mostly reserved, never touched), as on a small laptop.
+LIMITED_PREDICT = """
+import resource, sys
+import lesionsoup.deploy.predict
+from lesionsoup.cli import main
+mapped = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 4 * 2**30, resource.RLIM_INFINITY))
+sys.exit(main(["predict", *sys.argv[1:]]))
+"""
+
+
+def test_a_huge_photograph_is_decoded_reduced_within_4_gb_and_the_rest_predicted(
+    random_model, tmp_path
+):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    write_photograph(folder / "normal.png", rendered(5, 120, 150).image)
+    huge = np.full((20000, 20000), 150, np.uint8)  # uniform: a few MB as a JPEG
+    assert cv2.imwrite(str(folder / "huge.jpg"), huge)
+    del huge
+    out = tmp_path / "out"
+    argv = [str(random_model), str(folder), "-o", str(out), "--size", "64", "--keep-going"]
+    result = subprocess.run(
+        [sys.executable, "-c", LIMITED_PREDICT, *argv, "--no-progress", "--no-overlay"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "lesions.csv").set_index("image_id")
+    assert table.loc["normal", ["height", "width", "reduction"]].tolist() == [120, 150, 1]
+    assert table.loc["huge", ["height", "width", "reduction"]].tolist() == [5000, 5000, 4]
+    assert read_png(out / "huge" / "EX_mask.png").shape == (5000, 5000)
+    assert pd.read_csv(out / "failures.csv").empty
+
+
+def test_max_pixels_picks_the_least_jpeg_reduction_and_refuses_other_formats(tmp_path):
+    jpeg = write_photograph(tmp_path / "a.jpg", rendered(1, 80, 100).image)
+    png = write_photograph(tmp_path / "a.png", rendered(1, 80, 100).image)
+    assert decode_reduction(jpeg, 8000) == 1
+    assert decode_reduction(jpeg, 7999) == 2  # 50 x 40 = 2000
+    assert decode_reduction(jpeg, 2000) == 2
+    assert decode_reduction(jpeg, 1999) == 4  # 25 x 20
+    assert decode_reduction(jpeg, 130) == 8  # 13 x 10
+    with pytest.raises(BadImageError, match="100x80 is 0 megapixels, above --max-pixels 129"):
+        decode_reduction(jpeg, 129)
+    assert decode_reduction(png, 8000) == 1
+    with pytest.raises(BadImageError, match=r"a\.png: 100x80 .*only JPEGs are decoded reduced"):
+        decode_reduction(png, 7999)
+
+
+def test_running_out_of_memory_on_one_photograph_is_contained(
+    random_model, mixed_folder, tmp_path, monkeypatch
+):
+    prepare = predict_module.prepare_photograph
+
+    def short_of_memory(native, size, path):
+        if Path(path).name == "good.png":
+            raise MemoryError("Unable to allocate 6.5 GiB")
+        return prepare(native, size, path)
+
+    monkeypatch.setattr(predict_module, "prepare_photograph", short_of_memory)
+    write_photograph(mixed_folder / "other.png", rendered(7, 120, 150).image)
+    out = tmp_path / "out"
+    report = predict_photographs(
+        random_model, [mixed_folder], out, PredictOptions(size=64, keep_going=True, progress=False)
+    )
+    assert report.predicted == 1  # other.png
+    reasons = dict(pd.read_csv(out / "failures.csv").to_numpy())
+    assert reasons[str(mixed_folder / "good.png")].startswith("out of memory")
+    stopped = tmp_path / "stopped"
+    with pytest.raises(BadImageError, match="good.png: out of memory"):
+        predict_photographs(
+            random_model,
+            [mixed_folder / "good.png"],
+            stopped,
+            PredictOptions(size=64, progress=False),
+        )
+    assert pd.read_csv(stopped / "failures.csv")["path"].tolist() == [
+        str(mixed_folder / "good.png")
+    ]
+    assert not (stopped / "lesions.csv").exists()

@@ -14,6 +14,18 @@ log = logging.getLogger("lesionsoup")
 #: keeps them equal).
 FLIP_CHOICES = ("horizontal", "vertical", "both")
 MODE_CHOICES = ("whole", "sliding")
+#: Mirrors lesionsoup.deploy.predict.MAX_PIXELS (the same test keeps them equal).
+MAX_PIXELS = 50_000_000
+MAX_PIXELS_HELP = (
+    "largest photograph decoded at full size (default 50 megapixels, ~3 GB at the peak); a "
+    "larger JPEG is decoded at 1/2, 1/4 or 1/8 of each side, another format refused"
+)
+EXIT_CODES = (
+    "Exit code: 0 when every photograph was predicted, or under --keep-going when at least "
+    "one was; 1 when a photograph failed without --keep-going (the run stops there), when "
+    "every photograph failed, or when the model or inputs are unusable. Whenever a "
+    "photograph failed, OUT/failures.csv lists it and why."
+)
 
 
 def threshold(text: str) -> tuple[str | None, float]:
@@ -47,6 +59,7 @@ def _predict(args: argparse.Namespace) -> None:
         tta=tuple(args.tta),
         batch_size=args.batch_size,
         keep_going=args.keep_going,
+        max_pixels=args.max_pixels,
         overlay=not args.no_overlay,
         progress=not args.no_progress,
     )
@@ -86,8 +99,9 @@ def _add_predict(commands: Subcommands) -> None:
         "detect the field of view, crop and resize it to the model's resolution, predict, map "
         "back to the photograph's size, and write per lesion an 8-bit probability map and a "
         "binary mask, an overlay with a legend, and lesions.csv (areas in pixels and % of the "
-        "field of view, connected-component counts). Bad photographs stop the run with exit "
-        "code 1 unless --keep-going, which lists them in OUT/failures.csv.",
+        "field of view, connected-component counts). Photographs above --max-pixels are "
+        "decoded reduced (JPEG) or refused.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument(
         "model", type=Path, help="a checkpoint, an ensemble .json or an exported model folder"
@@ -128,6 +142,7 @@ def _add_predict(commands: Subcommands) -> None:
     parser.add_argument(
         "--keep-going", action="store_true", help="skip bad photographs, list them in failures.csv"
     )
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=MAX_PIXELS_HELP)
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_predict)

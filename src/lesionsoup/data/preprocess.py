@@ -173,11 +173,22 @@ def _truncation(data: bytes) -> str | None:
     return None
 
 
-def read_photograph(path: str | Path) -> np.ndarray:
+#: ``cv2.imread`` flags that decode at 1/2, 1/4 or 1/8 of each side (JPEG: in the DCT,
+#: never holding the full-size image).
+REDUCED_DECODE = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def read_photograph(path: str | Path, reduction: int = 1) -> np.ndarray:
     """The photograph as uint8 BGR (H, W, 3), without applying EXIF rotation.
 
     EXIF orientation is ignored because masks and manifest sizes are stored
     unrotated; the caller converts to RGB after downscaling (cheaper).
+    ``reduction`` (a key of ``REDUCED_DECODE``) divides each side at decode.
     """
     try:
         data = read_bytes(path)
@@ -188,7 +199,8 @@ def read_photograph(path: str | Path) -> np.ndarray:
         raise BadImageError(path, problem)
     try:
         image = cv2.imdecode(
-            np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+            np.frombuffer(data, np.uint8),
+            REDUCED_DECODE[reduction] | cv2.IMREAD_IGNORE_ORIENTATION,
         )
     except cv2.error as error:
         raise BadImageError(path, f"cannot be decoded ({error.msg.strip()})") from error

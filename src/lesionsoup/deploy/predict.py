@@ -20,6 +20,15 @@ Output folder::
     OUT/failures.csv                    photographs that could not be predicted, and why
     OUT/predict.json                    the model, resolution, thresholds and inference settings
 
+A photograph of more than ``max_pixels`` (default 50 megapixels) is a JPEG
+decoded at 1/2, 1/4 or 1/8 of each side (the least that fits: its outputs and
+``lesions.csv`` are on that grid, whose ``reduction`` column says so), or any
+other format refused by name: a 20000×20000 photograph would otherwise take
+gigabytes. Every per-photograph failure (unreadable, no field of view, out of
+memory) stops the run naming the photograph, or under ``keep_going`` is listed
+in ``failures.csv`` and the run goes on; ``failures.csv`` is written whenever
+something failed.
+
 ``<id>`` is a file argument's stem, or for a folder argument the path of the
 photograph inside that folder (searched recursively) without its extension.
 Each ``OUT/<id>`` folder is written under a temporary name and renamed when
@@ -30,20 +39,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from lesionsoup import __version__
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.preprocess import (
+    REDUCED_DECODE,
     BadImageError,
     PreparedPhotograph,
     prepare_photograph,
@@ -70,6 +82,11 @@ OVERLAY_COLOURS: dict[Lesion, tuple[int, int, int]] = {
 }
 #: Opacity of the mask fill in overlays (outlines are opaque).
 FILL_OPACITY = 0.35
+#: The default largest photograph decoded at full size: about 3 GB at the peak of its
+#: prediction (uint8 planes and float32 probabilities at full size), which fits a laptop.
+MAX_PIXELS = 50_000_000
+#: What one photograph's failure raises; under ``keep_going`` it is listed and skipped.
+PER_PHOTOGRAPH_ERRORS = (BadImageError, MemoryError, cv2.error, torch.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ class PredictOptions:
     tta: tuple[str, ...] = ()
     batch_size: int = 1
     keep_going: bool = False
+    max_pixels: int = MAX_PIXELS
     overlay: bool = True
     progress: bool = True
 
@@ -110,6 +128,8 @@ class PredictOptions:
         for name, value in thresholds.items():
             if not 0 <= value <= 1:
                 raise ValueError(f"threshold {name}={value} outside [0, 1]")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive, not {self.max_pixels}")
         if self.size is not None and self.size < SIDE_MULTIPLE:
             raise ValueError(f"size must be at least {SIDE_MULTIPLE} pixels, not {self.size}")
 
@@ -249,13 +269,51 @@ def _publish_folder(out: Path, image_id: str, files: Mapping[str, np.ndarray]) -
 @dataclass
 class _Loaded:
     photo: Photograph
-    native: np.ndarray  # BGR (H, W, 3)
+    native: np.ndarray  # BGR (H, W, 3), decoded at 1/reduction of each side
     prepared: PreparedPhotograph
+    reduction: int = 1
 
 
-def _load(photo: Photograph, size: int) -> _Loaded:
-    native = read_photograph(photo.path)
-    return _Loaded(photo, native, prepare_photograph(native, size, photo.path))
+def decode_reduction(path: Path, max_pixels: int) -> int:
+    """By how much to divide each side of ``path`` at decode to stay within ``max_pixels``:
+    1, or for a JPEG 2, 4 or 8; a ``BadImageError`` when nothing fits."""
+    width, height, kind = _header(path)
+    for reduction in REDUCED_DECODE if kind == "JPEG" else (1,):
+        if -(-width // reduction) * -(-height // reduction) <= max_pixels:
+            return reduction
+    raise BadImageError(
+        path,
+        f"{width}x{height} is {width * height / 1e6:.0f} megapixels, above --max-pixels "
+        f"{max_pixels} (only JPEGs are decoded reduced, by 8 at most); downscale it first",
+    )
+
+
+def _header(path: Path) -> tuple[int, int, str | None]:
+    """(width, height, format) from the header; PIL's own decompression-bomb refusal is
+    off while reading it, since ``max_pixels`` is the check here."""
+    bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            return *image.size, image.format
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(path, f"cannot be decoded ({error})") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+
+
+def _load(photo: Photograph, size: int, max_pixels: int) -> _Loaded:
+    reduction = decode_reduction(photo.path, max_pixels)
+    native = read_photograph(photo.path, reduction)
+    return _Loaded(photo, native, prepare_photograph(native, size, photo.path), reduction)
+
+
+def _as_bad_image(photo: Photograph, error: BaseException) -> BadImageError:
+    """A per-photograph failure as the ``BadImageError`` that names the photograph."""
+    if isinstance(error, BadImageError):
+        return error
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return BadImageError(photo.path, "out of memory (a lower --max-pixels may help)")
+    return BadImageError(photo.path, f"{type(error).__name__}: {error}")
 
 
 def _batches(photos: list[Photograph], size: int) -> Iterator[list[Photograph]]:
@@ -273,14 +331,42 @@ class _Run:
         self.options = options
         self.out = out
         self.rows: list[dict[str, object]] = []
+        self.failures: list[Failure] = []
 
-    def predict_batch(self, batch: list[_Loaded]) -> None:
+    def attempt(self, photos: list[Photograph], action: Callable[[], object]) -> object:
+        """``action()``; on a per-photograph error, each of ``photos`` is listed as failed and
+        None returned under ``keep_going``, else ``failures.csv`` is written and it raises."""
+        try:
+            return action()
+        except PER_PHOTOGRAPH_ERRORS as error:
+            for photo in photos:
+                failure = _as_bad_image(photo, error)
+                log.warning("%s", failure)
+                self.failures.append(Failure(str(photo.path), failure.problem))
+            if not self.options.keep_going:
+                _write_failures(self.out, self.failures)
+                if isinstance(error, BadImageError):
+                    raise
+                raise _as_bad_image(photos[0], error) from error
+            return None
+
+    def predict_chunk(self, chunk: list[Photograph], max_pixels: int) -> None:
+        """Load, predict and write ``chunk``, each failure contained to its photographs."""
+        loaded = [self.attempt([p], partial(_load, p, self.size, max_pixels)) for p in chunk]
+        batch = [item for item in loaded if isinstance(item, _Loaded)]
+        if not batch:
+            return
+        probs = self.attempt([item.photo for item in batch], partial(self.predict, batch))
+        if probs is None:
+            return
+        for item, item_probs in zip(batch, probs, strict=True):  # type: ignore[call-overload]
+            self.attempt([item.photo], partial(self.write, item, item_probs))
+
+    def predict(self, batch: list[_Loaded]) -> np.ndarray:
         no_labels = np.zeros((self.size, self.size), np.uint8)  # to_tensors wants a label plane
         images = torch.stack([to_tensors(item.prepared.image, no_labels)[0] for item in batch])
         fov = np.stack([item.prepared.cache_fov() for item in batch])
-        probs = self.predictor.predict(images, self.settings, fov).cpu().numpy()
-        for item, item_probs in zip(batch, probs, strict=True):
-            self.write(item, item_probs)
+        return self.predictor.predict(images, self.settings, fov).cpu().numpy()
 
     def write(self, item: _Loaded, probs: np.ndarray) -> None:
         native_fov = item.prepared.fov.native_mask()
@@ -306,6 +392,7 @@ class _Run:
                 "path": str(item.photo.path),
                 "height": item.native.shape[0],
                 "width": item.native.shape[1],
+                "reduction": item.reduction,
                 "fov_pixels": fov_pixels,
                 **lesion_statistics(masks, fov_pixels),
             }
@@ -321,16 +408,15 @@ def predict_photographs(
 ) -> PredictReport:
     """Predict every photograph of ``inputs`` into ``out`` (layout in the module docstring).
 
-    A photograph that cannot be read or has no field of view raises
-    ``BadImageError`` (naming it), or with ``options.keep_going`` is listed in
-    ``failures.csv`` and the run goes on.
+    A photograph that cannot be read, has no field of view or runs out of memory raises
+    ``BadImageError`` (naming it, after writing ``failures.csv``), or with
+    ``options.keep_going`` is listed in ``failures.csv`` and the run goes on.
     """
     out = Path(out)
     info = model_info(model)
     photos = find_photographs(inputs, exclude=out)
     run = _Run(info, out, options, device)
     out.mkdir(parents=True, exist_ok=True)
-    report = PredictReport(out)
     log.info(
         "%s: %d photographs at %d px, %s inference on %s",
         model,
@@ -341,19 +427,9 @@ def predict_photographs(
     )
     with tqdm(total=len(photos), desc="predict", unit="photo", disable=not options.progress) as bar:
         for chunk in _batches(photos, options.batch_size):
-            loaded = []
-            for photo in chunk:
-                try:
-                    loaded.append(_load(photo, run.size))
-                except BadImageError as error:
-                    if not options.keep_going:
-                        raise
-                    log.warning("%s", error)
-                    report.failures.append(Failure(str(photo.path), error.problem))
-            if loaded:
-                run.predict_batch(loaded)
-                report.predicted += len(loaded)
+            run.predict_chunk(chunk, options.max_pixels)
             bar.update(len(chunk))
+    report = PredictReport(out, len(run.rows), run.failures)
     _write_tables(run, report, info, model)
     if report.failures:
         log.warning(
@@ -368,10 +444,9 @@ def predict_photographs(
 
 def _write_tables(run: _Run, report: PredictReport, info: ModelInfo, model: Path) -> None:
     lesions = run.predictor.lesions
-    columns = ["image_id", "path", "height", "width", "fov_pixels"]
+    columns = ["image_id", "path", "height", "width", "reduction", "fov_pixels"]
     columns += [f"{x.value}_{what}" for x in lesions for what in ("pixels", "fov_percent", "count")]
     table = pd.DataFrame(run.rows, columns=columns)
-    failures = pd.DataFrame([vars(f) for f in report.failures], columns=["path", "reason"])
     settings = {
         "model": str(model),
         "model_file": str(info.path),
@@ -381,8 +456,14 @@ def _write_tables(run: _Run, report: PredictReport, info: ModelInfo, model: Path
         "device": str(run.predictor.device),
         "predicted": report.predicted,
         "failed": len(report.failures),
+        "max_pixels": run.options.max_pixels,
         "lesionsoup_version": __version__,
     }
     atomic_write_bytes(report.out / "predict.json", json.dumps(settings, indent=2).encode())
-    atomic_write_bytes(report.out / "failures.csv", failures.to_csv(index=False).encode())
+    _write_failures(report.out, report.failures)
     atomic_write_bytes(report.out / "lesions.csv", table.to_csv(index=False).encode())
+
+
+def _write_failures(out: Path, failures: Sequence[Failure]) -> None:
+    table = pd.DataFrame([vars(f) for f in failures], columns=["path", "reason"])
+    atomic_write_bytes(out / "failures.csv", table.to_csv(index=False).encode())
