@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
 import math
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -316,6 +320,87 @@ def test_completed_run_keeps_each_checkpoint_once_readable_by_the_group(tmp_path
     assert not (run / ".work").exists()
     for path in [run / "last.safetensors", run / "best.json", *(run / "snapshots").iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+# --- one writer per run folder, logs appended -------------------------------------------------
+
+
+def test_second_training_of_a_folder_stops_naming_it_and_the_first_ends_undisturbed(
+    tmp_path, toy_caches, caches, init
+):
+    _train(tmp_path / "whole", caches, init)
+    run = tmp_path / "run"
+    command = [
+        *(sys.executable, "-m", "lesionsoup", "train", "-o", str(run), "--init", str(init)),
+        *("--model", json.dumps(SPEC.as_dict()), "--settings", json.dumps(SETTINGS.as_dict())),
+        *(argument for path in toy_caches.values() for argument in ("--cache", str(path))),
+    ]
+    second = []
+
+    def start_the_second(step, scores):  # while the first holds the folder, mid-run
+        if not second:
+            second.append(subprocess.run(command, capture_output=True, text=True, timeout=300))
+
+    train_run(run, caches, SPEC, SETTINGS, init=init, workers=0, on_validation=start_the_second)
+    assert second[0].returncode == 1
+    assert f"{run} is being written by process {os.getpid()} " in second[0].stderr
+    _assert_identical(_weights(tmp_path / "whole"), _weights(run))
+
+
+KILLED_CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    from lesionsoup.core.specs import ModelSpec, TrainSettings
+    from lesionsoup.data.cache import Cache
+    from lesionsoup.training import trainer
+
+    run, init, spec, settings, die_in, *caches = sys.argv[1:]
+    real_loss, calls = trainer.segmentation_loss, []
+
+    def dying_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(die_in):
+            os._exit(137)  # as SIGKILL: nothing flushed, nothing closed
+        return real_loss(*args, **kwargs)
+
+    trainer.segmentation_loss = dying_loss
+    trainer.train_run(
+        Path(run), {Path(c).name: Cache(Path(c)) for c in caches},
+        ModelSpec.from_dict(json.loads(spec)), TrainSettings.from_dict(json.loads(settings)),
+        init=Path(init), workers=0, progress_bar=False,
+    )
+    """
+)
+
+
+def _killed_in_step(run, toy_caches, init, step):
+    """Train ``run`` in a process that dies (``os._exit``) in its ``step``-th step."""
+    model, settings = json.dumps(SPEC.as_dict()), json.dumps(SETTINGS.as_dict())
+    arguments = [str(run), str(init), model, settings, str(step), *map(str, toy_caches.values())]
+    child = subprocess.run([sys.executable, "-c", KILLED_CHILD, *arguments], timeout=300)
+    assert child.returncode == 137
+
+
+def _columns(path, *names):
+    with open(path, newline="") as handle:
+        return [[row[name] for name in names] for row in csv.DictReader(handle)]
+
+
+def test_kill_right_after_a_resume_loses_no_logged_step(tmp_path, toy_caches, caches, init):
+    _train(tmp_path / "whole", caches, init)
+    run = tmp_path / "run"
+    _killed_in_step(run, toy_caches, init, 6)  # states saved after steps 3 and 6
+    _killed_in_step(run, toy_caches, init, 1)  # resumed at step 3, killed in its first step
+    assert len(_columns(run / ".work" / "log.csv", "step")) == 3
+    _train(run, caches, init)
+    logged = _columns(run / "log.csv", "step", "loss", "lr")
+    assert [int(step) for step, *_ in logged] == list(range(1, SETTINGS.steps + 1))
+    assert logged == _columns(tmp_path / "whole" / "log.csv", "step", "loss", "lr")
+    validated = (run / "validation.csv").read_text()
+    assert validated == (tmp_path / "whole" / "validation.csv").read_text()
+    assert [row[0] for row in _columns(run / "validation.csv", "step")] == ["4", "8"]
+    _assert_identical(_weights(tmp_path / "whole"), _weights(run))
 
 
 DAMAGED_INPUTS = {

@@ -41,21 +41,23 @@ def _train(args: argparse.Namespace) -> None:
 
 def _warmup(args: argparse.Namespace) -> None:
     from lesionsoup.core.specs import ModelSpec, TrainSettings
+    from lesionsoup.training.run_lock import run_lock
     from lesionsoup.training.trainer import publish_init, train_run
 
     run_dir = args.output.with_suffix("")
-    train_run(
-        run_dir,
-        open_caches(args.cache),
-        ModelSpec.from_dict(args.model),
-        TrainSettings.from_dict(args.settings),
-        threads=args.threads,
-        workers=args.workers,
-        device=args.device,
-        precision=args.precision,
-        log_every=args.log_every,
-    )
-    publish_init(run_dir, args.output)
+    with run_lock(run_dir):  # publish_init deletes the run folder: no one may resume it
+        train_run(
+            run_dir,
+            open_caches(args.cache),
+            ModelSpec.from_dict(args.model),
+            TrainSettings.from_dict(args.settings),
+            threads=args.threads,
+            workers=args.workers,
+            device=args.device,
+            precision=args.precision,
+            log_every=args.log_every,
+        )
+        publish_init(run_dir, args.output)
     log.info("shared initialisation: %s", args.output)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_copy(source: Path, path: Path) -> None:
+    """A copy of ``source`` at ``path``, whole or not at all."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def atomic_write_json(path: Path, value: Any) -> None:

@@ -1,7 +1,8 @@
 """Where a study's trials live (a journal file or an RDB URL), and the study itself.
 
 A journal file is safe for several processes and for several nodes on a shared
-file system, through its lock file.
+file system, through its lock file, and a torn write never makes it unreadable
+(``lesionsoup.hpo.journal``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+
+from lesionsoup.hpo.journal import RepairingJournalBackend
 
 
 class StorageError(ConnectionError):
@@ -39,7 +42,7 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
     path = Path(location)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        backend = RepairingJournalBackend(str(path))
     except OSError as error:
         raise StorageError(f"HPO storage {path}: cannot open the journal file: {error}") from error
     return optuna.storages.JournalStorage(backend)

@@ -173,6 +173,7 @@ def training_objective(
     """
     from lesionsoup.core.checkpoint import load_metadata
     from lesionsoup.core.specs import ModelSpec
+    from lesionsoup.training.run_lock import run_lock
     from lesionsoup.training.trainer import RunPaths, train_run
 
     spec = ModelSpec.from_dict(definition["model"])
@@ -181,26 +182,27 @@ def training_objective(
         params = suggest(trial, definition["space"])
         settings = TrainSettings.from_dict({**definition["settings"], **params})
         run = RunPaths(runs / f"trial{trial.number:04d}")
-        try:
-            train_run(
-                run.root,
-                caches,
-                spec,
-                settings,
-                init=init,
-                threads=threads,
-                progress_bar=False,
-                precision=precision,
-                log_every=log_every,
-                extra_metadata={"hpo": {"study": study_name, "trial": trial.number}},
-                on_validation=lambda step, scores: report(trial, step, scores["score"]),
-            )
-        except optuna.TrialPruned:
-            shutil.rmtree(run.work, ignore_errors=True)  # a pruned trial never resumes
-            raise
-        except FloatingPointError as error:
-            shutil.rmtree(run.work, ignore_errors=True)
-            raise TrialFailed(str(error)) from error
+        with run_lock(run.root):  # its clean-up too, should a second job continue it
+            try:
+                train_run(
+                    run.root,
+                    caches,
+                    spec,
+                    settings,
+                    init=init,
+                    threads=threads,
+                    progress_bar=False,
+                    precision=precision,
+                    log_every=log_every,
+                    extra_metadata={"hpo": {"study": study_name, "trial": trial.number}},
+                    on_validation=lambda step, scores: report(trial, step, scores["score"]),
+                )
+            except optuna.TrialPruned:
+                shutil.rmtree(run.work, ignore_errors=True)  # a pruned trial never resumes
+                raise
+            except FloatingPointError as error:
+                shutil.rmtree(run.work, ignore_errors=True)
+                raise TrialFailed(str(error)) from error
         score = load_metadata(run.best).get("validation", {}).get("score", math.nan)
         if not math.isfinite(score):
             raise TrialFailed(f"{run.root}: no finite validation score")

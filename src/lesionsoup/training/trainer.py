@@ -36,7 +36,6 @@ a terminal, else one line every ``log_every`` steps.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import math
@@ -53,7 +52,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lesionsoup.core.atomic import atomic_path
+from lesionsoup.core.atomic import atomic_copy
 from lesionsoup.core.checkpoint import (
     INDEPENDENT,
     SHARED_INITIALISATION,
@@ -74,9 +73,10 @@ from lesionsoup.core.schedules import Schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.plan.paths import OPTIMIZER_FOLDER, optimizer_file
+from lesionsoup.training.append_log import AppendLog
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import DiceOptions, LossWeights, segmentation_loss
-from lesionsoup.training.progress import LOG_EVERY, PendingSteps, ProgressLine, Step, StepRow
+from lesionsoup.training.progress import LOG_EVERY, PendingSteps, ProgressLine, Step
 from lesionsoup.training.resume import (
     CorruptState,
     Progress,
@@ -85,12 +85,11 @@ from lesionsoup.training.resume import (
     save_optimizer,
     save_state,
 )
+from lesionsoup.training.run_lock import run_lock
 from lesionsoup.training.sampling import PatchDataset, PatchSampler, ValidationImages
 from lesionsoup.training.validation import validate
 
 log = logging.getLogger(__name__)
-
-LOG_FIELDS = tuple(StepRow.__dataclass_fields__)
 
 
 @dataclass
@@ -218,6 +217,7 @@ def _resumed_model(
         open_state_folder(paths.work, current)
         model, optimizer = _fresh_model(spec, settings, init, target, init_optimizer)
         progress = None
+    (paths.work / "snapshots").mkdir(exist_ok=True)  # after resuming: a damaged state empties .work
     if progress is None:
         return model, optimizer, Progress()
     log.info("%s: resuming at step %d of %d", paths.root, progress.step, settings.steps)
@@ -228,7 +228,7 @@ def _finished(
     paths: RunPaths, current: Fingerprint, keep_optimizer: tuple[str, ...]
 ) -> dict[str, Any] | None:
     """The ``last`` metadata of a run already finished from the same inputs (and with its
-    optimiser state when asked to keep it), else None."""
+    optimiser state when asked to keep it), its leftover work folder removed; else None."""
     if not paths.last.exists():
         return None
     finished = load_metadata(paths.last)
@@ -241,31 +241,8 @@ def _finished(
         )
         return None
     log.info("%s: already finished at step %s", paths.root, finished.get("step"))
+    shutil.rmtree(paths.work, ignore_errors=True)  # a publish killed before its clean-up
     return finished
-
-
-class _StepLog:
-    """The per-step CSV, truncated to the resumed step so it never holds a row twice."""
-
-    def __init__(self, path: Path, resume_step: int) -> None:
-        self.path = path
-        rows = []
-        if path.exists() and resume_step > 0:
-            with open(path, newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
-        self.handle = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
-        self.writer = csv.DictWriter(self.handle, fieldnames=LOG_FIELDS)
-        self.writer.writeheader()
-        self.writer.writerows(rows)
-
-    def write(self, rows: list[StepRow]) -> None:
-        self.writer.writerows(row.as_csv() for row in rows)
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 def train_run(
@@ -294,40 +271,39 @@ def train_run(
     ``progress_bar`` allows a bar on a terminal (else a line every ``log_every`` steps).
     """
     paths = RunPaths(run_dir)
-    settings = _swa_start(_in_steps(settings, caches, paths.root), init)
-    lineage = _lineage(spec, init)
-    current = run_fingerprint(spec, settings, lineage, caches)
-    finished = _finished(paths, current, keep_optimizer)
-    if finished is not None:
-        shutil.rmtree(paths.work, ignore_errors=True)  # a publish killed before its clean-up
-        return finished
-    open_state_folder(paths.work, current)
-    target, resolved, workers = _set_up_device(device, precision, threads, workers)
-    model, optimizer, progress = _resumed_model(
-        paths, spec, settings, init, target, current, init_optimizer
-    )
-    (paths.work / "snapshots").mkdir(exist_ok=True)  # after resuming: a damaged state empties .work
-    loader = _patch_loader(caches, spec, settings, progress, workers, target)
-    trainer = Trainer(
-        paths,
-        spec,
-        settings,
-        target,
-        model,
-        optimizer,
-        progress,
-        validation_images=[
-            ValidationImages(cache, "valid", spec.lesion_classes) for cache in caches.values()
-        ],
-        run_metadata=_run_metadata(spec, settings, caches, current, lineage, extra_metadata),
-        on_validation=on_validation,
-        progress_bar=progress_bar and sys.stderr.isatty(),
-        precision=resolved,
-        log_every=log_every,
-        keep_optimizer=keep_optimizer,
-    )
-    trainer.fit(loader)
-    return trainer.finish()
+    with run_lock(paths.root):  # one writer per run folder
+        settings = _swa_start(_in_steps(settings, caches, paths.root), init)
+        lineage = _lineage(spec, init)
+        current = run_fingerprint(spec, settings, lineage, caches)
+        finished = _finished(paths, current, keep_optimizer)
+        if finished is not None:
+            return finished
+        open_state_folder(paths.work, current)
+        target, resolved, workers = _set_up_device(device, precision, threads, workers)
+        model, optimizer, progress = _resumed_model(
+            paths, spec, settings, init, target, current, init_optimizer
+        )
+        loader = _patch_loader(caches, spec, settings, progress, workers, target)
+        trainer = Trainer(
+            paths,
+            spec,
+            settings,
+            target,
+            model,
+            optimizer,
+            progress,
+            validation_images=[
+                ValidationImages(cache, "valid", spec.lesion_classes) for cache in caches.values()
+            ],
+            run_metadata=_run_metadata(spec, settings, caches, current, lineage, extra_metadata),
+            on_validation=on_validation,
+            progress_bar=progress_bar and sys.stderr.isatty(),
+            precision=resolved,
+            log_every=log_every,
+            keep_optimizer=keep_optimizer,
+        )
+        trainer.fit(loader)
+        return trainer.finish()
 
 
 def _in_steps(settings: TrainSettings, caches: Mapping[str, Cache], run: Path) -> TrainSettings:
@@ -463,7 +439,8 @@ class Trainer:
     dice_options: DiceOptions = field(init=False)
     step_model: Callable[[torch.Tensor], torch.Tensor] = field(init=False)
     terminate: TerminationRequest = field(init=False)
-    step_log: _StepLog = field(init=False)
+    step_log: AppendLog = field(init=False)
+    validation_log: AppendLog = field(init=False)
     scaler: torch.amp.GradScaler = field(init=False)
     pending: PendingSteps = field(init=False)
     line: ProgressLine = field(init=False)
@@ -484,7 +461,10 @@ class Trainer:
         )
         self.step_model = torch.compile(self.model) if self.settings.compile else self.model
         self.terminate = TerminationRequest()
-        self.step_log = _StepLog(self.paths.work / "log.csv", self.progress.step)
+        self.step_log = AppendLog(self.paths.work / "log.csv", self.progress.step)
+        self.validation_log = AppendLog(self.paths.work / "validation.csv", self.progress.step)
+        if self.validation_log.empty:  # a state saved before the work folder kept this log
+            self.validation_log.write(self.progress.validation)
         self.scaler = self.precision.scaler()
         if self.scaler.is_enabled() and self.progress.scaler:
             self.scaler.load_state_dict(self.progress.scaler)
@@ -505,11 +485,11 @@ class Trainer:
 
         The run stops early when validation says so, or when a hook raises
         (``Preempted`` after SIGTERM, a pruned trial) with the state saved.
-        The step log and the progress bar are closed however it ends.
+        The logs and the progress bar are closed however it ends.
         """
         self.model.train()
         started = tick = time.perf_counter()
-        with self.terminate, closing(self.step_log), self.bar:
+        with self.terminate, closing(self.step_log), closing(self.validation_log), self.bar:
             for batch in loader:
                 step = self.step(batch, since=tick)
                 for hook in AFTER_STEP:
@@ -567,7 +547,7 @@ class Trainer:
         rows = self.pending.read_back(self.paths.root)
         if not rows:
             return
-        self.step_log.write(rows)
+        self.step_log.write(row.as_csv() for row in rows)
         if self.bar.disable:
             self.line.show(rows)
         else:
@@ -588,12 +568,13 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Save the training state, the step log flushed first so that it never lags the state.
+        """Save the training state, the logs flushed first so that they never lag the state.
 
         The losses are read back first: a state never includes a step with a non-finite loss.
         """
         self.read_back()
         self.step_log.flush()
+        self.validation_log.flush()
         self.progress.scaler = self.scaler.state_dict()
         save_state(self.paths.work, self.model, self.optimizer, self.progress)
 
@@ -607,7 +588,7 @@ class Trainer:
             save_optimizer(self.paths.work_optimizer("best"), self.optimizer)
         if "last" in self.keep_optimizer:
             save_optimizer(self.paths.work_optimizer("last"), self.optimizer)
-        _publish(self.paths, self.progress, self.keep_optimizer)
+        _publish(self.paths, self.keep_optimizer)
         return final
 
 
@@ -647,10 +628,10 @@ def _validate(trainer: Trainer, step: Step) -> None:
     trainer.read_back()  # a non-finite loss raises before a model trained on it is scored
     _record_validation(trainer)
     trainer.step_log.flush()
+    trainer.validation_log.flush()
     if step.number < trainer.settings.steps:  # after the last step, publishing draws them
         _write_progress(
             trainer.paths,
-            trainer.progress,
             f"running: step {step.number} of {trainer.settings.steps}",
         )
     if trainer.on_validation is not None:
@@ -704,6 +685,7 @@ def _record_validation(trainer: Trainer) -> None:
         ),
     }
     progress.validation.append(result)
+    trainer.validation_log.write([result])
     log.info("%s: step %d validation %s", paths.root, progress.step, result)
     if math.isfinite(result["score"]) and result["score"] > progress.best_score:
         progress.best_score = result["score"]
@@ -719,22 +701,23 @@ def _record_validation(trainer: Trainer) -> None:
             progress.stopped_early = True
 
 
-def _write_progress(paths: RunPaths, progress: Progress, status: str = "") -> None:
-    """``validation.csv``, ``log.csv`` and ``curves.png`` in the run folder, from the work
-    folder: refreshed at every validation while the run goes (``status`` says how far it got),
-    final when it is published."""
+def _write_progress(paths: RunPaths, status: str = "") -> None:
+    """``validation.csv``, ``log.csv`` and ``curves.png`` in the run folder, copied and drawn
+    from the work folder's logs: refreshed at every validation while the run goes (``status``
+    says how far it got), final when it is published."""
     from lesionsoup.training.curves import plot_training_curves
 
-    validation_csv = paths.root / "validation.csv"
-    _write_validation(progress.validation, validation_csv)
-    with atomic_path(paths.root / "log.csv") as tmp:
-        shutil.copyfile(paths.work / "log.csv", tmp)
+    for name in ("log.csv", "validation.csv"):
+        atomic_copy(paths.work / name, paths.root / name)
     plot_training_curves(
-        paths.root / "log.csv", validation_csv, paths.root / "curves.png", status=status
+        paths.root / "log.csv",
+        paths.root / "validation.csv",
+        paths.root / "curves.png",
+        status=status,
     )
 
 
-def _publish(paths: RunPaths, progress: Progress, keep_optimizer: tuple[str, ...]) -> None:
+def _publish(paths: RunPaths, keep_optimizer: tuple[str, ...]) -> None:
     """Copy the finished run's outputs from the work folder to their declared places."""
     snapshots = paths.root / "snapshots"
     shutil.rmtree(snapshots, ignore_errors=True)  # a stale run's may have other steps
@@ -745,21 +728,12 @@ def _publish(paths: RunPaths, progress: Progress, keep_optimizer: tuple[str, ...
     shutil.rmtree(folder, ignore_errors=True)  # an empty folder unless kept
     folder.mkdir()
     for checkpoint in keep_optimizer:
-        with atomic_path(paths.optimizer(checkpoint)) as tmp:
-            shutil.copyfile(paths.work_optimizer(checkpoint), tmp)
-    _write_progress(paths, progress)
+        atomic_copy(paths.work_optimizer(checkpoint), paths.optimizer(checkpoint))
+    _write_progress(paths)
     best = paths.work / "best.safetensors"
     copy_checkpoint(best if best.exists() else paths.work / "last.safetensors", paths.best)
     copy_checkpoint(paths.work / "last.safetensors", paths.last)  # last: the run is complete
     shutil.rmtree(paths.work)
-
-
-def _write_validation(rows: list[dict[str, Any]], path: Path) -> None:
-    fields = list(rows[0]) if rows else ["step", "score"]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def publish_init(run_dir: Path, init_path: Path) -> None:
