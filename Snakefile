@@ -6,7 +6,11 @@ with --configfile is read alone (config.yaml is not merged under it), its
 omitted keys taking the schemas' documented defaults.
 """
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
+
+from lesionsoup.core import permissions
+from lesionsoup.plan import paths
 
 min_version("9.0")
 
@@ -21,6 +25,13 @@ validate(config, "workflow/schemas/config.schema.yaml")
 # defaults (the file's $schema switches validators): validating it alone fills them.
 validate(config["merging"], "workflow/schemas/merging.schema.yaml")
 validate(config["report"], "workflow/schemas/report.schema.yaml")
+
+# results.mode, as this process's umask: every file and folder Snakemake and its jobs create
+# follow it (local jobs inherit it; a cluster job's snakemake reads this file again). The
+# folders of an earlier, wider mode are narrowed; the files already in them keep their bits.
+permissions.restrict(config["results"]["mode"])
+for change in permissions.narrow_folders(paths.written_folders(config)):
+    logger.warning(f"results.mode {config['results']['mode']}: {change}")
 
 
 include: "workflow/rules/common.smk"
