@@ -8,8 +8,11 @@ omitted keys taking the schemas' documented defaults.
 
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
+from lesionsoup.core import permissions
+from lesionsoup.plan import paths
 from lesionsoup.plan.validation import validate_config
 
 min_version("9.0")
@@ -27,6 +30,13 @@ validate_config(config, SCHEMAS / "config.schema.yaml", VERBOSE)
 # defaults (the file's $schema switches validators): validating it alone fills them.
 validate_config(config["merging"], SCHEMAS / "merging.schema.yaml", VERBOSE)
 validate_config(config["report"], SCHEMAS / "report.schema.yaml", VERBOSE)
+
+# results.mode, as this process's umask: every file and folder Snakemake and its jobs create
+# follow it (local jobs inherit it; a cluster job's snakemake reads this file again). The
+# folders of an earlier, wider mode are narrowed; the files already in them keep their bits.
+permissions.restrict(config["results"]["mode"])
+for change in permissions.narrow_folders(paths.written_folders(config)):
+    logger.warning(f"results.mode {config['results']['mode']}: {change}")
 
 
 include: "workflow/rules/common.smk"

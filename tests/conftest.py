@@ -3,6 +3,7 @@ training settings the training tests share."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,25 @@ from lesionsoup.core.lesions import TRAINED, pack
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
 from lesionsoup.data.geometry import Geometry
+
+#: A cluster's usual umask, world-readable files: every test runs under it.
+CLUSTER_UMASK = 0o022
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster_umask():
+    """The session's umask, set before any fixture (the workflow runs of module fixtures too)."""
+    previous = os.umask(CLUSTER_UMASK)
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture(autouse=True)
+def umask_restored(cluster_umask):
+    """Put the umask back after a test (``lesionsoup predict`` and ``export`` narrow it)."""
+    yield
+    os.umask(CLUSTER_UMASK)
+
 
 #: The tiny U-Net of the model tests: a run takes seconds on the CPU.
 TINY_SPEC = ModelSpec(

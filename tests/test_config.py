@@ -63,6 +63,7 @@ def test_a_minimal_study_gets_every_section_default_of_the_schemas():
     assert filled["hpo"]["pruner"]["kind"] == "median" and filled["hpo"]["recipes"] == []
     assert filled["evaluation"]["inference"]["mode"] == "whole"
     assert filled["datasets"]["RETLES"]["value_127"] == "ignore"
+    assert filled["results"]["mode"] == "group"
     # the report's schema defaults are the ones its planner documents
     assert filled["report"] == report.report_settings({})
 

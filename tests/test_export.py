@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import write_toy_cache
 from safetensors.torch import save_file
+from test_permissions import EXPECTED, wrong_modes
 from test_predict import read_png, rendered, save_random_model, write_photograph
 
 from lesionsoup.cli import main
@@ -195,4 +196,5 @@ def test_export_command(tmp_path):
     model = save_random_model(tmp_path / "model.safetensors", **TRAINING)
     assert main(["export", str(model), "-o", str(tmp_path / "out"), "--size", "128"]) == 0
     assert model_info(tmp_path / "out").cache_size == 128
+    assert wrong_modes(tmp_path / "out", *EXPECTED["group"]) == {}  # under umask 022
     assert main(["export", str(tmp_path / "nothing.json"), "-o", str(tmp_path / "o2")]) == 1

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_permissions import EXPECTED, wrong_modes
 
 from lesionsoup.cli import main
 from lesionsoup.commands.predict import FLIP_CHOICES, MAX_PIXELS, MODE_CHOICES
@@ -277,6 +278,25 @@ def test_cli_exit_codes_and_messages(random_model, mixed_folder, tmp_path, caplo
     bad_argv = ["predict", str(random_model), str(only_bad), "-o", str(out), "--keep-going"]
     assert main([*bad_argv, "--size", "64"]) == 1
     assert "every photograph failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("option", "mode"),
+    [
+        ([], "group"),
+        (["--permissions", "private"], "private"),
+        (["--permissions", "umask"], "umask"),
+    ],
+)
+def test_predictions_are_kept_from_others_unless_asked(
+    random_model, mixed_folder, tmp_path, option, mode
+):
+    """Under the usual umask 022, `predict` writes for its owner and group alone by default."""
+    out = tmp_path / "out"
+    argv = ["predict", str(random_model), str(mixed_folder), "-o", str(out), "--keep-going"]
+    assert main([*argv, "--size", "64", "--no-progress", *option]) == 0
+    assert (out / "good" / "overlay.png").exists() and (out / "failures.csv").exists()
+    assert wrong_modes(out, *EXPECTED[mode]) == {}
 
 
 def test_a_model_without_a_recorded_resolution_is_refused_not_guessed(

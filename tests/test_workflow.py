@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from test_permissions import EXPECTED, mode_of, wrong_modes
 
 from workflow import load_tiny_config, planned_jobs, snakemake, write_config
 
@@ -68,6 +69,35 @@ def test_tiny_study_produces_every_stage_output(finished):
     methods = {line.split(",")[2] for line in metrics[1:]}
     assert {"single", "best", "uniform", "greedy", "GoU", "swa", "ensemble"} <= methods
     assert (workdir / "results" / "summary.md").stat().st_size > 0
+
+
+def test_nothing_the_study_writes_is_readable_by_others(finished):
+    """Run under umask 022 (conftest), the default results.mode keeps every photograph,
+    cache, model, prediction and log from others: the group reads, the owner writes."""
+    workdir, _ = finished
+    for folder in ("results", "logs", "resources", "resources/synthetic"):
+        assert wrong_modes(workdir / folder, *EXPECTED["group"]) == {}, folder
+
+
+@pytest.mark.parametrize("mode", ["private", "umask"])
+def test_results_mode_reaches_snakemake_and_its_jobs(tmp_path, mode):
+    """The demo data's job under each mode; a results folder of a wider, earlier mode is
+    narrowed at the start (with a warning), the files in it keep their bits."""
+    config = load_tiny_config()
+    config["results"] = {"mode": mode}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "old.csv").write_text("x")  # 0755 and 0644 under umask 022
+    result = snakemake(
+        tmp_path, write_config(tmp_path / "c.yaml", config), "-c1", "resources/synthetic"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for folder in ("logs", "resources"):
+        assert wrong_modes(tmp_path / folder, *EXPECTED[mode]) == {}, folder
+    narrowed = "results: 0755 -> 0700" in result.stderr
+    assert (mode_of(tmp_path / "results"), narrowed) == (
+        (0o700, True) if mode == "private" else (0o755, False)
+    )
+    assert mode_of(tmp_path / "results" / "old.csv") == 0o644
 
 
 def test_unchanged_or_touched_config_plans_nothing(finished):

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lesionsoup.commands import REGISTRARS
+from lesionsoup.core.permissions import restrict
 from lesionsoup.core.preemption import Preempted
 
 log = logging.getLogger("lesionsoup")
@@ -39,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    if "permissions" in args:  # predict, export: run by hand, private by default
+        restrict(args.permissions)
     try:
         args.handler(args)
     except Preempted as stop:

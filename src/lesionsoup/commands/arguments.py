@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lesionsoup.core.permissions import DEFAULT_MODE, MODES
 from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
 
 
@@ -62,6 +63,17 @@ def add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", type=float, default=0.95, help="the intervals' level")
     parser.add_argument(
         "--seed", type=int, default=0, help="bootstrap seed (with each test set's name)"
+    )
+
+
+def add_permissions_argument(parser: argparse.ArgumentParser) -> None:
+    """``--permissions``: the ``results.mode`` of a command run by hand; ``cli.main`` applies it."""
+    parser.add_argument(
+        "--permissions",
+        choices=list(MODES),
+        default=DEFAULT_MODE,
+        help="who may read what it writes: group (owner and group read, others nothing; the "
+        "default), private (owner only) or umask (your umask as it is); narrows the umask",
     )
 
 

@@ -6,7 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionsoup.commands.arguments import Subcommands, add_device_argument
+from lesionsoup.commands.arguments import (
+    Subcommands,
+    add_device_argument,
+    add_permissions_argument,
+)
 
 log = logging.getLogger("lesionsoup")
 
@@ -145,6 +149,7 @@ def _add_predict(commands: Subcommands) -> None:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=MAX_PIXELS_HELP)
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_permissions_argument(parser)
     parser.set_defaults(handler=_predict)
 
 
@@ -179,6 +184,7 @@ def _add_export(commands: Subcommands) -> None:
         help="a training cache, for image counts and, where the model records none, the "
         "resolution (repeatable)",
     )
+    add_permissions_argument(parser)
     parser.set_defaults(handler=_export)
 
 

@@ -1,9 +1,9 @@
 """Files that appear whole or not at all: written under a temporary name, then renamed.
 
 A kill at any instant leaves the old file or the new one, never a torn one.
-Published files get the permissions the user's umask asks for: safetensors
-alone creates its files 0600, which a collaborator on shared cluster storage
-cannot read.
+Published files get the permissions the process umask asks for, never wider
+(``core/permissions.py`` narrows it to ``results.mode``): safetensors alone
+creates its files 0600, which a collaborator on shared cluster storage cannot read.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lesionsoup.core.permissions import current_umask
+
 
 def _file_mode() -> int:
     """0666 less the process umask: what ``open()`` would have given the file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~current_umask()
 
 
 def temporary_name(path: Path) -> Path:

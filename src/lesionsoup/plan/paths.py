@@ -9,6 +9,9 @@ Outputs live under ``results/``, logs under ``logs/``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 RESULTS = "results"
 LOGS = "logs"
 
@@ -121,6 +124,12 @@ def connectivity(pair: str) -> str:
 
 def size_curves(combo: str) -> str:
     return SIZE_CURVES.format(combo=combo)
+
+
+def written_folders(config: Mapping[str, Any]) -> list[str]:
+    """The top folders the workflow writes into: results, logs and the generated demo data."""
+    synthetic = config["synthetic"]
+    return [RESULTS, LOGS, *([synthetic["out"]] if synthetic["enabled"] else [])]
 
 
 def log(name: str) -> str:
