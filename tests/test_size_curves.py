@@ -437,12 +437,14 @@ def test_the_size_curve_job_reads_the_evaluation_files_of_the_candidates_and_sou
 
     from lesionsoup.plan import paths
     from lesionsoup.plan.evaluation import evaluated_models, evaluation_files
+    from lesionsoup.plan.ingredients import soup_methods
     from lesionsoup.plan.report import size_curve_evaluations, size_curve_inputs
     from workflow import load_tiny_config, snakemake, write_config
 
     config = load_tiny_config()
-    soups = [
-        paths.evaluation("IDRID", f"merged/IDRID/{name}") for name in config["merging"]["soups"]
+    soups = [  # SWA: one model per run (swa-seed0)
+        paths.evaluation("IDRID", f"merged/IDRID/{method}")
+        for method in soup_methods(config, "IDRID")
     ]
     # the grid's last checkpoints are no evaluated models: only the soups may be points
     assert size_curve_evaluations(config, "IDRID") == soups
