@@ -1,7 +1,11 @@
+import hashlib
+import json
+
 import numpy as np
 import pytest
 from conftest import write_toy_cache
 
+from lesionsoup.core.fingerprint import digest
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
 from lesionsoup.data.geometry import Geometry
@@ -66,3 +70,45 @@ def test_lesion_pixels_only_lists_present_classes(tmp_path):
     cache = Cache(write_toy_cache(tmp_path / "c", "AAA", size=64))
     present = cache.lesion_pixels(cache.ids[0])
     assert all(isinstance(lesion, Lesion) and len(flat) > 0 for lesion, flat in present.items())
+
+
+def _entry(image_id: str, label: int) -> CacheEntry:
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2, 3] = label
+    image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    return CacheEntry(image_id, "test", image, labels, Geometry.fit(8, 8, (0, 0, 8, 8), 8))
+
+
+def _built(directory, labels: dict[str, int], interrupt_after: int | None = None) -> Cache:
+    writer = CacheWriter(directory, {"size": 8})
+    for number, (image_id, label) in enumerate(labels.items()):
+        if number == interrupt_after:
+            writer = CacheWriter(directory, {"size": 8})  # a restart resumes the rest
+        writer.write(_entry(image_id, label))
+    writer.publish(labels)
+    return Cache(directory)
+
+
+def test_the_fingerprint_covers_the_arrays_not_only_the_settings(tmp_path):
+    old = _built(tmp_path / "old", {"a": 1, "b": 0})
+    fixed = _built(tmp_path / "fixed", {"a": 1, "b": 4})  # one label pixel redrawn
+    resumed = _built(tmp_path / "resumed", {"a": 1, "b": 4}, interrupt_after=1)
+    assert old.settings == fixed.settings and old.fingerprint != fixed.fingerprint
+    assert resumed.fingerprint == fixed.fingerprint
+    # the digest, by hand: each image's arrays, then the index's bytes
+    arrays = [
+        [image_id, hashlib.sha256(entry.image.tobytes() + entry.labels.tobytes()).hexdigest()]
+        for image_id, entry in (("a", _entry("a", 1)), ("b", _entry("b", 4)))
+    ]
+    index = hashlib.sha256((tmp_path / "fixed" / "index.csv").read_bytes()).hexdigest()
+    expected = digest({"index": index, "arrays": arrays})
+    assert json.loads((tmp_path / "fixed" / "content.json").read_text()) == {
+        "data_sha256": expected
+    }
+
+
+def test_a_cache_without_its_content_digest_is_named_as_damaged(tmp_path):
+    directory = write_toy_cache(tmp_path / "c", "AAA", size=16)
+    (directory / "content.json").unlink()
+    with pytest.raises(ValueError, match=f"{directory}: damaged cache .*content.json"):
+        Cache(directory)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import write_toy_cache
 from test_predictor import save_tiny
-from test_preprocess import write_case
+from test_preprocess import blank, manifest_of, write_case
 
 from lesionsoup.core.device_histograms import bin_image
 from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion
@@ -428,3 +428,21 @@ def test_a_changed_input_is_evaluated_again(study, tmp_path):
     assert evaluate_model(model, tests, store=store, settings=settings) == [False, False]
     with pytest.raises(ValueError, match="same result file"):
         evaluate_model(model, [tests[0], tests[0]], store=store)
+
+
+def test_a_mask_fixed_in_a_rebuilt_cache_is_evaluated_again_not_taken_from_the_store(tmp_path):
+    manifest = manifest_of(tmp_path, 2).assign(split="test")
+    cache, rules = tmp_path / "cache", MaskRules(threshold=1)
+    build_cache(manifest, cache, 64, rules, threads=1, progress=False)
+    model, store = tmp_path / "model.safetensors", tmp_path / "store"
+    save_tiny(model, seed=0)
+    test = EvaluationTarget(cache, tmp_path / "result.json")
+    assert evaluate_model(model, [test], store=store) == [False]
+    before = _without_timing(load_evaluation(test.output))
+    fixed = blank()  # the same file, the same photograph: the manifest does not change
+    cv2.circle(fixed, (200, 120), 30, 255, -1)
+    cv2.imwrite(manifest.loc[1, "mask_MA"], fixed)
+    build_cache(manifest, cache, 64, rules, threads=1, progress=False)
+    assert evaluate_model(model, [test], store=store) == [False]
+    after = _without_timing(load_evaluation(test.output))
+    assert after == _without_timing(evaluate(model, cache)) != before

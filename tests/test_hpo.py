@@ -104,12 +104,15 @@ def test_search_space_change_starts_a_new_study():
     wider = hpo_plan.definition(
         tiny_config(space={**SPACE, "lr": {**SPACE["lr"], "high": 0.1}}), "base"
     )
-    name = hpo_plan.study_name("IDRID", "base", base, "init1")
-    assert name == hpo_plan.study_name("IDRID", "base", dict(base), "init1")
+    caches = {"IDRID": "cache1"}
+    name = hpo_plan.study_name("IDRID", "base", base, "init1", caches)
+    assert name == hpo_plan.study_name("IDRID", "base", dict(base), "init1", dict(caches))
     assert name.startswith("IDRID.base.")
-    assert hpo_plan.study_name("IDRID", "base", wider, "init1") != name
-    assert hpo_plan.study_name("IDRID", "base", base, "init2") != name
-    assert hpo_plan.study_name("DDR", "base", base, "init1") != name
+    assert hpo_plan.study_name("IDRID", "base", wider, "init1", caches) != name
+    assert hpo_plan.study_name("IDRID", "base", base, "init2", caches) != name
+    assert hpo_plan.study_name("DDR", "base", base, "init1", caches) != name
+    # a rebuilt cache (a redrawn mask) starts a new study, whatever the initialisation
+    assert hpo_plan.study_name("IDRID", "base", base, "init1", {"IDRID": "cache2"}) != name
 
 
 # --- trials ------------------------------------------------------------------------------------
@@ -316,7 +319,9 @@ def test_trained_trials_export_best_params_that_the_final_training_reads(tmp_pat
     caches, init_path = init
     config = tiny_config(pruner={"kind": "none"})
     definition = hpo_plan.definition(config, "base")
-    name = hpo_plan.study_name("AAA+BBB", "base", definition, load_metadata(init_path)["init_id"])
+    fingerprints = {dataset: cache.fingerprint for dataset, cache in caches.items()}
+    init_id = load_metadata(init_path)["init_id"]
+    name = hpo_plan.study_name("AAA+BBB", "base", definition, init_id, fingerprints)
     runs = tmp_path / "runs" / name
     records = []
     for index in range(2):
@@ -369,7 +374,9 @@ def test_pruned_trial_leaves_no_resumable_state(tmp_path, init, monkeypatch):
 
     caches, init_path = init
     definition = hpo_plan.definition(tiny_config(pruner={"kind": "none"}), "base")
-    name = hpo_plan.study_name("AAA+BBB", "base", definition, load_metadata(init_path)["init_id"])
+    fingerprints = {dataset: cache.fingerprint for dataset, cache in caches.items()}
+    init_id = load_metadata(init_path)["init_id"]
+    name = hpo_plan.study_name("AAA+BBB", "base", definition, init_id, fingerprints)
     runs = tmp_path / "runs" / name
 
     def prune(trial, step, score):

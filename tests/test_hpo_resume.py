@@ -23,6 +23,7 @@ from test_hpo import shared_init, tiny_config
 from lesionsoup.cli import PREEMPTED_EXIT, main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata
 from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.data.cache import Cache
 from lesionsoup.hpo import storage as hpo_storage
 from lesionsoup.hpo import trials as hpo
 from lesionsoup.plan import hpo as hpo_plan
@@ -44,7 +45,8 @@ class TrialJobs:
     @property
     def name(self) -> str:
         init_id = load_metadata(self.init)["init_id"]
-        return hpo_plan.study_name("AAA+BBB", "base", self.definition, init_id)
+        caches = {name: Cache(path).fingerprint for name, path in self.caches.items()}
+        return hpo_plan.study_name("AAA+BBB", "base", self.definition, init_id, caches)
 
     @property
     def runs(self) -> Path:

@@ -533,7 +533,7 @@ def test_the_resize_rule_is_part_of_the_cache_fingerprint(tmp_path):
     writer.write(preprocess_image(manifest.iloc[0].to_dict(), 64, preserve))
     report = build_cache(manifest, out, 64, nearest, threads=1, progress=False)
     assert (report.resumed, report.written) == (0, 2)  # ...is not resumed under nearest
-    assert Cache(out).fingerprint == digest(cache_settings(manifest, 64, nearest))
+    assert Cache(out).settings == cache_settings(manifest, 64, nearest)
 
 
 def test_an_unknown_resize_rule_is_refused_naming_the_choices():

@@ -4,6 +4,7 @@
 rule synth:
     output:
         directory(SYNTHETIC["out"]),
+        stamps=SYNTHETIC_STAMPS,
     log:
         paths.log("synth"),
     threads: 2
@@ -17,17 +18,20 @@ rule synth:
         styles=json.dumps(SYNTHETIC["styles"], sort_keys=True),
         dataset_styles=json.dumps(SYNTHETIC["dataset_styles"], sort_keys=True),
         lesion_sizes=json.dumps(SYNTHETIC["lesion_sizes"], sort_keys=True),
+        stamps=json.dumps({stamp: TREE_ROOTS[stamp] for stamp in SYNTHETIC_STAMPS}),
     shell:
-        "lesionsoup synth --out {output} --images {params.images} --seed {params.seed}"
+        "lesionsoup synth --out {output[0]} --images {params.images} --seed {params.seed}"
         " --scale {params.scale} --styles {params.styles:q}"
         " --dataset-styles {params.dataset_styles:q}"
-        " --lesion-sizes {params.lesion_sizes:q} --threads {threads} > {log} 2>&1"
+        " --lesion-sizes {params.lesion_sizes:q} --stamps {params.stamps:q}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule index:
     input:
         root=dataset_root,
         split_file=split_file,
+        tree=lambda wildcards: paths.tree_stamp(wildcards.dataset),
     output:
         paths.MANIFEST,
     log:

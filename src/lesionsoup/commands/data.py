@@ -18,6 +18,7 @@ log = logging.getLogger("lesionsoup")
 
 def _synth(args: argparse.Namespace) -> None:
     from lesionsoup.data.datasets.synthetic import generate
+    from lesionsoup.data.tree import stamp_contents, write_stamp
 
     roots = generate(
         args.out,
@@ -32,6 +33,8 @@ def _synth(args: argparse.Namespace) -> None:
     )
     for name, root in roots.items():
         log.info("%s: %s", name, root)
+    for stamp, stamped in args.stamps.items():
+        write_stamp(stamp, stamp_contents(stamped))
 
 
 def _index(args: argparse.Namespace) -> None:
@@ -111,6 +114,13 @@ def _add_synth(commands: Subcommands) -> None:
         type=json_object,
         default={},
         help="size factor per lesion class (JSON), e.g. '{\"MA\": 3}'; default 1",
+    )
+    parser.add_argument(
+        "--stamps",
+        type=json_object,
+        default={},
+        help="JSON: tree stamps to write once the trees are written, each with the roots it "
+        'fingerprints, e.g. \'{"resources/trees/IDRID.json": ["out/IDRID"]}\'',
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.set_defaults(handler=_synth)

@@ -23,14 +23,16 @@ def _trial(args: argparse.Namespace) -> None:
     from lesionsoup.plan import hpo as hpo_plan
 
     init_id = INDEPENDENT if args.init is None else load_metadata(args.init)["init_id"]
-    name = hpo_plan.study_name(args.combo, args.recipe, args.definition, init_id)
+    caches = open_caches(args.cache)
+    fingerprints = {dataset: cache.fingerprint for dataset, cache in caches.items()}
+    name = hpo_plan.study_name(args.combo, args.recipe, args.definition, init_id, fingerprints)
     study = hpo_storage.load_study(
         hpo_storage.open_storage(args.storage), name, args.definition, args.job_index
     )
     runs = args.output.parent.parent / "runs" / name
     objective = hpo.training_objective(
         runs,
-        open_caches(args.cache),
+        caches,
         args.definition,
         args.init,
         threads=args.threads,

@@ -8,6 +8,7 @@ Layout of a cache folder::
     records/<image_id>.json   geometry record, split, per-class pixel counts
     index.csv                 one row per image: the records, gathered
     cache.json                the settings the cache was built with
+    content.json              ``data_sha256``: the digest of the index and the arrays
 
 Arrays are plain ``.npy`` files opened memory-mapped, so a 512 x 512 patch is a
 strided read of about 1 MB, never a decode of the whole image. A cache is built
@@ -15,12 +16,17 @@ in ``<dir>.partial`` and renamed into place when complete; an interrupted
 build resumes from the images already written there (an image counts as
 written once its record exists, and the record is written last) when the
 leftovers' fingerprint (the settings, which include the manifest's digest)
-matches, and starts over otherwise. A cache's own fingerprint, the digest of
-its settings, identifies it to the runs trained on it.
+matches, and starts over otherwise. Each image's arrays are hashed as they
+are written (the digest kept in its record); publishing combines these and
+the index into ``data_sha256``. A cache's own fingerprint, the digest of its
+settings and ``data_sha256``, identifies its contents to the runs trained on it
+and to every store of results computed from it: a redrawn mask changes it even
+where the manifest (paths, sizes) does not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +47,9 @@ from lesionsoup.data.geometry import Geometry
 
 #: Memory maps a reader keeps open (two per image: image and labels).
 OPEN_MAPS = 512
+#: Version of the records a build in progress writes; raising it restarts older builds.
+RECORD_FORMAT = 2
+CONTENT = "content.json"
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -82,7 +91,7 @@ class CacheWriter:
         self.directory = Path(directory)
         self.partial = self.directory.with_name(self.directory.name + ".partial")
         self.settings = settings
-        open_state_folder(self.partial, fingerprint(cache=settings))
+        open_state_folder(self.partial, fingerprint(cache=settings, records=RECORD_FORMAT))
         for sub in ("images", "labels", "locations", "records"):
             (self.partial / sub).mkdir(exist_ok=True)
         atomic_write_json(self.partial / "cache.json", settings)
@@ -101,7 +110,10 @@ class CacheWriter:
         _atomic_save_npy(self.partial / "labels" / f"{entry.image_id}.npy", entry.labels)
         locations = lesion_locations(entry.labels)
         _atomic_save_npz(self.partial / "locations" / f"{entry.image_id}.npz", locations)
+        hasher = hashlib.sha256(entry.image.tobytes())
+        hasher.update(entry.labels.tobytes())
         record = {
+            "sha256": hasher.hexdigest(),
             "image_id": entry.image_id,
             "split": entry.split,
             **entry.geometry.as_dict(),
@@ -120,7 +132,11 @@ class CacheWriter:
         for image_id in image_ids:
             record_file = self.partial / "records" / f"{image_id}.json"
             records.append(json.loads(record_file.read_text()))
-        pd.DataFrame.from_records(records).to_csv(self.partial / "index.csv", index=False)
+        arrays = [(record["image_id"], record.pop("sha256")) for record in records]
+        index = pd.DataFrame.from_records(records).to_csv(index=False).encode()
+        atomic_write_bytes(self.partial / "index.csv", index)
+        data = {"index": hashlib.sha256(index).hexdigest(), "arrays": arrays}
+        atomic_write_json(self.partial / CONTENT, {"data_sha256": digest(data)})
         if self.directory.exists():
             shutil.rmtree(self.directory)
         os.replace(self.partial, self.directory)
@@ -149,6 +165,8 @@ class Cache:
             self.index = pd.read_csv(index_file, dtype={"image_id": str, "split": str})
             self.settings: dict[str, Any] = json.loads(settings_file.read_text())
             self.size = int(self.settings["size"])
+            content = json.loads((self.directory / CONTENT).read_text())
+            self.data_sha256 = str(content["data_sha256"])
         except (ValueError, KeyError, OSError, pd.errors.ParserError) as error:
             raise ValueError(
                 f"{self.directory}: damaged cache ({error}); delete the folder to rebuild it"
@@ -157,8 +175,8 @@ class Cache:
 
     @property
     def fingerprint(self) -> str:
-        """The identity of the cache's content: the digest of what it was built from."""
-        return digest(self.settings)
+        """The identity of the cache's content: its settings and its data's digest."""
+        return digest({"settings": self.settings, "data_sha256": self.data_sha256})
 
     def __getstate__(self) -> dict[str, Any]:
         # memory maps are reopened in each process (e.g. DataLoader workers)

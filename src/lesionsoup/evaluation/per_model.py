@@ -10,7 +10,8 @@ Snakemake reruns the whole job, and deletes all its outputs first, when any
 test set's cache changes or a test set is added. So that an unchanged
 (model, test set) result is not recomputed then, each result is also kept in
 a store folder under the digest of its fingerprint: the model file's bytes
-(an ensemble's and its members'), the cache's fingerprint, the manifest's bytes
+(an ensemble's and its members'), the cache's fingerprint (its settings and the
+digest of its arrays and index, ``data.cache``), the manifest's bytes
 at native resolution, the split, the inference settings, the bins, the
 resolution, the labels (``evaluation.labels``) and the result format. A result
 is reused only when all of these are the same; anything else is evaluated

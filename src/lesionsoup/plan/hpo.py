@@ -135,8 +135,14 @@ def definition(config: Mapping[str, Any], recipe: str) -> dict[str, Any]:
     }
 
 
-def study_name(combo: str, recipe: str, definition: Mapping[str, Any], init_id: str) -> str:
-    text = json.dumps({"definition": definition, "init_id": init_id}, sort_keys=True)
+def study_name(
+    combo: str, recipe: str, definition: Mapping[str, Any], init_id: str, caches: Mapping[str, str]
+) -> str:
+    """The study's name: a digest of its definition, its initialisation and the fingerprints
+    of the caches its trials train on (by name), so that changed data starts a new study."""
+    text = json.dumps(
+        {"definition": definition, "init_id": init_id, "caches": dict(caches)}, sort_keys=True
+    )
     return f"{combo}.{recipe}.{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 RESULTS = "results"
 LOGS = "logs"
+RESOURCES = "resources"
 
-# data: native dataset -> manifest -> preprocessed cache
+# data: native dataset (its tree's stamp, ``data.tree``) -> manifest -> preprocessed cache
+TREE_STAMP = f"{RESOURCES}/trees/{{dataset}}.json"
 MANIFEST = f"{RESULTS}/data/{{dataset}}/manifest.csv"
 CACHE = f"{RESULTS}/cache/{{dataset}}"
 
@@ -72,6 +74,10 @@ ANNOTATION_STYLE = f"{RESULTS}/analysis/annotation_style"
 CONNECTIVITY = f"{RESULTS}/analysis/connectivity/{{pair}}"
 SIZE_CURVES = f"{REPORT}/size_curves/{{combo}}"
 SUMMARY = f"{RESULTS}/summary.md"
+
+
+def tree_stamp(dataset: str) -> str:
+    return TREE_STAMP.format(dataset=dataset)
 
 
 def manifest(dataset: str) -> str:
