@@ -3,7 +3,7 @@
 
 rule synth:
     output:
-        directory(SYNTHETIC["out"]),
+        out=directory(SYNTHETIC["out"]),
         stamps=SYNTHETIC_STAMPS,
     log:
         paths.log("synth"),
@@ -20,7 +20,7 @@ rule synth:
         lesion_sizes=json.dumps(SYNTHETIC["lesion_sizes"], sort_keys=True),
         stamps=json.dumps({stamp: TREE_ROOTS[stamp] for stamp in SYNTHETIC_STAMPS}),
     shell:
-        "lesionsoup synth --out {output[0]} --images {params.images} --seed {params.seed}"
+        "lesionsoup synth --out {output.out} --images {params.images} --seed {params.seed}"
         " --scale {params.scale} --styles {params.styles:q}"
         " --dataset-styles {params.dataset_styles:q}"
         " --lesion-sizes {params.lesion_sizes:q} --stamps {params.stamps:q}"
