@@ -31,8 +31,8 @@ from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
 from lesionsoup.training.progress import LOG_EVERY
+from lesionsoup.training.run import RunOptions, train_run
 from lesionsoup.training.sampling import PatchDataset, PatchSampler
-from lesionsoup.training.trainer import train_run
 
 
 def model_step_rate(
@@ -117,12 +117,14 @@ def main() -> None:
             {"SYN": cache},
             spec,
             settings,
-            threads=args.threads,
-            workers=args.workers,
-            device=args.device,
-            progress_bar=False,
-            precision=args.precision,
-            log_every=args.log_every,
+            RunOptions(
+                threads=args.threads,
+                workers=args.workers,
+                device=args.device,
+                precision=args.precision,
+                progress_bar=False,
+                log_every=args.log_every,
+            ),
         )
         rates = pd.read_csv(run / "log.csv")["patches_per_s"].iloc[3:]
         loop_rate = statistics.median(rates)

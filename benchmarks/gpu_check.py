@@ -53,8 +53,8 @@ from lesionsoup.inference.infer import DEFAULT_SETTINGS
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
+from lesionsoup.training.run import RunOptions, train_run
 from lesionsoup.training.sampling import PatchDataset, PatchSampler
-from lesionsoup.training.trainer import train_run
 
 VARIANTS = ("fp32 eager", "bf16 + channels_last", "bf16 + channels_last + compile")
 TARGETS = {"best_vs_fp32": 2.5, "loop_vs_step": 0.9}
@@ -162,9 +162,7 @@ def loop_rate(folder: Path, cache: Cache, sizes: Sizes, device: torch.device) ->
         {"SYN": cache},
         sizes.spec,
         settings,
-        threads=threads,
-        device=str(device),
-        progress_bar=False,
+        RunOptions(threads=threads, device=str(device), progress_bar=False),
     )
     rates = pd.read_csv(folder / "run" / "log.csv")["patches_per_s"]
     steady = rates.iloc[min(sizes.warmup, len(rates) - 1) :]

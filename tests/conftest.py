@@ -49,6 +49,14 @@ TINY_SETTINGS = TrainSettings(
     bins=1030 * 2,
 )
 
+
+def quiet_options(**options):
+    """The ``RunOptions`` of a test run: batches loaded in the test's process, no progress bar."""
+    from lesionsoup.training.run import RunOptions
+
+    return RunOptions(workers=0, progress_bar=False, **options)
+
+
 #: Colour of each trained lesion in the toy images, so that a model can learn them.
 TOY_COLOURS = {"EX": (250, 230, 60), "HE": (90, 10, 10), "MA": (120, 0, 30), "CWS": (235, 235, 225)}
 

@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from conftest import quiet_options
 from safetensors import safe_open
 from test_train import SETTINGS, SPEC
 from torch.utils.data import default_collate
@@ -23,8 +24,9 @@ from lesionsoup.plan import paths
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
 from lesionsoup.training.resume import load_optimizer, save_optimizer
+from lesionsoup.training.run import train_run
+from lesionsoup.training.run_folder import publish_init
 from lesionsoup.training.sampling import PatchDataset, PatchSampler
-from lesionsoup.training.trainer import publish_init, train_run
 
 #: An FGG continuation's settings as plan.ingredients.settings_for makes them: the base's
 #: settings with the triangular schedule; one update, so its result is the first step's.
@@ -62,7 +64,7 @@ def base(tmp_path_factory):
 
 
 def _train(run, caches, settings, **kwargs):
-    return train_run(run, caches, SPEC, settings, workers=0, progress_bar=False, **kwargs)
+    return train_run(run, caches, SPEC, settings, quiet_options(**kwargs))
 
 
 def _state_by_hand(path):

@@ -298,12 +298,15 @@ def test_default_storage_is_a_journal_per_study_and_a_url_is_kept():
 
 def shared_init(tmp_path: Path, toy_caches: dict[str, Path]) -> tuple[dict[str, Cache], Path]:
     """The toy caches opened, and a one-step warm-up published as the shared initialisation."""
-    from lesionsoup.training.trainer import publish_init, train_run
+    from conftest import quiet_options
+
+    from lesionsoup.training.run import train_run
+    from lesionsoup.training.run_folder import publish_init
 
     caches = {name: Cache(path) for name, path in toy_caches.items()}
     spec = ModelSpec.from_dict(tiny_config()["model"])
     settings = TrainSettings(steps=1, batch_size=2, patch_size=32, freeze_encoder=True, bins=2060)
-    train_run(tmp_path / "warmup", caches, spec, settings, workers=0, progress_bar=False)
+    train_run(tmp_path / "warmup", caches, spec, settings, quiet_options())
     publish_init(tmp_path / "warmup", tmp_path / "init.safetensors")
     return caches, tmp_path / "init.safetensors"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 import torch
+from conftest import quiet_options
 from test_hpo import shared_init, tiny_config
 
 from lesionsoup.cli import PREEMPTED_EXIT, main
@@ -27,7 +28,7 @@ from lesionsoup.data.cache import Cache
 from lesionsoup.hpo import storage as hpo_storage
 from lesionsoup.hpo import trials as hpo
 from lesionsoup.plan import hpo as hpo_plan
-from lesionsoup.training.trainer import train_run
+from lesionsoup.training.run import train_run
 
 #: Interrupted soon after the first saved state (step 2), long before the first report (step 10).
 TRIAL = {"steps": 30, "validate_every": 10, "state_every": 2, "bins": 2060}
@@ -127,7 +128,7 @@ def test_killed_and_preempted_trial_jobs_continue_their_own_trials(tmp_path, toy
     trial = interrupted[1]
     settings = TrainSettings.from_dict({**jobs.definition["settings"], **trial.params})
     spec = ModelSpec.from_dict(jobs.definition["model"])
-    train_run(tmp_path / "whole", caches, spec, settings, init=init, workers=0, progress_bar=False)
+    train_run(tmp_path / "whole", caches, spec, settings, quiet_options(init=init))
     reference, _ = load_checkpoint(tmp_path / "whole" / "last.safetensors")
     weights, _ = load_checkpoint(jobs.runs / f"trial{trial.number:04d}" / "last.safetensors")
     for name, tensor in reference.items():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_SETTINGS, TINY_SPEC, spy_scaler_loads
+from conftest import TINY_SETTINGS, TINY_SPEC, quiet_options, spy_scaler_loads
 from safetensors import safe_open
 
 from lesionsoup.cli import main
@@ -18,9 +18,8 @@ from lesionsoup.core.model import build_model
 from lesionsoup.core.precision import PRECISIONS, Precision, resolve
 from lesionsoup.inference.infer import InferenceSettings, predict
 from lesionsoup.inference.predictor import load_predictor
-from lesionsoup.training import resume
-from lesionsoup.training import trainer as train_module
-from lesionsoup.training.trainer import train_run
+from lesionsoup.training import loop, resume
+from lesionsoup.training.run import train_run
 from workflow import load_tiny_config, snakemake, write_config
 
 SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -119,9 +118,7 @@ SETTINGS = dataclasses.replace(TINY_SETTINGS, schedule="triangular", cycle_steps
 
 
 def _train(run, caches, precision, **extra):
-    return train_run(
-        run, caches, SPEC, SETTINGS, workers=0, progress_bar=False, precision=precision, **extra
-    )
+    return train_run(run, caches, SPEC, SETTINGS, quiet_options(precision=precision, **extra))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
@@ -145,7 +142,7 @@ def _scaler_state(run):
 
 def test_fp16_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path, caches, monkeypatch):
     _train(tmp_path / "whole", caches, "fp16")
-    real_loss = train_module.segmentation_loss
+    real_loss = loop.segmentation_loss
     calls = {"n": 0}
 
     def dying_loss(*args, **kwargs):
@@ -154,12 +151,12 @@ def test_fp16_run_killed_and_resumed_ends_as_an_uninterrupted_one(tmp_path, cach
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "segmentation_loss", dying_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", dying_loss)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "killed", caches, "fp16")
     saved = _scaler_state(tmp_path / "killed")
     assert set(saved) >= {"scale", "_growth_tracker"}
-    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", real_loss)
     loaded = spy_scaler_loads(monkeypatch)
     _train(tmp_path / "killed", caches, "fp16")
     assert loaded == saved  # the resumed run continues with the saved loss scale

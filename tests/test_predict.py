@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import quiet_options
 from safetensors.torch import save_file
 from test_permissions import EXPECTED, wrong_modes
 
@@ -35,7 +36,7 @@ from lesionsoup.deploy.predict import (
     predict_photographs,
 )
 from lesionsoup.inference.infer import FLIPS, InferenceSettings
-from lesionsoup.training.trainer import train_run
+from lesionsoup.training.run import train_run
 
 TINY = ModelSpec(
     encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
@@ -121,10 +122,7 @@ def trained_model(tmp_path_factory) -> Path:
         {"SYN": Cache(root / "SYN")},
         TINY,
         RECIPE,
-        threads=1,
-        workers=0,
-        progress_bar=False,
-        extra_metadata={"cache_size": CACHE_SIZE},
+        quiet_options(threads=1, extra_metadata={"cache_size": CACHE_SIZE}),
     )
     return root / "run" / "last.safetensors"
 

@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import TINY_SPEC
+from conftest import TINY_SPEC, quiet_options
 from safetensors import safe_open
 
 from lesionsoup.cli import PREEMPTED_EXIT
 from lesionsoup.core.checkpoint import load_checkpoint
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.training.trainer import train_run
+from lesionsoup.training.run import train_run
 
 SPEC = TINY_SPEC
 SETTINGS = TrainSettings(
@@ -61,7 +61,7 @@ def test_sigterm_saves_state_and_rerun_ends_with_uninterrupted_weights(tmp_path,
 
     caches = {name: Cache(path) for name, path in toy_caches.items()}
     torch.set_num_threads(1)
-    train_run(tmp_path / "whole", caches, SPEC, SETTINGS, threads=1, workers=0, progress_bar=False)
+    train_run(tmp_path / "whole", caches, SPEC, SETTINGS, quiet_options(threads=1))
     reference, _ = load_checkpoint(tmp_path / "whole" / "last.safetensors")
     for name, tensor in reference.items():
         assert torch.equal(tensor, weights[name]), name

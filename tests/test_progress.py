@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_SETTINGS, TINY_SPEC
+from conftest import TINY_SETTINGS, TINY_SPEC, quiet_options
 
-from lesionsoup.training import trainer as train_module
+from lesionsoup.training import loop
 from lesionsoup.training.progress import PendingSteps, ProgressLine, Step, StepRow, format_eta
-from lesionsoup.training.trainer import train_run
+from lesionsoup.training.run import RunOptions, train_run
 
 SPEC = TINY_SPEC
 SETTINGS = TINY_SETTINGS
@@ -72,7 +72,7 @@ def test_pending_losses_are_read_back_once_and_a_non_finite_one_is_named(tmp_pat
 def test_run_off_a_terminal_logs_lines_not_progress_frames(tmp_path, caches, caplog, capsys):
     assert not sys.stderr.isatty()
     with caplog.at_level(logging.INFO):
-        train_run(tmp_path / "seed0", caches, SPEC, SETTINGS, workers=0, log_every=4)
+        train_run(tmp_path / "seed0", caches, SPEC, SETTINGS, RunOptions(workers=0, log_every=4))
     lines = [LINE.match(message) for message in caplog.messages if LINE.match(message)]
     assert [(m["name"], int(m["step"]), int(m["total"])) for m in lines] == [
         ("seed0", 4, 8),
@@ -98,7 +98,7 @@ def test_the_step_reads_nothing_back_from_the_device(tmp_path, caches, monkeypat
             return _real(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, method, counted)
-    real_step = train_module.Trainer.step
+    real_step = loop.Trainer.step
 
     def watched_step(self, batch, since):
         reads["inside"] = True
@@ -107,8 +107,8 @@ def test_the_step_reads_nothing_back_from_the_device(tmp_path, caches, monkeypat
         finally:
             reads["inside"] = False
 
-    monkeypatch.setattr(train_module.Trainer, "step", watched_step)
-    train_run(tmp_path / "run", caches, SPEC, SETTINGS, workers=0, progress_bar=False)
+    monkeypatch.setattr(loop.Trainer, "step", watched_step)
+    train_run(tmp_path / "run", caches, SPEC, SETTINGS, quiet_options())
     assert reads["n"] == 0
 
 
@@ -123,14 +123,14 @@ def _stop(step, scores):
 def test_curves_and_logs_exist_after_the_first_validation_of_a_running_job(tmp_path, caches):
     run = tmp_path / "run"
     with pytest.raises(_StopAfterValidation):
-        train_run(run, caches, SPEC, SETTINGS, workers=0, progress_bar=False, on_validation=_stop)
+        train_run(run, caches, SPEC, SETTINGS, quiet_options(on_validation=_stop))
     assert not (run / "last.safetensors").exists()  # still running, as far as anyone can tell
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(run / "log.csv", newline="") as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
     with open(run / "validation.csv", newline="") as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == [4]
-    meta = train_run(run, caches, SPEC, SETTINGS, workers=0, progress_bar=False)
+    meta = train_run(run, caches, SPEC, SETTINGS, quiet_options())
     assert meta["step"] == SETTINGS.steps  # and the run resumes to its end
     with open(run / "validation.csv", newline="") as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == [4, 8]
@@ -138,4 +138,4 @@ def test_curves_and_logs_exist_after_the_first_validation_of_a_running_job(tmp_p
 
 def test_log_interval_must_be_positive(tmp_path, caches):
     with pytest.raises(ValueError, match="log_every must be a positive number of steps, not 0"):
-        train_run(tmp_path / "run", caches, SPEC, SETTINGS, workers=0, log_every=0)
+        train_run(tmp_path / "run", caches, SPEC, SETTINGS, RunOptions(workers=0, log_every=0))

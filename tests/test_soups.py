@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SPEC, write_toy_cache
+from conftest import TINY_SPEC, quiet_options, write_toy_cache
 from test_predict import rendered, write_photograph
 from torch.optim.swa_utils import update_bn
 
@@ -30,8 +30,9 @@ from lesionsoup.merging.soups import merge
 from lesionsoup.merging.stage import merge_stage
 from lesionsoup.plan.ingredients import grid_recipes, init_for, settings_for, train_arguments
 from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS, RULES, BatchNormSample
+from lesionsoup.training.run import train_run
+from lesionsoup.training.run_folder import publish_init
 from lesionsoup.training.sampling import ValidationImages
-from lesionsoup.training.trainer import publish_init, train_run
 from lesionsoup.training.validation import validate
 
 SPEC = TINY_SPEC
@@ -111,16 +112,7 @@ class Study:
     def train_dir(self, run: str, settings: TrainSettings, init: Path | None, **kwargs) -> None:
         # train_run saves snapshots into a folder it does not create (reported to the lead)
         (self.path(run) / ".work" / "snapshots").mkdir(parents=True, exist_ok=True)
-        train_run(
-            self.path(run),
-            self.caches,
-            SPEC,
-            settings,
-            init=init,
-            workers=0,
-            progress_bar=False,
-            **kwargs,
-        )
+        train_run(self.path(run), self.caches, SPEC, settings, quiet_options(init=init, **kwargs))
 
     def cache_arguments(self) -> list[str]:
         return [f"--cache={cache.directory}" for cache in self.caches.values()]

@@ -15,15 +15,16 @@ import textwrap
 
 import pytest
 import torch
-from conftest import TINY_SETTINGS, TINY_SPEC, spy_scaler_loads, write_toy_cache
+from conftest import TINY_SETTINGS, TINY_SPEC, quiet_options, spy_scaler_loads, write_toy_cache
 
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.training import resume
-from lesionsoup.training import trainer as train_module
-from lesionsoup.training.trainer import publish_init, train_run
+from lesionsoup.training import loop, resume
+from lesionsoup.training import run as run_module
+from lesionsoup.training.run import RunOptions, train_run
+from lesionsoup.training.run_folder import publish_init
 
 SPEC = TINY_SPEC
 SETTINGS = dataclasses.replace(TINY_SETTINGS, warmup_steps=2)
@@ -32,7 +33,7 @@ SETTINGS = dataclasses.replace(TINY_SETTINGS, warmup_steps=2)
 @pytest.fixture
 def init(tmp_path, caches):
     settings = TrainSettings(**{**SETTINGS.as_dict(), "steps": 2, "freeze_encoder": True})
-    train_run(tmp_path / "warmup", caches, SPEC, settings, threads=1, workers=0, progress_bar=False)
+    train_run(tmp_path / "warmup", caches, SPEC, settings, quiet_options(threads=1))
     path = tmp_path / "init.safetensors"
     publish_init(tmp_path / "warmup", path)
     assert not (tmp_path / "warmup").exists()  # the initialisation is the warm-up's only product
@@ -51,10 +52,10 @@ def _assert_identical(a, b):
 
 def test_same_seed_gives_identical_weights_and_outputs(tmp_path, caches, init):
     for name in ("a", "b"):
-        train_run(tmp_path / name, caches, SPEC, SETTINGS, init=init, workers=0, progress_bar=False)
+        train_run(tmp_path / name, caches, SPEC, SETTINGS, quiet_options(init=init))
     _assert_identical(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
     other = TrainSettings(**{**SETTINGS.as_dict(), "seed": 1})
-    train_run(tmp_path / "c", caches, SPEC, other, init=init, workers=0, progress_bar=False)
+    train_run(tmp_path / "c", caches, SPEC, other, quiet_options(init=init))
     assert any(
         not torch.equal(x, y)
         for x, y in zip(
@@ -70,9 +71,9 @@ def test_same_seed_gives_identical_weights_and_outputs(tmp_path, caches, init):
 
 
 def test_killed_run_resumes_to_identical_weights(tmp_path, caches, init, monkeypatch):
-    train_run(tmp_path / "whole", caches, SPEC, SETTINGS, init=init, workers=0, progress_bar=False)
+    train_run(tmp_path / "whole", caches, SPEC, SETTINGS, quiet_options(init=init))
 
-    real_loss = train_module.segmentation_loss
+    real_loss = loop.segmentation_loss
     calls = {"n": 0}
 
     def dying_loss(*args, **kwargs):
@@ -81,16 +82,12 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, caches, init, monkeyp
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "segmentation_loss", dying_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", dying_loss)
     with pytest.raises(KeyboardInterrupt):
-        train_run(
-            tmp_path / "killed", caches, SPEC, SETTINGS, init=init, workers=0, progress_bar=False
-        )
+        train_run(tmp_path / "killed", caches, SPEC, SETTINGS, quiet_options(init=init))
     assert not (tmp_path / "killed" / "last.safetensors").exists()  # nothing published
-    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
-    meta = train_run(
-        tmp_path / "killed", caches, SPEC, SETTINGS, init=init, workers=0, progress_bar=False
-    )
+    monkeypatch.setattr(loop, "segmentation_loss", real_loss)
+    meta = train_run(tmp_path / "killed", caches, SPEC, SETTINGS, quiet_options(init=init))
     assert meta["step"] == SETTINGS.steps
     _assert_identical(_weights(tmp_path / "whole"), _weights(tmp_path / "killed"))
     steps = (tmp_path / "killed" / "log.csv").read_text().splitlines()[1:]
@@ -98,21 +95,21 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, caches, init, monkeyp
 
 
 def test_finished_run_is_never_retrained(tmp_path, caches, init, monkeypatch):
-    train_run(tmp_path / "run", caches, SPEC, SETTINGS, init=init, workers=0, progress_bar=False)
+    train_run(tmp_path / "run", caches, SPEC, SETTINGS, quiet_options(init=init))
     before = (tmp_path / "run" / "last.safetensors").stat().st_mtime_ns
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(train_module, "segmentation_loss", must_not_train)
-    train_run(tmp_path / "run", caches, SPEC, SETTINGS, init=init, workers=0, progress_bar=False)
+    monkeypatch.setattr(loop, "segmentation_loss", must_not_train)
+    train_run(tmp_path / "run", caches, SPEC, SETTINGS, quiet_options(init=init))
     assert (tmp_path / "run" / "last.safetensors").stat().st_mtime_ns == before
 
 
 def test_init_with_another_architecture_is_refused(tmp_path, caches, init):
     other = ModelSpec(**{**SPEC.__dict__, "decoder_channels": (8, 8, 8)})
     with pytest.raises(ValueError, match="architecture"):
-        train_run(tmp_path / "x", caches, other, SETTINGS, init=init, workers=0, progress_bar=False)
+        train_run(tmp_path / "x", caches, other, SETTINGS, quiet_options(init=init))
 
 
 def test_unknown_setting_is_named():
@@ -124,7 +121,7 @@ def test_triangular_run_snapshots_before_every_learning_rate_minimum(tmp_path, c
     settings = TrainSettings(
         **{**SETTINGS.as_dict(), "schedule": "triangular", "cycle_steps": 4, "min_lr": 1e-6}
     )
-    train_run(tmp_path / "fgg", caches, SPEC, settings, init=init, workers=0, progress_bar=False)
+    train_run(tmp_path / "fgg", caches, SPEC, settings, quiet_options(init=init))
     snapshots = sorted(p.name for p in (tmp_path / "fgg" / "snapshots").glob("*.safetensors"))
     # a quarter cycle in, descents end at updates 0 and 4 (0-based): snapshots after 1 and 5
     # completed steps, the minimum coming with the next update
@@ -144,7 +141,7 @@ OTHER_LR = TrainSettings(**{**SETTINGS.as_dict(), "lr": 5e-3})
 
 
 def _train(run, caches, init, settings=SETTINGS):
-    return train_run(run, caches, SPEC, settings, init=init, workers=0, progress_bar=False)
+    return train_run(run, caches, SPEC, settings, quiet_options(init=init))
 
 
 def _assert_differs(a, b):
@@ -153,7 +150,7 @@ def _assert_differs(a, b):
 
 def _die_in_step(monkeypatch, step):
     """Make the loss of ``step`` (1-based) raise KeyboardInterrupt, as a kill would."""
-    real_loss = train_module.segmentation_loss
+    real_loss = loop.segmentation_loss
     calls = {"n": 0}
 
     def dying_loss(*args, **kwargs):
@@ -162,7 +159,7 @@ def _die_in_step(monkeypatch, step):
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "segmentation_loss", dying_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", dying_loss)
     return real_loss
 
 
@@ -170,7 +167,7 @@ def _kill_then_resume(monkeypatch, run, caches, init, settings=SETTINGS):
     real_loss = _die_in_step(monkeypatch, 6)  # the last state was saved after step 3
     with pytest.raises(KeyboardInterrupt):
         _train(run, caches, init)
-    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", real_loss)
     return _train(run, caches, init, settings)
 
 
@@ -198,7 +195,7 @@ def test_state_made_from_another_cache_is_discarded(tmp_path, caches, init, monk
     real_loss = _die_in_step(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "run", caches, init)
-    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", real_loss)
     rebuilt = write_toy_cache(tmp_path / "rebuilt" / "AAA", "AAA", seed=7)  # same name, new data
     changed = {**caches, "AAA": Cache(rebuilt)}
     assert changed["AAA"].fingerprint != caches["AAA"].fingerprint
@@ -259,7 +256,7 @@ def test_damaged_state_is_discarded_and_the_run_rebuilt(tmp_path, caches, init, 
     real_loss = _die_in_step(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "run", caches, init)
-    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", real_loss)
     state = tmp_path / "run" / ".work" / resume.STATE_FILE
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
     _train(tmp_path / "run", caches, init)
@@ -278,7 +275,7 @@ def test_damaged_state_restarts_like_a_fresh_run_without_init_and_with_snapshots
     real_loss = _die_in_step(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "run", caches, None, settings)
-    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", real_loss)
     state = tmp_path / "run" / ".work" / resume.STATE_FILE
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
     _train(tmp_path / "run", caches, None, settings)
@@ -303,7 +300,7 @@ def test_early_stopped_run_killed_while_publishing_does_not_train_on(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:
-        patched.setattr(train_module, "_publish", dying_publish)
+        patched.setattr(loop, "publish", dying_publish)
         with pytest.raises(KeyboardInterrupt):
             _train(tmp_path / "run", caches, init, settings)
     assert _train(tmp_path / "run", caches, init, settings)["step"] == whole["step"]
@@ -341,7 +338,13 @@ def test_second_training_of_a_folder_stops_naming_it_and_the_first_ends_undistur
         if not second:
             second.append(subprocess.run(command, capture_output=True, text=True, timeout=300))
 
-    train_run(run, caches, SPEC, SETTINGS, init=init, workers=0, on_validation=start_the_second)
+    train_run(
+        run,
+        caches,
+        SPEC,
+        SETTINGS,
+        RunOptions(init=init, workers=0, on_validation=start_the_second),
+    )
     assert second[0].returncode == 1
     assert f"{run} is being written by process {os.getpid()} " in second[0].stderr
     _assert_identical(_weights(tmp_path / "whole"), _weights(run))
@@ -353,10 +356,11 @@ KILLED_CHILD = textwrap.dedent(
     from pathlib import Path
     from lesionsoup.core.specs import ModelSpec, TrainSettings
     from lesionsoup.data.cache import Cache
-    from lesionsoup.training import trainer
+    from lesionsoup.training import loop
+    from lesionsoup.training.run import RunOptions, train_run
 
     run, init, spec, settings, die_in, *caches = sys.argv[1:]
-    real_loss, calls = trainer.segmentation_loss, []
+    real_loss, calls = loop.segmentation_loss, []
 
     def dying_loss(*args, **kwargs):
         calls.append(1)
@@ -364,11 +368,11 @@ KILLED_CHILD = textwrap.dedent(
             os._exit(137)  # as SIGKILL: nothing flushed, nothing closed
         return real_loss(*args, **kwargs)
 
-    trainer.segmentation_loss = dying_loss
-    trainer.train_run(
+    loop.segmentation_loss = dying_loss
+    train_run(
         Path(run), {Path(c).name: Cache(Path(c)) for c in caches},
         ModelSpec.from_dict(json.loads(spec)), TrainSettings.from_dict(json.loads(settings)),
-        init=Path(init), workers=0, progress_bar=False,
+        RunOptions(init=Path(init), workers=0, progress_bar=False),
     )
     """
 )
@@ -435,15 +439,7 @@ def _cuda_precisions():
 
 def _cuda_train(run, caches, init, precision, settings=SETTINGS):
     return train_run(
-        run,
-        caches,
-        SPEC,
-        settings,
-        init=init,
-        workers=0,
-        progress_bar=False,
-        device="cuda",
-        precision=precision,
+        run, caches, SPEC, settings, quiet_options(init=init, device="cuda", precision=precision)
     )
 
 
@@ -459,7 +455,7 @@ def test_cuda_step_trains_in_each_precision_without_host_syncs(
 ):
     if precision not in _cuda_precisions():
         pytest.skip(f"{torch.cuda.get_device_name()} has no native {precision}")
-    real_step = train_module.Trainer.step
+    real_step = loop.Trainer.step
 
     def strict_step(self, batch, since):
         if self.progress.step == 0:  # the first step initialises lazily (kernels, loss scale)
@@ -470,7 +466,7 @@ def test_cuda_step_trains_in_each_precision_without_host_syncs(
         finally:
             torch.cuda.set_sync_debug_mode("default")
 
-    monkeypatch.setattr(train_module.Trainer, "step", strict_step)
+    monkeypatch.setattr(loop.Trainer, "step", strict_step)
     meta = _cuda_train(tmp_path / "run", caches, init, precision)
     assert meta["precision"] == precision and meta["device"].startswith("cuda")
     assert load_metadata(tmp_path / "run" / "best.safetensors")["precision"] == precision
@@ -489,7 +485,7 @@ def test_cuda_run_killed_and_resumed_continues_its_state(
     real_loss = _die_in_step(monkeypatch, 6)  # the last state was saved after step 3
     with pytest.raises(KeyboardInterrupt):
         _cuda_train(tmp_path / "killed", caches, init, precision)
-    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    monkeypatch.setattr(loop, "segmentation_loss", real_loss)
     loaded = spy_scaler_loads(monkeypatch)
     meta = _cuda_train(tmp_path / "killed", caches, init, precision)
     assert meta["step"] == SETTINGS.steps and meta["precision"] == whole["precision"]
@@ -514,7 +510,7 @@ def test_independent_starts_share_the_pretrained_encoder_and_differ_in_decoder_a
     starts = {}
     for seed in (0, 1, 0):
         settings = dataclasses.replace(SETTINGS, seed=seed)
-        model, _ = train_module._fresh_model(spec, settings, None, torch.device("cpu"))
+        model, _ = run_module._fresh_model(spec, settings, None, torch.device("cpu"))
         state = model.state_dict()
         for name, tensor in model.encoder.state_dict().items():
             assert torch.equal(tensor, pretrained_cache[name]), name
@@ -529,7 +525,7 @@ def test_independent_starts_share_the_pretrained_encoder_and_differ_in_decoder_a
 
 
 def test_independent_run_records_its_start_and_no_initialisation(tmp_path, caches):
-    train_run(tmp_path / "run", caches, SPEC, SETTINGS, workers=0, progress_bar=False)
+    train_run(tmp_path / "run", caches, SPEC, SETTINGS, quiet_options())
     meta = load_metadata(tmp_path / "run" / "last.safetensors")
     assert meta["start"] == "independent" and "init_id" not in meta and "parent" not in meta
 
@@ -560,7 +556,7 @@ def test_epochs_become_steps_from_the_combinations_training_images(tmp_path, toy
     for names, steps in ((("AAA",), 4), (("AAA", "BBB"), 8)):
         run = tmp_path / "+".join(names)
         chosen = {name: Cache(toy_caches[name]) for name in names}
-        train_run(run, chosen, SPEC, settings, workers=0, progress_bar=False)
+        train_run(run, chosen, SPEC, settings, quiet_options())
         meta = load_metadata(run / "last.safetensors")
         assert meta["step"] == steps and meta["hyperparameters"]["steps"] == steps
         assert meta["hyperparameters"]["validate_every"] == steps // 2
@@ -571,11 +567,11 @@ def test_epochs_become_steps_from_the_combinations_training_images(tmp_path, toy
 def test_monitor_miou_picks_best_by_the_argmax_mean_iou(tmp_path, caches):
     spec = dataclasses.replace(SPEC, head="softmax")
     settings = dataclasses.replace(SETTINGS, monitor="miou")
-    train_run(tmp_path / "run", caches, spec, settings, workers=0, progress_bar=False)
+    train_run(tmp_path / "run", caches, spec, settings, quiet_options())
     best = load_metadata(tmp_path / "run" / "best.safetensors")["validation"]
     assert best["score"] == best["miou"] and 0 <= best["miou"] <= 1
     with pytest.raises(ValueError, match="monitor miou"):
-        train_run(tmp_path / "sigmoid", caches, SPEC, settings, workers=0, progress_bar=False)
+        train_run(tmp_path / "sigmoid", caches, SPEC, settings, quiet_options())
 
 
 def test_swa_continues_the_base_optimiser_from_its_final_learning_rate(tmp_path, caches):
@@ -586,21 +582,19 @@ def test_swa_continues_the_base_optimiser_from_its_final_learning_rate(tmp_path,
 
     base_settings = dataclasses.replace(SETTINGS, min_lr=1e-4, warmup_steps=0)
     train_run(
-        tmp_path / "base", caches, SPEC, base_settings, workers=0, progress_bar=False,
-        keep_optimizer=("last",),
-    )  # fmt: skip
+        tmp_path / "base", caches, SPEC, base_settings, quiet_options(keep_optimizer=("last",))
+    )
     kept = tmp_path / "base" / plan_paths.OPTIMIZER_FOLDER / plan_paths.optimizer_file("last")
     swa = dataclasses.replace(
         base_settings, schedule="swa", steps=3, lr=5e-4, start_lr=0.0, cycle_steps=1
     )
-    train_run(
-        tmp_path / "swa", caches, SPEC, swa, init=tmp_path / "base" / "last.safetensors",
-        init_optimizer=kept, keep_optimizer=("last",), workers=0, progress_bar=False,
-    )  # fmt: skip
+    base = tmp_path / "base" / "last.safetensors"
+    options = quiet_options(init=base, init_optimizer=kept, keep_optimizer=("last",))
+    train_run(tmp_path / "swa", caches, SPEC, swa, options)
     meta = load_metadata(tmp_path / "swa" / "last.safetensors")
     assert meta["hyperparameters"]["start_lr"] == pytest.approx(1e-4)
     assert meta["start"] == "independent" and meta["parent"].endswith("base/last.safetensors")
-    model, optimizer = train_module._fresh_model(SPEC, swa, None, torch.device("cpu"))
+    model, optimizer = run_module._fresh_model(SPEC, swa, None, torch.device("cpu"))
     load_optimizer(tmp_path / "swa" / plan_paths.OPTIMIZER_FOLDER / "last.safetensors", optimizer)
     steps = {float(state["step"]) for state in optimizer.state.values()}
     assert steps == {8.0 + 3.0}  # the base's 8 AdamW steps, then the SWA run's 3

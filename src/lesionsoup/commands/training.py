@@ -20,29 +20,32 @@ log = logging.getLogger("lesionsoup")
 
 def _train(args: argparse.Namespace) -> None:
     from lesionsoup.core.specs import ModelSpec, TrainSettings
-    from lesionsoup.training.trainer import train_run
+    from lesionsoup.training.run import RunOptions, train_run
 
     metadata = train_run(
         args.output,
         open_caches(args.cache),
         ModelSpec.from_dict(args.model),
         TrainSettings.from_dict(args.settings),
-        init=args.init,
-        threads=args.threads,
-        workers=args.workers,
-        device=args.device,
-        keep_optimizer=tuple(args.keep_optimizer),
-        init_optimizer=args.init_optimizer,
-        precision=args.precision,
-        log_every=args.log_every,
+        RunOptions(
+            init=args.init,
+            init_optimizer=args.init_optimizer,
+            keep_optimizer=tuple(args.keep_optimizer),
+            threads=args.threads,
+            workers=args.workers,
+            device=args.device,
+            precision=args.precision,
+            log_every=args.log_every,
+        ),
     )
     log.info("finished at step %d: validation %s", metadata["step"], metadata["validation"])
 
 
 def _warmup(args: argparse.Namespace) -> None:
     from lesionsoup.core.specs import ModelSpec, TrainSettings
+    from lesionsoup.training.run import RunOptions, train_run
+    from lesionsoup.training.run_folder import publish_init
     from lesionsoup.training.run_lock import run_lock
-    from lesionsoup.training.trainer import publish_init, train_run
 
     run_dir = args.output.with_suffix("")
     with run_lock(run_dir):  # publish_init deletes the run folder: no one may resume it
@@ -51,11 +54,13 @@ def _warmup(args: argparse.Namespace) -> None:
             open_caches(args.cache),
             ModelSpec.from_dict(args.model),
             TrainSettings.from_dict(args.settings),
-            threads=args.threads,
-            workers=args.workers,
-            device=args.device,
-            precision=args.precision,
-            log_every=args.log_every,
+            RunOptions(
+                threads=args.threads,
+                workers=args.workers,
+                device=args.device,
+                precision=args.precision,
+                log_every=args.log_every,
+            ),
         )
         publish_init(run_dir, args.output)
     log.info("shared initialisation: %s", args.output)

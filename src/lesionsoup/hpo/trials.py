@@ -173,30 +173,28 @@ def training_objective(
     """
     from lesionsoup.core.checkpoint import load_metadata
     from lesionsoup.core.specs import ModelSpec
+    from lesionsoup.training.run import RunOptions, train_run
+    from lesionsoup.training.run_folder import RunPaths
     from lesionsoup.training.run_lock import run_lock
-    from lesionsoup.training.trainer import RunPaths, train_run
 
     spec = ModelSpec.from_dict(definition["model"])
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, definition["space"])
         settings = TrainSettings.from_dict({**definition["settings"], **params})
+        options = RunOptions(
+            init=init,
+            threads=threads,
+            precision=precision,
+            progress_bar=False,
+            log_every=log_every,
+            extra_metadata={"hpo": {"study": study_name, "trial": trial.number}},
+            on_validation=lambda step, scores: report(trial, step, scores["score"]),
+        )
         run = RunPaths(runs / f"trial{trial.number:04d}")
         with run_lock(run.root):  # its clean-up too, should a second job continue it
             try:
-                train_run(
-                    run.root,
-                    caches,
-                    spec,
-                    settings,
-                    init=init,
-                    threads=threads,
-                    progress_bar=False,
-                    precision=precision,
-                    log_every=log_every,
-                    extra_metadata={"hpo": {"study": study_name, "trial": trial.number}},
-                    on_validation=lambda step, scores: report(trial, step, scores["score"]),
-                )
+                train_run(run.root, caches, spec, settings, options)
             except optuna.TrialPruned:
                 shutil.rmtree(run.work, ignore_errors=True)  # a pruned trial never resumes
                 raise
