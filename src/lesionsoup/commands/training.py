@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lesionsoup.commands.arguments import (
     Subcommands,
@@ -15,27 +16,40 @@ from lesionsoup.commands.arguments import (
 )
 from lesionsoup.plan.paths import OPTIMIZER_STATES
 
+if TYPE_CHECKING:
+    from lesionsoup.training.run import RunOptions
+
 log = logging.getLogger("lesionsoup")
+
+
+def _run_options(args: argparse.Namespace, **start: Any) -> RunOptions:
+    """The options a training command's arguments give, and how the run starts (``start``)."""
+    from lesionsoup.training.run import RunOptions
+
+    return RunOptions(
+        threads=args.threads,
+        workers=args.workers,
+        device=args.device,
+        precision=args.precision,
+        log_every=args.log_every,
+        **start,
+    )
 
 
 def _train(args: argparse.Namespace) -> None:
     from lesionsoup.core.specs import ModelSpec, TrainSettings
-    from lesionsoup.training.run import RunOptions, train_run
+    from lesionsoup.training.run import train_run
 
     metadata = train_run(
         args.output,
         open_caches(args.cache),
         ModelSpec.from_dict(args.model),
         TrainSettings.from_dict(args.settings),
-        RunOptions(
+        _run_options(
+            args,
             init=args.init,
             init_optimizer=args.init_optimizer,
             keep_optimizer=tuple(args.keep_optimizer),
-            threads=args.threads,
-            workers=args.workers,
-            device=args.device,
-            precision=args.precision,
-            log_every=args.log_every,
         ),
     )
     log.info("finished at step %d: validation %s", metadata["step"], metadata["validation"])
@@ -43,7 +57,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _warmup(args: argparse.Namespace) -> None:
     from lesionsoup.core.specs import ModelSpec, TrainSettings
-    from lesionsoup.training.run import RunOptions, train_run
+    from lesionsoup.training.run import train_run
     from lesionsoup.training.run_folder import publish_init
     from lesionsoup.training.run_lock import run_lock
 
@@ -54,13 +68,7 @@ def _warmup(args: argparse.Namespace) -> None:
             open_caches(args.cache),
             ModelSpec.from_dict(args.model),
             TrainSettings.from_dict(args.settings),
-            RunOptions(
-                threads=args.threads,
-                workers=args.workers,
-                device=args.device,
-                precision=args.precision,
-                log_every=args.log_every,
-            ),
+            _run_options(args),
         )
         publish_init(run_dir, args.output)
     log.info("shared initialisation: %s", args.output)
