@@ -16,12 +16,12 @@ from lesionsoup.core.metrics import (
     argmax_decisions,
     dice,
 )
+from lesionsoup.core.model import predicted_classes
 from lesionsoup.evaluation import per_model
 from lesionsoup.evaluation.evaluate import (
     EvaluationError,
     evaluate,
     evaluation_metrics,
-    predicted_classes,
     score_image,
 )
 from lesionsoup.evaluation.per_model import EvaluationTarget

@@ -7,8 +7,9 @@ import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, Lesion
+from lesionsoup.core.model import predicted_classes
 from lesionsoup.core.specs import ModelSpec
-from lesionsoup.training.validation import ArgmaxConfusion, argmax_classes, reference_classes
+from lesionsoup.training.validation import ArgmaxConfusion, reference_classes
 
 SPEC = ModelSpec(
     encoder="resnet18",
@@ -35,7 +36,7 @@ def test_priority_reference_and_argmax_on_a_hand_worked_case():
     probs[index["HE"] - 1, 0, 1] = 0.6
     probs[index["MA"] - 1, 1, 0] = 0.45  # background 0.55: background wins
     probs[index["HE"] - 1, 1, 1] = 0.9
-    assert argmax_classes(probs).tolist() == [[0, index["HE"]], [0, index["HE"]]]
+    assert predicted_classes(probs).tolist() == [[0, index["HE"]], [0, index["HE"]]]
 
 
 def test_mean_iou_equals_torchmetrics_macro_jaccard():

@@ -6,6 +6,7 @@ rebuilt, merged or evaluated without the config that trained it.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from lesionsoup.core.specs import ModelSpec
@@ -73,3 +74,15 @@ def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
     if head == "softmax":
         return torch.softmax(logits.float(), dim=1)[:, 1:]
     return torch.sigmoid(logits.float())
+
+
+def predicted_classes(probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The argmax (H, W) uint8 over the background, 1 - the sum of the lesion probabilities
+    (L, H, W), and the lesions: 0 background, ``k + 1`` lesion ``k``; ties go to the lower
+    index. A tensor is reduced on its device; only the class map reaches the host."""
+    if isinstance(probs, torch.Tensor):
+        probs = probs.float()
+        full = torch.cat([1 - probs.sum(0, keepdim=True), probs])
+        return full.argmax(0).to(torch.uint8).cpu().numpy()
+    probs = probs.astype(np.float32, copy=False)
+    return np.concatenate([1 - probs.sum(0, keepdims=True), probs]).argmax(0).astype(np.uint8)

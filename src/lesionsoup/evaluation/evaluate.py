@@ -50,6 +50,7 @@ from lesionsoup.core.metrics import (
     argmax_decisions,
     conventions,
 )
+from lesionsoup.core.model import predicted_classes
 from lesionsoup.data.cache import Cache
 from lesionsoup.data.fov import find_fov
 from lesionsoup.data.manifest import mask_column, read_manifest
@@ -127,18 +128,6 @@ def image_probabilities(
 ) -> np.ndarray:
     """``image_probability_tensor`` as a float32 NumPy array on the host."""
     return image_probability_tensor(predictor, image, labels, settings).float().cpu().numpy()
-
-
-def predicted_classes(probs: torch.Tensor | np.ndarray) -> np.ndarray:
-    """The argmax (H, W) uint8 over the background, 1 - the sum of the lesion probabilities
-    (L, H, W), and the lesions: 0 background, ``k + 1`` lesion ``k``; ties go to the lower
-    index. A tensor is reduced on its device; only the class map reaches the host."""
-    if isinstance(probs, torch.Tensor):
-        probs = probs.float()
-        full = torch.cat([1 - probs.sum(0, keepdim=True), probs])
-        return full.argmax(0).to(torch.uint8).cpu().numpy()
-    probs = probs.astype(np.float32, copy=False)
-    return np.concatenate([1 - probs.sum(0, keepdims=True), probs]).argmax(0).astype(np.uint8)
 
 
 def check_labels(labels: str, predictor: Predictor) -> None:

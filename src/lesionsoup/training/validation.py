@@ -18,6 +18,7 @@ import torch
 
 from lesionsoup.core.lesions import IGNORE_BIT, unpack
 from lesionsoup.core.metrics import SegmentationHistograms
+from lesionsoup.core.model import predicted_classes
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.inference.infer import predict_whole
 from lesionsoup.training.losses import priority_labels
@@ -44,12 +45,6 @@ class ArgmaxConfusion:
         if not present.any():
             return float("nan")
         return float(np.mean(true_positives[present] / union[present]))
-
-
-def argmax_classes(probs: np.ndarray) -> np.ndarray:
-    """The argmax class per pixel (0 = background) of per-lesion softmax probabilities (L, H, W)."""
-    background = 1.0 - probs.sum(0, keepdims=True)
-    return np.argmax(np.concatenate([background, probs]), axis=0)
 
 
 def reference_classes(labels: np.ndarray, spec: ModelSpec) -> np.ndarray:
@@ -85,7 +80,7 @@ def validate(
             histograms.add_image(item.image_id, probs, labels)
             if monitor == "miou":
                 counted = (labels & IGNORE_BIT) == 0
-                confusion.add(reference_classes(labels, spec), argmax_classes(probs), counted)
+                confusion.add(reference_classes(labels, spec), predicted_classes(probs), counted)
     model.train(was_training)
     scores = {lesion: values["ap"] for lesion, values in histograms.metrics().items()}
     finite = [value for value in scores.values() if math.isfinite(value)]
