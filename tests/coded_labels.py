@@ -56,3 +56,10 @@ def assert_aligned(image: np.ndarray, labels: np.ndarray, radius: int = 2) -> No
     expected = PALETTE[np.searchsorted(LABEL_VALUES, labels)]
     difference = np.abs(image.astype(int) - expected.astype(int)).max(axis=-1)
     assert (difference[checked] <= 2).all()
+
+
+def geometric_only(preset: str) -> dict:
+    """A preset without its colour steps."""
+    from lesionsoup.training.augment import COLOUR_STEPS
+
+    return {"preset": preset, **dict.fromkeys(COLOUR_STEPS)}
