@@ -78,8 +78,8 @@ def scaled_down(study: Path, roots: dict[str, str]) -> dict[str, Any]:
     config["datasets"] = {name: config["datasets"][name] for name in KEPT}
     for name, settings in config["datasets"].items():
         settings["root"] = roots[name]
-    for dotted, value in SCALED.items():  # where the config sets it (FissionFusion: no HPO)
-        with contextlib.suppress(KeyError):
+    for dotted, value in SCALED.items():  # every section the config has (FissionFusion: no HPO)
+        if dotted.split(".", 1)[0] in config:
             _set(config, dotted, value)
     for section in ("warmup", *(f"recipes.{name}" for name in config["training"]["recipes"])):
         for key in ("epochs", "validate_every_epochs"):
