@@ -23,6 +23,7 @@ from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.training import loop, resume
 from lesionsoup.training import run as run_module
+from lesionsoup.training.distributed import Ranks
 from lesionsoup.training.run import RunOptions, train_run
 from lesionsoup.training.run_folder import publish_init
 
@@ -510,7 +511,9 @@ def test_independent_starts_share_the_pretrained_encoder_and_differ_in_decoder_a
     starts = {}
     for seed in (0, 1, 0):
         settings = dataclasses.replace(SETTINGS, seed=seed)
-        model, _ = run_module._fresh_model(spec, settings, None, torch.device("cpu"))
+        model, _ = run_module._fresh_model(
+            spec, settings, quiet_options(), torch.device("cpu"), Ranks()
+        )
         state = model.state_dict()
         for name, tensor in model.encoder.state_dict().items():
             assert torch.equal(tensor, pretrained_cache[name]), name
@@ -594,7 +597,9 @@ def test_swa_continues_the_base_optimiser_from_its_final_learning_rate(tmp_path,
     meta = load_metadata(tmp_path / "swa" / "last.safetensors")
     assert meta["hyperparameters"]["start_lr"] == pytest.approx(1e-4)
     assert meta["start"] == "independent" and meta["parent"].endswith("base/last.safetensors")
-    model, optimizer = run_module._fresh_model(SPEC, swa, None, torch.device("cpu"))
+    model, optimizer = run_module._fresh_model(
+        SPEC, swa, quiet_options(), torch.device("cpu"), Ranks()
+    )
     load_optimizer(tmp_path / "swa" / plan_paths.OPTIMIZER_FOLDER / "last.safetensors", optimizer)
     steps = {float(state["step"]) for state in optimizer.state.values()}
     assert steps == {8.0 + 3.0}  # the base's 8 AdamW steps, then the SWA run's 3

@@ -72,7 +72,13 @@ class TrainSettings:
     #: per training image of the combination, as the paper's authors count it; ``in_steps``
     #: turns it into steps once the training images are known.
     epochs: int = 0
+    #: Patches of one step on each device (the global batch is ``batch_size × devices``).
     batch_size: int = 8
+    #: Processes (one per GPU, or CPU processes under gloo) that train one run together
+    #: (distributed data parallel, ``lesionsoup.training.distributed``).
+    devices: int = 1
+    #: BatchNorm statistics over every device's patches (SyncBatchNorm); used when ``devices > 1``.
+    sync_batchnorm: bool = True
     patch_size: int = 512
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -106,6 +112,11 @@ class TrainSettings:
     bins: int = DEFAULT_BINS
 
     def __post_init__(self) -> None:
+        if self.devices < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"devices and batch_size must be at least 1, not {self.devices} and "
+                f"{self.batch_size}"
+            )
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {list(MONITORS)}, not {self.monitor!r}")
 
@@ -121,10 +132,11 @@ class TrainSettings:
         return dataclasses.asdict(self)
 
     def steps_per_epoch(self, train_images: int) -> int:
-        """Batches of one epoch: one patch per training image, the last batch possibly short."""
+        """Steps of one epoch: one patch per training image, the images split evenly over the
+        devices (as a distributed sampler pads them), the last batch possibly short."""
         if train_images < 1:
             raise ValueError("an epoch needs at least one training image")
-        return math.ceil(train_images / self.batch_size)
+        return math.ceil(math.ceil(train_images / self.devices) / self.batch_size)
 
     def in_steps(self, train_images: int) -> TrainSettings:
         """These settings with the lengths given in epochs (``epochs``, ``validate_every_epochs``,

@@ -26,7 +26,8 @@ from lesionsoup.core.specs import TrainSettings
 from lesionsoup.plan import paths
 from lesionsoup.plan import study as study_config
 
-TUNABLE = frozenset(field.name for field in dataclasses.fields(TrainSettings)) - {"seed"}
+#: Every training setting but the seed and the device count (the GPUs a trial job asks for).
+TUNABLE = frozenset(field.name for field in dataclasses.fields(TrainSettings)) - {"seed", "devices"}
 SPACE_TYPES = ("categorical", "float", "int")
 
 

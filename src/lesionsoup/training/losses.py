@@ -6,13 +6,16 @@ whose ``valid`` mask is 0 (the ignore bit) contribute nothing.
 The soft Dice of a channel is ``(2 I + s) / (P + T + s)`` over the valid pixels of
 the whole batch (``DiceOptions``: the smoothing ``s``, whether the softmax head's
 background channel counts, and whether a channel without target pixels in the
-batch counts). The paper authors' loss is segmentation_models_pytorch's
+batch counts). The whole batch is every device's (``BatchScope``); when a step
+accumulates micro-batches, the Dice pools each one, while the cross-entropy
+stays the whole batch's. The paper authors' loss is segmentation_models_pytorch's
 ``DiceLoss(mode="multiclass", smooth=0.4)`` as torchseg shipped it: background
 kept, absent classes adding 0 to a mean that is still over every class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,17 +55,55 @@ class DiceOptions:
             raise ValueError(f"dice_smooth must not be negative, not {self.smooth}")
 
 
-def soft_dice_loss(
-    probs: torch.Tensor,
-    target: torch.Tensor,
-    valid: torch.Tensor,
-    options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
-) -> torch.Tensor:
-    """1 - soft Dice per channel, pooled over the batch, averaged over channels."""
+def _unchanged(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+@dataclass(frozen=True)
+class BatchScope:
+    """Where the patches a loss sees sit in their step's batch.
+
+    ``valid_pixels``: the valid pixels of the whole batch, every micro-batch and device
+    (the cross-entropy's denominator; None: those of the patches seen); ``across_devices``:
+    the sum over the devices of the loss's batch statistics (``Ranks.sum``), so that the
+    Dice of N devices pools their N batches; ``share``: the patches' fraction of the batch,
+    the weight of their Dice when a step accumulates micro-batches.
+    """
+
+    valid_pixels: torch.Tensor | None = None
+    across_devices: Callable[[torch.Tensor], torch.Tensor] = _unchanged
+    share: float = 1.0
+
+    def pixels(self, valid: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy's denominator for the patches whose ``valid`` mask is given."""
+        if self.valid_pixels is not None:
+            return self.valid_pixels
+        return self.across_devices(valid.sum().detach())
+
+    def pooled(self, sums: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``sums`` over the patches seen, summed over the devices (one all-reduce)."""
+        sizes = [tensor.numel() for tensor in sums]
+        summed = self.across_devices(torch.cat([tensor.reshape(-1) for tensor in sums]))
+        return [
+            part.view_as(tensor) for part, tensor in zip(summed.split(sizes), sums, strict=True)
+        ]
+
+
+def dice_sums(probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> list[torch.Tensor]:
+    """Per channel over the batch: intersection, target pixels, and the denominator P + T."""
     dims = (0, 2, 3)
     intersection = (probs * target * valid).sum(dims)
     present = (target * valid).sum(dims)
-    denominator = (probs * valid).sum(dims) + present
+    return [intersection, present, (probs * valid).sum(dims) + present]
+
+
+def soft_dice_loss(
+    intersection: torch.Tensor,
+    present: torch.Tensor,
+    denominator: torch.Tensor,
+    options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
+) -> torch.Tensor:
+    """1 - soft Dice per channel from its batch sums (``dice_sums``), averaged over channels."""
     loss = 1 - (2 * intersection + options.smooth) / (denominator + options.smooth)
     if options.absent == "skip":
         loss = torch.where(present > 0, loss, torch.zeros_like(loss))
@@ -75,13 +116,15 @@ def sigmoid_loss(
     valid: torch.Tensor,
     weights: LossWeights,
     dice_options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
+    scope: BatchScope = BatchScope(),  # noqa: B008 (frozen)
 ) -> torch.Tensor:
     """Dice + BCE on independent per-lesion channels (lesions may overlap)."""
     logits = logits.float()
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    bce = (bce * valid).sum() / (valid.sum() * logits.shape[1]).clamp_min(1)
-    dice = soft_dice_loss(torch.sigmoid(logits), target, valid, dice_options)
-    return weights.dice * dice + weights.bce * bce
+    sums = [(bce * valid).sum(), *dice_sums(torch.sigmoid(logits), target, valid)]
+    bce_sum, *dice = scope.pooled(sums)
+    bce_mean = bce_sum / (scope.pixels(valid) * logits.shape[1]).clamp_min(1)
+    return weights.dice * scope.share * soft_dice_loss(*dice, dice_options) + weights.bce * bce_mean
 
 
 def priority_labels(target: torch.Tensor, lesions: tuple[Lesion, ...]) -> torch.Tensor:
@@ -104,17 +147,19 @@ def softmax_loss(
     weights: LossWeights,
     lesions: tuple[Lesion, ...],
     dice_options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
+    scope: BatchScope = BatchScope(),  # noqa: B008 (frozen)
 ) -> torch.Tensor:
     """Dice + cross-entropy over background and mutually exclusive lesions."""
     logits = logits.float()
     labels = priority_labels(target, lesions)
     ce = F.cross_entropy(logits, labels, reduction="none")
-    ce = (ce * valid[:, 0]).sum() / valid.sum().clamp_min(1)
     one_hot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).float()
     probs = torch.softmax(logits, dim=1)
     first = 0 if dice_options.background else 1
-    dice = soft_dice_loss(probs[:, first:], one_hot[:, first:], valid, dice_options)
-    return weights.dice * dice + weights.bce * ce
+    sums = [(ce * valid[:, 0]).sum(), *dice_sums(probs[:, first:], one_hot[:, first:], valid)]
+    ce_sum, *dice = scope.pooled(sums)
+    ce_mean = ce_sum / scope.pixels(valid).clamp_min(1)
+    return weights.dice * scope.share * soft_dice_loss(*dice, dice_options) + weights.bce * ce_mean
 
 
 def segmentation_loss(
@@ -125,8 +170,9 @@ def segmentation_loss(
     head: str,
     lesions: tuple[Lesion, ...],
     dice_options: DiceOptions = DiceOptions(),  # noqa: B008 (frozen)
+    scope: BatchScope = BatchScope(),  # noqa: B008 (frozen)
 ) -> torch.Tensor:
     """The loss of a head; ``target`` (B, L, H, W) in {0, 1}, ``valid`` (B, 1, H, W)."""
     if head == "softmax":
-        return softmax_loss(logits, target, valid, weights, lesions, dice_options)
-    return sigmoid_loss(logits, target, valid, weights, dice_options)
+        return softmax_loss(logits, target, valid, weights, lesions, dice_options, scope)
+    return sigmoid_loss(logits, target, valid, weights, dice_options, scope)

@@ -16,11 +16,19 @@ On the CPU, two runs with the same seed give bit-identical weights, and a run
 killed at any moment and restarted ends with the same weights as one that was
 never interrupted: patches are a pure function of (seed, sample index), the
 learning rate a pure function of the step, and the optimiser state is saved.
+
+A run with ``devices: N`` trains as N ranks under a supervisor
+(``lesionsoup.training.supervisor``), each set up here with its own slice of
+every batch. A step runs its batch as micro-batches that fit the device
+(``lesionsoup.training.micro_batch``); one that runs out of device memory
+halves them and resumes from the last saved state.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gc
 import logging
 import shutil
 import sys
@@ -34,19 +42,22 @@ from torch.utils.data import DataLoader
 
 from lesionsoup.core.checkpoint import INDEPENDENT, load_checkpoint, load_metadata, start_of
 from lesionsoup.core.combos import combo_name
-from lesionsoup.core.device import pick_device
 from lesionsoup.core.fingerprint import Fingerprint, digest, fingerprint, open_state_folder
 from lesionsoup.core.model import build_model
 from lesionsoup.core.precision import Precision, resolve
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.training.augment import build_augmentation
+from lesionsoup.training.distributed import Ranks
 from lesionsoup.training.loop import Trainer
+from lesionsoup.training.micro_batch import AUTO, MicroBatchTooLarge, halved, probe
 from lesionsoup.training.progress import LOG_EVERY
 from lesionsoup.training.resume import CorruptState, Progress, load_optimizer, load_state
 from lesionsoup.training.run_folder import RunPaths
 from lesionsoup.training.run_lock import run_lock
-from lesionsoup.training.sampling import PatchDataset, PatchSampler, ValidationImages
+from lesionsoup.training.sampling import PatchDataset, PatchSampler, Shard, ValidationImages
+from lesionsoup.training.supervisor import supervise
+from lesionsoup.training.sync_batchnorm import synchronised
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +71,9 @@ class RunOptions:
     from (a continuation's base's); ``keep_optimizer``: the checkpoints (``best``, ``last``)
     whose optimiser states are published. ``threads`` for torch, of which ``workers`` load
     batches (default: all but one); ``device`` and ``precision`` as ``pick_device`` and
-    ``PRECISIONS`` name them. ``progress_bar`` allows a bar on a terminal (else a line every
-    ``log_every`` steps). ``extra_metadata`` is recorded in every checkpoint.
+    ``PRECISIONS`` name them; ``micro_batch``: ``auto`` (the largest that fits, probed) or a
+    number of patches per forward pass. ``progress_bar`` allows a bar on a terminal (else a
+    line every ``log_every`` steps). ``extra_metadata`` is recorded in every checkpoint.
     ``on_validation(step, scores)`` is called after each validation (e.g. to report to an
     Optuna trial); an exception it raises stops the run after its state is saved.
     """
@@ -73,6 +85,7 @@ class RunOptions:
     workers: int | None = None
     device: str = "auto"
     precision: str = "auto"
+    micro_batch: str | int = AUTO
     progress_bar: bool = True
     log_every: int = LOG_EVERY
     extra_metadata: Mapping[str, Any] | None = None
@@ -104,9 +117,54 @@ def train_run(
         if finished is not None:
             return finished
         open_state_folder(paths.work, run.fingerprint)
-        trainer, loader = set_up_trainer(paths, caches, spec, run, options)
-        trainer.fit(loader)
-        return trainer.finish()
+        return _train_fitting(paths, caches, spec, run, options)
+
+
+def _train_fitting(
+    paths: RunPaths,
+    caches: Mapping[str, Cache],
+    spec: ModelSpec,
+    run: ResolvedRun,
+    options: RunOptions,
+) -> dict[str, Any]:
+    """Train to the end on the run's devices, halving the micro-batch and resuming from the
+    last saved state each time one runs out of device memory; the ``last`` metadata."""
+    while True:
+        try:
+            if run.settings.devices == 1:
+                return train_rank(paths, caches, spec, run, options, Ranks(), options.on_validation)
+            job = functools.partial(
+                train_rank,
+                paths,
+                caches,
+                spec,
+                run,
+                dataclasses.replace(options, on_validation=None),
+            )
+            return supervise(job, run.settings.devices, options.device, options.on_validation)
+        except MicroBatchTooLarge as error:
+            options = dataclasses.replace(options, micro_batch=halved(error.micro_batch))
+            log.warning("%s; resuming with micro-batch %d", error, options.micro_batch)
+        gc.collect()  # the failed step's tensors, freed with its traceback
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def train_rank(
+    paths: RunPaths,
+    caches: Mapping[str, Cache],
+    spec: ModelSpec,
+    run: ResolvedRun,
+    options: RunOptions,
+    ranks: Ranks,
+    on_validation: Callable[[int, dict[str, Any]], None] | None,
+) -> dict[str, Any] | None:
+    """One rank's part of the run (all of it on one device): set up, trained, and published by
+    rank 0, whose ``last`` metadata is returned."""
+    options = dataclasses.replace(options, on_validation=on_validation)
+    trainer, loader = set_up_trainer(paths, caches, spec, run, options, ranks)
+    trainer.fit(loader)
+    return trainer.finish() if ranks.writes else None
 
 
 def resolve_run(
@@ -129,17 +187,17 @@ def set_up_trainer(
     spec: ModelSpec,
     run: ResolvedRun,
     options: RunOptions,
+    ranks: Ranks = Ranks(),  # noqa: B008 (frozen)
 ) -> tuple[Trainer, DataLoader]:
     """A ``Trainer`` ready to continue the run from its work folder (opened for
-    ``run.fingerprint``), and the batches of the steps it has left."""
+    ``run.fingerprint``), and the batches of the steps it has left (this rank's slice)."""
     settings = run.settings
     target, precision, workers = _set_up_device(
-        options.device, options.precision, options.threads, options.workers
+        ranks.device(options.device), options.precision, options.threads, options.workers
     )
-    model, optimizer, progress = _resumed_model(
-        paths, spec, settings, options.init, target, run.fingerprint, options.init_optimizer
-    )
-    loader = _patch_loader(caches, spec, settings, progress, workers, target)
+    micro_batch = _micro_batch(options.micro_batch, spec, settings, target, precision, ranks)
+    model, optimizer, progress = _resumed_model(paths, spec, run, options, target, ranks)
+    loader = _patch_loader(caches, spec, settings, progress, workers, target, ranks)
     trainer = Trainer(
         paths,
         spec,
@@ -155,12 +213,38 @@ def set_up_trainer(
             spec, settings, caches, run.fingerprint, run.lineage, options.extra_metadata
         ),
         on_validation=options.on_validation,
-        progress_bar=options.progress_bar and sys.stderr.isatty(),
+        progress_bar=options.progress_bar and sys.stderr.isatty() and ranks.writes,
         precision=precision,
         log_every=options.log_every,
         keep_optimizer=options.keep_optimizer,
+        ranks=ranks,
+        micro_batch=micro_batch,
     )
     return trainer, loader
+
+
+def _micro_batch(
+    asked: str | int,
+    spec: ModelSpec,
+    settings: TrainSettings,
+    target: torch.device,
+    precision: Precision,
+    ranks: Ranks,
+) -> int:
+    """The patches of one forward pass: the number asked for (at most the batch), or the
+    largest that fits every rank's device (``auto``); logged."""
+    if asked == AUTO:
+        micro_batch = ranks.minimum(probe(spec, settings, target, precision))
+    else:
+        micro_batch = min(int(asked), settings.batch_size)
+    if micro_batch < settings.batch_size:
+        log.info(
+            "batch %d as %d micro-batches of %d: BatchNorm and the Dice pool each micro-batch",
+            settings.batch_size,
+            -(-settings.batch_size // micro_batch),
+            micro_batch,
+        )
+    return micro_batch
 
 
 def _common_size(caches: Mapping[str, Cache]) -> int:
@@ -207,20 +291,23 @@ def run_fingerprint(
 def _fresh_model(
     spec: ModelSpec,
     settings: TrainSettings,
-    init: Path | None,
+    options: RunOptions,
     target: torch.device,
-    init_optimizer: Path | None = None,
+    ranks: Ranks,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """The model to train (from the shared initialisation when given) and its optimiser
-    (with the state in ``init_optimizer`` when given: an FGG run's base's AdamW moments).
+    """The model to train (from ``options.init`` when given, its BatchNorm synchronised over
+    several ranks when the settings ask) and its optimiser (with the state in
+    ``options.init_optimizer`` when given: a continuation's base's AdamW moments).
 
     Seeded here, so that a run restarted after a damaged state draws the
     random initialisation a fresh run draws.
     """
     torch.manual_seed(settings.seed)
     model = build_model(spec)
-    if init is not None:
-        model.load_state_dict(load_checkpoint(init)[0])
+    if options.init is not None:
+        model.load_state_dict(load_checkpoint(options.init)[0])
+    if ranks.world > 1 and settings.sync_batchnorm:
+        model = synchronised(model, target.type)
     if settings.freeze_encoder:
         for parameter in model.encoder.parameters():
             parameter.requires_grad_(False)
@@ -233,36 +320,44 @@ def _fresh_model(
         weight_decay=settings.weight_decay,
         fused=True if target.type == "cuda" else None,  # takes the fp16 scaler's skip on device
     )
-    if init_optimizer is not None:
+    if options.init_optimizer is not None:
         # FissionFusion's fgg.py builds AdamW(lr=LR1, weight_decay=WD), then loads the base's
         # optimizer state, groups included: its betas, eps and weight decay are the base's
         # (a continuation inherits the base's weight_decay, so the two agree) and every step
         # then sets the rate from the schedule, as Trainer.step does.
-        load_optimizer(init_optimizer, optimizer)
+        load_optimizer(options.init_optimizer, optimizer)
     return model, optimizer
 
 
 def _resumed_model(
     paths: RunPaths,
     spec: ModelSpec,
-    settings: TrainSettings,
-    init: Path | None,
+    run: ResolvedRun,
+    options: RunOptions,
     target: torch.device,
-    current: Fingerprint,
-    init_optimizer: Path | None = None,
+    ranks: Ranks,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Progress]:
-    """The model, optimiser and progress to continue from: the saved state when it is readable,
-    else (a torn or damaged state) a fresh start in an emptied work folder."""
-    model, optimizer = _fresh_model(spec, settings, init, target, init_optimizer)
+    """The model, optimiser and progress to continue from: the saved state when every rank
+    reads it, else (a torn or damaged state) a fresh start in a work folder rank 0 empties."""
+    settings = run.settings
+    model, optimizer = _fresh_model(spec, settings, options, target, ranks)
+    damage = None
     try:
         progress = load_state(paths.work, model, optimizer)
     except CorruptState as error:
-        log.warning("%s; starting the run afresh", error)
-        shutil.rmtree(paths.work)
-        open_state_folder(paths.work, current)
-        model, optimizer = _fresh_model(spec, settings, init, target, init_optimizer)
+        damage = error
+    if ranks.any(damage is not None):
+        log.warning("%s; starting the run afresh", damage or "damaged state on another rank")
+        ranks.barrier()  # every rank is done reading it
+        if ranks.writes:
+            shutil.rmtree(paths.work)
+            open_state_folder(paths.work, run.fingerprint)
+            (paths.work / "snapshots").mkdir()
+        ranks.barrier()
+        model, optimizer = _fresh_model(spec, settings, options, target, ranks)
         progress = None
-    (paths.work / "snapshots").mkdir(exist_ok=True)  # after resuming: a damaged state empties .work
+    if ranks.writes:
+        (paths.work / "snapshots").mkdir(exist_ok=True)
     if progress is None:
         return model, optimizer, Progress()
     log.info("%s: resuming at step %d of %d", paths.root, progress.step, settings.steps)
@@ -325,10 +420,9 @@ def _swa_start(settings: TrainSettings, init: Path | None) -> TrainSettings:
 
 
 def _set_up_device(
-    device: str, precision: str, threads: int, workers: int | None
+    target: torch.device, precision: str, threads: int, workers: int | None
 ) -> tuple[torch.device, Precision, int]:
     """The device, its resolved precision and the loader's workers; torch's threads set."""
-    target = pick_device(device)
     resolved = resolve(precision, target)
     torch.set_float32_matmul_precision(resolved.matmul_precision)
     if target.type == "cuda":
@@ -345,12 +439,14 @@ def _patch_loader(
     progress: Progress,
     workers: int,
     target: torch.device,
+    ranks: Ranks,
 ) -> DataLoader:
-    """The batches of the steps still to train, in order.
+    """This rank's batches of the steps still to train, in order.
 
     A patch is a pure function of (seed, sample index), so starting at the
     resumed step's first sample gives a resumed run the batches an
-    uninterrupted one saw. None are left after an early stop: a run killed
+    uninterrupted one saw, and each rank takes its slice of every step's
+    patches (``Shard``). None are left after an early stop: a run killed
     while publishing must not train on when it resumes.
     """
     sampler = PatchSampler.for_training(dict(caches), settings, spec.lesion_classes, settings.seed)
@@ -359,7 +455,8 @@ def _patch_loader(
         sampler,
         build_augmentation(settings.augmentation),
         length=remaining * settings.batch_size,
-        start=progress.step * settings.batch_size,
+        start=progress.step * settings.batch_size * ranks.world,
+        shard=Shard(ranks.rank, ranks.world, settings.batch_size),
     )
     return DataLoader(
         dataset,

@@ -205,6 +205,20 @@ def to_tensors(
     return torch.from_numpy(normalised), torch.from_numpy(target), torch.from_numpy(valid)
 
 
+class Shard(NamedTuple):
+    """One rank's part of every step's batch: patches ``rank·b .. rank·b + b - 1`` of the
+    ``world·b`` the step trains on (``b``: the per-device ``batch_size``)."""
+
+    rank: int = 0
+    world: int = 1
+    batch_size: int = 1
+
+    def sample_index(self, index: int) -> int:
+        """The index, in the run's stream of patches, of this rank's ``index``-th patch."""
+        step, slot = divmod(index, self.batch_size)
+        return (step * self.world + self.rank) * self.batch_size + slot
+
+
 class PatchDataset(Dataset):
     """Training patches as a map-style dataset over sample indices.
 
@@ -213,11 +227,18 @@ class PatchDataset(Dataset):
     neither the worker that loads it nor the samples before it: any number of
     DataLoader workers yields the same batches, and resuming after ``n``
     samples is ``start=n``. Use it with ``shuffle=False``. Items are dicts
-    with ``image``, ``target`` and ``valid`` (see ``to_tensors``).
+    with ``image``, ``target`` and ``valid`` (see ``to_tensors``). Under
+    several devices, ``shard`` picks a rank's patches of each step, so that the
+    ranks together see the patches one device with their whole batch sees.
     """
 
     def __init__(
-        self, sampler: PatchSampler, augmentation: A.Compose, length: int, start: int = 0
+        self,
+        sampler: PatchSampler,
+        augmentation: A.Compose,
+        length: int,
+        start: int = 0,
+        shard: Shard = Shard(),  # noqa: B008 (immutable)
     ) -> None:
         if length < 0 or start < 0:
             raise ValueError(f"length and start must be >= 0, got {length} and {start}")
@@ -225,6 +246,7 @@ class PatchDataset(Dataset):
         self.augmentation = augmentation
         self.length = length
         self.start = start
+        self.shard = shard
 
     def __len__(self) -> int:
         return self.length
@@ -232,7 +254,8 @@ class PatchDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.length:
             raise IndexError(f"sample {index} outside 0..{self.length - 1}")
-        sample_seed = np.random.SeedSequence([self.sampler.seed, self.start + index])
+        sample = self.start + self.shard.sample_index(index)
+        sample_seed = np.random.SeedSequence([self.sampler.seed, sample])
         draw_seed, augment_seed = sample_seed.spawn(2)
         location = self.sampler.draw(np.random.default_rng(draw_seed))
         image, labels = self.sampler.read(location)
