@@ -1,17 +1,24 @@
 """Local GPU slots (core.gpu_slots): concurrent jobs claim different devices, a killed job
-frees its slot, a scheduler's placement is left alone."""
+frees its slot, a scheduler's placement is left alone; and the `lesionsoup` commands of the
+workflow's GPU rules claim theirs, under Snakemake too."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from lesionsoup.cli import build_parser
+from lesionsoup.commands.arguments import claim_gpus
 from lesionsoup.core.gpu_slots import (
     COUNT_ENV,
     SLOTS_DIR_ENV,
@@ -19,6 +26,7 @@ from lesionsoup.core.gpu_slots import (
     local_gpu_count,
     try_claim,
 )
+from workflow import REPO
 
 #: A job that claims ``argv[1]`` GPUs, writes CUDA_VISIBLE_DEVICES to ``argv[2]`` (by a
 #: rename: read whole or not at all), and holds its claim until ``argv[3]`` exists.
@@ -168,3 +176,119 @@ def test_gpus_are_counted_by_nvidia_smi(tmp_path, monkeypatch, script, count):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert local_gpu_count({}) == count
     assert local_gpu_count({COUNT_ENV: "5"}) == 5
+
+
+@pytest.mark.parametrize(
+    ("device", "claims"),
+    [("auto", True), ("cuda", True), ("cpu", False), ("cuda:1", False), (None, False)],
+)
+def test_commands_claim_for_auto_and_cuda_only(tmp_path, monkeypatch, device, claims):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv(COUNT_ENV, "1")
+    monkeypatch.setenv(SLOTS_DIR_ENV, str(tmp_path / "slots"))
+    args = argparse.Namespace() if device is None else argparse.Namespace(device=device)
+    claim = claim_gpus(args)
+    assert (claim is not None) == claims
+    assert (os.environ.get("CUDA_VISIBLE_DEVICES") == "0") == claims
+    if claim is not None:
+        claim.release()
+
+
+def gpu_rule_commands() -> dict[str, str]:
+    """Rule name -> the `lesionsoup` subcommand it runs, for every rule with ``gpu=1``."""
+    commands = {}
+    for rules in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule |checkpoint )", rules.read_text(), flags=re.MULTILINE):
+            if re.search(r"^\s+gpu=1,$", block, flags=re.MULTILINE):
+                name = re.match(r"(?:rule|checkpoint) (\w+):", block).group(1)
+                command = re.search(r'"(?:exec )?lesionsoup ([\w-]+)', block)
+                commands[name] = command.group(1) if command else "(no lesionsoup command)"
+    return commands
+
+
+def test_every_gpu_rule_runs_a_command_that_claims_its_gpu():
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    commands = gpu_rule_commands()
+    assert {"train", "warmup", "hpo_trial", "evaluate", "merge", "ensemble"} <= set(commands)
+    without = {
+        rule: command
+        for rule, command in commands.items()
+        if command not in subcommands or subcommands[command].get_default("device") is None
+    }
+    assert without == {}, "GPU rules whose command has no --device (so claims no GPU slot)"
+
+
+def test_the_entry_point_claims_before_the_command_runs(tmp_path):
+    """`lesionsoup evaluate` of an absent model: the claim is logged, then the error."""
+    lesionsoup = Path(sys.executable).parent / "lesionsoup"
+    model, cache, output = (tmp_path / name for name in ("absent.safetensors", "cache", "o.json"))
+    result = subprocess.run(
+        [str(lesionsoup), "evaluate", str(model), str(cache), "-o", str(output)],
+        env=local_environment(tmp_path / "slots", 2),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    claimed = result.stderr.index("this job runs on physical GPU 0 of 2 (CUDA_VISIBLE_DEVICES=0")
+    assert claimed < result.stderr.index("absent.safetensors")
+
+
+#: A GPU job through `lesionsoup`'s main (its handler replaced by a 2-second recorder).
+SNAKEFILE = """
+rule all:
+    input:
+        expand("job{{index}}.json", index=range(2)),
+
+
+rule job:
+    output:
+        "job{{index}}.json",
+    resources:
+        gpu=1,
+    shell:
+        "{python} {script} {{output}}"
+"""
+
+RECORDER = """
+import json, os, sys, time
+from pathlib import Path
+from lesionsoup import cli
+from lesionsoup.commands import evaluation
+
+def record(args):
+    start = time.time()
+    time.sleep(2)
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    Path(args.output[0]).write_text(json.dumps([devices, start, time.time()]))
+
+evaluation._evaluate = record
+sys.exit(cli.main(["evaluate", "model.safetensors", "cache", "-o", sys.argv[1]]))
+"""
+
+
+def test_concurrent_snakemake_gpu_jobs_get_different_devices(tmp_path):
+    (tmp_path / "record.py").write_text(textwrap.dedent(RECORDER))
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(SNAKEFILE.format(python=sys.executable, script=tmp_path / "record.py"))
+    environ = local_environment(tmp_path / "unused", 2)
+    del environ[SLOTS_DIR_ENV]  # the default: .snakemake/gpu-slots of the working directory
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(tmp_path)]
+    result = subprocess.run(
+        [*command, "--cores", "2", "--resources", "gpu=2"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = [json.loads((tmp_path / f"job{index}.json").read_text()) for index in range(2)]
+    (a, a_start, a_end), (b, b_start, b_end) = jobs
+    assert a_start < b_end and b_start < a_end, "the two GPU jobs did not run at the same time"
+    assert sorted([a, b]) == ["0", "1"]
+    assert sorted(p.name for p in (tmp_path / ".snakemake" / "gpu-slots").iterdir()) == [
+        "0.lock",
+        "1.lock",
+    ]
