@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lesionsoup.commands import REGISTRARS
+from lesionsoup.commands.arguments import claim_gpus
 from lesionsoup.core.permissions import restrict
 from lesionsoup.core.preemption import Preempted
 
@@ -42,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if "permissions" in args:  # predict, export: run by hand, private by default
         restrict(args.permissions)
+    claim = None
     try:
+        claim = claim_gpus(args)  # before anything initialises CUDA; held until it ends
         args.handler(args)
     except Preempted as stop:
         log.warning("%s", stop)
@@ -50,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, ArithmeticError) as error:
         log.error("%s", error)
         return 1
+    finally:
+        if claim is not None:
+            claim.release()
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lesionsoup.core.gpu_slots import Claim, claim_local_gpus
 from lesionsoup.core.permissions import DEFAULT_MODE, MODES
 from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
 
@@ -78,7 +79,23 @@ def add_permissions_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    """``--device``: a command that has it may use a GPU, and ``claim_gpus`` places it."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda or cuda:N; auto and cuda first claim a GPU of this machine that "
+        "no other lesionsoup job holds (lesionsoup.core.gpu_slots)",
+    )
+
+
+def claim_gpus(args: argparse.Namespace) -> Claim | None:
+    """A GPU of this machine for a command whose ``--device`` is ``auto`` or ``cuda``: claimed
+    before torch initialises CUDA, so that concurrent jobs run on different devices. None for
+    other commands and devices (``cuda:N`` names its device), a job a scheduler placed, or a
+    machine without GPUs."""
+    if getattr(args, "device", None) not in ("auto", "cuda"):
+        return None
+    return claim_local_gpus()
 
 
 def add_training_progress_arguments(parser: argparse.ArgumentParser) -> None:

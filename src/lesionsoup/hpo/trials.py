@@ -163,10 +163,11 @@ def training_objective(
     study_name: str = "",
     precision: str = "auto",
     log_every: int = LOG_EVERY,
+    device: str = "auto",
 ) -> Objective:
     """Train one run per trial from the shared initialisation; its best validation score.
 
-    ``precision`` and ``log_every`` are passed to ``train_run``.
+    ``precision``, ``log_every`` and ``device`` are passed to ``train_run``.
 
     The run folder is keyed by the trial number, so a continued trial resumes
     its own run from the saved training state.
@@ -185,6 +186,7 @@ def training_objective(
         options = RunOptions(
             init=init,
             threads=threads,
+            device=device,
             precision=precision,
             progress_bar=False,
             log_every=log_every,
