@@ -113,6 +113,16 @@ def train_settings(wildcards):
     )
 
 
+def train_devices(wildcards):
+    """The devices (GPUs of one node) a training run's job asks for."""
+    return study.devices(ingredients.settings_for(config, wildcards.recipe, int(wildcards.seed)))
+
+
+def training_cores(devices):
+    """A training job's cores: `training.threads` for each of its devices."""
+    return config["training"]["threads"] * devices
+
+
 EVALUATED = evaluation.evaluated_models(config)
 
 

@@ -5,6 +5,11 @@ wildcard_constraints:
     index=r"\d+",
 
 
+def trial_devices(wildcards):
+    """The devices a trial's job asks for (the study's trial settings' `devices`)."""
+    return study.devices(hpo.definition(config, wildcards.recipe)["settings"])
+
+
 rule hpo_trial:
     input:
         caches=combo_caches,
@@ -13,12 +18,12 @@ rule hpo_trial:
         directory(paths.HPO_TRIAL),
     log:
         paths.log("hpo/{combo}/{recipe}/trial{index}"),
-    threads: config["training"]["threads"]
+    threads: lambda wildcards: training_cores(trial_devices(wildcards))
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=cluster.scaled_runtime(12 * 60, config),
         slurm_extra=cluster.warning_signal(config),
-        gpu=1,
+        gpu=lambda wildcards: trial_devices(wildcards),
     params:
         definition=lambda wildcards: json.dumps(
             hpo.definition(config, wildcards.recipe), sort_keys=True
@@ -29,12 +34,14 @@ rule hpo_trial:
         caches=cache_arguments,
         init=init_argument,
         precision=config["training"]["precision"],
+        micro_batch=config["training"]["micro_batch"],
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
         " --definition {params.definition:q} {params.init} {params.caches}"
-        " --threads {threads} --precision {params.precision} --log-every {params.log_every}"
+        " --threads {threads} --precision {params.precision} --micro-batch {params.micro_batch}"
+        " --log-every {params.log_every}"
         " > {log} 2>&1"
 
 

@@ -1,4 +1,7 @@
 # Shared initialisation per combination, then training runs (combination x recipe x seed).
+# A run's job asks for its settings' `devices` GPUs (one node) and `training.threads` cores each.
+
+WARMUP_DEVICES = study.devices(study.warmup_settings(config))
 
 
 rule warmup:
@@ -9,22 +12,24 @@ rule warmup:
         metadata=paths.INIT_METADATA,
     log:
         paths.log("warmup/{combo}"),
-    threads: config["training"]["threads"]
+    threads: training_cores(WARMUP_DEVICES)
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=cluster.scaled_runtime(120, config),
         slurm_extra=cluster.warning_signal(config),
-        gpu=1,
+        gpu=WARMUP_DEVICES,
     params:
         model=MODEL_SPEC,
         settings=json.dumps(study.warmup_settings(config), sort_keys=True),
         caches=cache_arguments,
         precision=config["training"]["precision"],
+        micro_batch=config["training"]["micro_batch"],
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
         " --settings {params.settings:q} --threads {threads}"
-        " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"
+        " --precision {params.precision} --micro-batch {params.micro_batch}"
+        " --log-every {params.log_every} > {log} 2>&1"
 
 
 rule train:
@@ -55,12 +60,12 @@ rule train:
         ),
     log:
         paths.log("train/{combo}/{recipe}/seed{seed}"),
-    threads: config["training"]["threads"]
+    threads: lambda wildcards: training_cores(train_devices(wildcards))
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=cluster.scaled_runtime(24 * 60, config),
         slurm_extra=cluster.warning_signal(config),
-        gpu=1,
+        gpu=train_devices,
     params:
         model=MODEL_SPEC,
         settings=train_settings,
@@ -71,8 +76,10 @@ rule train:
             config, wildcards.combo, wildcards.recipe, int(wildcards.seed)
         ),
         precision=config["training"]["precision"],
+        micro_batch=config["training"]["micro_batch"],
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup train -o {params.run} {params.init} {params.optimizer} {params.caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
-        " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"
+        " --precision {params.precision} --micro-batch {params.micro_batch}"
+        " --log-every {params.log_every} > {log} 2>&1"

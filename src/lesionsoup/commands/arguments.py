@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lesionsoup.core.gpu_slots import Claim, claim_local_gpus
 from lesionsoup.core.permissions import DEFAULT_MODE, MODES
 from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
+
+if TYPE_CHECKING:
+    from lesionsoup.training.run import RunOptions
 
 
 def json_object(text: str) -> dict:
@@ -95,13 +98,37 @@ def claim_gpus(args: argparse.Namespace) -> Claim | None:
     machine without GPUs."""
     if getattr(args, "device", None) not in ("auto", "cuda"):
         return None
-    return claim_local_gpus()
+    return claim_local_gpus(_devices_asked(args))
 
 
-def add_training_progress_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--precision`` and ``--log-every`` of the commands that train."""
+def _devices_asked(args: argparse.Namespace) -> int:
+    """The devices a command's run trains on: its training settings' ``devices`` (a trial's
+    in its study definition), else one."""
+    settings = getattr(args, "settings", None) or getattr(args, "definition", {}).get("settings")
+    return int((settings or {}).get("devices", 1))
+
+
+def micro_batch_argument(value: str) -> str | int:
+    """``--micro-batch``: ``auto`` or a positive number of patches."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"auto or a positive number of patches, not {value!r}")
+    return int(value)
+
+
+def add_training_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the commands that train run it (``run_options``): cores, device, precision,
+    micro-batch and progress lines."""
     from lesionsoup.training.progress import LOG_EVERY
 
+    parser.add_argument(
+        "--threads", type=int, default=1, help="cores of the job, shared by its devices' processes"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="data-loading processes (default threads - 1)"
+    )
+    add_device_argument(parser)
     parser.add_argument(
         "--precision",
         default="auto",
@@ -109,10 +136,32 @@ def add_training_progress_arguments(parser: argparse.ArgumentParser) -> None:
         "on the CPU), bf16, fp16 or fp32",
     )
     parser.add_argument(
+        "--micro-batch",
+        type=micro_batch_argument,
+        default="auto",
+        help="patches of one forward pass, accumulated to the batch: auto (the largest that "
+        "fits the device, probed; halved on running out of memory) or a number",
+    )
+    parser.add_argument(
         "--log-every",
         type=int,
         default=LOG_EVERY,
         help=f"steps between loss read-backs and progress lines (default {LOG_EVERY})",
+    )
+
+
+def run_options(args: argparse.Namespace, **start: Any) -> RunOptions:
+    """The options a training command's arguments give, and how the run starts (``start``)."""
+    from lesionsoup.training.run import RunOptions
+
+    return RunOptions(
+        threads=args.threads,
+        workers=args.workers,
+        device=args.device,
+        precision=args.precision,
+        micro_batch=args.micro_batch,
+        log_every=args.log_every,
+        **start,
     )
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from lesionsoup.commands.arguments import (
     Subcommands,
-    add_device_argument,
-    add_training_progress_arguments,
+    add_training_run_arguments,
     json_object,
     open_caches,
+    run_options,
 )
 
 log = logging.getLogger("lesionsoup")
@@ -36,11 +36,8 @@ def _trial(args: argparse.Namespace) -> None:
         caches,
         args.definition,
         args.init,
-        threads=args.threads,
         study_name=name,
-        precision=args.precision,
-        log_every=args.log_every,
-        device=args.device,
+        options=run_options(args),
     )
     trial = hpo.run_trial(study, args.job_index, objective)
     record = hpo.publish_trial(trial, name, runs, args.output)
@@ -92,9 +89,7 @@ def _add_trial(commands: Subcommands) -> None:
     parser.add_argument(
         "--cache", type=Path, action="append", required=True, help="a dataset cache (repeatable)"
     )
-    parser.add_argument("--threads", type=int, default=1)
-    add_device_argument(parser)
-    add_training_progress_arguments(parser)
+    add_training_run_arguments(parser)
     parser.set_defaults(handler=_trial)
 
 

@@ -5,35 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from lesionsoup.commands.arguments import (
     Subcommands,
-    add_device_argument,
-    add_training_progress_arguments,
+    add_training_run_arguments,
     json_object,
     open_caches,
+    run_options,
 )
 from lesionsoup.plan.paths import OPTIMIZER_STATES
 
-if TYPE_CHECKING:
-    from lesionsoup.training.run import RunOptions
-
 log = logging.getLogger("lesionsoup")
-
-
-def _run_options(args: argparse.Namespace, **start: Any) -> RunOptions:
-    """The options a training command's arguments give, and how the run starts (``start``)."""
-    from lesionsoup.training.run import RunOptions
-
-    return RunOptions(
-        threads=args.threads,
-        workers=args.workers,
-        device=args.device,
-        precision=args.precision,
-        log_every=args.log_every,
-        **start,
-    )
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -45,7 +27,7 @@ def _train(args: argparse.Namespace) -> None:
         open_caches(args.cache),
         ModelSpec.from_dict(args.model),
         TrainSettings.from_dict(args.settings),
-        _run_options(
+        run_options(
             args,
             init=args.init,
             init_optimizer=args.init_optimizer,
@@ -68,7 +50,7 @@ def _warmup(args: argparse.Namespace) -> None:
             open_caches(args.cache),
             ModelSpec.from_dict(args.model),
             TrainSettings.from_dict(args.settings),
-            _run_options(args),
+            run_options(args),
         )
         publish_init(run_dir, args.output)
     log.info("shared initialisation: %s", args.output)
@@ -82,12 +64,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settings", type=json_object, required=True, help="training settings (JSON)"
     )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--workers", type=int, default=None, help="data-loading processes (default threads - 1)"
-    )
-    add_device_argument(parser)
-    add_training_progress_arguments(parser)
+    add_training_run_arguments(parser)
 
 
 def _add_train(commands: Subcommands) -> None:

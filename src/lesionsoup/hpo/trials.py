@@ -17,20 +17,23 @@ trials' records (``lesionsoup.hpo.export``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from lesionsoup.core.atomic import atomic_write_json
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.hpo.space import suggest
-from lesionsoup.training.progress import LOG_EVERY
+
+if TYPE_CHECKING:
+    from lesionsoup.training.run import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +162,13 @@ def training_objective(
     caches: Mapping[str, Any],
     definition: Mapping[str, Any],
     init: Path,
-    threads: int = 1,
     study_name: str = "",
-    precision: str = "auto",
-    log_every: int = LOG_EVERY,
-    device: str = "auto",
+    options: RunOptions | None = None,
 ) -> Objective:
     """Train one run per trial from the shared initialisation; its best validation score.
 
-    ``precision``, ``log_every`` and ``device`` are passed to ``train_run``.
+    ``options`` (threads, device, precision, micro-batch, log interval) are passed to
+    ``train_run``, with the trial's initialisation, metadata and pruning added.
 
     The run folder is keyed by the trial number, so a continued trial resumes
     its own run from the saved training state.
@@ -183,20 +184,17 @@ def training_objective(
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, definition["space"])
         settings = TrainSettings.from_dict({**definition["settings"], **params})
-        options = RunOptions(
+        trial_options = dataclasses.replace(
+            options or RunOptions(),
             init=init,
-            threads=threads,
-            device=device,
-            precision=precision,
             progress_bar=False,
-            log_every=log_every,
             extra_metadata={"hpo": {"study": study_name, "trial": trial.number}},
             on_validation=lambda step, scores: report(trial, step, scores["score"]),
         )
         run = RunPaths(runs / f"trial{trial.number:04d}")
         with run_lock(run.root):  # its clean-up too, should a second job continue it
             try:
-                train_run(run.root, caches, spec, settings, options)
+                train_run(run.root, caches, spec, settings, trial_options)
             except optuna.TrialPruned:
                 shutil.rmtree(run.work, ignore_errors=True)  # a pruned trial never resumes
                 raise

@@ -79,6 +79,12 @@ def recipe_settings(config: Mapping[str, Any], recipe: str, seed: int) -> dict[s
     return checked_settings(settings, f"training.recipes.{recipe}")
 
 
+def devices(settings: Mapping[str, Any]) -> int:
+    """The devices a run with these settings trains on (a job's GPUs; ``TrainSettings``'s
+    default where they do not say)."""
+    return int(settings.get("devices", TrainSettings.devices))
+
+
 def warmup_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """Settings of the warm-up run that makes a combination's shared initialisation."""
     training = config["training"]

@@ -69,8 +69,8 @@ class RunOptions:
     ``init``: the checkpoint it starts from (a shared initialisation, a continuation's base),
     none for an independent start; ``init_optimizer``: a published optimiser state to start
     from (a continuation's base's); ``keep_optimizer``: the checkpoints (``best``, ``last``)
-    whose optimiser states are published. ``threads`` for torch, of which ``workers`` load
-    batches (default: all but one); ``device`` and ``precision`` as ``pick_device`` and
+    whose optimiser states are published. ``threads``: the job's cores, split evenly over its
+    devices' processes, of which ``workers`` load batches (default: all but one); ``device`` and ``precision`` as ``pick_device`` and
     ``PRECISIONS`` name them; ``micro_batch``: ``auto`` (the largest that fits, probed) or a
     number of patches per forward pass. ``progress_bar`` allows a bar on a terminal (else a
     line every ``log_every`` steps). ``extra_metadata`` is recorded in every checkpoint.
@@ -193,7 +193,10 @@ def set_up_trainer(
     ``run.fingerprint``), and the batches of the steps it has left (this rank's slice)."""
     settings = run.settings
     target, precision, workers = _set_up_device(
-        ranks.device(options.device), options.precision, options.threads, options.workers
+        ranks.device(options.device),
+        options.precision,
+        max(1, options.threads // ranks.world),
+        options.workers,
     )
     micro_batch = _micro_batch(options.micro_batch, spec, settings, target, precision, ranks)
     model, optimizer, progress = _resumed_model(paths, spec, run, options, target, ranks)
