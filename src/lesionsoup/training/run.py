@@ -69,11 +69,12 @@ class RunOptions:
     ``init``: the checkpoint it starts from (a shared initialisation, a continuation's base),
     none for an independent start; ``init_optimizer``: a published optimiser state to start
     from (a continuation's base's); ``keep_optimizer``: the checkpoints (``best``, ``last``)
-    whose optimiser states are published. ``threads``: the job's cores, split evenly over its
-    devices' processes, of which ``workers`` load batches (default: all but one); ``device`` and ``precision`` as ``pick_device`` and
-    ``PRECISIONS`` name them; ``micro_batch``: ``auto`` (the largest that fits, probed) or a
-    number of patches per forward pass. ``progress_bar`` allows a bar on a terminal (else a
-    line every ``log_every`` steps). ``extra_metadata`` is recorded in every checkpoint.
+    whose optimiser states are published. ``threads``: the job's cores, split evenly over
+    its devices' processes, of which ``workers`` load batches (default: all but one).
+    ``device`` and ``precision`` as ``pick_device`` and ``PRECISIONS`` name them.
+    ``micro_batch``: ``auto`` (the largest that fits, probed) or a number of patches per
+    forward pass. ``progress_bar`` allows a bar on a terminal (else a line every
+    ``log_every`` steps). ``extra_metadata`` is recorded in every checkpoint.
     ``on_validation(step, scores)`` is called after each validation (e.g. to report to an
     Optuna trial); an exception it raises stops the run after its state is saved.
     """

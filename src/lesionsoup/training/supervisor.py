@@ -43,7 +43,8 @@ from lesionsoup.training.micro_batch import MicroBatchTooLarge
 log = logging.getLogger(__name__)
 
 #: What a rank runs: its part of the run, with rank 0's ``on_validation`` (None on the others);
-#: returns rank 0's ``last`` metadata. Picklable (a module-level function, or a partial of one).
+#: returns rank 0's ``last`` metadata. Picklable (a module-level function, or a partial of one);
+#: its result plain data (a tensor would travel as a handle to memory that dies with the rank).
 RankJob = Callable[[Ranks, Callable[[int, dict[str, Any]], None] | None], dict[str, Any] | None]
 OnValidation = Callable[[int, dict[str, Any]], None]
 
@@ -130,7 +131,24 @@ def _serve(
         elif kind == "oom":
             raise MicroBatchTooLarge(payload, rank)
         elif kind == "failed":
-            raise RankFailed(f"rank {rank} of {outcomes.world} failed:\n{payload}")
+            raise RankFailed(_failures(messages, {rank: payload}, outcomes.world))
+
+
+def _failures(messages: Any, failed: dict[int, str], world: int) -> str:
+    """Every rank's error: a rank's failure makes the others fail in their collectives, and
+    which message arrives first says nothing of which came first; the others' come within
+    a moment."""
+    deadline = time.monotonic() + _POLL_SECONDS
+    while len(failed) < world and (left := deadline - time.monotonic()) > 0:
+        try:
+            kind, rank, payload = messages.get(timeout=left)
+        except queue.Empty:
+            break
+        if kind == "failed":
+            failed[rank] = payload
+    return "\n".join(
+        f"rank {rank} of {world} failed:\n{text}" for rank, text in sorted(failed.items())
+    )
 
 
 def _answer(
