@@ -84,6 +84,19 @@ def lesion_locations(labels: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def array_digest(image: np.ndarray, labels: np.ndarray) -> str:
+    """The digest of one image's arrays that its record keeps (``sha256``)."""
+    hasher = hashlib.sha256(image.tobytes())
+    hasher.update(labels.tobytes())
+    return hasher.hexdigest()
+
+
+def content_digest(index: bytes, arrays: list[tuple[str, str]]) -> str:
+    """``data_sha256``: the digest of the index's bytes and each image's (id, array digest),
+    in the index's order."""
+    return digest({"index": hashlib.sha256(index).hexdigest(), "arrays": arrays})
+
+
 class CacheWriter:
     """Builds a cache folder in ``<dir>.partial`` and publishes it atomically."""
 
@@ -110,10 +123,8 @@ class CacheWriter:
         _atomic_save_npy(self.partial / "labels" / f"{entry.image_id}.npy", entry.labels)
         locations = lesion_locations(entry.labels)
         _atomic_save_npz(self.partial / "locations" / f"{entry.image_id}.npz", locations)
-        hasher = hashlib.sha256(entry.image.tobytes())
-        hasher.update(entry.labels.tobytes())
         record = {
-            "sha256": hasher.hexdigest(),
+            "sha256": array_digest(entry.image, entry.labels),
             "image_id": entry.image_id,
             "split": entry.split,
             **entry.geometry.as_dict(),
@@ -135,8 +146,7 @@ class CacheWriter:
         arrays = [(record["image_id"], record.pop("sha256")) for record in records]
         index = pd.DataFrame.from_records(records).to_csv(index=False).encode()
         atomic_write_bytes(self.partial / "index.csv", index)
-        data = {"index": hashlib.sha256(index).hexdigest(), "arrays": arrays}
-        atomic_write_json(self.partial / CONTENT, {"data_sha256": digest(data)})
+        atomic_write_json(self.partial / CONTENT, {"data_sha256": content_digest(index, arrays)})
         if self.directory.exists():
             shutil.rmtree(self.directory)
         os.replace(self.partial, self.directory)
