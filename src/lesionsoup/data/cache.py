@@ -97,6 +97,11 @@ def content_digest(index: bytes, arrays: list[tuple[str, str]]) -> str:
     return digest({"index": hashlib.sha256(index).hexdigest(), "arrays": arrays})
 
 
+def read_record(directory: Path, image_id: str) -> dict[str, Any]:
+    """The record an image's writing left in a cache folder (with its arrays' ``sha256``)."""
+    return json.loads((Path(directory) / "records" / f"{image_id}.json").read_text())
+
+
 class CacheWriter:
     """Builds a cache folder in ``<dir>.partial`` and publishes it atomically."""
 
@@ -141,8 +146,7 @@ class CacheWriter:
             raise ValueError(f"{self.directory}: no image could be cached; nothing to publish")
         records = []
         for image_id in image_ids:
-            record_file = self.partial / "records" / f"{image_id}.json"
-            records.append(json.loads(record_file.read_text()))
+            records.append(read_record(self.partial, image_id))
         arrays = [(record["image_id"], record.pop("sha256")) for record in records]
         index = pd.DataFrame.from_records(records).to_csv(index=False).encode()
         atomic_write_bytes(self.partial / "index.csv", index)
