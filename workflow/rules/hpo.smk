@@ -19,6 +19,7 @@ rule hpo_trial:
         runtime=cluster.scaled_runtime(12 * 60, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=1,
+        stage_caches=STAGE_CACHES,
     params:
         definition=lambda wildcards: json.dumps(
             hpo.definition(config, wildcards.recipe), sort_keys=True
@@ -33,7 +34,7 @@ rule hpo_trial:
     shell:
         "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
-        " --definition {params.definition:q} {params.init} {params.caches}"
+        " --definition {params.definition:q} {params.init} {params.caches} {resources.stage_caches}"
         " --threads {threads} --precision {params.precision} --log-every {params.log_every}"
         " > {log} 2>&1"
 

@@ -15,6 +15,7 @@ rule warmup:
         runtime=cluster.scaled_runtime(120, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=1,
+        stage_caches=STAGE_CACHES,
     params:
         model=MODEL_SPEC,
         settings=json.dumps(study.warmup_settings(config), sort_keys=True),
@@ -22,7 +23,8 @@ rule warmup:
         precision=config["training"]["precision"],
         log_every=config["training"]["log_every"],
     shell:
-        "exec lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
+        "exec lesionsoup warmup -o {output.weights} {params.caches}"
+        " {resources.stage_caches} --model {params.model:q}"
         " --settings {params.settings:q} --threads {threads}"
         " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"
 
@@ -61,6 +63,7 @@ rule train:
         runtime=cluster.scaled_runtime(24 * 60, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=1,
+        stage_caches=STAGE_CACHES,
     params:
         model=MODEL_SPEC,
         settings=train_settings,
@@ -74,5 +77,6 @@ rule train:
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup train -o {params.run} {params.init} {params.optimizer} {params.caches}"
+        " {resources.stage_caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
         " --precision {params.precision} --log-every {params.log_every} > {log} 2>&1"
