@@ -164,7 +164,8 @@ def _locked(handle: IO[str]) -> Iterator[None]:
 
 
 def _release(stage: Path, key: str, lock: IO[str], readers: IO[str]) -> None:
-    """Stop reading the copy; remove it if no other job reads it (the caller holds nothing)."""
+    """Stop reading the copy (release the shared reader lock); remove it if no other job
+    reads it."""
     with _locked(lock):
         fcntl.flock(readers, fcntl.LOCK_UN)
         try:
