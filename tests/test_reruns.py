@@ -203,3 +203,26 @@ def test_a_changed_bootstrap_reruns_only_the_uncertainty_stage_and_equals_a_fres
     run(fresh, changed, tmp_path / "changed.yaml", UNCERTAINTY)
     assert reran == Counter({"uncertainty": 1})
     assert uncertainty_outputs(rerun_dir) == uncertainty_outputs(fresh) != old
+
+
+def test_staging_caches_reruns_nothing_and_staged_jobs_give_the_same_weights(
+    old_study: Study, rerun_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cluster.stage_caches`` is where jobs read their caches, not an input: turning it on
+    reruns no job; a forced warm-up and training then read staged copies (expanded from an
+    environment variable by the job) and give the old run's weights."""
+    monkeypatch.setenv("LESIONSOUP_NODE_SCRATCH", str(tmp_path / "node"))
+    config = load_config()
+    config["cluster"] = {"stage_caches": "$LESIONSOUP_NODE_SCRATCH/stage"}
+    before = file_states(rerun_dir)
+    assert run(rerun_dir, config, tmp_path / "staged.yaml") == Counter()
+    assert file_states(rerun_dir) == before
+    forced = (*TARGETS, "--forcerun", "warmup", "train")
+    assert run(rerun_dir, config, tmp_path / "staged.yaml", forced) == Counter(("warmup", "train"))
+    logs = [path.read_text() for path in sorted((rerun_dir / "logs").rglob("*.log"))]
+    staged = [log for log in logs if f"to {tmp_path / 'node' / 'stage'}/lesionsoup-" in log]
+    assert len(staged) == 2  # the warm-up's log and the training's
+    assert not any((tmp_path / "node" / "stage").glob("lesionsoup-*/"))
+    assert set(matches(rerun_dir, old_study.snapshot, old_study.snapshot).values()) == {
+        Match(fresh=True, old=True)
+    }

@@ -1,5 +1,6 @@
 # Input functions and wildcard expansion shared by the rules; no logic beyond that.
 import json
+import shlex
 from pathlib import Path
 
 from lesionsoup.data.datasets.generic import adapter_for
@@ -81,6 +82,16 @@ def combo_caches(wildcards):
 
 def cache_arguments(wildcards, input):
     return " ".join(f"--cache {path}" for path in input.caches)
+
+
+#: `--stage-caches DIR` of the jobs that read caches (`cluster.stage_caches`, which the command
+#: expands on its node), or "": read in place. A resource, not a param: where a job reads its
+#: caches changes none of its results, so turning staging on or off reruns nothing.
+STAGE_CACHES = (
+    f"--stage-caches {shlex.quote(config['cluster']['stage_caches'])}"
+    if config["cluster"]["stage_caches"]
+    else ""
+)
 
 
 def init_argument(wildcards, input):

@@ -24,6 +24,7 @@ rule hpo_trial:
         runtime=cluster.scaled_runtime(12 * 60, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=lambda wildcards: trial_devices(wildcards),
+        stage_caches=STAGE_CACHES,
     params:
         definition=lambda wildcards: json.dumps(
             hpo.definition(config, wildcards.recipe), sort_keys=True
@@ -40,8 +41,8 @@ rule hpo_trial:
         "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
         " --definition {params.definition:q} {params.init} {params.caches}"
-        " --threads {threads} --precision {params.precision} --micro-batch {params.micro_batch}"
-        " --log-every {params.log_every}"
+        " {resources.stage_caches} --threads {threads} --precision {params.precision}"
+        " --micro-batch {params.micro_batch} --log-every {params.log_every}"
         " > {log} 2>&1"
 
 

@@ -25,6 +25,7 @@ rule merge:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=cluster.scaled_runtime(120, config),
         gpu=1,
+        stage_caches=STAGE_CACHES,
     params:
         soup=lambda wildcards: json.dumps(
             ingredients.soup_settings(config, wildcards.method), sort_keys=True
@@ -33,6 +34,7 @@ rule merge:
         caches=cache_arguments,
     shell:
         "lesionsoup merge -o {output.weights} {params.options} {params.caches}"
+        " {resources.stage_caches}"
         " --threads {threads} {input.ingredients:q} > {log} 2>&1"
 
 
@@ -57,6 +59,7 @@ rule ensemble:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=cluster.scaled_runtime(60, config),
         gpu=1,
+        stage_caches=STAGE_CACHES,
     params:
         ensemble=lambda wildcards: json.dumps(
             ingredients.ensemble_settings(config, wildcards.name), sort_keys=True
@@ -64,5 +67,5 @@ rule ensemble:
         options=lambda wildcards: ingredients.ensemble_arguments(config, wildcards.name),
         caches=cache_arguments,
     shell:
-        "lesionsoup ensemble -o {output} {params.options} {params.caches}"
+        "lesionsoup ensemble -o {output} {params.options} {params.caches} {resources.stage_caches}"
         " --threads {threads} {input.ingredients:q} > {log} 2>&1"

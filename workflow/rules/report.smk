@@ -225,6 +225,7 @@ rule annotation_style:
     resources:
         mem_mb=4000,
         runtime=30,
+        stage_caches=STAGE_CACHES,
     params:
         caches=cache_arguments,
         clusters=REPORT["annotation_style"]["clusters"],
@@ -234,7 +235,8 @@ rule annotation_style:
         seed=REPORT["annotation_style"]["seed"],
         out=subpath(output.clusters, parent=True),
     shell:
-        "lesionsoup annotation-style {params.caches} --clusters {params.clusters}"
+        "lesionsoup annotation-style {params.caches}"
+        " {resources.stage_caches} --clusters {params.clusters}"
         " --features {params.features} --settings {params.settings:q}"
         " --resamples {params.resamples} --seed {params.seed}"
         " --out-dir {params.out} > {log} 2>&1"
@@ -267,6 +269,7 @@ rule connectivity:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=cluster.scaled_runtime(60, config),
         gpu=1,
+        stage_caches=STAGE_CACHES,
     params:
         caches=cache_arguments,
         points=REPORT["connectivity"]["points"],
@@ -276,7 +279,7 @@ rule connectivity:
         directions=REPORT["connectivity"]["sharpness"]["directions"],
         sharpness_seed=REPORT["connectivity"]["sharpness"]["seed"],
     shell:
-        "lesionsoup connectivity {input.a} {input.b} {params.caches}"
+        "lesionsoup connectivity {input.a} {input.b} {params.caches} {resources.stage_caches}"
         " --points {params.points} --bn-policy {params.policies} {params.bn}"
         " --sharpness-radii {params.radii} --sharpness-directions {params.directions}"
         " --sharpness-seed {params.sharpness_seed} --sharpness {output.sharpness}"
@@ -306,6 +309,7 @@ rule size_curve:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=cluster.scaled_runtime(60, config),
         gpu=1,
+        stage_caches=STAGE_CACHES,
     params:
         caches=cache_arguments,
         options=report_config.size_curve_arguments(config),
@@ -319,7 +323,8 @@ rule size_curve:
         },
         confidence=f"{config['evaluation']['bootstrap']['confidence']:.0%}",  # for the caption
     shell:
-        "lesionsoup size-curve {input.candidates:q} {params.caches} {params.options}"
+        "lesionsoup size-curve {input.candidates:q} {params.caches}"
+        " {resources.stage_caches} {params.options}"
         " --settings {params.settings:q} --bins {params.bins} --threads {threads}"
         " --resamples {params.bootstrap[resamples]} --confidence {params.bootstrap[confidence]}"
         " --seed {params.bootstrap[seed]} --evaluations {input.evaluations:q}"

@@ -18,6 +18,7 @@ rule warmup:
         runtime=cluster.scaled_runtime(120, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=WARMUP_DEVICES,
+        stage_caches=STAGE_CACHES,
     params:
         model=MODEL_SPEC,
         settings=json.dumps(study.warmup_settings(config), sort_keys=True),
@@ -26,7 +27,8 @@ rule warmup:
         micro_batch=config["training"]["micro_batch"],
         log_every=config["training"]["log_every"],
     shell:
-        "exec lesionsoup warmup -o {output.weights} {params.caches} --model {params.model:q}"
+        "exec lesionsoup warmup -o {output.weights} {params.caches}"
+        " {resources.stage_caches} --model {params.model:q}"
         " --settings {params.settings:q} --threads {threads}"
         " --precision {params.precision} --micro-batch {params.micro_batch}"
         " --log-every {params.log_every} > {log} 2>&1"
@@ -66,6 +68,7 @@ rule train:
         runtime=cluster.scaled_runtime(24 * 60, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=train_devices,
+        stage_caches=STAGE_CACHES,
     params:
         model=MODEL_SPEC,
         settings=train_settings,
@@ -80,6 +83,7 @@ rule train:
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup train -o {params.run} {params.init} {params.optimizer} {params.caches}"
+        " {resources.stage_caches}"
         " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
         " --precision {params.precision} --micro-batch {params.micro_batch}"
         " --log-every {params.log_every} > {log} 2>&1"

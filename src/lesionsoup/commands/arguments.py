@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,11 +167,29 @@ def run_options(args: argparse.Namespace, **start: Any) -> RunOptions:
     )
 
 
-def open_caches(directories: list[Path]) -> dict[str, Any]:
-    """Dataset name (the folder's name) -> ``lesionsoup.data.cache.Cache``."""
-    from lesionsoup.data.cache import Cache
+def add_cache_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--cache`` (repeatable; ``what`` says what the command reads in it) and
+    ``--stage-caches``, which ``open_caches`` reads."""
+    parser.add_argument("--cache", type=Path, action="append", required=True, help=what)
+    parser.add_argument(
+        "--stage-caches",
+        default=None,
+        metavar="DIR",
+        help="read copies of the caches in DIR, e.g. node-local scratch ('$TMPDIR/lesionsoup'; "
+        "environment variables and ~ are expanded when the command runs): each is copied, "
+        "checked against the original (files, array digests, data_sha256), shared by the jobs "
+        "of the node and removed by the last one at the end; empty or absent: read in place",
+    )
 
-    return {directory.name: Cache(directory) for directory in directories}
+
+@contextmanager
+def open_caches(directories: list[Path], stage: str | None = None) -> Iterator[dict[str, Any]]:
+    """Dataset name (the folder's name) -> ``lesionsoup.data.cache.Cache``, while in the block;
+    with ``stage`` (``--stage-caches``), opened on checked copies there (``data.staging``)."""
+    from lesionsoup.data.staging import staged_caches
+
+    with staged_caches(directories, stage) as caches:
+        yield caches
 
 
 Subcommands = argparse._SubParsersAction

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from lesionsoup.commands.arguments import (
     Subcommands,
+    add_cache_arguments,
     add_training_run_arguments,
     json_object,
     open_caches,
@@ -18,13 +20,18 @@ log = logging.getLogger("lesionsoup")
 
 
 def _trial(args: argparse.Namespace) -> None:
+    with open_caches(args.cache, args.stage_caches) as caches:
+        _trial_on(args, caches)
+
+
+def _trial_on(args: argparse.Namespace, caches: dict[str, Any]) -> None:
+    """``hpo-trial`` on the opened caches."""
     from lesionsoup.core.checkpoint import INDEPENDENT, load_metadata
     from lesionsoup.hpo import storage as hpo_storage
     from lesionsoup.hpo import trials as hpo
     from lesionsoup.plan import hpo as hpo_plan
 
     init_id = INDEPENDENT if args.init is None else load_metadata(args.init)["init_id"]
-    caches = open_caches(args.cache)
     fingerprints = {dataset: cache.fingerprint for dataset, cache in caches.items()}
     name = hpo_plan.study_name(args.combo, args.recipe, args.definition, init_id, fingerprints)
     study = hpo_storage.load_study(
@@ -86,9 +93,7 @@ def _add_trial(commands: Subcommands) -> None:
         default=None,
         help="shared initialisation; without it each trial starts from the pretrained encoder",
     )
-    parser.add_argument(
-        "--cache", type=Path, action="append", required=True, help="a dataset cache (repeatable)"
-    )
+    add_cache_arguments(parser, "a dataset cache (repeatable)")
     add_training_run_arguments(parser)
     parser.set_defaults(handler=_trial)
 

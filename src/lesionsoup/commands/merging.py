@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from lesionsoup.commands.arguments import (
     Subcommands,
     add_bn_sample_arguments,
     add_bootstrap_arguments,
+    add_cache_arguments,
     add_device_argument,
     bn_sample,
     json_object,
@@ -41,18 +43,19 @@ def _merge(args: argparse.Namespace) -> None:
     from lesionsoup.merging.stage import merge_stage
 
     torch.set_num_threads(args.threads)
-    metadata = merge_stage(
-        args.output,
-        args.ingredients,
-        open_caches(args.cache),
-        args.rule,
-        bn_policy=args.bn_policy,
-        group_by=args.group_by,
-        part=args.part,
-        bn_sample=bn_sample(args),
-        device=_device(args.device),
-        workers=max(0, args.threads - 1),
-    )
+    with open_caches(args.cache, args.stage_caches) as caches:
+        metadata = merge_stage(
+            args.output,
+            args.ingredients,
+            caches,
+            args.rule,
+            bn_policy=args.bn_policy,
+            group_by=args.group_by,
+            part=args.part,
+            bn_sample=bn_sample(args),
+            device=_device(args.device),
+            workers=max(0, args.threads - 1),
+        )
     kept = sum(weight > 0 for weight in metadata["weights"].values())
     log.info(
         "%s: %d of %d ingredients, validation %.4f, %.1f compute seconds",
@@ -70,23 +73,35 @@ def _ensemble(args: argparse.Namespace) -> None:
     from lesionsoup.merging.ensembles import ensemble_stage
 
     torch.set_num_threads(args.threads)
-    caches = open_caches(args.cache)
-    ensemble_stage(args.output, args.ingredients, caches, top=args.top, device=_device(args.device))
+    with open_caches(args.cache, args.stage_caches) as caches:
+        ensemble_stage(
+            args.output, args.ingredients, caches, top=args.top, device=_device(args.device)
+        )
 
 
 def _size_curve(args: argparse.Namespace) -> None:
     import torch
 
-    from lesionsoup.analysis.size_curves import size_curves
-    from lesionsoup.evaluation.uncertainty import BootstrapSettings
-    from lesionsoup.inference.infer import InferenceSettings
     from lesionsoup.report.size_curves import plot_size_curves
     from lesionsoup.report.tables import write_csv
 
     torch.set_num_threads(args.threads)
-    table = size_curves(
+    with open_caches(args.cache, args.stage_caches) as caches:
+        table = _size_curve_table(args, caches)
+    write_csv(table, args.output)
+    plot_size_curves(table, args.figure)
+    log.info("%s: %d points of %d curves", args.output, len(table), table["curve"].nunique())
+
+
+def _size_curve_table(args: argparse.Namespace, caches: dict[str, Any]) -> Any:
+    """``size-curve``'s table, on the opened caches."""
+    from lesionsoup.analysis.size_curves import size_curves
+    from lesionsoup.evaluation.uncertainty import BootstrapSettings
+    from lesionsoup.inference.infer import InferenceSettings
+
+    return size_curves(
         args.ingredients,
-        open_caches(args.cache),
+        caches,
         metric=args.metric,
         max_members=args.max_members,
         bn_policies={curve: getattr(args, f"{curve}_bn_policy") for curve in SIZE_CURVE_SOUPS},
@@ -98,9 +113,6 @@ def _size_curve(args: argparse.Namespace) -> None:
         evaluations=args.evaluations,
         bootstrap=BootstrapSettings(args.resamples, args.confidence, args.seed),
     )
-    write_csv(table, args.output)
-    plot_size_curves(table, args.figure)
-    log.info("%s: %d points of %d curves", args.output, len(table), table["curve"].nunique())
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -111,12 +123,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="INGREDIENT",
         help="a checkpoint, a folder of checkpoints (snapshots) or a JSON ingredient list",
     )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        action="append",
-        required=True,
-        help="a cache of the combination (repeatable); its valid split scores the candidates",
+    add_cache_arguments(
+        parser, "a cache of the combination (repeatable); its valid split scores the candidates"
     )
     parser.add_argument("--threads", type=int, default=1)
     add_device_argument(parser)

@@ -14,6 +14,7 @@ from typing import Any
 from lesionsoup.commands.arguments import (
     Subcommands,
     add_bn_sample_arguments,
+    add_cache_arguments,
     add_device_argument,
     bn_sample,
     json_object,
@@ -47,8 +48,8 @@ def _annotation_style(args: argparse.Namespace) -> None:
     from lesionsoup.report.style_clusters import plot_area_distributions, plot_style_clusters
     from lesionsoup.report.tables import write_csv
 
-    caches = open_caches(args.cache)
-    components, images = measure_datasets(caches, settings=StyleSettings(**args.settings))
+    with open_caches(args.cache, args.stage_caches) as caches:
+        components, images = measure_datasets(caches, settings=StyleSettings(**args.settings))
     features = lesion_features(components, images)
     columns = args.features or STYLE_FEATURES
     clustering = cluster_styles(dataset_features(features, columns), args.clusters)
@@ -106,17 +107,17 @@ def _connectivity(args: argparse.Namespace) -> None:
     from lesionsoup.report.tables import write_csv
 
     torch.set_num_threads(args.threads)
-    caches = open_caches(args.cache)
     device = pick_device(args.device)
-    curves = {
-        policy: connectivity_curve(
-            args.a, args.b, caches, args.points, policy, bn_sample(args), device=device
-        )
-        for policy in args.bn_policy
-    }
+    with open_caches(args.cache, args.stage_caches) as caches:
+        curves = {
+            policy: connectivity_curve(
+                args.a, args.b, caches, args.points, policy, bn_sample(args), device=device
+            )
+            for policy in args.bn_policy
+        }
+        flatness = _sharpness_of_pair(args, caches, device) if args.sharpness else None
     table = pd.concat(curves, names=["bn_policy"]).reset_index(level=0)
     write_csv(table, args.output)
-    flatness = _sharpness_of_pair(args, caches, device) if args.sharpness else None
     if flatness is not None:
         write_csv(flatness, args.sharpness)
     title = f"Linear mode connectivity\nA = {_short(args.a)}\nB = {_short(args.b)}"
@@ -137,13 +138,7 @@ def _add_annotation_style(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "annotation-style", help="measure the datasets' annotation styles and cluster them"
     )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        action="append",
-        required=True,
-        help="a dataset cache (repeatable; named by its folder)",
-    )
+    add_cache_arguments(parser, "a dataset cache (repeatable; named by its folder)")
     parser.add_argument("--clusters", type=int, default=2)
     parser.add_argument(
         "--features", nargs="+", default=None, help="dataset features to cluster on (default: all)"
@@ -168,13 +163,7 @@ def _add_connectivity(commands: Subcommands) -> None:
     )
     parser.add_argument("a", type=Path, help="checkpoint at lambda 0")
     parser.add_argument("b", type=Path, help="checkpoint at lambda 1")
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        action="append",
-        required=True,
-        help="validation (and BatchNorm) data (repeatable)",
-    )
+    add_cache_arguments(parser, "validation (and BatchNorm) data (repeatable)")
     parser.add_argument("--points", type=int, default=11)
     parser.add_argument(
         "--bn-policy", nargs="+", choices=BN_POLICIES, default=["average", "recompute"]

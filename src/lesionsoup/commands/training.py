@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lesionsoup.commands.arguments import (
     Subcommands,
+    add_cache_arguments,
     add_training_run_arguments,
     json_object,
     open_caches,
@@ -22,18 +23,19 @@ def _train(args: argparse.Namespace) -> None:
     from lesionsoup.core.specs import ModelSpec, TrainSettings
     from lesionsoup.training.run import train_run
 
-    metadata = train_run(
-        args.output,
-        open_caches(args.cache),
-        ModelSpec.from_dict(args.model),
-        TrainSettings.from_dict(args.settings),
-        run_options(
-            args,
-            init=args.init,
-            init_optimizer=args.init_optimizer,
-            keep_optimizer=tuple(args.keep_optimizer),
-        ),
-    )
+    with open_caches(args.cache, args.stage_caches) as caches:
+        metadata = train_run(
+            args.output,
+            caches,
+            ModelSpec.from_dict(args.model),
+            TrainSettings.from_dict(args.settings),
+            run_options(
+                args,
+                init=args.init,
+                init_optimizer=args.init_optimizer,
+                keep_optimizer=tuple(args.keep_optimizer),
+            ),
+        )
     log.info("finished at step %d: validation %s", metadata["step"], metadata["validation"])
 
 
@@ -44,10 +46,11 @@ def _warmup(args: argparse.Namespace) -> None:
     from lesionsoup.training.run_lock import run_lock
 
     run_dir = args.output.with_suffix("")
-    with run_lock(run_dir):  # publish_init deletes the run folder: no one may resume it
+    # publish_init deletes the run folder: no one may resume it
+    with run_lock(run_dir), open_caches(args.cache, args.stage_caches) as caches:
         train_run(
             run_dir,
-            open_caches(args.cache),
+            caches,
             ModelSpec.from_dict(args.model),
             TrainSettings.from_dict(args.settings),
             run_options(args),
@@ -57,9 +60,7 @@ def _warmup(args: argparse.Namespace) -> None:
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cache", type=Path, action="append", required=True, help="a dataset cache (repeatable)"
-    )
+    add_cache_arguments(parser, "a dataset cache (repeatable)")
     parser.add_argument("--model", type=json_object, required=True, help="model spec (JSON)")
     parser.add_argument(
         "--settings", type=json_object, required=True, help="training settings (JSON)"

@@ -84,6 +84,24 @@ def lesion_locations(labels: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def array_digest(image: np.ndarray, labels: np.ndarray) -> str:
+    """The digest of one image's arrays that its record keeps (``sha256``)."""
+    hasher = hashlib.sha256(image.tobytes())
+    hasher.update(labels.tobytes())
+    return hasher.hexdigest()
+
+
+def content_digest(index: bytes, arrays: list[tuple[str, str]]) -> str:
+    """``data_sha256``: the digest of the index's bytes and each image's (id, array digest),
+    in the index's order."""
+    return digest({"index": hashlib.sha256(index).hexdigest(), "arrays": arrays})
+
+
+def read_record(directory: Path, image_id: str) -> dict[str, Any]:
+    """The record an image's writing left in a cache folder (with its arrays' ``sha256``)."""
+    return json.loads((Path(directory) / "records" / f"{image_id}.json").read_text())
+
+
 class CacheWriter:
     """Builds a cache folder in ``<dir>.partial`` and publishes it atomically."""
 
@@ -110,10 +128,8 @@ class CacheWriter:
         _atomic_save_npy(self.partial / "labels" / f"{entry.image_id}.npy", entry.labels)
         locations = lesion_locations(entry.labels)
         _atomic_save_npz(self.partial / "locations" / f"{entry.image_id}.npz", locations)
-        hasher = hashlib.sha256(entry.image.tobytes())
-        hasher.update(entry.labels.tobytes())
         record = {
-            "sha256": hasher.hexdigest(),
+            "sha256": array_digest(entry.image, entry.labels),
             "image_id": entry.image_id,
             "split": entry.split,
             **entry.geometry.as_dict(),
@@ -130,13 +146,11 @@ class CacheWriter:
             raise ValueError(f"{self.directory}: no image could be cached; nothing to publish")
         records = []
         for image_id in image_ids:
-            record_file = self.partial / "records" / f"{image_id}.json"
-            records.append(json.loads(record_file.read_text()))
+            records.append(read_record(self.partial, image_id))
         arrays = [(record["image_id"], record.pop("sha256")) for record in records]
         index = pd.DataFrame.from_records(records).to_csv(index=False).encode()
         atomic_write_bytes(self.partial / "index.csv", index)
-        data = {"index": hashlib.sha256(index).hexdigest(), "arrays": arrays}
-        atomic_write_json(self.partial / CONTENT, {"data_sha256": digest(data)})
+        atomic_write_json(self.partial / CONTENT, {"data_sha256": content_digest(index, arrays)})
         if self.directory.exists():
             shutil.rmtree(self.directory)
         os.replace(self.partial, self.directory)
