@@ -195,12 +195,33 @@ def test_commands_claim_for_auto_and_cuda_only(tmp_path, monkeypatch, device, cl
         claim.release()
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["train", "-o", "run", "--cache", "c", "--model", "{}", "--settings", '{"devices": 3}'],
+        [
+            "hpo-trial", "-o", "t", "--job-index", "0", "--combo", "A", "--recipe", "r",
+            "--storage", "s", "--cache", "c", "--definition", '{"settings": {"devices": 3}}',
+        ],
+    ],
+    ids=["train", "hpo-trial"],
+)  # fmt: skip
+def test_a_run_on_several_devices_claims_as_many(tmp_path, monkeypatch, arguments):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv(COUNT_ENV, "4")
+    monkeypatch.setenv(SLOTS_DIR_ENV, str(tmp_path / "slots"))
+    claim = claim_gpus(build_parser().parse_args(arguments))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2"
+    claim.release()
+
+
 def gpu_rule_commands() -> dict[str, str]:
-    """Rule name -> the `lesionsoup` subcommand it runs, for every rule with ``gpu=1``."""
+    """Rule name -> the `lesionsoup` subcommand it runs, for every rule asking for a GPU."""
     commands = {}
     for rules in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         for block in re.split(r"^(?=rule |checkpoint )", rules.read_text(), flags=re.MULTILINE):
-            if re.search(r"^\s+gpu=1,$", block, flags=re.MULTILINE):
+            if re.search(r"^\s+gpu=\S.*,$", block, flags=re.MULTILINE):
                 name = re.match(r"(?:rule|checkpoint) (\w+):", block).group(1)
                 command = re.search(r'"(?:exec )?lesionsoup ([\w-]+)', block)
                 commands[name] = command.group(1) if command else "(no lesionsoup command)"

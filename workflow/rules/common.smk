@@ -126,7 +126,9 @@ def train_settings(wildcards):
 
 def train_devices(wildcards):
     """The devices (GPUs of one node) a training run's job asks for."""
-    return study.devices(ingredients.settings_for(config, wildcards.recipe, int(wildcards.seed)))
+    return study.devices(
+        ingredients.settings_for(config, wildcards.recipe, int(wildcards.seed))
+    )
 
 
 def training_cores(devices):
