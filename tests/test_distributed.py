@@ -34,6 +34,7 @@ from lesionsoup.training.distributed import Ranks
 from lesionsoup.training.run import train_run
 from lesionsoup.training.supervisor import RankFailed, supervise
 from lesionsoup.training.sync_batchnorm import CpuSyncBatchNorm, synchronised
+from workflow import load_tiny_config, snakemake, write_config
 
 #: 2 devices of batch 2 against 1 device of batch 4: 24 steps, states every 4.
 SETTINGS = dataclasses.replace(
@@ -279,3 +280,20 @@ def test_a_two_device_run_killed_and_rerun_equals_the_uninterrupted_one(
     whole, resumed = _weights(runs["two_devices"]), _weights(run)
     for name, tensor in whole.items():
         assert torch.equal(tensor, resumed[name]), name
+
+
+def test_a_run_on_two_devices_through_snakemake(tmp_path):
+    """The tiny study's base recipe on two devices: the job asks for 2 GPUs and 2 cores
+    (training.threads for each device), trains as two ranks and records it."""
+    config = load_tiny_config()
+    config["training"]["recipes"]["base"]["devices"] = 2
+    config["training"]["init"] = "independent"  # no warm-up job
+    configfile = write_config(tmp_path / "config.yaml", config)
+    target = "results/models/IDRID/base/seed0/last.safetensors"
+    result = snakemake(tmp_path, configfile, "--cores", "2", "--printshellcmds", target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--threads 2" in result.stdout + result.stderr
+    meta = load_metadata(tmp_path / target)
+    assert meta["hyperparameters"]["devices"] == 2 and meta["step"] == 4
+    job_log = (tmp_path / "logs" / "train" / "IDRID" / "base" / "seed0.log").read_text()
+    assert "training on 2 devices" in job_log
