@@ -26,7 +26,7 @@ from lesionsoup.core.gpu_slots import (
     local_gpu_count,
     try_claim,
 )
-from workflow import REPO
+from workflow import gpu_rule_blocks
 
 #: A job that claims ``argv[1]`` GPUs, writes CUDA_VISIBLE_DEVICES to ``argv[2]`` (by a
 #: rename: read whole or not at all), and holds its claim until ``argv[3]`` exists.
@@ -219,12 +219,9 @@ def test_a_run_on_several_devices_claims_as_many(tmp_path, monkeypatch, argument
 def gpu_rule_commands() -> dict[str, str]:
     """Rule name -> the `lesionsoup` subcommand it runs, for every rule asking for a GPU."""
     commands = {}
-    for rules in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"^(?=rule |checkpoint )", rules.read_text(), flags=re.MULTILINE):
-            if re.search(r"^\s+gpu=\S.*,$", block, flags=re.MULTILINE):
-                name = re.match(r"(?:rule|checkpoint) (\w+):", block).group(1)
-                command = re.search(r'"(?:exec )?lesionsoup ([\w-]+)', block)
-                commands[name] = command.group(1) if command else "(no lesionsoup command)"
+    for name, block in gpu_rule_blocks().items():
+        command = re.search(r'"(?:exec )?lesionsoup ([\w-]+)', block)
+        commands[name] = command.group(1) if command else "(no lesionsoup command)"
     return commands
 
 

@@ -59,3 +59,14 @@ def executed_rules(result: subprocess.CompletedProcess[str]) -> Counter[str]:
     """Jobs per rule that a finished (not dry) snakemake run executed, from its log."""
     finished = re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", result.stderr, re.MULTILINE)
     return Counter(finished)
+
+
+def gpu_rule_blocks() -> dict[str, str]:
+    """Rule name -> its text, for every rule or checkpoint of the workflow asking for GPUs
+    (a ``gpu=`` resource: one, or a run's devices)."""
+    blocks = {}
+    for rules in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule |checkpoint )", rules.read_text(), flags=re.MULTILINE):
+            if re.search(r"^\s+gpu=\S.*,$", block, flags=re.MULTILINE):
+                blocks[re.match(r"(?:rule|checkpoint) (\w+):", block).group(1)] = block
+    return blocks

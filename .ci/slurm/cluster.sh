@@ -151,7 +151,9 @@ up() {
 	touch "$STATE_MARKER"
 	chmod 755 "$STATE_DIR"
 	chmod 700 "$STATE_DIR/munge-key"
-	mknod "$STATE_DIR/dev/nvidia0" c 1 3 # a copy of /dev/null standing in for a GPU
+	for gpu in 0 1; do # copies of /dev/null standing in for two GPUs
+		mknod "$STATE_DIR/dev/nvidia$gpu" c 1 3
+	done
 	mungekey --create --keyfile="$STATE_DIR/munge-key/munge.key"
 	render "$TEMPLATE_DIR/slurm.conf.in" "$CONF_DIR/slurm.conf"
 	render "$TEMPLATE_DIR/gres.conf.in" "$CONF_DIR/gres.conf"
@@ -166,7 +168,7 @@ up() {
 	start_daemon slurmd slurmd -D -N localhost
 	wait_for slurmd "the node to become idle" node_is_idle
 	trap - EXIT
-	log "up: partition 'debug', node localhost, $(nproc) CPUs, 1 GPU (state in $STATE_DIR)"
+	log "up: partition 'debug', node localhost, $(nproc) CPUs, 2 GPUs (state in $STATE_DIR)"
 }
 
 ACTIVE_JOB_STATES=PENDING,RUNNING,CONFIGURING,COMPLETING

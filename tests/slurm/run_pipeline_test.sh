@@ -10,7 +10,11 @@ export PATH="$HERE/../../.venv/bin:$PATH"
 # Test-cluster sizes only: the single test node has 2 cores and ~20 GB.
 RESOURCES="warmup:mem_mb=1500 train:mem_mb=1500 evaluate:mem_mb=1500 preprocess:mem_mb=1500"
 export WORKFLOW=Snakefile
-export WORKFLOW_ARGS="--configfile tests/configs/tiny.yaml --set-resources $RESOURCES"
+# Each combination's warm-up trains on two devices (gloo on the CPU): SLURM must grant them
+# and the cores asked for (training.threads, 1, for each device).
+export WORKFLOW_ARGS="--configfile tests/configs/tiny.yaml tests/slurm/two_devices.yaml --set-resources $RESOURCES"
+export SEVERAL_DEVICES="warmup 2 2"
+export LOCAL_GPUS=2
 export GPU_RULES="warmup train hpo_trial merge ensemble evaluate connectivity size_curve"
 export RECORDS_DIR=""
 export COMPARE_DIR=results

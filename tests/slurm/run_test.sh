@@ -26,8 +26,12 @@ read -r -a COMPARE_EXCLUDE <<<"${COMPARE_EXCLUDE:-}"
 RECORDS_DIR=${RECORDS_DIR-records}
 # Rules whose jobs must get a GPU; jobs of all other rules must get none.
 read -r -a GPU_RULES <<<"${GPU_RULES-gpu_sum}"
-# Both runs start in the repository root and use its profiles, as a user's would.
-LOCAL_ARGS=(--profile profiles/local --cores "${LOCAL_CORES:-2}")
+# A rule whose jobs ask for several GPUs, "rule GPUs cores" (e.g. "warmup 2 2"): each job of
+# it must be granted those GPUs and cores, and there must be one ("" checks none).
+read -r -a SEVERAL_DEVICES <<<"${SEVERAL_DEVICES:-}"
+# Both runs start in the repository root and use its profiles, as a user's would; the local
+# run's pool of GPUs holds the most a job asks for.
+LOCAL_ARGS=(--profile profiles/local --cores "${LOCAL_CORES:-2}" --resources "gpu=${LOCAL_GPUS:-1}")
 SLURM_ARGS=(
 	--profile slurm # the users' profile, through the bare-name alias ./slurm
 	# test-cluster settings only:
@@ -106,6 +110,17 @@ is_gpu_rule() {
 	return 1
 }
 
+SEVERAL_DEVICE_JOBS=0
+check_several_devices() {
+	local job_id=$1 rule=$2 info=$3
+	((${#SEVERAL_DEVICES[@]})) && [[ $rule == "${SEVERAL_DEVICES[0]}" ]] || return 0
+	SEVERAL_DEVICE_JOBS=$((SEVERAL_DEVICE_JOBS + 1))
+	[[ $(job_field "$info" TresPerJob) == *gpu:"${SEVERAL_DEVICES[1]}" ]] ||
+		fail "job $job_id ($rule) got $(job_field "$info" TresPerJob), not ${SEVERAL_DEVICES[1]} GPUs"
+	[[ $(job_field "$info" NumCPUs) == "${SEVERAL_DEVICES[2]}" ]] ||
+		fail "job $job_id ($rule) got $(job_field "$info" NumCPUs) cores, not ${SEVERAL_DEVICES[2]}"
+}
+
 check_jobs_ran_in_slurm() {
 	local log=$1 failures_before=$FAILURES planned job_id info rule tres
 	planned=$(grep -cE '^(rule|checkpoint) [A-Za-z_][A-Za-z0-9_]*:$' "$log" || true)
@@ -134,7 +149,14 @@ check_jobs_ran_in_slurm() {
 		else
 			[[ $tres != *gpu* ]] || fail "job $job_id ($rule) was given a GPU ($tres)"
 		fi
+		check_several_devices "$job_id" "$rule" "$info"
 	done
+	if ((${#SEVERAL_DEVICES[@]})); then
+		((SEVERAL_DEVICE_JOBS > 0)) || fail "no job of ${SEVERAL_DEVICES[0]} ran"
+		((FAILURES > failures_before)) ||
+			pass "$SEVERAL_DEVICE_JOBS ${SEVERAL_DEVICES[0]} jobs were granted" \
+				"${SEVERAL_DEVICES[1]} GPUs and ${SEVERAL_DEVICES[2]} cores"
+	fi
 	((FAILURES > failures_before)) ||
 		pass "all ${#JOB_IDS[@]} jobs COMPLETED in partition $LESIONSOUP_SLURM_PARTITION," \
 			"requeueable; exactly the jobs of ${GPU_RULES[*]:-no rule} got a GPU"

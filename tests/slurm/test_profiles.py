@@ -1,7 +1,6 @@
 """The Snakemake profiles as Snakemake itself reads them (the cluster run is run_test.sh)."""
 
 import ast
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,6 +8,8 @@ import pytest
 from snakemake.cli import get_profile_dir
 from snakemake.profiles import ProfileConfigFileParser
 from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+from workflow import gpu_rule_blocks
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SLURM_PROFILE = REPOSITORY / "profiles" / "slurm" / "config.yaml"
@@ -69,20 +70,6 @@ class _Resources(dict):
     __getattr__ = dict.__getitem__
 
 
-def gpu_rules() -> set[str]:
-    """Rules of the workflow that ask for a GPU (`gpu=1` in their resources)."""
-    blocks = (
-        block
-        for path in (REPOSITORY / "workflow" / "rules").glob("*.smk")
-        for block in re.split(r"^(?=rule )", path.read_text(), flags=re.MULTILINE)
-    )
-    return {
-        block.split()[1].rstrip(":")
-        for block in blocks
-        if block.startswith("rule ") and re.search(r"^\s+gpu=1,$", block, re.MULTILINE)
-    }
-
-
 def commented_variants(tmp_path: Path) -> dict[str, dict[str, dict[str, str]]]:
     """The profile's commented `set-resources` variants, uncommented and read by Snakemake."""
     variants: dict[str, list[str]] = {}
@@ -118,7 +105,7 @@ def test_commented_gpu_variants_cover_every_gpu_rule_and_reach_sbatch_as_documen
     assert len(variants) == 2
     expected = {"gpu_model": " --gpus=a100:1", "gres": " --gres=gpu:1"}
     for title, by_rule in variants.items():
-        assert set(by_rule) == gpu_rules(), title
+        assert set(by_rule) == set(gpu_rule_blocks()), title
         assert len({tuple(sorted(values.items())) for values in by_rule.values()}) == 1
         values = next(iter(by_rule.values()))
         kind = "gres" if "gres" in values else "gpu_model"
