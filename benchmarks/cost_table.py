@@ -76,11 +76,17 @@ class Costs:
 
 @dataclass(frozen=True)
 class Work:
-    """What the plan runs: GPU jobs and their units of work."""
+    """What the plan runs: GPU jobs and their units of work. A training job holds its run's
+    ``devices`` GPUs for every step and validation (rank 0 validates while the others wait),
+    so its GPU counts are its units times its devices."""
 
     trainings: int
+    training_gpus: int  # the GPUs of every training job, summed
+    most_devices: int  # the GPUs of the widest training job
     training_steps: int
+    training_gpu_steps: int  # steps x devices
     validation_images: int
+    validation_gpu_images: int  # validation images x devices
     evaluations: int
     evaluated_images: int
     longest_training_steps: int
@@ -133,8 +139,14 @@ def count_work(config: dict) -> Work:
     longest = max(trained, key=lambda job: job[1]["steps"])
     return Work(
         trainings=len(jobs),
+        training_gpus=sum(settings["devices"] for _, settings in jobs),
+        most_devices=max(settings["devices"] for _, settings in jobs),
         training_steps=sum(settings["steps"] for _, settings in jobs),
+        training_gpu_steps=sum(settings["steps"] * settings["devices"] for _, settings in jobs),
         validation_images=sum(_validations(settings, combo) for combo, settings in jobs),
+        validation_gpu_images=sum(
+            _validations(settings, combo) * settings["devices"] for combo, settings in jobs
+        ),
         evaluations=len(models) * len(tests),
         evaluated_images=len(models) * sum(SPLITS[test][2] for test in tests),
         longest_training_steps=max(
@@ -258,12 +270,12 @@ def _hours(seconds: float) -> str:
 
 
 def gpu_seconds(work: Work, costs: Costs) -> dict[str, float]:
-    """GPU seconds by kind of work (one GPU per job)."""
+    """GPU seconds by kind of work: each job's devices x its seconds (evaluations: one GPU)."""
     return {
-        "training steps": work.training_steps * costs.step_s,
-        "validation during training": work.validation_images * costs.image_s,
+        "training steps": work.training_gpu_steps * costs.step_s,
+        "validation during training": work.validation_gpu_images * costs.image_s,
         "evaluation": work.evaluated_images * costs.image_s,
-        "job start-ups": (work.trainings + work.evaluations) * costs.job_overhead_s,
+        "job start-ups": (work.training_gpus + work.evaluations) * costs.job_overhead_s,
     }
 
 
@@ -285,12 +297,14 @@ def table(config: dict, work: Work, costs: Costs, gpus: list[int]) -> list[str]:
     times = costs.source
     rows = [
         ("training jobs (warm-ups, runs, soup ingredients, HPO trials)", f"{work.trainings:,}"),
+        ("GPUs of the training jobs, summed (each holds its run's `devices`)",
+         f"{work.training_gpus:,}"),
         ("training steps, all jobs", f"{work.training_steps:,}"),
         ("validation images evaluated during training", f"{work.validation_images:,}"),
         ("evaluation jobs (models x test sets)", f"{work.evaluations:,}"),
         ("test images evaluated", f"{work.evaluated_images:,}"),
-        (f"GPU s per training step (patch {settings['patch_size']}, batch "
-         f"{settings['batch_size']}) [{times}]", f"{costs.step_s:.3g}"),
+        (f"s per training step on each GPU (patch {settings['patch_size']}, batch "
+         f"{settings['batch_size']} per GPU) [{times}]", f"{costs.step_s:.3g}"),
         (f"GPU s per evaluated image ({size} px, whole) [{times}]", f"{costs.image_s:.3g}"),
         ("FLOPs per training step, forward and backward [counted]", _flops(costs.step_flops)),
         ("FLOPs per evaluated image, forward [counted]", _flops(costs.image_flops)),
@@ -302,7 +316,7 @@ def table(config: dict, work: Work, costs: Costs, gpus: list[int]) -> list[str]:
         *((f"GPU-hours, {kind}", _hours(value)) for kind, value in seconds.items()),
         ("**GPU-hours, total**", f"**{_hours(total)}**"),
         *((f"wall time on {count} GPU{'s' * (count > 1)}", _hours(max(total / count, chain)))
-          for count in gpus),
+          for count in gpus if count >= work.most_devices),
         (f"VRAM per GPU job [{times}]", f"{costs.vram_gib:.1f} GiB"),
         (f"checkpoint, U-Net {encoder} as safetensors [measured]", _bytes(costs.checkpoint_bytes)),
         (f"cache per image at {size} px [measured]", _bytes(costs.cache_bytes_per_image)),
@@ -339,7 +353,13 @@ ASSUMPTIONS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "config" / "paper.yaml")
-    parser.add_argument("--gpus", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        nargs="+",
+        default=[2, 8, 32],
+        help="GPU counts of the wall-time rows (those below a training job's devices are left out)",
+    )
     for name, (default, meaning) in ASSUMPTIONS.items():
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=float, default=default, help=f"ASSUMED {meaning}")
