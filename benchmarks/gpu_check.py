@@ -15,6 +15,12 @@ Measures, on synthetic data, with the paper's UNet-ResNet101 on 512 px patches:
    histograms binned on the GPU (only the counts cross to the host) against
    the probability maps copied to the host and binned by NumPy, and whether
    both give the same counts;
+4. the micro-batch probe (``training.micro_batch: auto``) on a batch of 64 per
+   device, per precision (fp32, tf32, bf16): the micro-batch that fits and the
+   peak memory per patch it measured;
+5. where the machine has several GPUs, the training loop on all of them
+   (``devices: N``, DDP with SyncBatchNorm) against one: the scaling
+   efficiency, patches/s on N over N x patches/s on one (target >= 0.8);
 
 with the peak GPU memory of each. Prints a table and writes the figures as JSON.
 Without CUDA it stops with a message, unless ``--smoke`` asks for a tiny run
@@ -46,6 +52,7 @@ from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.checkpoint import save_checkpoint
 from lesionsoup.core.metrics import SegmentationHistograms
 from lesionsoup.core.model import build_model
+from lesionsoup.core.precision import resolve
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.evaluation.evaluate import image_probability_tensor
@@ -53,11 +60,14 @@ from lesionsoup.inference.infer import DEFAULT_SETTINGS
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
+from lesionsoup.training.micro_batch import probe
 from lesionsoup.training.run import RunOptions, train_run
 from lesionsoup.training.sampling import PatchDataset, PatchSampler
 
 VARIANTS = ("fp32 eager", "bf16 + channels_last", "bf16 + channels_last + compile")
-TARGETS = {"best_vs_fp32": 2.5, "loop_vs_step": 0.9}
+TARGETS = {"best_vs_fp32": 2.5, "loop_vs_step": 0.9, "scaling": 0.8}
+#: The per-device batch the micro-batch probe starts from, and the precisions it is run in.
+PROBE_BATCH, PROBE_PRECISIONS = 64, ("fp32", "tf32", "bf16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,26 +155,33 @@ def step_rate(
     }
 
 
-def loop_rate(folder: Path, cache: Cache, sizes: Sizes, device: torch.device) -> dict[str, Any]:
-    """Median patches/s of the real training loop (bf16 + channels_last on CUDA)."""
+def loop_rate(
+    folder: Path, cache: Cache, sizes: Sizes, device: torch.device, devices: int = 1
+) -> dict[str, Any]:
+    """Median patches/s (every device's) of the real training loop (bf16 + channels_last on
+    CUDA) on ``devices`` devices, each with the per-device batch."""
     _reset_peak(device)
     settings = TrainSettings(
         steps=sizes.loop_steps,
         batch_size=sizes.batch,
+        devices=devices,
         patch_size=sizes.patch,
         validate_every=sizes.loop_steps,
         state_every=sizes.loop_steps,
     )
     threads = os.cpu_count() or 1
     started = time.perf_counter()
+    run = folder / f"run-{devices}"
     train_run(
-        folder / "run",
+        run,
         {"SYN": cache},
         sizes.spec,
         settings,
-        RunOptions(threads=threads, device=str(device), progress_bar=False),
+        RunOptions(
+            threads=threads, device=device.type, micro_batch=sizes.batch, progress_bar=False
+        ),
     )
-    rates = pd.read_csv(folder / "run" / "log.csv")["patches_per_s"]
+    rates = pd.read_csv(run / "log.csv")["patches_per_s"]
     steady = rates.iloc[min(sizes.warmup, len(rates) - 1) :]
     return {
         "patches_per_s": float(statistics.median(steady)),
@@ -216,6 +233,41 @@ def evaluation_rates(folder: Path, sizes: Sizes, device: torch.device) -> dict[s
     return results
 
 
+def probed_micro_batches(sizes: Sizes, device: torch.device) -> dict[str, Any]:
+    """Per precision: the micro-batch ``auto`` settles on for a batch of ``PROBE_BATCH`` per
+    device, and the peak memory per patch of its trial step."""
+    settings = TrainSettings(batch_size=PROBE_BATCH, patch_size=sizes.patch)
+    results = {}
+    for name in PROBE_PRECISIONS:
+        precision = resolve(name, device)
+        torch.set_float32_matmul_precision(precision.matmul_precision)
+        _reset_peak(device)
+        micro = probe(sizes.spec, settings, device, precision)
+        peak = _peak_mib(device)
+        results[name] = {
+            "micro_batch": micro,
+            "peak_gpu_mib": peak,
+            "gib_per_patch": None if peak is None else peak / 1024 / micro,
+        }
+    torch.set_float32_matmul_precision("highest")
+    return results
+
+
+def scaling(folder: Path, cache: Cache, sizes: Sizes, device: torch.device) -> dict[str, Any]:
+    """The training loop on every GPU (two CPU processes in a smoke run) against one."""
+    count = torch.cuda.device_count() if device.type == "cuda" else 2
+    if count < 2:
+        return {"devices": count, "skipped": "one GPU: no multi-GPU case on this machine"}
+    several = loop_rate(folder, cache, sizes, device, devices=count)
+    one = loop_rate(folder, cache, sizes, device, devices=1)
+    return {
+        "devices": count,
+        "patches_per_s": several["patches_per_s"],
+        "one_device_patches_per_s": one["patches_per_s"],
+        "efficiency": several["patches_per_s"] / (count * one["patches_per_s"]),
+    }
+
+
 def run_checks(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     """Every measurement, as the JSON-able figures."""
     figures: dict[str, Any] = {"device": str(device), "torch": torch.__version__}
@@ -236,11 +288,16 @@ def run_checks(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         loop["vs_step"] = loop["patches_per_s"] / steps["bf16 + channels_last"]["patches_per_s"]
         figures["training_loop"] = loop
         figures["evaluation"] = evaluation_rates(folder, sizes, device)
+        figures["micro_batch_probe"] = probed_micro_batches(sizes, device)
+        figures["scaling"] = scaling(folder, cache, sizes, device)
     figures["targets"] = {
         "best_vs_fp32 >= 2.5": figures["best_vs_fp32"] >= TARGETS["best_vs_fp32"],
         "loop_vs_step >= 0.9": loop["vs_step"] >= TARGETS["loop_vs_step"],
         "same evaluation counts": figures["evaluation"]["same_counts"],
     }
+    if "efficiency" in figures["scaling"]:
+        efficiency = figures["scaling"]["efficiency"]
+        figures["targets"]["scaling >= 0.8"] = efficiency >= TARGETS["scaling"]
     return figures
 
 
@@ -268,6 +325,20 @@ def print_table(figures: dict[str, Any]) -> None:
         rate = f"{entry['mpx_per_s']:.2f} Mpx/s"
         print(f"{'evaluation, ' + name:48} {rate:>16} {_memory(entry['peak_gpu_mib']):>16}")
     print(f"{'  same counts on both paths':48} {evaluation['same_counts']!s:>16}")
+    for name, entry in figures["micro_batch_probe"].items():
+        label = f"micro-batch probe, {name}, batch {PROBE_BATCH}"
+        per_patch = entry["gib_per_patch"]
+        rate = f"{entry['micro_batch']} patches" + (
+            "" if per_patch is None else f", {per_patch:.2f} GiB each"
+        )
+        print(f"{label:48} {rate:>16} {_memory(entry['peak_gpu_mib']):>16}")
+    scaled = figures["scaling"]
+    if "efficiency" in scaled:
+        rate = f"{scaled['patches_per_s']:.1f} patch/s"
+        print(f"{'training loop on ' + str(scaled['devices']) + ' devices':48} {rate:>16}")
+        print(f"{'  efficiency vs one device (target >= 0.80)':48} {scaled['efficiency']:>16.2f}")
+    else:
+        print(f"{'training loop on several GPUs':48} {scaled['skipped']}")
     failed = [name for name, ok in figures["targets"].items() if not ok]
     if figures["smoke"]:
         print("smoke run (tiny sizes): the script works; its figures measure nothing")
