@@ -24,6 +24,7 @@ rule hpo_trial:
         runtime=cluster.scaled_runtime(12 * 60, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=lambda wildcards: trial_devices(wildcards),
+        nodes=1,  # a run's devices share a node
         stage_caches=STAGE_CACHES,
     params:
         definition=lambda wildcards: json.dumps(

@@ -18,6 +18,7 @@ rule warmup:
         runtime=cluster.scaled_runtime(120, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=WARMUP_DEVICES,
+        nodes=1,  # a run's devices share a node
         stage_caches=STAGE_CACHES,
     params:
         model=MODEL_SPEC,
@@ -68,6 +69,7 @@ rule train:
         runtime=cluster.scaled_runtime(24 * 60, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=train_devices,
+        nodes=1,  # a run's devices share a node
         stage_caches=STAGE_CACHES,
     params:
         model=MODEL_SPEC,
