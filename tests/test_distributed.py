@@ -297,3 +297,31 @@ def test_a_run_on_two_devices_through_snakemake(tmp_path):
     assert meta["hyperparameters"]["devices"] == 2 and meta["step"] == 4
     job_log = (tmp_path / "logs" / "train" / "IDRID" / "base" / "seed0.log").read_text()
     assert "training on 2 devices" in job_log
+
+
+class _Pruned(Exception):
+    """Stands for optuna.TrialPruned: raised by the run's own callback."""
+
+
+def test_the_runs_on_validation_is_called_in_the_supervisor_and_stops_every_rank(
+    toy_cache, tmp_path
+):
+    """An Optuna trial's callback stays in the command's process: it gets rank 0's scores,
+    and its exception stops both ranks once the state is saved, then reaches the caller."""
+    seen = []
+
+    def prune_at_the_second(step: int, scores: dict) -> None:
+        seen.append((step, scores["score"]))
+        if len(seen) == 2:
+            raise _Pruned(f"pruned at {step}")
+
+    settings = dataclasses.replace(TWO_DEVICES, validate_every=6)
+    options = quiet_options(on_validation=prune_at_the_second)
+    with pytest.raises(_Pruned, match="pruned at 12"):
+        train_run(tmp_path / "trial", toy_cache, TINY_SPEC, settings, options)
+    assert [step for step, _ in seen] == [6, 12]
+    assert not (tmp_path / "trial" / "last.safetensors").exists()
+    work = tmp_path / "trial" / ".work"
+    assert (work / "state.safetensors").exists()
+    rows = (work / "validation.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == [6, 12]  # the state's, saved before it
