@@ -510,7 +510,7 @@ def test_independent_starts_share_the_pretrained_encoder_and_differ_in_decoder_a
     starts = {}
     for seed in (0, 1, 0):
         settings = dataclasses.replace(SETTINGS, seed=seed)
-        model, _ = run_module._fresh_model(spec, settings, None, torch.device("cpu"))
+        model, _ = run_module._fresh_model(spec, settings, torch.device("cpu"))
         state = model.state_dict()
         for name, tensor in model.encoder.state_dict().items():
             assert torch.equal(tensor, pretrained_cache[name]), name
@@ -594,7 +594,7 @@ def test_swa_continues_the_base_optimiser_from_its_final_learning_rate(tmp_path,
     meta = load_metadata(tmp_path / "swa" / "last.safetensors")
     assert meta["hyperparameters"]["start_lr"] == pytest.approx(1e-4)
     assert meta["start"] == "independent" and meta["parent"].endswith("base/last.safetensors")
-    model, optimizer = run_module._fresh_model(SPEC, swa, None, torch.device("cpu"))
+    model, optimizer = run_module._fresh_model(SPEC, swa, torch.device("cpu"))
     load_optimizer(tmp_path / "swa" / plan_paths.OPTIMIZER_FOLDER / "last.safetensors", optimizer)
     steps = {float(state["step"]) for state in optimizer.state.values()}
     assert steps == {8.0 + 3.0}  # the base's 8 AdamW steps, then the SWA run's 3

@@ -77,6 +77,18 @@ def add_permissions_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pretrained_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pretrained-cache`` of the commands that build a model from its pretrained encoder."""
+    parser.add_argument(
+        "--pretrained-cache",
+        type=Path,
+        default=None,
+        help="folder the pretrained encoder weights (model.encoder_weights) are read from, "
+        "never using the network; `lesionsoup fetch-weights` fills it. Default: the Hugging "
+        "Face cache ($HF_HOME), downloading them there once when missing",
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lesionsoup.commands.arguments import (
     Subcommands,
+    add_pretrained_argument,
     add_training_progress_arguments,
     json_object,
     open_caches,
@@ -39,6 +40,7 @@ def _trial(args: argparse.Namespace) -> None:
         study_name=name,
         precision=args.precision,
         log_every=args.log_every,
+        pretrained_cache=args.pretrained_cache,
     )
     trial = hpo.run_trial(study, args.job_index, objective)
     record = hpo.publish_trial(trial, name, runs, args.output)
@@ -91,6 +93,7 @@ def _add_trial(commands: Subcommands) -> None:
         "--cache", type=Path, action="append", required=True, help="a dataset cache (repeatable)"
     )
     parser.add_argument("--threads", type=int, default=1)
+    add_pretrained_argument(parser)
     add_training_progress_arguments(parser)
     parser.set_defaults(handler=_trial)
 

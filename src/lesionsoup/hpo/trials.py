@@ -163,10 +163,11 @@ def training_objective(
     study_name: str = "",
     precision: str = "auto",
     log_every: int = LOG_EVERY,
+    pretrained_cache: Path | None = None,
 ) -> Objective:
     """Train one run per trial from the shared initialisation; its best validation score.
 
-    ``precision`` and ``log_every`` are passed to ``train_run``.
+    ``precision``, ``log_every`` and ``pretrained_cache`` are passed to ``train_run``.
 
     The run folder is keyed by the trial number, so a continued trial resumes
     its own run from the saved training state.
@@ -184,6 +185,7 @@ def training_objective(
         settings = TrainSettings.from_dict({**definition["settings"], **params})
         options = RunOptions(
             init=init,
+            pretrained_cache=pretrained_cache,
             threads=threads,
             precision=precision,
             progress_bar=False,

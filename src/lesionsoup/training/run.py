@@ -58,7 +58,9 @@ class RunOptions:
     ``init``: the checkpoint it starts from (a shared initialisation, a continuation's base),
     none for an independent start; ``init_optimizer``: a published optimiser state to start
     from (a continuation's base's); ``keep_optimizer``: the checkpoints (``best``, ``last``)
-    whose optimiser states are published. ``threads`` for torch, of which ``workers`` load
+    whose optimiser states are published. ``pretrained_cache``: the folder pretrained encoder
+    weights are read from offline (``lesionsoup.core.pretrained``; none: the Hugging Face
+    cache, downloading once). ``threads`` for torch, of which ``workers`` load
     batches (default: all but one); ``device`` and ``precision`` as ``pick_device`` and
     ``PRECISIONS`` name them. ``progress_bar`` allows a bar on a terminal (else a line every
     ``log_every`` steps). ``extra_metadata`` is recorded in every checkpoint.
@@ -69,6 +71,7 @@ class RunOptions:
     init: Path | None = None
     init_optimizer: Path | None = None
     keep_optimizer: tuple[str, ...] = ()
+    pretrained_cache: Path | None = None
     threads: int = 1
     workers: int | None = None
     device: str = "auto"
@@ -136,9 +139,7 @@ def set_up_trainer(
     target, precision, workers = _set_up_device(
         options.device, options.precision, options.threads, options.workers
     )
-    model, optimizer, progress = _resumed_model(
-        paths, spec, settings, options.init, target, run.fingerprint, options.init_optimizer
-    )
+    model, optimizer, progress = _resumed_model(paths, spec, target, run, options)
     loader = _patch_loader(caches, spec, settings, progress, workers, target)
     trainer = Trainer(
         paths,
@@ -207,20 +208,20 @@ def run_fingerprint(
 def _fresh_model(
     spec: ModelSpec,
     settings: TrainSettings,
-    init: Path | None,
     target: torch.device,
-    init_optimizer: Path | None = None,
+    options: RunOptions = RunOptions(),
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """The model to train (from the shared initialisation when given) and its optimiser
-    (with the state in ``init_optimizer`` when given: an FGG run's base's AdamW moments).
+    """The model to train (from the shared initialisation ``options.init`` when given, else
+    from the pretrained encoder in ``options.pretrained_cache``) and its optimiser (with the
+    state in ``options.init_optimizer`` when given: an FGG run's base's AdamW moments).
 
     Seeded here, so that a run restarted after a damaged state draws the
     random initialisation a fresh run draws.
     """
     torch.manual_seed(settings.seed)
-    model = build_model(spec)
-    if init is not None:
-        model.load_state_dict(load_checkpoint(init)[0])
+    model = build_model(spec, options.pretrained_cache)
+    if options.init is not None:
+        model.load_state_dict(load_checkpoint(options.init)[0])
     if settings.freeze_encoder:
         for parameter in model.encoder.parameters():
             parameter.requires_grad_(False)
@@ -233,34 +234,29 @@ def _fresh_model(
         weight_decay=settings.weight_decay,
         fused=True if target.type == "cuda" else None,  # takes the fp16 scaler's skip on device
     )
-    if init_optimizer is not None:
+    if options.init_optimizer is not None:
         # FissionFusion's fgg.py builds AdamW(lr=LR1, weight_decay=WD), then loads the base's
         # optimizer state, groups included: its betas, eps and weight decay are the base's
         # (a continuation inherits the base's weight_decay, so the two agree) and every step
         # then sets the rate from the schedule, as Trainer.step does.
-        load_optimizer(init_optimizer, optimizer)
+        load_optimizer(options.init_optimizer, optimizer)
     return model, optimizer
 
 
 def _resumed_model(
-    paths: RunPaths,
-    spec: ModelSpec,
-    settings: TrainSettings,
-    init: Path | None,
-    target: torch.device,
-    current: Fingerprint,
-    init_optimizer: Path | None = None,
+    paths: RunPaths, spec: ModelSpec, target: torch.device, run: ResolvedRun, options: RunOptions
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Progress]:
     """The model, optimiser and progress to continue from: the saved state when it is readable,
     else (a torn or damaged state) a fresh start in an emptied work folder."""
-    model, optimizer = _fresh_model(spec, settings, init, target, init_optimizer)
+    settings = run.settings
+    model, optimizer = _fresh_model(spec, settings, target, options)
     try:
         progress = load_state(paths.work, model, optimizer)
     except CorruptState as error:
         log.warning("%s; starting the run afresh", error)
         shutil.rmtree(paths.work)
-        open_state_folder(paths.work, current)
-        model, optimizer = _fresh_model(spec, settings, init, target, init_optimizer)
+        open_state_folder(paths.work, run.fingerprint)
+        model, optimizer = _fresh_model(spec, settings, target, options)
         progress = None
     (paths.work / "snapshots").mkdir(exist_ok=True)  # after resuming: a damaged state empties .work
     if progress is None:
