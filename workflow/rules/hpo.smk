@@ -9,6 +9,7 @@ rule hpo_trial:
     input:
         caches=combo_caches,
         init=lambda wildcards: study.start_input(config, wildcards.combo),
+        pretrained=pretrained_input,
     output:
         directory(paths.HPO_TRIAL),
     log:
@@ -28,12 +29,13 @@ rule hpo_trial:
         ),
         caches=cache_arguments,
         init=init_argument,
+        pretrained=pretrained_argument,
         precision=config["training"]["precision"],
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
-        " --definition {params.definition:q} {params.init} {params.caches}"
+        " --definition {params.definition:q} {params.init} {params.caches} {params.pretrained}"
         " --threads {threads} --precision {params.precision} --log-every {params.log_every}"
         " > {log} 2>&1"
 
