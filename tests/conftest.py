@@ -143,28 +143,46 @@ def spy_scaler_loads(monkeypatch: pytest.MonkeyPatch) -> dict:
 
 def write_pretrained_cache(hf_home: Path, encoder: str = "resnet18", seed: int = 1234) -> dict:
     """A Hugging Face cache holding ``encoder``'s "imagenet" weights as segmentation_models_pytorch
-    downloads them (random tensors drawn from ``seed``: no network here); returns that state.
+    (or timm, for a ``tu-`` encoder) downloads them (random tensors drawn from ``seed``: no
+    network here); returns that state (a timm encoder's without its ``model.`` prefix).
 
     With ``HF_HOME`` set to ``hf_home`` and ``HF_HUB_OFFLINE=1``, ``encoder_weights: imagenet``
-    loads these weights the way it loads the real ones on a machine that fetched them once.
+    loads these weights the way it loads the real ones on a machine that fetched them once;
+    ``hf_home`` is also what ``lesionsoup fetch-weights --cache`` fills (its project cache).
     """
     import torch
     from safetensors.torch import save_file
-    from segmentation_models_pytorch.encoders import encoders
 
-    settings = encoders[encoder]["pretrained_settings"]["imagenet"]
-    model = encoders[encoder]["encoder"](**{**encoders[encoder]["params"], "depth": 5})
+    from lesionsoup.core.pretrained import hub_cache, source_of, timm_name
+
+    source = source_of(encoder, "imagenet")
     generator = torch.Generator().manual_seed(seed)
     state = {
         name: torch.rand(tensor.shape, generator=generator).to(tensor.dtype)
-        for name, tensor in model.state_dict().items()
+        for name, tensor in _encoder_state(encoder, timm_name(encoder)).items()
     }
-    repo = "models--" + settings["repo_id"].replace("/", "--")
-    snapshot = hf_home / "hub" / repo / "snapshots" / settings["revision"]
+    repo = hub_cache(hf_home) / ("models--" + source.repo_id.replace("/", "--"))
+    commit = source.revision or f"{seed:040x}"  # timm's: the main branch, at a made-up commit
+    if source.revision is None:
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
-    save_file(state, str(snapshot / "model.safetensors"))
+    for companion in source.companions:
+        (snapshot / companion).write_text("{}")
+    save_file(state, str(snapshot / source.filename))
     return state
+
+
+def _encoder_state(encoder: str, timm_model: str | None) -> dict:
+    """The state of the network whose pretrained weights ``encoder`` loads."""
+    if timm_model is not None:
+        import timm
+
+        return timm.create_model(timm_model).state_dict()
+    from segmentation_models_pytorch.encoders import encoders
+
+    return encoders[encoder]["encoder"](**{**encoders[encoder]["params"], "depth": 5}).state_dict()
 
 
 @pytest.fixture
@@ -178,3 +196,24 @@ def pretrained_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return write_pretrained_cache(tmp_path / "hf")
+
+
+@pytest.fixture
+def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A machine without network and with an empty Hugging Face cache (not in offline mode:
+    nothing tells the hub client the network is gone); returns the attempts to use it, each
+    recorded and refused (``network_guard``)."""
+    import socket
+
+    from huggingface_hub import constants
+    from network_guard import refusing
+
+    attempts: list[str] = []
+    replacements = refusing(attempts.append)
+    monkeypatch.setattr(socket, "getaddrinfo", replacements["getaddrinfo"])
+    monkeypatch.setattr(socket.socket, "connect", replacements["connect"])
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))  # for subprocesses
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf" / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return attempts

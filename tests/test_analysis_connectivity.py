@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,11 @@ from conftest import TINY_SPEC
 from torch.optim.swa_utils import update_bn
 
 from lesionsoup.analysis.connectivity import barrier, connectivity_curve, recorded_settings
+from lesionsoup.analysis.sharpness import checkpoint_sharpness
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import TrainSettings
+from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.batchnorm import recompute_patches
@@ -30,16 +32,17 @@ SPEC = TINY_SPEC
 SETTINGS = TrainSettings(patch_size=32, augmentation="medium")
 
 
-def checkpoint(path: Path, seed: int) -> Path:
+def checkpoint(path: Path, seed: int, spec: ModelSpec = SPEC) -> Path:
+    """A checkpoint of ``spec`` (recorded as its architecture), drawn from ``seed``."""
     torch.manual_seed(seed)
-    model = build_model(SPEC)
+    model = build_model(dataclasses.replace(spec, encoder_weights=None))
     with torch.no_grad():  # BatchNorm statistics that differ between the two models
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     metadata = {
-        "architecture": SPEC.as_dict(),
+        "architecture": spec.as_dict(),
         "init_id": "init-0",
         "wall_seconds": 1.0,
         "hyperparameters": SETTINGS.as_dict(),
@@ -121,6 +124,19 @@ def test_midpoint_statistics_policies_are_the_soups(
     assert list(copied["score"].iloc[[0, -1]]) == list(average["score"].iloc[[0, -1]])
     with pytest.raises(ValueError, match="unknown BatchNorm policy 'median'"):
         connectivity_curve(*pair, caches, points=2, bn_policy="median")  # type: ignore[arg-type]
+
+
+def test_checkpoints_of_a_pretrained_encoder_need_neither_its_weights_nor_the_network(
+    tmp_path: Path, toy_caches: dict[str, Path], no_network: list[str]
+) -> None:
+    """Their weights replace the pretrained encoder's: the curve and the sharpness build the
+    model without looking for those (a compute node may have neither network nor cache)."""
+    imagenet = dataclasses.replace(SPEC, encoder_weights="imagenet")
+    pair = [checkpoint(tmp_path / f"{seed}.safetensors", seed, imagenet) for seed in (0, 1)]
+    caches = {name: Cache(path) for name, path in toy_caches.items()}
+    assert len(connectivity_curve(*pair, caches, points=2, bn_policy="average")) == 2
+    assert len(checkpoint_sharpness(pair[0], caches, radii=[0.1], directions=1)) == 1
+    assert no_network == []
 
 
 def test_barrier_is_the_dip_below_the_chord() -> None:

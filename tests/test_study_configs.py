@@ -91,6 +91,8 @@ def test_paper_plans_independent_starts_part_soups_swa_per_run_and_ensembles(pap
     config = load(PAPER)
     rules = by_rule(paper_plan)
     assert "warmup" not in rules  # every run starts from the pretrained encoder alone
+    fetched = {"encoder": config["model"]["encoder"], "weights": "imagenet"}
+    assert wildcards(paper_plan, "fetch_weights") == [fetched]  # once, for every job
     assert rules["hpo_trial"] == config["hpo"]["n_trials"] and rules["hpo_export"] == 1
     recipes = Counter(job["recipe"] for job in wildcards(paper_plan, "train"))
     assert recipes == {"base": 31 * 3, "swa-base": 3}

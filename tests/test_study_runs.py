@@ -2,17 +2,17 @@
 
 The test suite's own overlay scales down only sizes and lengths: three of the five datasets
 (the configs say to remove the datasets one does not have), tiny native trees, 64-pixel
-caches, a small ResNet-18 U-Net whose "imagenet" encoder comes from an offline Hugging Face
-cache the test writes, 32-pixel patches, one or two epochs, two HPO trials, a few BatchNorm
-patches. Every other setting (starts, labels, presets, masks, Dice, monitored score, grids,
-soups, SWA, FGG, ensembles, figures) is the config's own, and every rule of the DAG runs.
+caches, a small ResNet-18 U-Net whose "imagenet" encoder comes from the project cache the
+test writes (the fetch_weights rule records it; no process reaches the hub), 32-pixel
+patches, one or two epochs, two HPO trials, a few BatchNorm patches. Every other setting
+(starts, labels, presets, masks, Dice, monitored score, grids, soups, SWA, FGG, ensembles,
+figures) is the config's own, and every rule of the DAG runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from conftest import write_pretrained_cache
 from native_trees import ddr_tree, fgadr_tree, idrid_tree
 
 from lesionsoup.core.checkpoint import load_metadata
+from lesionsoup.plan import paths
 from workflow import REPO, executed_rules, planned_jobs, snakemake, write_config
 
 FIVE = "DDR+FGADR+IDRID+MAPLES+RETLES"
@@ -117,22 +118,18 @@ def roots(tmp_path_factory) -> dict[str, str]:
     return {name: str(root) for name, root in trees.items()}
 
 
-@pytest.fixture(scope="module")
-def offline_weights(tmp_path_factory):
-    """resnet18's "imagenet" encoder in an offline Hugging Face cache, for the jobs."""
-    hf_home = tmp_path_factory.mktemp("hf")
-    write_pretrained_cache(hf_home)
-    saved = {key: os.environ.get(key) for key in ("HF_HOME", "HF_HUB_OFFLINE")}
-    os.environ.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
-    yield
-    for key, value in saved.items():
-        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+@pytest.fixture
+def offline_weights(tmp_path, monkeypatch):
+    """No hub for any process, and an empty Hugging Face cache: the jobs find resnet18's
+    "imagenet" encoder in the project cache ``run_study`` writes, or nowhere."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def run_study(study: Path, roots, tmp_path) -> tuple[Path, Counter]:
     """The scaled-down study run to completion; the rules its dry run planned, per job."""
     workdir = tmp_path / "run"
-    workdir.mkdir()
+    write_pretrained_cache(workdir / paths.PRETRAINED)  # as an earlier fetch left it
     configfile = write_config(tmp_path / f"{study.stem}.yaml", scaled_down(study, roots))
     planned = Counter(rule for rule, _ in planned_jobs(workdir, configfile).elements())
     result = snakemake(workdir, configfile, "--cores", "2", timeout=1500)

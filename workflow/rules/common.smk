@@ -100,6 +100,19 @@ def init_argument(wildcards, input):
 
 
 MODEL_SPEC = json.dumps(study.model_spec(config).as_dict(), sort_keys=True)
+#: The fetch record of the configured encoder weights (`fetch_weights`); None without any.
+PRETRAINED_RECORD = paths.pretrained_record(config["model"])
+
+
+def pretrained_input(wildcards):
+    """The encoder weights' fetch record, for the jobs that build a model from it.
+    `ancient`: fetching them again (a deleted record) retrains nothing."""
+    return [] if PRETRAINED_RECORD is None else ancient(PRETRAINED_RECORD)
+
+
+def pretrained_argument(wildcards, input):
+    """`--pretrained-cache`: the jobs read the encoder weights there, never the network."""
+    return f"--pretrained-cache {paths.PRETRAINED}" if input.pretrained else ""
 
 
 def hpo_best_params(wildcards):

@@ -14,6 +14,7 @@ rule hpo_trial:
     input:
         caches=combo_caches,
         init=lambda wildcards: study.start_input(config, wildcards.combo),
+        pretrained=pretrained_input,
     output:
         directory(paths.HPO_TRIAL),
     log:
@@ -35,6 +36,7 @@ rule hpo_trial:
         ),
         caches=cache_arguments,
         init=init_argument,
+        pretrained=pretrained_argument,
         precision=config["training"]["precision"],
         micro_batch=config["training"]["micro_batch"],
         log_every=config["training"]["log_every"],
@@ -42,8 +44,9 @@ rule hpo_trial:
         "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
         " --definition {params.definition:q} {params.init} {params.caches}"
-        " {resources.stage_caches} --threads {threads} --precision {params.precision}"
-        " --micro-batch {params.micro_batch} --log-every {params.log_every}"
+        " {resources.stage_caches} {params.pretrained} --threads {threads}"
+        " --precision {params.precision} --micro-batch {params.micro_batch}"
+        " --log-every {params.log_every}"
         " > {log} 2>&1"
 
 

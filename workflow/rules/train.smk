@@ -1,5 +1,32 @@
-# Shared initialisation per combination, then training runs (combination x recipe x seed).
-# A run's job asks for its settings' `devices` GPUs (one node) and `training.threads` cores each.
+# Pretrained encoder weights, then the shared initialisation per combination, then training
+# runs (combination x recipe x seed).
+# The weights are fetched once where Snakemake runs (a login node has network, compute nodes
+# often have none) into a folder the jobs read them from offline, shared by every study run in
+# this working directory; the hpo trials (hpo.smk) read them too.
+
+
+localrules:
+    fetch_weights,
+
+
+rule fetch_weights:
+    output:
+        paths.PRETRAINED_RECORD,
+    log:
+        paths.log("fetch_weights/{encoder}.{weights}"),
+    wildcard_constraints:
+        encoder=r"[^/]+",
+        weights=r"[^./]+",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        cache=paths.PRETRAINED,
+    shell:
+        "exec lesionsoup fetch-weights --encoder {wildcards.encoder:q}"
+        " --weights {wildcards.weights:q} --cache {params.cache} -o {output} > {log} 2>&1"
+
 
 WARMUP_DEVICES = study.devices(study.warmup_settings(config))
 
@@ -7,6 +34,7 @@ WARMUP_DEVICES = study.devices(study.warmup_settings(config))
 rule warmup:
     input:
         caches=combo_caches,
+        pretrained=pretrained_input,
     output:
         weights=paths.INIT,
         metadata=paths.INIT_METADATA,
@@ -24,13 +52,14 @@ rule warmup:
         model=MODEL_SPEC,
         settings=json.dumps(study.warmup_settings(config), sort_keys=True),
         caches=cache_arguments,
+        pretrained=pretrained_argument,
         precision=config["training"]["precision"],
         micro_batch=config["training"]["micro_batch"],
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup warmup -o {output.weights} {params.caches}"
         " {resources.stage_caches} --model {params.model:q}"
-        " --settings {params.settings:q} --threads {threads}"
+        " --settings {params.settings:q} {params.pretrained} --threads {threads}"
         " --precision {params.precision} --micro-batch {params.micro_batch}"
         " --log-every {params.log_every} > {log} 2>&1"
 
@@ -45,6 +74,7 @@ rule train:
         optimizer=lambda wildcards: ingredients.optimizer_input(
             wildcards.combo, wildcards.recipe, int(wildcards.seed)
         ),
+        pretrained=pretrained_input,
     output:
         best=f"{paths.RUN}/best.safetensors",
         best_metadata=f"{paths.RUN}/best.json",
@@ -80,12 +110,14 @@ rule train:
         optimizer=lambda wildcards: ingredients.train_arguments(
             config, wildcards.combo, wildcards.recipe, int(wildcards.seed)
         ),
+        pretrained=pretrained_argument,
         precision=config["training"]["precision"],
         micro_batch=config["training"]["micro_batch"],
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup train -o {params.run} {params.init} {params.optimizer} {params.caches}"
         " {resources.stage_caches}"
-        " --model {params.model:q} --settings {params.settings:q} --threads {threads}"
+        " --model {params.model:q} --settings {params.settings:q} {params.pretrained}"
+        " --threads {threads}"
         " --precision {params.precision} --micro-batch {params.micro_batch}"
         " --log-every {params.log_every} > {log} 2>&1"

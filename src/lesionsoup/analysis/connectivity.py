@@ -28,6 +28,7 @@ from lesionsoup.core.checkpoint import StateDict, load_metadata
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
+from lesionsoup.inference.predictor import spec_of
 from lesionsoup.merging.batchnorm import batchnorm_recompute
 from lesionsoup.merging.held_out import settings_of
 from lesionsoup.merging.soups import Merger
@@ -96,7 +97,7 @@ def connectivity_curve(
     """Score and loss along the path from ``checkpoint_a`` (lam 0) to ``checkpoint_b`` (lam 1)."""
     pair = [Path(checkpoint_a), Path(checkpoint_b)]
     metadata = load_metadata(pair[0])
-    spec = ModelSpec.from_dict(metadata["architecture"])
+    spec = spec_of(pair[0], metadata)  # its weights replace any pretrained encoder's
     model = build_model(spec).to(device)
     images = [ValidationImages(cache, split, spec.lesion_classes) for cache in caches.values()]
 

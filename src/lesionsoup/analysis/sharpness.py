@@ -23,8 +23,8 @@ import torch
 from lesionsoup.analysis.connectivity import validation_loss
 from lesionsoup.core.checkpoint import load_checkpoint
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec
 from lesionsoup.data.cache import Cache
+from lesionsoup.inference.predictor import spec_of
 from lesionsoup.training.sampling import ValidationImages
 
 SHARPNESS_COLUMNS = ("direction", "radius", "loss", "increase")
@@ -99,7 +99,7 @@ def checkpoint_sharpness(
     ``caches`` (the connectivity curves' loss: whole images, unit weights); the model
     keeps its own BatchNorm statistics."""
     state, metadata = load_checkpoint(checkpoint)
-    spec = ModelSpec.from_dict(metadata["architecture"])
+    spec = spec_of(checkpoint, metadata)  # its weights replace any pretrained encoder's
     model = build_model(spec).to(device)
     model.load_state_dict(state)
     images = [ValidationImages(cache, split, spec.lesion_classes) for cache in caches.values()]

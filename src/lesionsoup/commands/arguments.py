@@ -83,6 +83,18 @@ def add_permissions_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pretrained_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pretrained-cache`` of the commands that build a model from its pretrained encoder."""
+    parser.add_argument(
+        "--pretrained-cache",
+        type=Path,
+        default=None,
+        help="folder the pretrained encoder weights (model.encoder_weights) are read from, "
+        "never using the network; `lesionsoup fetch-weights` fills it. Default: the Hugging "
+        "Face cache ($HF_HOME), downloading them there once when missing",
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``: a command that has it may use a GPU, and ``claim_gpus`` places it."""
     parser.add_argument(
@@ -120,10 +132,11 @@ def micro_batch_argument(value: str) -> str | int:
 
 
 def add_training_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """How the commands that train run it (``run_options``): cores, device, precision,
-    micro-batch and progress lines."""
+    """How the commands that train run it (``run_options``): pretrained weights, cores,
+    device, precision, micro-batch and progress lines."""
     from lesionsoup.training.progress import LOG_EVERY
 
+    add_pretrained_argument(parser)
     parser.add_argument(
         "--threads", type=int, default=1, help="cores of the job, shared by its devices' processes"
     )
@@ -157,6 +170,7 @@ def run_options(args: argparse.Namespace, **start: Any) -> RunOptions:
     from lesionsoup.training.run import RunOptions
 
     return RunOptions(
+        pretrained_cache=args.pretrained_cache,
         threads=args.threads,
         workers=args.workers,
         device=args.device,

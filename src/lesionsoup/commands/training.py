@@ -1,4 +1,4 @@
-"""Subcommands of the training stages: warmup, train."""
+"""Subcommands of the training stages: fetch-weights, warmup, train."""
 
 from __future__ import annotations
 
@@ -59,6 +59,18 @@ def _warmup(args: argparse.Namespace) -> None:
     log.info("shared initialisation: %s", args.output)
 
 
+def _fetch_weights(args: argparse.Namespace) -> None:
+    from lesionsoup.core.atomic import atomic_write_json
+    from lesionsoup.core.pretrained import fetch
+
+    record = fetch(args.encoder, args.weights, args.cache)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.output, record)
+    log.info(
+        "%s: %s@%s sha256 %s", args.output, record["repo_id"], record["commit"], record["sha256"]
+    )
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_cache_arguments(parser, "a dataset cache (repeatable)")
     parser.add_argument("--model", type=json_object, required=True, help="model spec (JSON)")
@@ -116,4 +128,28 @@ def _add_warmup(commands: Subcommands) -> None:
     parser.set_defaults(handler=_warmup)
 
 
-REGISTER = (_add_warmup, _add_train)
+def _add_fetch_weights(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "fetch-weights",
+        help="fetch an encoder's pretrained weights once, for jobs without network",
+        description="Put the pretrained weights of an encoder into a project cache (a folder "
+        "laid out like HF_HOME) where training jobs read them with --pretrained-cache, without "
+        "network. Weights already there are not fetched again (the network is not used); "
+        "otherwise one quick request checks that the Hugging Face hub answers before they are "
+        "downloaded. Writes a record of what is there: encoder, weights, repository, commit, "
+        "file and its SHA-256.",
+    )
+    parser.add_argument(
+        "--encoder", required=True, help="segmentation_models_pytorch encoder (model.encoder)"
+    )
+    parser.add_argument(
+        "--weights", required=True, help="its pretrained weights (model.encoder_weights)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, required=True, help="project cache folder (HF_HOME-style)"
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="record .json to write")
+    parser.set_defaults(handler=_fetch_weights)
+
+
+REGISTER = (_add_fetch_weights, _add_warmup, _add_train)

@@ -6,44 +6,63 @@ rebuilt, merged or evaluated without the config that trained it.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
+from lesionsoup.core import pretrained
+from lesionsoup.core.pretrained import EncoderWeightsUnavailable
 from lesionsoup.core.specs import ModelSpec
 
 
-class EncoderWeightsUnavailable(OSError):
-    """Pretrained encoder weights were asked for and cannot be had on this machine."""
+def build_model(spec: ModelSpec, pretrained_cache: Path | None = None) -> torch.nn.Module:
+    """A segmentation_models_pytorch U-Net for ``spec`` (raw logits out).
 
-
-def build_model(spec: ModelSpec) -> torch.nn.Module:
-    """A segmentation_models_pytorch U-Net for ``spec`` (raw logits out)."""
-    import segmentation_models_pytorch as smp
-
+    Pretrained encoder weights (``spec.encoder_weights``) are read from ``pretrained_cache``
+    (``lesionsoup fetch-weights``'s folder) without any network, or without it from the
+    default Hugging Face cache, downloaded once when missing (``lesionsoup.core.pretrained``);
+    ``EncoderWeightsUnavailable`` says how to have them where they cannot be.
+    """
+    weights = None
+    if spec.encoder_weights is not None:
+        source = pretrained.source_of(spec.encoder, spec.encoder_weights)
+        weights = pretrained.weights_file(source, pretrained_cache)
     try:
-        model = smp.Unet(
-            encoder_name=spec.encoder,
-            encoder_weights=spec.encoder_weights,
-            encoder_depth=spec.encoder_depth,
-            decoder_channels=spec.decoder_channels,
-            classes=spec.out_channels,
-            activation=None,
-        )
-    except (OSError, RuntimeError, ConnectionError) as error:
-        if spec.encoder_weights is None:
+        if weights is not None and pretrained.timm_name(spec.encoder) is not None:
+            # timm reads the file as it would its download: the same checks and adaptation
+            overlay = {"file": str(weights), "source": None}
+            model = _unet(spec, encoder_weights=True, pretrained_cfg_overlay=overlay)
+        else:
+            model = _unet(spec, encoder_weights=None)
+            if weights is not None:  # what segmentation_models_pytorch does with its download
+                model.encoder.load_state_dict(load_file(weights, device="cpu"))
+    except (OSError, RuntimeError, SafetensorError) as error:
+        if weights is None:
             raise
         raise EncoderWeightsUnavailable(
-            f"encoder weights {spec.encoder_weights!r} for {spec.encoder!r} could not be loaded "
-            f"({type(error).__name__}: {error}). To use them on a machine without network, run "
-            f"once where the network is reachable:\n"
-            f'  python -c "import segmentation_models_pytorch as smp; '
-            f"smp.Unet('{spec.encoder}', encoder_weights='{spec.encoder_weights}')\"\n"
-            f"then copy the Hugging Face cache (~/.cache/huggingface, or $HF_HOME) to this "
-            f"machine and set HF_HOME to it and HF_HUB_OFFLINE=1. Or set "
-            f"model.encoder_weights: null in the config to start from random weights."
+            f"{weights}: encoder weights {spec.encoder_weights!r} for {spec.encoder!r} could "
+            f"not be loaded ({type(error).__name__}: {error}); fetch them again "
+            f"(lesionsoup fetch-weights)"
         ) from error
     _drop_unused_encoder_stages(model.encoder)
     return model
+
+
+def _unet(spec: ModelSpec, **encoder: Any) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet(
+        encoder_name=spec.encoder,
+        encoder_depth=spec.encoder_depth,
+        decoder_channels=spec.decoder_channels,
+        classes=spec.out_channels,
+        activation=None,
+        **encoder,
+    )
 
 
 def _drop_unused_encoder_stages(encoder: torch.nn.Module) -> None:

@@ -21,6 +21,12 @@ TREE_STAMP = f"{RESOURCES}/trees/{{dataset}}.json"
 MANIFEST = f"{RESULTS}/data/{{dataset}}/manifest.csv"
 CACHE = f"{RESULTS}/cache/{{dataset}}"
 
+# pretrained encoder weights, fetched once where Snakemake runs and read offline by the jobs:
+# an HF_HOME-style folder (core.pretrained) shared by the studies of this working directory,
+# and one record per (encoder, weights) saying what is there
+PRETRAINED = f"{RESOURCES}/pretrained"
+PRETRAINED_RECORD = f"{PRETRAINED}/{{encoder}}.{{weights}}.json"
+
 # training: a combination's shared initialisation, then its runs
 MODELS = f"{RESULTS}/models/{{combo}}"
 INIT = f"{MODELS}/init.safetensors"
@@ -78,6 +84,16 @@ SUMMARY = f"{RESULTS}/summary.md"
 
 def tree_stamp(dataset: str) -> str:
     return TREE_STAMP.format(dataset=dataset)
+
+
+def pretrained_record(model: Mapping[str, Any]) -> str | None:
+    """The fetch record of a ``model`` section's encoder weights; None without any."""
+    weights = model.get("encoder_weights")
+    return (
+        None
+        if weights is None
+        else PRETRAINED_RECORD.format(encoder=model["encoder"], weights=weights)
+    )
 
 
 def manifest(dataset: str) -> str:

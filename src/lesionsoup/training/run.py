@@ -69,7 +69,9 @@ class RunOptions:
     ``init``: the checkpoint it starts from (a shared initialisation, a continuation's base),
     none for an independent start; ``init_optimizer``: a published optimiser state to start
     from (a continuation's base's); ``keep_optimizer``: the checkpoints (``best``, ``last``)
-    whose optimiser states are published. ``threads``: the job's cores, split evenly over
+    whose optimiser states are published. ``pretrained_cache``: the folder pretrained encoder
+    weights are read from offline (``lesionsoup.core.pretrained``; none: the Hugging Face
+    cache, downloading once). ``threads``: the job's cores, split evenly over
     its devices' processes, of which ``workers`` load batches (default: all but one).
     ``device`` and ``precision`` as ``pick_device`` and ``PRECISIONS`` name them.
     ``micro_batch``: ``auto`` (the largest that fits, probed) or a number of patches per
@@ -82,6 +84,7 @@ class RunOptions:
     init: Path | None = None
     init_optimizer: Path | None = None
     keep_optimizer: tuple[str, ...] = ()
+    pretrained_cache: Path | None = None
     threads: int = 1
     workers: int | None = None
     device: str = "auto"
@@ -299,7 +302,8 @@ def _fresh_model(
     target: torch.device,
     ranks: Ranks,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """The model to train (from ``options.init`` when given, its BatchNorm synchronised over
+    """The model to train (from ``options.init`` when given, else from the pretrained encoder
+    in ``options.pretrained_cache``; its BatchNorm synchronised over
     several ranks when the settings ask) and its optimiser (with the state in
     ``options.init_optimizer`` when given: a continuation's base's AdamW moments).
 
@@ -307,7 +311,7 @@ def _fresh_model(
     random initialisation a fresh run draws.
     """
     torch.manual_seed(settings.seed)
-    model = build_model(spec)
+    model = build_model(spec, options.pretrained_cache)
     if options.init is not None:
         model.load_state_dict(load_checkpoint(options.init)[0])
     if ranks.world > 1 and settings.sync_batchnorm:
