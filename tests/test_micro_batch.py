@@ -53,9 +53,9 @@ def test_chunks_cover_the_batch_in_order():
     assert torch.equal(torch.cat([piece["valid"] for piece in pieces]), batch["valid"])
 
 
-def _without_batchnorm(spec):
+def _without_batchnorm(spec, pretrained_cache=None):
     """The U-Net with every BatchNorm replaced by the identity: nothing pools the batch."""
-    model = build_model(spec)
+    model = build_model(spec, pretrained_cache)
     for name, module in list(model.named_modules()):
         if isinstance(module, torch.nn.BatchNorm2d):
             parent, _, child = name.rpartition(".")
