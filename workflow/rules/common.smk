@@ -144,6 +144,11 @@ def train_devices(wildcards):
     )
 
 
+def trial_devices(wildcards):
+    """The devices an HPO trial's job asks for (the study's trial settings' `devices`)."""
+    return study.devices(hpo.definition(config, wildcards.recipe)["settings"])
+
+
 def training_cores(devices):
     """A training job's cores: `training.threads` for each of its devices."""
     return config["training"]["threads"] * devices

@@ -5,11 +5,6 @@ wildcard_constraints:
     index=r"\d+",
 
 
-def trial_devices(wildcards):
-    """The devices a trial's job asks for (the study's trial settings' `devices`)."""
-    return study.devices(hpo.definition(config, wildcards.recipe)["settings"])
-
-
 rule hpo_trial:
     input:
         caches=combo_caches,

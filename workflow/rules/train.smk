@@ -22,7 +22,7 @@ rule fetch_weights:
         mem_mb=2000,
         runtime=30,
     params:
-        cache=paths.PRETRAINED,
+        cache=subpath(output[0], parent=True),
     shell:
         "exec lesionsoup fetch-weights --encoder {wildcards.encoder:q}"
         " --weights {wildcards.weights:q} --cache {params.cache} -o {output} > {log} 2>&1"
