@@ -244,13 +244,15 @@ def _micro_batch(
         micro_batch = ranks.minimum(probe(spec, settings, target, precision))
     else:
         micro_batch = min(int(asked), settings.batch_size)
-    if micro_batch < settings.batch_size:
-        log.info(
-            "batch %d as %d micro-batches of %d: BatchNorm and the Dice pool each micro-batch",
-            settings.batch_size,
-            -(-settings.batch_size // micro_batch),
-            micro_batch,
-        )
+    log.info(
+        "micro-batch %d of the batch of %d (%s)%s",
+        micro_batch,
+        settings.batch_size,
+        "probed" if asked == AUTO else "asked",
+        ""
+        if micro_batch == settings.batch_size
+        else ": BatchNorm and the Dice pool each micro-batch",
+    )
     return micro_batch
 
 
