@@ -1,0 +1,167 @@
+"""Merges relative to a common start: Model Stock and TIES-merging, on state dicts.
+
+Both see each fine-tuned model ``w_i`` as its update ``w_i - w0`` from an anchor
+``w0``, the ingredients' common start (their shared initialisation).
+
+``model_stock`` (Jang et al., ECCV 2024, arXiv 2403.19522), per tensor: with
+``cos`` the mean cosine over every pair of the k updates, ``t = k cos / (1 + (k - 1) cos)``
+and the merged tensor ``t w_avg + (1 - t) w0``. The paper assumes equal pairwise angles
+and, for k > 2, takes their average; here the mean of the pairwise cosines. ``cos`` is
+clamped to ``[0, 1]`` so that ``t`` stays in ``[0, 1]``: the merged tensor is then on the
+segment from the anchor to the average, where the paper's geometry puts it; a negative
+mean cosine (updates that cancel) would give a negative ``t``, or a pole at
+``cos = -1 / (k - 1)``, so it keeps the anchor (``t = 0``). A pair with a zero update
+counts as orthogonal (cosine 0: no direction to share); all updates zero give the anchor.
+
+``ties`` (Yadav et al., NeurIPS 2023, arXiv 2306.01708): trim each update ``tau_i`` to
+the fraction ``keep`` of its largest magnitudes, over the whole model as the paper's code
+does (one threshold per model, across every merged tensor; values tied with the
+threshold are kept), elect each parameter's sign as the sign of the sum of the trimmed
+values, average the trimmed values that agree with it (0 where none do, or where the sum
+is 0), and return ``w0 + scale * tau_merged``.
+
+Only floating tensors outside BatchNorm's running statistics are merged (those ``merged``
+accepts). The rest are no updates: floating statistics are averaged over the fine-tuned
+models, as the ``average`` BatchNorm policy keeps them, and integer buffers take their
+maximum, as ``averaging`` does; a soup's BatchNorm policy then sets the statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from lesionsoup.core.checkpoint import StateDict
+from lesionsoup.merging.batchnorm import is_bn_statistic
+
+#: The fraction of each update's magnitudes TIES keeps by default (the paper's k = 20 %).
+DEFAULT_KEEP = 0.2
+#: TIES' scale of the merged update, lambda, by default.
+DEFAULT_SCALE = 1.0
+
+
+def _always(_: str) -> bool:
+    return True
+
+
+def _check(anchor: StateDict, finetuned: Sequence[StateDict]) -> None:
+    """Refuse no models, or models whose tensors differ from the anchor's."""
+    if not finetuned:
+        raise ValueError("no fine-tuned models to merge")
+    for index, state in enumerate(finetuned):
+        if state.keys() != anchor.keys():
+            raise ValueError(f"fine-tuned model {index} has other tensors than the anchor")
+        for name, tensor in state.items():
+            if tensor.shape != anchor[name].shape:
+                shapes = f"{tuple(tensor.shape)} vs {tuple(anchor[name].shape)}"
+                raise ValueError(f"tensor {name!r} of fine-tuned model {index}: {shapes}")
+
+
+def is_update(name: str, tensor: torch.Tensor) -> bool:
+    """Whether a tensor is a weight whose updates are merged (not statistics or counters)."""
+    return tensor.is_floating_point() and not is_bn_statistic(name)
+
+
+def _not_merged(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A tensor that is no update: the models' mean when floating, else their maximum."""
+    if tensors[0].is_floating_point():
+        mean = torch.stack([t.to(torch.float64) for t in tensors]).mean(0)
+        return mean.to(tensors[0].dtype)
+    return torch.stack(list(tensors)).amax(0)
+
+
+def _updates(anchor: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The k updates of one tensor, flattened to rows, in float64."""
+    base = anchor.to(torch.float64).flatten()
+    return torch.stack([t.to(torch.float64).flatten() - base for t in tensors])
+
+
+def mean_pairwise_cosine(updates: torch.Tensor) -> float:
+    """The mean cosine over the pairs of rows of ``updates`` (a zero row is orthogonal to
+    every row); 1 for a single row, which has no pair."""
+    k = updates.shape[0]
+    if k == 1:
+        return 1.0
+    norms = updates.norm(dim=1)
+    unit = updates / torch.where(norms > 0, norms, 1.0)[:, None]
+    cosines = unit @ unit.T
+    pairs = torch.triu_indices(k, k, offset=1)
+    return float(cosines[pairs[0], pairs[1]].mean())
+
+
+def stock_ratio(cosine: float, k: int) -> float:
+    """Model Stock's ``t = k cos / (1 + (k - 1) cos)``, ``cos`` clamped to ``[0, 1]``."""
+    cosine = min(max(cosine, 0.0), 1.0)
+    return k * cosine / (1 + (k - 1) * cosine)
+
+
+def model_stock(
+    anchor: StateDict, finetuned: Sequence[StateDict], merged: Callable[[str], bool] = _always
+) -> StateDict:
+    """Model Stock of ``finetuned`` around ``anchor``, tensor by tensor (module docstring);
+    tensors that ``merged`` refuses, or that are no updates, are not merged."""
+    _check(anchor, finetuned)
+    result: StateDict = {}
+    for name, base in anchor.items():
+        tensors = [state[name] for state in finetuned]
+        if not (merged(name) and is_update(name, base)):
+            result[name] = _not_merged(tensors)
+            continue
+        updates = _updates(base, tensors)
+        t = stock_ratio(mean_pairwise_cosine(updates), len(tensors))
+        value = base.to(torch.float64).flatten() + t * updates.mean(0)
+        result[name] = value.reshape(base.shape).to(base.dtype)
+    return result
+
+
+def trim_threshold(updates: Sequence[torch.Tensor], keep: float) -> float:
+    """The magnitude at or above which a model's update values are kept: its
+    ``ceil(keep * n)``-th largest over all its ``n`` values (flattened ``updates``)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"TIES keeps a fraction in (0, 1], got {keep}")
+    magnitudes = torch.cat([u.abs().flatten() for u in updates])
+    if magnitudes.numel() == 0:
+        return 0.0
+    count = max(1, math.ceil(keep * magnitudes.numel() - 1e-9))
+    return float(magnitudes.topk(count).values[-1])
+
+
+def disjoint_merge(trimmed: torch.Tensor) -> torch.Tensor:
+    """TIES' elected sign and disjoint mean over the rows of ``trimmed`` (the k trimmed
+    updates of one tensor): the mean of the values whose sign is the sign of their sum."""
+    elected = torch.sign(trimmed.sum(0))
+    agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
+    count = agree.sum(0)
+    total = torch.where(agree, trimmed, 0.0).sum(0)
+    return torch.where(count > 0, total / count.clamp(min=1), 0.0)
+
+
+def ties(
+    anchor: StateDict,
+    finetuned: Sequence[StateDict],
+    merged: Callable[[str], bool] = _always,
+    *,
+    keep: float = DEFAULT_KEEP,
+    scale: float = DEFAULT_SCALE,
+) -> StateDict:
+    """TIES-merging of ``finetuned`` around ``anchor`` (module docstring): each model's
+    update trimmed over every merged tensor at once, then signs elected per parameter."""
+    _check(anchor, finetuned)
+    names = [n for n, t in anchor.items() if merged(n) and is_update(n, t)]
+    updates = {name: _updates(anchor[name], [s[name] for s in finetuned]) for name in names}
+    thresholds = [
+        trim_threshold([updates[name][i] for name in names], keep) for i in range(len(finetuned))
+    ]
+    bounds = torch.tensor(thresholds, dtype=torch.float64)[:, None]
+    result: StateDict = {}
+    for name, base in anchor.items():
+        if name not in updates:
+            result[name] = _not_merged([state[name] for state in finetuned])
+            continue
+        rows = updates.pop(name)
+        trimmed = torch.where(rows.abs() >= bounds, rows, 0.0)
+        value = base.to(torch.float64).flatten() + scale * disjoint_merge(trimmed)
+        result[name] = value.reshape(base.shape).to(base.dtype)
+    return result

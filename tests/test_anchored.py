@@ -1,0 +1,154 @@
+"""Model Stock and TIES-merging on state dicts, against hand-worked examples and the
+papers' formulas written out here."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from lesionsoup.merging.anchored import model_stock, ties
+
+
+def _t(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_model_stock_two_layers_by_hand() -> None:
+    anchor = {
+        "a.weight": _t(1.0, -1.0),
+        "b.weight": _t(0.0, 0.0),
+        "bn.running_mean": _t(0.0),
+        "bn.num_batches_tracked": torch.tensor(3),
+    }
+    # a: updates u1 = (2, 0), u2 = (1, sqrt 3), both of norm 2: cos = 2 / (2 * 2) = 1/2,
+    # 60 degrees; t = 2 * 1/2 / (1 + 1/2) = 2/3; mean update (1.5, sqrt 3 / 2), so the merged
+    # tensor is (1, -1) + 2/3 * (1.5, sqrt 3 / 2) = (2, -1 + sqrt 3 / 3).
+    # b: updates (1, 2) and (3, 6) are parallel: cos = 1, t = 2 / 2 = 1, the plain average.
+    # Statistics are no updates: averaged (running_mean), maximum (num_batches_tracked).
+    first = {
+        "a.weight": _t(3.0, -1.0),
+        "b.weight": _t(1.0, 2.0),
+        "bn.running_mean": _t(1.0),
+        "bn.num_batches_tracked": torch.tensor(5),
+    }
+    second = {
+        "a.weight": _t(2.0, -1.0 + math.sqrt(3)),
+        "b.weight": _t(3.0, 6.0),
+        "bn.running_mean": _t(4.0),
+        "bn.num_batches_tracked": torch.tensor(7),
+    }
+    merged = model_stock(anchor, [first, second])
+    torch.testing.assert_close(merged["a.weight"], _t(2.0, -1.0 + math.sqrt(3) / 3))
+    torch.testing.assert_close(merged["b.weight"], _t(2.0, 4.0))
+    torch.testing.assert_close(merged["bn.running_mean"], _t(2.5))
+    assert int(merged["bn.num_batches_tracked"]) == 7
+
+
+def test_model_stock_keeps_the_anchor_where_updates_cancel_or_vanish() -> None:
+    anchor = {"w": _t(1.0, 1.0), "z": _t(5.0)}
+    # w: updates (1, 0) and (-1, 0), cos = -1, clamped to 0: t = 0, the anchor.
+    # z: no update at all: the anchor.
+    merged = model_stock(
+        anchor, [{"w": _t(2.0, 1.0), "z": _t(5.0)}, {"w": _t(0.0, 1.0), "z": _t(5.0)}]
+    )
+    torch.testing.assert_close(merged["w"], _t(1.0, 1.0))
+    torch.testing.assert_close(merged["z"], _t(5.0))
+
+
+def _paper_model_stock(anchor: dict, models: list[dict]) -> dict:
+    """Jang et al.'s rule per tensor, written from the formula: mean pairwise cosine of the
+    updates, t = k cos / (1 + (k - 1) cos), w = t w_avg + (1 - t) w0."""
+    out = {}
+    k = len(models)
+    for name, w0 in anchor.items():
+        deltas = [(m[name] - w0).flatten() for m in models]
+        cosines = [
+            torch.nn.functional.cosine_similarity(deltas[i], deltas[j], dim=0)
+            for i, j in itertools.combinations(range(k), 2)
+        ]
+        cos = float(sum(cosines) / len(cosines))
+        t = k * cos / (1 + (k - 1) * cos)
+        w_avg = sum(m[name] for m in models) / k
+        out[name] = t * w_avg + (1 - t) * w0
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_model_stock_equals_the_papers_formula_on_random_tensors(k: int) -> None:
+    generator = torch.Generator().manual_seed(k)
+    shapes = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "head.weight": (2, 4)}
+    anchor = {
+        n: torch.randn(s, generator=generator, dtype=torch.float64) for n, s in shapes.items()
+    }
+    shared = {
+        n: torch.randn(s, generator=generator, dtype=torch.float64) for n, s in shapes.items()
+    }
+    models = [
+        {
+            n: anchor[n] + shared[n] + torch.randn(s, generator=generator, dtype=torch.float64)
+            for n, s in shapes.items()
+        }
+        for _ in range(k)
+    ]
+    expected = _paper_model_stock(anchor, models)
+    merged = model_stock(anchor, models)
+    for name in shapes:
+        torch.testing.assert_close(merged[name], expected[name])
+        assert not torch.allclose(merged[name], sum(m[name] for m in models) / k)
+
+
+def test_ties_by_hand_with_disagreeing_signs() -> None:
+    anchor = {"x": _t(1.0, 1.0), "y": _t(0.0, 2.0)}
+    updates = [
+        ({"x": _t(4.0, 3.5), "y": _t(-3.0, 0.1)}),
+        ({"x": _t(-1.5, 0.2), "y": _t(4.0, 0.3)}),
+        ({"x": _t(-1.5, -0.4), "y": _t(-2.0, 0.25)}),
+    ]
+    models = [{n: anchor[n] + u[n] for n in anchor} for u in updates]
+    # keep = 0.5 of each model's 4 values, over the whole model: 2 largest magnitudes.
+    #   model 1 keeps 4, 3.5 (its -3 in y is trimmed: per tensor it would be kept)
+    #   model 2 keeps -1.5, 4;   model 3 keeps -1.5, -2
+    # x0: 4 - 1.5 - 1.5 = 1 > 0: elected + by total magnitude (against 2 of 3 by count);
+    #     disjoint mean of {4} = 4
+    # x1: only 3.5 survives: 3.5
+    # y0: 4 - 2 = 2 > 0: +; the -2 disagrees, mean of {4} = 4 (a per-tensor trim would keep
+    #     model 1's -3: sum -1, elected -, mean of {-3, -2} = -2.5)
+    # y1: every value trimmed: 0
+    merged = ties(anchor, models, keep=0.5)
+    torch.testing.assert_close(merged["x"], _t(1.0 + 4.0, 1.0 + 3.5))
+    torch.testing.assert_close(merged["y"], _t(0.0 + 4.0, 2.0 + 0.0))
+    scaled = ties(anchor, models, keep=0.5, scale=0.5)
+    torch.testing.assert_close(scaled["x"], _t(1.0 + 2.0, 1.0 + 1.75))
+
+
+def test_ties_disjoint_mean_averages_the_agreeing_values_only() -> None:
+    anchor = {"w": _t(0.0, 0.0, 0.0)}
+    # keep everything: w0: 3 + 1 - 2 = 2, +, mean {3, 1} = 2; w1: -1 + 1 = 0: elected 0, 0;
+    # w2: -1 - 3 + 0 = -4, -, mean {-1, -3} = -2 (the zero of model 3 is not averaged in).
+    models = [{"w": _t(3.0, -1.0, -1.0)}, {"w": _t(1.0, 1.0, -3.0)}, {"w": _t(-2.0, 0.0, 0.0)}]
+    merged = ties(anchor, models, keep=1.0)
+    torch.testing.assert_close(merged["w"], _t(2.0, 0.0, -2.0))
+
+
+def test_ties_leaves_statistics_and_unmerged_tensors_to_the_average() -> None:
+    anchor = {"w": _t(0.0), "bn.running_var": _t(1.0), "decoder.w": _t(0.0)}
+    models = [
+        {"w": _t(2.0), "bn.running_var": _t(3.0), "decoder.w": _t(2.0)},
+        {"w": _t(4.0), "bn.running_var": _t(5.0), "decoder.w": _t(-4.0)},
+    ]
+    merged = ties(anchor, models, lambda name: not name.startswith("decoder."), keep=1.0)
+    torch.testing.assert_close(merged["w"], _t(3.0))
+    torch.testing.assert_close(merged["bn.running_var"], _t(4.0))
+    torch.testing.assert_close(merged["decoder.w"], _t(-1.0))
+
+
+def test_anchored_merges_refuse_mismatched_models() -> None:
+    with pytest.raises(ValueError, match="other tensors"):
+        model_stock({"w": _t(0.0)}, [{"v": _t(0.0)}])
+    with pytest.raises(ValueError, match="no fine-tuned"):
+        ties({"w": _t(0.0)}, [])
+    with pytest.raises(ValueError, match="fraction"):
+        ties({"w": _t(0.0)}, [{"w": _t(1.0)}], keep=0.0)
