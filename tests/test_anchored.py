@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from lesionsoup.core.checkpoint import SHARED_INITIALISATION, load_state_dict, save_checkpoint
 from lesionsoup.merging.anchored import model_stock, ties
+from lesionsoup.merging.averaging import average_checkpoints
+from lesionsoup.merging.soups import merge
+from lesionsoup.plan.ingredients import soup_arguments, soup_settings
 
 
 def _t(*values: float) -> torch.Tensor:
@@ -152,3 +158,81 @@ def test_anchored_merges_refuse_mismatched_models() -> None:
         ties({"w": _t(0.0)}, [])
     with pytest.raises(ValueError, match="fraction"):
         ties({"w": _t(0.0)}, [{"w": _t(1.0)}], keep=0.0)
+
+
+# -- as soup rules: the anchor is the ingredients' shared initialisation --
+
+ARCHITECTURE = {"arch": "tiny", "classes": 2}
+
+
+def _write(path: Path, state: dict[str, torch.Tensor], **metadata: Any) -> Path:
+    save_checkpoint(path, state, {"architecture": ARCHITECTURE, "cache_size": 64, **metadata})
+    return path
+
+
+def _family(root: Path, k: int) -> tuple[Path, list[Path]]:
+    """A shared initialisation and k runs from it (the last one a continuation of the first)."""
+    generator = torch.Generator().manual_seed(0)
+    start = {"w": torch.randn(6, generator=generator), "bn.running_mean": torch.zeros(2)}
+    init = _write(root / "init.safetensors", start, init_id="i0", role=SHARED_INITIALISATION)
+    runs = []
+    for index in range(k):
+        parent = runs[0] if index == k - 1 else init
+        state = {name: t + torch.randn(t.shape, generator=generator) for name, t in start.items()}
+        meta = {"init_id": "i0", "start": "shared", "parent": str(parent)}
+        runs.append(_write(root / f"run{index}.safetensors", state, **meta))
+    return init, runs
+
+
+@pytest.mark.parametrize("rule", ["model_stock", "ties"])
+def test_a_soup_of_an_anchored_rule_merges_around_the_shared_initialisation(
+    tmp_path: Path, rule: str
+) -> None:
+    init, runs = _family(tmp_path, 3)
+    result = merge(runs, rule, keep=0.5)
+    anchor, models = load_state_dict(init), [load_state_dict(path) for path in runs]
+    expected = (
+        model_stock(anchor, models) if rule == "model_stock" else ties(anchor, models, keep=0.5)
+    )
+    for name, tensor in expected.items():
+        torch.testing.assert_close(result.state_dict[name], tensor)
+    torch.testing.assert_close(
+        result.state_dict["bn.running_mean"], average_checkpoints(runs)["bn.running_mean"]
+    )
+    assert result.metadata()["merged_from"] == str(init)
+    assert result.metadata().get("keep") == (0.5 if rule == "ties" else None)
+    assert set(result.weights.values()) == {1 / 3}
+
+
+@pytest.mark.parametrize("rule", ["model_stock", "ties"])
+def test_anchored_rules_refuse_ingredients_without_a_common_start(
+    tmp_path: Path, rule: str
+) -> None:
+    _, runs = _family(tmp_path, 2)
+    alone = _write(tmp_path / "alone.safetensors", load_state_dict(runs[0]), start="independent")
+    with pytest.raises(
+        ValueError,
+        match=f"the {rule} rule merges updates from the ingredients' common start.*alone",
+    ):
+        merge([runs[0], alone], rule)
+    merge([runs[0], alone], "uniform")  # a uniform soup may mix them, with a warning
+
+
+def test_the_plan_refuses_an_anchored_soup_of_independent_starts() -> None:
+    config = {
+        "training": {"init": "independent"},
+        "merging": {
+            "soups": {"stock": {"rule": "model_stock"}, "t": {"rule": "ties", "keep": 0.1}}
+        },
+    }
+    with pytest.raises(
+        ValueError, match="merging.soups.stock: the model_stock rule .* training.init: independent"
+    ):
+        soup_settings(config, "stock")
+    shared = {**config, "training": {"init": "shared"}}
+    assert soup_settings(shared, "t")["keep"] == 0.1
+    assert "--keep 0.1" in soup_arguments(shared, "t")
+    assert "keep" not in soup_settings(shared, "stock")
+    bad = {**shared, "merging": {"soups": {"u": {"rule": "uniform", "keep": 0.1}}}}
+    with pytest.raises(ValueError, match="merging.soups.u: keep is the ties rule's"):
+        soup_settings(bad, "u")

@@ -21,6 +21,7 @@ from lesionsoup.data.cache import Cache
 from lesionsoup.deploy.export import export_model
 from lesionsoup.deploy.models import EXPORT_FILE
 from lesionsoup.inference.predictor import IncompatibleModels, load_predictor, read_ensemble
+from lesionsoup.merging.anchored import model_stock, ties
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.batchnorm import batchnorm_recompute
 from lesionsoup.merging.candidates import base_group_key, expand_ingredients, training_seconds
@@ -251,6 +252,26 @@ def test_uniform_soup_through_the_cli(study, tmp_path):
     averaged = average_checkpoints(study.grid)
     assert all(torch.equal(merged[name], averaged[name]) for name in averaged)
     assert metadata["weights"] == {str(path): 0.5 for path in study.grid}
+
+
+@pytest.mark.parametrize("rule", ["model_stock", "ties"])
+def test_anchored_soup_through_the_cli(study, tmp_path, rule):
+    """Model Stock and TIES over two grid runs and an FGG snapshot (whose parent is a grid run's
+    checkpoint), around the shared initialisation the sidecars lead to."""
+    init = study.path(init_for(CONFIG, "AAA+BBB", "base", 0)[0])
+    ingredients = [*study.grid, sorted(study.fgg[0].glob("*.safetensors"))[0]]
+    output = tmp_path / f"{rule}.safetensors"
+    keep = ["--keep", "0.3"] if rule == "ties" else []
+    arguments = ["merge", "-o", str(output), "--rule", rule, *keep, *study.cache_arguments()]
+    assert main([*arguments, *map(str, ingredients)]) == 0
+    merged, metadata = load_checkpoint(output)
+    anchor, models = load_checkpoint(init)[0], [load_checkpoint(p)[0] for p in ingredients]
+    expected = ties(anchor, models, keep=0.3) if keep else model_stock(anchor, models)
+    assert all(torch.equal(merged[name], expected[name]) for name in expected)
+    averaged = average_checkpoints(ingredients)
+    assert not all(torch.equal(merged[name], averaged[name]) for name in averaged)
+    assert (metadata["rule"], metadata["merged_from"]) == (rule, str(init))
+    assert metadata.get("keep") == (0.3 if keep else None)
 
 
 def test_top_k_ensemble_through_the_cli(study, tmp_path):

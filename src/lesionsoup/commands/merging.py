@@ -22,6 +22,7 @@ from lesionsoup.plan.merge_rules import (
     BN_POLICIES,
     DEFAULT_BN_POLICY,
     DEFAULT_GROUP_BY,
+    DEFAULT_KEEP,
     DEFAULT_PART,
     PARTS,
     RULES,
@@ -52,6 +53,7 @@ def _merge(args: argparse.Namespace) -> None:
             bn_policy=args.bn_policy,
             group_by=args.group_by,
             part=args.part,
+            keep=args.keep,
             bn_sample=bn_sample(args),
             device=_device(args.device),
             workers=max(0, args.threads - 1),
@@ -140,6 +142,14 @@ def _policy_defaults() -> str:
     return ", ".join([*others, f"{DEFAULT_BN_POLICY} otherwise"])
 
 
+def _fraction(text: str) -> float:
+    """A fraction in (0, 1], as ``--keep`` takes it."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a fraction in (0, 1] is needed, got {text}")
+    return value
+
+
 def _add_merge(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "merge",
@@ -176,6 +186,13 @@ def _add_merge(commands: Subcommands) -> None:
         "ingredient with the best validation score), named in the sidecar. Not for "
         f"{', '.join(rule.name for rule in RULES.values() if not rule.averages_parts)} "
         f"(default: {DEFAULT_PART})",
+    )
+    parser.add_argument(
+        "--keep",
+        type=_fraction,
+        default=DEFAULT_KEEP,
+        help="ties: the fraction of each ingredient's update kept, its largest magnitudes "
+        f"over the whole model (default: {DEFAULT_KEEP})",
     )
     add_bn_sample_arguments(parser)
     _add_common(parser)

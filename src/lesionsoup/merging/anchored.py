@@ -24,20 +24,32 @@ Only floating tensors outside BatchNorm's running statistics are merged (those `
 accepts). The rest are no updates: floating statistics are averaged over the fine-tuned
 models, as the ``average`` BatchNorm policy keeps them, and integer buffers take their
 maximum, as ``averaging`` does; a soup's BatchNorm policy then sets the statistics.
+
+As soup rules (``model_stock``, ``ties``), the anchor is the ingredients' shared
+initialisation, found by following each sidecar's ``parent`` (``common_start``); ingredients
+that started independently have no common start and are refused.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from lesionsoup.core.checkpoint import StateDict
+from lesionsoup.core.checkpoint import (
+    INDEPENDENT,
+    SHARED_INITIALISATION,
+    StateDict,
+    load_metadata,
+    start_of,
+)
 from lesionsoup.merging.batchnorm import is_bn_statistic
+from lesionsoup.plan.merge_rules import DEFAULT_KEEP
 
-#: The fraction of each update's magnitudes TIES keeps by default (the paper's k = 20 %).
-DEFAULT_KEEP = 0.2
 #: TIES' scale of the merged update, lambda, by default.
 DEFAULT_SCALE = 1.0
 
@@ -165,3 +177,50 @@ def ties(
         value = base.to(torch.float64).flatten() + scale * disjoint_merge(trimmed)
         result[name] = value.reshape(base.shape).to(base.dtype)
     return result
+
+
+#: A merge of fine-tuned state dicts around an anchor, of the tensors the filter accepts.
+AnchoredMerge = Callable[[StateDict, Sequence[StateDict], Callable[[str], bool]], StateDict]
+
+
+def anchored_merge(rule: str, keep: float = DEFAULT_KEEP) -> AnchoredMerge:
+    """The merge behind an anchored rule of ``plan.merge_rules.RULES``; ``keep`` is TIES'."""
+    merges: dict[str, AnchoredMerge] = {
+        "model_stock": model_stock,
+        "ties": partial(ties, keep=keep),
+    }
+    if rule not in merges:
+        raise ValueError(f"{rule!r} is no anchored merge rule; known: {list(merges)}")
+    return merges[rule]
+
+
+def _initialisation_of(path: Path, metadata: Mapping[str, Any]) -> Path:
+    """The shared initialisation a checkpoint descends from, by its sidecars' ``parent``s."""
+    seen: list[Path] = []
+    while metadata.get("role") != SHARED_INITIALISATION:
+        if start_of(metadata) == INDEPENDENT or metadata.get("parent") is None or path in seen:
+            raise ValueError(f"{path}: started independently, from no shared initialisation")
+        seen.append(path)
+        path = Path(metadata["parent"])
+        metadata = load_metadata(path)
+    return path
+
+
+def common_start(rule: str, metadata: Mapping[Path, Mapping[str, Any]]) -> Path:
+    """The shared initialisation every ingredient descends from, the anchor of an anchored
+    rule; refused when one started independently or two descend from different ones."""
+    starts: dict[Path, Path] = {}
+    for path, meta in metadata.items():
+        try:
+            starts[path] = _initialisation_of(path, meta)
+        except ValueError as error:
+            raise ValueError(
+                f"the {rule} rule merges updates from the ingredients' common start, and they "
+                f"have none: {error}"
+            ) from None
+    inits = {load_metadata(init).get("init_id") for init in starts.values()}
+    if len(inits) > 1:
+        raise ValueError(
+            f"the {rule} rule needs one shared initialisation, found {sorted(map(str, inits))}"
+        )
+    return next(iter(starts.values()))

@@ -25,9 +25,10 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Protocol
 
-from lesionsoup.core.checkpoint import StateDict
+from lesionsoup.core.checkpoint import StateDict, load_state_dict
 from lesionsoup.inference.predictor import INFERENCE_FIELDS
 from lesionsoup.merging import selection
+from lesionsoup.merging.anchored import AnchoredMerge, anchored_merge, common_start
 from lesionsoup.merging.averaging import (
     INDEPENDENT,
     average_checkpoints,
@@ -45,6 +46,7 @@ from lesionsoup.merging.parts import anchor_rest, part_filter
 from lesionsoup.merging.selection import GroupKey, Selection, SelectionStep
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
+    DEFAULT_KEEP,
     DEFAULT_PART,
     BatchNormPolicy,
     Part,
@@ -87,6 +89,8 @@ class MergeResult:
     part: Part = DEFAULT_PART  # what is averaged; the rest is the anchor's
     anchor: str | None = None  # a part soup's anchor ingredient
     starts: dict[str, str] = field(default_factory=dict)  # each ingredient's start
+    #: An anchored rule's settings: its common start (``merged_from``), TIES' ``keep``.
+    anchored: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
         """Sidecar metadata for ``save_checkpoint``."""
@@ -99,6 +103,7 @@ class MergeResult:
             "part": self.part,
             **({"anchor": self.anchor} if self.anchor is not None else {}),
             "starts": self.starts,
+            **self.anchored,
             "selection_trace": [asdict(step) for step in self.selection_trace],
             "merge_seconds": self.merge_seconds,
             "selection_seconds": self.selection_seconds,
@@ -113,7 +118,9 @@ class Merger:
     ``scorer`` is needed for selection and for ``copy-best``; ``recompute`` for
     the ``recompute`` policy. Each soup is scored once, however often asked. A
     soup of a ``part`` averages that part and takes the rest from ``anchor``
-    (one of the ingredients), whose tensors it reads once.
+    (one of the ingredients), whose tensors it reads once. With ``combine`` (an anchored
+    rule's merge) a soup of several members is their merge around the ingredients' common
+    start, each member alike; a single member is itself, as selection and copy-best score it.
     """
 
     def __init__(
@@ -125,6 +132,7 @@ class Merger:
         recompute: BatchNormRecompute | None = None,
         part: Part = DEFAULT_PART,
         anchor: Path | None = None,
+        combine: tuple[str, AnchoredMerge] | None = None,
     ) -> None:
         self.ingredients = [Path(p) for p in ingredients]
         if len(set(self.ingredients)) != len(self.ingredients):
@@ -141,6 +149,9 @@ class Merger:
         self._averaged = part_filter(part)
         self._anchor_rest = anchor_rest(anchor, part) if anchor is not None else {}
         self._scores: dict[tuple[tuple[str, float], ...], float] = {}
+        self.combine = None if combine is None else combine[1]
+        self.start = None if combine is None else common_start(combine[0], self.metadata)
+        self._start_state: StateDict | None = None
 
     def _members(self, weights: Mapping[Path, float]) -> list[Path]:
         """Ingredients with a positive weight, in ingredient order."""
@@ -149,7 +160,14 @@ class Merger:
     def build(self, weights: Mapping[Path, float]) -> StateDict:
         """The averaged state dict of a soup with this merger's BatchNorm policy applied."""
         members = self._members(weights)
-        state = average_checkpoints(members, [weights[path] for path in members], self._averaged)
+        if self.combine is not None and self.start is not None and len(members) > 1:
+            if self._start_state is None:
+                self._start_state = load_state_dict(self.start)
+            models = [load_state_dict(path) for path in members]
+            state = self.combine(self._start_state, models, self._averaged)
+        else:
+            weighted = [weights[path] for path in members]
+            state = average_checkpoints(members, weighted, self._averaged)
         state.update((name, tensor.clone()) for name, tensor in self._anchor_rest.items())
         inputs = PolicyInputs(members, self.evaluate, self.recompute, self._averaged)
         return POLICY_FUNCTIONS[self.bn_policy](state, inputs)
@@ -198,6 +216,7 @@ class Merger:
             part=self.part,
             anchor=None if self.anchor is None else str(self.anchor),
             starts={str(path): ingredient_start(path, m) for path, m in self.metadata.items()},
+            anchored={} if self.start is None else {"merged_from": str(self.start)},
         )
 
 
@@ -232,6 +251,9 @@ RULE_FUNCTIONS: dict[str, Callable[[Merger, GroupKey], Selection]] = {
     "UoG": partial(_hierarchical, global_greedy=False, local_greedy=True),
     "GoU": partial(_hierarchical, global_greedy=True, local_greedy=False),
     "GoG": partial(_hierarchical, global_greedy=True, local_greedy=True),
+    # every candidate, merged around their common start by the Merger's anchored merge
+    "model_stock": _uniform,
+    "ties": _uniform,
 }
 
 
@@ -263,13 +285,17 @@ def merge(
     recompute: BatchNormRecompute | None = None,
     group_key: GroupKey | None = None,
     part: Part = DEFAULT_PART,
+    keep: float = DEFAULT_KEEP,
 ) -> MergeResult:
     """Merge checkpoints by ``rule`` (a name of ``plan.merge_rules.RULES``), by default with
     the rule's BatchNorm policy; hierarchical rules group the ingredients by ``group_key``
     (default: the learning rate of each ingredient's base run, ``DEFAULT_GROUP_BY`` of the run
     that left the shared initialisation, so FGG and SWA snapshots join their base's group).
-    A ``part`` other than ``full`` averages that part only, the rest from the anchor."""
+    A ``part`` other than ``full`` averages that part only, the rest from the anchor. An
+    anchored rule (``model_stock``, ``ties`` keeping ``keep`` of each update) merges around
+    the ingredients' common start, and refuses ingredients that have none."""
     check_part(rule, part)
+    combine = (rule, anchored_merge(rule, keep)) if merge_rule(rule).anchored else None
     policy = bn_policy or merge_rule(rule).bn_policy
     start = perf_counter()
     anchor = pick_anchor(ingredients, scorer) if part != DEFAULT_PART else None
@@ -280,10 +306,14 @@ def merge(
         recompute=recompute,
         part=part,
         anchor=anchor and anchor.described_by,
+        combine=combine,
     )
     _warn_on_starts(merger)
     key = base_group_key(DEFAULT_GROUP_BY) if group_key is None else group_key
     chosen = RULE_FUNCTIONS[rule](merger, key)
     if anchor is not None:
         chosen = Selection(chosen.weights, anchor.trace + chosen.trace, chosen.described_by)
-    return merger.result(rule, chosen, perf_counter() - start)
+    result = merger.result(rule, chosen, perf_counter() - start)
+    if rule == "ties":
+        result.anchored["keep"] = keep
+    return result

@@ -33,6 +33,7 @@ from lesionsoup.merging.held_out import HeldOut, settings_of
 from lesionsoup.merging.soups import merge
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
+    DEFAULT_KEEP,
     DEFAULT_PART,
     BatchNormPolicy,
     BatchNormSample,
@@ -53,14 +54,14 @@ def merge_stage(
     bn_policy: BatchNormPolicy | None = None,
     group_by: str = DEFAULT_GROUP_BY,
     part: Part = DEFAULT_PART,
+    keep: float = DEFAULT_KEEP,
     bn_sample: BatchNormSample = BatchNormSample(),  # noqa: B008 (frozen)
     device: str | torch.device = "cpu",
     workers: int = 0,
 ) -> dict[str, Any]:
-    """Merge ``ingredients`` by ``rule`` (a name of ``plan.merge_rules.RULES``) and save the
-    checkpoint; returns its metadata. The BatchNorm policy defaults to the rule's; ``workers``
-    load its recompute patches; ``part`` is what the soup averages (the rest is its anchor's,
-    ``lesionsoup.merging.parts``)."""
+    """Merge ``ingredients`` by ``rule`` (``plan.merge_rules.RULES``), save and return the
+    checkpoint's metadata; ``bn_policy``, ``part``, ``keep`` (``ties``) as ``soups.merge``'s,
+    ``workers`` load the recompute patches."""
     defaults = merge_rule(rule)  # an unknown rule or part is refused before any file is read
     check_part(rule, part)
     paths = expand_ingredients(ingredients)
@@ -68,11 +69,9 @@ def merge_stage(
     first = load_metadata(paths[0])
     spec, settings = spec_of(paths[0], first), settings_of(first)
     held_out = HeldOut(caches, settings.bins, device)
-    recompute = (
-        batchnorm_recompute(caches, spec, settings, bn_sample, device, workers)
-        if policy == "recompute"
-        else None
-    )
+    recompute = None
+    if policy == "recompute":
+        recompute = batchnorm_recompute(caches, spec, settings, bn_sample, device, workers)
     result = merge(
         paths,
         rule,
@@ -81,6 +80,7 @@ def merge_stage(
         recompute=recompute,
         group_key=base_group_key(group_by),
         part=part,
+        keep=keep,
     )
     trained = training_seconds(paths)
     validation = held_out.scores(result.state_dict, spec)

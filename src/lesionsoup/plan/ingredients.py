@@ -39,6 +39,7 @@ from lesionsoup.core.combos import expand_combinations
 from lesionsoup.plan import hpo, paths
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
+    DEFAULT_KEEP,
     DEFAULT_PART,
     ENSEMBLE,
     ENSEMBLE_POOLS,
@@ -52,6 +53,7 @@ from lesionsoup.plan.study import (
     checked_settings,
     combinations,
     recipe_settings,
+    shared_start,
     start_input,
 )
 
@@ -431,20 +433,35 @@ def soup_methods(config: Mapping[str, Any], combo: str) -> list[str]:
     return methods
 
 
+def _check_soup(config: Mapping[str, Any], method: str, soup: Mapping[str, Any]) -> None:
+    """Refuse what a soup's rule cannot do: average a part, merge updates from a common start
+    the study's runs do not share (``training.init: independent``), or take ``keep``."""
+    rule = merge_rule(soup.get("rule", method))
+    try:
+        check_part(rule.name, soup.get("part", DEFAULT_PART))
+    except ValueError as error:
+        raise ValueError(f"merging.soups.{method}: {error}") from None
+    if rule.anchored and not shared_start(config):
+        raise ValueError(
+            f"merging.soups.{method}: the {rule.name} rule merges updates from the "
+            "ingredients' common start, and under training.init: independent they have none"
+        )
+    if "keep" in soup and rule.name != "ties":
+        raise ValueError(f"merging.soups.{method}: keep is the ties rule's, not {rule.name}'s")
+
+
 def soup_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
     """A configured soup (or one run's model of it) with its rule's defaults filled in: rule
-    (default: the soup's name), pools, BatchNorm policy, group key, the part it averages and
-    the recompute patches; a part the rule cannot average is refused."""
+    (default: the soup's name), pools, BatchNorm policy, group key, the part it averages, the
+    recompute patches and, for ``ties``, the fraction it keeps; what the rule cannot do is
+    refused (``_check_soup``)."""
     soups = _merging(config).get("soups", {})
     method, _ = _soup_of(config, method)
     soup = dict(soups[method] or {})
     rule = merge_rule(soup.get("rule", method))
     bn_policy = soup.get("bn_policy", rule.bn_policy)
     part = soup.get("part", DEFAULT_PART)
-    try:
-        check_part(rule.name, part)
-    except ValueError as error:
-        raise ValueError(f"merging.soups.{method}: {error}") from None
+    _check_soup(config, method, soup)
     return {
         "rule": rule.name,
         "ingredients": soup.get("ingredients", list(rule.pools)),
@@ -453,6 +470,7 @@ def soup_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
         "part": part,
         # only soups that recompute BatchNorm statistics depend on the patches they use
         "bn_recompute": bn_sample(config) if bn_policy == "recompute" else None,
+        **({"keep": soup.get("keep", DEFAULT_KEEP)} if rule.name == "ties" else {}),
     }
 
 
@@ -494,6 +512,8 @@ def soup_arguments(config: Mapping[str, Any], method: str) -> str:
     options.append(f"--group-by {soup['group_by']} --part {soup['part']}")
     if soup["bn_recompute"]:
         options.append(bn_sample_arguments(soup["bn_recompute"]))
+    if "keep" in soup:
+        options.append(f"--keep {soup['keep']}")
     return " ".join(options)
 
 

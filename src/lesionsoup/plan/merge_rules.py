@@ -39,6 +39,9 @@ class MergeRule:
     one_run: bool = False
     #: A soup of this rule may average one part (``PARTS``) and take the rest from its anchor.
     averages_parts: bool = True
+    #: It merges the ingredients' updates from their common start (``merging.anchored``), so
+    #: their runs must share an initialisation.
+    anchored: bool = False
 
 
 SINGLE_BEST = "best"
@@ -64,8 +67,22 @@ RULES: dict[str, MergeRule] = {
         MergeRule("UoG", "uniform soup of the groups' greedy soups", grouped=True),
         MergeRule("GoU", "greedy soup of the groups' uniform soups", grouped=True),
         MergeRule("GoG", "greedy soup of the groups' greedy soups", grouped=True),
+        MergeRule(
+            "model_stock",
+            "Model Stock: each tensor's average moved towards the shared initialisation",
+            anchored=True,
+        ),
+        MergeRule(
+            "ties",
+            "TIES-merging of the updates from the shared initialisation (trim, elect, mean)",
+            anchored=True,
+        ),
     )
 }
+#: The fraction of each ingredient's update that a ``ties`` soup keeps unless it names one
+#: (``merging.soups.<name>.keep``; the paper's k = 20 %).
+DEFAULT_KEEP = 0.2
+
 #: The base-run setting that groups a hierarchical soup's candidates unless a soup names one.
 DEFAULT_GROUP_BY = "lr"
 
