@@ -8,14 +8,20 @@ import math
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import torch
+import yaml
 
 from lesionsoup.core.checkpoint import SHARED_INITIALISATION, load_state_dict, save_checkpoint
 from lesionsoup.merging.anchored import model_stock, ties
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.soups import merge
-from lesionsoup.plan.ingredients import soup_arguments, soup_settings
+from lesionsoup.plan import paths
+from lesionsoup.plan.ingredients import soup_arguments, soup_settings, soup_start
+from lesionsoup.plan.merge_rules import DEFAULT_KEEP
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "merging.schema.yaml"
 
 
 def _t(*values: float) -> torch.Tensor:
@@ -233,6 +239,20 @@ def test_the_plan_refuses_an_anchored_soup_of_independent_starts() -> None:
     assert soup_settings(shared, "t")["keep"] == 0.1
     assert "--keep 0.1" in soup_arguments(shared, "t")
     assert "keep" not in soup_settings(shared, "stock")
+    assert soup_start(shared, "IDRID", "stock") == [paths.init("IDRID")]
+    assert soup_start({**shared, "merging": {"soups": {"uniform": {}}}}, "IDRID", "uniform") == []
     bad = {**shared, "merging": {"soups": {"u": {"rule": "uniform", "keep": 0.1}}}}
     with pytest.raises(ValueError, match="merging.soups.u: keep is the ties rule's"):
         soup_settings(bad, "u")
+
+
+def test_the_schema_takes_keep_as_a_fraction_without_a_default() -> None:
+    """Snakemake fills schema defaults in, so a default keep would reach every soup."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    jsonschema.validate({"soups": {"t": {"rule": "ties", "keep": 0.5}}}, schema)
+    jsonschema.validate({"soups": {"m": {"rule": "model_stock"}}}, schema)
+    for bad in (0, 1.5):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"soups": {"t": {"rule": "ties", "keep": bad}}}, schema)
+    soup = schema["properties"]["soups"]["additionalProperties"]["properties"]
+    assert "default" not in soup["keep"] and str(DEFAULT_KEEP) in soup["keep"]["description"]

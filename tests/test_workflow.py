@@ -16,6 +16,13 @@ from workflow import load_tiny_config, planned_jobs, snakemake, write_config
         (lambda c: c["datasets"]["RETLES"].update(value_127="maybe"), "value_127"),
         (lambda c: c["training"]["recipes"]["base"].update(learning_rate=0.1), "learning_rate"),
         (lambda c: c["training"].update(combinations=["IDRID+FOO"]), "FOO"),
+        (
+            lambda c: (
+                c["training"].update(init="independent"),
+                c["merging"]["soups"].update(stock={"rule": "model_stock"}),
+            ),
+            "merging.soups.stock: the model_stock rule",
+        ),
     ],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, named):
@@ -39,6 +46,23 @@ def test_a_part_soup_reaches_the_merge_command(tmp_path):
     encoders = [line for line in merges if "encoders.safetensors" in line]
     assert encoders and all("--part encoder" in line for line in encoders)
     assert all("--part full" in line for line in merges if line not in encoders)
+
+
+def test_anchored_soups_reach_the_merge_command(tmp_path):
+    """Dry run: the schema takes the rules and ``keep``, and the merge job passes ``--keep``
+    to a ties soup only."""
+    config = load_tiny_config()
+    config["merging"]["soups"].update(
+        stock={"rule": "model_stock"}, trim={"rule": "ties", "keep": 0.1}
+    )
+    configfile = write_config(tmp_path / "anchored.yaml", config)
+    result = snakemake(tmp_path, configfile, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stdout + result.stderr
+    merges = [line for line in result.stdout.splitlines() if "lesionsoup merge" in line]
+    stock = [line for line in merges if "/stock.safetensors" in line]
+    trim = [line for line in merges if "/trim.safetensors" in line]
+    assert stock and all("--rule model_stock" in line and "--keep" not in line for line in stock)
+    assert trim and all("--rule ties" in line and "--keep 0.1" in line for line in trim)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,10 @@ rule merge:
         ingredients=lambda wildcards: ingredients.soup_inputs(
             config, wildcards.combo, wildcards.method
         ),
+        # the shared initialisation of an anchored soup (model_stock, ties), read via sidecars
+        start=lambda wildcards: ingredients.soup_start(
+            config, wildcards.combo, wildcards.method
+        ),
     output:
         weights=paths.MERGED,
         metadata=report(

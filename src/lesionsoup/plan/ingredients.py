@@ -505,6 +505,17 @@ def soup_inputs(config: Mapping[str, Any], combo: str, method: str) -> list[str]
     ]
 
 
+def soup_start(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
+    """The shared initialisation an anchored soup (``model_stock``, ``ties``) merges around,
+    read by ``lesionsoup merge`` through the ingredients' sidecars; none for other soups."""
+    soup, _ = _soup_of(config, method)
+    return (
+        start_input(config, combo)
+        if merge_rule(soup_settings(config, soup)["rule"]).anchored
+        else []
+    )
+
+
 def soup_arguments(config: Mapping[str, Any], method: str) -> str:
     """The ``lesionsoup merge`` options of a configured soup."""
     soup = soup_settings(config, method)
