@@ -68,6 +68,10 @@ def test_model_stock_keeps_the_anchor_where_updates_cancel_or_vanish() -> None:
     )
     torch.testing.assert_close(merged["w"], _t(1.0, 1.0))
     torch.testing.assert_close(merged["z"], _t(5.0))
+    # k = 3, w: updates (1, 0), (2, 0) and 0: cosines 1, 0, 0 (a zero update is orthogonal),
+    # mean 1/3; t = 3 * 1/3 / (1 + 2 * 1/3) = 3/5; mean update (1, 0): (1.6, 1).
+    models = [{"w": _t(2.0, 1.0), "z": _t(5.0)}, {"w": _t(3.0, 1.0), "z": _t(5.0)}, anchor]
+    torch.testing.assert_close(model_stock(anchor, models)["w"], _t(1.6, 1.0))
 
 
 def _paper_model_stock(anchor: dict, models: list[dict]) -> dict:
@@ -222,6 +226,25 @@ def test_anchored_rules_refuse_ingredients_without_a_common_start(
     ):
         merge([runs[0], alone], rule)
     merge([runs[0], alone], "uniform")  # a uniform soup may mix them, with a warning
+
+
+def test_anchored_rules_refuse_a_start_that_is_not_the_recorded_one(tmp_path: Path) -> None:
+    init, runs = _family(tmp_path, 2)
+    start = load_state_dict(init)
+    _write(init, {n: t + 1 for n, t in start.items()}, init_id="i1", role=SHARED_INITIALISATION)
+    with pytest.raises(ValueError, match="records init_id i0, but .*init.safetensors.* is i1"):
+        merge(runs, "model_stock")
+    copy = _write(tmp_path / "copy.safetensors", start, init_id="i0", role=SHARED_INITIALISATION)
+    _write(init, start, init_id="i0", role=SHARED_INITIALISATION)
+    other = _write(
+        tmp_path / "other.safetensors",
+        load_state_dict(runs[1]),
+        init_id="i0",
+        start="shared",
+        parent=str(copy),
+    )
+    with pytest.raises(ValueError, match="needs one start"):
+        merge([runs[0], other], "ties")
 
 
 def test_the_plan_refuses_an_anchored_soup_of_independent_starts() -> None:

@@ -208,7 +208,8 @@ def _initialisation_of(path: Path, metadata: Mapping[str, Any]) -> Path:
 
 def common_start(rule: str, metadata: Mapping[Path, Mapping[str, Any]]) -> Path:
     """The shared initialisation every ingredient descends from, the anchor of an anchored
-    rule; refused when one started independently or two descend from different ones."""
+    rule; refused when one started independently, when one records another ``init_id`` than
+    the file its parents lead to, or when they lead to different files."""
     starts: dict[Path, Path] = {}
     for path, meta in metadata.items():
         try:
@@ -218,9 +219,13 @@ def common_start(rule: str, metadata: Mapping[Path, Mapping[str, Any]]) -> Path:
                 f"the {rule} rule merges updates from the ingredients' common start, and they "
                 f"have none: {error}"
             ) from None
-    inits = {load_metadata(init).get("init_id") for init in starts.values()}
-    if len(inits) > 1:
-        raise ValueError(
-            f"the {rule} rule needs one shared initialisation, found {sorted(map(str, inits))}"
-        )
+    for path, init in starts.items():
+        found, recorded = load_metadata(init).get("init_id"), metadata[path].get("init_id")
+        if recorded not in (None, found):
+            raise ValueError(
+                f"the {rule} rule's start: {path} records init_id {recorded}, but {init}, the "
+                f"initialisation its parents lead to, is {found}"
+            )
+    if len(set(starts.values())) > 1:
+        raise ValueError(f"the {rule} rule needs one start, found {sorted(set(starts.values()))}")
     return next(iter(starts.values()))
