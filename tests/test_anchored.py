@@ -279,3 +279,28 @@ def test_the_schema_takes_keep_as_a_fraction_without_a_default() -> None:
             jsonschema.validate({"soups": {"t": {"rule": "ties", "keep": bad}}}, schema)
     soup = schema["properties"]["soups"]["additionalProperties"]["properties"]
     assert "default" not in soup["keep"] and str(DEFAULT_KEEP) in soup["keep"]["description"]
+
+
+def test_an_anchored_part_soup_merges_the_part_and_keeps_its_anchors_rest(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(1)
+    start = {"encoder.w": torch.randn(5, generator=generator), "decoder.w": torch.randn(3)}
+    init = _write(tmp_path / "init.safetensors", start, init_id="i0", role=SHARED_INITIALISATION)
+    runs = [
+        _write(
+            tmp_path / f"run{index}.safetensors",
+            {name: t + torch.randn(t.shape, generator=generator) for name, t in start.items()},
+            init_id="i0",
+            start="shared",
+            parent=str(init),
+        )
+        for index in range(3)
+    ]
+    states = [load_state_dict(path) for path in runs]
+    best = max(range(3), key=lambda index: float(states[index]["decoder.w"].sum()))
+    result = merge(
+        runs, "model_stock", part="encoder", scorer=lambda state: float(state["decoder.w"].sum())
+    )
+    expected = model_stock(start, states)
+    torch.testing.assert_close(result.state_dict["encoder.w"], expected["encoder.w"])
+    assert torch.equal(result.state_dict["decoder.w"], states[best]["decoder.w"])
+    assert result.anchor == str(runs[best])
