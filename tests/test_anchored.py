@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from lesionsoup.cli import build_parser
 from lesionsoup.core.checkpoint import SHARED_INITIALISATION, load_state_dict, save_checkpoint
 from lesionsoup.merging.anchored import model_stock, ties
 from lesionsoup.merging.averaging import average_checkpoints
@@ -304,3 +305,13 @@ def test_an_anchored_part_soup_merges_the_part_and_keeps_its_anchors_rest(tmp_pa
     torch.testing.assert_close(result.state_dict["encoder.w"], expected["encoder.w"])
     assert torch.equal(result.state_dict["decoder.w"], states[best]["decoder.w"])
     assert result.anchor == str(runs[best])
+
+
+def test_the_merge_command_takes_keep_as_a_fraction() -> None:
+    parser = build_parser()
+    base = ["merge", "-o", "m.safetensors", "--rule", "ties", "--cache", "c", "x"]
+    assert parser.parse_args([*base, "--keep", "0.3"]).keep == 0.3
+    assert parser.parse_args(base).keep == DEFAULT_KEEP
+    for bad in ("0", "1.5", "many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--keep", bad])

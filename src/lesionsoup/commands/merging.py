@@ -153,7 +153,8 @@ def _fraction(text: str) -> float:
 def _add_merge(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "merge",
-        help="merge checkpoints in weight space (best, uniform, greedy, hierarchical, SWA)",
+        help="merge checkpoints in weight space (best, uniform, greedy, hierarchical, SWA, Model "
+        "Stock, TIES)",
         description="Average compatible checkpoints (one shared initialisation) by a rule, "
         "selecting on the caches' validation split, and save the merged checkpoint with a "
         "sidecar listing ingredients, weights, selection trace, BatchNorm policy and cost, and "
