@@ -36,16 +36,6 @@ class MicroBatchTooLarge(RuntimeError):
         self.micro_batch = micro_batch
 
 
-def parse_micro_batch(value: str) -> str | int:
-    """``auto`` or a positive number of patches (a command-line argument)."""
-    if value == AUTO:
-        return AUTO
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"micro-batch must be auto or a positive number, not {value!r}")
-    return number
-
-
 def halved(micro_batch: int) -> int:
     """The next micro-batch to try after ``micro_batch`` ran out of memory."""
     if micro_batch <= 1:
