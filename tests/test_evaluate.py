@@ -20,6 +20,7 @@ from lesionsoup.core.metrics import (
     LesionHistogram,
     SegmentationHistograms,
     average_precision,
+    expected_calibration_error,
 )
 from lesionsoup.data.cache import Cache
 from lesionsoup.data.fov import find_fov
@@ -100,7 +101,7 @@ def test_histograms_equal_a_direct_computation(study, result_aaa):
 
 
 def test_per_image_histograms_rescore_the_whole_set_and_stay_small(result_aaa):
-    images = image_histograms_from_dict(result_aaa["image_histograms"])
+    images = image_histograms_from_dict(result_aaa["image_histograms"], result_aaa["histograms"])
     pooled = SegmentationHistograms.from_dict(result_aaa["histograms"])
     assert result_aaa["image_histograms"]["image_ids"] == _test_ids(result_aaa)
     for lesion in TRAINED:
@@ -250,7 +251,9 @@ def test_aggregate_writes_the_long_table(study, saved_results, tmp_path):
     assert set(table["test_dataset"]) == {"AAA", "BBB"}
     assert set(table["train_combo"]) == {"AAA+BBB"} and set(table["method"]) == {"uniform_soup"}
     assert set(table["lesion"]) == {lesion.value for lesion in TRAINED}
-    assert {"ap", "aupr_11pt", "auroc", "dice_pooled", "dice_image_mean"} <= set(table["metric"])
+    assert {"ap", "aupr_11pt", "auroc", "dice_pooled", "dice_image_mean", "ece"} <= set(
+        table["metric"]
+    )
     assert not table.duplicated(["model", "test_dataset", "lesion", "metric"]).any()
     for path in saved_results:
         result = load_evaluation(path)
@@ -261,6 +264,8 @@ def test_aggregate_writes_the_long_table(study, saved_results, tmp_path):
                 & (table["lesion"] == lesion.value)
             ].set_index("metric")["value"]
             assert rows["ap"] == pytest.approx(average_precision(histograms[lesion]))
+            ece = expected_calibration_error(histograms[lesion])
+            assert 0 <= rows["ece"] == pytest.approx(ece)
             assert rows["positive_pixels"] == histograms[lesion].positive_pixels
             metrics = evaluation_metrics(result)[lesion.value]
             assert len(rows) == len(metrics)

@@ -45,6 +45,7 @@ def test_jobs_of_the_report_section() -> None:
         connectivity_inputs(config, "z")
     assert "results/analysis/connectivity/xy.png" in report_targets(config, ["IDRID"])
     assert "results/report/qualitative/IDRID.png" in report_targets(config, ["IDRID"])
+    assert "results/report/reliability.png" in report_targets(config, ["IDRID"])
     evaluated = {
         f"m{seed}": EvaluatedModel(
             f"results/models/A/base/seed{seed}/best.safetensors", "A", "single"

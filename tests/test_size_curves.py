@@ -299,11 +299,14 @@ def test_a_points_interval_uses_the_draws_of_the_studys_intervals_on_its_test_se
         [LesionHistogram(h.bins, h.positives[i], h.negatives[i]) for h in scored.lesions.values()]
         for i in range(len(scored.image_ids))
     ]
+    bins = images[0][0].bins
+    pooled = {
+        k: sum((row[i] for row in images), LesionHistogram(bins)) for i, k in enumerate(lesions)
+    }
     result = {
         "test_dataset": "T",
-        "image_histograms": image_histograms_to_dict(
-            scored.image_ids, lesions, images, images[0][0].bins
-        ),
+        "image_histograms": image_histograms_to_dict(scored.image_ids, lesions, images, bins),
+        "histograms": {"bins": bins, "lesions": {k: h.to_dict() for k, h in pooled.items()}},
     }
     study_ci = uncertainty([scored], "ap", BOOTSTRAP).intervals
     [row] = study_ci[(study_ci["lesion"] == "mean") & (study_ci["metric"] == "ap")].itertuples()

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lesionsoup.core.metrics import POOLED_METRICS, LesionHistogram, average_precision
+from lesionsoup.core.metrics import (
+    POOLED_METRICS,
+    LesionHistogram,
+    auroc,
+    average_precision,
+    expected_calibration_error,
+)
 from lesionsoup.evaluation.statistics import (
     PER_IMAGE_GROUPS,
     ImageHistograms,
@@ -81,8 +87,25 @@ def test_groups_keep_every_metric_exact_for_the_set_and_any_resample(separation)
     weights = resample_weights(8, 5, seed=1)
     for row, replicate in zip(weights, grouped.replicates(weights), strict=True):
         drawn = [h for h, times in zip(full, row, strict=True) for _ in range(times)]
-        exact = sum(drawn[1:], drawn[0])
-        assert _metrics(replicate) == pytest.approx(_metrics(exact), abs=1e-12)
+        exact, scores = _metrics(sum(drawn[1:], drawn[0])), _metrics(replicate)
+        # a resample's ECE assumes its pixels lie within each group as the whole set's do
+        assert scores.pop("ece") == pytest.approx(exact.pop("ece"), abs=0.002)
+        assert scores == pytest.approx(exact, abs=1e-12)
+
+
+@pytest.mark.parametrize("positives", [3, None])
+def test_groups_without_the_pooled_offsets_keep_the_ranking_but_not_the_ece(positives):
+    rng = np.random.default_rng(0)
+    full = [simulated_image(rng, 3.0, bins=2000, positives=positives) for _ in range(8)]
+    pooled = sum(full[1:], full[0])
+    grouped = ImageHistograms.stack(full, image_groups(pooled))
+    first_bins = dataclasses.replace(grouped, offsets=None).pooled()  # counts at first bins
+    assert expected_calibration_error(grouped.pooled()) == pytest.approx(
+        expected_calibration_error(pooled), abs=1e-12
+    )
+    assert abs(expected_calibration_error(first_bins) - expected_calibration_error(pooled)) > 0.01
+    if positives:  # every group holding positives is one bin: spreading moves no ranking
+        assert auroc(first_bins) == pytest.approx(auroc(grouped.pooled()), abs=1e-12)
 
 
 @pytest.mark.parametrize("separation", [0.5, 1.5, 3.0, 6.0])
@@ -96,7 +119,7 @@ def test_groups_of_a_large_test_set_keep_average_precision(separation):
     grouped = ImageHistograms.stack(full, starts).pooled()
     assert grouped.positive_pixels == pooled.positive_pixels
     assert abs(average_precision(grouped) - average_precision(pooled)) < 0.005
-    for threshold_metric in ("aupr_11pt", "dice_pooled"):
+    for threshold_metric in ("aupr_11pt", "dice_pooled", "ece"):
         metric = POOLED_METRICS[threshold_metric]
         assert metric(grouped) == pytest.approx(metric(pooled), abs=1e-12)
 

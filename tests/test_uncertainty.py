@@ -51,7 +51,9 @@ def scored_models(test: str = "T", seed: int = 0) -> list[Scored]:
 def test_intervals_hold_each_lesion_and_the_mean():
     models = scored_models()
     table = interval_table(bootstrap(models, "ap", SETTINGS))
-    assert len(table) == 3 * 3 * 4  # models x (EX, HE, mean) x pooled metrics
+    assert len(table) == 3 * 3 * 5  # models x (EX, HE, mean) x pooled metrics
+    ece = table[table["metric"] == "ece"]
+    assert len(ece) == 9 and ((ece["low"] <= ece["value"]) & (ece["value"] <= ece["high"])).all()
     ap = table[table["metric"] == "ap"].set_index(["model", "lesion"])
     greedy = ap.loc[("m/A/greedy", "EX")]
     assert greedy["value"] == pytest.approx(average_precision(models[2].lesions["EX"].pooled()))
@@ -158,9 +160,17 @@ def write_evaluation(path, model: str, item: Scored) -> str:
         ]
         for i in range(len(item.image_ids))
     ]
-    entry = image_histograms_to_dict(item.image_ids, lesions, images, images[0][0].bins)
+    bins = images[0][0].bins
+    entry = image_histograms_to_dict(item.image_ids, lesions, images, bins)
+    pooled = {
+        "bins": bins,
+        "lesions": {
+            name: sum((row[k] for row in images), LesionHistogram(bins)).to_dict()
+            for k, name in enumerate(lesions)
+        },
+    }
     result = {"format": FORMAT, "model": model, "test_dataset": item.test_dataset}
-    path.write_text(json.dumps({**result, "image_histograms": entry}))
+    path.write_text(json.dumps({**result, "image_histograms": entry, "histograms": pooled}))
     return str(path)
 
 

@@ -93,6 +93,9 @@ def test_tiny_study_produces_every_stage_output(finished):
     methods = {line.split(",")[2] for line in metrics[1:]}
     assert {"single", "best", "uniform", "greedy", "GoU", "swa", "ensemble"} <= methods
     assert (workdir / "results" / "summary.md").stat().st_size > 0
+    metric = {line.split(",")[5] for line in metrics[1:]}
+    assert "ece" in metric
+    assert (workdir / "results" / "report" / "reliability.png").stat().st_size > 0
 
 
 def test_nothing_the_study_writes_is_readable_by_others(finished):
@@ -134,7 +137,8 @@ def test_unchanged_or_touched_config_plans_nothing(finished):
 #: Jobs downstream of every model: they rerun whenever any model changes.
 MATRIX_RULES = {
     "evaluate", "aggregate", "evaluated_models", "costs", "summary", "report_cross_dataset",
-    "report_methods", "report_pr_curves", "report_qualitative", "connectivity", "uncertainty",
+    "report_methods", "report_pr_curves", "report_qualitative", "report_reliability",
+    "connectivity", "uncertainty",
     "size_curve",
 }  # fmt: skip
 

@@ -172,6 +172,32 @@ rule report_pr_curves:
         "../scripts/report_pr_curves.py"
 
 
+rule report_reliability:
+    input:
+        metrics=paths.METRICS,
+        notes=paths.METRICS_CONVENTIONS,
+        intervals=paths.METRICS_CI,
+    output:
+        figure=report(
+            f"{paths.REPORT}/reliability.png",
+            caption="../report/reliability.rst",
+            category="Calibration",
+        ),
+        table=f"{paths.REPORT}/reliability.csv",
+    log:
+        paths.log("report/reliability"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        metric=REPORT["metric"],
+        metric_label=metric_label(REPORT["metric"]),  # for the caption
+        confidence=config["evaluation"]["bootstrap"]["confidence"],  # for the caption
+    script:
+        "../scripts/report_reliability.py"
+
+
 rule report_qualitative:
     input:
         cache=lambda wildcards: paths.cache(wildcards.test),

@@ -265,7 +265,7 @@ def point_interval(
 ) -> Interval:
     """The mean over lesions of a pooled metric of an ``evaluate`` result, with its interval
     over the test images: the study's draws of that test set (``uncertainty.draws_seed``)."""
-    lesions = image_histograms_from_dict(result["image_histograms"])
+    lesions = image_histograms_from_dict(result["image_histograms"], result["histograms"])
     return bootstrap_interval(
         list(lesions.values()),
         POOLED_METRICS[metric],

@@ -4,7 +4,8 @@ Evaluation never keeps pixel scores. For each lesion it counts the valid pixels
 that are positive and negative in the ground truth, per probability bin
 (``LesionHistogram``); histograms of several images, models or test sets merge
 by addition, and every pooled metric (average precision, 11-point AUPR, Dice,
-AUROC, the PR curve) follows from the counts alone, in O(bins) memory.
+AUROC, the PR curve, the expected calibration error and its reliability diagram)
+follows from the counts alone, in O(bins) memory.
 
 Binning: with ``bins`` uniform bins, bin ``k < bins`` holds probabilities in
 ``[k / bins, (k + 1) / bins)`` and one extra bin, index ``bins``, holds exactly
@@ -52,6 +53,7 @@ METRIC_LABELS: dict[str, str] = {
     "aupr_11pt": "AUPR (11-point)",
     "auroc": "AUROC",
     "dice_pooled": "Dice (pooled pixels)",
+    "ece": "ECE",
     "positive_pixels": "positive pixels",
     "valid_pixels": "valid pixels",
     "dice_image_mean": "Dice (mean over images)",
@@ -59,6 +61,10 @@ METRIC_LABELS: dict[str, str] = {
     "fp_rate_image_mean": "false-positive rate (mean over images)",
     "images_without_lesion": "images without the lesion",
 }
+#: Equal-width bins of predicted probability of the expected calibration error: 10, not
+#: the 15 of Guo et al. 2017, so that every calibration edge is a threshold edge (0.0, 0.1,
+#: ..., 1.0), which the default bins and the per-image groups of the bootstrap keep.
+CALIBRATION_BINS = 10
 #: Pixels binned per step of ``LesionHistogram.update``: its temporaries (about
 #: 16 bytes a pixel) then stay in the CPU cache, which measured faster than larger steps.
 _CHUNK_PIXELS = 1 << 16
@@ -116,6 +122,13 @@ def conventions(bins: int = DEFAULT_BINS, labels: str = "multilabel") -> dict[st
         "dice_pooled": (
             f"2TP / (2TP + FP + FN) over the pooled pixels, {_prediction(labels)} is positive. "
             "NaN when there are neither positives nor predicted positives."
+        ),
+        "ece": (
+            f"Expected calibration error (Guo et al. 2017) over the pooled valid pixels, in "
+            f"{CALIBRATION_BINS} equal-width probability bins: the sum over bins of the bin's "
+            "share of pixels times |fraction positive - mean predicted probability|; each "
+            f"pixel's probability is its histogram bin's centre (error at most 1/(2*{bins})). "
+            "NaN without valid pixels."
         ),
         "per_image": (
             f"Per image, {_prediction(labels)} is positive. Dice is averaged over the images "
@@ -456,12 +469,83 @@ def pr_curve(histogram: LesionHistogram) -> PRCurve:
     )
 
 
+@dataclass(frozen=True)
+class Reliability:
+    """A reliability diagram's points, one per calibration bin (``edges``: their bounds).
+
+    ``pixels`` and ``positives`` count each bin's valid pixels; ``confidence`` is their
+    mean predicted probability and ``accuracy`` their fraction positive (NaN in empty bins).
+    """
+
+    edges: np.ndarray
+    pixels: np.ndarray
+    positives: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+
+
+def calibration_bin_of(bins: int, calibration_bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """The calibration bin of each of the ``bins + 1`` histogram bins: the one holding its
+    centre (the top bin, p == 1.0, in the last); exact when ``bins`` is a multiple of
+    ``calibration_bins``, as no histogram bin then straddles a calibration edge."""
+    _check_bins(calibration_bins)
+    centres_twice = 2 * np.arange(bins + 1, dtype=np.int64) + 1  # 2 * bins * centre
+    return np.minimum(centres_twice * calibration_bins // (2 * bins), calibration_bins - 1)
+
+
+def reliability(
+    histogram: LesionHistogram, calibration_bins: int = CALIBRATION_BINS
+) -> Reliability:
+    """Each calibration bin's pixels, mean predicted probability and fraction positive.
+
+    A pixel's probability is taken as its histogram bin's centre ``(k + 0.5) / bins``
+    (1.0 for the top bin, which holds exactly 1.0): each bin's mean predicted
+    probability is within ``1 / (2 * bins)`` of that of the raw probabilities.
+    """
+    bins = histogram.bins
+    centres = np.append((np.arange(bins) + 0.5) / bins, 1.0)
+    which = calibration_bin_of(bins, calibration_bins)
+    counts = histogram.positives + histogram.negatives
+    pixels = np.bincount(which, weights=counts, minlength=calibration_bins)
+    positives = np.bincount(which, weights=histogram.positives, minlength=calibration_bins)
+    mass = np.bincount(which, weights=counts * centres, minlength=calibration_bins)
+    occupied = pixels > 0
+    share = np.divide(1.0, pixels, out=np.full(calibration_bins, np.nan), where=occupied)
+    return Reliability(
+        np.linspace(0.0, 1.0, calibration_bins + 1),
+        pixels.astype(np.int64),
+        positives.astype(np.int64),
+        mass * share,
+        positives * share,
+    )
+
+
+def expected_calibration_error(
+    histogram: LesionHistogram, calibration_bins: int = CALIBRATION_BINS
+) -> float:
+    """Expected calibration error (Guo et al. 2017), equal-width bins; NaN without pixels.
+
+    Sum over calibration bins of (bin pixels / all pixels) * |fraction positive - mean
+    predicted probability|. Probabilities are histogram bin centres (``reliability``),
+    so the result is within ``1 / (2 * bins)`` of the ECE of the raw probabilities when
+    ``bins`` is a multiple of ``calibration_bins`` (the triangle inequality, bin by bin).
+    """
+    points = reliability(histogram, calibration_bins)
+    total = int(points.pixels.sum())
+    if total == 0:
+        return math.nan
+    occupied = points.pixels > 0
+    gaps = np.abs(points.accuracy[occupied] - points.confidence[occupied])
+    return float(np.sum(points.pixels[occupied] / total * gaps))
+
+
 #: The metrics of a pooled histogram, by the names ``metrics.csv`` uses.
 POOLED_METRICS: dict[str, Callable[[LesionHistogram], float]] = {
     "ap": average_precision,
     "aupr_11pt": aupr_11_point,
     "auroc": auroc,
     "dice_pooled": dice,
+    "ece": expected_calibration_error,
 }
 
 

@@ -107,7 +107,7 @@ def load_scored(
                 method,
                 result["test_dataset"],
                 tuple(entry["image_ids"]),
-                image_histograms_from_dict(entry),
+                image_histograms_from_dict(entry, result["histograms"]),
             )  # fmt: skip
         )
     return scored

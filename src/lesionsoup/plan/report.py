@@ -172,6 +172,7 @@ def report_targets(config: Mapping[str, Any], test_datasets: list[str]) -> list[
     return [
         paths.SUMMARY,
         f"{paths.REPORT}/pr_curves.png",
+        f"{paths.REPORT}/reliability.png",
         f"{paths.ANNOTATION_STYLE}/clusters.png",
         *(paths.QUALITATIVE.format(test=test) for test in test_datasets),
         *(f"{paths.connectivity(pair)}.png" for pair in pairs),
