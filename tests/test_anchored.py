@@ -256,7 +256,7 @@ def test_the_plan_refuses_an_anchored_soup_of_independent_starts() -> None:
         },
     }
     with pytest.raises(
-        ValueError, match="merging.soups.stock: the model_stock rule .* training.init: independent"
+        ValueError, match=r"merging.soups.stock: the model_stock rule .* start \['independent'\]"
     ):
         soup_settings(config, "stock")
     shared = {**config, "training": {"init": "shared"}}

@@ -20,6 +20,7 @@ from lesionsoup.plan.ingredients import (
     init_for,
     merged_models,
     merging_combinations,
+    one_run_methods,
     optimizer_input,
     pool_inputs,
     pool_runs,
@@ -28,6 +29,7 @@ from lesionsoup.plan.ingredients import (
     soup_inputs,
     soup_methods,
     soup_settings,
+    soup_start,
     train_arguments,
     value_token,
 )
@@ -39,7 +41,7 @@ from lesionsoup.plan.merge_rules import (
     RULES,
     BatchNormSample,
 )
-from lesionsoup.plan.study import Run
+from lesionsoup.plan.study import Run, runs
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "merging.schema.yaml"
 
@@ -386,3 +388,56 @@ def test_a_rising_schedule_is_refused_naming_the_key():
     with pytest.raises(ValueError, match=r"merging\.fgg\.settings: min_lr 1e-05 >= lr 1e-05"):
         settings_for(config, "fgg-grid-auglight-lr1e-3", 0)
     assert settings_for(make_config(), "swa-base", 0)["schedule"] == "swa"  # SWA may rise
+
+
+def test_recipes_cross_starts_seeds_and_combinations_in_one_study():
+    config = make_config(
+        soups={
+            "stock-shared": {"rule": "model_stock", "ingredients": ["shared"]},
+            "uniform-independent": {"rule": "uniform", "ingredients": ["independent"]},
+            "swa-independent": {"rule": "swa", "ingredients": ["swa-independent"]},
+        },
+        swa={
+            "base": ["shared", "independent"],
+            "seeds": [0, 1, 2],
+            "settings": {"steps": 12, "lr": 5e-4, "start_lr": 2e-3, "cycle_steps": 4},
+        },
+    )
+    config["training"]["combinations"] = ["IDRID", "DDR"]
+    config["training"]["recipes"] = {
+        "base": {"steps": 30, "lr": 0.002},
+        "shared": {"steps": 30, "lr": 0.002, "seeds": [0, 1, 2], "combinations": ["IDRID"]},
+        "independent": {
+            "steps": 30, "lr": 0.002, "init": "independent", "seeds": [0, 1, 2],
+            "combinations": ["IDRID"],
+        },
+    }  # fmt: skip
+    planned = {(r.combo, r.recipe, r.seed) for r in runs(config)}
+    assert planned == {
+        *((combo, "base", seed) for combo in ("IDRID", "DDR") for seed in (0, 1)),
+        *(("IDRID", recipe, seed) for recipe in ("shared", "independent") for seed in (0, 1, 2)),
+    }
+    # the plan keys never reach the run's settings
+    assert "seeds" not in settings_for(config, "independent", 1)
+    assert init_for(config, "IDRID", "shared", 2) == [paths.init("IDRID")]
+    assert init_for(config, "IDRID", "independent", 2) == []
+    assert init_for(config, "IDRID", "swa-independent", 1) == [
+        f"{paths.run('IDRID', 'independent', 1)}/last.safetensors"
+    ]
+    assert soup_start(config, "IDRID", "stock-shared") == [paths.init("IDRID")]
+    assert len(pool_inputs(config, "IDRID", ["independent"])) == 3
+    assert pool_inputs(config, "DDR", ["independent"]) == []
+    assert one_run_methods(config, "IDRID", "swa-independent") == [
+        f"swa-independent-seed{seed}" for seed in (0, 1, 2)
+    ]
+    config["merging"]["soups"]["stock-independent"] = {
+        "rule": "ties", "ingredients": ["independent", "shared"],
+    }  # fmt: skip
+    with pytest.raises(ValueError, match=r"stock-independent: the ties rule .*'independent'"):
+        soup_settings(config, "stock-independent")
+    config["training"]["recipes"]["shared"]["combinations"] = ["DDR+IDRID"]
+    with pytest.raises(ValueError, match=r"recipes.shared.combinations: \['DDR\+IDRID'\] are not"):
+        runs(config)
+    config["training"]["recipes"]["shared"]["combinations"] = ["RETLES"]
+    with pytest.raises(ValueError, match="recipes.shared.combinations: combination 'RETLES'"):
+        runs(config)

@@ -8,7 +8,7 @@ wildcard_constraints:
 rule hpo_trial:
     input:
         caches=combo_caches,
-        init=lambda wildcards: study.start_input(config, wildcards.combo),
+        init=lambda wildcards: study.start_input(config, wildcards.combo, wildcards.recipe),
         pretrained=pretrained_input,
     output:
         directory(paths.HPO_TRIAL),

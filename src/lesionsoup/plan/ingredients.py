@@ -52,9 +52,11 @@ from lesionsoup.plan.study import (
     Run,
     checked_settings,
     combinations,
+    recipe_seeds,
     recipe_settings,
-    shared_start,
-    start_input,
+    recipe_start,
+    scoped_out,
+    study_start,
 )
 
 GRID_PREFIX = "grid-"
@@ -208,11 +210,24 @@ def continued_from(combo: str, recipe: str, seed: int) -> str | None:
     return f"{paths.run(combo, base, seed)}/{_START[stage]}.safetensors"
 
 
+def run_start(config: Mapping[str, Any], recipe: str) -> str:
+    """How the runs of any recipe start (``training.init`` or the recipe's ``init``): a grid
+    point as its grid's recipe, a continuation as its base."""
+    if recipe in grid_recipes(config):
+        return recipe_start(config, _merging(config)["grid"]["recipe"])
+    continued = None if recipe in config["training"]["recipes"] else _continuation(recipe)
+    if continued is not None:
+        return run_start(config, continued[1])
+    return recipe_start(config, recipe)
+
+
 def init_for(config: Mapping[str, Any], combo: str, recipe: str, seed: int) -> list[str]:
     """The checkpoint a run starts from: a checkpoint of its base run, the shared
-    initialisation, or none (``training.init: independent``)."""
+    initialisation, or none (an independent start)."""
     start = continued_from(combo, recipe, seed)
-    return [start] if start is not None else start_input(config, combo)
+    if start is not None:
+        return [start]
+    return [paths.init(combo)] if run_start(config, recipe) == "shared" else []
 
 
 def optimizer_input(combo: str, recipe: str, seed: int) -> list[str]:
@@ -223,10 +238,25 @@ def optimizer_input(combo: str, recipe: str, seed: int) -> list[str]:
     return [paths.RUN_OPTIMIZER.format(combo=combo, recipe=continued[1], seed=seed)]
 
 
-def swa_bases(config: Mapping[str, Any], combo: str) -> list[Run]:
-    """The runs SWA continues: ``merging.swa.base`` over its seeds (none without the section)."""
+def _swa_base_recipes(config: Mapping[str, Any]) -> list[str]:
+    """``merging.swa.base``: one recipe or a list of them (none without the section)."""
     swa = _merging(config).get("swa")
-    return _runs(combo, [swa["base"]], swa.get("seeds", [0])) if swa else []
+    if not swa:
+        return []
+    return [swa["base"]] if isinstance(swa["base"], str) else list(swa["base"])
+
+
+def swa_bases(config: Mapping[str, Any], combo: str) -> list[Run]:
+    """The runs SWA continues: each ``merging.swa.base`` over its seeds, on the combinations
+    the base trains on."""
+    seeds = _merging(config).get("swa", {}).get("seeds", [0])
+    named = config["training"]["recipes"]
+    bases = [
+        base
+        for base in _swa_base_recipes(config)
+        if base not in named or not scoped_out(config, base, combo)
+    ]
+    return _runs(combo, bases, seeds)
 
 
 def train_arguments(config: Mapping[str, Any], combo: str, recipe: str, seed: int) -> str:
@@ -315,16 +345,34 @@ def pool_runs(config: Mapping[str, Any], combo: str, pool: str) -> list[Run]:
             Run(combo, FGG_PREFIX + base.recipe, base.seed) for base in fgg_bases(config, combo)
         ]
     if pool == "swa":
-        swa = merging.get("swa")
-        return _runs(combo, [SWA_PREFIX + swa["base"]], swa.get("seeds", [0])) if swa else []
+        return [Run(combo, SWA_PREFIX + run.recipe, run.seed) for run in swa_bases(config, combo)]
     if pool in config["training"]["recipes"]:
-        return _runs(combo, [pool], config["training"]["seeds"])
+        if scoped_out(config, pool, combo):
+            return []
+        return _runs(combo, [pool], recipe_seeds(config, pool))
     if pool in grid_recipes(config):
         return _runs(combo, [pool], grid_seeds)
+    continuations = [run for run in ingredient_runs(config) if run.recipe == pool]
+    if continuations:
+        return [run for run in continuations if run.combo == combo]
     raise ValueError(
         f"unknown ingredient pool {pool!r}; known: {list(POOLS)}, the recipes "
-        f"{sorted(config['training']['recipes'])} and the grid recipes {grid_recipes(config)}"
+        f"{sorted(config['training']['recipes'])}, the grid recipes {grid_recipes(config)} "
+        "and the SWA and FGG runs"
     )
+
+
+def pool_starts(config: Mapping[str, Any], pool: str) -> set[str]:
+    """How the runs of a pool start (``run_start``); the ``hpo`` pool's trials start as their
+    tuned recipes, the ``swa`` and ``fgg`` pools as their bases."""
+    if pool == "hpo":
+        return {recipe_start(config, plan.recipe) for plan in hpo.plans(config)}
+    if pool == "swa":
+        return {run_start(config, recipe) for recipe in _swa_base_recipes(config)}
+    if pool in ("grid", "fgg"):
+        grid = _merging(config).get("grid")
+        return {recipe_start(config, grid["recipe"])} if grid else {study_start(config)}
+    return {run_start(config, pool)}
 
 
 def ingredient_runs(config: Mapping[str, Any]) -> list[Run]:
@@ -441,10 +489,13 @@ def _check_soup(config: Mapping[str, Any], method: str, soup: Mapping[str, Any])
         check_part(rule.name, soup.get("part", DEFAULT_PART))
     except ValueError as error:
         raise ValueError(f"merging.soups.{method}: {error}") from None
-    if rule.anchored and not shared_start(config):
+    pools = soup.get("ingredients", list(rule.pools))
+    starts = set().union(*(pool_starts(config, pool) for pool in pools))
+    if rule.anchored and starts != {"shared"}:
         raise ValueError(
             f"merging.soups.{method}: the {rule.name} rule merges updates from the "
-            "ingredients' common start, and under training.init: independent they have none"
+            f"ingredients' common start, and the runs of {pools} start {sorted(starts)}, "
+            "not all from the shared initialisation"
         )
     if "keep" in soup and rule.name != "ties":
         raise ValueError(f"merging.soups.{method}: keep is the ties rule's, not {rule.name}'s")
@@ -509,11 +560,7 @@ def soup_start(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
     """The shared initialisation an anchored soup (``model_stock``, ``ties``) merges around,
     read by ``lesionsoup merge`` through the ingredients' sidecars; none for other soups."""
     soup, _ = _soup_of(config, method)
-    return (
-        start_input(config, combo)
-        if merge_rule(soup_settings(config, soup)["rule"]).anchored
-        else []
-    )
+    return [paths.init(combo)] if merge_rule(soup_settings(config, soup)["rule"]).anchored else []
 
 
 def soup_arguments(config: Mapping[str, Any], method: str) -> str:

@@ -32,17 +32,68 @@ class Run:
 STARTS: tuple[str, ...] = ("shared", "independent")
 
 
-def shared_start(config: Mapping[str, Any]) -> bool:
-    """Whether the study's runs start from one shared initialisation per combination."""
+#: Keys of a recipe that say which runs it makes and how they start, not how they train:
+#: ``init`` (over ``training.init``), ``seeds`` and ``combinations`` (over the study's).
+RECIPE_PLAN_KEYS: tuple[str, ...] = ("init", "seeds", "combinations")
+
+
+def _recipe(config: Mapping[str, Any], recipe: str) -> Mapping[str, Any]:
+    recipes = config["training"]["recipes"]
+    if recipe not in recipes:
+        raise ValueError(f"unknown recipe {recipe!r}; configured: {sorted(recipes)}")
+    return recipes[recipe] or {}
+
+
+def study_start(config: Mapping[str, Any]) -> str:
+    """``training.init``: how runs start where their recipe does not say."""
     start = config["training"].get("init", "shared")
     if start not in STARTS:
         raise ValueError(f"training.init: {start!r} is not one of {list(STARTS)}")
-    return start == "shared"
+    return start
 
 
-def start_input(config: Mapping[str, Any], combo: str) -> list[str]:
-    """The shared initialisation a run or trial of ``combo`` starts from (none if independent)."""
-    return [paths.init(combo)] if shared_start(config) else []
+def recipe_start(config: Mapping[str, Any], recipe: str) -> str:
+    """How the runs of a named recipe start: its own ``init``, else ``training.init``."""
+    start = _recipe(config, recipe).get("init", study_start(config))
+    if start not in STARTS:
+        raise ValueError(f"training.recipes.{recipe}.init: {start!r} is not one of {list(STARTS)}")
+    return start
+
+
+def start_input(config: Mapping[str, Any], combo: str, recipe: str) -> list[str]:
+    """The shared initialisation a run or trial of ``recipe`` on ``combo`` starts from (none
+    if it starts independently)."""
+    return [paths.init(combo)] if recipe_start(config, recipe) == "shared" else []
+
+
+def recipe_seeds(config: Mapping[str, Any], recipe: str) -> list[int]:
+    """The seeds a named recipe runs: its own ``seeds``, else ``training.seeds``."""
+    return list(_recipe(config, recipe).get("seeds", config["training"]["seeds"]))
+
+
+def scoped_out(config: Mapping[str, Any], recipe: str, combo: str) -> bool:
+    """Whether a named recipe names its own ``combinations`` and ``combo`` is not one: its
+    runs, and its pool in soups, exist only there (a merging combination outside the
+    study's combinations still gets the runs of an unscoped recipe)."""
+    own = _recipe(config, recipe).get("combinations")
+    return own is not None and combo not in recipe_combinations(config, recipe)
+
+
+def recipe_combinations(config: Mapping[str, Any], recipe: str) -> list[str]:
+    """The combinations a named recipe trains on: its own ``combinations`` (each must be one
+    of the study's), else every combination of the study."""
+    study = combinations(config)
+    chosen = _recipe(config, recipe).get("combinations")
+    if chosen is None:
+        return study
+    key = f"training.recipes.{recipe}.combinations"
+    try:
+        chosen = expand_combinations(chosen, sorted(config["datasets"]))
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from None
+    if stray := sorted(set(chosen) - set(study)):
+        raise ValueError(f"{key}: {stray} are not in training.combinations")
+    return chosen
 
 
 def combo_caches(combo: str) -> list[str]:
@@ -73,9 +124,8 @@ def checked_settings(values: Mapping[str, Any], key: str) -> dict[str, Any]:
 def recipe_settings(config: Mapping[str, Any], recipe: str, seed: int) -> dict[str, Any]:
     """The training settings of one run: shared defaults, then the recipe, then the seed."""
     training = config["training"]
-    if recipe not in training["recipes"]:
-        raise ValueError(f"unknown recipe {recipe!r}; configured: {sorted(training['recipes'])}")
-    settings = {**training["defaults"], **training["recipes"][recipe], "seed": seed}
+    own = {k: v for k, v in _recipe(config, recipe).items() if k not in RECIPE_PLAN_KEYS}
+    settings = {**training["defaults"], **own, "seed": seed}
     return checked_settings(settings, f"training.recipes.{recipe}")
 
 
@@ -93,12 +143,15 @@ def warmup_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def runs(config: Mapping[str, Any]) -> list[Run]:
-    training = config["training"]
+    """Every run of the named recipes: each on its combinations, over its seeds."""
+    recipes = config["training"]["recipes"]
+    trained = {recipe: recipe_combinations(config, recipe) for recipe in recipes}
     return [
         Run(combo, recipe, seed)
         for combo in combinations(config)
-        for recipe in training["recipes"]
-        for seed in training["seeds"]
+        for recipe in recipes
+        if combo in trained[recipe]
+        for seed in recipe_seeds(config, recipe)
     ]
 
 
