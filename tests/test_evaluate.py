@@ -269,6 +269,10 @@ def test_aggregate_writes_the_long_table(study, saved_results, tmp_path):
     assert {"ap", "aupr_11pt", "auroc", "dice_pooled", "dice_image_mean", "ece"} <= set(
         table["metric"]
     )
+    lesion_wise = {"lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_f1_small"}
+    assert lesion_wise | {"lesion_f1_medium", "lesion_f1_large"} <= set(table["metric"])
+    assert "lesion_wise" in json.loads(conventions_path(out).read_text())["conventions"]
+    assert table[table["metric"] == "lesion_sensitivity"]["value"].notna().any()
     assert not table.duplicated(["model", "test_dataset", "lesion", "metric"]).any()
     for path in saved_results:
         result = load_evaluation(path)
@@ -282,6 +286,11 @@ def test_aggregate_writes_the_long_table(study, saved_results, tmp_path):
             ece = expected_calibration_error(histograms[lesion])
             assert 0 <= rows["ece"] == pytest.approx(ece)
             assert rows["positive_pixels"] == histograms[lesion].positive_pixels
+            reference, detected, predicted, matched = histograms[lesion].components.sum(axis=0)
+            if reference:  # lesion-wise rows, from the evaluation's component counts
+                assert rows["lesion_sensitivity"] == pytest.approx(detected / reference)
+            if predicted:
+                assert rows["lesion_precision"] == pytest.approx(matched / predicted)
             metrics = evaluation_metrics(result)[lesion.value]
             assert len(rows) == len(metrics)
             for name, value in metrics.items():
