@@ -39,6 +39,10 @@ no metric above there (in the fallback it moves average precision by about 0.001
 tests/test_statistics.py's sets); the ECE of the whole set is that of the full bins.
 A resample assumes its images' pixels lie within each group as the whole set's do
 (tests/test_statistics.py measures the ECE's error).
+
+Lesion-wise counts (``LesionHistogram.components``: reference, detected, predicted and
+matched connected components per size bin) are kept per image in full and summed with the
+same weights, so the lesion-wise metrics of any resample are exact.
 """
 
 from __future__ import annotations
