@@ -5,7 +5,10 @@ that are positive and negative in the ground truth, per probability bin
 (``LesionHistogram``); histograms of several images, models or test sets merge
 by addition, and every pooled metric (average precision, 11-point AUPR, Dice,
 AUROC, the PR curve, the expected calibration error and its reliability diagram)
-follows from the counts alone, in O(bins) memory.
+follows from the counts alone, in O(bins) memory. The lesion-wise metrics (sensitivity,
+precision and F1 over connected components, and F1 per size bin) follow likewise from
+each histogram's component counts (``LesionHistogram.components``,
+``lesionsoup.core.lesion_components``).
 
 Binning: with ``bins`` uniform bins, bin ``k < bins`` holds probabilities in
 ``[k / bins, (k + 1) / bins)`` and one extra bin, index ``bins``, holds exactly
