@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 import torch
 from conftest import write_toy_cache
+from lesion_counting import naive_counts
 from test_predictor import save_tiny
 from test_preprocess import blank, manifest_of, write_case
 
 from lesionsoup.core.device_histograms import bin_image
+from lesionsoup.core.lesion_components import size_edges
 from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion
 from lesionsoup.core.metrics import (
     DEFAULT_BINS,
@@ -77,6 +79,7 @@ def test_histograms_equal_a_direct_computation(study, result_aaa):
     predictor = load_predictor(study["model"])
     cache = Cache(study["AAA"])
     expected = {lesion: LesionHistogram(DEFAULT_BINS) for lesion in TRAINED}
+    components = {lesion: np.zeros((3, 4), np.int64) for lesion in TRAINED}
     for image_id in cache.ids_in("test"):
         image, labels = np.asarray(cache.image(image_id)), np.asarray(cache.labels(image_id))
         probs = predictor.predict(to_tensors(image, labels)[0][None])[0].numpy()
@@ -93,11 +96,14 @@ def test_histograms_equal_a_direct_computation(study, result_aaa):
             assert counts["tp"] == int((predicted & target & valid).sum())
             assert counts["fp"] == int((predicted & ~target & valid).sum())
             assert counts["fn"] == int((~predicted & target & valid).sum())
+            components[lesion] += naive_counts(target, predicted, valid, size_edges(lesion))
     pooled = SegmentationHistograms.from_dict(result["histograms"])
     assert pooled.lesions == TRAINED
     for lesion in TRAINED:
+        expected[lesion].components = components[lesion]
         assert pooled[lesion] == expected[lesion]
         assert pooled[lesion].positive_pixels > 0
+    assert sum(int(c[:, 0].sum()) for c in components.values()) > 0  # the toy cache has lesions
 
 
 def test_per_image_histograms_rescore_the_whole_set_and_stay_small(result_aaa):
@@ -107,8 +113,10 @@ def test_per_image_histograms_rescore_the_whole_set_and_stay_small(result_aaa):
     for lesion in TRAINED:
         rescored = images[lesion.value].pooled()  # every test image once
         assert rescored.positive_pixels == pooled[lesion].positive_pixels
+        assert np.array_equal(rescored.components, pooled[lesion].components)
         for name, metric in POOLED_METRICS.items():  # the groups keep every metric exact
-            assert metric(rescored) == pytest.approx(metric(pooled[lesion]), abs=1e-12), name
+            value = pytest.approx(metric(pooled[lesion]), abs=1e-12, nan_ok=True)
+            assert metric(rescored) == value, name
     size = len(json.dumps(result_aaa["image_histograms"]))
     assert size / result_aaa["images"] <= 10_000  # bytes per image and model
 
@@ -193,6 +201,7 @@ def test_native_probabilities_are_the_cache_map_resampled(study, tmp_path):
     result = evaluate(study["model"], cache_dir, resolution="native", manifest=manifest)
     cache, predictor = Cache(cache_dir), load_predictor(study["model"])
     expected = SegmentationHistograms(TRAINED)
+    components: dict[Lesion, np.ndarray] = {}
     for row in pd.read_csv(manifest).to_dict("records"):
         image_id = row["image_id"]
         image, labels = np.asarray(cache.image(image_id)), np.asarray(cache.labels(image_id))
@@ -205,6 +214,12 @@ def test_native_probabilities_are_the_cache_map_resampled(study, tmp_path):
         for column, lesion in (("mask_MA", Lesion.MA), ("mask_EX", Lesion.EX)):
             native_labels[cv2.imread(row[column], cv2.IMREAD_GRAYSCALE) > 0] |= lesion.bit
         expected.add_image(image_id, native.transpose(2, 0, 1), native_labels)
+        for channel, lesion in enumerate(TRAINED):  # lesion-wise, at native resolution
+            target, predicted = (native_labels & lesion.bit) > 0, native[..., channel] >= 0.5
+            counted = naive_counts(target, predicted, native_fov, size_edges(lesion))
+            components[lesion] = components.get(lesion, 0) + counted
+    for lesion in TRAINED:
+        expected[lesion].components = components[lesion]
     assert SegmentationHistograms.from_dict(result["histograms"]) == expected
 
 
@@ -254,6 +269,10 @@ def test_aggregate_writes_the_long_table(study, saved_results, tmp_path):
     assert {"ap", "aupr_11pt", "auroc", "dice_pooled", "dice_image_mean", "ece"} <= set(
         table["metric"]
     )
+    lesion_wise = {"lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_f1_small"}
+    assert lesion_wise | {"lesion_f1_medium", "lesion_f1_large"} <= set(table["metric"])
+    assert "lesion_wise" in json.loads(conventions_path(out).read_text())["conventions"]
+    assert table[table["metric"] == "lesion_sensitivity"]["value"].notna().any()
     assert not table.duplicated(["model", "test_dataset", "lesion", "metric"]).any()
     for path in saved_results:
         result = load_evaluation(path)
@@ -267,6 +286,11 @@ def test_aggregate_writes_the_long_table(study, saved_results, tmp_path):
             ece = expected_calibration_error(histograms[lesion])
             assert 0 <= rows["ece"] == pytest.approx(ece)
             assert rows["positive_pixels"] == histograms[lesion].positive_pixels
+            reference, detected, predicted, matched = histograms[lesion].components.sum(axis=0)
+            if reference:  # lesion-wise rows, from the evaluation's component counts
+                assert rows["lesion_sensitivity"] == pytest.approx(detected / reference)
+            if predicted:
+                assert rows["lesion_precision"] == pytest.approx(matched / predicted)
             metrics = evaluation_metrics(result)[lesion.value]
             assert len(rows) == len(metrics)
             for name, value in metrics.items():

@@ -82,6 +82,11 @@ def test_argmax_dice_on_a_hand_worked_4x4_case():
     assert np.flatnonzero(images[0].positives).tolist() == [400, 500, 600]
     on_device = score_image(histograms, "case", torch.from_numpy(probs), labels, True)
     assert on_device == images
+    # lesion-wise, of the argmax: EX's reference (0,0),(0,1),(1,0) is one lesion, hit by the
+    # predicted (0,0),(1,0); the predicted (2,2) is false. HE's 2x2 lesion is hit by the
+    # predicted (1,1),(1,2); the predicted (3,3) is false. Every component is small.
+    for image in images:
+        assert image.components.tolist() == [[1, 1, 2, 1], [0, 0, 0, 0], [0, 0, 0, 0]]
 
 
 def test_argmax_counts_equal_torchmetrics_multiclass_stat_scores():

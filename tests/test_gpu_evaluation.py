@@ -63,6 +63,12 @@ def test_evaluation_on_cuda_counts_the_pixels_the_cpu_counts(study):
         assert gpu_metrics[lesion]["auroc"] == pytest.approx(cpu_metrics[lesion]["auroc"], abs=0.02)
     histograms = SegmentationHistograms.from_dict(on_gpu["histograms"])
     assert sum(histograms[lesion].valid_pixels for lesion in histograms.lesions) > 0
+    # lesion-wise counts from the booleans the GPU sends back: the reference lesions are
+    # the CPU's; the predicted ones may differ where bf16 moves p across 0.5
+    on_host = SegmentationHistograms.from_dict(on_cpu["histograms"])
+    for lesion in histograms.lesions:
+        gpu_counts, cpu_counts = histograms[lesion].components, on_host[lesion].components
+        assert np.array_equal(gpu_counts[:, 0], cpu_counts[:, 0])
 
 
 def test_one_cuda_job_evaluates_every_test_set_and_reuses_them(study, tmp_path):

@@ -43,7 +43,11 @@ def simulated_image(
     target = np.arange(2000) < positives
     histogram = LesionHistogram(bins)
     histogram.update(scores.astype(np.float32), target, np.ones(2000, bool))
-    return histogram
+    # lesion-wise counts from a generator of their own, so the pixels' draws stay as they were
+    counts = np.random.default_rng([positives, round(scores.sum() * 1e3)]).integers(0, 6, (3, 4))
+    counts[:, 1] = np.minimum(counts[:, 1], counts[:, 0])
+    counts[:, 3] = np.minimum(counts[:, 3], counts[:, 2])
+    return LesionHistogram(bins, histogram.positives, histogram.negatives, None, counts)
 
 
 def simulated_set(rng, images: int, separation: float = 2.0) -> ImageHistograms:
@@ -139,7 +143,10 @@ def test_one_resampling_scores_every_metric_as_the_drawn_images_pooled_one_by_on
     for row, counts in enumerate(weights):
         drawn = np.repeat(np.arange(6), counts)  # each drawn image, as often as drawn
         pooled = LesionHistogram(
-            BINS, images.positives[drawn].sum(axis=0), images.negatives[drawn].sum(axis=0)
+            BINS,
+            images.positives[drawn].sum(axis=0),
+            images.negatives[drawn].sum(axis=0),
+            components=images.components[drawn].sum(axis=0),
         )
         for name, metric in POOLED_METRICS.items():
             assert resampled[name].scores[row] == pytest.approx(metric(pooled))

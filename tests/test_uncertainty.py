@@ -51,7 +51,8 @@ def scored_models(test: str = "T", seed: int = 0) -> list[Scored]:
 def test_intervals_hold_each_lesion_and_the_mean():
     models = scored_models()
     table = interval_table(bootstrap(models, "ap", SETTINGS))
-    assert len(table) == 3 * 3 * 5  # models x (EX, HE, mean) x pooled metrics
+    assert len(table) == 3 * 3 * len(POOLED_METRICS)  # models x (EX, HE, mean) x pooled metrics
+    assert {"lesion_f1", "lesion_f1_small"} <= set(table["metric"])
     ece = table[table["metric"] == "ece"]
     assert len(ece) == 9 and ((ece["low"] <= ece["value"]) & (ece["value"] <= ece["high"])).all()
     ap = table[table["metric"] == "ap"].set_index(["model", "lesion"])

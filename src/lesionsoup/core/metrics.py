@@ -5,7 +5,10 @@ that are positive and negative in the ground truth, per probability bin
 (``LesionHistogram``); histograms of several images, models or test sets merge
 by addition, and every pooled metric (average precision, 11-point AUPR, Dice,
 AUROC, the PR curve, the expected calibration error and its reliability diagram)
-follows from the counts alone, in O(bins) memory.
+follows from the counts alone, in O(bins) memory. The lesion-wise metrics (sensitivity,
+precision and F1 over connected components, and F1 per size bin) follow likewise from
+each histogram's component counts (``LesionHistogram.components``,
+``lesionsoup.core.lesion_components``).
 
 Binning: with ``bins`` uniform bins, bin ``k < bins`` holds probabilities in
 ``[k / bins, (k + 1) / bins)`` and one extra bin, index ``bins``, holds exactly
@@ -38,6 +41,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.lesion_components import (
+    COMPONENT_COUNTS,
+    SIZE_BINS,
+    empty_counts,
+    size_bins_in_words,
+)
 from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, Lesion
 
 DEFAULT_BINS = 2000
@@ -60,6 +69,10 @@ METRIC_LABELS: dict[str, str] = {
     "images_with_lesion": "images with the lesion",
     "fp_rate_image_mean": "false-positive rate (mean over images)",
     "images_without_lesion": "images without the lesion",
+    "lesion_sensitivity": "lesion-wise sensitivity",
+    "lesion_precision": "lesion-wise precision",
+    "lesion_f1": "lesion-wise F1",
+    **{f"lesion_f1_{size}": f"lesion-wise F1 ({size} lesions)" for size in SIZE_BINS},
 }
 #: Equal-width bins of predicted probability of the expected calibration error: 10, not
 #: the 15 of Guo et al. 2017, so that every calibration edge is a threshold edge (0.0, 0.1,
@@ -136,6 +149,24 @@ def conventions(bins: int = DEFAULT_BINS, labels: str = "multilabel") -> dict[st
             "(FP / valid pixels) is averaged over the images that have none (empty mask); an "
             "image without valid pixels enters neither mean."
         ),
+        "lesion_wise": (
+            f"Lesions are the 8-connected components of the reference mask and of the hard "
+            f"prediction ({_prediction(labels)}), both restricted to the valid pixels, at the "
+            "evaluation resolution (lesionsoup.core.lesion_components). Match rule (Metrics "
+            "Reloaded's mask-overlap criterion, many-to-one allowed): a reference lesion is "
+            "detected when any of its pixels is predicted; a predicted lesion is matched when "
+            "any of its pixels is a reference pixel, so one prediction touching two lesions "
+            "detects both and is one matched prediction. Components of all images are pooled: "
+            "lesion_sensitivity = detected / reference lesions (NaN without any), "
+            "lesion_precision = matched / predicted lesions (NaN without any), lesion_f1 = "
+            "2PR / (P + R), an undefined P or R read as 0 when the other is defined (0 when "
+            "both are 0), NaN with neither reference nor predicted lesions."
+        ),
+        "lesion_size_bins": (
+            f"lesion_f1_<bin> is lesion_f1 of the components whose own area in pixels falls "
+            f"in the bin (reference lesions for recall, predicted lesions for precision; a "
+            f"prediction may match a lesion of another bin): {size_bins_in_words()}."
+        ),
     }
 
 
@@ -206,7 +237,10 @@ class LesionHistogram:
     in bin ``k`` (``bins + 1`` entries, see the module docstring), as int64.
     ``decisions`` are the pixel counts of the model's hard prediction when it is not
     ``p >= DICE_THRESHOLD`` (the argmax over classes of ``evaluation.labels: priority``);
-    None means that threshold (``predicted``).
+    None means that threshold (``predicted``). ``components`` are the lesion-wise counts
+    of the hard prediction (``lesionsoup.core.lesion_components.component_counts``: per
+    size bin, reference, detected, predicted and matched components), None where they
+    were not counted (the lesion-wise metrics are then NaN).
     """
 
     def __init__(
@@ -215,6 +249,7 @@ class LesionHistogram:
         positives: np.ndarray | None = None,
         negatives: np.ndarray | None = None,
         decisions: Sequence[int] | None = None,
+        components: np.ndarray | Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.bins = _check_bins(bins)
         size = self.bins + 1
@@ -237,6 +272,7 @@ class LesionHistogram:
                 f"decisions {tuple(self.decisions)} do not count the histogram's "
                 f"{self.positive_pixels} positive and {int(self.negatives.sum())} negative pixels"
             )
+        self.components = None if components is None else _checked_components(components)
 
     def update(self, probs: np.ndarray, target: np.ndarray, valid: np.ndarray) -> None:
         """Add the valid pixels of an image (H, W), a stack (N, H, W) or any array of pixels.
@@ -293,6 +329,12 @@ class LesionHistogram:
             raise ValueError("cannot merge histograms with and without argmax decisions")
         return self.decisions or Confusion(0, 0, 0, 0)
 
+    def _counted(self) -> np.ndarray:
+        """The components to merge; an empty histogram has none to add."""
+        if self.components is None and self.valid_pixels:
+            raise ValueError("cannot merge histograms with and without lesion-wise counts")
+        return empty_counts() if self.components is None else self.components
+
     def predicted(self) -> Confusion:
         """Pixel counts of the hard prediction Dice and the per-image counts use."""
         return self.decisions if self.decisions is not None else self.confusion(DICE_THRESHOLD)
@@ -306,8 +348,15 @@ class LesionHistogram:
         if self.decisions is not None or other.decisions is not None:
             pairs = zip(self._decided(), other._decided(), strict=True)
             decisions = Confusion(*(a + b for a, b in pairs))
+        components = None
+        if self.components is not None or other.components is not None:
+            components = self._counted() + other._counted()
         return LesionHistogram(
-            self.bins, self.positives + other.positives, self.negatives + other.negatives, decisions
+            self.bins,
+            self.positives + other.positives,
+            self.negatives + other.negatives,
+            decisions,
+            components,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -318,6 +367,8 @@ class LesionHistogram:
             and np.array_equal(self.positives, other.positives)
             and np.array_equal(self.negatives, other.negatives)
             and self.decisions == other.decisions
+            and (self.components is None) == (other.components is None)
+            and (self.components is None or np.array_equal(self.components, other.components))
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
@@ -329,8 +380,9 @@ class LesionHistogram:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able form: the bin count, both count arrays as lists of ints, and the
-        decisions (tp, fp, fn, tn) where there are some."""
+        """A JSON-able form: the bin count, both count arrays as lists of ints, the
+        decisions (tp, fp, fn, tn) and the components (a list per size bin) where there are
+        some."""
         entry: dict[str, Any] = {
             "bins": self.bins,
             "positives": self.positives.tolist(),
@@ -338,6 +390,8 @@ class LesionHistogram:
         }
         if self.decisions is not None:
             entry["decisions"] = list(self.decisions)
+        if self.components is not None:
+            entry["components"] = self.components.tolist()
         return entry
 
     @classmethod
@@ -345,8 +399,11 @@ class LesionHistogram:
         """The inverse of ``to_dict``; raises ValueError on anything malformed."""
         try:
             bins, positives, negatives = data["bins"], data["positives"], data["negatives"]
-            decisions = data.get("decisions")
-            integers = all(type(x) is int for x in (*positives, *negatives, *(decisions or ())))
+            decisions, components = data.get("decisions"), data.get("components")
+            cells = [x for row in components or () for x in row]
+            integers = all(
+                type(x) is int for x in (*positives, *negatives, *(decisions or ()), *cells)
+            )
         except (KeyError, TypeError) as error:
             message = f"histogram needs 'bins', 'positives' and 'negatives' ({error})"
             raise ValueError(message) from None
@@ -354,7 +411,32 @@ class LesionHistogram:
             raise ValueError("histogram counts must be integers")
         if decisions is not None and len(decisions) != 4:
             raise ValueError("histogram decisions must be four counts: tp, fp, fn, tn")
-        return cls(bins, np.array(positives, np.int64), np.array(negatives, np.int64), decisions)
+        return cls(
+            bins,
+            np.array(positives, np.int64),
+            np.array(negatives, np.int64),
+            decisions,
+            None if components is None else np.array(components, np.int64),
+        )
+
+
+def _checked_components(components: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+    """Lesion-wise counts (size bins, ``COMPONENT_COUNTS``) as int64, checked."""
+    counts = np.array(components)
+    shape = (len(SIZE_BINS), len(COMPONENT_COUNTS))
+    if counts.shape != shape or not np.issubdtype(counts.dtype, np.integer):
+        raise ValueError(f"components must be {shape} integer counts ({COMPONENT_COUNTS})")
+    counts = counts.astype(np.int64)
+    if (
+        (counts < 0).any()
+        or (counts[:, 1] > counts[:, 0]).any()
+        or (counts[:, 3] > counts[:, 2]).any()
+    ):
+        raise ValueError(
+            f"components {counts.tolist()} must not be negative, nor count more detected "
+            "(matched) than reference (predicted) components"
+        )
+    return counts
 
 
 def _counts_from_top(histogram: LesionHistogram) -> tuple[np.ndarray, np.ndarray]:
@@ -539,6 +621,57 @@ def expected_calibration_error(
     return float(np.sum(points.pixels[occupied] / total * gaps))
 
 
+def _component_totals(histogram: LesionHistogram, size: str | None) -> np.ndarray | None:
+    """Reference, detected, predicted and matched components, of one size bin or all."""
+    if histogram.components is None:
+        return None
+    counts = histogram.components
+    return counts.sum(axis=0) if size is None else counts[SIZE_BINS.index(size)]
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def lesion_sensitivity(histogram: LesionHistogram) -> float:
+    """Detected reference lesions / reference lesions; NaN without any (or without counts)."""
+    totals = _component_totals(histogram, None)
+    return math.nan if totals is None else _ratio(int(totals[1]), int(totals[0]))
+
+
+def lesion_precision(histogram: LesionHistogram) -> float:
+    """Matched predicted lesions / predicted lesions; NaN without any (or without counts)."""
+    totals = _component_totals(histogram, None)
+    return math.nan if totals is None else _ratio(int(totals[3]), int(totals[2]))
+
+
+def _f1(totals: np.ndarray | None) -> float:
+    """2PR / (P + R); an undefined P or R counts 0 when the other is defined; NaN with
+    neither reference nor predicted components (or without counts)."""
+    if totals is None or (totals[0] == 0 and totals[2] == 0):
+        return math.nan
+    recall = totals[1] / totals[0] if totals[0] else 0.0
+    precision = totals[3] / totals[2] if totals[2] else 0.0
+    return float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0
+
+
+def lesion_f1(histogram: LesionHistogram) -> float:
+    """Lesion-wise F1 over all sizes (``conventions``: lesion_wise)."""
+    return _f1(_component_totals(histogram, None))
+
+
+def lesion_f1_of_size(size: str) -> Callable[[LesionHistogram], float]:
+    """Lesion-wise F1 of the components of one size bin (``SIZE_BINS``)."""
+    if size not in SIZE_BINS:
+        raise ValueError(f"size bin must be one of {list(SIZE_BINS)}, not {size!r}")
+
+    def metric(histogram: LesionHistogram) -> float:
+        return _f1(_component_totals(histogram, size))
+
+    metric.__name__ = metric.__qualname__ = f"lesion_f1_{size}"
+    return metric
+
+
 #: The metrics of a pooled histogram, by the names ``metrics.csv`` uses.
 POOLED_METRICS: dict[str, Callable[[LesionHistogram], float]] = {
     "ap": average_precision,
@@ -546,6 +679,10 @@ POOLED_METRICS: dict[str, Callable[[LesionHistogram], float]] = {
     "auroc": auroc,
     "dice_pooled": dice,
     "ece": expected_calibration_error,
+    "lesion_sensitivity": lesion_sensitivity,
+    "lesion_precision": lesion_precision,
+    "lesion_f1": lesion_f1,
+    **{f"lesion_f1_{size}": lesion_f1_of_size(size) for size in SIZE_BINS},
 }
 
 

@@ -16,7 +16,9 @@ chooses where pixels are counted:
 ``labels`` chooses each lesion's reference (``lesionsoup.core.metrics.conventions``):
 ``multilabel``, its own mask; ``priority``, the softmax head's priority label map
 (``priority_plane``), with Dice and the per-image counts taken from the argmax over
-background and lesions (``LesionHistogram.decisions``). ``priority`` needs softmax
+background and lesions (``LesionHistogram.decisions``). Every image also records the
+lesion-wise counts of its hard prediction (``lesionsoup.core.lesion_components``:
+connected components matched by overlap), at the chosen resolution. ``priority`` needs softmax
 models: a sigmoid head's channels are independent, so they define no background
 probability to take an argmax against, and were never trained on that map.
 
@@ -40,15 +42,19 @@ import torch
 from tqdm import tqdm
 
 from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.lesion_components import image_component_counts
 from lesionsoup.core.lesions import ALL, Lesion, pack, priority_plane
 from lesionsoup.core.metrics import (
     DEFAULT_BINS,
+    DICE_THRESHOLD,
     LABELS,
+    Confusion,
     ImageCounts,
     LesionHistogram,
     SegmentationHistograms,
     argmax_decisions,
     conventions,
+    valid_mask,
 )
 from lesionsoup.core.model import predicted_classes
 from lesionsoup.data.cache import Cache
@@ -60,7 +66,8 @@ from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings, fov_
 from lesionsoup.inference.predictor import Predictor, load_predictor
 from lesionsoup.training.sampling import to_tensors
 
-FORMAT = "lesionsoup-evaluation/4"  # 2: per-image histograms; 3: in groups; 4: labels
+#: 2: per-image histograms; 3: in groups; 4: labels; 5: lesion-wise component counts
+FORMAT = "lesionsoup-evaluation/5"
 COLUMNS = ("model", "train_combo", "method", "test_dataset", "lesion", "metric", "value")
 Resolution = Literal["cache", "native"]
 Labels = Literal["multilabel", "priority"]
@@ -142,6 +149,14 @@ def check_labels(labels: str, predictor: Predictor) -> None:
         )
 
 
+def hard_prediction(probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The boolean (L, H, W) ``p >= DICE_THRESHOLD`` on the host; a tensor is compared on
+    its device and only the booleans cross."""
+    if isinstance(probs, torch.Tensor):
+        return (probs >= DICE_THRESHOLD).cpu().numpy()
+    return np.asarray(probs) >= DICE_THRESHOLD
+
+
 def score_image(
     histograms: SegmentationHistograms,
     image_id: str,
@@ -149,16 +164,25 @@ def score_image(
     labels: np.ndarray,
     priority: bool,
 ) -> list[LesionHistogram]:
-    """One image's histograms; with ``priority``, against the priority map and with the
-    argmax decisions."""
-    if not priority:
-        return histograms.bin_image(image_id, probs, labels)
-    labels = priority_plane(labels, histograms.lesions)
-    images = histograms.bin_image(image_id, probs, labels)
-    decisions = argmax_decisions(predicted_classes(probs), labels, histograms.lesions)
+    """One image's histograms with its lesion-wise counts (``lesion_components``) of the
+    hard prediction; with ``priority``, against the priority map and with the argmax
+    decisions, the argmax being the hard prediction."""
+    lesions = histograms.lesions
+    decisions: list[Confusion | None] = [None] * len(lesions)
+    labels = priority_plane(labels, lesions) if priority else labels
+    images = histograms.bin_image(image_id, probs, labels)  # checks the shapes and range
+    if priority:
+        classes = predicted_classes(probs)
+        decisions = list(argmax_decisions(classes, labels, lesions))
+        predicted = classes[None] == np.arange(1, len(lesions) + 1, dtype=np.uint8)[:, None, None]
+    else:
+        predicted = hard_prediction(probs)
+    labels = np.asarray(labels)
+    references = np.stack([(labels & lesion.bit) != 0 for lesion in lesions])
+    components = image_component_counts(predicted, references, valid_mask(labels), lesions)
     return [
-        LesionHistogram(image.bins, image.positives, image.negatives, decided)
-        for image, decided in zip(images, decisions, strict=True)
+        LesionHistogram(image.bins, image.positives, image.negatives, decided, counted)
+        for image, decided, counted in zip(images, decisions, components, strict=True)
     ]
 
 

@@ -39,6 +39,10 @@ no metric above there (in the fallback it moves average precision by about 0.001
 tests/test_statistics.py's sets); the ECE of the whole set is that of the full bins.
 A resample assumes its images' pixels lie within each group as the whole set's do
 (tests/test_statistics.py measures the ECE's error).
+
+Lesion-wise counts (``LesionHistogram.components``: reference, detected, predicted and
+matched connected components per size bin) are kept per image in full and summed with the
+same weights, so the lesion-wise metrics of any resample are exact.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from lesionsoup.core.lesion_components import COMPONENT_COUNTS, SIZE_BINS
 from lesionsoup.core.metrics import LesionHistogram
 
 Metric = Callable[[LesionHistogram], float]
@@ -122,7 +127,9 @@ class ImageHistograms:
     bin its own group); ``decisions`` (images, 4) the tp, fp, fn, tn of each image's argmax
     prediction where the evaluation has one (``LesionHistogram.decisions``); ``offsets``
     (2, groups) the ``bin_offsets`` of the whole set's positives and negatives, where
-    known (``spread_groups``; None: each group's counts at its first bin)."""
+    known (``spread_groups``; None: each group's counts at its first bin); ``components``
+    (images, size bins, 4) each image's lesion-wise counts where the evaluation has them
+    (``LesionHistogram.components``), summed with the same weights as the pixels."""
 
     bins: int
     positives: np.ndarray
@@ -130,6 +137,7 @@ class ImageHistograms:
     starts: np.ndarray | None = None
     decisions: np.ndarray | None = None
     offsets: np.ndarray | None = None
+    components: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.starts is None:
@@ -151,6 +159,9 @@ class ImageHistograms:
             raise ValueError(f"decisions {np.shape(self.decisions)} are not ({shape[0]}, 4)")
         if self.offsets is not None and np.shape(self.offsets) != (2, starts.size):
             raise ValueError(f"offsets {np.shape(self.offsets)} are not (2, {starts.size})")
+        cells = (shape[0], len(SIZE_BINS), len(COMPONENT_COUNTS))
+        if self.components is not None and np.shape(self.components) != cells:
+            raise ValueError(f"components {np.shape(self.components)} are not {cells}")
 
     @classmethod
     def stack(
@@ -162,6 +173,7 @@ class ImageHistograms:
         bins = histograms[0].bins
         starts = np.arange(bins + 1) if starts is None else np.asarray(starts, np.int64)
         decided = [h.decisions for h in histograms]
+        counted = [h.components for h in histograms]
         pooled = LesionHistogram(
             bins,
             np.sum([h.positives for h in histograms], axis=0),
@@ -174,6 +186,7 @@ class ImageHistograms:
             starts,
             None if None in decided else np.array(decided, np.int64),
             pooled_offsets(pooled, starts),
+            None if any(c is None for c in counted) else np.stack(counted).astype(np.int64),
         )
 
     @property
@@ -190,6 +203,8 @@ class ImageHistograms:
         counts = (self.positives, self.negatives)
         if self.decisions is not None:
             counts += (self.decisions,)
+        if self.components is not None:
+            counts += (self.components.reshape(self.images, -1),)
         sums = _weighted_sums(weights, *counts)
         positives, negatives = (expand_groups(c, self.starts, self.bins) for c in sums[:2])
         if self.offsets is not None:
@@ -200,9 +215,12 @@ class ImageHistograms:
                 )
             )
         decisions = sums[2] if self.decisions is not None else [None] * len(weights)
+        components: Sequence[np.ndarray | None] = [None] * len(weights)
+        if self.components is not None:
+            components = sums[-1].reshape(len(weights), *self.components.shape[1:])
         return [
-            LesionHistogram(self.bins, p, n, d)
-            for p, n, d in zip(positives, negatives, decisions, strict=True)
+            LesionHistogram(self.bins, p, n, d, c)
+            for p, n, d, c in zip(positives, negatives, decisions, components, strict=True)
         ]
 
 
@@ -247,6 +265,8 @@ def image_histograms_to_dict(
         }
         if column and all(histogram.decisions is not None for histogram in column):
             entry["lesions"][lesion]["decisions"] = [list(h.decisions) for h in column]
+        if column and all(histogram.components is not None for histogram in column):
+            entry["lesions"][lesion]["components"] = [h.components.tolist() for h in column]
     return entry
 
 
@@ -283,8 +303,20 @@ def image_histograms_from_dict(
             starts,
             np.array(counts["decisions"], np.int64) if "decisions" in counts else None,
             offsets,
+            _components(counts.get("components"), images),
         )
     return result
+
+
+def _components(rows: Any, images: int) -> np.ndarray | None:
+    """The per-image lesion-wise counts of an ``image_histograms`` entry, checked."""
+    if rows is None:
+        return None
+    cells = (images, len(SIZE_BINS), len(COMPONENT_COUNTS))
+    counts = np.array(rows)
+    if counts.shape != cells or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+        raise ValueError(f"per-image components {counts.shape} are not {cells} counts")
+    return counts.astype(np.int64)
 
 
 def resample_weights(images: int, resamples: int, seed: int | Sequence[int]) -> np.ndarray:
