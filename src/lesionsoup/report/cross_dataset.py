@@ -258,7 +258,7 @@ def plot_fine_coarse(
     bootstrap intervals and the combinations as dots; returns the table."""
     summary, per_combo = fine_coarse_table(metrics, coarse, replicates, metric, method)
     tests = sorted(summary["test_dataset"].unique())
-    fig, ax = plt.subplots(figsize=(3.5 + 1.3 * len(tests), 3.8))
+    fig, ax = plt.subplots(figsize=figure_size(3.6))
     width = 0.8 / len(STYLE_GROUPS)
     hatches = ("", "//", "..")
     colours = ("#31688e", "#fde725", "#35b779")
@@ -276,8 +276,10 @@ def plot_fine_coarse(
         ax.scatter(positions, points["score"], color="black", s=10, zorder=3)
     ax.set_xticks(range(len(tests)), tests)
     ax.set_xlabel("test set")
-    ax.set_ylabel(f"{metric_label(metric)}, mean over lesions")
-    ax.set_ylim(0, 1)
+    scale = data_range([*summary["mean"], *summary["high"], *per_combo["score"]], pad=0.1)
+    note = f"\n({scale.note})" if scale.note else ""
+    ax.set_ylabel(f"{metric_label(metric)}, mean over lesions{note}")
+    ax.set_ylim(*scale.limits)
     ax.legend(title="training data", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(
         f"Fine vs coarse annotations in training: {metric_label(metric)}\n(bars: mean over "

@@ -29,6 +29,7 @@ from lesionsoup.core.checkpoint import SUFFIX, load_metadata
 from lesionsoup.core.figures import (
     PAGE_WIDTH,
     data_range,
+    figure_size,
     panel_figure_size,
     panel_grid,
     save_figure,
@@ -405,7 +406,7 @@ def plot_method_comparison(
 def plot_cost_gain(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
     """``cost_gain_table``: each method's gain over the single models, with its interval,
     against compute seconds; a star by the name of a significant gain."""
-    fig, ax = plt.subplots(figsize=(6.8, 4))
+    fig, ax = plt.subplots(figsize=figure_size(3.6))
     markers = "osD^v<>pP*"
     for index, row in table.reset_index(drop=True).iterrows():
         below, above = max(row["gain"] - row["low"], 0), max(row["high"] - row["gain"], 0)
@@ -476,8 +477,7 @@ def _draw_seed_noise(ax: plt.Axes, table: pd.DataFrame) -> None:
 
 def plot_seed_noise(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
     """``seed_noise_table`` as a figure, or a figure saying that no recipe has seeds."""
-    methods = table["method"].nunique()
-    fig, ax = plt.subplots(figsize=(max(5.5, 2.5 + 0.8 * methods), 4))
+    fig, ax = plt.subplots(figsize=figure_size(3.4))
     shown = table[np.isfinite(table["gain_over_seed_sd"].astype(float))]
     if shown.empty:
         message = NO_SEEDS if table.empty else NO_SPREAD
