@@ -14,6 +14,7 @@ import pytest
 import test_report_calibration as calibration_fixtures
 from matplotlib.patches import Rectangle
 from replicate_fixtures import replicates_for
+from test_analysis_connectivity import pair  # noqa: F401  (its fixture: two trained toy models)
 from test_report_figures import fixture_replicates, histograms, metrics_table, write_evaluation
 from test_report_methods import comparisons_csv
 
@@ -31,6 +32,7 @@ from lesionsoup.core.figures import (
     save_figure,
     wrap_label,
 )
+from lesionsoup.data.cache import Cache
 from lesionsoup.evaluation.evaluate import COLUMNS
 from lesionsoup.report import (
     calibration,
@@ -38,6 +40,7 @@ from lesionsoup.report import (
     cross_dataset,
     methods,
     pr_curves,
+    qualitative,
     size_curves,
     style_clusters,
 )
@@ -54,9 +57,9 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> Figures:
         save_figure(fig, out, tight)
         shown[Path(out).name] = fig
 
-    for module in (calibration, connectivity, cross_dataset, methods, pr_curves, size_curves):
+    modules = (calibration, connectivity, cross_dataset, methods, pr_curves, qualitative)
+    for module in (*modules, size_curves, style_clusters):
         monkeypatch.setattr(module, "save_figure", keep)
-    monkeypatch.setattr(style_clusters, "save_figure", keep)
     return shown
 
 
@@ -339,6 +342,17 @@ def test_style_figures_fit_the_page(tmp_path: Path, saved: Figures) -> None:
     style_clusters.plot_area_distributions(components, tmp_path / "areas.png")
     check_layout(saved["clusters.png"])
     check_layout(saved["areas.png"])
+
+
+def test_qualitative_fits_the_page(
+    pair: tuple[Path, Path],  # noqa: F811
+    toy_caches: dict[str, Path],
+    tmp_path: Path,
+    saved: Figures,
+) -> None:
+    cache = Cache(toy_caches["AAA"])
+    qualitative.plot_qualitative(cache, {"A": pair[0], "B": pair[1]}, tmp_path / "q.png", 2)
+    check_layout(saved["q.png"])
 
 
 @pytest.mark.parametrize(
