@@ -141,6 +141,7 @@ rule report_methods:
         alpha=config["evaluation"]["bootstrap"]["alpha"],
         confidence=f"{config['evaluation']['bootstrap']['confidence']:.0%}",  # for the captions
         resamples=config["evaluation"]["bootstrap"]["resamples"],  # for the captions
+        tests=TESTS,  # a configured test set without scores: named, not drawn
     script:
         "../scripts/report_methods.py"
 

@@ -19,4 +19,5 @@ with logged(snakemake.log[0]):
         ),
         metric=snakemake.params.metric,
         alpha=snakemake.params.alpha,
+        tests=snakemake.params.tests,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lesionsoup.core.figures import save_figure
+from lesionsoup.core.figures import panel_figure_size, save_figure
 from lesionsoup.core.metrics import LesionHistogram, SegmentationHistograms, reliability
 from lesionsoup.evaluation.evaluate import aggregated_evaluations
 from lesionsoup.report.intervals import interval_text
@@ -102,8 +102,9 @@ def plot_reliability(
         raise ValueError(f"no evaluation file for (model, test set) {missing[:3]}")
     tests = sorted(chosen["test_dataset"].unique())
     lesions = list(histograms[str(Path(chosen["model"].iloc[0])), tests[0]].lesions)
+    size = panel_figure_size(len(tests), len(lesions), panel_aspect=0.95, extra=0.5)
     fig, axes = plt.subplots(len(tests), len(lesions), squeeze=False, sharex=True, sharey=True,
-                             figsize=(3.0 * len(lesions), 2.8 * len(tests)))  # fmt: skip
+                             figsize=size)  # fmt: skip
     drawn = []
     for row, test in enumerate(tests):
         own = chosen[chosen["test_dataset"] == test].itertuples(index=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lesionsoup.core.figures import save_figure
+from lesionsoup.core.figures import COLUMN_WIDTH, figure_size, save_figure
 
 
 def plot_connectivity(
@@ -20,7 +20,7 @@ def plot_connectivity(
     """Validation score (top) and loss (middle) over lam, one line per curve; below, where
     given, the sharpness of A and B: loss increase over the perturbation radius."""
     rows = 3 if sharpness is not None else 2
-    fig, axes = plt.subplots(rows, 1, figsize=(5.5, 2.75 * rows))
+    fig, axes = plt.subplots(rows, 1, figsize=figure_size(1.9 * rows + 0.5, COLUMN_WIDTH))
     ax_score, ax_loss = axes[0], axes[1]
     ax_loss.sharex(ax_score)
     markers = "osD^v<>"

@@ -17,9 +17,17 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import Normalize
 
 from lesionsoup.core.combos import combo_members
-from lesionsoup.core.figures import save_figure
+from lesionsoup.core.figures import (
+    PAGE_WIDTH,
+    data_range,
+    figure_size,
+    panel_grid,
+    save_figure,
+    wrap_label,
+)
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.statistics import finite_mean
@@ -95,23 +103,35 @@ def heatmap_table(
     return pd.DataFrame(columns).rename_axis(columns=None)
 
 
-def _draw_cells(ax: plt.Axes, table: pd.DataFrame, tests: Sequence[str]) -> plt.AxesImage:
+def _draw_cells(
+    ax: plt.Axes, table: pd.DataFrame, tests: Sequence[str], norm: Normalize
+) -> plt.AxesImage:
     """One lesion's panel: the colour of each cell's value, the value, its interval below."""
     values = table[list(tests)].to_numpy(float)
-    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    image = ax.imshow(values, cmap="viridis", norm=norm, aspect="auto")
     for (row, column), value in np.ndenumerate(values):
         if not np.isfinite(value):
             continue
-        colour = "black" if value > 0.6 else "white"
+        colour = "black" if norm(value) > 0.6 else "white"
         test = tests[column]
         interval = interval_text(*(table[f"{test} {end}"].iloc[row] for end in ENDS))
-        ax.text(column, row - 0.12, f"{value:.2f}", ha="center", va="center", color=colour)
-        ax.text(column, row + 0.22, interval, ha="center", va="center", color=colour, fontsize=6.5)
+        ax.text(column, row - 0.14, f"{value:.2f}", ha="center", va="center", color=colour,
+                fontsize=6.5)  # fmt: skip
+        ax.text(column, row + 0.22, interval, ha="center", va="center", color=colour, fontsize=4.5)
     ax.set_xticks(range(len(tests)), tests, rotation=45, ha="right")
-    ax.set_yticks(range(len(table.index)), table.index)
-    ax.set_xlabel("test set")
+    ax.set_yticks(range(len(table.index)), [wrap_label(str(c)) for c in table.index])
     ax.spines[:].set_visible(False)
     return image
+
+
+def _drawn_table(table: pd.DataFrame, combos: Sequence[str], tests: Sequence[str]) -> pd.DataFrame:
+    """``table`` on the figure's common rows and columns (NaN where a lesion lacks them)."""
+    columns = [f"{test}{suffix}" for test in tests for suffix in ("", *(f" {e}" for e in ENDS))]
+    return table.reindex(index=list(combos), columns=columns)
+
+
+#: Inches: a heatmap cell's width, a wrapped row label's line, the row labels' margin.
+CELL_WIDTH, LABEL_LINE, LABEL_WIDTH = 0.5, 0.13, 1.25
 
 
 def plot_heatmaps(
@@ -122,33 +142,56 @@ def plot_heatmaps(
     method: str = SINGLE,
 ) -> dict[str, pd.DataFrame]:
     """One heatmap panel per lesion, each cell's value and interval printed in it;
-    returns each lesion's ``heatmap_table``."""
+    returns each lesion's ``heatmap_table``.
+
+    The panels lie in a grid as wide as the page (``panel_grid``), all on the same rows
+    (training combinations, labelled in the left column, wrapped at ``+``) and columns
+    (test sets, labelled in the bottom row), with one colour bar; the colour scale runs
+    from 0 to the greatest value rounded up (``data_range``), or to 1.
+    """
     lesions = [x for x in ("EX", "HE", "MA", "CWS") if x in set(metrics["lesion"])]
     lesions += sorted(set(metrics["lesion"]) - set(lesions))
     tables = {
         lesion: heatmap_table(metrics, replicates, lesion, metric, method) for lesion in lesions
     }
-    tests = {lesion: list(table.columns[:: 1 + len(ENDS)]) for lesion, table in tables.items()}
-    rows, columns = (
-        max(len(table.index) for table in tables.values()),
-        max(len(names) for names in tests.values()),
-    )
+    tests = sorted({t for table in tables.values() for t in table.columns[:: 1 + len(ENDS)]})
+    combos = sorted({combo for table in tables.values() for combo in table.index})
+    drawn = {lesion: _drawn_table(table, combos, tests) for lesion, table in tables.items()}
+    panel = CELL_WIDTH * len(tests) + 0.3
+    grid_rows, grid_columns = panel_grid(len(lesions), PAGE_WIDTH - LABEL_WIDTH, panel)
+    lines = sum(wrap_label(str(c)).count("\n") + 1 for c in combos)
+    panel_height = max(LABEL_LINE * lines, 0.32 * len(combos)) + 0.25
     fig, axes = plt.subplots(
-        1,
-        len(lesions),
-        figsize=(1.2 + (0.95 * columns + 1.2) * len(lesions), 1.8 + 0.6 * rows),
+        grid_rows,
+        grid_columns,
+        figsize=figure_size(grid_rows * panel_height + 1.6),
         squeeze=False,
+        sharex=True,
+        sharey=True,
         layout="constrained",
     )
-    for ax, lesion in zip(axes[0], lesions, strict=True):
-        image = _draw_cells(ax, tables[lesion], tests[lesion])
+    values = [table[tests].to_numpy(float).ravel() for table in drawn.values()]
+    scale = data_range(np.concatenate(values))
+    norm = Normalize(*scale.limits)
+    for ax, lesion in zip(axes.flat, lesions, strict=False):
+        image = _draw_cells(ax, drawn[lesion], tests, norm)
         ax.set_title(lesion)
-    axes[0][0].set_ylabel("training combination")
+    for ax in axes.flat[len(lesions) :]:
+        ax.remove()
+    for row in axes:
+        for ax in row[1:]:
+            ax.tick_params(labelleft=False)
+    for ax in axes[:-1].flat:
+        ax.tick_params(labelbottom=False)
+    fig.supylabel("training combination", fontsize="medium")
+    fig.supxlabel("test set", fontsize="medium")
     label = metric_label(metric)
-    fig.colorbar(image, ax=axes[0].tolist(), label=f"{label} ({method} models)", shrink=0.9)
+    scaled = f"; colour scale {scale.low:g}-{scale.high:g}, {scale.note}" if scale.note else ""
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=f"{label} ({method} models)", shrink=0.8)
     fig.suptitle(
         f"Cross-dataset {label}: training combination x test set\n(mean over {method} "
-        f"models; below: {confidence_text(replicates)} bootstrap interval over test images)"
+        f"models; below: {confidence_text(replicates)} bootstrap interval\nover test "
+        f"images{scaled})"
     )
     save_figure(fig, out, tight=False)
     return tables
@@ -215,7 +258,7 @@ def plot_fine_coarse(
     bootstrap intervals and the combinations as dots; returns the table."""
     summary, per_combo = fine_coarse_table(metrics, coarse, replicates, metric, method)
     tests = sorted(summary["test_dataset"].unique())
-    fig, ax = plt.subplots(figsize=(3.5 + 1.3 * len(tests), 3.8))
+    fig, ax = plt.subplots(figsize=figure_size(3.6))
     width = 0.8 / len(STYLE_GROUPS)
     hatches = ("", "//", "..")
     colours = ("#31688e", "#fde725", "#35b779")
@@ -233,8 +276,10 @@ def plot_fine_coarse(
         ax.scatter(positions, points["score"], color="black", s=10, zorder=3)
     ax.set_xticks(range(len(tests)), tests)
     ax.set_xlabel("test set")
-    ax.set_ylabel(f"{metric_label(metric)}, mean over lesions")
-    ax.set_ylim(0, 1)
+    scale = data_range([*summary["mean"], *summary["high"], *per_combo["score"]], pad=0.1)
+    note = f"\n({scale.note})" if scale.note else ""
+    ax.set_ylabel(f"{metric_label(metric)}, mean over lesions{note}")
+    ax.set_ylim(*scale.limits)
     ax.legend(title="training data", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(
         f"Fine vs coarse annotations in training: {metric_label(metric)}\n(bars: mean over "

@@ -14,6 +14,7 @@ inference (the ``seconds`` of its evaluations, over all test sets).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,14 @@ import pandas as pd
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata
-from lesionsoup.core.figures import save_figure
+from lesionsoup.core.figures import (
+    PAGE_WIDTH,
+    data_range,
+    figure_size,
+    panel_figure_size,
+    panel_grid,
+    save_figure,
+)
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
 from lesionsoup.evaluation.replicates import Replicates
@@ -249,8 +257,11 @@ def method_errors(
 HATCHES = ["", "//", "..", "xx", "\\\\", "oo", "--", "++", "**"]
 
 
-def _draw_bars(ax: plt.Axes, own: pd.DataFrame, combos: list[str], methods: list[str]) -> None:
-    """One test set's bars: each method's combinations, error bars and significance marks."""
+def _draw_bars(
+    ax: plt.Axes, own: pd.DataFrame, combos: list[str], methods: list[str], lift: float
+) -> None:
+    """One test set's bars: each method's combinations, error bars and significance marks
+    (``lift`` above the bar's error bar)."""
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.95, len(methods)))
     width = 0.85 / len(methods)
     for index, method in enumerate(methods):
@@ -266,12 +277,55 @@ def _draw_bars(ax: plt.Axes, own: pd.DataFrame, combos: list[str], methods: list
             edgecolor="black",
             linewidth=0.5,
             capsize=2,
+            error_kw={"elinewidth": 0.6, "capthick": 0.6},
             label=method,
         )
         for position, row in zip(x, rows.itertuples(), strict=True):
             if row.significant is True:
                 top = row.mean + (0 if np.isnan(row.above) else row.above)
-                ax.text(position, min(top + 0.02, 0.97), "*", ha="center", fontsize=11)
+                ax.text(position, top + lift, "*", ha="center", va="bottom", fontsize=9)
+
+
+def combo_keys(combos: Iterable[str]) -> dict[str, str]:
+    """A short key per training combination (``A``, ``B``, ...; ``AA`` after ``Z``): the
+    x labels of a figure whose full names would overlap, spelled out in its axis label."""
+    keys = {}
+    for index, combo in enumerate(combos):
+        key = ""
+        index += 1
+        while index:
+            index, rest = divmod(index - 1, 26)
+            key = chr(ord("A") + rest) + key
+        keys[combo] = key
+    return keys
+
+
+def empty_test_sets(table: pd.DataFrame, tests: Iterable[str] = ()) -> list[str]:
+    """The test sets of ``tests`` (the configured ones) or of ``method_errors``'s table
+    without a single score: no test images, or none evaluated."""
+    finite = table[np.isfinite(table["mean"].astype(float))]
+    return sorted((set(table["test_dataset"]) | set(tests)) - set(finite["test_dataset"]))
+
+
+def empty_note(empty: Iterable[str]) -> str:
+    """The caption sentence naming test sets drawn without a panel; empty if none."""
+    names = sorted(empty)
+    if not names:
+        return ""
+    sets = "test set" if len(names) == 1 else "test sets"
+    verb = "has" if len(names) == 1 else "have"
+    return f"No panel: {sets} {', '.join(names)} {verb} no test images (no scores)."
+
+
+@dataclass(frozen=True)
+class MethodFigure:
+    """What ``plot_method_comparison`` drew: ``method_errors``'s table (every test set,
+    the empty ones' rows NaN), the test sets left without a panel, and the caption text
+    the figure carries (its scale, and the empty test sets named)."""
+
+    table: pd.DataFrame
+    empty: list[str]
+    caption: str
 
 
 def plot_method_comparison(
@@ -280,42 +334,79 @@ def plot_method_comparison(
     comparisons: pd.DataFrame,
     out: Path,
     metric: str = "ap",
-) -> pd.DataFrame:
+    tests: Iterable[str] = (),
+) -> MethodFigure:
     """Per test set, each combination's methods as bars with their bootstrap intervals
-    and significance marks (``method_errors``)."""
+    and significance marks (``method_errors``).
+
+    The panels lie in a grid as wide as the page, sharing one value axis scaled to the
+    data (``data_range``: 0 to the highest error bar, rounded up; 0-1 when that is above
+    0.6). A test set without scores (``empty_test_sets``; ``tests``: the configured ones)
+    gets no panel: the note under the figure, and the returned caption, name it.
+    """
     table = method_errors(metrics, replicates, comparisons, metric)
-    tests = sorted(table["test_dataset"].unique())
+    empty = empty_test_sets(table, tests)
+    shown = sorted(set(table["test_dataset"]) - set(empty))
+    if not shown:
+        raise ValueError(f"no test set has {metric} scores to compare methods on")
     combos = sorted(table["train_combo"].unique())
     methods = ordered_methods(table["method"])
+    rows, columns = panel_grid(len(shown), PAGE_WIDTH, 0.5 + 0.12 * len(methods) * len(combos))
     fig, axes = plt.subplots(
-        len(tests),
-        1,
-        figsize=(max(6.0, 2.5 + 0.35 * len(methods) * len(combos)), 2.4 * len(tests)),
+        rows,
+        columns,
+        figsize=panel_figure_size(rows, columns, extra=1.9),
         squeeze=False,
         sharex=True,
+        sharey=True,
+        layout="constrained",
     )
-    for ax, test in zip(axes[:, 0], tests, strict=True):
+    drawn = table[table["test_dataset"].isin(shown)]
+    scale = data_range([*drawn["mean"], *(drawn["mean"] + drawn["above"].fillna(0))], pad=0.12)
+    label = metric_label(metric)
+    for ax, test in zip(axes.flat, shown, strict=False):
         own = table[table["test_dataset"] == test].set_index(["train_combo", "method"])
-        _draw_bars(ax, own, combos, methods)
-        ax.set_ylabel(f"{metric_label(metric)}\n(test {test})")
-        ax.set_ylim(0, 1)
-    axes[-1, 0].set_xticks(range(len(combos)), combos, rotation=30, ha="right")
-    axes[-1, 0].set_xlabel("training combination")
-    axes[0, 0].legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _draw_bars(ax, own, combos, methods, 0.01 * (scale.high - scale.low))
+        ax.set_title(f"test {test}")
+        ax.set_ylim(*scale.limits)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.flat[len(shown) :]:
+        ax.remove()
+    keys = combo_keys(combos)
+    for ax in axes.flat[: len(shown)]:
+        ax.set_xticks(range(len(combos)), [keys[c] for c in combos])
+    axis = f"{label}, mean over lesions" + (f"\n({scale.note})" if scale.note else "")
+    fig.supylabel(axis, fontsize="medium")
+    key = "; ".join(f"{keys[c]} = {c}" for c in combos)
+    fig.supxlabel(f"training combination: {textwrap.fill(key, 110)}", fontsize="small")
+    fig.legend(
+        *axes.flat[0].get_legend_handles_labels(),
+        loc="outside right upper",
+        title="method",
+        frameon=False,
+    )
+    caption = (
+        f"Methods compared: {label}, mean over lesions (error bars: "
+        f"{replicates.confidence:.0%} bootstrap interval over test images; *: differs from "
+        "the single-model baseline, paired bootstrap, Holm)"
+    )
+    caption += f"; {scale.note}, {scale.low:g} to {scale.high:g}." if scale.note else "."
+    note = empty_note(empty)
+    caption = f"{caption} {note}".strip()
     fig.suptitle(
-        f"Methods compared: {metric_label(metric)}, mean over lesions\n(error bars: "
+        f"Methods compared: {label}, mean over lesions\n(error bars: "
         f"{replicates.confidence:.0%} bootstrap interval over test images;\n*: differs from "
-        "the single-model baseline, paired bootstrap, Holm)",
+        "the single-model baseline, paired bootstrap, Holm)" + (f"\n{note}" if note else ""),
         fontsize="medium",
     )
-    save_figure(fig, out)
-    return table
+    save_figure(fig, out, tight=False)
+    return MethodFigure(table, empty, caption)
 
 
 def plot_cost_gain(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
     """``cost_gain_table``: each method's gain over the single models, with its interval,
     against compute seconds; a star by the name of a significant gain."""
-    fig, ax = plt.subplots(figsize=(6.8, 4))
+    fig, ax = plt.subplots(figsize=figure_size(3.6))
     markers = "osD^v<>pP*"
     for index, row in table.reset_index(drop=True).iterrows():
         below, above = max(row["gain"] - row["low"], 0), max(row["high"] - row["gain"], 0)
@@ -386,8 +477,7 @@ def _draw_seed_noise(ax: plt.Axes, table: pd.DataFrame) -> None:
 
 def plot_seed_noise(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
     """``seed_noise_table`` as a figure, or a figure saying that no recipe has seeds."""
-    methods = table["method"].nunique()
-    fig, ax = plt.subplots(figsize=(max(5.5, 2.5 + 0.8 * methods), 4))
+    fig, ax = plt.subplots(figsize=figure_size(3.4))
     shown = table[np.isfinite(table["gain_over_seed_sd"].astype(float))]
     if shown.empty:
         message = NO_SEEDS if table.empty else NO_SPREAD
@@ -444,9 +534,11 @@ def report_methods(
     outputs: MethodOutputs,
     metric: str = "ap",
     alpha: float = 0.05,
+    tests: Iterable[str] = (),
 ) -> None:
     """The method comparison, cost-vs-gain and seed-noise figures, each with its table,
-    and the significance table of the comparisons."""
+    and the significance table of the comparisons; ``tests``: the configured test sets,
+    those without scores named under the method comparison instead of a panel."""
     metrics = read_metrics(Path(metrics_csv))
     replicates = read_replicates(replicates_npz, metric)
     comparisons = pd.read_csv(comparisons_csv)
@@ -454,8 +546,8 @@ def report_methods(
     with replicate_errors(replicates_npz):
         seeds = seed_noise_table(metrics, metric, replicates)
         table = plot_method_comparison(
-            metrics, replicates, comparisons, Path(outputs.comparison), metric
-        )
+            metrics, replicates, comparisons, Path(outputs.comparison), metric, list(tests)
+        ).table
         gains = cost_gain_table(metrics, read_costs(Path(costs_csv)), replicates, metric, alpha)
     write_csv(with_metric(seeds, metric), Path(outputs.seed_noise))
     plot_seed_noise(seeds, Path(outputs.seed_noise_figure), metric)

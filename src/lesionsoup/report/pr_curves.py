@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lesionsoup.core.figures import save_figure
+from lesionsoup.core.figures import panel_figure_size, save_figure
 from lesionsoup.core.metrics import SegmentationHistograms, metric_label, pr_curve
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
 from lesionsoup.evaluation.replicates import Replicates
@@ -83,7 +83,7 @@ def plot_pr_curves(
     fig, axes = plt.subplots(
         len(tests),
         len(lesions),
-        figsize=(3.0 * len(lesions), 2.8 * len(tests)),
+        figsize=panel_figure_size(len(tests), len(lesions), panel_aspect=0.95, extra=0.7),
         squeeze=False,
         sharex=True,
         sharey=True,

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from lesionsoup.core.figures import save_figure
+from lesionsoup.core.figures import panel_figure_size, save_figure
 from lesionsoup.core.lesions import TRAINED, Lesion, unpack
 from lesionsoup.core.metrics import DICE_THRESHOLD
 from lesionsoup.data.cache import Cache
@@ -70,7 +70,10 @@ def plot_qualitative(
     ids = chosen_images(cache, images, split)
     columns = 2 + len(predictors)
     fig, axes = plt.subplots(
-        len(ids), columns, figsize=(2.3 * columns, 2.4 * len(ids) + 0.6), squeeze=False
+        len(ids),
+        columns,
+        figsize=panel_figure_size(len(ids), columns, panel_aspect=1.0, extra=0.8),
+        squeeze=False,
     )
     for row, image_id in enumerate(ids):
         image = np.asarray(cache.image(image_id))

@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lesionsoup.core.figures import save_figure
+from lesionsoup.core.figures import panel_figure_size, save_figure
 from lesionsoup.core.metrics import metric_label
 
 MARKERS = {"uniform": "o", "greedy": "s", "ensemble": "D"}
@@ -29,7 +29,9 @@ def plot_size_curves(table: pd.DataFrame, out: Path) -> None:
     if table.empty:
         raise ValueError(f"{out}: no size-curve points to plot")
     tests = sorted(table["test_dataset"].unique())
-    fig, axes = plt.subplots(2, len(tests), figsize=(4.2 * len(tests), 6.0), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(tests), figsize=panel_figure_size(2, len(tests), panel_aspect=0.9), squeeze=False
+    )
     label, confidence = metric_label(str(table["metric"].iloc[0])), _confidence(table)
     curves = list(dict.fromkeys(table["curve"]))
     for column, test in enumerate(tests):

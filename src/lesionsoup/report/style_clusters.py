@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.cluster.hierarchy import dendrogram
 
 from lesionsoup.analysis.style_metrics import StyleClustering
-from lesionsoup.core.figures import save_figure
+from lesionsoup.core.figures import figure_size, panel_figure_size, save_figure
 
 
 def plot_style_clusters(
@@ -22,7 +22,7 @@ def plot_style_clusters(
     fig, (ax_tree, ax_table) = plt.subplots(
         1,
         2,
-        figsize=(3 + 1.25 * clustering.features.shape[1], 1.4 + 0.55 * len(datasets)),
+        figsize=figure_size(1.4 + 0.3 * len(datasets)),
         width_ratios=(1.2, clustering.features.shape[1]),
         layout="constrained",
     )
@@ -76,7 +76,11 @@ def plot_area_distributions(components: pd.DataFrame, out: Path) -> None:
     lesions = list(dict.fromkeys(components["lesion"]))
     datasets = sorted(components["dataset"].unique())
     fig, axes = plt.subplots(
-        1, len(lesions), figsize=(2.6 * len(lesions), 3.2), squeeze=False, sharey=True
+        1,
+        len(lesions),
+        figsize=panel_figure_size(1, len(lesions), panel_aspect=1.1, extra=0.6),
+        squeeze=False,
+        sharey=True,
     )
     for ax, lesion in zip(axes[0], lesions, strict=True):
         own = components[components["lesion"] == lesion]

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lesionsoup.core.figures import save_figure  # noqa: E402
+from lesionsoup.core.figures import figure_size, save_figure  # noqa: E402
 
 
 def plot_training_curves(step_log: Path, validation_csv: Path, out: Path, status: str = "") -> None:
@@ -22,7 +22,7 @@ def plot_training_curves(step_log: Path, validation_csv: Path, out: Path, status
     steps = pd.read_csv(step_log)
     validation = pd.read_csv(validation_csv)
     fig, (ax_loss, ax_val, ax_lr) = plt.subplots(
-        3, 1, figsize=(6.5, 7.5), sharex=True, height_ratios=(3, 3, 1.5)
+        3, 1, figsize=figure_size(6.5), sharex=True, height_ratios=(3, 3, 1.5)
     )
     window = max(1, len(steps) // 50)
     ax_loss.plot(steps["step"], steps["loss"], color="0.75", linewidth=0.8, label="per step")
