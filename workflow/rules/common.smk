@@ -9,6 +9,8 @@ from lesionsoup.plan import cluster, evaluation, hpo, ingredients, paths, study,
 from lesionsoup.plan.datasets import SOURCE, source_of
 
 DATASETS = sorted(config["datasets"])
+#: The datasets that are no subset of another (`of`): each source's images once.
+SOURCE_DATASETS = [name for name in DATASETS if SOURCE not in config["datasets"][name]]
 SYNTHETIC = config["synthetic"]
 
 
