@@ -13,6 +13,7 @@ from snakemake.utils import min_version
 
 from lesionsoup.core import permissions
 from lesionsoup.plan import paths
+from lesionsoup.plan.datasets import resolve_subsets
 from lesionsoup.plan.validation import validate_config
 
 min_version("9.0")
@@ -30,6 +31,8 @@ validate_config(config, SCHEMAS / "config.schema.yaml", VERBOSE)
 # defaults (the file's $schema switches validators): validating it alone fills them.
 validate_config(config["merging"], SCHEMAS / "merging.schema.yaml", VERBOSE)
 validate_config(config["report"], SCHEMAS / "report.schema.yaml", VERBOSE)
+# Subset datasets (`of`): each entry becomes its source's, its own keys merged in.
+resolve_subsets(config, SCHEMAS / "config.schema.yaml")
 
 # results.mode, as this process's umask: every file and folder Snakemake and its jobs create
 # follow it (local jobs inherit it; a cluster job's snakemake reads this file again). The

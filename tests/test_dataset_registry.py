@@ -65,9 +65,10 @@ def _normalised(value: Any) -> Any:
 
 
 def _split_property(adapter: DatasetAdapter) -> dict[str, Any]:
-    """The ``split`` options a dataset's official splits leave to choose (none for all three)."""
+    """The ``split`` options a dataset's official splits leave to choose (only the training
+    subset, ``train_fraction``, for all three)."""
     if "valid" in adapter.official_splits:
-        return {}
+        return {"split": {"$ref": "#/$defs/train_split"}}
     kind = "valid_split" if adapter.official_splits else "split"
     return {"split": {"$ref": f"#/$defs/{kind}"}}
 

@@ -6,8 +6,11 @@ from pathlib import Path
 from lesionsoup.data.datasets.generic import adapter_for
 from lesionsoup.data.tree import dataset_roots, refresh_stamp
 from lesionsoup.plan import cluster, evaluation, hpo, ingredients, paths, study, targets
+from lesionsoup.plan.datasets import SOURCE, source_of
 
 DATASETS = sorted(config["datasets"])
+#: The datasets that are no subset of another (`of`): each source's images once.
+SOURCE_DATASETS = [name for name in DATASETS if SOURCE not in config["datasets"][name]]
 SYNTHETIC = config["synthetic"]
 
 
@@ -51,14 +54,16 @@ def split_file(wildcards):
 
 
 def dataset_adapter(dataset):
-    """The registered adapter of a dataset, or the `generic` one its config entry describes."""
-    return adapter_for(dataset, config["datasets"][dataset])
+    """The registered adapter of a dataset, or the `generic` one its config entry describes;
+    a subset dataset's (`of`, resolved by the Snakefile) is its source's."""
+    return adapter_for(source_of(config, dataset), config["datasets"][dataset])
 
 
 def index_options(wildcards):
-    """Adapter options of a dataset (split rule, haemorrhage union, patterns...), as JSON."""
+    """Adapter options of a dataset (split rule, haemorrhage union, patterns...), as JSON;
+    a subset dataset's `of` too, so that its splits are drawn with its source's name."""
     settings = config["datasets"][wildcards.dataset]
-    keys = dataset_adapter(wildcards.dataset).option_names
+    keys = [*dataset_adapter(wildcards.dataset).option_names, SOURCE]
     return json.dumps(
         {key: settings[key] for key in keys if key in settings}, sort_keys=True
     )

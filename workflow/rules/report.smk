@@ -225,7 +225,7 @@ rule report_qualitative:
 
 rule annotation_style:
     input:
-        caches=[paths.cache(dataset) for dataset in DATASETS],
+        caches=[paths.cache(dataset) for dataset in SOURCE_DATASETS],
     output:
         clusters=report(
             f"{paths.ANNOTATION_STYLE}/clusters.png",

@@ -148,8 +148,10 @@ def _add_index(commands: Subcommands) -> None:
         "--options",
         type=json_object,
         default={},
-        help='adapter options as JSON, e.g. \'{"split": {"seed": 0, "test": 0.3}}\'; besides '
-        f"split: {_per_dataset(lambda adapter: ', '.join(adapter.options))}",
+        help='adapter options as JSON, e.g. \'{"split": {"seed": 0, "test": 0.3, '
+        '"train_fraction": 0.5}}\'; "of": SOURCE indexes a subset dataset of SOURCE (its '
+        "adapter, its split draws); besides split and of: "
+        f"{_per_dataset(lambda adapter: ', '.join(adapter.options))}",
     )
     parser.add_argument(
         "--unrecognised",

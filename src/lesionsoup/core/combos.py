@@ -3,12 +3,17 @@
 A combination is named by its sorted members joined with ``+`` (``DDR+IDRID``).
 The config lists combinations explicitly, or says ``singles`` (each dataset
 alone) or ``all`` (every non-empty subset: 31 for five datasets).
+
+Subset datasets (``IDRID25: {of: IDRID, ...}``, ``lesionsoup.plan.datasets``) are
+datasets like any other here (``IDRID25+DDR``), except that a combination may
+not hold two datasets of one source (``IDRID+IDRID25`` would train twice on the
+same images): ``all`` leaves such combinations out, a listed one is an error.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations as subsets
 
 #: A dataset name: upper-case letters and digits, starting with a letter (``IDRID``,
@@ -32,12 +37,25 @@ def combo_members(name: str) -> list[str]:
     return name.split("+")
 
 
-def expand_combinations(spec: str | Sequence[str], datasets: Sequence[str]) -> list[str]:
+def shared_sources(members: Iterable[str], sources: Mapping[str, str]) -> dict[str, list[str]]:
+    """The sources that several of ``members`` take their images from, with those members."""
+    by_source: dict[str, list[str]] = {}
+    for member in sorted(set(members)):
+        by_source.setdefault(sources.get(member, member), []).append(member)
+    return {source: names for source, names in by_source.items() if len(names) > 1}
+
+
+def expand_combinations(
+    spec: str | Sequence[str], datasets: Sequence[str], sources: Mapping[str, str] | None = None
+) -> list[str]:
     """Combination names for a config value, validated against the configured datasets.
 
     ``spec`` is ``"singles"``, ``"all"``, or a list whose items are combination
-    names (``"DDR+IDRID"``, members in any order) or the words above.
+    names (``"DDR+IDRID"``, members in any order) or the words above. ``sources``
+    maps a subset dataset to its source (others are their own): ``all`` skips the
+    combinations holding two datasets of one source, a listed one is a ValueError.
     """
+    sources = sources or {}
     items = [spec] if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for item in items:
@@ -48,12 +66,19 @@ def expand_combinations(spec: str | Sequence[str], datasets: Sequence[str]) -> l
                 combo_name(members)
                 for k in range(1, len(datasets) + 1)
                 for members in subsets(sorted(datasets), k)
+                if not shared_sources(members, sources)
             )
         else:
             unknown = sorted(set(combo_members(item)) - set(datasets))
             if unknown:
                 raise ValueError(
                     f"combination {item!r} names datasets that are not configured: {unknown}"
+                )
+            if shared := shared_sources(combo_members(item), sources):
+                source, members = next(iter(shared.items()))
+                raise ValueError(
+                    f"combination {item!r} holds {members}, all of {source}'s images: it would "
+                    "train twice on the same images"
                 )
             names.append(combo_name(combo_members(item)))
     return list(dict.fromkeys(names))

@@ -8,7 +8,9 @@ rather than on the whole photograph (MAPLES-DR's ``AdditionalData.zip``: 1500 x
 1500 maps of a square box): it then holds that box, ``"x0 y0 x1 y1"`` in
 photograph pixels (``x1``, ``y1`` exclusive), and ``lesionsoup.data.roi``
 places the masks into the photograph's frame. ``width`` and ``height`` are the
-native image size in pixels.
+native image size in pixels. ``split`` is one of ``SPLITS``: ``train``,
+``valid``, ``test``, or ``unused`` (training images a ``train_fraction`` below 1
+leaves out; ``lesionsoup.data.splits``), which no cache holds.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import pandas as pd
 
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import ALL, Lesion
+from lesionsoup.data.splits import SPLITS  # the split names: train, valid, test, unused
 
-SPLITS: tuple[str, ...] = ("train", "valid", "test")
 MASK_SEPARATOR = "|"
 #: The column holding a region of interest the mask files are drawn on.
 ROI_COLUMN = "mask_roi"

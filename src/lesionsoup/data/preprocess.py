@@ -49,6 +49,7 @@ from lesionsoup.data.geometry import Geometry
 from lesionsoup.data.manifest import split_mask_paths
 from lesionsoup.data.mask_resize import MaskResize, check_mask_resize, resize_nearest
 from lesionsoup.data.roi import place_in_frame
+from lesionsoup.data.splits import UNUSED
 
 #: Bump when the algorithm changes, so that caches built by the old one are rebuilt.
 PREPROCESS_VERSION = 1
@@ -511,6 +512,9 @@ def build_cache(
 ) -> CacheReport:
     """Preprocess every manifest row into the cache folder ``out``.
 
+    Rows of the ``unused`` split (training images a ``train_fraction`` below 1 left
+    out) are not preprocessed: no cache holds them, so nothing trains on them.
+
     Resumes an interrupted build with the same settings. With ``fail`` the
     first bad input raises ``BadImageError`` and nothing is published at
     ``out``; with ``skip`` bad inputs are listed in ``out/skipped.csv``.
@@ -528,7 +532,9 @@ def build_cache(
     writer = CacheWriter(out, cache_settings(manifest, size, rules))
     done = writer.done()
     rows = [
-        row for position, row in enumerate(manifest.to_dict("records")) if position not in bad_rows
+        row
+        for position, row in enumerate(manifest.to_dict("records"))
+        if position not in bad_rows and row["split"] != UNUSED
     ]
     todo = [row for row in rows if str(row["image_id"]) not in done]
     report.resumed = len(rows) - len(todo)

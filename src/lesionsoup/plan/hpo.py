@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-from lesionsoup.core.combos import expand_combinations
 from lesionsoup.core.schedules import rising_schedule
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.plan import paths
@@ -82,7 +81,7 @@ def plans(config: Mapping[str, Any]) -> list[StudyPlan]:
         raise ValueError(f"hpo.recipes names unknown recipes {unknown}")
     combos = study_config.combinations(config)
     if section.get("combinations") is not None:
-        combos = expand_combinations(section["combinations"], sorted(config["datasets"]))
+        combos = study_config.dataset_combinations(config, section["combinations"])
     return [StudyPlan(combo, recipe) for combo in combos for recipe in recipes]
 
 

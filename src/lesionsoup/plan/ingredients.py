@@ -35,7 +35,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from lesionsoup.core.combos import expand_combinations
 from lesionsoup.plan import hpo, paths
 from lesionsoup.plan.merge_rules import (
     DEFAULT_GROUP_BY,
@@ -52,6 +51,7 @@ from lesionsoup.plan.study import (
     Run,
     checked_settings,
     combinations,
+    dataset_combinations,
     recipe_seeds,
     recipe_settings,
     recipe_start,
@@ -284,7 +284,7 @@ def merging_combinations(config: Mapping[str, Any]) -> list[str]:
     chosen = _merging(config).get("combinations")
     if chosen is None:
         return combinations(config)
-    return expand_combinations(chosen, sorted(config["datasets"]))
+    return dataset_combinations(config, chosen)
 
 
 def _runs(combo: str, recipes: list[str], seeds: list[int]) -> list[Run]:

@@ -13,7 +13,7 @@ from typing import Any
 from lesionsoup.core.combos import combo_members, expand_combinations
 from lesionsoup.core.schedules import rising_schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
-from lesionsoup.plan import paths
+from lesionsoup.plan import datasets, paths
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def recipe_combinations(config: Mapping[str, Any], recipe: str) -> list[str]:
         return study
     key = f"training.recipes.{recipe}.combinations"
     try:
-        chosen = expand_combinations(chosen, sorted(config["datasets"]))
+        chosen = dataset_combinations(config, chosen)
     except ValueError as error:
         raise ValueError(f"{key}: {error}") from None
     if stray := sorted(set(chosen) - set(study)):
@@ -105,8 +105,14 @@ def model_spec(config: Mapping[str, Any]) -> ModelSpec:
     return ModelSpec.from_dict(dict(config["model"]))
 
 
+def dataset_combinations(config: Mapping[str, Any], spec: str | list[str]) -> list[str]:
+    """``expand_combinations`` of a config value over the configured datasets, which knows
+    the subset datasets' sources (``plan.datasets``)."""
+    return expand_combinations(spec, sorted(config["datasets"]), datasets.sources(config))
+
+
 def combinations(config: Mapping[str, Any]) -> list[str]:
-    return expand_combinations(config["training"]["combinations"], sorted(config["datasets"]))
+    return dataset_combinations(config, config["training"]["combinations"])
 
 
 def checked_settings(values: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -172,7 +178,9 @@ def configured(config: Mapping[str, Any], key: str, names: Iterable[str]) -> lis
 
 
 def test_datasets(config: Mapping[str, Any]) -> list[str]:
+    """The datasets every model is tested on; ``all``: every configured one except the
+    subset datasets (``of``), whose test part is their source's."""
     wanted = config["evaluation"]["test_datasets"]
     if wanted == "all":
-        return sorted(config["datasets"])
+        return sorted(name for name in config["datasets"] if not datasets.is_subset(config, name))
     return configured(config, "evaluation.test_datasets", wanted)

@@ -54,6 +54,7 @@ from lesionsoup.data.datasets.registry import (
     same_patient_as_image,
 )
 from lesionsoup.data.datasets.synthetic_layout import SyntheticLayout
+from lesionsoup.data.splits import PARTS
 
 #: The ``layout`` value that selects this adapter in a config entry.
 GENERIC = "generic"
@@ -214,12 +215,10 @@ def _attach_masks(
 
 def _apply_split_file(path: Path, images: Mapping[str, NativeImage]) -> None:
     """Set every image's official split from ``path``, which must list each image once."""
-    from lesionsoup.data.manifest import SPLITS  # pandas, which the registry should not cost
-
     rows = _split_rows(path)
     for row, (image_id, split) in enumerate(rows, start=2):
-        if split not in SPLITS:
-            raise DatasetError(f"{path}, line {row}: split '{split}' is not one of {SPLITS}")
+        if split not in PARTS:
+            raise DatasetError(f"{path}, line {row}: split '{split}' is not one of {PARTS}")
         if image_id not in images:
             raise DatasetError(f"{path}, line {row}: image id '{image_id}' has no image")
         images[image_id].split = split

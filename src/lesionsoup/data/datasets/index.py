@@ -4,9 +4,17 @@
 (``lesionsoup.data.manifest``); ``write_manifest`` stores it. Options are the
 adapter's own (``DatasetAdapter.options``: ``hemorrhage`` for RETLES,
 ``messidor_root`` for MAPLES, ...) and ``split`` (``seed``, ``test``,
-``valid``; see ``lesionsoup.data.splits``) for every dataset; the scan also gets
-``unrecognised`` (``native.UNRECOGNISED_OPTION``), which is no dataset's setting
-but a choice of each run, hence an argument (``lesionsoup index --unrecognised``).
+``valid``, ``train_fraction``; see ``lesionsoup.data.splits``) for every dataset;
+the scan also gets ``unrecognised`` (``native.UNRECOGNISED_OPTION``), which is no
+dataset's setting but a choice of each run, hence an argument (``lesionsoup index
+--unrecognised``).
+
+A subset dataset (a config entry ``IDRID25: {of: IDRID, split: {train_fraction:
+0.25}}``, resolved by ``lesionsoup.plan.datasets``) is indexed with ``of`` among
+its options: the source's adapter reads the tree and the splits are drawn with
+the source's name, so its ``test`` and ``valid`` parts are the source's and its
+``train`` part a subset of the source's; its rows name the subset
+(``dataset`` column ``IDRID25``), whose cache they fill.
 """
 
 from __future__ import annotations
@@ -28,9 +36,12 @@ from lesionsoup.data.datasets.native import (
     drop_unreadable,
     image_size,
 )
-from lesionsoup.data.datasets.registry import SPLIT_OPTION
+from lesionsoup.data.datasets.registry import NAME, SPLIT_OPTION
 from lesionsoup.data.manifest import SPLITS, join_mask_paths, manifest_from_rows, mask_column
 from lesionsoup.data.splits import SplitOptions, assign_splits
+
+#: The option naming a subset dataset's source (``lesionsoup.plan.datasets.SOURCE``).
+SOURCE_OPTION = "of"
 
 
 def index_dataset(
@@ -47,11 +58,19 @@ def index_dataset(
     cannot be opened (``native.drop_unreadable``: under ``warn`` their images are left out).
     """
     options = dict(options or {})
-    adapter = adapter_for(name, options)
-    name = adapter.name  # the manifest, its splits' seeds and messages use the registered name
-    unknown = sorted(set(options) - set(adapter.option_names))
+    source = options.pop(SOURCE_OPTION, None)
+    adapter = adapter_for(source or name, options)
+    # The splits' seeds use the registered name, or the source's for a subset dataset;
+    # the manifest's rows and messages name the dataset itself.
+    draw_name = adapter.name
+    if source is None:
+        name = adapter.name
+    elif not NAME.fullmatch(name):
+        raise ValueError(f"dataset name {name!r} must match {NAME.pattern}")
+    known = [*adapter.option_names, SOURCE_OPTION]
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {name}; known: {adapter.option_names}")
+        raise ValueError(f"unknown option(s) {unknown} for {name}; known: {known}")
     if unrecognised not in UNRECOGNISED_CHOICES:
         raise ValueError(f"unrecognised={unrecognised!r} is none of {UNRECOGNISED_CHOICES}")
     split_options = SplitOptions.from_mapping(options.pop(SPLIT_OPTION, None) or {})
@@ -61,7 +80,7 @@ def index_dataset(
         raise DatasetError(f"{absolute(root)}: no {name} images found")
     _check_unique_ids(images)
     patients = [adapter.patient(image.image_id) for image in images]
-    splits = assign_splits([image.split for image in images], patients, name, split_options)
+    splits = assign_splits([image.split for image in images], patients, draw_name, split_options)
     rows = [
         _row(name, image, split, patient)
         for image, split, patient in zip(images, splits, patients, strict=True)
