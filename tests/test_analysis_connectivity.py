@@ -209,3 +209,21 @@ def test_lesionsoup_connectivity_writes_the_sharpness_of_both_models(
         base = (own["loss"] - own["increase"]).unique()
         at_end = curve.loc[curve["lam"] == lam, "loss"].iloc[0]
         assert base == pytest.approx([at_end], rel=1e-5)
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_a_part_path_moves_that_part_only(
+    part: str, pair: tuple[Path, Path], toy_caches: dict[str, Path]
+) -> None:
+    caches = {name: Cache(path) for name, path in toy_caches.items()}
+    curve = connectivity_curve(*pair, caches, points=3, bn_policy="average", part=part)
+    a, b = (load_checkpoint(path)[0] for path in pair)
+    # by hand: the encoder is smp's `encoder.` submodule, the decoder every other tensor
+    # (decoder blocks and segmentation head); the part's tensors from B, the rest from A
+    encoder = {name for name in a if name.startswith("encoder.")}
+    in_part = encoder if part == "encoder" else set(a) - encoder
+    moved = {name: (b if name in in_part else a)[name] for name in a}
+    assert in_part and set(a) - in_part
+    assert curve["score"].iloc[0] == pytest.approx(score_of(pair[0], caches), abs=1e-9)
+    assert curve["score"].iloc[-1] == pytest.approx(score_of_state(moved, caches), abs=1e-9)
+    assert curve["score"].iloc[-1] != pytest.approx(score_of(pair[1], caches), abs=1e-6)

@@ -300,6 +300,7 @@ rule connectivity:
     params:
         caches=cache_arguments,
         points=REPORT["connectivity"]["points"],
+        part=lambda wildcards: report_config.connectivity_part(config, wildcards.pair),
         policies=" ".join(REPORT["connectivity"]["bn_policies"]),
         bn=ingredients.bn_sample_arguments(ingredients.bn_sample(config)),
         radii=" ".join(map(str, REPORT["connectivity"]["sharpness"]["radii"])),
@@ -307,7 +308,7 @@ rule connectivity:
         sharpness_seed=REPORT["connectivity"]["sharpness"]["seed"],
     shell:
         "lesionsoup connectivity {input.a} {input.b} {params.caches} {resources.stage_caches}"
-        " --points {params.points} --bn-policy {params.policies} {params.bn}"
+        " --points {params.points} --part {params.part} --bn-policy {params.policies} {params.bn}"
         " --sharpness-radii {params.radii} --sharpness-directions {params.directions}"
         " --sharpness-seed {params.sharpness_seed} --sharpness {output.sharpness}"
         " --threads {threads} -o {output.curve} --figure {output.figure} > {log} 2>&1"

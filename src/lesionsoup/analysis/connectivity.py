@@ -32,7 +32,7 @@ from lesionsoup.inference.predictor import spec_of
 from lesionsoup.merging.batchnorm import batchnorm_recompute
 from lesionsoup.merging.held_out import settings_of
 from lesionsoup.merging.soups import Merger
-from lesionsoup.plan.merge_rules import BatchNormPolicy, BatchNormSample
+from lesionsoup.plan.merge_rules import DEFAULT_PART, BatchNormPolicy, BatchNormSample, Part
 from lesionsoup.training.losses import LossWeights, segmentation_loss
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.validation import validate
@@ -93,8 +93,11 @@ def connectivity_curve(
     split: str = "valid",
     bins: int = 1000,
     device: str | torch.device = "cpu",
+    part: Part = DEFAULT_PART,
 ) -> pd.DataFrame:
-    """Score and loss along the path from ``checkpoint_a`` (lam 0) to ``checkpoint_b`` (lam 1)."""
+    """Score and loss along the path from ``checkpoint_a`` (lam 0) to ``checkpoint_b`` (lam 1);
+    for a ``part`` (encoder or decoder) only that part moves, the rest stays A's, as in a
+    part soup anchored on A."""
     pair = [Path(checkpoint_a), Path(checkpoint_b)]
     metadata = load_metadata(pair[0])
     spec = spec_of(pair[0], metadata)  # its weights replace any pretrained encoder's
@@ -110,7 +113,10 @@ def connectivity_curve(
         if bn_policy == "recompute"
         else None
     )
-    merger = Merger(pair, bn_policy=bn_policy, scorer=score, recompute=recompute)
+    anchor = None if part == DEFAULT_PART else pair[0]
+    merger = Merger(
+        pair, bn_policy=bn_policy, scorer=score, recompute=recompute, part=part, anchor=anchor
+    )
     rows = []
     for lam in lambdas(points):
         state = merger.build({pair[0]: 1.0 - float(lam), pair[1]: float(lam)})

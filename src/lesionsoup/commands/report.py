@@ -20,7 +20,7 @@ from lesionsoup.commands.arguments import (
     json_object,
     open_caches,
 )
-from lesionsoup.plan.merge_rules import BN_POLICIES
+from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS
 
 log = logging.getLogger("lesionsoup")
 
@@ -111,7 +111,14 @@ def _connectivity(args: argparse.Namespace) -> None:
     with open_caches(args.cache, args.stage_caches) as caches:
         curves = {
             policy: connectivity_curve(
-                args.a, args.b, caches, args.points, policy, bn_sample(args), device=device
+                args.a,
+                args.b,
+                caches,
+                args.points,
+                policy,
+                bn_sample(args),
+                device=device,
+                part=args.part,
             )
             for policy in args.bn_policy
         }
@@ -120,7 +127,8 @@ def _connectivity(args: argparse.Namespace) -> None:
     write_csv(table, args.output)
     if flatness is not None:
         write_csv(flatness, args.sharpness)
-    title = f"Linear mode connectivity\nA = {_short(args.a)}\nB = {_short(args.b)}"
+    moved = "" if args.part == DEFAULT_PART else f" ({args.part} only, the rest A's)"
+    title = f"Linear mode connectivity{moved}\nA = {_short(args.a)}\nB = {_short(args.b)}"
     plot_connectivity(curves, args.figure, title, flatness)
     for policy, curve in curves.items():
         log.info(
@@ -167,6 +175,12 @@ def _add_connectivity(commands: Subcommands) -> None:
     parser.add_argument("--points", type=int, default=11)
     parser.add_argument(
         "--bn-policy", nargs="+", choices=BN_POLICIES, default=["average", "recompute"]
+    )
+    parser.add_argument(
+        "--part",
+        choices=PARTS,
+        default=DEFAULT_PART,
+        help="the part that moves along the path; the rest stays A's (default: the full model)",
     )
     add_bn_sample_arguments(parser)
     add_device_argument(parser)

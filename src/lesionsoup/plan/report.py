@@ -94,6 +94,12 @@ def connectivity_inputs(config: Mapping[str, Any], pair: str) -> dict[str, Any]:
     return {"a": chosen["a"], "b": chosen["b"], "caches": combo_caches(chosen["combo"])}
 
 
+def connectivity_part(config: Mapping[str, Any], pair: str) -> str:
+    """What moves along a configured pair's path: its ``part`` (default: the full model)."""
+    connectivity_inputs(config, pair)  # refuses an unknown pair
+    return report_settings(config)["connectivity"]["pairs"][pair].get("part", DEFAULT_PART)
+
+
 def size_curve_combos(config: Mapping[str, Any]) -> list[str]:
     """The merging combinations whose size-curve pool has at least two candidates (a snapshot
     folder or an ingredient list counts as several); none without a ``merging`` section."""
