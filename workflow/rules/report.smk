@@ -2,6 +2,7 @@
 # (annotation styles) and of the models (linear mode connectivity).
 
 from lesionsoup.core.metrics import metric_label
+from lesionsoup.plan import averaging
 from lesionsoup.plan import report as report_config
 
 REPORT = report_config.report_settings(config)
@@ -197,6 +198,57 @@ rule report_reliability:
         confidence=config["evaluation"]["bootstrap"]["confidence"],  # for the caption
     script:
         "../scripts/report_reliability.py"
+
+
+rule report_averaging:
+    input:
+        replicates=paths.BOOTSTRAP,
+    output:
+        figure=report(
+            f"{paths.REPORT}/averaging.png",
+            caption="../report/averaging.rst",
+            category="Weight averaging",
+        ),
+        verdicts=report(
+            f"{paths.REPORT}/averaging.csv",
+            caption="../report/averaging_table.rst",
+            category="Weight averaging",
+        ),
+        gains=f"{paths.REPORT}/averaging_gains.csv",
+    log:
+        paths.log("report/averaging"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        conditions=json.dumps(averaging.merged_conditions(config), sort_keys=True),
+        alpha=config["evaluation"]["bootstrap"]["alpha"],
+        metric_label=metric_label(REPORT["metric"]),  # for the captions
+    script:
+        "../scripts/report_averaging.py"
+
+
+rule report_barriers:
+    input:
+        curves=report_config.barrier_inputs(config),
+    output:
+        figure=report(
+            f"{paths.REPORT}/barriers.png",
+            caption="../report/barriers.rst",
+            category="Loss landscape",
+        ),
+        table=f"{paths.REPORT}/barriers.csv",
+    log:
+        paths.log("report/barriers"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        parts=json.dumps(report_config.connectivity_parts(config), sort_keys=True),
+    script:
+        "../scripts/report_barriers.py"
 
 
 rule report_qualitative:

@@ -9,6 +9,7 @@ from difflib import get_close_matches
 from typing import Any
 
 from lesionsoup.plan import paths
+from lesionsoup.plan.averaging import reference_models
 from lesionsoup.plan.ingredients import merged_models
 from lesionsoup.plan.study import runs, test_datasets
 
@@ -30,20 +31,28 @@ class EvaluatedModel:
 #: The method of a model that is one training run's best checkpoint: every other
 #: method's baseline.
 SINGLE = "single"
+#: The method of a merged model's ingredient that no other method evaluates (a grid run's
+#: checkpoint, the base an SWA run continues): its gain is measured against them.
+INGREDIENT = "ingredient"
 
 
 def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
     """Every model to evaluate on every test set, by key.
 
-    Each run's best checkpoint (method ``single``), and every merged model and
-    ensemble (method = its merge rule, or ``ensemble``).
+    Each run's best checkpoint (method ``single``), every merged model and ensemble
+    (method = its merge rule, or ``ensemble``), and the ingredients merged models are
+    compared with that none of those is (method ``ingredient``).
     """
     models = [
         EvaluatedModel(f"{run.directory}/best.safetensors", run.combo, SINGLE)
         for run in runs(config)
     ]
     models += [EvaluatedModel(*entry) for entry in merged_models(config)]
-    return {model.key: model for model in models}
+    evaluated = {model.key: model for model in models}
+    for path, combo in reference_models(config):
+        model = EvaluatedModel(path, combo, INGREDIENT)
+        evaluated.setdefault(model.key, model)
+    return evaluated
 
 
 def model_table(evaluated: Mapping[str, EvaluatedModel]) -> dict[str, list[str]]:

@@ -563,6 +563,30 @@ def soup_start(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
     return [paths.init(combo)] if merge_rule(soup_settings(config, soup)["rule"]).anchored else []
 
 
+def soup_references(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
+    """The models a merged model's gain over its ingredients is measured against
+    (``analysis.averaging``): its ingredients, where each is one checkpoint; for one run's
+    model (SWA), the checkpoint of its base that the run continues; none where an ingredient
+    is a snapshot folder or a list of trials, whose models are not evaluated one by one."""
+    soup, seed = _soup_of(config, method)
+    pools = soup_settings(config, soup)["ingredients"]
+    if seed is not None:
+        runs = [run for pool in pools for run in pool_runs(config, combo, pool) if run.seed == seed]
+        return [str(continued_from(run.combo, run.recipe, run.seed)) for run in runs]
+    inputs = pool_inputs(config, combo, pools)
+    return inputs if all(path.endswith(".safetensors") for path in inputs) else []
+
+
+def soup_ensemble(config: Mapping[str, Any], combo: str, method: str) -> str | None:
+    """The configured ensemble of exactly a merged model's pools (all their models), if any."""
+    pools = soup_settings(config, _soup_of(config, method)[0])["ingredients"]
+    for name in _merging(config).get("ensembles", {}):
+        settings = ensemble_settings(config, name)
+        if settings["top"] is None and settings["ingredients"] == pools:
+            return paths.ensemble(combo, name)
+    return None
+
+
 def soup_arguments(config: Mapping[str, Any], method: str) -> str:
     """The ``lesionsoup merge`` options of a configured soup."""
     soup = soup_settings(config, method)

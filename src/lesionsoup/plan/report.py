@@ -13,7 +13,7 @@ from typing import Any
 from lesionsoup.core.combos import combo_members
 from lesionsoup.core.metrics import METRIC_LABELS
 from lesionsoup.core.style_features import STYLE_FEATURES
-from lesionsoup.plan import ingredients, paths
+from lesionsoup.plan import averaging, ingredients, paths
 from lesionsoup.plan.evaluation import SINGLE, evaluated_models
 from lesionsoup.plan.merge_rules import DEFAULT_PART, ENSEMBLE, merge_rule
 from lesionsoup.plan.study import combo_caches, configured, test_datasets
@@ -100,6 +100,18 @@ def connectivity_part(config: Mapping[str, Any], pair: str) -> str:
     return report_settings(config)["connectivity"]["pairs"][pair].get("part", DEFAULT_PART)
 
 
+def connectivity_parts(config: Mapping[str, Any]) -> dict[str, str]:
+    """Pair -> the part that moves along its path, for every configured pair."""
+    pairs = report_settings(config)["connectivity"]["pairs"]
+    return {pair: connectivity_part(config, pair) for pair in pairs}
+
+
+def barrier_inputs(config: Mapping[str, Any]) -> list[str]:
+    """The connectivity curve of every pair, in ``connectivity_parts`` order: the inputs of
+    the barrier figure."""
+    return [f"{paths.connectivity(pair)}.csv" for pair in connectivity_parts(config)]
+
+
 def size_curve_combos(config: Mapping[str, Any]) -> list[str]:
     """The merging combinations whose size-curve pool has at least two candidates (a snapshot
     folder or an ingredient list counts as several); none without a ``merging`` section."""
@@ -175,8 +187,11 @@ def size_curve_arguments(config: Mapping[str, Any]) -> str:
 def report_targets(config: Mapping[str, Any], test_datasets: list[str]) -> list[str]:
     """Every figure, table and analysis of the report, for ``rule all``."""
     pairs = report_settings(config)["connectivity"]["pairs"]
+    compared = any(record["references"] for record in averaging.merged_conditions(config))
     return [
         paths.SUMMARY,
+        *([f"{paths.REPORT}/averaging.png"] if compared else []),
+        *([f"{paths.REPORT}/barriers.png"] if pairs else []),
         f"{paths.REPORT}/pr_curves.png",
         f"{paths.REPORT}/reliability.png",
         f"{paths.ANNOTATION_STYLE}/clusters.png",
