@@ -1,4 +1,5 @@
-"""config/paper.yaml and config/fissionfusion.yaml run end to end through Snakemake.
+"""config/paper.yaml, config/fissionfusion.yaml and config/averaging.yaml run end to end
+through Snakemake.
 
 The test suite's own overlay scales down only sizes and lengths: three of the five datasets
 (the configs say to remove the datasets one does not have), tiny native trees, 64-pixel
@@ -77,9 +78,14 @@ def _renamed(value: Any) -> Any:
 
 def scaled_down(study: Path, roots: dict[str, str]) -> dict[str, Any]:
     config = _renamed(yaml.safe_load(study.read_text()))
-    config["datasets"] = {name: config["datasets"][name] for name in KEPT}
+    config["datasets"] = {
+        name: settings
+        for name, settings in config["datasets"].items()
+        if name in KEPT or settings.get("of") in KEPT  # subsets of a kept dataset too
+    }
     for name, settings in config["datasets"].items():
-        settings["root"] = roots[name]
+        if "of" not in settings:
+            settings["root"] = roots[name]
     for dotted, value in SCALED.items():  # every section the config has (FissionFusion: no HPO)
         if dotted.split(".", 1)[0] in config:
             _set(config, dotted, value)
@@ -173,3 +179,30 @@ def test_the_fissionfusion_study_runs_every_rule_of_its_dag(roots, offline_weigh
         meta = load_metadata(path)
         assert meta["start"] == "shared" and meta["hyperparameters"]["min_lr"] == 0.0
     assert len(list(grid.glob("fgg-*/seed0/snapshots/*.safetensors"))) >= 8
+
+
+def test_the_averaging_study_runs_every_rule_of_its_dag(roots, offline_weights, tmp_path):
+    workdir, executed = run_study(REPO / "config" / "averaging.yaml", roots, tmp_path)
+    assert executed["warmup"] == 3  # the shared start of each training-set fraction
+    models = workdir / "results" / "models"
+    for combo in ("DDR25", "DDR50", "DDR"):
+        for recipe in ("shared", "independent"):
+            for seed in (0, 1, 2):
+                meta = load_metadata(models / combo / recipe / f"seed{seed}" / "best.safetensors")
+                assert meta["start"] == recipe
+    manifests = {
+        name: pd.read_csv(workdir / "results" / "data" / name / "manifest.csv")
+        for name in ("DDR25", "DDR50", "DDR")
+    }
+    trained = {name: set(m.loc[m["split"] == "train", "image_id"]) for name, m in manifests.items()}
+    assert trained["DDR25"] <= trained["DDR50"] <= trained["DDR"]
+    verdicts = pd.read_csv(workdir / "results" / "report" / "averaging.csv")
+    assert set(verdicts["start"]) == {"shared", "independent"}
+    assert set(verdicts["fraction"]) == {0.25, 0.5, 1.0}
+    assert set(verdicts["rule"]) == {"uniform", "greedy", "model_stock", "ties", "swa"}
+    assert set(verdicts["part"]) == {"full", "encoder", "decoder"}
+    assert set(verdicts["bn_policy"]) == {"average", "recompute"}
+    assert verdicts["low"].notna().all() and (verdicts["low"] <= verdicts["high"]).all()
+    barriers = pd.read_csv(workdir / "results" / "report" / "barriers.csv")
+    assert len(barriers) == 6 * 2  # (start x part) pairs x BatchNorm policies
+    assert (workdir / "results" / "report" / "averaging.png").stat().st_size > 0

@@ -420,6 +420,7 @@ rule summary:
         seed_noise=rules.report_methods.output.seed_noise,
         cost_gain=rules.report_methods.output.cost_gain_table,
         styles=rules.annotation_style.output.cluster_table,
+        averaging=report_config.averaging_table(config),
     output:
         report(
             paths.SUMMARY,

@@ -5,4 +5,6 @@ from lesionsoup.report.summary import write_study_summary
 from logs import logged
 
 with logged(snakemake.log[0]):
-    write_study_summary(snakemake.input, snakemake.output[0])
+    # an optional table (averaging) is an empty list where the study has none
+    tables = {name: path for name, path in snakemake.input.items() if path}
+    write_study_summary(tables, snakemake.output[0])

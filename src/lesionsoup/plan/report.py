@@ -184,13 +184,18 @@ def size_curve_arguments(config: Mapping[str, Any]) -> str:
     return " ".join(options)
 
 
+def averaging_table(config: Mapping[str, Any]) -> list[str]:
+    """The averaging verdicts where a merged model has evaluated ingredients; else none."""
+    compared = any(record["references"] for record in averaging.merged_conditions(config))
+    return [f"{paths.REPORT}/averaging.csv"] if compared else []
+
+
 def report_targets(config: Mapping[str, Any], test_datasets: list[str]) -> list[str]:
     """Every figure, table and analysis of the report, for ``rule all``."""
     pairs = report_settings(config)["connectivity"]["pairs"]
-    compared = any(record["references"] for record in averaging.merged_conditions(config))
     return [
         paths.SUMMARY,
-        *([f"{paths.REPORT}/averaging.png"] if compared else []),
+        *(table.replace(".csv", ".png") for table in averaging_table(config)),
         *([f"{paths.REPORT}/barriers.png"] if pairs else []),
         f"{paths.REPORT}/pr_curves.png",
         f"{paths.REPORT}/reliability.png",

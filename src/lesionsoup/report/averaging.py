@@ -32,9 +32,9 @@ from lesionsoup.report.tables import write_csv
 #: The markers of the BatchNorm policies, in ``plan.merge_rules.BN_POLICIES`` order.
 _MARKERS = {"average": "o", "recompute": "s", "copy-best": "^"}
 VERDICT_COLUMNS = (
-    *CONDITION, "models", "gain", "low", "high", "verdict", "gain_vs_ensemble",
-    "low_vs_ensemble", "high_vs_ensemble", "verdict_vs_ensemble", "inference_passes",
-    "ensemble_passes",
+    "train_combo", "soup", *CONDITION, "models", "gain", "low", "high", "verdict",
+    "gain_vs_ensemble", "low_vs_ensemble", "high_vs_ensemble", "verdict_vs_ensemble",
+    "inference_passes", "ensemble_passes",
 )  # fmt: skip
 
 
@@ -84,11 +84,11 @@ def plot_gains(table: pd.DataFrame, out: Path) -> None:
                 ax.annotate("*", (x, row["high"]), ha="center", va="bottom", fontsize=9)
         ax.axhline(0.0, color="0.4", linewidth=0.8)
         ax.set_title(f"{start} start, {part}", fontsize="medium")
-        if own.empty:
-            ax.text(0.5, 0.5, "refused: no common start", transform=ax.transAxes, ha="center")
+        ax.set_visible(not own.empty)  # a condition the study has no merged model of
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[-1]:
+    for ax in axes.flat:  # on every panel: the one below may be hidden
         ax.set_xticks(range(len(rules)), rules, rotation=30, ha="right")
+        ax.tick_params(labelbottom=True)
     metric = metric_label(str(table["metric"].iloc[0]))
     for row_axes in axes:
         row_axes[0].set_ylabel(f"gain in {metric}\nover ingredients' mean")
@@ -160,6 +160,27 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     joined["inference_passes"] = 1
     joined["ensemble_passes"] = joined["references"].where(joined["gain_vs_ensemble"].notna())
     return joined[list(VERDICT_COLUMNS)].sort_values(list(CONDITION)).reset_index(drop=True)
+
+
+def averaging_notes(table: pd.DataFrame) -> str:
+    """What the verdict table (``verdicts``) says, in words, for the summary."""
+    lines = []
+    for column, against in (
+        ("verdict", "the mean of its ingredients"),
+        ("verdict_vs_ensemble", "the ensemble of the same models"),
+    ):
+        counted = table[column].dropna()
+        counted = counted[counted != "no interval"]
+        if counted.empty:
+            continue
+        better = table.loc[counted.index][counted == "better"]
+        named = ", ".join(better["soup"].astype(str)) or "none"
+        lines.append(
+            f"- Against {against}: better in {len(better)} of {len(counted)} merged models "
+            f"({named}), worse in {int((counted == 'worse').sum())}, no difference in "
+            f"{int((counted == 'no difference').sum())}."
+        )
+    return "\n".join(lines) or "No merged model has an interval against its ingredients."
 
 
 def barrier_table(curves: Mapping[str, pd.DataFrame], parts: Mapping[str, str]) -> pd.DataFrame:

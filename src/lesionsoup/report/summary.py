@@ -10,6 +10,7 @@ import pandas as pd
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.plan.evaluation import SINGLE
+from lesionsoup.report.averaging import averaging_notes
 from lesionsoup.report.tables import markdown_table, ordered_methods
 
 #: The sections of the study's ``summary.md``, in order: the name of the table's input
@@ -25,6 +26,10 @@ SECTIONS = {
         "pairs, mean over lesions (paired bootstrap over test images, Holm-adjusted)"
     ),
     "seed_noise": "Method gains against seed noise (the single models' spread across seeds)",
+    "averaging": (
+        "When weight averaging works: each merged model against the mean of its ingredients "
+        "and against their ensemble, mean over lesions and test sets (paired bootstrap)"
+    ),
 }
 
 
@@ -63,6 +68,7 @@ def seed_noise_notes(table: pd.DataFrame) -> str:
 NOTES: dict[str, Callable[[pd.DataFrame], str]] = {
     "cost_gain": gain_notes,
     "seed_noise": seed_noise_notes,
+    "averaging": averaging_notes,
 }
 
 
@@ -104,9 +110,9 @@ def write_summary(
 
 
 def write_study_summary(tables: Mapping[str, Path | str], out: Path | str) -> str:
-    """The study's ``summary.md``: the tables of ``SECTIONS`` (input name -> CSV file),
-    with the ``NOTES`` of their sections."""
+    """The study's ``summary.md``: the tables of ``SECTIONS`` (input name -> CSV file) that
+    the study has (``averaging`` only where a merged model has evaluated ingredients), with
+    the ``NOTES`` of their sections."""
     notes = {SECTIONS[name]: note for name, note in NOTES.items()}
-    return write_summary(
-        {title: Path(tables[name]) for name, title in SECTIONS.items()}, Path(out), notes=notes
-    )
+    chosen = {title: Path(tables[name]) for name, title in SECTIONS.items() if name in tables}
+    return write_summary(chosen, Path(out), notes=notes)
