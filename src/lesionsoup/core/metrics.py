@@ -103,71 +103,82 @@ def _prediction(labels: str) -> str:
     return "p >= 0.5" if labels == "multilabel" else "the argmax (see labels)"
 
 
+#: The rule texts of ``conventions`` other than ``labels``, formatted there with
+#: ``bins``, ``prediction`` (``_prediction``), ``calibration_bins`` and ``size_bins``.
+_CONVENTION_RULES = {
+    "valid_pixels": "Only pixels inside the field of view and without the ignore bit count.",
+    "pooling": (
+        "Pooled metrics count the valid pixels of the whole test set together; an image "
+        "listed twice counts twice."
+    ),
+    "bins": (
+        "{bins} uniform probability bins [k/{bins}, (k+1)/{bins}) plus one bin for p == 1.0; "
+        "average precision, AUROC and the PR curve are exact for scores rounded down to the "
+        "bin edge."
+    ),
+    "average_precision": (
+        "Step-wise: sum over thresholds from high to low of (R_k - R_(k-1)) * P_k, as "
+        "sklearn.metrics.average_precision_score on the binned scores. NaN without positives."
+    ),
+    "aupr_11_point": (
+        "Precision and recall at thresholds 0.0, 0.1, ..., 1.0 (p >= t is positive; "
+        "precision is 1.0 where nothing is predicted positive), then the end point "
+        "(recall 0, precision 1); trapezoid area over recall through the points in threshold "
+        "order: torchmetrics.utilities.compute.auc(recall, precision) of "
+        "binary_precision_recall_curve(thresholds=11), as the paper's authors compute AUPR. "
+        "NaN without positives."
+    ),
+    "auroc": "Trapezoid area under the binned ROC curve. NaN without positives or negatives.",
+    "dice_pooled": (
+        "2TP / (2TP + FP + FN) over the pooled pixels, {prediction} is positive. "
+        "NaN when there are neither positives nor predicted positives."
+    ),
+    "ece": (
+        "Expected calibration error (Guo et al. 2017) over the pooled valid pixels, in "
+        "{calibration_bins} equal-width probability bins: the sum over bins of the bin's "
+        "share of pixels times |fraction positive - mean predicted probability|; each "
+        "pixel's probability is its histogram bin's centre (error at most 1/(2*{bins})). "
+        "NaN without valid pixels."
+    ),
+    "per_image": (
+        "Per image, {prediction} is positive. Dice is averaged over the images "
+        "that have the lesion (at least one positive valid pixel); the false-positive rate "
+        "(FP / valid pixels) is averaged over the images that have none (empty mask); an "
+        "image without valid pixels enters neither mean."
+    ),
+    "lesion_wise": (
+        "Lesions are the 8-connected components of the reference mask and of the hard "
+        "prediction ({prediction}), both restricted to the valid pixels, at the "
+        "evaluation resolution (lesionsoup.core.lesion_components). Match rule (Metrics "
+        "Reloaded's mask-overlap criterion, many-to-one allowed): a reference lesion is "
+        "detected when any of its pixels is predicted; a predicted lesion is matched when "
+        "any of its pixels is a reference pixel, so one prediction touching two lesions "
+        "detects both and is one matched prediction. Components of all images are pooled: "
+        "lesion_sensitivity = detected / reference lesions (NaN without any), "
+        "lesion_precision = matched / predicted lesions (NaN without any), lesion_f1 = "
+        "2PR / (P + R), an undefined P or R read as 0 when the other is defined (0 when "
+        "both are 0), NaN with neither reference nor predicted lesions."
+    ),
+    "lesion_size_bins": (
+        "lesion_f1_<bin> is lesion_f1 of the components whose own area in pixels falls "
+        "in the bin (reference lesions for recall, predicted lesions for precision; a "
+        "prediction may match a lesion of another bin): {size_bins}."
+    ),
+}
+
+
 def conventions(bins: int = DEFAULT_BINS, labels: str = "multilabel") -> dict[str, str]:
     """The rules behind every number this module computes, in words (``labels``: ``LABELS``)."""
     if labels not in LABELS:
         raise ValueError(f"labels must be one of {list(LABELS)}, not {labels!r}")
-    return {
-        "labels": _LABEL_RULES[labels].format(threshold=DICE_THRESHOLD),
-        "valid_pixels": "Only pixels inside the field of view and without the ignore bit count.",
-        "pooling": (
-            "Pooled metrics count the valid pixels of the whole test set together; an image "
-            "listed twice counts twice."
-        ),
-        "bins": (
-            f"{bins} uniform probability bins [k/{bins}, (k+1)/{bins}) plus one bin for p == 1.0; "
-            "average precision, AUROC and the PR curve are exact for scores rounded down to the "
-            "bin edge."
-        ),
-        "average_precision": (
-            "Step-wise: sum over thresholds from high to low of (R_k - R_(k-1)) * P_k, as "
-            "sklearn.metrics.average_precision_score on the binned scores. NaN without positives."
-        ),
-        "aupr_11_point": (
-            "Precision and recall at thresholds 0.0, 0.1, ..., 1.0 (p >= t is positive; "
-            "precision is 1.0 where nothing is predicted positive), then the end point "
-            "(recall 0, precision 1); trapezoid area over recall through the points in threshold "
-            "order: torchmetrics.utilities.compute.auc(recall, precision) of "
-            "binary_precision_recall_curve(thresholds=11), as the paper's authors compute AUPR. "
-            "NaN without positives."
-        ),
-        "auroc": "Trapezoid area under the binned ROC curve. NaN without positives or negatives.",
-        "dice_pooled": (
-            f"2TP / (2TP + FP + FN) over the pooled pixels, {_prediction(labels)} is positive. "
-            "NaN when there are neither positives nor predicted positives."
-        ),
-        "ece": (
-            f"Expected calibration error (Guo et al. 2017) over the pooled valid pixels, in "
-            f"{CALIBRATION_BINS} equal-width probability bins: the sum over bins of the bin's "
-            "share of pixels times |fraction positive - mean predicted probability|; each "
-            f"pixel's probability is its histogram bin's centre (error at most 1/(2*{bins})). "
-            "NaN without valid pixels."
-        ),
-        "per_image": (
-            f"Per image, {_prediction(labels)} is positive. Dice is averaged over the images "
-            "that have the lesion (at least one positive valid pixel); the false-positive rate "
-            "(FP / valid pixels) is averaged over the images that have none (empty mask); an "
-            "image without valid pixels enters neither mean."
-        ),
-        "lesion_wise": (
-            f"Lesions are the 8-connected components of the reference mask and of the hard "
-            f"prediction ({_prediction(labels)}), both restricted to the valid pixels, at the "
-            "evaluation resolution (lesionsoup.core.lesion_components). Match rule (Metrics "
-            "Reloaded's mask-overlap criterion, many-to-one allowed): a reference lesion is "
-            "detected when any of its pixels is predicted; a predicted lesion is matched when "
-            "any of its pixels is a reference pixel, so one prediction touching two lesions "
-            "detects both and is one matched prediction. Components of all images are pooled: "
-            "lesion_sensitivity = detected / reference lesions (NaN without any), "
-            "lesion_precision = matched / predicted lesions (NaN without any), lesion_f1 = "
-            "2PR / (P + R), an undefined P or R read as 0 when the other is defined (0 when "
-            "both are 0), NaN with neither reference nor predicted lesions."
-        ),
-        "lesion_size_bins": (
-            f"lesion_f1_<bin> is lesion_f1 of the components whose own area in pixels falls "
-            f"in the bin (reference lesions for recall, predicted lesions for precision; a "
-            f"prediction may match a lesion of another bin): {size_bins_in_words()}."
-        ),
+    values = {
+        "bins": bins,
+        "prediction": _prediction(labels),
+        "calibration_bins": CALIBRATION_BINS,
+        "size_bins": size_bins_in_words(),
     }
+    rules = {name: text.format(**values) for name, text in _CONVENTION_RULES.items()}
+    return {"labels": _LABEL_RULES[labels].format(threshold=DICE_THRESHOLD), **rules}
 
 
 def metric_label(metric: str) -> str:

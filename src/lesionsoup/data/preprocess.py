@@ -523,10 +523,7 @@ def build_cache(
         raise ValueError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
     out = Path(out)
     report = CacheReport(directory=out)
-    bad_rows = dict(_validate_ids(manifest))
-    if bad_rows and on_bad_image == "fail":
-        first = next(iter(bad_rows.values()))
-        raise BadImageError(first.path, first.reason)
+    bad_rows = _bad_rows(manifest, on_bad_image)
     report.skipped.extend(bad_rows.values())
 
     writer = CacheWriter(out, cache_settings(manifest, size, rules))
@@ -539,9 +536,43 @@ def build_cache(
     todo = [row for row in rows if str(row["image_id"]) not in done]
     report.resumed = len(rows) - len(todo)
 
+    failed = _write_rows(writer, todo, report, size, rules, threads, on_bad_image, progress)
+    _publish(writer, report, rows, failed)
+    if report.skipped:
+        warnings.warn(
+            f"{len(report.skipped)} image(s) skipped building {out}; see {out / 'skipped.csv'}",
+            stacklevel=2,
+        )
+    return report
+
+
+def _bad_rows(
+    manifest: pd.DataFrame, on_bad_image: Literal["fail", "skip"]
+) -> dict[int, SkippedImage]:
+    """The manifest's rows with a bad id, by position; with ``fail``, the first raises."""
+    bad_rows = dict(_validate_ids(manifest))
+    if bad_rows and on_bad_image == "fail":
+        first = next(iter(bad_rows.values()))
+        raise BadImageError(first.path, first.reason)
+    return bad_rows
+
+
+def _write_rows(
+    writer: CacheWriter,
+    todo: list[dict[str, Any]],
+    report: CacheReport,
+    size: int,
+    rules: MaskRules,
+    threads: int,
+    on_bad_image: Literal["fail", "skip"],
+    progress: bool,
+) -> set[str]:
+    """Preprocess ``todo`` into ``writer``, counting the written and listing the skipped
+    images in ``report``; returns the ids that failed (with ``fail``, the first raises)."""
     failed: set[str] = set()
     outcomes = closing(_run(writer, todo, size, rules, threads))
-    bar = tqdm(total=len(todo), desc=f"cache {out.name}", disable=not progress, unit="img")
+    desc = f"cache {report.directory.name}"
+    bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="img")
     with outcomes as results, bar:
         for row, error in results:
             bar.update()
@@ -552,17 +583,17 @@ def build_cache(
             else:
                 failed.add(str(row["image_id"]))
                 report.skipped.append(SkippedImage(str(row["image_id"]), error.path, error.problem))
+    return failed
 
+
+def _publish(
+    writer: CacheWriter, report: CacheReport, rows: list[dict[str, Any]], failed: set[str]
+) -> None:
+    """Write ``skipped.csv`` and publish the cache of ``rows`` less the ``failed`` ids."""
     columns = ["image_id", "path", "reason"]
     skipped = pd.DataFrame([asdict(s) for s in report.skipped], columns=columns)
     atomic_write_bytes(writer.partial / "skipped.csv", skipped.to_csv(index=False).encode())
     writer.publish(str(row["image_id"]) for row in rows if str(row["image_id"]) not in failed)
-    if report.skipped:
-        warnings.warn(
-            f"{len(report.skipped)} image(s) skipped building {out}; see {out / 'skipped.csv'}",
-            stacklevel=2,
-        )
-    return report
 
 
 def _run(

@@ -11,7 +11,7 @@ interval is that of its mean over combinations, resample by resample.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -22,6 +22,7 @@ from matplotlib.colors import Normalize
 from lesionsoup.core.combos import combo_members
 from lesionsoup.core.figures import (
     PAGE_WIDTH,
+    AxisRange,
     data_range,
     figure_size,
     panel_grid,
@@ -149,19 +150,41 @@ def plot_heatmaps(
     (test sets, labelled in the bottom row), with one colour bar; the colour scale runs
     from 0 to the greatest value rounded up (``data_range``), or to 1.
     """
-    lesions = [x for x in ("EX", "HE", "MA", "CWS") if x in set(metrics["lesion"])]
-    lesions += sorted(set(metrics["lesion"]) - set(lesions))
+    lesions = _lesion_order(metrics["lesion"])
     tables = {
         lesion: heatmap_table(metrics, replicates, lesion, metric, method) for lesion in lesions
     }
     tests = sorted({t for table in tables.values() for t in table.columns[:: 1 + len(ENDS)]})
     combos = sorted({combo for table in tables.values() for combo in table.index})
     drawn = {lesion: _drawn_table(table, combos, tests) for lesion, table in tables.items()}
-    panel = CELL_WIDTH * len(tests) + 0.3
-    grid_rows, grid_columns = panel_grid(len(lesions), PAGE_WIDTH - LABEL_WIDTH, panel)
+    fig, axes = _heatmap_grid(len(lesions), len(tests), combos)
+    values = [table[tests].to_numpy(float).ravel() for table in drawn.values()]
+    scale = data_range(np.concatenate(values))
+    norm = Normalize(*scale.limits)
+    for ax, lesion in zip(axes.flat, lesions, strict=False):
+        image = _draw_cells(ax, drawn[lesion], tests, norm)
+        ax.set_title(lesion)
+    _keep_outer_tick_labels(axes, len(lesions))
+    _label_heatmaps(fig, axes, image, scale, replicates, metric, method)
+    save_figure(fig, out, tight=False)
+    return tables
+
+
+def _lesion_order(lesions: Iterable[str]) -> list[str]:
+    """The lesions present: EX, HE, MA, CWS in that order, then any others sorted."""
+    present = set(lesions)
+    known = [x for x in ("EX", "HE", "MA", "CWS") if x in present]
+    return known + sorted(present - set(known))
+
+
+def _heatmap_grid(panels: int, tests: int, combos: Sequence[str]) -> tuple[plt.Figure, np.ndarray]:
+    """The figure and its grid of ``panels`` heatmaps of ``tests`` columns, sharing both
+    axes, each tall enough for the wrapped labels of ``combos``."""
+    panel = CELL_WIDTH * tests + 0.3
+    grid_rows, grid_columns = panel_grid(panels, PAGE_WIDTH - LABEL_WIDTH, panel)
     lines = sum(wrap_label(str(c)).count("\n") + 1 for c in combos)
     panel_height = max(LABEL_LINE * lines, 0.32 * len(combos)) + 0.25
-    fig, axes = plt.subplots(
+    return plt.subplots(
         grid_rows,
         grid_columns,
         figsize=figure_size(grid_rows * panel_height + 1.6),
@@ -170,19 +193,30 @@ def plot_heatmaps(
         sharey=True,
         layout="constrained",
     )
-    values = [table[tests].to_numpy(float).ravel() for table in drawn.values()]
-    scale = data_range(np.concatenate(values))
-    norm = Normalize(*scale.limits)
-    for ax, lesion in zip(axes.flat, lesions, strict=False):
-        image = _draw_cells(ax, drawn[lesion], tests, norm)
-        ax.set_title(lesion)
-    for ax in axes.flat[len(lesions) :]:
+
+
+def _keep_outer_tick_labels(axes: np.ndarray, used: int) -> None:
+    """Remove the grid's panels past the first ``used``; tick labels only on the left
+    column and the bottom row."""
+    for ax in axes.flat[used:]:
         ax.remove()
     for row in axes:
         for ax in row[1:]:
             ax.tick_params(labelleft=False)
     for ax in axes[:-1].flat:
         ax.tick_params(labelbottom=False)
+
+
+def _label_heatmaps(
+    fig: plt.Figure,
+    axes: np.ndarray,
+    image: plt.AxesImage,
+    scale: AxisRange,
+    replicates: Replicates,
+    metric: str,
+    method: str,
+) -> None:
+    """The axis labels, the colour bar of ``image`` and the title of the heatmap figure."""
     fig.supylabel("training combination", fontsize="medium")
     fig.supxlabel("test set", fontsize="medium")
     label = metric_label(metric)
@@ -193,8 +227,6 @@ def plot_heatmaps(
         f"models; below: {confidence_text(replicates)} bootstrap interval\nover test "
         f"images{scaled})"
     )
-    save_figure(fig, out, tight=False)
-    return tables
 
 
 def style_group(combo: str, coarse: Collection[str]) -> str:

@@ -28,6 +28,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata
 from lesionsoup.core.figures import (
     PAGE_WIDTH,
+    AxisRange,
     data_range,
     figure_size,
     panel_figure_size,
@@ -351,16 +352,7 @@ def plot_method_comparison(
         raise ValueError(f"no test set has {metric} scores to compare methods on")
     combos = sorted(table["train_combo"].unique())
     methods = ordered_methods(table["method"])
-    rows, columns = panel_grid(len(shown), PAGE_WIDTH, 0.5 + 0.12 * len(methods) * len(combos))
-    fig, axes = plt.subplots(
-        rows,
-        columns,
-        figsize=panel_figure_size(rows, columns, extra=1.9),
-        squeeze=False,
-        sharex=True,
-        sharey=True,
-        layout="constrained",
-    )
+    fig, axes = _method_grid(len(shown), len(methods), len(combos))
     drawn = table[table["test_dataset"].isin(shown)]
     scale = data_range([*drawn["mean"], *(drawn["mean"] + drawn["above"].fillna(0))], pad=0.12)
     label = metric_label(metric)
@@ -372,35 +364,68 @@ def plot_method_comparison(
         ax.grid(axis="y", alpha=0.3)
     for ax in axes.flat[len(shown) :]:
         ax.remove()
+    _label_method_axes(fig, axes.flat[: len(shown)], combos, label, scale)
+    note = empty_note(empty)
+    caption = _method_caption(label, replicates, scale, note)
+    fig.suptitle(_method_title(label, replicates, note), fontsize="medium")
+    save_figure(fig, out, tight=False)
+    return MethodFigure(table, empty, caption)
+
+
+def _method_grid(panels: int, methods: int, combos: int) -> tuple[plt.Figure, np.ndarray]:
+    """The figure and its grid of ``panels`` panels, each wide enough for ``methods`` bars
+    per each of ``combos`` combinations, sharing both axes."""
+    rows, columns = panel_grid(panels, PAGE_WIDTH, 0.5 + 0.12 * methods * combos)
+    return plt.subplots(
+        rows,
+        columns,
+        figsize=panel_figure_size(rows, columns, extra=1.9),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
+
+
+def _label_method_axes(
+    fig: plt.Figure, panels: np.ndarray, combos: list[str], label: str, scale: AxisRange
+) -> None:
+    """Each panel's combination keys, the value and combination axis labels (the keys
+    spelled out), and the method legend."""
     keys = combo_keys(combos)
-    for ax in axes.flat[: len(shown)]:
+    for ax in panels:
         ax.set_xticks(range(len(combos)), [keys[c] for c in combos])
     axis = f"{label}, mean over lesions" + (f"\n({scale.note})" if scale.note else "")
     fig.supylabel(axis, fontsize="medium")
     key = "; ".join(f"{keys[c]} = {c}" for c in combos)
     fig.supxlabel(f"training combination: {textwrap.fill(key, 110)}", fontsize="small")
     fig.legend(
-        *axes.flat[0].get_legend_handles_labels(),
+        *panels[0].get_legend_handles_labels(),
         loc="outside right upper",
         title="method",
         frameon=False,
     )
+
+
+def _method_caption(label: str, replicates: Replicates, scale: AxisRange, note: str) -> str:
+    """The caption of the method comparison: what the bars and marks are, the scaled axis,
+    then ``note`` (the test sets without a panel)."""
     caption = (
         f"Methods compared: {label}, mean over lesions (error bars: "
         f"{replicates.confidence:.0%} bootstrap interval over test images; *: differs from "
         "the single-model baseline, paired bootstrap, Holm)"
     )
     caption += f"; {scale.note}, {scale.low:g} to {scale.high:g}." if scale.note else "."
-    note = empty_note(empty)
-    caption = f"{caption} {note}".strip()
-    fig.suptitle(
+    return f"{caption} {note}".strip()
+
+
+def _method_title(label: str, replicates: Replicates, note: str) -> str:
+    """The title over the method comparison, ``note`` on its last line."""
+    return (
         f"Methods compared: {label}, mean over lesions\n(error bars: "
         f"{replicates.confidence:.0%} bootstrap interval over test images;\n*: differs from "
-        "the single-model baseline, paired bootstrap, Holm)" + (f"\n{note}" if note else ""),
-        fontsize="medium",
+        "the single-model baseline, paired bootstrap, Holm)" + (f"\n{note}" if note else "")
     )
-    save_figure(fig, out, tight=False)
-    return MethodFigure(table, empty, caption)
 
 
 def plot_cost_gain(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
