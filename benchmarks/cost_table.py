@@ -39,7 +39,8 @@ from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.evaluation.evaluate import evaluate
 from lesionsoup.inference.predictor import load_predictor
-from lesionsoup.plan import evaluation, hpo, ingredients, study
+from lesionsoup.plan import datasets, evaluation, hpo, ingredients, study
+from lesionsoup.plan.datasets import resolve_subsets
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.sampling import PatchDataset, PatchSampler
 
@@ -98,33 +99,52 @@ class Work:
 def load_config(path: Path) -> dict:
     config = yaml.safe_load(path.read_text())
     validate(config, str(SCHEMA))  # fills in the documented defaults
+    resolve_subsets(config, SCHEMA)  # a subset dataset (`of`) takes its source's entry
     return config
 
 
-def _validations(settings: dict, combo: str) -> int:
+def _splits(config: dict, name: str) -> tuple[int, int, int]:
+    """(train, valid, test) images of a dataset; a subset keeps its train_fraction of its
+    source's training images (rounded) and the source's validation and test images."""
+    train, valid, test = SPLITS[datasets.source_of(config, name)]
+    fraction = (config["datasets"][name].get("split") or {}).get("train_fraction", 1.0)
+    return max(1, round(train * fraction)), valid, test
+
+
+def _validations(config: dict, settings: dict, combo: str) -> int:
     """Validation images one run evaluates: its validations x the combination's valid images."""
-    valid = sum(SPLITS[name][1] for name in combo.split("+"))
+    valid = sum(_splits(config, name)[1] for name in combo.split("+"))
     return settings["steps"] // settings["validate_every"] * valid
 
 
-def _in_steps(combo: str, settings: dict) -> dict:
+def _in_steps(config: dict, combo: str, settings: dict) -> dict:
     """A job's settings with lengths in epochs turned into steps on the combination's training
     images (the full budget: early stopping can only shorten it)."""
-    images = sum(SPLITS[name][0] for name in combo.split("+"))
+    images = sum(_splits(config, name)[0] for name in combo.split("+"))
     return TrainSettings.from_dict(settings).in_steps(images).as_dict()
+
+
+def _starts(config: dict, run: study.Run) -> list[str]:
+    return ingredients.init_for(config, run.combo, run.recipe, run.seed)
 
 
 def count_work(config: dict) -> Work:
     """Training runs (warm-ups, runs, soup ingredients, HPO trials) and evaluations of the plan."""
-    warmups = study.combinations(config) if study.shared_start(config) else []
-    jobs = [(combo, _in_steps(combo, study.warmup_settings(config))) for combo in warmups]
-    runs = {run.directory: run for run in study.runs(config) + ingredients.ingredient_runs(config)}
+    planned = study.runs(config) + ingredients.ingredient_runs(config)
+    warmups = sorted(
+        {run.combo for run in planned if study.paths.init(run.combo) in _starts(config, run)}
+    )
+    jobs = [(combo, _in_steps(config, combo, study.warmup_settings(config))) for combo in warmups]
+    runs = {run.directory: run for run in planned}
     trained = [
-        (run.combo, _in_steps(run.combo, ingredients.settings_for(config, run.recipe, run.seed)))
+        (
+            run.combo,
+            _in_steps(config, run.combo, ingredients.settings_for(config, run.recipe, run.seed)),
+        )
         for run in runs.values()
     ]
     trials = [
-        (plan.combo, _in_steps(plan.combo, hpo.definition(config, plan.recipe)["settings"]))
+        (plan.combo, _in_steps(config, plan.combo, hpo.definition(config, plan.recipe)["settings"]))
         for plan in hpo.plans(config)
         for _ in range(config["hpo"]["n_trials"])
     ]
@@ -143,20 +163,20 @@ def count_work(config: dict) -> Work:
         most_devices=max(settings["devices"] for _, settings in jobs),
         training_steps=sum(settings["steps"] for _, settings in jobs),
         training_gpu_steps=sum(settings["steps"] * settings["devices"] for _, settings in jobs),
-        validation_images=sum(_validations(settings, combo) for combo, settings in jobs),
+        validation_images=sum(_validations(config, settings, combo) for combo, settings in jobs),
         validation_gpu_images=sum(
-            _validations(settings, combo) * settings["devices"] for combo, settings in jobs
+            _validations(config, settings, combo) * settings["devices"] for combo, settings in jobs
         ),
         evaluations=len(models) * len(tests),
-        evaluated_images=len(models) * sum(SPLITS[test][2] for test in tests),
+        evaluated_images=len(models) * sum(_splits(config, test)[2] for test in tests),
         longest_training_steps=max(
             (settings["steps"] for combo, settings in jobs[: len(warmups)] if combo == longest[0]),
             default=0,
         )
         + longest[1]["steps"],
-        longest_validation_images=_validations(longest[1], longest[0]),
+        longest_validation_images=_validations(config, longest[1], longest[0]),
         checkpoints=2 * len(trained) + snapshots + len(soups) + len(warmups),
-        cached_images=sum(sum(SPLITS[name]) for name in config["datasets"]),
+        cached_images=sum(sum(_splits(config, name)) for name in config["datasets"]),
     )
 
 
@@ -293,7 +313,7 @@ def table(config: dict, work: Work, costs: Costs, gpus: list[int]) -> list[str]:
     seconds = gpu_seconds(work, costs)
     total = sum(seconds.values())
     tests = study.test_datasets(config)
-    chain = longest_chain_s(work, costs, max(SPLITS[test][2] for test in tests))
+    chain = longest_chain_s(work, costs, max(_splits(config, test)[2] for test in tests))
     times = costs.source
     rows = [
         ("training jobs (warm-ups, runs, soup ingredients, HPO trials)", f"{work.trainings:,}"),
