@@ -324,6 +324,8 @@ def test_the_merge_command_takes_keep_as_a_fraction() -> None:
     base = ["merge", "-o", "m.safetensors", "--rule", "ties", "--cache", "c", "x"]
     assert parser.parse_args([*base, "--keep", "0.3"]).keep == 0.3
     assert parser.parse_args(base).keep == DEFAULT_KEEP
+    assert parser.parse_args(base).anchor is None
+    assert parser.parse_args([*base, "--anchor", "s.safetensors"]).anchor == Path("s.safetensors")
     for bad in ("0", "1.5", "many"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--keep", bad])

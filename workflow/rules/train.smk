@@ -49,7 +49,7 @@ rule pretrained_start:
         runtime=30,
     params:
         model=MODEL_SPEC,
-        cache=paths.PRETRAINED,
+        cache=subpath(input.record, parent=True),
     shell:
         "exec lesionsoup pretrained-start -o {output.weights} --model {params.model:q}"
         " --record {input.record} --pretrained-cache {params.cache} > {log} 2>&1"

@@ -1,7 +1,7 @@
 """Merges relative to a common start: Model Stock and TIES-merging, on state dicts.
 
 Both see each fine-tuned model ``w_i`` as its update ``w_i - w0`` from an anchor
-``w0``, the ingredients' common start (their shared initialisation).
+``w0``, the ingredients' common start (their shared initialisation, or the pretrained start).
 
 ``model_stock`` (Jang et al., ECCV 2024, arXiv 2403.19522), per tensor: with
 ``cos`` the mean cosine over every pair of the k updates, ``t = k cos / (1 + (k - 1) cos)``
