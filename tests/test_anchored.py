@@ -14,7 +14,8 @@ import jsonschema
 import pytest
 import torch
 import yaml
-from conftest import TINY_SPEC, write_pretrained_cache
+from conftest import TINY_SETTINGS, TINY_SPEC, write_pretrained_cache, write_toy_cache
+from safetensors.torch import save_file
 
 from lesionsoup.cli import build_parser, main
 from lesionsoup.core.checkpoint import (
@@ -25,7 +26,7 @@ from lesionsoup.core.checkpoint import (
     save_checkpoint,
 )
 from lesionsoup.core.model import build_model
-from lesionsoup.core.pretrained import fetch, record_name
+from lesionsoup.core.pretrained import cached_file, fetch, hub_cache, record_name, source_of
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.merging.anchored import model_stock, pretrained_start, ties
 from lesionsoup.merging.averaging import average_checkpoints
@@ -527,3 +528,60 @@ def test_the_pretrained_start_is_the_model_independent_runs_begin_from(
     assert "cache" not in metadata["pretrained"] and no_network == []
     with pytest.raises(ValueError, match="encoder_weights is null"):
         pretrained_start(TINY_SPEC, cache, json.loads(record.read_text()))
+
+
+def test_the_merge_command_merges_independent_encoders_around_the_pretrained_start(
+    tmp_path: Path, no_network: list[str]
+) -> None:
+    """End to end on small U-Nets: ``lesionsoup pretrained-start``, then three independent
+    ingredients (the cached encoder moved along a shared direction plus their own noise, the
+    decoder their seed's), merged by ``lesionsoup merge --rule model_stock --part encoder
+    --anchor``: the encoder is Model Stock around the pretrained encoder, written out here,
+    and the rest is the part soup's anchor ingredient's."""
+    spec = dataclasses.replace(TINY_SPEC, encoder_weights="imagenet")
+    cache = tmp_path / "project"
+    cached = write_pretrained_cache(cache, "resnet18")
+    # weights a network can run on (the fake cache's, uniform in [0, 1), overflow): a seeded
+    # initialisation of the encoder, written where the cache holds the weights
+    torch.manual_seed(11)
+    fresh = build_model(TINY_SPEC).state_dict()
+    usable = {n: fresh.get(f"encoder.{n}", t).contiguous() for n, t in cached.items()}
+    save_file(usable, str(cached_file(source_of("resnet18", "imagenet"), hub_cache(cache))))
+    record = cache / record_name("resnet18", "imagenet")
+    record.write_text(json.dumps(fetch("resnet18", "imagenet", cache)))
+    start = tmp_path / "pretrained-start.safetensors"
+    arguments = ["-o", str(start), "--model", json.dumps(spec.as_dict()), "--record", str(record)]
+    assert main(["pretrained-start", *arguments, "--pretrained-cache", str(cache)]) == 0
+    anchor = load_state_dict(start)
+    generator = torch.Generator().manual_seed(7)
+    direction = {n: torch.randn(t.shape, generator=generator) for n, t in anchor.items()}
+    runs, states = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)  # an independent run's decoder and head: its seed's
+        state = {n: t.clone() for n, t in build_model(spec, cache).state_dict().items()}
+        for name, tensor in state.items():
+            if name.startswith("encoder.") and tensor.is_floating_point():
+                noise = torch.randn(tensor.shape, generator=generator)
+                state[name] = tensor + 0.01 * (direction[name] + noise)
+        path = tmp_path / f"seed{seed}.safetensors"
+        metadata = {"architecture": spec.as_dict(), "cache_size": 64, "start": "independent"}
+        save_checkpoint(path, state, {**metadata, "hyperparameters": TINY_SETTINGS.as_dict()})
+        runs.append(path)
+        states.append(state)
+    toy = write_toy_cache(tmp_path / "cache" / "AAA", "AAA")
+    output = tmp_path / "soup.safetensors"
+    options = ["--rule", "model_stock", "--part", "encoder", "--anchor", str(start)]
+    code = main(["merge", "-o", str(output), *options, "--cache", str(toy), *map(str, runs)])
+    assert code == 0
+    merged, metadata = load_state_dict(output), load_metadata(output)
+    assert metadata["merged_from"] == str(start) and metadata["part"] == "encoder"
+    rest = load_state_dict(Path(metadata["anchor"]))
+    moved = 0
+    for name, tensor in merged.items():
+        if not name.startswith("encoder."):
+            assert torch.equal(tensor, rest[name]), name
+        elif tensor.is_floating_point() and "running_" not in name:
+            expected = _stock_by_hand(anchor[name], [state[name] for state in states])
+            torch.testing.assert_close(tensor, expected, msg=name)
+            moved += 1
+    assert moved and no_network == []
