@@ -42,6 +42,7 @@ from lesionsoup.plan.merge_rules import (
     BatchNormSample,
 )
 from lesionsoup.plan.study import Run, runs
+from workflow import load_tiny_config, snakemake, write_config
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "merging.schema.yaml"
 
@@ -441,3 +442,28 @@ def test_recipes_cross_starts_seeds_and_combinations_in_one_study():
     config["training"]["recipes"]["shared"]["combinations"] = ["RETLES"]
     with pytest.raises(ValueError, match="recipes.shared.combinations: combination 'RETLES'"):
         runs(config)
+
+
+def test_the_workflow_feeds_the_pretrained_start_to_an_encoder_soup_of_independent_runs(
+    tmp_path: Path,
+) -> None:
+    """A dry run of a Model Stock encoder soup of independent runs: the pretrained_start job
+    (local), after the fetch, makes the anchor the merge job reads and passes as --anchor."""
+    config = load_tiny_config()
+    config["model"]["encoder_weights"] = "imagenet"
+    config["training"]["init"] = "independent"
+    config["merging"]["soups"]["stock-encoder"] = {"rule": "model_stock", "part": "encoder"}
+    configfile = write_config(tmp_path / "independent.yaml", config)
+    target = paths.merged("IDRID", "stock-encoder")
+    result = snakemake(tmp_path / "run", configfile, "--dry-run", "--printshellcmds", target)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    start = paths.pretrained_start(config["model"])
+    assert start == "results/models/pretrained-resnet18.imagenet.safetensors"
+    jobs = result.stdout.split("\n\n")
+    [job] = [job for job in jobs if "rule pretrained_start:" in job]
+    assert f"output: {start}" in job and f"input: {paths.pretrained_record(config['model'])}" in job
+    assert f"--record {paths.pretrained_record(config['model'])}" in job
+    [merge_job] = [job for job in jobs if "rule merge:" in job]
+    assert start in merge_job.split("input:")[1].split("output:")[0]
+    assert f"--anchor {start} " in merge_job and "--part encoder" in merge_job
+    assert "rule warmup:" not in result.stdout  # independent runs: no shared initialisation

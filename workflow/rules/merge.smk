@@ -7,7 +7,8 @@ rule merge:
         ingredients=lambda wildcards: ingredients.soup_inputs(
             config, wildcards.combo, wildcards.method
         ),
-        # the shared initialisation of an anchored soup (model_stock, ties), read via sidecars
+        # the common start of an anchored soup (model_stock, ties): the shared initialisation,
+        # or the pretrained start of an encoder soup of independent runs (--anchor, checked)
         start=lambda wildcards: ingredients.soup_start(
             config, wildcards.combo, wildcards.method
         ),
@@ -36,8 +37,11 @@ rule merge:
         ),
         options=lambda wildcards: ingredients.soup_arguments(config, wildcards.method),
         caches=cache_arguments,
+        anchor=lambda wildcards, input: " ".join(
+            f"--anchor {path}" for path in input.start
+        ),
     shell:
-        "lesionsoup merge -o {output.weights} {params.options} {params.caches}"
+        "lesionsoup merge -o {output.weights} {params.options} {params.anchor} {params.caches}"
         " {resources.stage_caches}"
         " --threads {threads} {input.ingredients:q} > {log} 2>&1"
 

@@ -7,6 +7,7 @@
 
 localrules:
     fetch_weights,
+    pretrained_start,
 
 
 rule fetch_weights:
@@ -26,6 +27,32 @@ rule fetch_weights:
     shell:
         "exec lesionsoup fetch-weights --encoder {wildcards.encoder:q}"
         " --weights {wildcards.weights:q} --cache {params.cache} -o {output} > {log} 2>&1"
+
+
+# The model every independent run begins from (the pretrained encoder; decoder and head of
+# seed 0), one per study: the anchor of model_stock and ties encoder soups of independent runs
+# (merge.smk). Seconds of CPU, so local like the fetch; it follows the fetch record.
+rule pretrained_start:
+    input:
+        record=paths.PRETRAINED_RECORD,
+    output:
+        weights=paths.PRETRAINED_START,
+        metadata=paths.PRETRAINED_START_METADATA,
+    log:
+        paths.log("pretrained_start/{encoder}.{weights}"),
+    wildcard_constraints:
+        encoder=r"[^/]+",
+        weights=r"[^./]+",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        model=MODEL_SPEC,
+        cache=subpath(input.record, parent=True),
+    shell:
+        "exec lesionsoup pretrained-start -o {output.weights} --model {params.model:q}"
+        " --record {input.record} --pretrained-cache {params.cache} > {log} 2>&1"
 
 
 WARMUP_DEVICES = study.devices(study.warmup_settings(config))

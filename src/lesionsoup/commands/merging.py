@@ -54,6 +54,7 @@ def _merge(args: argparse.Namespace) -> None:
             group_by=args.group_by,
             part=args.part,
             keep=args.keep,
+            anchor=args.anchor,
             bn_sample=bn_sample(args),
             device=_device(args.device),
             workers=max(0, args.threads - 1),
@@ -194,6 +195,15 @@ def _add_merge(commands: Subcommands) -> None:
         default=DEFAULT_KEEP,
         help="ties: the fraction of each ingredient's update kept, its largest magnitudes "
         f"over the whole model (default: {DEFAULT_KEEP})",
+    )
+    parser.add_argument(
+        "--anchor",
+        type=Path,
+        default=None,
+        help="model_stock, ties: the common start the updates are merged from, checked against "
+        "the ingredients: their shared initialisation, or for an encoder soup of independent "
+        "runs the pretrained start (`lesionsoup pretrained-start`). Default: the shared "
+        "initialisation the ingredients' sidecars lead to",
     )
     add_bn_sample_arguments(parser)
     _add_common(parser)

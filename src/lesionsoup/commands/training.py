@@ -1,4 +1,4 @@
-"""Subcommands of the training stages: fetch-weights, warmup, train."""
+"""Subcommands of the training stages: fetch-weights, pretrained-start, warmup, train."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from lesionsoup.commands.arguments import (
     Subcommands,
     add_cache_arguments,
+    add_pretrained_argument,
     add_training_run_arguments,
     json_object,
     open_caches,
@@ -68,6 +69,26 @@ def _fetch_weights(args: argparse.Namespace) -> None:
     atomic_write_json(args.output, record)
     log.info(
         "%s: %s@%s sha256 %s", args.output, record["repo_id"], record["commit"], record["sha256"]
+    )
+
+
+def _pretrained_start(args: argparse.Namespace) -> None:
+    import json
+
+    from lesionsoup.core.checkpoint import save_checkpoint
+    from lesionsoup.core.specs import ModelSpec
+    from lesionsoup.merging.anchored import pretrained_start
+
+    record = json.loads(args.record.read_text())
+    spec = ModelSpec.from_dict(args.model)
+    state, metadata = pretrained_start(spec, args.pretrained_cache, record)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(args.output, state, metadata)
+    log.info(
+        "%s: the pretrained start of %s (%s weights)",
+        args.output,
+        spec.encoder,
+        spec.encoder_weights,
     )
 
 
@@ -152,4 +173,26 @@ def _add_fetch_weights(commands: Subcommands) -> None:
     parser.set_defaults(handler=_fetch_weights)
 
 
-REGISTER = (_add_fetch_weights, _add_warmup, _add_train)
+def _add_pretrained_start(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "pretrained-start",
+        help="save the model every independent run begins from (the pretrained encoder)",
+        description="Build the model as an independent run starts it (the pretrained encoder "
+        "weights, a decoder and head from seed 0) and save it with a sidecar of role "
+        "pretrained-start naming the architecture and the weights' fetch record: the common "
+        "start an encoder soup of independent runs merges around (model_stock, ties; "
+        "`lesionsoup merge --anchor`).",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help=".safetensors to write")
+    parser.add_argument("--model", type=json_object, required=True, help="model spec (JSON)")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        required=True,
+        help="the weights' fetch record (`lesionsoup fetch-weights -o`), kept in the sidecar",
+    )
+    add_pretrained_argument(parser)
+    parser.set_defaults(handler=_pretrained_start)
+
+
+REGISTER = (_add_fetch_weights, _add_pretrained_start, _add_warmup, _add_train)

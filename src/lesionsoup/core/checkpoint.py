@@ -32,6 +32,9 @@ SUFFIX = ".safetensors"
 SHARED, INDEPENDENT = "shared", "independent"
 #: The ``role`` of a warm-up's published checkpoint, the shared initialisation.
 SHARED_INITIALISATION = "shared-initialisation"
+#: The ``role`` of the model every independent run begins from, as far as they share it: the
+#: pretrained encoder (``merging.anchored.pretrained_start``), anchor of encoder soups.
+PRETRAINED_START = "pretrained-start"
 
 StateDict = dict[str, torch.Tensor]
 

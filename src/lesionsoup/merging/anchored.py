@@ -1,7 +1,7 @@
 """Merges relative to a common start: Model Stock and TIES-merging, on state dicts.
 
 Both see each fine-tuned model ``w_i`` as its update ``w_i - w0`` from an anchor
-``w0``, the ingredients' common start (their shared initialisation).
+``w0``, the ingredients' common start (their shared initialisation, or the pretrained start).
 
 ``model_stock`` (Jang et al., ECCV 2024, arXiv 2403.19522), per tensor: with
 ``cos`` the mean cosine over every pair of the k updates, ``t = k cos / (1 + (k - 1) cos)``
@@ -25,9 +25,23 @@ accepts). The rest are no updates: floating statistics are averaged over the fin
 models, as the ``average`` BatchNorm policy keeps them, and integer buffers take their
 maximum, as ``averaging`` does; a soup's BatchNorm policy then sets the statistics.
 
-As soup rules (``model_stock``, ``ties``), the anchor is the ingredients' shared
-initialisation, found by following each sidecar's ``parent`` (``common_start``); ingredients
-that started independently have no common start and are refused.
+As soup rules (``model_stock``, ``ties``), the anchor is the ingredients' common start, one
+of two (``check_anchor``; the planner picks it, ``plan.ingredients.soup_anchor``):
+
+- the shared initialisation (a frozen-encoder warm-up) of runs that all start ``shared``,
+  found by following each sidecar's ``parent`` (``common_start``); a given anchor must be
+  that file;
+- for an ENCODER soup of runs that all start ``independent``, the pretrained start
+  (``pretrained_start``, role ``pretrained-start``): the model ``build_model`` makes from the
+  spec and the pretrained encoder weights, as every independent run began. Only its encoder
+  is what the runs began from (their decoders and heads were drawn from their seeds; the
+  start's are seed 0's and unused): the soup merges the encoder's updates from it and takes
+  the rest from the part soup's anchor ingredient. Every ingredient must record
+  ``start: independent`` and the anchor's encoder and encoder weights.
+
+A decoder or full soup of independent runs, an encoder soup of runs without pretrained
+weights (``model.encoder_weights: null``: each drew its own), and mixed starts have no
+common start: they are refused.
 """
 
 from __future__ import annotations
@@ -42,11 +56,13 @@ import torch
 
 from lesionsoup.core.checkpoint import (
     INDEPENDENT,
+    PRETRAINED_START,
     SHARED_INITIALISATION,
     StateDict,
     load_metadata,
     start_of,
 )
+from lesionsoup.core.specs import ModelSpec
 from lesionsoup.merging.batchnorm import is_bn_statistic
 from lesionsoup.plan.merge_rules import DEFAULT_KEEP
 
@@ -229,3 +245,88 @@ def common_start(rule: str, metadata: Mapping[Path, Mapping[str, Any]]) -> Path:
     if len(set(starts.values())) > 1:
         raise ValueError(f"the {rule} rule needs one start, found {sorted(set(starts.values()))}")
     return next(iter(starts.values()))
+
+
+#: What an ingredient shares with the pretrained start: the encoder and its weights.
+PRETRAINED_FIELDS: tuple[str, ...] = ("encoder", "encoder_weights")
+#: The seed of the pretrained start's decoder and head (unused by the merge, but fixed).
+PRETRAINED_START_SEED = 0
+
+
+def pretrained_start(
+    spec: ModelSpec, pretrained_cache: Path | None, record: Mapping[str, Any]
+) -> tuple[StateDict, dict[str, Any]]:
+    """The model every independent run of ``spec`` began from, as far as they share it (the
+    pretrained encoder, read from ``pretrained_cache``; decoder and head from seed
+    ``PRETRAINED_START_SEED``), and its sidecar: role ``pretrained-start``, the architecture,
+    and ``pretrained``, the fetch ``record`` of the weights (``core.pretrained.fetch``)."""
+    from lesionsoup.core.model import build_model
+
+    if spec.encoder_weights is None:
+        raise ValueError(
+            "model.encoder_weights is null: every independent run draws its own encoder, so "
+            "they share no pretrained start"
+        )
+    recorded = (record.get("encoder"), record.get("weights"))
+    if recorded != (spec.encoder, spec.encoder_weights):
+        raise ValueError(
+            f"the fetch record is of {recorded[1]!r} weights of {recorded[0]!r}, the model's "
+            f"are {spec.encoder_weights!r} of {spec.encoder!r}"
+        )
+    torch.manual_seed(PRETRAINED_START_SEED)
+    model = build_model(spec, pretrained_cache)
+    state = {name: t.detach().clone().contiguous() for name, t in model.state_dict().items()}
+    identity = {key: value for key, value in record.items() if key != "cache"}
+    metadata = {"role": PRETRAINED_START, "architecture": spec.as_dict(), "pretrained": identity}
+    return state, metadata
+
+
+def _check_pretrained_anchor(
+    rule: str,
+    anchor: Path,
+    recorded: Mapping[str, Any],
+    metadata: Mapping[Path, Mapping[str, Any]],
+    part: str,
+) -> None:
+    """Refuse a pretrained start as the anchor of other than an encoder soup of independent
+    runs of its encoder and encoder weights."""
+    where = f"the {rule} rule's anchor {anchor} is a pretrained start"
+    if part != "encoder":
+        raise ValueError(
+            f"{where}: only the encoder is common to the runs that began from it, and this "
+            f"soup averages the {part} (an encoder soup, part encoder, may use it)"
+        )
+    architecture = recorded.get("architecture", {})
+    if architecture.get("encoder_weights") is None:
+        raise ValueError(f"{where} without pretrained encoder weights: no common start")
+    for path, meta in metadata.items():
+        if start_of(meta) != INDEPENDENT:
+            raise ValueError(
+                f"{where}, but {path} started from a shared initialisation, not from it"
+            )
+        theirs = meta.get("architecture", {})
+        for key in PRETRAINED_FIELDS:
+            if theirs.get(key) != architecture.get(key):
+                raise ValueError(
+                    f"{where} of {key} {architecture.get(key)!r}, but {path} was trained "
+                    f"from {key} {theirs.get(key)!r}: not the start it began from"
+                )
+
+
+def check_anchor(
+    rule: str, anchor: Path, metadata: Mapping[Path, Mapping[str, Any]], part: str
+) -> Path:
+    """``anchor`` once it is the ingredients' common start (module docstring): a pretrained
+    start for an encoder soup of independent runs of its encoder, else the shared
+    initialisation their parents lead to (``common_start``)."""
+    anchor = Path(anchor)
+    recorded = load_metadata(anchor)
+    if recorded.get("role") == PRETRAINED_START:
+        _check_pretrained_anchor(rule, anchor, recorded, metadata, part)
+        return anchor
+    found = common_start(rule, metadata)
+    if found.resolve() != anchor.resolve():
+        raise ValueError(
+            f"the {rule} rule's anchor {anchor} is not the ingredients' common start {found}"
+        )
+    return anchor

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from lesionsoup.core.checkpoint import StateDict, load_state_dict
 from lesionsoup.inference.predictor import INFERENCE_FIELDS
 from lesionsoup.merging import selection
-from lesionsoup.merging.anchored import AnchoredMerge, anchored_merge, common_start
+from lesionsoup.merging.anchored import AnchoredMerge, anchored_merge, check_anchor, common_start
 from lesionsoup.merging.averaging import (
     INDEPENDENT,
     average_checkpoints,
@@ -121,6 +121,9 @@ class Merger:
     (one of the ingredients), whose tensors it reads once. With ``combine`` (an anchored
     rule's merge) a soup of several members is their merge around the ingredients' common
     start, each member alike; a single member is itself, as selection and copy-best score it.
+    That start is ``start`` once checked against the ingredients (``check_anchor``: the
+    pretrained start of an encoder soup of independent runs, or their shared
+    initialisation), else the shared initialisation their sidecars lead to.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class Merger:
         part: Part = DEFAULT_PART,
         anchor: Path | None = None,
         combine: tuple[str, AnchoredMerge] | None = None,
+        start: Path | None = None,
     ) -> None:
         self.ingredients = [Path(p) for p in ingredients]
         if len(set(self.ingredients)) != len(self.ingredients):
@@ -150,8 +154,20 @@ class Merger:
         self._anchor_rest = anchor_rest(anchor, part) if anchor is not None else {}
         self._scores: dict[tuple[tuple[str, float], ...], float] = {}
         self.combine = None if combine is None else combine[1]
-        self.start = None if combine is None else common_start(combine[0], self.metadata)
+        self.start = self._anchored_start(combine, start)
         self._start_state: StateDict | None = None
+
+    def _anchored_start(
+        self, combine: tuple[str, AnchoredMerge] | None, start: Path | None
+    ) -> Path | None:
+        """The checked common start of an anchored rule's merge; None without one."""
+        if combine is None:
+            if start is not None:
+                raise ValueError(f"{start}: only an anchored rule merges around a start")
+            return None
+        if start is None:
+            return common_start(combine[0], self.metadata)
+        return check_anchor(combine[0], start, self.metadata, self.part)
 
     def _members(self, weights: Mapping[Path, float]) -> list[Path]:
         """Ingredients with a positive weight, in ingredient order."""
@@ -286,6 +302,7 @@ def merge(
     group_key: GroupKey | None = None,
     part: Part = DEFAULT_PART,
     keep: float = DEFAULT_KEEP,
+    start: Path | None = None,
 ) -> MergeResult:
     """Merge checkpoints by ``rule`` (a name of ``plan.merge_rules.RULES``), by default with
     the rule's BatchNorm policy; hierarchical rules group the ingredients by ``group_key``
@@ -293,11 +310,13 @@ def merge(
     that left the shared initialisation, so FGG and SWA snapshots join their base's group).
     A ``part`` other than ``full`` averages that part only, the rest from the anchor. An
     anchored rule (``model_stock``, ``ties`` keeping ``keep`` of each update) merges around
-    the ingredients' common start, and refuses ingredients that have none."""
+    the ingredients' common start, ``start`` when given (checked, ``check_anchor``: the
+    pretrained start for an encoder soup of independent runs), and refuses ingredients that
+    have none."""
     check_part(rule, part)
     combine = (rule, anchored_merge(rule, keep)) if merge_rule(rule).anchored else None
     policy = bn_policy or merge_rule(rule).bn_policy
-    start = perf_counter()
+    began = perf_counter()
     anchor = pick_anchor(ingredients, scorer) if part != DEFAULT_PART else None
     merger = Merger(
         ingredients,
@@ -307,13 +326,14 @@ def merge(
         part=part,
         anchor=anchor and anchor.described_by,
         combine=combine,
+        start=start,
     )
     _warn_on_starts(merger)
     key = base_group_key(DEFAULT_GROUP_BY) if group_key is None else group_key
     chosen = RULE_FUNCTIONS[rule](merger, key)
     if anchor is not None:
         chosen = Selection(chosen.weights, anchor.trace + chosen.trace, chosen.described_by)
-    result = merger.result(rule, chosen, perf_counter() - start)
+    result = merger.result(rule, chosen, perf_counter() - began)
     if rule == "ties":
         result.anchored["keep"] = keep
     return result

@@ -55,19 +55,19 @@ def merge_stage(
     group_by: str = DEFAULT_GROUP_BY,
     part: Part = DEFAULT_PART,
     keep: float = DEFAULT_KEEP,
+    anchor: Path | None = None,
     bn_sample: BatchNormSample = BatchNormSample(),  # noqa: B008 (frozen)
     device: str | torch.device = "cpu",
     workers: int = 0,
 ) -> dict[str, Any]:
     """Merge ``ingredients`` by ``rule`` (``plan.merge_rules.RULES``), save and return the
-    checkpoint's metadata; ``bn_policy``, ``part``, ``keep`` (``ties``) as ``soups.merge``'s,
-    ``workers`` load the recompute patches."""
+    checkpoint's metadata; ``bn_policy``, ``part``, ``keep``, ``anchor`` (its ``start``) as
+    ``soups.merge``'s, ``workers`` load the recompute patches."""
     defaults = merge_rule(rule)  # an unknown rule or part is refused before any file is read
     check_part(rule, part)
     paths = expand_ingredients(ingredients)
     policy = bn_policy or defaults.bn_policy
-    first = load_metadata(paths[0])
-    spec, settings = spec_of(paths[0], first), settings_of(first)
+    spec, settings = spec_of(paths[0], first := load_metadata(paths[0])), settings_of(first)
     held_out = HeldOut(caches, settings.bins, device)
     recompute = None
     if policy == "recompute":
@@ -81,6 +81,7 @@ def merge_stage(
         group_key=base_group_key(group_by),
         part=part,
         keep=keep,
+        start=anchor,
     )
     trained = training_seconds(paths)
     validation = held_out.scores(result.state_dict, spec)

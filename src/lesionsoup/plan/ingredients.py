@@ -481,22 +481,53 @@ def soup_methods(config: Mapping[str, Any], combo: str) -> list[str]:
     return methods
 
 
+#: The anchors of an anchored soup (``merging.anchored``): the combination's shared
+#: initialisation, or the pretrained start (encoder soups of independent runs).
+INIT_ANCHOR, PRETRAINED_ANCHOR = "init", "pretrained"
+
+
+def soup_anchor(config: Mapping[str, Any], method: str, soup: Mapping[str, Any]) -> str | None:
+    """The common start an anchored soup merges its ingredients' updates from: ``init`` when
+    every run of its pools starts from the shared initialisation; ``pretrained`` for an
+    encoder soup whose runs all start independently from the pretrained encoder
+    (``model.encoder_weights``); None for a rule that is not anchored. Otherwise there is no
+    common start, and the soup is refused, named."""
+    rule = merge_rule(soup.get("rule", method))
+    if not rule.anchored:
+        return None
+    pools = soup.get("ingredients", list(rule.pools))
+    part = soup.get("part", DEFAULT_PART)
+    starts = set().union(*(pool_starts(config, pool) for pool in pools))
+    if starts == {"shared"}:
+        return INIT_ANCHOR
+    where = (
+        f"merging.soups.{method}: the {rule.name} rule merges updates from the ingredients' "
+        f"common start, and the runs of {pools} start {sorted(starts)}"
+    )
+    if starts != {"independent"}:
+        raise ValueError(f"{where}: mixed starts share no start")
+    if part != "encoder":
+        raise ValueError(
+            f"{where}, not all from the shared initialisation: only their encoders share a "
+            f"start (the pretrained one), so a {part} soup of them has none (part: encoder)"
+        )
+    if config.get("model", {}).get("encoder_weights") is None:
+        raise ValueError(
+            f"{where}, and model.encoder_weights is null: each run drew its own encoder, so "
+            "not even their encoders share a start"
+        )
+    return PRETRAINED_ANCHOR
+
+
 def _check_soup(config: Mapping[str, Any], method: str, soup: Mapping[str, Any]) -> None:
     """Refuse what a soup's rule cannot do: average a part, merge updates from a common start
-    the study's runs do not share (``training.init: independent``), or take ``keep``."""
+    the soup's runs do not share (``soup_anchor``), or take ``keep``."""
     rule = merge_rule(soup.get("rule", method))
     try:
         check_part(rule.name, soup.get("part", DEFAULT_PART))
     except ValueError as error:
         raise ValueError(f"merging.soups.{method}: {error}") from None
-    pools = soup.get("ingredients", list(rule.pools))
-    starts = set().union(*(pool_starts(config, pool) for pool in pools))
-    if rule.anchored and starts != {"shared"}:
-        raise ValueError(
-            f"merging.soups.{method}: the {rule.name} rule merges updates from the "
-            f"ingredients' common start, and the runs of {pools} start {sorted(starts)}, "
-            "not all from the shared initialisation"
-        )
+    soup_anchor(config, method, soup)
     if "keep" in soup and rule.name != "ties":
         raise ValueError(f"merging.soups.{method}: keep is the ties rule's, not {rule.name}'s")
 
@@ -557,10 +588,17 @@ def soup_inputs(config: Mapping[str, Any], combo: str, method: str) -> list[str]
 
 
 def soup_start(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
-    """The shared initialisation an anchored soup (``model_stock``, ``ties``) merges around,
-    read by ``lesionsoup merge`` through the ingredients' sidecars; none for other soups."""
+    """The common start an anchored soup (``model_stock``, ``ties``) merges around
+    (``soup_anchor``): the combination's shared initialisation, or the pretrained start of the
+    study's encoder; none for other soups. ``lesionsoup merge --anchor`` checks it against
+    the ingredients' sidecars."""
     soup, _ = _soup_of(config, method)
-    return [paths.init(combo)] if merge_rule(soup_settings(config, soup)["rule"]).anchored else []
+    anchor = soup_anchor(config, soup, dict(_merging(config).get("soups", {})[soup] or {}))
+    if anchor == INIT_ANCHOR:
+        return [paths.init(combo)]
+    if anchor == PRETRAINED_ANCHOR:
+        return [str(paths.pretrained_start(config["model"]))]
+    return []
 
 
 def soup_references(config: Mapping[str, Any], combo: str, method: str) -> list[str]:

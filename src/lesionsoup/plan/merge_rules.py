@@ -39,8 +39,9 @@ class MergeRule:
     one_run: bool = False
     #: A soup of this rule may average one part (``PARTS``) and take the rest from its anchor.
     averages_parts: bool = True
-    #: It merges the ingredients' updates from their common start (``merging.anchored``), so
-    #: their runs must share an initialisation.
+    #: It merges the ingredients' updates from their common start (``merging.anchored``): their
+    #: runs must share an initialisation, or be an encoder soup of independent runs of a
+    #: pretrained encoder (``plan.ingredients.soup_anchor``).
     anchored: bool = False
 
 
@@ -69,12 +70,12 @@ RULES: dict[str, MergeRule] = {
         MergeRule("GoG", "greedy soup of the groups' greedy soups", grouped=True),
         MergeRule(
             "model_stock",
-            "Model Stock: each tensor's average moved towards the shared initialisation",
+            "Model Stock: each tensor's average moved towards the common start",
             anchored=True,
         ),
         MergeRule(
             "ties",
-            "TIES-merging of the updates from the shared initialisation (trim, elect, mean)",
+            "TIES-merging of the updates from the common start (trim, elect, mean)",
             anchored=True,
         ),
     )

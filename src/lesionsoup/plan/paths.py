@@ -26,6 +26,11 @@ CACHE = f"{RESULTS}/cache/{{dataset}}"
 # and one record per (encoder, weights) saying what is there
 PRETRAINED = f"{RESOURCES}/pretrained"
 PRETRAINED_RECORD = f"{PRETRAINED}/{{encoder}}.{{weights}}.json"
+# the model every independent run begins from (``build_model`` with the pretrained encoder,
+# decoder and head from seed 0): the anchor of encoder soups of independent runs, one per
+# study (the model spec is the study's, ``plan.study.model_spec``)
+PRETRAINED_START = f"{RESULTS}/models/pretrained-{{encoder}}.{{weights}}.safetensors"
+PRETRAINED_START_METADATA = f"{RESULTS}/models/pretrained-{{encoder}}.{{weights}}.json"
 
 # training: a combination's shared initialisation, then its runs
 MODELS = f"{RESULTS}/models/{{combo}}"
@@ -93,6 +98,16 @@ def pretrained_record(model: Mapping[str, Any]) -> str | None:
         None
         if weights is None
         else PRETRAINED_RECORD.format(encoder=model["encoder"], weights=weights)
+    )
+
+
+def pretrained_start(model: Mapping[str, Any]) -> str | None:
+    """The pretrained start of a ``model`` section's encoder weights; None without any."""
+    weights = model.get("encoder_weights")
+    return (
+        None
+        if weights is None
+        else PRETRAINED_START.format(encoder=model["encoder"], weights=weights)
     )
 
 
