@@ -132,13 +132,13 @@ def offline_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def run_study(study: Path, roots, tmp_path) -> tuple[Path, Counter]:
+def run_study(study: Path, roots, tmp_path, timeout: int = 1500) -> tuple[Path, Counter]:
     """The scaled-down study run to completion; the rules its dry run planned, per job."""
     workdir = tmp_path / "run"
     write_pretrained_cache(workdir / paths.PRETRAINED)  # as an earlier fetch left it
     configfile = write_config(tmp_path / f"{study.stem}.yaml", scaled_down(study, roots))
     planned = Counter(rule for rule, _ in planned_jobs(workdir, configfile).elements())
-    result = snakemake(workdir, configfile, "--cores", "2", timeout=1500)
+    result = snakemake(workdir, configfile, "--cores", "2", timeout=timeout)
     assert result.returncode == 0, result.stderr[-6000:]
     executed = executed_rules(result)
     del executed["all"]  # the target rule, which a dry run does not list
@@ -181,8 +181,9 @@ def test_the_fissionfusion_study_runs_every_rule_of_its_dag(roots, offline_weigh
     assert len(list(grid.glob("fgg-*/seed0/snapshots/*.safetensors"))) >= 8
 
 
+@pytest.mark.study  # about 400 jobs: 15-25 minutes on 2 cores
 def test_the_averaging_study_runs_every_rule_of_its_dag(roots, offline_weights, tmp_path):
-    workdir, executed = run_study(REPO / "config" / "averaging.yaml", roots, tmp_path)
+    workdir, executed = run_study(REPO / "config" / "averaging.yaml", roots, tmp_path, 3600)
     assert executed["warmup"] == 3  # the shared start of each training-set fraction
     models = workdir / "results" / "models"
     for combo in ("DDR25", "DDR50", "DDR"):
