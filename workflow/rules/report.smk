@@ -43,7 +43,7 @@ rule uncertainty:
         replicates=paths.BOOTSTRAP,
     log:
         paths.log("report/uncertainty"),
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=cluster.scaled_runtime(30, config),
@@ -60,7 +60,7 @@ rule uncertainty:
         " --confidence {params.bootstrap[confidence]} --seed {params.bootstrap[seed]}"
         " --alpha {params.bootstrap[alpha]} --pairs {params.pairs:q}"
         " --intervals {output.intervals} --comparisons {output.comparisons}"
-        " --replicates {output.replicates} > {log} 2>&1"
+        " --replicates {output.replicates} --threads {threads} > {log} 2>&1"
 
 
 rule report_cross_dataset:

@@ -113,7 +113,7 @@ def _uncertainty(args: argparse.Namespace) -> None:
 
     settings = BootstrapSettings(args.resamples, args.confidence, args.seed, args.alpha)
     scored = load_scored(args.evaluations, load_model_table(args.models))
-    tables = uncertainty(scored, args.metric, settings, _named_pairs(args.pairs))
+    tables = uncertainty(scored, args.metric, settings, _named_pairs(args.pairs), args.threads)
     write_csv(tables.intervals, args.intervals)
     write_csv(tables.comparisons, args.comparisons)
     tables.replicates.save(args.replicates)
@@ -152,6 +152,9 @@ def _add_uncertainty(commands: Subcommands) -> None:
     parser.add_argument("--comparisons", type=Path, required=True, help="comparisons CSV to write")
     parser.add_argument(
         "--replicates", type=Path, required=True, help="the headline metric's resamples (.npz)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="processes sharing the (model, test set) pairs"
     )
     parser.set_defaults(handler=_uncertainty)
 

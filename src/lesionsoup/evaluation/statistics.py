@@ -54,8 +54,9 @@ from typing import Any
 
 import numpy as np
 
+from lesionsoup.core.batched_metrics import BATCHED_METRICS, HistogramStack
 from lesionsoup.core.lesion_components import COMPONENT_COUNTS, SIZE_BINS
-from lesionsoup.core.metrics import LesionHistogram
+from lesionsoup.core.metrics import POOLED_METRICS, LesionHistogram
 
 Metric = Callable[[LesionHistogram], float]
 #: Groups of bins the per-image histograms keep at most: four lesions of one image
@@ -200,6 +201,19 @@ class ImageHistograms:
 
     def replicates(self, weights: np.ndarray) -> list[LesionHistogram]:
         """One pooled histogram per row of ``weights`` (resamples, images)."""
+        stack = self.replicate_stack(weights)
+        rows = len(weights)
+        decisions = stack.decisions if stack.decisions is not None else [None] * rows
+        components = stack.components if stack.components is not None else [None] * rows
+        return [
+            LesionHistogram(self.bins, p, n, d, c)
+            for p, n, d, c in zip(
+                stack.positives, stack.negatives, decisions, components, strict=True
+            )
+        ]
+
+    def replicate_stack(self, weights: np.ndarray) -> HistogramStack:
+        """``replicates`` as one ``HistogramStack``, a row per row of ``weights``."""
         counts = (self.positives, self.negatives)
         if self.decisions is not None:
             counts += (self.decisions,)
@@ -214,14 +228,11 @@ class ImageHistograms:
                     sums[:2], self.offsets, (self.positives, self.negatives), strict=True
                 )
             )
-        decisions = sums[2] if self.decisions is not None else [None] * len(weights)
-        components: Sequence[np.ndarray | None] = [None] * len(weights)
+        components = None
         if self.components is not None:
             components = sums[-1].reshape(len(weights), *self.components.shape[1:])
-        return [
-            LesionHistogram(self.bins, p, n, d, c)
-            for p, n, d, c in zip(positives, negatives, decisions, components, strict=True)
-        ]
+        decisions = sums[2] if self.decisions is not None else None
+        return HistogramStack(self.bins, positives, negatives, decisions, components)
 
 
 #: Below this, integer sums of products are exact in float64.
@@ -375,16 +386,25 @@ class Resampled:
         return Interval(self.estimate, low, high, int(np.isfinite(self.scores).sum()))
 
 
+#: Each pooled metric's batched form (``core.batched_metrics``), by the metric function.
+_BATCHED = {POOLED_METRICS[name]: BATCHED_METRICS[name] for name in POOLED_METRICS}
+
+
 def resample(
     lesion: ImageHistograms, metrics: Mapping[str, Metric], weights: np.ndarray
 ) -> dict[str, Resampled]:
     """Each of ``metrics`` of one lesion's pooled images and of each resample (rows of
     ``weights``): the replicate histograms are summed once for all metrics."""
-    whole, replicates = lesion.pooled(), lesion.replicates(weights)
-    return {
-        name: Resampled(metric(whole), np.array([metric(h) for h in replicates], np.float64))
-        for name, metric in metrics.items()
-    }
+    whole, stack = lesion.pooled(), lesion.replicate_stack(weights)
+    histograms: list[LesionHistogram] | None = None  # only for a metric with no batched form
+    scores = {}
+    for name, metric in metrics.items():
+        if metric in _BATCHED:
+            scores[name] = _BATCHED[metric](stack).astype(np.float64)
+            continue
+        histograms = histograms or lesion.replicates(weights)
+        scores[name] = np.array([metric(h) for h in histograms], np.float64)
+    return {name: Resampled(metric(whole), scores[name]) for name, metric in metrics.items()}
 
 
 def mean_resampled(resampled: Sequence[Resampled]) -> Resampled:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -147,25 +149,32 @@ def _bootstrapped(
     return Bootstrapped(item, intervals, {lesion: per[metric] for lesion, per in lesions.items()})
 
 
+def _drawn_and_bootstrapped(item: Scored, metric: str, settings: BootstrapSettings) -> Bootstrapped:
+    """``_bootstrapped`` with its test set's draws, which depend on nothing but the seed,
+    the test set's name and its number of images."""
+    seed = draws_seed(settings.seed, item.test_dataset)
+    weights = resample_weights(len(item.image_ids), settings.resamples, seed)
+    return _bootstrapped(item, weights, metric, settings)
+
+
 def bootstrap(
-    scored: Iterable[Scored], metric: str, settings: BootstrapSettings
+    scored: Iterable[Scored], metric: str, settings: BootstrapSettings, workers: int = 1
 ) -> list[Bootstrapped]:
     """Each (model, test set) resampled, with the same draws for every model of a test set;
-    ``metric`` (the headline one, pooled) keeps its resamples for comparisons and figures."""
+    ``metric`` (the headline one, pooled) keeps its resamples for comparisons and figures.
+    ``workers`` processes share the (model, test set) pairs; the result does not depend on
+    how many."""
     if metric not in POOLED_METRICS:
         known = sorted(POOLED_METRICS)
         raise ValueError(
             f"the comparisons' and replicates' metric is a pooled metric {known}, not {metric}"
         )
-    draws: dict[tuple[str, int], np.ndarray] = {}
-    result = []
-    for item in scored:
-        key = (item.test_dataset, len(item.image_ids))
-        if key not in draws:
-            seed = draws_seed(settings.seed, item.test_dataset)
-            draws[key] = resample_weights(key[1], settings.resamples, seed)
-        result.append(_bootstrapped(item, draws[key], metric, settings))
-    return result
+    items = list(scored)
+    task = partial(_drawn_and_bootstrapped, metric=metric, settings=settings)
+    if workers <= 1 or len(items) <= 1:
+        return [task(item) for item in items]
+    with ProcessPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(task, items, chunksize=max(1, len(items) // (4 * workers))))
 
 
 def interval_table(bootstrapped: Iterable[Bootstrapped]) -> pd.DataFrame:
@@ -309,9 +318,10 @@ def uncertainty(
     metric: str,
     settings: BootstrapSettings,
     named: Mapping[str, tuple[str, str]] | None = None,
+    workers: int = 1,
 ) -> Uncertainty:
     """The intervals, comparisons and headline replicates, from one bootstrap pass."""
-    bootstrapped = bootstrap(scored, metric, settings)
+    bootstrapped = bootstrap(scored, metric, settings, workers)
     return Uncertainty(
         interval_table(bootstrapped),
         comparison_table(bootstrapped, metric, settings, named),

@@ -73,8 +73,11 @@ def plot_gains(table: pd.DataFrame, out: Path) -> None:
     for (i, start), (j, part) in ((a, b) for a in enumerate(starts) for b in enumerate(parts)):
         ax = axes[i][j]
         own = rows[(rows["start"] == start) & (rows["part"] == part)]
-        for _, row in own.iterrows():
+        # several models of one condition (SWA: one a seed) side by side, not on one another
+        nth = own.groupby(["rule", "bn_policy", "fraction"]).cumcount()
+        for index, row in own.iterrows():
             x = rules.index(row["rule"]) + offsets[row["bn_policy"], row["fraction"]]
+            x += 0.03 * nth[index]
             err = [[row["gain"] - row["low"]], [row["high"] - row["gain"]]]
             ax.errorbar(
                 x, row["gain"], yerr=err, fmt=_MARKERS.get(row["bn_policy"], "D"),
