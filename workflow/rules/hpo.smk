@@ -8,12 +8,15 @@ wildcard_constraints:
 rule hpo_trial:
     input:
         caches=combo_caches,
-        init=lambda wildcards: study.start_input(config, wildcards.combo, wildcards.recipe),
+        init=lambda wildcards: study.start_input(
+            config, wildcards.combo, wildcards.recipe
+        ),
         pretrained=pretrained_input,
     output:
         directory(paths.HPO_TRIAL),
     log:
         paths.log("hpo/{combo}/{recipe}/trial{index}"),
+    priority: 1  # at the head of the longest chain: trials, export, tuned training
     threads: lambda wildcards: training_cores(trial_devices(wildcards))
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
@@ -75,6 +78,7 @@ checkpoint hpo_export:
         ),
     log:
         paths.log("hpo/{combo}/{recipe}/export"),
+    priority: 1
     threads: 1
     resources:
         mem_mb=2000,
