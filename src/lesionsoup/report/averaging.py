@@ -101,13 +101,13 @@ def plot_gains(table: pd.DataFrame, out: Path) -> None:
         "(* Holm-adjusted significant; axes scaled to the data)",
         fontsize="medium",
     )
-    save_figure(fig, out)
+    save_figure(fig, out, tight=False)
 
 
 def _offsets(policies: Sequence[str], fractions: Sequence[float]) -> dict[tuple[str, float], float]:
     """A small x offset per (BatchNorm policy, fraction), so that no two points overlap."""
     pairs = [(policy, fraction) for policy in policies for fraction in fractions]
-    spread = np.linspace(-0.3, 0.3, len(pairs)) if len(pairs) > 1 else [0.0]
+    spread = np.linspace(-0.15, 0.15, len(pairs)) if len(pairs) > 1 else [0.0]
     return dict(zip(pairs, spread, strict=True))
 
 
@@ -134,7 +134,7 @@ def _legend(fig: plt.Figure, colours: Mapping[float, object], policies: Sequence
         for policy in policies
     ]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False)
-    fig.subplots_adjust(bottom=0.22)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))  # rows for the legend below and the title above
 
 
 def _verdict(low: float, high: float) -> str:
