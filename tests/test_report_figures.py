@@ -297,10 +297,15 @@ def test_study_summary_sections_in_order(tmp_path: Path) -> None:
     for name in SECTIONS:
         tables[name] = tmp_path / f"{name}.csv"
         table = {"table": [name], "method": ["single"], "beyond_seed_noise": [False]}
+        table |= {"soup": ["uniform"], "verdict": ["better"], "verdict_vs_ensemble": ["worse"]}
         pd.DataFrame(table).to_csv(tables[name], index=False)
     text = write_study_summary(dict(reversed(tables.items())), tmp_path / "summary.md")
     titles = [line.removeprefix("## ") for line in text.splitlines() if line.startswith("## ")]
     assert titles == list(SECTIONS.values())
+    assert "better in 1 of 1 merged models (uniform)" in text  # the averaging verdicts
+    without = {name: path for name, path in tables.items() if name != "averaging"}
+    text = write_study_summary(without, tmp_path / "summary.md")  # a study without soups
+    assert SECTIONS["averaging"] not in text
 
 
 def figure_texts(fig: plt.Figure) -> str:
