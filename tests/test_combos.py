@@ -50,7 +50,7 @@ def test_workflow_patterns_spell_out_the_combination_name():
         pattern.replace("\\\\", "\\")
         for pattern in re.findall(r'pattern: "(\^(?:\(singles\|all\|)?\[A-Z\][^"]*)"', schemas)
     ]
-    assert len(written) == 6
+    assert len(written) == 7
     assert set(written) == {
         f"^(singles|all|{COMBO.pattern})$",
         f"^{COMBO.pattern}$",

@@ -449,8 +449,13 @@ def test_the_size_curve_job_reads_the_evaluation_files_of_the_candidates_and_sou
         paths.evaluation("IDRID", f"merged/IDRID/{method}")
         for method in soup_methods(config, "IDRID")
     ]
-    # the grid's last checkpoints are no evaluated models: only the soups may be points
-    assert size_curve_evaluations(config, "IDRID") == soups
+    # the grid's last checkpoints are evaluated as the uniform soup's ingredients (method
+    # ingredient), and the size curve reuses those evaluations too
+    grid = [
+        paths.evaluation("IDRID", paths.model_key(path))
+        for path in size_curve_inputs(config, "IDRID")["candidates"]
+    ]
+    assert sorted(size_curve_evaluations(config, "IDRID")) == sorted(grid + soups)
     config["merging"]["checkpoint"] = "best"
     config["training"]["seeds"] = [0, 1]
     config["report"] = {**config.get("report", {}), "size_curves": {"pool": ["base"]}}

@@ -138,7 +138,7 @@ def test_unchanged_or_touched_config_plans_nothing(finished):
 MATRIX_RULES = {
     "evaluate", "aggregate", "evaluated_models", "costs", "summary", "report_cross_dataset",
     "report_methods", "report_pr_curves", "report_qualitative", "report_reliability",
-    "connectivity", "uncertainty",
+    "connectivity", "uncertainty", "report_averaging", "report_barriers",
     "size_curve",
 }  # fmt: skip
 

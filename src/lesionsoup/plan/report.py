@@ -14,7 +14,7 @@ from lesionsoup.core.combos import combo_members
 from lesionsoup.core.metrics import METRIC_LABELS
 from lesionsoup.core.style_features import STYLE_FEATURES
 from lesionsoup.plan import averaging, ingredients, paths
-from lesionsoup.plan.evaluation import SINGLE, evaluated_models
+from lesionsoup.plan.evaluation import INGREDIENT, SINGLE, evaluated_models
 from lesionsoup.plan.merge_rules import DEFAULT_PART, ENSEMBLE, merge_rule
 from lesionsoup.plan.study import combo_caches, configured, test_datasets
 
@@ -145,7 +145,7 @@ def size_curve_evaluations(config: Mapping[str, Any], combo: str) -> list[str]:
         model
         for model in evaluated_models(config).values()
         if model.path in candidates
-        or (model.combo == combo and model.method not in (SINGLE, ENSEMBLE))
+        or (model.combo == combo and model.method not in (SINGLE, ENSEMBLE, INGREDIENT))
     ]
     tests = [test for test in test_datasets(config) if test in combo_members(combo)]
     return [paths.evaluation(test, model.key) for test in tests for model in models]
@@ -186,6 +186,8 @@ def size_curve_arguments(config: Mapping[str, Any]) -> str:
 
 def averaging_table(config: Mapping[str, Any]) -> list[str]:
     """The averaging verdicts where a merged model has evaluated ingredients; else none."""
+    if not config.get("merging") or "training" not in config:
+        return []
     compared = any(record["references"] for record in averaging.merged_conditions(config))
     return [f"{paths.REPORT}/averaging.csv"] if compared else []
 

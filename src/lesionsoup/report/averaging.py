@@ -78,7 +78,12 @@ def plot_gains(table: pd.DataFrame, out: Path) -> None:
         for index, row in own.iterrows():
             x = rules.index(row["rule"]) + offsets[row["bn_policy"], row["fraction"]]
             x += 0.03 * nth[index]
-            err = [[row["gain"] - row["low"]], [row["high"] - row["gain"]]]
+            # a percentile interval need not hold its estimate (few images): no negative bar
+            below, above = row["gain"] - row["low"], row["high"] - row["gain"]
+            err = [
+                [max(0.0, below) if below == below else 0.0],
+                [max(0.0, above) if above == above else 0.0],
+            ]
             ax.errorbar(
                 x, row["gain"], yerr=err, fmt=_MARKERS.get(row["bn_policy"], "D"),
                 color=colours[row["fraction"]], markersize=4, capsize=2, linewidth=1,
