@@ -198,3 +198,16 @@ def test_the_plan_records_each_merged_model_s_condition_and_references() -> None
     for record in records.values():
         assert all(reference in evaluated for reference in record["references"])
     assert {evaluated[path] for path in grid} == {INGREDIENT}
+
+
+def test_an_interval_that_misses_its_estimate_draws_no_negative_bar(
+    replicates, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table, _ = replicates
+    ingredients = tuple(f"results/models/C/r/seed{k}/last.safetensors" for k in range(3))
+    gains = gain_table([soup("good", ingredients)], table)
+    gains["low"] = gains["gain"] + 0.01  # a percentile interval above its estimate (few images)
+    shown: list[plt.Figure] = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, out, tight=True: shown.append(fig))
+    report.plot_gains(gains, tmp_path / "averaging.png")  # matplotlib refuses negative bars
+    check_layout(shown[0])
