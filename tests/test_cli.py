@@ -1,9 +1,13 @@
-"""The `lesionsoup` command: help on every subcommand, errors that name the file."""
+"""The `lesionsoup` command: help on every subcommand and option, its version, errors that
+name the file."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib.metadata import version
 
 import pytest
 from native_trees import IDRID_MASKS, idrid_tree
@@ -24,6 +28,39 @@ def test_every_subcommand_has_help(name, capsys):
         main([name, "--help"])
     assert exit_info.value.code == 0
     assert "usage: lesionsoup " + name in capsys.readouterr().out
+
+
+def _options_without_help(
+    parser: argparse.ArgumentParser, command: str
+) -> Iterator[tuple[str, str]]:
+    """(command, option) for every argument of ``parser`` and its subcommands with no help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helped = {choice.dest for choice in action._choices_actions if choice.help}
+            for name, subparser in action.choices.items():
+                if name not in helped:
+                    yield command, name
+                yield from _options_without_help(subparser, f"{command} {name}")
+        elif not action.help or action.help == argparse.SUPPRESS:
+            yield command, "/".join(action.option_strings) or action.dest
+
+
+def test_every_option_of_every_command_has_help():
+    assert list(_options_without_help(build_parser(), "lesionsoup")) == []
+
+
+def test_the_walk_finds_an_option_without_help():
+    parser = build_parser()
+    quiet = parser._subparsers._group_actions[0].choices["train"]
+    quiet.add_argument("--undocumented")
+    assert ("lesionsoup train", "--undocumented") in _options_without_help(parser, "lesionsoup")
+
+
+def test_version_prints_the_installed_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lesionsoup {version('lesionsoup')}"
 
 
 def test_missing_dataset_root_is_named(tmp_path, caplog):

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from lesionsoup.commands import REGISTRARS
 from lesionsoup.commands.arguments import claim_gpus
@@ -28,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cross-dataset retinal lesion segmentation: data, training, soups, evaluation.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {version('lesionsoup')}",
+        help="print the installed version and exit",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in REGISTRARS:
         register(commands)

@@ -98,7 +98,9 @@ def _add_synth(commands: Subcommands) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="folder to write the trees into")
     parser.add_argument("--images", type=int, default=12, help="images per dataset")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="generator seed (the same seed, the same bytes)"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="native sizes x this factor")
     parser.add_argument(
         "--styles", type=json_object, default={}, help="annotation-style overrides (JSON)"
@@ -122,7 +124,9 @@ def _add_synth(commands: Subcommands) -> None:
         help="JSON: tree stamps to write once the trees are written, each with the roots it "
         'fingerprints, e.g. \'{"resources/trees/IDRID.json": ["out/IDRID"]}\'',
     )
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="processes writing the datasets' trees"
+    )
     parser.set_defaults(handler=_synth)
 
 
@@ -170,10 +174,17 @@ def _add_preprocess(commands: Subcommands) -> None:
         description="Detect the field of view, crop the black borders, resize to a square and "
         "write the cache (RGB + label plane, patch-readable, with geometry records).",
     )
-    parser.add_argument("manifest", type=Path)
+    parser.add_argument("manifest", type=Path, help="the dataset's manifest CSV (lesionsoup index)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="cache folder")
-    parser.add_argument("--size", type=int, default=1536)
-    parser.add_argument("--mask-threshold", type=int, default=128)
+    parser.add_argument(
+        "--size", type=int, default=1536, help="side of the square cached images, pixels"
+    )
+    parser.add_argument(
+        "--mask-threshold",
+        type=int,
+        default=128,
+        help="a mask pixel at or above this value is lesion (before --lesion-rules)",
+    )
     parser.add_argument(
         "--uncertain-value",
         type=optional_int,
@@ -182,7 +193,11 @@ def _add_preprocess(commands: Subcommands) -> None:
         f"({_per_dataset(lambda adapter: adapter.uncertain_value)})",
     )
     parser.add_argument(
-        "--uncertain-as", choices=["ignore", "lesion", "background"], default="ignore"
+        "--uncertain-as",
+        choices=["ignore", "lesion", "background"],
+        default="ignore",
+        help="what a pixel of --uncertain-value becomes: excluded from loss and metrics "
+        "(ignore), lesion or background",
     )
     parser.add_argument(
         "--lesion-rules",
@@ -200,8 +215,14 @@ def _add_preprocess(commands: Subcommands) -> None:
         "per cache pixel, cv2.INTER_NEAREST as the authors' loaders, so a microaneurysm "
         "smaller than a cache pixel may vanish",
     )
-    parser.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--on-bad-image",
+        choices=["fail", "skip"],
+        default="fail",
+        help="an unreadable photograph or mask stops the job (fail), or is listed in "
+        "skipped.csv and left out (skip)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="processes preprocessing images")
     parser.set_defaults(handler=_preprocess)
 
 

@@ -66,12 +66,17 @@ def _add_evaluate(commands: Subcommands) -> None:
     parser.add_argument(
         "-o", "--output", type=Path, nargs="+", required=True, help="one evaluation JSON a cache"
     )
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="the caches' split to evaluate on")
     parser.add_argument(
         "--settings", type=json_object, default={}, help="inference settings (JSON)"
     )
-    parser.add_argument("--bins", type=int, default=2000)
-    parser.add_argument("--resolution", choices=["cache", "native"], default="cache")
+    parser.add_argument("--bins", type=int, default=2000, help="probability bins")
+    parser.add_argument(
+        "--resolution",
+        choices=["cache", "native"],
+        default="cache",
+        help="score at the cache's resolution, or mapped back onto the native masks",
+    )
     parser.add_argument(
         "--labels",
         choices=["multilabel", "priority"],

@@ -80,7 +80,12 @@ def _add_trial(commands: Subcommands) -> None:
         "OUTPUT/../../runs/STUDY.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="trial folder")
-    parser.add_argument("--job-index", type=int, required=True)
+    parser.add_argument(
+        "--job-index",
+        type=int,
+        required=True,
+        help="this job's trial slot in the study (0, 1, ...)",
+    )
     parser.add_argument("--combo", required=True, help="combination name (names the study)")
     parser.add_argument("--recipe", required=True, help="tuned recipe (names the study)")
     parser.add_argument("--storage", required=True, help="RDB URL or journal file")

@@ -129,7 +129,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add_cache_arguments(
         parser, "a cache of the combination (repeatable); its valid split scores the candidates"
     )
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads; as many minus one load data"
+    )
     add_device_argument(parser)
 
 

@@ -126,7 +126,12 @@ def _add_predict(commands: Subcommands) -> None:
         default=[],
         help="mask threshold: 0.5 for every lesion, or LESION=0.3 (repeatable; default 0.5)",
     )
-    parser.add_argument("--mode", choices=MODE_CHOICES, default="whole")
+    parser.add_argument(
+        "--mode",
+        choices=MODE_CHOICES,
+        default="whole",
+        help="the whole image at once, or sliding tiles (--tile, --overlap)",
+    )
     parser.add_argument(
         "--tile", type=int, default=None, help="sliding tile (default: training patch size)"
     )

@@ -147,7 +147,7 @@ def _add_annotation_style(commands: Subcommands) -> None:
         "annotation-style", help="measure the datasets' annotation styles and cluster them"
     )
     add_cache_arguments(parser, "a dataset cache (repeatable; named by its folder)")
-    parser.add_argument("--clusters", type=int, default=2)
+    parser.add_argument("--clusters", type=int, default=2, help="clusters of datasets by style")
     parser.add_argument(
         "--features", nargs="+", default=None, help="dataset features to cluster on (default: all)"
     )
@@ -161,7 +161,9 @@ def _add_annotation_style(commands: Subcommands) -> None:
         "--resamples", type=int, default=200, help="image resamples for the cluster stability"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of those resamples")
-    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument(
+        "--out-dir", type=Path, required=True, help="folder of the tables and figures"
+    )
     parser.set_defaults(handler=_annotation_style)
 
 
@@ -172,9 +174,15 @@ def _add_connectivity(commands: Subcommands) -> None:
     parser.add_argument("a", type=Path, help="checkpoint at lambda 0")
     parser.add_argument("b", type=Path, help="checkpoint at lambda 1")
     add_cache_arguments(parser, "validation (and BatchNorm) data (repeatable)")
-    parser.add_argument("--points", type=int, default=11)
     parser.add_argument(
-        "--bn-policy", nargs="+", choices=BN_POLICIES, default=["average", "recompute"]
+        "--points", type=int, default=11, help="interpolation points from A to B, both included"
+    )
+    parser.add_argument(
+        "--bn-policy",
+        nargs="+",
+        choices=BN_POLICIES,
+        default=["average", "recompute"],
+        help="BatchNorm statistics of each interpolated model (one curve per policy)",
     )
     parser.add_argument(
         "--part",
@@ -188,12 +196,16 @@ def _add_connectivity(commands: Subcommands) -> None:
         "--sharpness-radii", type=float, nargs="+", default=[0.05, 0.1, 0.2],
         help="radii of the filter-normalised perturbations of A and B",
     )  # fmt: skip
-    parser.add_argument("--sharpness-directions", type=int, default=3)
-    parser.add_argument("--sharpness-seed", type=int, default=0)
+    parser.add_argument(
+        "--sharpness-directions", type=int, default=3, help="random directions per radius"
+    )
+    parser.add_argument(
+        "--sharpness-seed", type=int, default=0, help="seed of the random directions"
+    )
     parser.add_argument("--sharpness", type=Path, default=None, help="sharpness CSV of A and B")
     parser.add_argument("-o", "--output", type=Path, required=True, help="curve CSV")
     parser.add_argument("--figure", type=Path, required=True, help="figure PNG")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.set_defaults(handler=_connectivity)
 
 
