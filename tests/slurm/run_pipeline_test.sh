@@ -4,8 +4,10 @@
 # local run. Run by .ci/run; needs root (see .ci/slurm/cluster.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# The rules call the `lesionsoup` command of the project's environment.
-export PATH="$HERE/../../.venv/bin:$PATH"
+# The rules call the `lesionsoup` command of the project's environment (VENV: another
+# environment of the project, such as the README's demo install).
+VENV=${VENV:-$HERE/../../.venv}
+export PATH="$VENV/bin:$PATH" SNAKEMAKE="$VENV/bin/snakemake"
 
 # Test-cluster sizes only: the single test node has 2 cores and ~20 GB.
 RESOURCES="warmup:mem_mb=1500 train:mem_mb=1500 evaluate:mem_mb=1500 preprocess:mem_mb=1500"

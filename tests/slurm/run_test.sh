@@ -42,6 +42,8 @@ SLURM_ARGS=(
 )
 export LESIONSOUP_SLURM_PARTITION=debug LESIONSOUP_SLURM_ACCOUNT=
 KEEP_WORK_DIR=${KEEP_WORK_DIR:-0} # 1: keep the runs' folders for inspection
+# HTML report of the local run, built after the checks by `snakemake --report` ("" builds none).
+REPORT=${REPORT:-}
 CLUSTER=$REPO/.ci/slurm/cluster.sh
 
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/lesionsoup-slurm-test.XXXXXX")
@@ -226,6 +228,17 @@ check_same_outputs() {
 	fi
 }
 
+check_report() {
+	[[ -n $REPORT ]] || return 0
+	if "$SNAKEMAKE" --snakefile "$WORKFLOW" "${WORKFLOW_ARGS[@]}" --directory "$WORK_DIR/local" \
+		--report "$REPORT" >"$WORK_DIR/report.log" 2>&1 && grep -q '<html' "$REPORT"; then
+		pass "the local run's report: $REPORT"
+	else
+		tail -n 30 "$WORK_DIR/report.log" >&2
+		fail "no HTML report of the local run"
+	fi
+}
+
 main() {
 	local t0 t1 t2 t3
 	t0=$(now)
@@ -248,6 +261,7 @@ main() {
 	check_same_outputs
 	echo "timings: cluster up $(elapsed "$t0" "$t1"), local run $(elapsed "$t1" "$t2")," \
 		"SLURM run $(elapsed "$t2" "$t3")"
+	check_report
 }
 
 cd "$REPO"
