@@ -262,10 +262,11 @@ def _draw_legend(image: np.ndarray, lesions: list[Lesion]) -> None:
         cv2.putText(image, label, origin, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
-def _png(name: str, array: np.ndarray) -> bytes:
+def _png(path: Path, array: np.ndarray) -> bytes:
+    """``array`` encoded as the PNG file ``path`` (named in the error)."""
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
-        raise OSError(f"{name}: PNG encoding failed")
+        raise OSError(f"{path}: PNG encoding failed")
     return encoded.tobytes()
 
 
@@ -470,16 +471,15 @@ class _Run:
         masks: Mapping[Lesion, np.ndarray],
     ) -> dict[str, bytes]:
         """The image files of a photograph's folder, encoded."""
-        files: dict[str, bytes] = {}
+        images: dict[str, np.ndarray] = {}
         for lesion, plane in planes.items():
-            name = f"{lesion.value}_probability.png"
-            files[name] = _png(name, np.rint(plane * 255).astype(np.uint8))
-            name = f"{lesion.value}_mask.png"
-            files[name] = _png(name, masks[lesion].view(np.uint8) * np.uint8(255))
+            images[f"{lesion.value}_probability.png"] = np.rint(plane * 255).astype(np.uint8)
+            images[f"{lesion.value}_mask.png"] = masks[lesion].view(np.uint8) * np.uint8(255)
         if self.options.overlay:
             rgb = cv2.cvtColor(item.native, cv2.COLOR_BGR2RGB)
-            overlay = cv2.cvtColor(draw_overlay(rgb, masks), cv2.COLOR_RGB2BGR)
-            files["overlay.png"] = _png("overlay.png", overlay)
+            images["overlay.png"] = cv2.cvtColor(draw_overlay(rgb, masks), cv2.COLOR_RGB2BGR)
+        folder = self.out / item.photo.image_id
+        files = {name: _png(folder / name, image) for name, image in images.items()}
         if self.options.save_probabilities:
             files[PROBABILITIES_FILE] = _npz({x.value: plane for x, plane in planes.items()})
         return files
