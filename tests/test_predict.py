@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import typing
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -178,7 +179,7 @@ def test_every_output_has_the_photographs_own_shape(random_model, tmp_path):
                 for x in ("EX", "HE", "MA", "CWS")
                 for kind in ("mask", "probability")
             ]
-            + ["overlay.png"]
+            + ["lesions.json", "overlay.png"]
         )
         for lesion in LESIONS:
             probability = read_png(folder / f"{lesion}_probability.png")
@@ -487,3 +488,220 @@ def test_running_out_of_memory_on_one_photograph_is_contained(
         str(mixed_folder / "good.png")
     ]
     assert not (stopped / "lesions.csv").exists()
+
+
+# ----------------------------------------------------------------------------- nnU-Net-like use
+
+
+def folder_state(out: Path) -> dict[str, tuple[int, int]]:
+    """Each file under ``out`` (but the tables) by its inode and modification time."""
+    return {
+        str(p.relative_to(out)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in out.rglob("*")
+        if p.is_file() and p.parent != out
+    }
+
+
+@pytest.fixture
+def three_photographs(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    for seed, name in enumerate(("a", "b", "c")):
+        write_photograph(folder / f"{name}.png", rendered(seed, 120 + 7 * seed, 150).image)
+    return folder
+
+
+def test_input_option_is_the_positional_input_and_both_or_neither_are_refused(
+    random_model, three_photographs, tmp_path, caplog
+):
+    caplog.set_level(logging.ERROR)
+    options = ["--size", "64", "--no-progress", "--no-overlay"]
+    # INPUT arguments before or after the options
+    positional = ["predict", str(random_model), "-o", str(tmp_path / "p"), str(three_photographs)]
+    assert main([*positional, *options]) == 0
+    short = ["predict", str(random_model), "-i", str(three_photographs), "-o", str(tmp_path / "o")]
+    assert main([*short, *options]) == 0
+    photo_a, photo_b = three_photographs / "a.png", three_photographs / "b.png"
+    long = ["predict", str(random_model), "--input", str(photo_a), "--input", str(photo_b)]
+    assert main([*long, "--output", str(tmp_path / "l"), *options]) == 0
+    assert pd.read_csv(tmp_path / "l" / "lesions.csv")["image_id"].tolist() == ["a", "b"]
+    for out, names in ((tmp_path / "o", "abc"), (tmp_path / "l", "ab")):
+        for name in names:
+            for lesion in LESIONS:
+                found = read_png(out / name / f"{lesion}_probability.png")
+                assert np.array_equal(
+                    found, read_png(tmp_path / "p" / name / f"{lesion}_probability.png")
+                )
+    caplog.clear()
+    assert main([*short, str(photo_a), *options]) == 1
+    assert "both as INPUT arguments and with -i/--input" in caplog.text
+    assert main(["predict", str(random_model), "-o", str(tmp_path / "x"), *options]) == 1
+    assert "no photographs" in caplog.text
+    assert not (tmp_path / "x").exists()
+
+
+def test_continue_keeps_what_is_predicted_and_predicts_the_rest(
+    random_model, three_photographs, tmp_path
+):
+    options = PredictOptions(size=64, threshold=0.45, progress=False, resume=True)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    first = predict_photographs(random_model, [three_photographs / "a.png"], out, options)
+    assert (first.predicted, first.kept) == (1, 0)  # --continue on a missing folder: a plain run
+    before = folder_state(out)
+    report = predict_photographs(random_model, [three_photographs], out, options)
+    assert (report.predicted, report.kept, report.failures) == (2, 1, [])
+    after = folder_state(out)
+    assert {k: v for k, v in after.items() if k.startswith("a/")} == before  # untouched
+    # the tables are those of one uninterrupted run over the three photographs
+    predict_photographs(random_model, [three_photographs], fresh, options)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "lesions.csv"), pd.read_csv(fresh / "lesions.csv")
+    )
+    assert pd.read_csv(out / "lesions.csv")["image_id"].tolist() == ["a", "b", "c"]
+    recorded = json.loads((out / "predict.json").read_text())
+    assert (recorded["predicted"], recorded["kept"], recorded["failed"]) == (2, 1, 0)
+    again = predict_photographs(random_model, [three_photographs], out, options)
+    assert (again.predicted, again.kept) == (0, 3)
+    assert folder_state(out) == after
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "lesions.csv"), pd.read_csv(fresh / "lesions.csv")
+    )
+
+
+def test_continue_finishes_an_interrupted_run_and_redoes_incomplete_folders(
+    random_model, three_photographs, tmp_path, monkeypatch
+):
+    options = PredictOptions(size=64, progress=False, resume=True, save_probabilities=True)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    publish = predict_module._publish_folder
+
+    def killed_at_b(out_folder, image_id, files):
+        if image_id == "b":
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the run
+        publish(out_folder, image_id, files)
+
+    monkeypatch.setattr(predict_module, "_publish_folder", killed_at_b)
+    with pytest.raises(KeyboardInterrupt):
+        predict_photographs(random_model, [three_photographs], out, options)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["a", "predict.json"]  # no tables, no b
+    (out / "c").mkdir()  # an incomplete folder (as from another tool): predicted again
+    (out / "c" / "EX_mask.png").write_bytes(b"")
+    report = predict_photographs(random_model, [three_photographs], out, options)
+    assert (report.predicted, report.kept) == (2, 1)
+    predict_photographs(random_model, [three_photographs], fresh, options)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "lesions.csv"), pd.read_csv(fresh / "lesions.csv")
+    )
+    for name in ("b", "c"):
+        with (
+            np.load(out / name / "probabilities.npz") as mine,
+            np.load(fresh / name / "probabilities.npz") as theirs,
+        ):
+            assert all(np.array_equal(mine[x], theirs[x]) for x in LESIONS)
+    (out / "b" / "probabilities.npz").unlink()  # a folder missing an output is not complete
+    assert predict_photographs(random_model, [three_photographs], out, options).kept == 2
+
+
+def test_continue_refuses_a_folder_of_another_model_or_other_options(
+    random_model, three_photographs, tmp_path
+):
+    out = tmp_path / "out"
+    photos = [three_photographs / "a.png"]
+    base = PredictOptions(size=64, progress=False, overlay=False)
+    predict_photographs(random_model, photos, out, base)
+    other_model = save_random_model(tmp_path / "other.safetensors", seed=1)
+    refusals = [
+        (random_model, replace(base, threshold=0.3), "thresholds"),
+        (
+            random_model,
+            replace(base, save_probabilities=True),
+            "save_probabilities",
+        ),
+        (random_model, replace(base, overlay=True), "overlay"),
+        (random_model, replace(base, size=96), "size was 64, now 96"),
+        (random_model, replace(base, tta=("vertical",)), "inference"),
+        (other_model, base, "model_sha256"),
+    ]
+    for model, options, problem in refusals:
+        resumed = replace(options, resume=True)
+        with pytest.raises(
+            ValueError, match=f"{out} was predicted with another model or other options.*{problem}"
+        ):
+            predict_photographs(model, photos, out, resumed)
+    # what changes no output may differ
+    batched = replace(base, batch_size=2, resume=True)
+    assert predict_photographs(random_model, photos, out, batched).kept == 1
+    # without --continue, another model writes over the photographs it predicts (as before),
+    # and a later --continue with it predicts again what the first model wrote
+    predict_photographs(other_model, [three_photographs / "b.png"], out, base)
+    resumed = replace(base, resume=True)
+    report = predict_photographs(other_model, [three_photographs], out, resumed)
+    assert (report.predicted, report.kept) == (2, 1)
+    (out / "predict.json").unlink()
+    with pytest.raises(ValueError, match=f"{out} holds files but no predict.json"):
+        predict_photographs(other_model, photos, out, resumed)
+    (out / "predict.json").write_text("{not json")
+    with pytest.raises(ValueError, match="predict.json: not a JSON record"):
+        predict_photographs(other_model, photos, out, resumed)
+
+
+def test_saved_probabilities_are_the_models_and_the_masks_are_them_thresholded(tmp_path):
+    torch.manual_seed(3)
+    model = build_model(TINY).eval()
+    checkpoint = tmp_path / "model.safetensors"
+    save_checkpoint(checkpoint, model.state_dict(), {"architecture": TINY.as_dict()})
+    top, left = 11, 23  # a black margin: the field of view does not fill the photograph
+    bgr = cv2.cvtColor(
+        np.pad(rendered(8, 150, 190).image, ((top, 7), (left, 5), (0, 0))), cv2.COLOR_RGB2BGR
+    )
+    photo = tmp_path / "odd.png"
+    assert cv2.imwrite(str(photo), bgr)
+    argv = [
+        "predict",
+        str(checkpoint),
+        "-i",
+        str(photo),
+        "-o",
+        str(tmp_path / "out"),
+        "--size",
+        "64",
+    ]
+    assert (
+        main(
+            [
+                *argv,
+                "--threshold",
+                "0.5",
+                "--threshold",
+                "MA=0.45",
+                "--save-probabilities",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+
+    # the reference: the model run by hand on the prepared photograph, mapped back to its grid
+    prepared = prepare_photograph(bgr, 64, photo)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    normalised = (prepared.image / 255.0 - mean) / std
+    with torch.no_grad():
+        logits = model(torch.from_numpy(normalised.transpose(2, 0, 1)[None]).float())
+    cache_probs = (
+        torch.sigmoid(logits)[0].numpy().transpose(1, 2, 0) * prepared.cache_fov()[..., None]
+    )
+    native = prepared.geometry.map_to_native(np.ascontiguousarray(cache_probs, np.float32))
+    native *= prepared.fov.native_mask()[..., None]
+
+    with np.load(tmp_path / "out" / "odd" / "probabilities.npz") as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    assert list(arrays) == list(TINY.lesions) == list(LESIONS)
+    thresholds = {"EX": 0.5, "HE": 0.5, "MA": 0.45, "CWS": 0.5}
+    for channel, (name, array) in enumerate(arrays.items()):
+        assert array.dtype == np.float32 and array.shape == bgr.shape[:2]
+        np.testing.assert_allclose(array, native[..., channel], atol=2e-6)
+        mask = read_png(tmp_path / "out" / "odd" / f"{name}_mask.png")
+        assert np.array_equal(mask > 0, array >= thresholds[name]), name
+        assert 0 < np.count_nonzero(mask) < mask.size  # the threshold cuts through the map
+        probability = read_png(tmp_path / "out" / "odd" / f"{name}_probability.png")
+        assert np.array_equal(probability, np.rint(array * 255).astype(np.uint8))

@@ -42,6 +42,17 @@ def threshold(text: str) -> tuple[str | None, float]:
     return (name.upper() or None), number
 
 
+def photograph_inputs(args: argparse.Namespace) -> list[Path]:
+    """The photographs and folders, given as INPUT arguments or with -i, not both."""
+    if args.inputs and args.input:
+        raise ValueError(
+            "photographs given both as INPUT arguments and with -i/--input; use one form"
+        )
+    if not (args.inputs or args.input):
+        raise ValueError("no photographs: give INPUT arguments or -i/--input")
+    return args.inputs or args.input
+
+
 def _predict(args: argparse.Namespace) -> None:
     import torch
 
@@ -49,6 +60,7 @@ def _predict(args: argparse.Namespace) -> None:
     from lesionsoup.core.lesions import parse_lesions
     from lesionsoup.deploy.predict import PredictOptions, predict_photographs
 
+    inputs = photograph_inputs(args)
     torch.set_num_threads(args.threads)
     default = [value for name, value in args.threshold if name is None]
     per_lesion = {name: value for name, value in args.threshold if name is not None}
@@ -66,18 +78,21 @@ def _predict(args: argparse.Namespace) -> None:
         max_pixels=args.max_pixels,
         overlay=not args.no_overlay,
         progress=not args.no_progress,
+        resume=args.resume,
+        save_probabilities=args.save_probabilities,
     )
     device = str(pick_device(args.device))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available here")
-    report = predict_photographs(args.model, args.inputs, args.output, options, device)
+    report = predict_photographs(args.model, inputs, args.output, options, device)
     log.info(
-        "%d photographs predicted into %s, %d failed",
+        "%d photographs predicted into %s, %d kept from before, %d failed",
         report.predicted,
         args.output,
+        report.kept,
         len(report.failures),
     )
-    if report.failures and not report.predicted:
+    if report.failures and not (report.predicted or report.kept):
         raise ValueError(f"every photograph failed; see {args.output / 'failures.csv'}")
 
 
@@ -95,6 +110,45 @@ def _export(args: argparse.Namespace) -> None:
     log.info("exported %s to %s", args.model, out)
 
 
+def _add_photographs_and_outputs(parser: argparse.ArgumentParser) -> None:
+    """INPUT or -i, -o, and what is written into the output folder."""
+    inputs = parser.add_argument(
+        "inputs", type=Path, nargs="+", metavar="INPUT", help="photo or folder (or use -i)"
+    )
+    inputs.required = False  # -i may give them instead: photograph_inputs wants one form
+    parser.add_argument(
+        "-i",
+        "--input",
+        type=Path,
+        action="append",
+        default=[],
+        help="photo or folder (repeatable), instead of INPUT arguments",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output folder; an existing one is kept, each photograph's folder in it replaced, "
+        "and its lesions.csv, failures.csv and predict.json describe this run alone (but see "
+        "--continue)",
+    )
+    parser.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="keep the photographs already predicted into the output folder (every output "
+        "complete) and predict the rest; lesions.csv lists both. A folder predicted by "
+        "another model or with other options (predict.json) is refused",
+    )
+    parser.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write <id>/probabilities.npz: per lesion (key: its name) the float32 "
+        "probability map at the photograph's size; the masks are these >= the thresholds",
+    )
+
+
 def _add_predict(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "predict",
@@ -110,8 +164,7 @@ def _add_predict(commands: Subcommands) -> None:
     parser.add_argument(
         "model", type=Path, help="a checkpoint, an ensemble .json or an exported model folder"
     )
-    parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="photo or folder")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    _add_photographs_and_outputs(parser)
     parser.add_argument(
         "--size",
         type=int,

@@ -14,11 +14,15 @@ Output folder::
     OUT/<id>/<LESION>_probability.png   8-bit probability (0..255 for 0..1)
     OUT/<id>/<LESION>_mask.png          0/255 where the probability >= the lesion's threshold
     OUT/<id>/overlay.png                the photograph with the masks drawn in, and a legend
+    OUT/<id>/probabilities.npz          with ``save_probabilities``: per lesion (key: its
+                                        name) the float32 probability map the PNGs are made of
+    OUT/<id>/lesions.json               the photograph's row of lesions.csv (for ``resume``)
     OUT/lesions.csv                     per photograph: field-of-view pixels, and per lesion
                                         its area (pixels, % of the field of view) and count
                                         (8-connected components)
     OUT/failures.csv                    photographs that could not be predicted, and why
-    OUT/predict.json                    the model, resolution, thresholds and inference settings
+    OUT/predict.json                    the model (and its SHA-256), resolution, thresholds and
+                                        inference settings; written first, then with the counts
 
 A photograph of more than ``max_pixels`` (default 50 megapixels) is a JPEG
 decoded at 1/2, 1/4 or 1/8 of each side (the least that fits: its outputs and
@@ -32,11 +36,20 @@ something failed.
 ``<id>`` is a file argument's stem, or for a folder argument the path of the
 photograph inside that folder (searched recursively) without its extension.
 Each ``OUT/<id>`` folder is written under a temporary name and renamed when
-complete; the tables are written last.
+complete; the tables are written last. An existing output folder is kept:
+each photograph's folder is replaced, and the tables describe this run. With
+``resume`` (``--continue``), a photograph whose folder is complete is kept and
+its row carried into ``lesions.csv``; ``resume.py`` says when a folder may be
+continued at all.
+
+The probability arrays are float32, the precision the model's probabilities are
+computed in: each mask is exactly its array ``>=`` the lesion's threshold,
+which float16 (about 3 significant digits) would not keep near the threshold.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,6 +77,15 @@ from lesionsoup.data.preprocess import (
 from lesionsoup.deploy.folders import published_folder
 from lesionsoup.deploy.model_card import LESION_NAMES
 from lesionsoup.deploy.models import ModelInfo, model_info
+from lesionsoup.deploy.resume import (
+    ROW_FILE,
+    SETTINGS_FILE,
+    check_continuable,
+    completed_row,
+    row_bytes,
+    settings_digest,
+)
+from lesionsoup.evaluation.per_model import model_digest
 from lesionsoup.inference.infer import SIDE_MULTIPLE, InferenceSettings
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training.sampling import to_tensors
@@ -71,6 +93,7 @@ from lesionsoup.training.sampling import to_tensors
 log = logging.getLogger(__name__)
 
 PHOTOGRAPH_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+PROBABILITIES_FILE = "probabilities.npz"
 #: Overlay colours (RGB), far apart in hue and bright against the orange-red fundus.
 OVERLAY_COLOURS: dict[Lesion, tuple[int, int, int]] = {
     Lesion.EX: (255, 225, 0),  # yellow
@@ -107,7 +130,8 @@ class PredictOptions:
 
     ``size``: the preprocessing resolution (default: the one recorded with the
     model; a model that records none is refused); ``tile``: the sliding-window
-    tile (default: the model's training patch size, else 512).
+    tile (default: the model's training patch size, else 512); ``resume``: keep the
+    photographs the output folder already holds (``--continue``).
     """
 
     size: int | None = None
@@ -122,6 +146,8 @@ class PredictOptions:
     max_pixels: int = MAX_PIXELS
     overlay: bool = True
     progress: bool = True
+    resume: bool = False
+    save_probabilities: bool = False
 
     def __post_init__(self) -> None:
         thresholds = {"default": self.threshold, **self.lesion_thresholds}
@@ -154,6 +180,7 @@ class PredictReport:
     out: Path
     predicted: int = 0
     failures: list[Failure] = field(default_factory=list)
+    kept: int = 0  # already predicted into the folder (``resume``)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -235,11 +262,19 @@ def _draw_legend(image: np.ndarray, lesions: list[Lesion]) -> None:
         cv2.putText(image, label, origin, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def _png(path: Path, array: np.ndarray) -> bytes:
+    """``array`` encoded as the PNG file ``path`` (named in the error)."""
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    path.write_bytes(encoded.tobytes())
+    return encoded.tobytes()
+
+
+def _npz(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """``arrays`` as float32 in one compressed ``.npz``."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: v.astype(np.float32, copy=False) for k, v in arrays.items()})
+    return buffer.getvalue()
 
 
 def lesion_statistics(
@@ -256,11 +291,11 @@ def lesion_statistics(
     return row
 
 
-def _publish_folder(out: Path, image_id: str, files: Mapping[str, np.ndarray]) -> None:
-    """Write ``files`` (name -> image) as ``out/<image_id>/``, all at once by one rename."""
+def _publish_folder(out: Path, image_id: str, files: Mapping[str, bytes]) -> None:
+    """Write ``files`` (name -> content) as ``out/<image_id>/``, all at once by one rename."""
     with published_folder(out / image_id) as folder:
-        for name, array in files.items():
-            _write_png(folder / name, array)
+        for name, content in files.items():
+            (folder / name).write_bytes(content)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -324,14 +359,52 @@ def _batches(photos: list[Photograph], size: int) -> Iterator[list[Photograph]]:
 class _Run:
     """One ``predict_photographs`` call: the model, the options, and what happened."""
 
-    def __init__(self, info: ModelInfo, out: Path, options: PredictOptions, device: str) -> None:
+    def __init__(
+        self, info: ModelInfo, model: Path, out: Path, options: PredictOptions, device: str
+    ) -> None:
         self.size = options.size_for(info)  # first: a model without one is refused unloaded
         self.predictor = load_predictor(info.path, device)
         self.settings = options.inference_for(info)
         self.options = options
         self.out = out
-        self.rows: list[dict[str, object]] = []
+        self.rows: dict[str, dict[str, object]] = {}  # by image id
+        self.kept = 0
         self.failures: list[Failure] = []
+        self.record = self._record(info, model)
+        self.digest = settings_digest(self.record)
+
+    def _record(self, info: ModelInfo, model: Path) -> dict[str, object]:
+        """What ``predict.json`` records before any count (see ``resume.py``)."""
+        return {
+            "model": str(model),
+            "model_file": str(info.path),
+            "model_sha256": model_digest(info.path),
+            "size": self.size,
+            "thresholds": {x.value: self.options.threshold_of(x) for x in self.predictor.lesions},
+            "inference": self.settings.as_dict(),
+            "max_pixels": self.options.max_pixels,
+            "overlay": self.options.overlay,
+            "save_probabilities": self.options.save_probabilities,
+            "device": str(self.predictor.device),
+            "lesionsoup_version": __version__,
+        }
+
+    def output_names(self) -> list[str]:
+        """The files of each photograph's folder."""
+        kinds = ("probability", "mask")
+        names = [f"{x.value}_{kind}.png" for x in self.predictor.lesions for kind in kinds]
+        names += ["overlay.png"] if self.options.overlay else []
+        names += [PROBABILITIES_FILE] if self.options.save_probabilities else []
+        return [*names, ROW_FILE]
+
+    def keep(self, photo: Photograph) -> bool:
+        """Whether ``photo`` was predicted into the folder already; its row is then kept."""
+        row = completed_row(self.out / photo.image_id, self.output_names(), self.digest)
+        if row is None:
+            return False
+        self.rows[photo.image_id] = {**row, "image_id": photo.image_id, "path": str(photo.path)}
+        self.kept += 1
+        return True
 
     def attempt(self, photos: list[Photograph], action: Callable[[], object]) -> object:
         """``action()``; on a per-photograph error, each of ``photos`` is listed as failed and
@@ -374,29 +447,42 @@ class _Run:
             np.ascontiguousarray(probs.transpose(1, 2, 0))
         )
         native = native.reshape(*native.shape[:2], -1) * native_fov[..., None]
-        files: dict[str, np.ndarray] = {}
-        masks: dict[Lesion, np.ndarray] = {}
-        for channel, lesion in enumerate(self.predictor.lesions):
-            plane = native[..., channel]
-            masks[lesion] = plane >= self.options.threshold_of(lesion)
-            files[f"{lesion.value}_probability.png"] = np.rint(plane * 255).astype(np.uint8)
-            files[f"{lesion.value}_mask.png"] = masks[lesion].view(np.uint8) * np.uint8(255)
+        planes = {lesion: native[..., c] for c, lesion in enumerate(self.predictor.lesions)}
+        masks = {x: plane >= self.options.threshold_of(x) for x, plane in planes.items()}
+        fov_pixels = int(np.count_nonzero(native_fov))
+        row = {
+            "image_id": item.photo.image_id,
+            "path": str(item.photo.path),
+            "height": item.native.shape[0],
+            "width": item.native.shape[1],
+            "reduction": item.reduction,
+            "fov_pixels": fov_pixels,
+            **lesion_statistics(masks, fov_pixels),
+        }
+        files = self.outputs(item, planes, masks)
+        files[ROW_FILE] = row_bytes(row, self.digest)
+        _publish_folder(self.out, item.photo.image_id, files)
+        self.rows[item.photo.image_id] = row
+
+    def outputs(
+        self,
+        item: _Loaded,
+        planes: Mapping[Lesion, np.ndarray],
+        masks: Mapping[Lesion, np.ndarray],
+    ) -> dict[str, bytes]:
+        """The image files of a photograph's folder, encoded."""
+        images: dict[str, np.ndarray] = {}
+        for lesion, plane in planes.items():
+            images[f"{lesion.value}_probability.png"] = np.rint(plane * 255).astype(np.uint8)
+            images[f"{lesion.value}_mask.png"] = masks[lesion].view(np.uint8) * np.uint8(255)
         if self.options.overlay:
             rgb = cv2.cvtColor(item.native, cv2.COLOR_BGR2RGB)
-            files["overlay.png"] = cv2.cvtColor(draw_overlay(rgb, masks), cv2.COLOR_RGB2BGR)
-        _publish_folder(self.out, item.photo.image_id, files)
-        fov_pixels = int(np.count_nonzero(native_fov))
-        self.rows.append(
-            {
-                "image_id": item.photo.image_id,
-                "path": str(item.photo.path),
-                "height": item.native.shape[0],
-                "width": item.native.shape[1],
-                "reduction": item.reduction,
-                "fov_pixels": fov_pixels,
-                **lesion_statistics(masks, fov_pixels),
-            }
-        )
+            images["overlay.png"] = cv2.cvtColor(draw_overlay(rgb, masks), cv2.COLOR_RGB2BGR)
+        folder = self.out / item.photo.image_id
+        files = {name: _png(folder / name, image) for name, image in images.items()}
+        if self.options.save_probabilities:
+            files[PROBABILITIES_FILE] = _npz({x.value: plane for x, plane in planes.items()})
+        return files
 
 
 def predict_photographs(
@@ -415,22 +501,27 @@ def predict_photographs(
     out = Path(out)
     info = model_info(model)
     photos = find_photographs(inputs, exclude=out)
-    run = _Run(info, out, options, device)
+    run = _Run(info, model, out, options, device)
+    if options.resume:
+        check_continuable(out, run.record)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / SETTINGS_FILE, json.dumps(run.record, indent=2).encode())
+    todo = [photo for photo in photos if not (options.resume and run.keep(photo))]
     log.info(
-        "%s: %d photographs at %d px, %s inference on %s",
+        "%s: %d photographs (%d already predicted) at %d px, %s inference on %s",
         model,
         len(photos),
+        run.kept,
         run.size,
         run.settings.mode,
         run.predictor.device,
     )
-    with tqdm(total=len(photos), desc="predict", unit="photo", disable=not options.progress) as bar:
-        for chunk in _batches(photos, options.batch_size):
+    with tqdm(total=len(todo), desc="predict", unit="photo", disable=not options.progress) as bar:
+        for chunk in _batches(todo, options.batch_size):
             run.predict_chunk(chunk, options.max_pixels)
             bar.update(len(chunk))
-    report = PredictReport(out, len(run.rows), run.failures)
-    _write_tables(run, report, info, model)
+    report = PredictReport(out, len(run.rows) - run.kept, run.failures, run.kept)
+    _write_tables(run, report, photos)
     if report.failures:
         log.warning(
             "%d of %d photographs failed (see %s):\n%s",
@@ -442,24 +533,16 @@ def predict_photographs(
     return report
 
 
-def _write_tables(run: _Run, report: PredictReport, info: ModelInfo, model: Path) -> None:
+def _write_tables(run: _Run, report: PredictReport, photos: Sequence[Photograph]) -> None:
+    """predict.json with the counts, failures.csv, and lesions.csv in the inputs' order."""
     lesions = run.predictor.lesions
     columns = ["image_id", "path", "height", "width", "reduction", "fov_pixels"]
     columns += [f"{x.value}_{what}" for x in lesions for what in ("pixels", "fov_percent", "count")]
-    table = pd.DataFrame(run.rows, columns=columns)
-    settings = {
-        "model": str(model),
-        "model_file": str(info.path),
-        "size": run.size,
-        "thresholds": {lesion.value: run.options.threshold_of(lesion) for lesion in lesions},
-        "inference": run.settings.as_dict(),
-        "device": str(run.predictor.device),
-        "predicted": report.predicted,
-        "failed": len(report.failures),
-        "max_pixels": run.options.max_pixels,
-        "lesionsoup_version": __version__,
-    }
-    atomic_write_bytes(report.out / "predict.json", json.dumps(settings, indent=2).encode())
+    rows = [run.rows[photo.image_id] for photo in photos if photo.image_id in run.rows]
+    table = pd.DataFrame(rows, columns=columns)
+    counts = {"predicted": report.predicted, "kept": report.kept, "failed": len(report.failures)}
+    settings = {**run.record, **counts}
+    atomic_write_bytes(report.out / SETTINGS_FILE, json.dumps(settings, indent=2).encode())
     _write_failures(report.out, report.failures)
     atomic_write_bytes(report.out / "lesions.csv", table.to_csv(index=False).encode())
 
