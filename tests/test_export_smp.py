@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+from huggingface_hub import ModelCard
 from test_export import TRAINING, _assert_same, _probabilities, photographs  # noqa: F401
 from test_predict import save_random_model
 
@@ -85,9 +86,9 @@ def test_smp_from_pretrained_gives_the_checkpoints_outputs(tmp_path, depth):
     assert torch.equal(_smp_logits(folder, IMAGE), expected)  # from_pretrained loads strictly
     config = json.loads((folder / "config.json").read_text())
     assert config["_model_class"] == "Unet" and config["encoder_depth"] == depth
-    readme = (folder / "README.md").read_text()
-    assert readme.startswith("---\n") and "library_name: segmentation-models-pytorch" in readme
-    assert "smp.from_pretrained" in readme and "lesionsoup predict" in readme
+    card = ModelCard.load(folder / "README.md")  # the Hub's own reading of a model card
+    assert card.data.library_name == "segmentation-models-pytorch"
+    assert "smp.from_pretrained" in card.text and "lesionsoup predict" in card.text
 
 
 def test_a_trimmed_checkpoint_alone_does_not_load_strictly_into_smp(tmp_path):
