@@ -133,7 +133,9 @@ def test_an_exported_ensemble_is_a_folder_of_smp_models(tmp_path, photographs): 
     shutil.rmtree(tmp_path / "m")
     folder = tmp_path / "export"
     for index, logits in enumerate(expected):
-        assert torch.equal(_smp_logits(folder / "members" / f"member_{index:02d}", IMAGE), logits)
+        member = folder / "members" / f"member_{index:02d}"
+        assert torch.equal(_smp_logits(member, IMAGE), logits)
+        assert model_info(member).cache_size == 64 and model_info(member).method == "single"
     written = json.loads((folder / "ensemble.json").read_text())
     assert written["averaging"]["rule"] == "weighted-mean-of-probabilities"
     assert written["weights"] == [0.25, 0.75] and written["selection"] == "top-2"
@@ -168,10 +170,14 @@ def test_a_hub_id_is_predicted_from_the_local_cache_without_network(
     export_model(model, tmp_path / "export", size=96, layout="smp")
     commit = "0123456789abcdef0123456789abcdef01234567"
     _hub_cache(tmp_path / "hub", tmp_path / "export", HUB_ID, commit)
-    scanned = {repo.repo_id: repo for repo in scan_cache_dir(tmp_path / "hub").repos}
-    assert {f.file_name for f in scanned[HUB_ID].refs["main"].files} >= {"config.json"}
+    scan = scan_cache_dir(tmp_path / "hub")  # the Hub client's own reading of the layout
+    assert scan.warnings == []
+    files = {f.file_name for repo in scan.repos for f in repo.refs["main"].files}
+    assert {"config.json", "model.safetensors", "model.json", EXPORT_FILE} <= files
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # for subprocesses
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # this process read it at import
     via_folder = _probabilities(tmp_path / "export", photographs, tmp_path / "folder")
     _assert_same(via_folder, _probabilities(Path(HUB_ID), photographs, tmp_path / "hub-id"))
     _assert_same(
@@ -179,13 +185,12 @@ def test_a_hub_id_is_predicted_from_the_local_cache_without_network(
     )
     recorded = json.loads((tmp_path / "hub-id" / "predict.json").read_text())
     assert recorded["model"] == HUB_ID and commit in recorded["model_file"]
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # smp's own Hub loading reads the same
     assert torch.equal(_smp_logits(HUB_ID, IMAGE), _smp_logits(tmp_path / "export", IMAGE))
     assert no_network == []
 
 
 def test_a_hub_id_missing_from_the_cache_says_what_to_fetch(tmp_path, no_network, photographs):  # noqa: F811
+    """Not in offline mode either: the cache alone is read, so nothing tries the network."""
     with pytest.raises(CheckpointError) as raised:
         _probabilities(Path(HUB_ID), photographs, tmp_path / "out")
     message = str(raised.value)

@@ -122,8 +122,9 @@ def export_model(
         raise ValueError(f"{out}: exists and is not an exported model folder; not overwriting it")
     with published_folder(out) as folder:
         model_file = _copy_model(info, folder, layout)
-        exported = _descriptor(info, model, folder, model_file.name, resolution)
-        exported["layout"] = layout
+        if layout == "smp" and info.method == "ensemble":
+            _describe_members(info, folder, resolution)
+        exported = _descriptor(info, model, folder, model_file.name, resolution, layout)
         card = model_card(info, exported, metrics, image_counts(opened))
         if layout == "smp":
             card = smp_readme(card, info)
@@ -155,8 +156,23 @@ def _copy_model(info: ModelInfo, folder: Path, layout: str) -> Path:
     return model_file
 
 
+def _describe_members(info: ModelInfo, folder: Path, resolution: int) -> None:
+    """An ``export.json`` in each member's smp folder, so that each is an exported model."""
+    for index, source in enumerate(info.members):
+        member = folder / "members" / f"member_{index:02d}"
+        described = _descriptor(
+            model_info(member / f"model{SUFFIX}"),
+            source,
+            member,
+            f"model{SUFFIX}",
+            resolution,
+            "smp",
+        )
+        atomic_write_bytes(member / EXPORT_FILE, json.dumps(described, indent=2).encode())
+
+
 def _descriptor(
-    info: ModelInfo, source: Path, folder: Path, model_file: str, resolution: int
+    info: ModelInfo, source: Path, folder: Path, model_file: str, resolution: int, layout: str
 ) -> dict[str, Any]:
     """``export.json``: what the folder holds, the resolution, and every file's SHA-256."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -165,6 +181,7 @@ def _descriptor(
         "model": model_file,
         CACHE_SIZE_KEY: resolution,
         "method": info.method,
+        "layout": layout,
         "lesions": info.lesions,
         "source": str(source),
         "sources": [str(member) for member in info.members],

@@ -123,16 +123,20 @@ def _read_export(folder: Path) -> dict[str, Any]:
 def hub_snapshot(reference: str) -> Path:
     """The folder of the Hub model ``org/name[@revision]`` in the local Hugging Face cache."""
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     repo_id, _, revision = reference.partition("@")
     try:
         return Path(snapshot_download(repo_id, revision=revision or None, local_files_only=True))
+    except HFValidationError as error:
+        raise CheckpointError(
+            f"{reference}: no such file or folder, nor a Hub id ({error})"
+        ) from None
     except LocalEntryNotFoundError:
         raise CheckpointError(
             f"{reference}: no such file or folder, nor a Hugging Face Hub model in the local "
-            f"cache ({constants.HF_HUB_CACHE}); predict does not download: fetch it first "
-            f"(hf download {repo_id}{f' --revision {revision}' if revision else ''}, or "
+            f"cache ({constants.HF_HUB_CACHE}); lesionsoup does not download models: fetch it "
+            f"first (hf download {repo_id}{f' --revision {revision}' if revision else ''}, or "
             f"huggingface-cli download {repo_id}), or set HF_HUB_CACHE to the cache holding it"
         ) from None
 
