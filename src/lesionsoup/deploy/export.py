@@ -107,9 +107,8 @@ def export_model(
     ``metrics_csv`` adds the test metrics of ``metrics_model`` (default: the
     model path as given); ``caches`` (the training caches) add image counts
     and, when nothing else records it, the resolution. ``layout`` is one of ``LAYOUTS``.
-    The folder is built
-    next to ``out`` and renamed into place; an earlier export there is replaced,
-    any other existing folder is refused.
+    The folder is built next to ``out`` and renamed into place; an earlier export there
+    is replaced, any other existing folder is refused.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown export format {layout!r}; choose one of {list(LAYOUTS)}")
