@@ -18,6 +18,8 @@ log = logging.getLogger("lesionsoup")
 #: keeps them equal).
 FLIP_CHOICES = ("horizontal", "vertical", "both")
 MODE_CHOICES = ("whole", "sliding")
+#: Mirrors lesionsoup.deploy.export.LAYOUTS (tests/test_export_smp.py keeps them equal).
+EXPORT_FORMATS = ("lesionsoup", "smp")
 #: Mirrors lesionsoup.deploy.predict.MAX_PIXELS (the same test keeps them equal).
 MAX_PIXELS = 50_000_000
 MAX_PIXELS_HELP = (
@@ -106,6 +108,7 @@ def _export(args: argparse.Namespace) -> None:
         metrics_csv=args.metrics,
         metrics_model=args.metrics_model,
         caches=args.cache,
+        layout=args.layout,
     )
     log.info("exported %s to %s", args.model, out)
 
@@ -162,7 +165,10 @@ def _add_predict(commands: Subcommands) -> None:
         epilog=EXIT_CODES,
     )
     parser.add_argument(
-        "model", type=Path, help="a checkpoint, an ensemble .json or an exported model folder"
+        "model",
+        type=Path,
+        help="a checkpoint, an ensemble .json, an exported model folder, or the Hugging Face "
+        "Hub id of one (org/name[@revision], read from the local Hugging Face cache)",
     )
     _add_photographs_and_outputs(parser)
     parser.add_argument(
@@ -221,6 +227,15 @@ def _add_export(commands: Subcommands) -> None:
     )
     parser.add_argument("model", type=Path, help="a checkpoint or an ensemble .json")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
+    parser.add_argument(
+        "--format",
+        dest="layout",
+        choices=EXPORT_FORMATS,
+        default="lesionsoup",
+        help="lesionsoup: the checkpoints as they are; smp: each also a "
+        "segmentation_models_pytorch folder (config.json, strict-loading weights) that "
+        "smp.from_pretrained loads and the Hugging Face Hub hosts (default: lesionsoup)",
+    )
     parser.add_argument(
         "--size",
         type=int,

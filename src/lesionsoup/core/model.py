@@ -6,6 +6,7 @@ rebuilt, merged or evaluated without the config that trained it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,8 @@ def _unet(spec: ModelSpec, **encoder: Any) -> torch.nn.Module:
     )
 
 
-def _drop_unused_encoder_stages(encoder: torch.nn.Module) -> None:
-    """Remove encoder stages a shallow ``encoder_depth`` never runs.
-
-    segmentation_models_pytorch keeps them (e.g. ResNet's layer4 at depth 3);
-    they would only inflate checkpoints, soups and optimiser state.
-    """
+def _unused_encoder_stages(encoder: torch.nn.Module) -> list[str]:
+    """The encoder's children with parameters that a forward pass never runs."""
     used: set[str] = set()
     hooks = [
         child.register_forward_hook(lambda *_, name=name: used.add(name))
@@ -83,9 +80,58 @@ def _drop_unused_encoder_stages(encoder: torch.nn.Module) -> None:
     encoder.train(was_training)
     for hook in hooks:
         hook.remove()
-    for name, child in list(encoder.named_children()):
-        if name not in used and any(True for _ in child.parameters()):
-            delattr(encoder, name)
+    return [
+        name
+        for name, child in encoder.named_children()
+        if name not in used and any(True for _ in child.parameters())
+    ]
+
+
+def _drop_unused_encoder_stages(encoder: torch.nn.Module) -> None:
+    """Remove encoder stages a shallow ``encoder_depth`` never runs.
+
+    segmentation_models_pytorch keeps them (e.g. ResNet's layer4 at depth 3);
+    they would only inflate checkpoints, soups and optimiser state.
+    """
+    for name in _unused_encoder_stages(encoder):
+        delattr(encoder, name)
+
+
+def smp_unet(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """segmentation_models_pytorch's own U-Net of ``spec`` holding ``state``, a lesionsoup
+    model's weights, so that it loads strictly into ``smp.Unet`` as ``smp`` builds it.
+
+    The encoder stages lesionsoup drops (``_drop_unused_encoder_stages``) are filled with
+    zeros: they never run, so the outputs are those of the lesionsoup model. Any other
+    missing or unexpected tensor is refused.
+    """
+    model = _unet(spec, encoder_weights=None)
+    unused = tuple(f"encoder.{name}." for name in _unused_encoder_stages(model.encoder))
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.zero_()
+    result = model.load_state_dict(dict(state), strict=False)
+    missing = [key for key in result.missing_keys if not key.startswith(unused)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"weights do not fit the {spec.encoder} U-Net: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return model
+
+
+def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load ``state`` into a ``build_model`` model strictly, but for the tensors of encoder
+    stages the model dropped, which a full segmentation_models_pytorch state (``smp_unet``)
+    holds; a mismatch raises ``RuntimeError``."""
+    present = {name for name, _ in model.encoder.named_children()}
+    model.load_state_dict(
+        {
+            key: value
+            for key, value in state.items()
+            if not (key.startswith("encoder.") and key.split(".")[1] not in present)
+        }
+    )
 
 
 def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:

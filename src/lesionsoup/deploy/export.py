@@ -8,8 +8,9 @@
     DIR/members/member_NN.safetensors (+ .json)
     DIR/README.md                   the model card (``lesionsoup.deploy.model_card``)
 
-``predict`` takes the folder like any model (``lesionsoup.deploy.models``), at
-the resolution ``export.json`` records.
+``--format smp`` (``layout="smp"``) writes each checkpoint as a segmentation_models_pytorch
+folder as well (``lesionsoup.deploy.smp_export``). ``predict`` takes the folder like any
+model (``lesionsoup.deploy.models``), at the resolution ``export.json`` records.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from lesionsoup.data.cache import Cache
 from lesionsoup.deploy.folders import published_folder
 from lesionsoup.deploy.model_card import model_card
 from lesionsoup.deploy.models import EXPORT_FILE, EXPORT_FORMAT, ModelInfo, model_info
+from lesionsoup.deploy.smp_export import AVERAGING, smp_model_files, smp_readme
 from lesionsoup.inference.predictor import CACHE_SIZE_KEY, write_ensemble
 
 _ENSEMBLE_FILE_KEYS = ("kind", "members", "weights")
+#: The folder layouts ``export_model`` writes: lesionsoup's own, or smp folders as well.
+LAYOUTS = ("lesionsoup", "smp")
 
 
 def _sha256(path: Path) -> str:
@@ -96,15 +100,18 @@ def export_model(
     metrics_csv: Path | None = None,
     metrics_model: str | None = None,
     caches: Sequence[Path] = (),
+    layout: str = "lesionsoup",
 ) -> Path:
     """Write the self-contained folder of ``model`` at ``out``; returns ``out``.
 
     ``metrics_csv`` adds the test metrics of ``metrics_model`` (default: the
     model path as given); ``caches`` (the training caches) add image counts
-    and, when nothing else records it, the resolution. The folder is built
-    next to ``out`` and renamed into place; an earlier export there is replaced,
-    any other existing folder is refused.
+    and, when nothing else records it, the resolution. ``layout`` is one of ``LAYOUTS``.
+    The folder is built next to ``out`` and renamed into place; an earlier export there
+    is replaced, any other existing folder is refused.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown export format {layout!r}; choose one of {list(LAYOUTS)}")
     model, out = Path(model), Path(out)
     info = model_info(model)
     opened = [Cache(directory) for directory in caches]
@@ -113,33 +120,58 @@ def export_model(
     if out.exists() and not (out / EXPORT_FILE).is_file() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not an exported model folder; not overwriting it")
     with published_folder(out) as folder:
-        model_file = _copy_model(info, folder)
-        exported = _descriptor(info, model, folder, model_file.name, resolution)
+        model_file = _copy_model(info, folder, layout)
+        if layout == "smp" and info.method == "ensemble":
+            _describe_members(info, folder, resolution)
+        exported = _descriptor(info, model, folder, model_file.name, resolution, layout)
         card = model_card(info, exported, metrics, image_counts(opened))
+        if layout == "smp":
+            card = smp_readme(card, info)
         atomic_write_bytes(folder / "README.md", card.encode())
         atomic_write_bytes(folder / EXPORT_FILE, json.dumps(exported, indent=2).encode())
     return out
 
 
-def _copy_model(info: ModelInfo, folder: Path) -> Path:
+def _copy_model(info: ModelInfo, folder: Path, layout: str) -> Path:
     """Copy the model into ``folder``: the checkpoint, or every member and a new ensemble file
-    naming the copies; returns the model file."""
-    if info.method != "ensemble":
+    naming the copies, in ``layout``; returns the model file."""
+    extra = {k: v for k, v in info.metadata.items() if k not in _ENSEMBLE_FILE_KEYS}
+    if layout == "smp":
+        copies = smp_model_files(info, folder)
+        if info.method != "ensemble":
+            return copies[0]
+        extra["averaging"] = AVERAGING
+    elif info.method != "ensemble":
         model_file = folder / f"model{SUFFIX}"
         copy_checkpoint(info.path, model_file)
         return model_file
-    (folder / "members").mkdir()
-    copies = [folder / "members" / f"member_{i:02d}{SUFFIX}" for i in range(len(info.members))]
-    for source, target in zip(info.members, copies, strict=True):
-        copy_checkpoint(source, target)
-    extra = {k: v for k, v in info.metadata.items() if k not in _ENSEMBLE_FILE_KEYS}
+    else:
+        (folder / "members").mkdir()
+        copies = [folder / "members" / f"member_{i:02d}{SUFFIX}" for i in range(len(info.members))]
+        for source, target in zip(info.members, copies, strict=True):
+            copy_checkpoint(source, target)
     model_file = folder / "ensemble.json"
     write_ensemble(model_file, copies, extra, weights=list(info.weights))
     return model_file
 
 
+def _describe_members(info: ModelInfo, folder: Path, resolution: int) -> None:
+    """An ``export.json`` in each member's smp folder, so that each is an exported model."""
+    for index, source in enumerate(info.members):
+        member = folder / "members" / f"member_{index:02d}"
+        described = _descriptor(
+            model_info(member / f"model{SUFFIX}"),
+            source,
+            member,
+            f"model{SUFFIX}",
+            resolution,
+            "smp",
+        )
+        atomic_write_bytes(member / EXPORT_FILE, json.dumps(described, indent=2).encode())
+
+
 def _descriptor(
-    info: ModelInfo, source: Path, folder: Path, model_file: str, resolution: int
+    info: ModelInfo, source: Path, folder: Path, model_file: str, resolution: int, layout: str
 ) -> dict[str, Any]:
     """``export.json``: what the folder holds, the resolution, and every file's SHA-256."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -148,6 +180,7 @@ def _descriptor(
         "model": model_file,
         CACHE_SIZE_KEY: resolution,
         "method": info.method,
+        "layout": layout,
         "lesions": info.lesions,
         "source": str(source),
         "sources": [str(member) for member in info.members],

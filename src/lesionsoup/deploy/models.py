@@ -1,4 +1,10 @@
-"""Any model reference resolved one way: a checkpoint, an ensemble file or an exported folder.
+"""Any model reference resolved one way: a checkpoint, an ensemble file, an exported folder
+(either layout, ``lesionsoup.deploy.export``) or the Hugging Face Hub id of such a folder.
+
+A Hub id (``org/name``, or ``org/name@revision``) is read from the local Hugging Face
+cache (``HF_HUB_CACHE``, else ``HF_HOME``'s) and never downloaded: ``predict`` runs
+where there is no network, so a model missing there is refused with the command that
+fetches it.
 
 ``model_info`` is what ``predict`` and ``export`` both read. The
 preprocessing resolution (the cache size the model was trained at) is taken
@@ -13,6 +19,7 @@ lesion maps without any error.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,8 @@ from lesionsoup.inference.predictor import CACHE_SIZE_KEY, agreed_fields, read_e
 #: The descriptor of an exported folder, and the format it declares.
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = "lesionsoup-export/1"
+#: A Hugging Face Hub model id, with an optional ``@revision``.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -87,8 +96,15 @@ def _agreed(values: Any) -> int | None:
 def _read_export(folder: Path) -> dict[str, Any]:
     descriptor = folder / EXPORT_FILE
     if not descriptor.is_file():
+        hint = ""
+        if (folder / "config.json").is_file():
+            hint = (
+                "; a segmentation_models_pytorch folder records neither the lesions nor the "
+                "resolution predict needs: export the checkpoint with lesionsoup export "
+                "--format smp"
+            )
         raise CheckpointError(
-            f"{folder}: not an exported lesionsoup model folder (no {EXPORT_FILE})"
+            f"{folder}: not an exported lesionsoup model folder (no {EXPORT_FILE}){hint}"
         )
     try:
         exported = json.loads(descriptor.read_text())
@@ -104,9 +120,38 @@ def _read_export(folder: Path) -> dict[str, Any]:
     return exported
 
 
+def hub_snapshot(reference: str) -> Path:
+    """The folder of the Hub model ``org/name[@revision]`` in the local Hugging Face cache."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    repo_id, _, revision = reference.partition("@")
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None, local_files_only=True))
+    except HFValidationError as error:
+        raise CheckpointError(
+            f"{reference}: no such file or folder, nor a Hub id ({error})"
+        ) from None
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"{reference}: no such file or folder, nor a Hugging Face Hub model in the local "
+            f"cache ({constants.HF_HUB_CACHE}); lesionsoup does not download models: fetch it "
+            f"first (hf download {repo_id}{f' --revision {revision}' if revision else ''}, or "
+            f"huggingface-cli download {repo_id}), or set HF_HUB_CACHE to the cache holding it"
+        ) from None
+
+
+def resolve_reference(path: Path) -> Path:
+    """``path`` itself where it exists or names a file, else the Hub model it names."""
+    text = str(path)
+    if path.exists() or path.suffix in (SUFFIX, ".json") or not _HUB_ID.match(text):
+        return path
+    return hub_snapshot(text)
+
+
 def model_info(path: Path) -> ModelInfo:
-    """A checkpoint, an ensemble file or an exported folder, resolved and checked."""
-    path = Path(path)
+    """A checkpoint, an ensemble file, an exported folder or a Hub id, resolved and checked."""
+    path = resolve_reference(Path(path))
     if path.is_dir():
         exported = _read_export(path)
         inner = model_info(path / exported["model"])

@@ -47,7 +47,7 @@ from lesionsoup.core.checkpoint import (
     sidecar_path,
 )
 from lesionsoup.core.lesions import Lesion
-from lesionsoup.core.model import ModelSpec, build_model
+from lesionsoup.core.model import ModelSpec, build_model, load_weights
 from lesionsoup.inference.infer import DEFAULT_SETTINGS, InferenceSettings, infer, predict_whole
 
 ENSEMBLE_KIND = "ensemble"
@@ -145,7 +145,7 @@ def member_of(
     """A model of ``spec`` holding ``state`` (named ``path``), ready to predict on ``device``."""
     model = build_model(spec)
     try:
-        model.load_state_dict(state)
+        load_weights(model, state)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit its architecture ({error})") from None
     model.to(device).eval()
