@@ -12,7 +12,8 @@ of many steps are read back together every ``log_every`` steps and before
 each validation and saved state (``lesionsoup.training.progress``). While a
 run goes, ``log.csv``, ``validation.csv`` and ``curves.png`` in the run
 folder are refreshed at every validation; the job log gets a progress bar on
-a terminal, else one line every ``log_every`` steps.
+a terminal, else one line every ``log_every`` steps. The trackers
+(``lesionsoup.training.trackers``) get each row of both logs as it is written.
 
 Under several devices (``lesionsoup.training.distributed``) every rank runs
 the loop on its slice of each batch; rank 0 alone validates, logs and saves,
@@ -67,7 +68,8 @@ class Trainer:
     every step. ``scaler`` scales fp16 losses (a pass-through otherwise); its
     state travels with the saved state. ``ranks``: this process among the run's
     processes (one by default); ``micro_batch``: the patches of one forward pass
-    (0: the whole batch). Only the writing rank has the logs.
+    (0: the whole batch). Only the writing rank has the logs, and the ``trackers`` (their
+    names), which write in ``tracking_dir`` (none: the run folder).
     """
 
     paths: RunPaths

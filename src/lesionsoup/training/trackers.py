@@ -97,12 +97,12 @@ class WandbTracker:
         import wandb
 
         id_file = folder / "wandb" / WANDB_ID
-        run_id = id_file.read_text().strip() if resume_step and id_file.exists() else None
+        run_id = id_file.read_text().strip() if resume_step and id_file.exists() else ""
         self.run = wandb.init(
             dir=str(folder),
             project=os.environ.get("WANDB_PROJECT", "lesionsoup"),
             name=name,
-            id=run_id,  # none: W&B draws one
+            id=run_id or None,  # none: W&B draws one
             resume="allow",
             mode=os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
             config=dict(config),
