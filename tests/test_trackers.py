@@ -3,6 +3,7 @@ resume; a tracker without its package is an immediate error naming the extra."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -71,7 +72,7 @@ def test_a_fresh_start_replaces_an_earlier_attempts_trackers(tmp_path, caches, m
     and the old W&B run are gone."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     run = tmp_path / "run"
-    settings = TINY_SETTINGS.__class__(**{**TINY_SETTINGS.as_dict(), "steps": 4})
+    settings = dataclasses.replace(TINY_SETTINGS, steps=4)
     real_loss = _die_in_step(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         train_run(run, caches, TINY_SPEC, settings, quiet_options(trackers=BOTH))
@@ -116,3 +117,13 @@ def test_tiny_study_with_trackers_tracks_warmups_trainings_and_trials(tmp_path):
     config["training"]["trackers"] = []
     dry = snakemake(workdir, write_config(configfile, config), "--dry-run", *targets)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
+
+
+def test_on_two_devices_rank_zero_alone_tracks(tmp_path, caches):
+    """Two gloo ranks train the run: one event file (one writer), equal to the logs."""
+    settings = dataclasses.replace(TINY_SETTINGS, steps=4, validate_every=2, devices=2)
+    run = tmp_path / "run"
+    train_run(run, caches, TINY_SPEC, settings, quiet_options(trackers=("tensorboard",)))
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    values, _ = tensorboard_scalars(run / "tensorboard")
+    assert same(values, float32(logged_scalars(run)))
