@@ -127,3 +127,12 @@ def test_on_two_devices_rank_zero_alone_tracks(tmp_path, caches):
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
     values, _ = tensorboard_scalars(run / "tensorboard")
     assert same(values, float32(logged_scalars(run)))
+
+
+def test_an_unknown_tracker_in_the_config_stops_the_workflow_naming_it(tmp_path):
+    config = load_tiny_config()
+    config["training"]["trackers"] = ["tensorboard", "mlflow"]
+    result = snakemake(tmp_path, write_config(tmp_path / "bad.yaml", config), "--dry-run")
+    assert result.returncode != 0
+    assert "training.trackers" in result.stdout + result.stderr
+    assert "mlflow" in result.stdout + result.stderr

@@ -13,6 +13,9 @@ discarded state) deletes the trackers' folders of an earlier attempt; one
 that resumes at step ``s`` continues them: TensorBoard purges its events
 past ``s`` (``purge_step``), and W&B opens a new offline run of the same id
 (kept in ``wandb/run-id``), so that ``wandb sync`` adds it to the same run.
+After SIGTERM nothing was tracked past the saved state; after a crash between
+states, the first attempt's rows past it stay in that W&B run (its steps only
+go forward), and the resumed attempt's repeats of those steps are dropped there.
 W&B runs offline unless ``WANDB_MODE`` says otherwise; its project is
 ``WANDB_PROJECT`` or ``lesionsoup``. The packages are optional extras,
 imported only when a tracker is asked for.
