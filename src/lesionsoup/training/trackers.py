@@ -14,8 +14,9 @@ that resumes at step ``s`` continues them: TensorBoard purges its events
 past ``s`` (``purge_step``), and W&B opens a new offline run of the same id
 (kept in ``wandb/run-id``), so that ``wandb sync`` adds it to the same run.
 After SIGTERM nothing was tracked past the saved state; after a crash between
-states, the first attempt's rows past it stay in that W&B run (its steps only
-go forward), and the resumed attempt's repeats of those steps are dropped there.
+states, the first attempt's rows past it stay in its offline run, and how W&B
+merges the resumed attempt's repeats of those steps on ``wandb sync`` is W&B's
+(not tested here: it needs a server).
 W&B runs offline unless ``WANDB_MODE`` says otherwise; its project is
 ``WANDB_PROJECT`` or ``lesionsoup``. The packages are optional extras,
 imported only when a tracker is asked for.
@@ -102,7 +103,7 @@ class WandbTracker:
         id_file = folder / "wandb" / WANDB_ID
         run_id = id_file.read_text().strip() if resume_step and id_file.exists() else ""
         self.run = wandb.init(
-            dir=str(folder),
+            dir=str(folder.resolve()),  # a W&B service shared with another process has its own cwd
             project=os.environ.get("WANDB_PROJECT", "lesionsoup"),
             name=name,
             id=run_id or None,  # none: W&B draws one
