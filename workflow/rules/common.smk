@@ -99,6 +99,11 @@ STAGE_CACHES = (
 )
 
 
+#: `--tracker NAME` of each of `training.trackers`, for the jobs that train. A resource, not a
+#: param: a tracker only watches a run, so turning one on or off reruns nothing.
+TRACKERS = " ".join(f"--tracker {name}" for name in config["training"]["trackers"])
+
+
 def init_argument(wildcards, input):
     """`--init` and the checkpoint a run starts from; nothing for an independent start."""
     return " ".join(f"--init {path}" for path in input.init)

@@ -25,6 +25,7 @@ rule hpo_trial:
         gpu=lambda wildcards: trial_devices(wildcards),
         nodes=1,  # a run's devices share a node
         stage_caches=STAGE_CACHES,
+        trackers=TRACKERS,
     params:
         definition=lambda wildcards: json.dumps(
             hpo.definition(config, wildcards.recipe), sort_keys=True
@@ -42,7 +43,7 @@ rule hpo_trial:
         "exec lesionsoup hpo-trial -o {output} --job-index {wildcards.index}"
         " --combo {wildcards.combo} --recipe {wildcards.recipe} --storage {params.storage:q}"
         " --definition {params.definition:q} {params.init} {params.caches}"
-        " {resources.stage_caches} {params.pretrained} --threads {threads}"
+        " {resources.stage_caches} {resources.trackers} {params.pretrained} --threads {threads}"
         " --precision {params.precision} --micro-batch {params.micro_batch}"
         " --log-every {params.log_every}"
         " > {log} 2>&1"

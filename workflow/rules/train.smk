@@ -75,6 +75,7 @@ rule warmup:
         gpu=WARMUP_DEVICES,
         nodes=1,  # a run's devices share a node
         stage_caches=STAGE_CACHES,
+        trackers=TRACKERS,
     params:
         model=MODEL_SPEC,
         settings=json.dumps(study.warmup_settings(config), sort_keys=True),
@@ -85,7 +86,7 @@ rule warmup:
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup warmup -o {output.weights} {params.caches}"
-        " {resources.stage_caches} --model {params.model:q}"
+        " {resources.stage_caches} {resources.trackers} --model {params.model:q}"
         " --settings {params.settings:q} {params.pretrained} --threads {threads}"
         " --precision {params.precision} --micro-batch {params.micro_batch}"
         " --log-every {params.log_every} > {log} 2>&1"
@@ -128,6 +129,7 @@ rule train:
         gpu=train_devices,
         nodes=1,  # a run's devices share a node
         stage_caches=STAGE_CACHES,
+        trackers=TRACKERS,
     params:
         model=MODEL_SPEC,
         settings=train_settings,
@@ -143,7 +145,7 @@ rule train:
         log_every=config["training"]["log_every"],
     shell:
         "exec lesionsoup train -o {params.run} {params.init} {params.optimizer} {params.caches}"
-        " {resources.stage_caches}"
+        " {resources.stage_caches} {resources.trackers}"
         " --model {params.model:q} --settings {params.settings:q} {params.pretrained}"
         " --threads {threads}"
         " --precision {params.precision} --micro-batch {params.micro_batch}"

@@ -133,8 +133,9 @@ def micro_batch_argument(value: str) -> str | int:
 
 def add_training_run_arguments(parser: argparse.ArgumentParser) -> None:
     """How the commands that train run it (``run_options``): pretrained weights, cores,
-    device, precision, micro-batch and progress lines."""
+    device, precision, micro-batch, progress lines and trackers."""
     from lesionsoup.training.progress import LOG_EVERY
+    from lesionsoup.training.trackers import TRACKERS
 
     add_pretrained_argument(parser)
     parser.add_argument(
@@ -163,11 +164,21 @@ def add_training_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=LOG_EVERY,
         help=f"steps between loss read-backs and progress lines (default {LOG_EVERY})",
     )
+    parser.add_argument(
+        "--tracker",
+        action="append",
+        choices=TRACKERS,
+        default=[],
+        help="also log the losses, learning rate, patches/s and validation scores to this "
+        "tracker (tensorboard; wandb, offline unless WANDB_MODE says otherwise), in the run "
+        "folder; repeatable; needs the extra of its name, e.g. pip install 'lesionsoup[wandb]'",
+    )
 
 
 def run_options(args: argparse.Namespace, **start: Any) -> RunOptions:
     """The options a training command's arguments give, and how the run starts (``start``)."""
     from lesionsoup.training.run import RunOptions
+    from lesionsoup.training.trackers import check_trackers
 
     return RunOptions(
         pretrained_cache=args.pretrained_cache,
@@ -177,6 +188,7 @@ def run_options(args: argparse.Namespace, **start: Any) -> RunOptions:
         precision=args.precision,
         micro_batch=args.micro_batch,
         log_every=args.log_every,
+        trackers=check_trackers(args.tracker),
         **start,
     )
 

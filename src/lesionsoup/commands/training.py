@@ -54,7 +54,7 @@ def _warmup(args: argparse.Namespace) -> None:
             caches,
             ModelSpec.from_dict(args.model),
             TrainSettings.from_dict(args.settings),
-            run_options(args),
+            run_options(args, tracking_dir=args.output.with_suffix(".trackers")),
         )
         publish_init(run_dir, args.output)
     log.info("shared initialisation: %s", args.output)

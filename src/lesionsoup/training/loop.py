@@ -12,7 +12,8 @@ of many steps are read back together every ``log_every`` steps and before
 each validation and saved state (``lesionsoup.training.progress``). While a
 run goes, ``log.csv``, ``validation.csv`` and ``curves.png`` in the run
 folder are refreshed at every validation; the job log gets a progress bar on
-a terminal, else one line every ``log_every`` steps.
+a terminal, else one line every ``log_every`` steps. The trackers
+(``lesionsoup.training.trackers``) get each row of both logs as it is written.
 
 Under several devices (``lesionsoup.training.distributed``) every rank runs
 the loop on its slice of each batch; rank 0 alone validates, logs and saves,
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,6 +52,7 @@ from lesionsoup.training.progress import LOG_EVERY, PendingSteps, ProgressLine, 
 from lesionsoup.training.resume import Progress, save_optimizer, save_state
 from lesionsoup.training.run_folder import RunPaths, publish, write_progress
 from lesionsoup.training.sampling import ValidationImages
+from lesionsoup.training.trackers import Trackers, open_trackers
 from lesionsoup.training.validation import validate
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,8 @@ class Trainer:
     every step. ``scaler`` scales fp16 losses (a pass-through otherwise); its
     state travels with the saved state. ``ranks``: this process among the run's
     processes (one by default); ``micro_batch``: the patches of one forward pass
-    (0: the whole batch). Only the writing rank has the logs.
+    (0: the whole batch). Only the writing rank has the logs, and the ``trackers`` (their
+    names), which write in ``tracking_dir`` (none: the run folder).
     """
 
     paths: RunPaths
@@ -84,6 +88,8 @@ class Trainer:
     log_every: int = LOG_EVERY
     ranks: Ranks = Ranks()
     micro_batch: int = 0
+    trackers: tuple[str, ...] = ()
+    tracking_dir: Path | None = None  # where the trackers write; None: the run folder
     schedule: Schedule = field(init=False)
     snapshot_steps: frozenset[int] = field(init=False)
     loss_weights: LossWeights = field(init=False)
@@ -92,6 +98,7 @@ class Trainer:
     step_model: Callable[[torch.Tensor], torch.Tensor] = field(init=False)
     terminate: TerminationRequest = field(init=False)
     logs: tuple[AppendLog, AppendLog] | None = field(init=False)
+    tracking: Trackers = field(init=False)
     scaler: torch.amp.GradScaler = field(init=False)
     pending: PendingSteps = field(init=False)
     line: ProgressLine = field(init=False)
@@ -117,6 +124,12 @@ class Trainer:
         self.step_model = torch.compile(self.parallel) if self.settings.compile else self.parallel
         self.terminate = TerminationRequest()
         self.logs = self._open_logs() if self.ranks.writes else None
+        self.tracking = Trackers()
+        if self.ranks.writes:
+            folder = self.tracking_dir or self.paths.root
+            self.tracking = open_trackers(
+                self.trackers, folder, self.progress.step, self.run_metadata
+            )
         self.scaler = self.precision.scaler()
         if self.scaler.is_enabled() and self.progress.scaler:
             self.scaler.load_state_dict(self.progress.scaler)
@@ -164,6 +177,7 @@ class Trainer:
             stack.enter_context(self.bar)
             for append_log in self.logs or ():
                 stack.enter_context(closing(append_log))
+            stack.enter_context(closing(self.tracking))
             for batch in loader:
                 step = self.step(batch, since=tick)
                 for hook in AFTER_STEP:
@@ -249,6 +263,7 @@ class Trainer:
         if not rows:
             return
         self.step_log.write(row.as_csv() for row in rows)
+        self.tracking.log_steps(rows)
         if self.bar.disable:
             self.line.show(rows)
         else:
@@ -280,6 +295,7 @@ class Trainer:
         self.read_back()
         self.step_log.flush()
         self.validation_log.flush()
+        self.tracking.flush()
         self.progress.scaler = self.scaler.state_dict()
         save_state(self.paths.work, self.model, self.optimizer, self.progress)
 
@@ -413,6 +429,7 @@ def _record_validation(trainer: Trainer) -> None:
             ),
         }
         trainer.validation_log.write([result])
+        trainer.tracking.log_validation(result)
         log.info("%s: step %d validation %s", paths.root, progress.step, result)
     result = trainer.ranks.share(result)
     progress.validation.append(result)

@@ -79,6 +79,8 @@ class RunOptions:
     ``log_every`` steps). ``extra_metadata`` is recorded in every checkpoint.
     ``on_validation(step, scores)`` is called after each validation (e.g. to report to an
     Optuna trial); an exception it raises stops the run after its state is saved.
+    ``trackers``: where the logs' values also go (``lesionsoup.training.trackers``), writing
+    in ``tracking_dir`` (none: the run folder); like the precision, not part of the run.
     """
 
     init: Path | None = None
@@ -94,6 +96,8 @@ class RunOptions:
     log_every: int = LOG_EVERY
     extra_metadata: Mapping[str, Any] | None = None
     on_validation: Callable[[int, dict[str, Any]], None] | None = None
+    trackers: tuple[str, ...] = ()
+    tracking_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,8 @@ def set_up_trainer(
         keep_optimizer=options.keep_optimizer,
         ranks=ranks,
         micro_batch=micro_batch,
+        trackers=options.trackers,
+        tracking_dir=options.tracking_dir,
     )
     return trainer, loader
 
