@@ -185,6 +185,21 @@ def _add_predict(commands: Subcommands) -> None:
         default=[],
         help="mask threshold: 0.5 for every lesion, or LESION=0.3 (repeatable; default 0.5)",
     )
+    _add_inference_options(parser)
+    add_device_argument(parser)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="skip bad photographs, list them in failures.csv"
+    )
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=MAX_PIXELS_HELP)
+    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay.png")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_permissions_argument(parser)
+    parser.set_defaults(handler=_predict)
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """How the model runs over a photograph: whole or tiled, flips, batch."""
     parser.add_argument(
         "--mode",
         choices=MODE_CHOICES,
@@ -205,16 +220,6 @@ def _add_predict(commands: Subcommands) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=1, help="photographs (or tiles) per batch"
     )
-    add_device_argument(parser)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
-    parser.add_argument(
-        "--keep-going", action="store_true", help="skip bad photographs, list them in failures.csv"
-    )
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=MAX_PIXELS_HELP)
-    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay.png")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_permissions_argument(parser)
-    parser.set_defaults(handler=_predict)
 
 
 def _add_export(commands: Subcommands) -> None:
