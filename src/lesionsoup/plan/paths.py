@@ -169,6 +169,15 @@ def written_folders(config: Mapping[str, Any]) -> list[str]:
     return [RESULTS, LOGS, *([synthetic["out"]] if synthetic["enabled"] else [])]
 
 
+BENCHMARKS = f"{RESULTS}/benchmarks"
+
+
+def benchmark(name: str) -> str:
+    """A job's Snakemake benchmark record, ``results/benchmarks/<name>.tsv`` (its wall time,
+    CPU time and peak memory); ``name`` is the rule's log name and may hold wildcards."""
+    return f"{BENCHMARKS}/{name}.tsv"
+
+
 def log(name: str) -> str:
     """A rule's log, ``logs/<name>.log``; ``name`` may hold wildcards."""
     return f"{LOGS}/{name}.log"
