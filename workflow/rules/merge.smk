@@ -24,7 +24,7 @@ rule merge:
     log:
         paths.log("merge/{combo}/{method}"),
     benchmark:
-        paths.benchmark("merge/{combo}/{method}")
+        paths.MERGE_BENCHMARK
     wildcard_constraints:
         method=r"(?!ensemble-)[A-Za-z0-9_-]+",
     conda:
@@ -67,7 +67,7 @@ rule ensemble:
     log:
         paths.log("ensemble/{combo}/{name}"),
     benchmark:
-        paths.benchmark("ensemble/{combo}/{name}")
+        paths.ENSEMBLE_BENCHMARK
     conda:
         ENVIRONMENT
     threads: config["training"]["threads"]

@@ -13,6 +13,8 @@ rule costs:
     input:
         metrics=paths.METRICS,
         notes=paths.METRICS_CONVENTIONS,
+        # the training, merging and ensemble jobs' own records: a rerun of one reruns this
+        records=evaluation.cost_records(config, EVALUATED),
     output:
         paths.COSTS,
     log:

@@ -129,7 +129,7 @@ rule train:
     log:
         paths.log("train/{combo}/{recipe}/seed{seed}"),
     benchmark:
-        paths.benchmark("train/{combo}/{recipe}/seed{seed}")
+        paths.TRAIN_BENCHMARK
     conda:
         ENVIRONMENT
     threads: lambda wildcards: training_cores(train_devices(wildcards))

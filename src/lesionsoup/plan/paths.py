@@ -9,6 +9,7 @@ Outputs live under ``results/``, logs under ``logs/``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -176,6 +177,32 @@ def benchmark(name: str) -> str:
     """A job's Snakemake benchmark record, ``results/benchmarks/<name>.tsv`` (its wall time,
     CPU time and peak memory); ``name`` is the rule's log name and may hold wildcards."""
     return f"{BENCHMARKS}/{name}.tsv"
+
+
+# the records of the jobs that write models: what the cost table reads
+TRAIN_BENCHMARK = benchmark("train/{combo}/{recipe}/seed{seed}")
+MERGE_BENCHMARK = benchmark("merge/{combo}/{method}")
+ENSEMBLE_BENCHMARK = benchmark("ensemble/{combo}/{name}")
+#: (model file template, its job's record template); a run's files all lie in its folder
+_WRITERS = ((f"{RUN}/", TRAIN_BENCHMARK), (MERGED, MERGE_BENCHMARK), (ENSEMBLE, ENSEMBLE_BENCHMARK))
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)
+    literal = [
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    ]
+    return re.compile("".join(literal))
+
+
+def writer_benchmark(model: str) -> str | None:
+    """The benchmark record of the job that wrote ``model`` (a run's checkpoint, a soup, an
+    ensemble file; relative to the working directory), or None for any other file."""
+    for template, record in _WRITERS:
+        found = _pattern(template).match(model)
+        if found and (template.endswith("/") or found.end() == len(model)):
+            return record.format(**found.groupdict())
+    return None
 
 
 def log(name: str) -> str:
