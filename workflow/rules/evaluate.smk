@@ -20,7 +20,7 @@ rule evaluate:
     log:
         paths.log("evaluate/{model}"),
     benchmark:
-        paths.benchmark("evaluate/{model}")
+        paths.EVALUATE_BENCHMARK
     conda:
         ENVIRONMENT
     threads: config["evaluation"]["threads"]

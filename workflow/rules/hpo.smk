@@ -17,7 +17,7 @@ rule hpo_trial:
     log:
         paths.log("hpo/{combo}/{recipe}/trial{index}"),
     benchmark:
-        paths.benchmark("hpo/{combo}/{recipe}/trial{index}")
+        paths.HPO_TRIAL_BENCHMARK
     priority: 1  # at the head of the longest chain: trials, export, tuned training
     conda:
         ENVIRONMENT

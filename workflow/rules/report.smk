@@ -366,7 +366,7 @@ rule connectivity:
     log:
         paths.log("analysis/connectivity/{pair}"),
     benchmark:
-        paths.benchmark("connectivity/{pair}")
+        paths.CONNECTIVITY_BENCHMARK
     conda:
         ENVIRONMENT
     threads: 2
@@ -411,7 +411,7 @@ rule size_curve:
     log:
         paths.log("report/size_curves/{combo}"),
     benchmark:
-        paths.benchmark("size_curve/{combo}")
+        paths.SIZE_CURVE_BENCHMARK
     conda:
         ENVIRONMENT
     threads: config["evaluation"]["threads"]

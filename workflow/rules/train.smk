@@ -72,7 +72,7 @@ rule warmup:
     log:
         paths.log("warmup/{combo}"),
     benchmark:
-        paths.benchmark("warmup/{combo}")
+        paths.WARMUP_BENCHMARK
     conda:
         ENVIRONMENT
     threads: training_cores(WARMUP_DEVICES)

@@ -175,14 +175,19 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 
 def benchmark(name: str) -> str:
     """A job's Snakemake benchmark record, ``results/benchmarks/<name>.tsv`` (its wall time,
-    CPU time and peak memory); ``name`` is the rule's log name and may hold wildcards."""
+    CPU time and peak memory); ``name`` is ``<rule>/<its wildcards>``."""
     return f"{BENCHMARKS}/{name}.tsv"
 
 
-# the records of the jobs that write models: what the cost table reads
+# the records of the GPU jobs, by rule: what the cost tables read
+WARMUP_BENCHMARK = benchmark("warmup/{combo}")
 TRAIN_BENCHMARK = benchmark("train/{combo}/{recipe}/seed{seed}")
+HPO_TRIAL_BENCHMARK = benchmark("hpo_trial/{combo}/{recipe}/trial{index}")
 MERGE_BENCHMARK = benchmark("merge/{combo}/{method}")
 ENSEMBLE_BENCHMARK = benchmark("ensemble/{combo}/{name}")
+EVALUATE_BENCHMARK = benchmark("evaluate/{model}")
+CONNECTIVITY_BENCHMARK = benchmark("connectivity/{pair}")
+SIZE_CURVE_BENCHMARK = benchmark("size_curve/{combo}")
 #: (model file template, its job's record template); a run's files all lie in its folder
 _WRITERS = ((f"{RUN}/", TRAIN_BENCHMARK), (MERGED, MERGE_BENCHMARK), (ENSEMBLE, ENSEMBLE_BENCHMARK))
 
