@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -77,7 +78,11 @@ def test_the_pins_reach_the_environment():
 def test_the_workflow_is_lint_clean():
     """Snakemake's own linter (every rule with a conda environment, a log, ...) finds nothing."""
     done = subprocess.run(
-        ["snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "snakemake", "--lint"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0 and "Lints for" not in output, output

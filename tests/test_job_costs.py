@@ -69,6 +69,24 @@ def test_a_bad_record_is_named(tmp_path: Path, text: str, problem: str) -> None:
         read_record(path)
 
 
+@pytest.mark.parametrize(
+    "model, record",
+    [
+        ("results/models/A+B/base/seed2/best.safetensors", "train/A+B/base/seed2"),
+        ("results/models/A/fgg-x/seed0/snapshots/step9.safetensors", "train/A/fgg-x/seed0"),
+        ("results/hpo/A/base/trials/3/best.safetensors", "hpo_trial/A/base/trial3"),
+        ("results/merged/A/GoU.safetensors", "merge/A/GoU"),
+        ("results/merged/A/ensemble-top2.json", "ensemble/A/top2"),
+        ("results/models/A/init.safetensors", None),  # the warm-up: no model of its own
+        ("results/merged/A/GoU.json", None),
+        ("elsewhere/best.safetensors", None),
+    ],
+)
+def test_the_job_that_wrote_a_model(model: str, record: str | None) -> None:
+    expected = None if record is None else f"results/benchmarks/{record}.tsv"
+    assert paths.writer_benchmark(model) == expected
+
+
 def _results_tree() -> dict[str, str]:
     """Two runs, a uniform soup of their best checkpoints and an ensemble of them, written
     where the workflow writes them (relative paths, in the working directory)."""

@@ -188,8 +188,14 @@ ENSEMBLE_BENCHMARK = benchmark("ensemble/{combo}/{name}")
 EVALUATE_BENCHMARK = benchmark("evaluate/{model}")
 CONNECTIVITY_BENCHMARK = benchmark("connectivity/{pair}")
 SIZE_CURVE_BENCHMARK = benchmark("size_curve/{combo}")
-#: (model file template, its job's record template); a run's files all lie in its folder
-_WRITERS = ((f"{RUN}/", TRAIN_BENCHMARK), (MERGED, MERGE_BENCHMARK), (ENSEMBLE, ENSEMBLE_BENCHMARK))
+#: (model file template, its job's record template); a run's or a trial's files all lie in its
+#: folder
+_WRITERS = (
+    (f"{RUN}/", TRAIN_BENCHMARK),
+    (f"{HPO_TRIAL}/", HPO_TRIAL_BENCHMARK),
+    (MERGED, MERGE_BENCHMARK),
+    (ENSEMBLE, ENSEMBLE_BENCHMARK),
+)
 
 
 def _pattern(template: str) -> re.Pattern[str]:
@@ -201,8 +207,9 @@ def _pattern(template: str) -> re.Pattern[str]:
 
 
 def writer_benchmark(model: str) -> str | None:
-    """The benchmark record of the job that wrote ``model`` (a run's checkpoint, a soup, an
-    ensemble file; relative to the working directory), or None for any other file."""
+    """The benchmark record of the job that wrote ``model`` (a run's or an HPO trial's
+    checkpoint, a soup, an ensemble file; relative to the working directory), or None for any
+    other file."""
     for template, record in _WRITERS:
         found = _pattern(template).match(model)
         if found and (template.endswith("/") or found.end() == len(model)):
