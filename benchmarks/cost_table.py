@@ -400,10 +400,15 @@ def _source(measured: int, count: int) -> str:
     return "model" if measured == 0 else f"measured {measured} of {count}, model for the rest"
 
 
+#: GPU rules the model leaves out: the measured table adds the records it finds of them
+UNMODELED = ("merge", "ensemble", "connectivity", "size_curve")
+
+
 def measured_table(config: dict, costs: Costs, results: Path) -> list[str]:
     """GPU-hours per rule from the jobs' Snakemake benchmark records under ``results`` (the
     study's working directory): each job's recorded wall time where it has a record, the
-    model's estimate where not, times its devices."""
+    model's estimate where not, times its devices; then the recorded jobs of rules the model
+    leaves out."""
     totals: dict[str, list[float]] = {}  # rule -> [GPU seconds, jobs measured, jobs]
     for job in gpu_jobs(config):
         recorded = measured_seconds(results / job.record)
@@ -412,6 +417,11 @@ def measured_table(config: dict, costs: Costs, results: Path) -> list[str]:
         entry[0] += seconds * (job.settings["devices"] if job.settings else 1)
         entry[1] += recorded is not None
         entry[2] += 1
+    for rule in UNMODELED:  # one GPU each
+        records = sorted((results / paths.BENCHMARKS / rule).rglob("*.tsv"))
+        if records:
+            recorded = sum(measured_seconds(record) or 0.0 for record in records)
+            totals[f"{rule} (not in the model)"] = [recorded, len(records), len(records)]
     totals["**all**"] = [sum(entry[i] for entry in totals.values()) for i in range(3)]
     rows = [
         f"| {rule} | {count:,.0f} | {seconds:,.0f} | {seconds / 3600:,.2f} | "
@@ -472,6 +482,7 @@ def main() -> None:
     inputs = " ".join(
         f"--{name.replace('_', '-')} {getattr(costs, name):.3g}" for name in ASSUMPTIONS
     )
+    inputs += f" --results {args.results}" if args.results else ""
     lines = [*table(config, count_work(config), costs, args.gpus), ""]
     if args.results:
         lines += [*measured_table(config, costs, args.results), ""]

@@ -67,7 +67,13 @@ def test_the_table_reads_the_records_of_the_tiny_study(tmp_path: Path) -> None:
 
     for job in jobs:
         write_record(tmp_path / job.record, 1.0)
+    for name in ("uniform", "greedy"):  # merges: jobs the model leaves out, added as recorded
+        write_record(
+            tmp_path / cost_table.paths.MERGE_BENCHMARK.format(combo="A", method=name), 2.5
+        )
     measured = rows(config, tmp_path)
     assert {row[2] for row in measured.values()} == {"measured"}
+    assert measured["merge (not in the model)"][:2] == ["2", "5"]
+    assert measured["all"][0] == str(len(jobs) + 2)
     evaluations = sum(job.rule == "evaluate" for job in jobs)  # one device, 1 s each
     assert seconds(measured["evaluate"][1]) == pytest.approx(evaluations, abs=1)
