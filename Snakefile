@@ -6,6 +6,7 @@ with --configfile is read alone (config.yaml is not merged under it), its
 omitted keys taking the schemas' documented defaults.
 """
 
+import os
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -23,6 +24,10 @@ if not workflow.overwrite_configfiles:  # no --configfile: the demo
 
     configfile: "config.yaml"
 
+
+# Where envs/lesionsoup.post-deploy.sh installs the project from, into each rule's conda
+# environment (`--sdm conda`): this workflow's folder.
+os.environ.setdefault("LESIONSOUP_SOURCE", workflow.basedir)
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 VERBOSE = workflow.output_settings.verbose

@@ -8,9 +8,14 @@ inputs: ASSUMPTIONS unless measured on the cluster's GPU with ``--measure cuda``
 the model step and ``evaluate`` at the config's sizes and reads the peak GPU memory). On a CPU,
 ``--measure cpu`` times the same code at a reduced size, for information only.
 
+After (part of) a run, ``--results <working directory>`` adds a second table: GPU-hours per
+rule with each job's wall time from its Snakemake benchmark record
+(``results/benchmarks/<rule>/...tsv``) where it has one, the model's estimate where not, and a
+``source`` column saying which (``measured``, ``model``, or how many of each).
+
     python benchmarks/cost_table.py [--config config/paper.yaml] [--gpus 1 8 32]
         [--step-s 0.25] [--image-s 0.1] [--vram-gib 20] [--measure cpu|cuda]
-        [--write docs/cluster.md]
+        [--results DIR] [--write docs/cluster.md]
 
 ``--write`` replaces the table between the markers of that file.
 """
@@ -34,12 +39,13 @@ from snakemake.utils import validate
 from torch.utils.flop_counter import FlopCounterMode
 
 from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.benchmark_records import measured_seconds
 from lesionsoup.core.checkpoint import save_checkpoint
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.evaluation.evaluate import evaluate
 from lesionsoup.inference.predictor import load_predictor
-from lesionsoup.plan import datasets, evaluation, hpo, ingredients, study
+from lesionsoup.plan import datasets, evaluation, hpo, ingredients, paths, study
 from lesionsoup.plan.datasets import resolve_subsets
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.sampling import PatchDataset, PatchSampler
@@ -128,27 +134,46 @@ def _starts(config: dict, run: study.Run) -> list[str]:
     return ingredients.init_for(config, run.combo, run.recipe, run.seed)
 
 
-def count_work(config: dict) -> Work:
-    """Training runs (warm-ups, runs, soup ingredients, HPO trials) and evaluations of the plan."""
+@dataclass(frozen=True)
+class Job:
+    """A planned GPU job: its rule, its benchmark record (relative to the working directory),
+    and its training combination and settings in steps (None for an evaluation)."""
+
+    rule: str
+    record: str
+    combo: str
+    settings: dict | None = None
+
+
+def training_jobs(config: dict) -> list[Job]:
+    """Warm-ups, training runs (soup ingredients included) and HPO trials of the plan."""
     planned = study.runs(config) + ingredients.ingredient_runs(config)
     warmups = sorted(
         {run.combo for run in planned if study.paths.init(run.combo) in _starts(config, run)}
     )
-    jobs = [(combo, _in_steps(config, combo, study.warmup_settings(config))) for combo in warmups]
-    runs = {run.directory: run for run in planned}
-    trained = [
-        (
-            run.combo,
-            _in_steps(config, run.combo, ingredients.settings_for(config, run.recipe, run.seed)),
-        )
-        for run in runs.values()
+    warmup = study.warmup_settings(config)
+    jobs = [
+        Job("warmup", paths.WARMUP_BENCHMARK.format(combo=c), c, _in_steps(config, c, warmup))
+        for c in warmups
     ]
-    trials = [
-        (plan.combo, _in_steps(config, plan.combo, hpo.definition(config, plan.recipe)["settings"]))
-        for plan in hpo.plans(config)
-        for _ in range(config["hpo"]["n_trials"])
-    ]
-    jobs += trained + trials
+    for run in {run.directory: run for run in planned}.values():
+        record = paths.TRAIN_BENCHMARK.format(combo=run.combo, recipe=run.recipe, seed=run.seed)
+        settings = ingredients.settings_for(config, run.recipe, run.seed)
+        jobs.append(Job("train", record, run.combo, _in_steps(config, run.combo, settings)))
+    for plan in hpo.plans(config):
+        settings = _in_steps(config, plan.combo, hpo.definition(config, plan.recipe)["settings"])
+        for index in range(config["hpo"]["n_trials"]):
+            record = paths.HPO_TRIAL_BENCHMARK.format(**dataclasses.asdict(plan), index=index)
+            jobs.append(Job("hpo_trial", record, plan.combo, settings))
+    return jobs
+
+
+def count_work(config: dict) -> Work:
+    """Training runs (warm-ups, runs, soup ingredients, HPO trials) and evaluations of the plan."""
+    planned = training_jobs(config)
+    warmups = [job.combo for job in planned if job.rule == "warmup"]
+    jobs = [(job.combo, job.settings) for job in planned]
+    trained = [(job.combo, job.settings) for job in planned if job.rule == "train"]
     snapshots = sum(
         len(TrainSettings.from_dict(settings).lr_schedule.snapshot_steps())
         for _, settings in trained
@@ -350,6 +375,63 @@ def table(config: dict, work: Work, costs: Costs, gpus: list[int]) -> list[str]:
     return ["| quantity | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
 
 
+def gpu_jobs(config: dict) -> list[Job]:
+    """Every planned job the model costs: the training jobs, then one evaluation per model."""
+    evaluations = [
+        Job("evaluate", paths.EVALUATE_BENCHMARK.format(model=model.key), model.combo)
+        for model in evaluation.evaluated_models(config).values()
+    ]
+    return training_jobs(config) + evaluations
+
+
+def modeled_s(config: dict, job: Job, costs: Costs) -> float:
+    """A job's seconds by the model: its steps and validation images (an evaluation: its test
+    images), and its start-up."""
+    if job.settings is None:
+        images = sum(_splits(config, test)[2] for test in study.test_datasets(config))
+        return images * costs.image_s + costs.job_overhead_s
+    validation = _validations(config, job.settings, job.combo) * costs.image_s
+    return job.settings["steps"] * costs.step_s + validation + costs.job_overhead_s
+
+
+def _source(measured: int, count: int) -> str:
+    if measured == count:
+        return "measured"
+    return "model" if measured == 0 else f"measured {measured} of {count}, model for the rest"
+
+
+#: GPU rules the model leaves out: the measured table adds the records it finds of them
+UNMODELED = ("merge", "ensemble", "connectivity", "size_curve")
+
+
+def measured_table(config: dict, costs: Costs, results: Path) -> list[str]:
+    """GPU-hours per rule from the jobs' Snakemake benchmark records under ``results`` (the
+    study's working directory): each job's recorded wall time where it has a record, the
+    model's estimate where not, times its devices; then the recorded jobs of rules the model
+    leaves out."""
+    totals: dict[str, list[float]] = {}  # rule -> [GPU seconds, jobs measured, jobs]
+    for job in gpu_jobs(config):
+        recorded = measured_seconds(results / job.record)
+        seconds = modeled_s(config, job, costs) if recorded is None else recorded
+        entry = totals.setdefault(job.rule, [0.0, 0, 0])
+        entry[0] += seconds * (job.settings["devices"] if job.settings else 1)
+        entry[1] += recorded is not None
+        entry[2] += 1
+    for rule in UNMODELED:  # one GPU each
+        records = sorted((results / paths.BENCHMARKS / rule).rglob("*.tsv"))
+        if records:
+            recorded = sum(measured_seconds(record) or 0.0 for record in records)
+            totals[f"{rule} (not in the model)"] = [recorded, len(records), len(records)]
+    totals["**all**"] = [sum(entry[i] for entry in totals.values()) for i in range(3)]
+    rows = [
+        f"| {rule} | {count:,.0f} | {seconds:,.0f} | {seconds / 3600:,.2f} | "
+        f"{_source(int(measured), int(count))} |"
+        for rule, (seconds, measured, count) in totals.items()
+    ]
+    header = "| GPU jobs (rule) | jobs | GPU seconds | GPU-hours | source |"
+    return [header, "|---|---|---|---|---|", *rows]
+
+
 def write_between_markers(path: Path, lines: list[str]) -> None:
     """Replace the text between BEGIN and END in ``path`` (temp file, then rename)."""
     text = path.read_text()
@@ -384,6 +466,12 @@ def main() -> None:
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=float, default=default, help=f"ASSUMED {meaning}")
     parser.add_argument("--measure", choices=["cpu", "cuda"], help="time the steps here")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="working directory of a run of this config: adds GPU-hours per rule from the jobs' "
+        "benchmark records there (results/benchmarks/), the model's for jobs without one",
+    )
     parser.add_argument("--write", type=Path, help="Markdown file to write the table into")
     args = parser.parse_args()
 
@@ -394,7 +482,10 @@ def main() -> None:
     inputs = " ".join(
         f"--{name.replace('_', '-')} {getattr(costs, name):.3g}" for name in ASSUMPTIONS
     )
+    inputs += f" --results {args.results}" if args.results else ""
     lines = [*table(config, count_work(config), costs, args.gpus), ""]
+    if args.results:
+        lines += [*measured_table(config, costs, args.results), ""]
     lines.append(
         f"Config `{shown}`; written by `python benchmarks/cost_table.py --config {shown} "
         f"{inputs}`. {note}".rstrip()

@@ -255,6 +255,7 @@ def test_cost_table_from_sidecars_and_evaluations(tmp_path: Path) -> None:
     assert costs.loc["uniform", "merging_seconds"] == pytest.approx(5.0)
     assert costs.loc["uniform", "compute_seconds"] == pytest.approx(160.0)
     assert costs.loc["ensemble", "compute_seconds"] == pytest.approx(150.0)
+    assert set(costs["source"]) == {"sidecar"}  # written outside a workflow: no job records
 
 
 def test_markdown_and_summary(tmp_path: Path) -> None:
@@ -336,6 +337,7 @@ def test_every_figure_and_table_names_its_metric(
             "method": ["single"],
             "train_combo": ["IDRID"],
             "compute_seconds": [1.0],
+            "source": ["measured"],
         }
     ).to_csv(costs, index=False)
     names = ("cross", "fc", "methods", "gain", "seed_noise")

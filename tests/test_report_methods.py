@@ -110,6 +110,7 @@ def test_cost_gain_is_the_mean_over_pairs_of_the_method_minus_the_single_models(
             "model": ["s0", "s1", "u", "ub"],
             "method": ["single", "single", "uniform", "uniform"],
             "compute_seconds": [10.0, 30.0, 60.0, 80.0],
+            "source": ["measured", "measured", "measured", "sidecar"],
         }
     )
     table = cost_gain_table(metrics_of(scores), costs, replicates).set_index("method")
@@ -130,6 +131,8 @@ def test_cost_gain_is_the_mean_over_pairs_of_the_method_minus_the_single_models(
     assert table.loc["single", ["gain", "low", "high"]].tolist() == [0, 0, 0]
     assert np.isnan(table.loc["single", "p_value"]) and not table.loc["single", "significant"]
     assert table.loc["uniform", "compute_seconds"] == pytest.approx(70.0)
+    assert table.loc["uniform", "source"] == "measured/sidecar"  # ub's jobs left no record
+    assert table.loc["single", "source"] == "measured"
     with pytest.raises(ValueError, match="no single models"):
         cost_gain_table(metrics_of({("u", "A", "uniform", "T1"): 0.6}), costs, replicates)
 
@@ -145,7 +148,9 @@ def test_a_planted_gain_is_significant_and_a_null_one_is_not() -> None:
     }
     noise = {(m, t): shared + rng.normal(0, 0.01, resamples) for m, _, _, t in scores}
     replicates = replicates_of({(m, t): v for (m, _, _, t), v in scores.items()}, noise)
-    costs = pd.DataFrame({"model": ["s"], "method": ["single"], "compute_seconds": [1.0]})
+    costs = pd.DataFrame(
+        {"model": ["s"], "method": ["single"], "compute_seconds": [1.0], "source": ["measured"]}
+    )
     table = cost_gain_table(metrics_of(scores), costs, replicates, alpha=0.05)
     table = table.set_index("method")
     p_values = {}
@@ -242,7 +247,7 @@ def test_the_report_without_seeds_says_so_and_writes_every_output(
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
     replicates_for(metrics, "ap").save(tmp_path / "bootstrap.npz")
     costs = pd.DataFrame({"model": ["s", "g", "u"], "method": ["single", "greedy", "uniform"]})
-    costs.assign(train_combo="A", compute_seconds=[1.0, 3.0, 3.0]).to_csv(
+    costs.assign(train_combo="A", compute_seconds=[1.0, 3.0, 3.0], source="sidecar").to_csv(
         tmp_path / "costs.csv", index=False
     )
     comparisons = comparisons_csv(tmp_path / "comparisons.csv", {("g", "T"): True})
@@ -266,7 +271,8 @@ def test_the_report_without_seeds_says_so_and_writes_every_output(
     assert {"low", "high"} <= set(bars)
     gains = pd.read_csv(out / "cost_gain.csv")
     expected = ["metric", "method", "gain", "low", "high", "p_value", "p_holm", "significant"]
-    assert list(gains.columns) == [*expected, "pairs", "compute_seconds"]
+    assert list(gains.columns) == [*expected, "pairs", "compute_seconds", "source"]
+    assert "[sidecar]" in shown["cost_gain.png"].axes[0].get_xlabel()
     assert "*" in [text.get_text() for text in shown["methods.png"].axes[0].texts]
     for name in ("methods.png", "cost_gain.png", "seed_noise.png"):
         assert (out / name).stat().st_size > 10_000

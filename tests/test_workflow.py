@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pandas as pd
 import pytest
 from test_permissions import EXPECTED, mode_of, wrong_modes
 
-from workflow import load_tiny_config, planned_jobs, snakemake, write_config
+from workflow import REPO, gpu_rule_blocks, load_tiny_config, planned_jobs, snakemake, write_config
 
 
 @pytest.mark.parametrize(
@@ -96,6 +100,26 @@ def test_tiny_study_produces_every_stage_output(finished):
     metric = {line.split(",")[5] for line in metrics[1:]}
     assert "ece" in metric
     assert (workdir / "results" / "report" / "reliability.png").stat().st_size > 0
+
+
+def test_the_study_records_its_jobs_and_costs_its_models_from_them(finished):
+    """Every GPU and training rule leaves Snakemake's benchmark record; costs.csv reads them."""
+    workdir, configfile = finished
+    records = workdir / "results" / "benchmarks"
+    for rule in gpu_rule_blocks():
+        assert list((records / rule).rglob("*.tsv")), rule
+    header = next(records.rglob("*.tsv")).read_text().splitlines()[0].split("\t")
+    assert {"s", "cpu_time", "max_rss"} <= set(header)
+    costs = pd.read_csv(workdir / "results" / "costs.csv")
+    assert set(costs["source"]) == {"measured"}, costs[costs["source"] != "measured"]
+    command = [sys.executable, str(REPO / "benchmarks" / "cost_table.py")]
+    command += ["--config", str(configfile), "--results", str(workdir)]
+    table = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert table.returncode == 0, table.stderr[-3000:]
+    measured = table.stdout.split("| GPU jobs (rule) |")[1].splitlines()[2:]
+    rows = [line.strip("|").split("|") for line in measured if line.startswith("|")]
+    sources = {cells[0].strip(" *").split(" (")[0]: cells[-1].strip() for cells in rows}
+    assert sources == dict.fromkeys([*gpu_rule_blocks(), "all"], "measured"), table.stdout
 
 
 def test_nothing_the_study_writes_is_readable_by_others(finished):

@@ -12,6 +12,8 @@ DATASETS = sorted(config["datasets"])
 #: The datasets that are no subset of another (`of`): each source's images once.
 SOURCE_DATASETS = [name for name in DATASETS if SOURCE not in config["datasets"][name]]
 SYNTHETIC = config["synthetic"]
+#: The software environment of every rule (`--sdm conda`), relative to these rule files.
+ENVIRONMENT = "../../envs/lesionsoup.yaml"
 
 
 wildcard_constraints:

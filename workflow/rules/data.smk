@@ -7,6 +7,8 @@ rule synth:
         stamps=SYNTHETIC_STAMPS,
     log:
         paths.log("synth"),
+    conda:
+        ENVIRONMENT
     threads: 2
     resources:
         mem_mb=2000,
@@ -36,6 +38,8 @@ rule index:
         paths.MANIFEST,
     log:
         paths.log("index/{dataset}"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=1000,
@@ -56,6 +60,8 @@ rule preprocess:
         directory(paths.CACHE),
     log:
         paths.log("preprocess/{dataset}"),
+    conda:
+        ENVIRONMENT
     threads: config["preprocess"]["threads"]
     resources:
         mem_mb=lambda wildcards, threads, attempt: 1500 * threads * attempt,

@@ -19,6 +19,10 @@ rule evaluate:
         evaluation.model_evaluation_files(config, "{model}"),
     log:
         paths.log("evaluate/{model}"),
+    benchmark:
+        paths.EVALUATE_BENCHMARK
+    conda:
+        ENVIRONMENT
     threads: config["evaluation"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -44,6 +48,8 @@ rule evaluated_models:
         paths.EVALUATED_MODELS,
     log:
         paths.log("evaluated_models"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=500,
@@ -63,6 +69,8 @@ rule aggregate:
         conventions=paths.METRICS_CONVENTIONS,
     log:
         paths.log("aggregate"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,

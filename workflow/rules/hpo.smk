@@ -16,7 +16,11 @@ rule hpo_trial:
         directory(paths.HPO_TRIAL),
     log:
         paths.log("hpo/{combo}/{recipe}/trial{index}"),
+    benchmark:
+        paths.HPO_TRIAL_BENCHMARK
     priority: 1  # at the head of the longest chain: trials, export, tuned training
+    conda:
+        ENVIRONMENT
     threads: lambda wildcards: training_cores(trial_devices(wildcards))
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
@@ -80,6 +84,8 @@ checkpoint hpo_export:
     log:
         paths.log("hpo/{combo}/{recipe}/export"),
     priority: 1
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,

@@ -23,8 +23,12 @@ rule merge:
         ),
     log:
         paths.log("merge/{combo}/{method}"),
+    benchmark:
+        paths.MERGE_BENCHMARK
     wildcard_constraints:
         method=r"(?!ensemble-)[A-Za-z0-9_-]+",
+    conda:
+        ENVIRONMENT
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -62,6 +66,10 @@ rule ensemble:
         ),
     log:
         paths.log("ensemble/{combo}/{name}"),
+    benchmark:
+        paths.ENSEMBLE_BENCHMARK
+    conda:
+        ENVIRONMENT
     threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,

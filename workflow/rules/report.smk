@@ -13,10 +13,14 @@ rule costs:
     input:
         metrics=paths.METRICS,
         notes=paths.METRICS_CONVENTIONS,
+        # the training, merging and ensemble jobs' own records: a rerun of one reruns this
+        records=evaluation.cost_records(config, EVALUATED),
     output:
         paths.COSTS,
     log:
         paths.log("report/costs"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,6 +47,8 @@ rule uncertainty:
         replicates=paths.BOOTSTRAP,
     log:
         paths.log("report/uncertainty"),
+    conda:
+        ENVIRONMENT
     threads: 2
     resources:
         mem_mb=4000,
@@ -82,6 +88,8 @@ rule report_cross_dataset:
         fine_coarse_table=f"{paths.REPORT}/fine_coarse.csv",
     log:
         paths.log("report/cross_dataset"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,
@@ -132,6 +140,8 @@ rule report_methods:
         ),
     log:
         paths.log("report/methods"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,
@@ -161,6 +171,8 @@ rule report_pr_curves:
         table=f"{paths.REPORT}/pr_curves.csv",
     log:
         paths.log("report/pr_curves"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,
@@ -188,6 +200,8 @@ rule report_reliability:
         table=f"{paths.REPORT}/reliability.csv",
     log:
         paths.log("report/reliability"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,
@@ -217,6 +231,8 @@ rule report_averaging:
         gains=f"{paths.REPORT}/averaging_gains.csv",
     log:
         paths.log("report/averaging"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,
@@ -241,6 +257,8 @@ rule report_barriers:
         table=f"{paths.REPORT}/barriers.csv",
     log:
         paths.log("report/barriers"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,
@@ -264,6 +282,8 @@ rule report_qualitative:
         ),
     log:
         paths.log("report/qualitative/{test}"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=4000,
@@ -300,6 +320,8 @@ rule annotation_style:
         components=f"{paths.ANNOTATION_STYLE}/components.csv",
     log:
         paths.log("analysis/annotation_style"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=4000,
@@ -343,6 +365,10 @@ rule connectivity:
         ),
     log:
         paths.log("analysis/connectivity/{pair}"),
+    benchmark:
+        paths.CONNECTIVITY_BENCHMARK
+    conda:
+        ENVIRONMENT
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -384,6 +410,10 @@ rule size_curve:
         table=f"{paths.SIZE_CURVES}.csv",
     log:
         paths.log("report/size_curves/{combo}"),
+    benchmark:
+        paths.SIZE_CURVE_BENCHMARK
+    conda:
+        ENVIRONMENT
     threads: config["evaluation"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -429,6 +459,8 @@ rule summary:
         ),
     log:
         paths.log("report/summary"),
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=1000,

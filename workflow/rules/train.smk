@@ -18,6 +18,8 @@ rule fetch_weights:
     wildcard_constraints:
         encoder=r"[^/]+",
         weights=r"[^./]+",
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,6 +45,8 @@ rule pretrained_start:
     wildcard_constraints:
         encoder=r"[^/]+",
         weights=r"[^./]+",
+    conda:
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=4000,
@@ -67,6 +71,10 @@ rule warmup:
         metadata=paths.INIT_METADATA,
     log:
         paths.log("warmup/{combo}"),
+    benchmark:
+        paths.WARMUP_BENCHMARK
+    conda:
+        ENVIRONMENT
     threads: training_cores(WARMUP_DEVICES)
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -121,6 +129,10 @@ rule train:
         ),
     log:
         paths.log("train/{combo}/{recipe}/seed{seed}"),
+    benchmark:
+        paths.TRAIN_BENCHMARK
+    conda:
+        ENVIRONMENT
     threads: lambda wildcards: training_cores(train_devices(wildcards))
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any
 
-from lesionsoup.plan import paths
+from lesionsoup.plan import hpo, paths
 from lesionsoup.plan.averaging import reference_models
-from lesionsoup.plan.ingredients import merged_models
+from lesionsoup.plan.ingredients import ingredient_runs, merged_models
 from lesionsoup.plan.study import runs, test_datasets
 
 
@@ -53,6 +53,23 @@ def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
         model = EvaluatedModel(path, combo, INGREDIENT)
         evaluated.setdefault(model.key, model)
     return evaluated
+
+
+def cost_records(config: Mapping[str, Any], evaluated: Mapping[str, EvaluatedModel]) -> list[str]:
+    """The benchmark records ``costs.csv`` reads (``report.job_costs``): those of the jobs
+    that wrote the evaluated models, of every training run and HPO trial (a soup's
+    ingredients)."""
+    records = {paths.writer_benchmark(model.path) for model in evaluated.values()}
+    records |= {
+        paths.TRAIN_BENCHMARK.format(combo=run.combo, recipe=run.recipe, seed=run.seed)
+        for run in runs(config) + ingredient_runs(config)
+    }
+    records |= {
+        paths.writer_benchmark(f"{folder}/")
+        for plan in hpo.plans(config)
+        for folder in hpo.trial_folders(config, plan.combo, plan.recipe)
+    }
+    return sorted(record for record in records if record is not None)
 
 
 def model_table(evaluated: Mapping[str, EvaluatedModel]) -> dict[str, list[str]]:

@@ -9,6 +9,7 @@ Outputs live under ``results/``, logs under ``logs/``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,6 +168,53 @@ def written_folders(config: Mapping[str, Any]) -> list[str]:
     """The top folders the workflow writes into: results, logs and the generated demo data."""
     synthetic = config["synthetic"]
     return [RESULTS, LOGS, *([synthetic["out"]] if synthetic["enabled"] else [])]
+
+
+BENCHMARKS = f"{RESULTS}/benchmarks"
+
+
+def benchmark(name: str) -> str:
+    """A job's Snakemake benchmark record, ``results/benchmarks/<name>.tsv`` (its wall time,
+    CPU time and peak memory); ``name`` is ``<rule>/<its wildcards>``."""
+    return f"{BENCHMARKS}/{name}.tsv"
+
+
+# the records of the GPU jobs, by rule: what the cost tables read
+WARMUP_BENCHMARK = benchmark("warmup/{combo}")
+TRAIN_BENCHMARK = benchmark("train/{combo}/{recipe}/seed{seed}")
+HPO_TRIAL_BENCHMARK = benchmark("hpo_trial/{combo}/{recipe}/trial{index}")
+MERGE_BENCHMARK = benchmark("merge/{combo}/{method}")
+ENSEMBLE_BENCHMARK = benchmark("ensemble/{combo}/{name}")
+EVALUATE_BENCHMARK = benchmark("evaluate/{model}")
+CONNECTIVITY_BENCHMARK = benchmark("connectivity/{pair}")
+SIZE_CURVE_BENCHMARK = benchmark("size_curve/{combo}")
+#: (model file template, its job's record template); a run's or a trial's files all lie in its
+#: folder
+_WRITERS = (
+    (f"{RUN}/", TRAIN_BENCHMARK),
+    (f"{HPO_TRIAL}/", HPO_TRIAL_BENCHMARK),
+    (MERGED, MERGE_BENCHMARK),
+    (ENSEMBLE, ENSEMBLE_BENCHMARK),
+)
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)
+    literal = [
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    ]
+    return re.compile("".join(literal))
+
+
+def writer_benchmark(model: str) -> str | None:
+    """The benchmark record of the job that wrote ``model`` (a run's or an HPO trial's
+    checkpoint, a soup, an ensemble file; relative to the working directory), or None for any
+    other file."""
+    for template, record in _WRITERS:
+        found = _pattern(template).match(model)
+        if found and (template.endswith("/") or found.end() == len(model)):
+            return record.format(**found.groupdict())
+    return None
 
 
 def log(name: str) -> str:

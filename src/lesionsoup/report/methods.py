@@ -3,13 +3,17 @@
 ``costs.csv`` contract, one row per evaluated model::
 
     model, method, train_combo, compute_seconds,
-    training_seconds, merging_seconds, inference_seconds
+    training_seconds, merging_seconds, inference_seconds, source
 
-``compute_seconds`` is the sum of the three parts: training (a checkpoint's own
+``compute_seconds`` is the sum of the three parts. Training and merging are measured
+(``source`` ``measured``) where every job behind the model left its Snakemake benchmark
+record: the wall time of those jobs (``report.job_costs``). Otherwise (``sidecar``) they are
+the times the code wrote into the sidecars: training a checkpoint's own
 ``compute_seconds``, else ``wall_seconds``; for a merged model its sidecar's
 ``compute_seconds``, the ingredients' training; for an ensemble its members'
-training), merging (a merged model's ``merge_seconds + selection_seconds``) and
-inference (the ``seconds`` of its evaluations, over all test sets).
+training; merging a merged model's ``merge_seconds + selection_seconds``. Inference is
+the ``seconds`` of its evaluations, over all test sets, either way: an evaluation job that
+copies a stored result (``evaluation.per_model``) measures the copy, the file keeps the time.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from lesionsoup.evaluation.statistics import finite_mean, holm, shifted_null_p_v
 from lesionsoup.evaluation.uncertainty import BASELINE, MEAN_OVER_LESIONS
 from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.report.intervals import read_replicates, replicate_errors
+from lesionsoup.report.job_costs import MEASURED, SIDECAR, measured_cost
 from lesionsoup.report.tables import (
     model_scores,
     ordered_methods,
@@ -58,6 +63,7 @@ COST_COLUMNS = (
     "training_seconds",
     "merging_seconds",
     "inference_seconds",
+    "source",
 )
 
 
@@ -82,7 +88,8 @@ def model_cost(model: Path) -> tuple[float, float]:
 
 
 def cost_table(metrics: pd.DataFrame, evaluations: Iterable[Path]) -> pd.DataFrame:
-    """``costs.csv`` of every model in ``metrics``, from sidecars and evaluation files."""
+    """``costs.csv`` of every model in ``metrics``: from the jobs' benchmark records where
+    they all exist, else from sidecars; inference from the evaluation files."""
     inference: dict[str, float] = {}
     for path in evaluations:
         result = load_evaluation(path)
@@ -91,10 +98,12 @@ def cost_table(metrics: pd.DataFrame, evaluations: Iterable[Path]) -> pd.DataFra
     models = metrics[["model", "method", "train_combo"]].drop_duplicates().sort_values("model")
     rows = []
     for model, method, combo in models.itertuples(index=False):
-        training, merging = model_cost(Path(model))
+        measured = measured_cost(Path(model))
+        training, merging = measured or model_cost(Path(model))
         seconds = inference.get(str(Path(model)), 0.0)
         total = training + merging + seconds
-        rows.append((model, method, combo, total, training, merging, seconds))
+        source = SIDECAR if measured is None else MEASURED
+        rows.append((model, method, combo, total, training, merging, seconds, source))
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))
 
 
@@ -104,7 +113,7 @@ def read_costs(path: Path) -> pd.DataFrame:
         table = pd.read_csv(path, dtype={"model": str, "method": str, "train_combo": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path}: not a readable cost table ({error})") from None
-    missing = [c for c in COST_COLUMNS[:4] if c not in table.columns]
+    missing = [c for c in (*COST_COLUMNS[:4], "source") if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: cost table lacks columns {missing}")
     return table
@@ -201,7 +210,9 @@ def cost_gain_table(
     (the same mean over pairs of each resample: a bootstrap stratified by test set),
     ``p_value`` two-sided from that distribution shifted to the null, ``p_holm``
     Holm's adjustment over the methods other than single, ``significant`` below
-    ``alpha``. ``compute_seconds`` is the method's mean compute per model.
+    ``alpha``. ``compute_seconds`` is the method's mean compute per model, ``source`` where
+    its training and merging seconds come from (``measured``, ``sidecar``, or both joined
+    by ``/`` where its models differ).
     """
     models = method_models(metrics, metric)
     if not any(method == SINGLE for _, _, method in models):
@@ -219,8 +230,10 @@ def cost_gain_table(
     table = pd.DataFrame(rows, columns=["method", "gain", "low", "high", "p_value", "pairs"])
     table.insert(5, "p_holm", holm(list(table["p_value"])))
     table.insert(6, "significant", table["p_holm"] < alpha)
-    compute = costs.groupby("method")["compute_seconds"].mean().rename("compute_seconds")
-    return table.join(compute, on="method", how="left")
+    by_method = costs.groupby("method")
+    compute = by_method["compute_seconds"].mean().rename("compute_seconds")
+    source = by_method["source"].agg(lambda sources: "/".join(sorted(set(sources))))
+    return table.join(compute, on="method", how="left").join(source, on="method", how="left")
 
 
 def method_errors(
@@ -455,7 +468,8 @@ def plot_cost_gain(table: pd.DataFrame, out: Path, metric: str = "ap") -> None:
     ax.margins(x=0.15)
     # a legend, not labels beside the points: methods of similar cost and gain overlap
     ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_xlabel("compute per model (s): training + merging + inference")
+    sources = "/".join(sorted(set("/".join(table["source"].dropna()).split("/")) - {""}))
+    ax.set_xlabel(f"compute per model (s): training + merging + inference [{sources}]")
     ax.set_ylabel(f"{metric_label(metric)} gained over\nthe single models (mean over pairs)")
     ax.set_title(
         "Cost vs gain of each method\n(bootstrap interval over test images; *: significant, Holm)",
