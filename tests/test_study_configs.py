@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from native_trees import ddr_tree, fgadr_tree, idrid_tree, maples_export_tree, retles_tree
+from test_workflow_pretrained import TARGET as PRETRAINED_TARGET
 
 from lesionsoup.plan import ingredients
 from workflow import REPO, TINY_CONFIG, planned_jobs, write_config
@@ -170,3 +171,19 @@ def test_the_tiny_study_plans_from_a_folder_holding_the_demo_config(tmp_path):
     recipes = {job["recipe"] for job in wildcards(jobs, "train")}
     grid = {"grid-lr1e-3", "grid-lr2e-3"}  # tiny's grid: no demo augmentation in the names
     assert recipes == {"base", "swa-base", *grid, *(f"fgg-{name}" for name in grid)}
+
+
+def test_the_tiny_study_plans_every_rule_the_study_configs_plan(paper_plan, roots, tmp_path):
+    """The study configs run end to end only under ``pytest -m study``; the default run executes
+    the tiny study (tests/test_workflow.py) and, with imagenet weights, its path to one trained
+    model (tests/test_workflow_pretrained.py): together they hold every rule those DAGs hold."""
+    tiny = load(TINY_CONFIG)
+    pretrained = copy.deepcopy(tiny)
+    pretrained["model"]["encoder_weights"] = "imagenet"
+    (tmp_path / "pretrained").mkdir()
+    configfile = write_config(tmp_path / "pretrained.yaml", pretrained)
+    pretrained_run = planned_jobs(tmp_path / "pretrained", configfile, PRETRAINED_TARGET)
+    run = set(by_rule(plan(tmp_path / "tiny", tiny))) | set(by_rule(pretrained_run))
+    fissionfusion = by_rule(plan(tmp_path / "ff", with_roots(FISSIONFUSION, roots)))
+    missing = (set(by_rule(paper_plan)) | set(fissionfusion)) - run
+    assert not missing, f"rules no default test runs: {sorted(missing)}"

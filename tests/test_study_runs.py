@@ -146,6 +146,7 @@ def run_study(study: Path, roots, tmp_path, timeout: int = 1500) -> tuple[Path, 
     return workdir, executed
 
 
+@pytest.mark.study  # about 130 jobs: 10-13 minutes on 2 cores
 def test_the_paper_study_runs_every_rule_of_its_dag(roots, offline_weights, tmp_path):
     workdir, executed = run_study(REPO / "config" / "paper.yaml", roots, tmp_path)
     assert "warmup" not in executed and executed["hpo_trial"] == 2
@@ -169,6 +170,7 @@ def test_the_paper_study_runs_every_rule_of_its_dag(roots, offline_weights, tmp_
     assert conventions["labels"] == "priority"
 
 
+@pytest.mark.study  # 48 grid runs: 10-13 minutes on 2 cores
 def test_the_fissionfusion_study_runs_every_rule_of_its_dag(roots, offline_weights, tmp_path):
     workdir, executed = run_study(REPO / "config" / "fissionfusion.yaml", roots, tmp_path)
     assert executed["warmup"] == 1  # one shared initialisation (their linear probing)

@@ -38,9 +38,10 @@ def snakemake(workdir: Path, configfile: Path | None, *args: str, timeout: int =
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def planned_jobs(workdir: Path, configfile: Path | None) -> Counter:
-    """(rule, wildcards) of every job a dry run would execute, except the `all` target."""
-    result = snakemake(workdir, configfile, "--dry-run")
+def planned_jobs(workdir: Path, configfile: Path | None, *targets: str) -> Counter:
+    """(rule, wildcards) of every job a dry run would execute (for ``targets``, default all),
+    except the `all` target."""
+    result = snakemake(workdir, configfile, "--dry-run", *targets)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs: Counter = Counter()
     rule = None
