@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lesionsoup.data.datasets import ADAPTERS
-from lesionsoup.data.datasets.maples import RELEASE_TREE as MAPLES_RELEASE
-from lesionsoup.data.datasets.synthetic import generate
+from lesionsoup.data.synthetic.generator import generate
+from lesionsoup.data.synthetic.maples import RELEASE_TREE as MAPLES_RELEASE
 
 IMAGES = 12
 SCALE = 0.1
