@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/bench_uncertainty.py [--quick] [--paper-models 6] [--resamples 1000]``.
 
-Demo: the demo config's synthetic datasets (``lesionsoup.data.datasets.synthetic``), indexed
+Demo: the demo config's synthetic datasets (``lesionsoup.data.synthetic``), indexed
 and cached at the config's size like the workflow does (test splits only), one checkpoint of
 the config's model (random weights) per model of the demo plan, each evaluated on every test
 set by ``evaluate_model`` (what ``lesionsoup evaluate`` runs), then ``lesionsoup
@@ -43,9 +43,9 @@ from lesionsoup.core.metrics import ImageCounts, LesionHistogram
 from lesionsoup.core.model import build_model
 from lesionsoup.data.datasets.index import index_dataset
 from lesionsoup.data.datasets.registry import get_adapter
-from lesionsoup.data.datasets.synthetic import generate
 from lesionsoup.data.preprocess import MaskRules, build_cache
 from lesionsoup.data.splits import SplitOptions
+from lesionsoup.data.synthetic.generator import generate
 from lesionsoup.evaluation.evaluate import (
     load_evaluation,
     load_model_table,

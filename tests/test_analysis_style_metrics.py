@@ -22,8 +22,8 @@ from lesionsoup.analysis.style_metrics import (
 )
 from lesionsoup.data.cache import Cache
 from lesionsoup.data.datasets import index_dataset
-from lesionsoup.data.datasets.synthetic import generate
 from lesionsoup.data.preprocess import MaskRules, build_cache
+from lesionsoup.data.synthetic.generator import generate
 from lesionsoup.report.style_clusters import plot_area_distributions, plot_style_clusters
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from lesionsoup.core.lesions import TRAINED
-from lesionsoup.data.annotation_style import (
+from lesionsoup.data.datasets import default_styles
+from lesionsoup.data.synthetic.annotation_style import (
     DEFAULT_STYLES,
     AnnotationStyle,
     resolve_styles,
 )
-from lesionsoup.data.datasets import default_styles
-from lesionsoup.data.fundus import SyntheticFundus, render_fundus
+from lesionsoup.data.synthetic.fundus import SyntheticFundus, render_fundus
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from native_trees import write_image, write_mask
 from lesionsoup.cli import main
 from lesionsoup.core.combos import DATASET_NAME
 from lesionsoup.core.lesions import Lesion
-from lesionsoup.data.annotation_style import COARSE
 from lesionsoup.data.datasets import (
     ADAPTERS,
     DatasetAdapter,
@@ -31,17 +30,20 @@ from lesionsoup.data.datasets import (
     index_dataset,
     register,
 )
-from lesionsoup.data.datasets.maples import RELEASE_TREE
 from lesionsoup.data.datasets.native import NativeImage, attach_mask, image_files, require_folder
-from lesionsoup.data.datasets.synthetic import generate
-from lesionsoup.data.datasets.synthetic_layout import (
+from lesionsoup.data.datasets.registry import COARSE
+from lesionsoup.data.preprocess import MaskRules
+from lesionsoup.data.synthetic import LAYOUTS
+from lesionsoup.data.synthetic import register as register_layout
+from lesionsoup.data.synthetic.fundus import SyntheticFundus
+from lesionsoup.data.synthetic.generator import generate
+from lesionsoup.data.synthetic.layout import (
     SyntheticImage,
     SyntheticLayout,
     binary,
     save,
 )
-from lesionsoup.data.fundus import SyntheticFundus
-from lesionsoup.data.preprocess import MaskRules
+from lesionsoup.data.synthetic.maples import RELEASE_TREE
 from lesionsoup.plan import study
 from lesionsoup.plan.report import DEFAULTS as REPORT_DEFAULTS
 from lesionsoup.plan.report import report_settings
@@ -179,7 +181,8 @@ def test_dataset_lists_take_a_dataset_of_ones_own_and_refuse_an_unconfigured_one
 
 
 def test_every_adapter_has_a_synthetic_layout_and_unique_streams() -> None:
-    streams = [stream for adapter in ADAPTERS.values() for stream in adapter.synthetic.streams]
+    assert list(LAYOUTS) == list(ADAPTERS), "every registered dataset needs a synthetic writer"
+    streams = [stream for layout in LAYOUTS.values() for stream in layout.streams]
     assert len(streams) == len(set(streams))
     assert get_adapter("RETLES").style == COARSE
     with pytest.raises(ValueError, match="unknown dataset 'EYEPACS'"):
@@ -191,23 +194,21 @@ def test_every_adapter_has_a_synthetic_layout_and_unique_streams() -> None:
     [
         ({"name": "IDRID"}, "registered twice"),
         ({"name": "E-OPHTHA"}, "must match"),
-        ({"name": "OTHER"}, r"synthetic streams \{0: 'IDRID'\} are taken"),
     ],
 )
-def test_register_refuses_a_taken_or_bad_name_and_a_taken_stream(
-    change: dict[str, str], message: str
-) -> None:
+def test_register_refuses_a_taken_or_bad_name(change: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         register(replace(ADAPTERS["IDRID"], **change))
-    assert "OTHER" not in ADAPTERS and "E-OPHTHA" not in ADAPTERS
+    assert "E-OPHTHA" not in ADAPTERS
 
 
 # ---------------------------------------------------------------- a sixth dataset
 #
 # Everything a sixth dataset needs in code is below: its layout, its scan, its
-# synthetic writer and the ``register`` call. A real one is a module of its own in
-# ``lesionsoup/data/datasets/`` plus its name on the import line of that package's
-# ``__init__``, and its entry in the config schema (which the tests above ask for).
+# synthetic writer and the two ``register`` calls. A real one is a module of its own
+# in ``lesionsoup/data/datasets/`` and its writer one in ``lesionsoup/data/synthetic/``,
+# each plus its name on the import line of that package's ``__init__``, and its entry
+# in the config schema (which the tests above ask for).
 
 TOY = "TOY"
 TOY_LESIONS = (Lesion.EX, Lesion.MA)
@@ -249,25 +250,44 @@ TOY_ADAPTER = DatasetAdapter(
     options={"mask_folder": {"type": "string", "default": "masks", "description": "Mask folder."}},
     patient=lambda image_id: image_id.rsplit("_", 1)[0],
     style=COARSE,
-    synthetic=SyntheticLayout(stream=99, sizes=((300, 400),), names=_toy_names, write=_toy_write),
 )
-
-
-def test_register_refuses_a_layout_whose_streams_repeat() -> None:
-    layout = replace(TOY_ADAPTER.synthetic, companion=TOY_ADAPTER.synthetic)
-    with pytest.raises(ValueError, match=r"synthetic streams \(99, 99\) repeat"):
-        register(replace(TOY_ADAPTER, synthetic=layout))
-    assert TOY not in ADAPTERS
+TOY_LAYOUT = SyntheticLayout(stream=99, sizes=((300, 400),), names=_toy_names, write=_toy_write)
 
 
 @pytest.fixture
-def toy() -> Iterator[DatasetAdapter]:
-    """The sixth dataset, registered for one test and taken out again."""
+def toy_adapter() -> Iterator[DatasetAdapter]:
+    """The sixth dataset's adapter, registered for one test and taken out again with any
+    synthetic layout the test registered for it."""
     register(TOY_ADAPTER)
     try:
         yield TOY_ADAPTER
     finally:
         del ADAPTERS[TOY]
+        LAYOUTS.pop(TOY, None)
+
+
+@pytest.fixture
+def toy(toy_adapter: DatasetAdapter) -> DatasetAdapter:
+    """The sixth dataset with its synthetic layout, registered for one test."""
+    register_layout(TOY, TOY_LAYOUT)
+    return toy_adapter
+
+
+@pytest.mark.parametrize(
+    ("dataset", "layout", "message"),
+    [
+        ("OTHER", TOY_LAYOUT, "unregistered dataset 'OTHER'"),
+        ("IDRID", TOY_LAYOUT, "'IDRID' has a synthetic layout already"),
+        (TOY, replace(TOY_LAYOUT, stream=0), r"synthetic streams \{0: 'IDRID'\} are taken"),
+        (TOY, replace(TOY_LAYOUT, companion=TOY_LAYOUT), r"synthetic streams \(99, 99\) repeat"),
+    ],
+)
+def test_register_layout_refuses_an_unknown_or_taken_dataset_and_a_taken_or_repeated_stream(
+    toy_adapter: DatasetAdapter, dataset: str, layout: SyntheticLayout, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        register_layout(dataset, layout)
+    assert LAYOUTS["IDRID"] is not layout and TOY not in LAYOUTS and "OTHER" not in LAYOUTS
 
 
 def test_a_sixth_dataset_is_generated_and_indexed(toy: DatasetAdapter, tmp_path: Path) -> None:

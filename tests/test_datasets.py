@@ -7,8 +7,8 @@ from PIL import Image
 
 from lesionsoup.data.datasets import ADAPTERS, DatasetError, index_dataset
 from lesionsoup.data.datasets.native import ROOT_LAYOUTS
-from lesionsoup.data.datasets.synthetic import generate
 from lesionsoup.data.manifest import COLUMNS, read_manifest, write_manifest
+from lesionsoup.data.synthetic.generator import generate
 
 
 def test_registry_holds_the_five_datasets():

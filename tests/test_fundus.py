@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lesionsoup.core.lesions import EXTRA, TRAINED, Lesion
-from lesionsoup.data.fundus import REFERENCE_RADIUS, SyntheticFundus, render_fundus
+from lesionsoup.data.synthetic.fundus import REFERENCE_RADIUS, SyntheticFundus, render_fundus
 
 
 def _render(seed: int, height: int, width: int, **kwargs: object) -> SyntheticFundus:

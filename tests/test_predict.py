@@ -24,8 +24,8 @@ from lesionsoup.core.lesions import TRAINED, Lesion, pack
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
-from lesionsoup.data.fundus import render_fundus
 from lesionsoup.data.preprocess import BadImageError, downscale_keeping_lesions, prepare_photograph
+from lesionsoup.data.synthetic.fundus import render_fundus
 from lesionsoup.deploy import predict as predict_module
 from lesionsoup.deploy.predict import (
     OVERLAY_COLOURS,

@@ -8,13 +8,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_architecture import import_graph
 
 from lesionsoup.data.datasets import ADAPTERS
-from lesionsoup.data.datasets.maples import RELEASE_TREE as MAPLES_RELEASE
-from lesionsoup.data.datasets.synthetic import generate
+from lesionsoup.data.synthetic.generator import generate
+from lesionsoup.data.synthetic.maples import RELEASE_TREE as MAPLES_RELEASE
 
 IMAGES = 12
 SCALE = 0.1
+SYNTHETIC = "lesionsoup.data.synthetic"
+#: The only modules outside the demo generator's package that may import it.
+SYNTHETIC_USERS = {"lesionsoup.commands.data"}
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -37,6 +41,19 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def repeated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return generate(tmp_path_factory.mktemp("second"), IMAGES, seed=7, scale=SCALE)
+
+
+def users_of_synthetic(graph: dict[str, set[str]]) -> set[str]:
+    """The modules outside ``SYNTHETIC`` that import a module of it."""
+    inside = {SYNTHETIC, *(name for name in graph if name.startswith(f"{SYNTHETIC}."))}
+    return {
+        module for module, targets in graph.items() if module not in inside and targets & inside
+    }
+
+
+def test_the_real_pipeline_holds_no_synthetic_code() -> None:
+    """Only the ``synth`` command imports the demo generator (an adapter never does)."""
+    assert users_of_synthetic(import_graph()) == SYNTHETIC_USERS
 
 
 def test_roots_and_no_leftovers(trees: dict[str, Path]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lesionsoup.data.datasets import index_dataset
-from lesionsoup.data.datasets.synthetic import generate
+from lesionsoup.data.synthetic.generator import generate
 
 
 @pytest.fixture(scope="module")

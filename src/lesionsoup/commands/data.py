@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from lesionsoup.commands.arguments import Subcommands, json_object, optional_int
-from lesionsoup.data.datasets import ADAPTERS, DatasetAdapter, default_styles, get_adapter
+from lesionsoup.data.datasets import ADAPTERS, default_styles, get_adapter
 from lesionsoup.data.datasets.native import UNRECOGNISED_CHOICES
 from lesionsoup.data.mask_resize import MASK_RESIZE_RULES
+from lesionsoup.data.synthetic import LAYOUTS
 
 log = logging.getLogger("lesionsoup")
 
+#: A registry entry: a dataset's adapter or its synthetic layout.
+Entry = TypeVar("Entry")
+
 
 def _synth(args: argparse.Namespace) -> None:
-    from lesionsoup.data.datasets.synthetic import generate
+    from lesionsoup.data.synthetic.generator import generate
     from lesionsoup.data.tree import stamp_contents, write_stamp
 
     roots = generate(
@@ -79,10 +84,10 @@ def _dataset_name(name: str) -> str:
         return name
 
 
-def _per_dataset(fact: Callable[[DatasetAdapter], object]) -> str:
+def _per_dataset(fact: Callable[[Entry], object], registry: Mapping[str, Entry]) -> str:
     """``NAME: fact`` of each registered dataset that has the fact, for a help text (the
     help then names what the registry holds, never a list of its own)."""
-    facts = {name: fact(adapter) for name, adapter in sorted(ADAPTERS.items())}
+    facts = {name: fact(entry) for name, entry in sorted(registry.items())}
     return "; ".join(f"{name}: {value}" for name, value in facts.items() if value not in (None, ""))
 
 
@@ -91,9 +96,9 @@ def _add_synth(commands: Subcommands) -> None:
         "synth",
         help="write synthetic fundus datasets in the native layout of every registered dataset",
         description="Synthetic colour fundus photographs with lesion masks, written in the native "
-        f"folder layout of each registered dataset ({', '.join(sorted(ADAPTERS))}); further "
+        f"folder layout of each registered dataset ({', '.join(sorted(LAYOUTS))}); further "
         f"trees in another layout of the same images: "
-        f"{_per_dataset(lambda adapter: ', '.join(adapter.synthetic.trees))}. "
+        f"{_per_dataset(lambda layout: ', '.join(layout.trees), LAYOUTS)}. "
         "The same seed gives byte-identical files.",
     )
     parser.add_argument("--out", type=Path, required=True, help="folder to write the trees into")
@@ -155,7 +160,7 @@ def _add_index(commands: Subcommands) -> None:
         help='adapter options as JSON, e.g. \'{"split": {"seed": 0, "test": 0.3, '
         '"train_fraction": 0.5}}\'; "of": SOURCE indexes a subset dataset of SOURCE (its '
         "adapter, its split draws); besides split and of: "
-        f"{_per_dataset(lambda adapter: ', '.join(adapter.options))}",
+        f"{_per_dataset(lambda adapter: ', '.join(adapter.options), ADAPTERS)}",
     )
     parser.add_argument(
         "--unrecognised",
@@ -190,7 +195,7 @@ def _add_preprocess(commands: Subcommands) -> None:
         type=optional_int,
         default=None,
         help="mask value of excluded annotations, or none "
-        f"({_per_dataset(lambda adapter: adapter.uncertain_value)})",
+        f"({_per_dataset(lambda adapter: adapter.uncertain_value, ADAPTERS)})",
     )
     parser.add_argument(
         "--uncertain-as",

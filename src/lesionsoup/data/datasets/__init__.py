@@ -1,9 +1,10 @@
-"""Dataset adapters: each native layout read into a manifest, and imitated by the demo data.
+"""Dataset adapters: each native layout read into a manifest.
 
 Every adapter module registers its dataset when imported (``registry``); the one
 import line below imports them all, so ``ADAPTERS`` is complete as soon as this
-package is. A new dataset is its own module (``scan``, a ``SyntheticLayout`` and
-``register(DatasetAdapter(...))``) plus its name on that line.
+package is. A new dataset is its own module (``scan`` and
+``register(DatasetAdapter(...))``) plus its name on that line, and its synthetic
+stand-in for the demo data a module of ``lesionsoup.data.synthetic``.
 
 ``index_dataset`` (``index``) is loaded on first use: it needs pandas, which
 reading the registry should not cost (the command line builds its help texts

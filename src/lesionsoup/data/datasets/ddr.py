@@ -9,10 +9,6 @@ Layout (the root is ``lesion_segmentation``, a folder above it such as
 
 Either label-folder name is accepted in every split. A missing mask file
 means no lesion; any other entry is reported (``native.report_unrecognised``).
-
-The synthetic stand-in writes a mask file per lesion (often all black), the
-``segmentation label`` folder in ``valid`` only, and photographs of DDR's many
-sizes.
 """
 
 from __future__ import annotations
@@ -20,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
@@ -38,8 +32,6 @@ from lesionsoup.data.datasets.native import (
     unknown_entries,
 )
 from lesionsoup.data.datasets.registry import DatasetAdapter, register
-from lesionsoup.data.datasets.synthetic_layout import SyntheticImage, SyntheticLayout, binary, save
-from lesionsoup.data.fundus import SyntheticFundus
 
 ROOT_FOLDER = "lesion_segmentation"
 #: Official splits and their sizes.
@@ -80,33 +72,10 @@ def _label_folder(split_folder: Path) -> Path:
     return found[0]
 
 
-def _synthetic_names(count: int) -> list[str]:
-    return [f"{7 + i % 3:03d}-{1000 + 37 * i:04d}-{100 + 100 * (i % 2)}" for i in range(count)]
-
-
-def _write_synthetic(
-    image: SyntheticImage,
-    fundus: SyntheticFundus,
-    masks: dict[Lesion, np.ndarray],
-    rng: np.random.Generator,
-) -> None:
-    root = image.tree() / ROOT_FOLDER / image.split
-    save(root / IMAGES_FOLDER / f"{image.name}.jpg", fundus.image)
-    labels = root / (VALID_LABEL_FOLDER if image.split == "valid" else LABEL_FOLDER)
-    for lesion, folder in LESION_FOLDERS.items():
-        save(labels / folder / f"{image.name}.tif", binary(masks[lesion]))
-
-
 register(
     DatasetAdapter(
         name="DDR",
         scan=scan,
         official_splits=OFFICIAL_SPLITS,
-        synthetic=SyntheticLayout(
-            stream=1,
-            sizes=((1728, 2592), (1536, 2048), (1934, 1956), (1024, 1280), (1200, 1600)),
-            names=_synthetic_names,
-            write=_write_synthetic,
-        ),
     )
 )

@@ -11,8 +11,7 @@ FGADR ids (``0001_2``) encode no patient, so each image is its own patient in
 the seeded split: images of one person may fall on both sides.
 
 The masks are anti-aliased (grey edges), so any non-zero value is lesion
-(``mask_threshold`` 1). The synthetic stand-in writes such masks, IRMA and NV
-too, and the grading table without a header, as the original.
+(``mask_threshold`` 1).
 """
 
 from __future__ import annotations
@@ -21,10 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
-from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
     UNRECOGNISED_OPTION,
@@ -37,14 +32,6 @@ from lesionsoup.data.datasets.native import (
     stray_files,
 )
 from lesionsoup.data.datasets.registry import DatasetAdapter, register
-from lesionsoup.data.datasets.synthetic_layout import (
-    SyntheticImage,
-    SyntheticLayout,
-    Written,
-    binary,
-    save,
-)
-from lesionsoup.data.fundus import SyntheticFundus
 
 ROOT_FOLDER = "Seg-set"
 IMAGES_FOLDER = "Original_Images"
@@ -73,45 +60,10 @@ def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
     return list(images.values())
 
 
-def _synthetic_names(count: int) -> list[str]:
-    return [f"{index + 1:04d}_{1 + index % 3}" for index in range(count)]
-
-
-def _anti_aliased(mask: np.ndarray) -> np.ndarray:
-    """0/255 mask with soft grey edges outside the lesion (the lesion itself stays 255)."""
-    mask = binary(mask)
-    return np.maximum(mask, cv2.GaussianBlur(mask, (0, 0), 0.8))
-
-
-def _write_synthetic(
-    image: SyntheticImage,
-    fundus: SyntheticFundus,
-    masks: dict[Lesion, np.ndarray],
-    rng: np.random.Generator,
-) -> None:
-    root = image.tree() / ROOT_FOLDER
-    save(root / IMAGES_FOLDER / f"{image.name}.png", fundus.image)
-    for lesion, folder in LESION_FOLDERS.items():
-        save(root / folder / f"{image.name}.png", _anti_aliased(masks[lesion]))
-
-
-def _write_synthetic_grades(root: Path, rows: list[Written]) -> None:
-    lines = "".join(f"{row.name}.png,{row.grade}\n" for row in rows)  # no header, like the original
-    atomic_write_bytes(root / ROOT_FOLDER / GRADES_FILE, lines.encode())
-
-
 register(
     DatasetAdapter(
         name="FGADR",
         scan=scan,
         mask_threshold=1,
-        synthetic=SyntheticLayout(
-            stream=2,
-            sizes=((1280, 1280),),
-            names=_synthetic_names,
-            write=_write_synthetic,
-            extras=True,
-            summary=_write_synthetic_grades,
-        ),
     )
 )

@@ -25,8 +25,7 @@ file without ``valid`` rows gets its ``valid`` part carved out of ``train``).
 
 Nothing is registered: ``adapter_for`` builds the adapter from the entry
 wherever one is needed (the workflow while planning, ``lesionsoup index`` from
-its ``--options``), so the entry alone is the dataset. It has no synthetic
-layout, so the demo data never includes it. Mask files that match a lesion's
+its ``--options``), so the entry alone is the dataset. Mask files that match a lesion's
 pattern but no image are an error, never skipped.
 """
 
@@ -36,7 +35,7 @@ import csv
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
@@ -53,7 +52,6 @@ from lesionsoup.data.datasets.registry import (
     get_adapter,
     same_patient_as_image,
 )
-from lesionsoup.data.datasets.synthetic_layout import SyntheticLayout
 from lesionsoup.data.splits import PARTS
 
 #: The ``layout`` value that selects this adapter in a config entry.
@@ -133,7 +131,6 @@ def configured_adapter(name: str, settings: Mapping[str, Any]) -> DatasetAdapter
     return DatasetAdapter(
         name=name,
         scan=scan,
-        synthetic=_NO_SYNTHETIC,
         options=OPTIONS,
         patient=_patient_rule(name, settings.get("patient")),
         mask_threshold=settings.get("mask_threshold", 128),
@@ -256,12 +253,3 @@ def _patient_rule(name: str, pattern: str | None) -> Callable[[str], str]:
         return match.group(1)
 
     return patient
-
-
-def _no_synthetic(*_: object) -> NoReturn:
-    raise ValueError("a generic dataset has no synthetic layout; the demo data cannot include it")
-
-
-#: What ``DatasetAdapter`` requires; never called, since the synthetic generator
-#: reads only registered adapters and this one is not registered.
-_NO_SYNTHETIC = SyntheticLayout(stream=-1, sizes=(), names=_no_synthetic, write=_no_synthetic)

@@ -11,10 +11,6 @@ About half the images have no soft-exudate file, and some test images no
 haemorrhage file: a missing file means no lesion. The optic-disc masks
 (``5. Optic Disc``) are not lesions and are skipped; any other entry is reported
 (``native.report_unrecognised``).
-
-The synthetic stand-in writes TIFF masks 0/255, soft-exudate files only where
-there are some, and optic-disc masks; every image is diseased, as in IDRiD's
-segmentation set.
 """
 
 from __future__ import annotations
@@ -22,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.datasets.native import (
@@ -38,8 +32,6 @@ from lesionsoup.data.datasets.native import (
     unknown_entries,
 )
 from lesionsoup.data.datasets.registry import DatasetAdapter, register
-from lesionsoup.data.datasets.synthetic_layout import SyntheticImage, SyntheticLayout, binary, save
-from lesionsoup.data.fundus import SyntheticFundus
 
 ROOT_FOLDER = "A. Segmentation"
 IMAGES_FOLDER = "1. Original Images"
@@ -91,38 +83,10 @@ def _image_id(stem: str) -> str:
     return head if underscore and f"_{suffix.upper()}" in suffixes else stem
 
 
-def _synthetic_names(count: int) -> list[str]:
-    return [f"IDRiD_{index + 1:02d}" for index in range(count)]
-
-
-def _write_synthetic(
-    image: SyntheticImage,
-    fundus: SyntheticFundus,
-    masks: dict[Lesion, np.ndarray],
-    rng: np.random.Generator,
-) -> None:
-    root = image.tree() / ROOT_FOLDER
-    subset = SPLIT_FOLDERS[image.split]
-    save(root / IMAGES_FOLDER / subset / f"{image.name}.jpg", fundus.image)
-    truth = root / MASKS_FOLDER / subset
-    for lesion, (folder, suffix) in LESION_FOLDERS.items():
-        if lesion is not Lesion.CWS or masks[lesion].any():  # SE files only where there are some
-            save(truth / folder / f"{image.name}{suffix}.tif", binary(masks[lesion]))
-    folder, suffix = OPTIC_DISC_FOLDER
-    save(truth / folder / f"{image.name}{suffix}.tif", binary(fundus.optic_disc))
-
-
 register(
     DatasetAdapter(
         name="IDRID",
         scan=scan,
         official_splits=OFFICIAL_SPLITS,
-        synthetic=SyntheticLayout(
-            stream=0,
-            sizes=((2848, 4288),),
-            names=_synthetic_names,
-            write=_write_synthetic,
-            healthy_eyes=False,
-        ),
     )
 )

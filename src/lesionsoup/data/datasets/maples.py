@@ -29,12 +29,6 @@ Field and biomarker folders are matched in any letter case. A folder that is
 neither a lesion nor a known other structure is reported by name (a warning),
 and an image labelled only in such folders is an error: an export with other
 folder names must not pass as a set of lesion-free images.
-
-The synthetic stand-in writes (a) and (b) from the same images: the export as
-``MAPLES`` (square crops of the fundus, 1500 px a side at scale 1) and the
-release as ``MAPLES-release`` (split folders in mixed case, MESSIDOR folders
-with one in lower case, and unlabelled MESSIDOR photographs among them); both
-carry the vessel and optic-disc fields the adapter skips.
 """
 
 from __future__ import annotations
@@ -44,8 +38,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import yaml
 
 from lesionsoup.core.lesions import Lesion
@@ -67,13 +59,6 @@ from lesionsoup.data.datasets.native import (
     unknown_entries,
 )
 from lesionsoup.data.datasets.registry import DatasetAdapter, register
-from lesionsoup.data.datasets.synthetic_layout import (
-    SyntheticImage,
-    SyntheticLayout,
-    binary,
-    save,
-)
-from lesionsoup.data.fundus import SyntheticFundus
 from lesionsoup.data.manifest import format_roi
 
 #: Official splits and their sizes.
@@ -114,17 +99,6 @@ OTHER_STRUCTURES = (
     "redUncertains",
 )
 DUPLICATES = ("exclude", "include")
-#: MESSIDOR's photograph sizes, (height, width).
-MESSIDOR_SIZES = ((960, 1440), (1488, 2240), (1536, 2304))
-#: Fields of both layouts that are no lesion (the adapter skips them), with the
-#: ``SyntheticFundus`` attribute the synthetic trees fill them from.
-OTHER_FIELDS = {"vessels": "vessels", "opticDisc": "optic_disc"}
-#: The synthetic trees: the release's name next to the export (named ``MAPLES``), the
-#: export's square side at scale 1, and folder names whose case varies on purpose.
-RELEASE_TREE = "MAPLES-release"
-EXPORT_SIDE = 1500
-SYNTHETIC_RELEASE_SPLITS = {"train": "Train", "test": "test"}
-SYNTHETIC_MESSIDOR_FOLDERS = ("Base11", "base12", "Base21", "Base34")
 
 
 def scan(root: Path, options: Mapping[str, Any]) -> list[NativeImage]:
@@ -293,67 +267,6 @@ def _read_boxes(path: Path) -> dict[str, str]:
     return boxes
 
 
-def _synthetic_names(count: int) -> list[str]:
-    return [
-        f"2005{index % 9 + 1:02d}{index % 28 + 1:02d}_{38000 + 37 * index:05d}_{100 + index:04d}_PP"
-        for index in range(count)
-    ]
-
-
-def _messidor_names(count: int) -> list[str]:
-    """Unlabelled MESSIDOR photographs: a quarter as many as the labelled ones, at least two."""
-    return [
-        f"2006{index % 9 + 1:02d}{index % 28 + 1:02d}_{61000 + 41 * index:05d}_{index:04d}_PP"
-        for index in range(max(2, count // 4))
-    ]
-
-
-def _fields(fundus: SyntheticFundus, masks: dict[Lesion, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every synthetic mask by its export field name: the drawn lesions and the other fields."""
-    lesions = {LESION_FOLDERS[lesion]: mask for lesion, mask in masks.items()}
-    return {**lesions, **{field: getattr(fundus, name) for field, name in OTHER_FIELDS.items()}}
-
-
-def _square_crop(array: np.ndarray, side: int, interpolation: int) -> np.ndarray:
-    """The centred square of a landscape photograph resized to ``side`` (what ``maples-dr``
-    exports: the fundus region cropped out of the MESSIDOR image)."""
-    height, width = array.shape[:2]
-    left = (width - height) // 2
-    return cv2.resize(array[:, left : left + height], (side, side), interpolation=interpolation)
-
-
-def _write_synthetic(
-    image: SyntheticImage,
-    fundus: SyntheticFundus,
-    masks: dict[Lesion, np.ndarray],
-    rng: np.random.Generator,
-) -> None:
-    _write_messidor(image, fundus, masks, rng)
-    fields = _fields(fundus, masks)
-    release = image.tree(RELEASE_TREE) / RELEASE_FOLDER / SYNTHETIC_RELEASE_SPLITS[image.split]
-    for field, mask in fields.items():
-        biomarker = field[0].upper() + field[1:]  # cottonWoolSpots -> CottonWoolSpots
-        save(release / biomarker / f"{image.name}.png", binary(mask))
-
-    export = image.tree() / image.split
-    side = max(32, round(EXPORT_SIDE * image.scale))
-    photograph = _square_crop(fundus.image, side, cv2.INTER_AREA)
-    save(export / IMAGE_FIELD / f"{image.name}.jpg", photograph)
-    for field, mask in fields.items():
-        square = _square_crop(binary(mask), side, cv2.INTER_LINEAR)
-        save(export / field / f"{image.name}.png", np.where(square >= 128, 255, 0).astype(np.uint8))
-
-
-def _write_messidor(
-    image: SyntheticImage,
-    fundus: SyntheticFundus,
-    masks: dict[Lesion, np.ndarray],
-    rng: np.random.Generator,
-) -> None:
-    folder = SYNTHETIC_MESSIDOR_FOLDERS[image.index % len(SYNTHETIC_MESSIDOR_FOLDERS)]
-    save(image.tree(RELEASE_TREE) / folder / f"{image.name}.tif", fundus.image)
-
-
 register(
     DatasetAdapter(
         name="MAPLES",
@@ -373,15 +286,5 @@ register(
                 "left out, or included in train.",
             },
         },
-        synthetic=SyntheticLayout(
-            stream=4,
-            sizes=MESSIDOR_SIZES,
-            names=_synthetic_names,
-            write=_write_synthetic,
-            trees=(RELEASE_TREE,),
-            companion=SyntheticLayout(
-                stream=5, sizes=MESSIDOR_SIZES, names=_messidor_names, write=_write_messidor
-            ),
-        ),
     )
 )

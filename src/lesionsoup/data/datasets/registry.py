@@ -4,7 +4,7 @@ As in timm, an adapter module ends with ``register(DatasetAdapter(...))`` and th
 package ``lesionsoup.data.datasets`` imports every adapter module, so importing
 the package fills ``ADAPTERS``. Whatever needs to know the datasets reads this
 registry instead of keeping a list of its own: indexing, the synthetic
-generator (each adapter's ``SyntheticLayout``), the default annotation styles,
+generator (``lesionsoup.data.synthetic``), the default annotation styles,
 the command-line help, and the test that the workflow's config schema offers
 exactly the registered datasets and options (Snakemake validates against a
 schema file, so the file stays and ``tests/test_dataset_registry.py`` holds it
@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from lesionsoup.core.combos import DATASET_NAME
-from lesionsoup.data.annotation_style import FINE
 from lesionsoup.data.datasets.native import NativeImage
-from lesionsoup.data.datasets.synthetic_layout import SyntheticLayout
 
 #: The option every dataset takes: its seeded split (``lesionsoup.data.splits.SplitOptions``).
 SPLIT_OPTION = "split"
 #: Dataset names key the config, file names and combinations (``DDR+IDRID``), whose
 #: patterns in the workflow accept upper-case letters and digits only (``core.combos``).
 NAME = DATASET_NAME
+#: How a dataset's graders draw: tight outlines, or dilated, merged blobs (``style``; what
+#: each means in pixels is ``lesionsoup.data.synthetic.annotation_style``).
+FINE, COARSE = "fine", "coarse"
 
 
 def same_patient_as_image(image_id: str) -> str:
@@ -50,13 +51,12 @@ class DatasetAdapter:
     mask files read (anti-aliased edges count from 1; a value that marks
     findings its authors excluded, treated as ``uncertain_as`` unless the config
     says otherwise), ``lesion_rules`` any lesion's own rule
-    (``preprocess.MaskRules``); ``style`` is the annotation style
-    (``lesionsoup.data.annotation_style``) of its graders.
+    (``preprocess.MaskRules``); ``style`` is the annotation style of its
+    graders (``FINE`` or ``COARSE``).
     """
 
     name: str
     scan: Callable[[Path, Mapping[str, Any]], list[NativeImage]]
-    synthetic: SyntheticLayout
     official_splits: Mapping[str, int] = field(default_factory=dict)
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     patient: Callable[[str], str] = same_patient_as_image
@@ -82,22 +82,11 @@ ADAPTERS: dict[str, DatasetAdapter] = {}
 
 
 def register(adapter: DatasetAdapter) -> None:
-    """Add ``adapter`` to ``ADAPTERS``; a bad or taken name or a taken synthetic stream fails."""
+    """Add ``adapter`` to ``ADAPTERS``; a bad or taken name fails."""
     if not NAME.fullmatch(adapter.name):
         raise ValueError(f"dataset name {adapter.name!r} must match {NAME.pattern}")
     if adapter.name in ADAPTERS:
         raise ValueError(f"dataset {adapter.name!r} is registered twice")
-    streams = adapter.synthetic.streams
-    if len(set(streams)) < len(streams):
-        raise ValueError(f"{adapter.name}: synthetic streams {streams} repeat")
-    taken = {
-        stream: other.name
-        for other in ADAPTERS.values()
-        for stream in other.synthetic.streams
-        if stream in streams
-    }
-    if taken:
-        raise ValueError(f"{adapter.name}: synthetic streams {taken} are taken (stream: dataset)")
     ADAPTERS[adapter.name] = adapter
 
 

@@ -14,10 +14,7 @@ files is an error. Option ``hemorrhage``: ``union`` (default) takes retinal,
 preretinal and vitreous haemorrhages together as HE, ``retinal`` only the
 first. Both eyes of a patient always share a split.
 
-Graders drew coarse outlines (the ``coarse`` annotation style). The synthetic
-stand-in writes mask files and folders only where there are lesions, marks a
-share of the lesions 127, splits haemorrhages into retinal and preretinal ones,
-and writes the grade table.
+Graders drew coarse outlines (the ``coarse`` annotation style).
 """
 
 from __future__ import annotations
@@ -26,12 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
-from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import Lesion
-from lesionsoup.data.annotation_style import COARSE
 from lesionsoup.data.datasets.native import (
     UNRECOGNISED_OPTION,
     DatasetError,
@@ -46,14 +38,7 @@ from lesionsoup.data.datasets.native import (
     subfolders,
     unknown_entries,
 )
-from lesionsoup.data.datasets.registry import DatasetAdapter, register
-from lesionsoup.data.datasets.synthetic_layout import (
-    SyntheticImage,
-    SyntheticLayout,
-    Written,
-    save,
-)
-from lesionsoup.data.fundus import SyntheticFundus
+from lesionsoup.data.datasets.registry import COARSE, DatasetAdapter, register
 
 IMAGES_FOLDER = "images_896x896"
 MASKS_FOLDER = "lesion_segs_896x896"
@@ -77,9 +62,6 @@ HEMORRHAGE_CHOICES = {
     "union": UNION_MASKS,
     "retinal": {**UNION_MASKS, Lesion.HE: ("retinal_hemorrhage",)},
 }
-#: Share of synthetic lesion components marked excluded, and of haemorrhages made preretinal.
-EXCLUDED_SHARE = 0.15
-PRERETINAL_SHARE = 0.15
 
 
 def patient_of(image_id: str) -> str:
@@ -123,54 +105,6 @@ def _read_mask_folder(
     return [entry for entry in unknown if entry.path.stem not in NATIVE_MASKS] + stray_files(folder)
 
 
-def _synthetic_names(count: int) -> list[str]:
-    """``<patient>_<eye>``: both eyes for most patients, one eye for every fourth."""
-    names: list[str] = []
-    patient = 0
-    while len(names) < count:
-        eyes = EYES[:1] if patient % 4 == 3 else EYES
-        names += [f"{10001 + 7 * patient}_{eye}" for eye in eyes]
-        patient += 1
-    return names[:count]
-
-
-def _with_excluded(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """255 on the lesion, ``EXCLUDED_VALUE`` on the components the authors excluded."""
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    values = np.where(rng.random(count) < EXCLUDED_SHARE, EXCLUDED_VALUE, 255).astype(np.uint8)
-    values[0] = 0
-    return values[labels]
-
-
-def _write_synthetic(
-    image: SyntheticImage,
-    fundus: SyntheticFundus,
-    masks: dict[Lesion, np.ndarray],
-    rng: np.random.Generator,
-) -> None:
-    root = image.tree()
-    save(root / IMAGES_FOLDER / f"{image.name}.jpg", fundus.image)
-    haemorrhages = cv2.connectedComponents(masks[Lesion.HE].astype(np.uint8), connectivity=8)[1]
-    preretinal_ids = np.flatnonzero(rng.random(haemorrhages.max() + 1) < PRERETINAL_SHARE)
-    preretinal = np.isin(haemorrhages, preretinal_ids[preretinal_ids > 0])
-    files = {
-        "microaneurysm": masks[Lesion.MA],
-        "retinal_hemorrhage": masks[Lesion.HE] & ~preretinal,
-        "preretinal_hemorrhage": preretinal,
-        "hard_exudate": masks[Lesion.EX],
-        "cotton_wool_spots": masks[Lesion.CWS],
-        "neovascularization": masks[Lesion.NV],
-    }
-    for native_name, mask in files.items():
-        if mask.any():  # no file, and no folder for a healthy eye, where there is no lesion
-            save(root / MASKS_FOLDER / image.name / f"{native_name}.png", _with_excluded(mask, rng))
-
-
-def _write_synthetic_grades(root: Path, rows: list[Written]) -> None:
-    lines = "image id,grade\n" + "".join(f"{row.name},{row.grade}\n" for row in rows)
-    atomic_write_bytes(root / GRADES_FILE, lines.encode())
-
-
 register(
     DatasetAdapter(
         name="RETLES",
@@ -186,13 +120,5 @@ register(
         patient=patient_of,
         uncertain_value=EXCLUDED_VALUE,
         style=COARSE,
-        synthetic=SyntheticLayout(
-            stream=3,
-            sizes=((896, 896),),
-            names=_synthetic_names,
-            write=_write_synthetic,
-            extras=True,
-            summary=_write_synthetic_grades,
-        ),
     )
 )

@@ -1,11 +1,12 @@
-"""What a dataset registers so that the synthetic generator can imitate its native tree.
+"""How the synthetic generator imitates a dataset's native tree, and how a writer saves files.
 
-``lesionsoup.data.datasets.synthetic`` renders every image of every registered
-dataset and hands the photograph, its annotated masks and the image's own random
-stream to the dataset's ``SyntheticLayout.write``, which saves them under the
-dataset's folder and file names with ``save``. The writer lives in the adapter
-module next to the ``scan`` that reads the same layout back, so one module holds
-both directions of a dataset and they cannot drift apart unnoticed
+``lesionsoup.data.synthetic.generator`` renders every image of every dataset with
+a registered ``SyntheticLayout`` (``lesionsoup.data.synthetic.registry``) and
+hands the photograph, its annotated masks and the image's own random stream to
+the layout's ``write``, which saves them under the dataset's folder and file
+names with ``save``. Each dataset's writer is a module of this package that
+takes those names from the adapter module whose ``scan`` reads the layout back,
+so the two directions cannot drift apart unnoticed
 (``tests/test_synthetic_index.py`` reads every synthetic tree back).
 """
 
@@ -20,8 +21,8 @@ import numpy as np
 
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import Lesion
-from lesionsoup.data.annotation_style import AnnotationStyle
-from lesionsoup.data.fundus import SyntheticFundus
+from lesionsoup.data.synthetic.annotation_style import AnnotationStyle
+from lesionsoup.data.synthetic.fundus import SyntheticFundus
 
 _JPEG = [
     *(cv2.IMWRITE_JPEG_QUALITY, 92),
@@ -77,7 +78,7 @@ class SyntheticLayout:
     """How the synthetic generator imitates one dataset's native tree.
 
     ``stream`` is the first spawn key of the layout's per-image random streams:
-    fixed and unique (``register`` checks), so that registering another dataset
+    fixed and unique (``registry.register`` checks), so that registering another dataset
     changes no image of this one. ``names`` gives the image names for a
     requested number of images (a companion may give fewer or more). ``write``
     saves one rendered image and its masks; ``summary`` writes tree-level files

@@ -3,9 +3,9 @@
 A ``fine`` grader outlines each lesion tightly; a ``coarse`` one draws dilated,
 smooth blobs and merges nearby small lesions into one. Which datasets' graders
 work in which style is each adapter's ``style`` in the dataset registry
-(``lesionsoup.data.datasets.registry``). Lengths are in reference pixels (see
-``lesionsoup.data.fundus``) and are scaled to each image by its ``unit``, so a
-style means the same at every image size.
+(``lesionsoup.data.datasets.registry``, which names the styles). Lengths are in
+reference pixels (see ``lesionsoup.data.synthetic.fundus``) and are scaled to each
+image by its ``unit``, so a style means the same at every image size.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields, replace
 
 import cv2
 import numpy as np
+
+from lesionsoup.data.datasets.registry import COARSE, FINE
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,6 @@ def _drop_small(mask: np.ndarray, min_area: float) -> np.ndarray:
     return keep[labels].astype(np.uint8)
 
 
-FINE, COARSE = "fine", "coarse"
 #: The two styles of the study; a configuration overrides any of their fields.
 DEFAULT_STYLES: dict[str, AnnotationStyle] = {
     FINE: AnnotationStyle(),

@@ -1,12 +1,13 @@
 """Synthetic stand-ins for every registered dataset, written in their native layouts.
 
-``generate`` renders photographs with ``lesionsoup.data.fundus``, annotates them in
-each dataset's style (``lesionsoup.data.annotation_style``) and hands them to the
-dataset's ``SyntheticLayout`` (registered by its adapter module, next to the
-``scan`` that reads the layout back), which writes them with the real dataset's
-folder names, file formats and quirks; so the adapters read the demo data
-exactly as they read the real data. The layouts and quirks of each dataset are
-described in its adapter module's docstring.
+``generate`` renders photographs with ``fundus``, annotates them in each
+dataset's style (``annotation_style``) and hands them to the dataset's
+``SyntheticLayout`` (registered by its writer module in this package, which takes
+the folder names from the adapter module whose ``scan`` reads the layout back),
+which writes them with the real dataset's folder names, file formats and quirks;
+so the adapters read the demo data exactly as they read the real data. The
+layouts are described in the adapter modules' docstrings, the quirks the writers
+imitate in the writer modules'.
 
 Every image has its own random stream, derived from ``(seed, layout stream,
 index)``, so the output does not depend on the order or the number of worker
@@ -29,15 +30,16 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionsoup.core.lesions import Lesion
-from lesionsoup.data.annotation_style import AnnotationStyle, resolve_styles
-from lesionsoup.data.datasets.registry import ADAPTERS, DatasetAdapter, default_styles
-from lesionsoup.data.datasets.synthetic_layout import (
+from lesionsoup.data.datasets.registry import default_styles, get_adapter
+from lesionsoup.data.synthetic.annotation_style import AnnotationStyle, resolve_styles
+from lesionsoup.data.synthetic.fundus import render_fundus
+from lesionsoup.data.synthetic.layout import (
     SyntheticImage,
     SyntheticLayout,
     Written,
     partial_root,
 )
-from lesionsoup.data.fundus import render_fundus
+from lesionsoup.data.synthetic.registry import LAYOUTS
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,13 @@ def generate(
 ) -> dict[str, Path]:
     """Write ``images`` synthetic images per dataset under ``out``; return each tree's root.
 
-    ``datasets`` defaults to every registered one. ``scale`` multiplies the native
+    ``datasets`` defaults to every one with a registered layout. ``scale`` multiplies the native
     image sizes; ``styles`` and ``dataset_styles`` override the annotation styles
     (see ``annotation_style.resolve_styles``); ``lesion_sizes`` multiplies the sizes
     of the lesion classes it names (``{"MA": 3}``); ``workers`` > 1 renders in that
     many processes with identical output.
     """
-    adapters = _chosen(datasets)
+    chosen = _chosen(datasets)
     if images < 1:
         raise ValueError(f"images per dataset must be >= 1, got {images}")
     if scale <= 0:
@@ -76,20 +78,20 @@ def generate(
     out = Path(out)
     style_of = resolve_styles(default_styles(), styles, dataset_styles)
     sizes = _lesion_sizes(lesion_sizes or {})
-    trees = [tree for adapter in adapters for tree in (adapter.name, *adapter.synthetic.trees)]
+    trees = [tree for name in chosen for tree in (name, *LAYOUTS[name].trees)]
     for tree in trees:
         shutil.rmtree(partial_root(out, tree), ignore_errors=True)
         partial_root(out, tree).mkdir(parents=True)
 
     jobs = [
         job
-        for adapter in adapters
-        for job in _jobs(adapter, images, seed, scale, style_of[adapter.name], out, sizes)
+        for name in chosen
+        for job in _jobs(name, images, seed, scale, style_of[name], out, sizes)
     ]
     started = time.perf_counter()
     written = _run(jobs, workers, progress)
-    for adapter in adapters:
-        _write_summary(adapter, jobs, written, out)
+    for name in chosen:
+        _write_summary(name, jobs, written, out)
     result = {tree: _publish(out, tree) for tree in trees}
     log.info(
         "synthetic: %d images in %d trees under %s in %.1f s",
@@ -101,12 +103,12 @@ def generate(
     return result
 
 
-def _chosen(datasets: Iterable[str] | None) -> list[DatasetAdapter]:
-    names = list(ADAPTERS) if datasets is None else list(datasets)
-    unknown = sorted(set(names) - set(ADAPTERS))
+def _chosen(datasets: Iterable[str] | None) -> list[str]:
+    names = list(LAYOUTS) if datasets is None else list(datasets)
+    unknown = sorted(set(names) - set(LAYOUTS))
     if unknown:
-        raise ValueError(f"unknown synthetic datasets {unknown}; known: {list(ADAPTERS)}")
-    return [ADAPTERS[name] for name in names]
+        raise ValueError(f"unknown synthetic datasets {unknown}; known: {list(LAYOUTS)}")
+    return names
 
 
 def _lesion_sizes(factors: Mapping[str, float]) -> dict[Lesion, float]:
@@ -119,13 +121,13 @@ def _lesion_sizes(factors: Mapping[str, float]) -> dict[Lesion, float]:
 
 
 def _write_summary(
-    adapter: DatasetAdapter, jobs: Sequence[SyntheticImage], written: Sequence[Written], out: Path
+    dataset: str, jobs: Sequence[SyntheticImage], written: Sequence[Written], out: Path
 ) -> None:
-    """The tree-level files of ``adapter``'s layout, from its own images' rows."""
-    layout = adapter.synthetic
+    """The tree-level files of ``dataset``'s layout, from its own images' rows."""
+    layout = LAYOUTS[dataset]
     if layout.summary is not None:
         rows = [row for job, row in zip(jobs, written, strict=True) if job.layout is layout]
-        layout.summary(partial_root(out, adapter.name), rows)
+        layout.summary(partial_root(out, dataset), rows)
 
 
 def _publish(out: Path, tree: str) -> Path:
@@ -167,7 +169,7 @@ def _split_of_each(count: int, shares: Mapping[str, float]) -> list[str]:
 
 
 def _jobs(
-    adapter: DatasetAdapter,
+    dataset: str,
     count: int,
     seed: int,
     scale: float,
@@ -175,19 +177,20 @@ def _jobs(
     out: Path,
     lesion_sizes: Mapping[Lesion, float],
 ) -> list[SyntheticImage]:
-    """The images of ``adapter``'s layout in its official splits, then its companion's."""
+    """The images of ``dataset``'s layout in its official splits, then its companion's."""
+    own = LAYOUTS[dataset]
     layouts: list[tuple[SyntheticLayout, Mapping[str, float]]] = [
-        (adapter.synthetic, adapter.official_splits or NO_SPLIT)
+        (own, get_adapter(dataset).official_splits or NO_SPLIT)
     ]
-    if adapter.synthetic.companion is not None:
-        layouts.append((adapter.synthetic.companion, NO_SPLIT))
+    if own.companion is not None:
+        layouts.append((own.companion, NO_SPLIT))
     jobs = []
     for layout, shares in layouts:
         names = layout.names(count)
         splits = _split_of_each(len(names), shares)
         jobs += [
             SyntheticImage(
-                adapter.name,
+                dataset,
                 index,
                 name,
                 split,
