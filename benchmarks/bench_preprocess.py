@@ -1,30 +1,40 @@
-"""Preprocessing one IDRiD-sized photograph vs the floor of the same decode, crop, resize and write.
+"""Preprocessing IDRiD-sized photographs vs the floor of the same decode, crop, resize and write.
 
-Builds a synthetic 4288 x 2848 JPEG (a textured disc) with four TIFF lesion
-masks, then times, side by side in one run and on the same files:
+Two figures, side by side, each a ratio preprocess / floor taken per round
+(rounds alternate the two, so load from other processes hits both alike):
 
-* photo floor: decode the JPEG, crop it to the field of view's box, one
-  INTER_AREA resize to the cached size, ``np.save`` (the floor the issue
-  first quoted; masks excluded, so no preprocessing can reach 1.3x of it);
-* floor: the photo floor plus what any preprocessing of these inputs must
-  also do: decode the four masks with the same reader, crop them to the same
-  box, one INTER_AREA resize of the four stacked, and save one label plane;
-  the same decoders, crop, interpolation and sizes as ``preprocess_image``;
-* preprocess: ``preprocess_image`` + ``CacheWriter.write`` (everything above
-  plus field-of-view detection, binarisation, lesion preservation, label
-  packing, padding, lesion locations and the record).
+* whole process, what a user waits for: 12 synthetic 4288 x 2848 JPEGs (textured
+  discs) with four TIFF lesion masks each, in IDRiD's native tree and indexed
+  by ``lesionsoup index``; ``lesionsoup preprocess`` run as the workflow's rule
+  runs it (``--threads 1``), start-up included, against
+  ``benchmarks/preprocess_floor.py`` run as a process of its own (cv2 and
+  numpy only, one thread: decode, crop to the box the cache used, one resize,
+  ``np.save``; with the malloc thresholds ``core.allocator`` gives the command,
+  as environment variables, so that it is no slower for lacking them);
+  wall-clock and CPU (user + system) seconds;
+* in-process, the work alone, CPU seconds of this process on one photograph:
 
-Rounds run the three in turn, so load from other processes hits all alike;
-the ratio is taken per round and its median and range are printed.
+  * photo floor: decode the JPEG, crop it to the field of view's box, one
+    INTER_AREA resize to the cached size, ``np.save`` (masks excluded, so no
+    preprocessing can reach 1.3x of it);
+  * floor: the photo floor plus what any preprocessing of these inputs must
+    also do: decode the four masks with the same reader, crop them to the same
+    box, one INTER_AREA resize of the four stacked, and save one label plane;
+    the same decoders, crop, interpolation and sizes as ``preprocess_image``;
+  * preprocess: ``preprocess_image`` + ``CacheWriter.write`` (everything above
+    plus field-of-view detection, binarisation, lesion preservation, label
+    packing, padding, lesion locations and the record).
 
-Run: ``python benchmarks/bench_preprocess.py [--size 1536] [--repeats 9] [--cv-threads 1]``
-(``--cv-threads 1`` is what each ``build_cache`` worker uses).
+Run: ``python benchmarks/bench_preprocess.py [--size 1536] [--images 12]
+[--process-repeats 5] [--repeats 9] [--cv-threads 1]`` (``--cv-threads 1`` is
+what ``build_cache`` uses in each process).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -39,6 +49,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from lesionsoup.core.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD, reuse_freed_memory
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.data.cache import CacheWriter
 from lesionsoup.data.datasets import get_adapter, idrid
@@ -49,6 +60,11 @@ HEIGHT, WIDTH = 2848, 4288
 LESIONS = ("EX", "HE", "MA", "CWS")
 FLOOR_SCRIPT = Path(__file__).with_name("preprocess_floor.py")
 KINDS = ("wall", "cpu")
+#: ``core.allocator``'s setting, for the floor script (glibc reads these at start).
+FLOOR_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+    "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+}
 
 
 def make_photograph(seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -168,11 +184,13 @@ def floor_plan(cache: Path) -> list[dict]:
     return plan
 
 
-def timed_process(command: list[str], output: Path) -> tuple[float, float]:
+def timed_process(
+    command: list[str], output: Path, environment: dict[str, str]
+) -> tuple[float, float]:
     """Wall and CPU seconds (user + system) of one child process; ``output`` removed after."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, **environment})
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     shutil.rmtree(output)
@@ -185,19 +203,21 @@ def whole_process(folder: Path, count: int, size: int, repeats: int) -> dict[str
     manifest = folder / "manifest.csv"
     subprocess.run(["lesionsoup", "index", "IDRID", str(root), "-o", str(manifest)], check=True)
     cache, floor_out = folder / "cache", folder / "floor"
-    subprocess.run(preprocess_command(manifest, cache, size), check=True)  # warm the page cache
+    subprocess.run(preprocess_command(manifest, cache, size), check=True, capture_output=True)
     shutil.copy(manifest, cache / "manifest.csv")
     plan = folder / "plan.json"
     plan.write_text(json.dumps(floor_plan(cache)))
     shutil.rmtree(cache)
+    floor = [sys.executable, str(FLOOR_SCRIPT), str(plan), str(floor_out)]
     commands = {
-        "lesionsoup preprocess": (preprocess_command(manifest, cache, size), cache),
-        "floor script": ([sys.executable, str(FLOOR_SCRIPT), str(plan), str(floor_out)], floor_out),
+        "lesionsoup preprocess": (preprocess_command(manifest, cache, size), cache, {}),
+        "floor script": (floor, floor_out, FLOOR_MALLOC),
     }
     samples: dict[str, list[float]] = {f"{name} {kind}": [] for name in commands for kind in KINDS}
     for _ in range(repeats):
-        for name, (command, output) in commands.items():
-            for kind, seconds in zip(KINDS, timed_process(command, output), strict=True):
+        for name, (command, output, environment) in commands.items():
+            timed = timed_process(command, output, environment)
+            for kind, seconds in zip(KINDS, timed, strict=True):
                 samples[f"{name} {kind}"].append(seconds)
     return samples
 
@@ -209,7 +229,7 @@ def _median_range(values: list[float], scale: float, unit: str) -> str:
 
 def _ratio(numerators: list[float], denominators: list[float]) -> str:
     ratios = [n / d for n, d in zip(numerators, denominators, strict=True)]
-    return f"{statistics.median(ratios):5.2f}  ({min(ratios):.2f} - {max(ratios):.2f})"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f} - {max(ratios):.2f})"
 
 
 def _report(whole: dict[str, list[float]], inner: dict[str, list[float]], count: int) -> None:
@@ -219,14 +239,15 @@ def _report(whole: dict[str, list[float]], inner: dict[str, list[float]], count:
     print("in-process, one image, CPU time (median, range):")
     for name, values in inner.items():
         print(f"  {name:30s} {_median_range(values, 1000, 'ms')}")
-    print("ratios preprocess / floor, per round (median, range):")
+    print("preprocess / floor per round, median (range):")
+    print(f"  {'':6s} {'whole process':>20s}   {'in-process':>20s}")
     for kind in KINDS:
-        ratio = _ratio(whole[f"lesionsoup preprocess {kind}"], whole[f"floor script {kind}"])
-        print(f"  whole process ({kind:4s})          {ratio}")
-    for reference in ("floor", "photo floor"):
-        ratio = _ratio(inner["preprocess + write"], inner[reference])
-        print(f"  in-process (preprocess / {reference:11s}) {ratio}")
-    print("  (target: whole process wall <= 1.3)")
+        whole_ratio = _ratio(whole[f"lesionsoup preprocess {kind}"], whole[f"floor script {kind}"])
+        inner_ratio = _ratio(inner["preprocess + write"], inner["floor"]) if kind == "cpu" else ""
+        print(f"  {kind:6s} {whole_ratio:>20s}   {inner_ratio:>20s}")
+    photo = _ratio(inner["preprocess + write"], inner["photo floor"])
+    print(f"  in-process preprocess / photo floor (cpu): {photo}")
+    print("  (target: whole process <= 1.3)")
 
 
 def main() -> None:
@@ -243,6 +264,7 @@ def main() -> None:
         folder = Path(tmp)
         whole = whole_process(folder, args.images, args.size, args.process_repeats)
         row = make_inputs(folder)
+        reuse_freed_memory()  # as build_cache does
         writer = CacheWriter(folder / "inner_cache", {"size": args.size})
         rules = MaskRules()
 
