@@ -82,6 +82,9 @@ def pack(
     labels = np.asarray(fov, bool).view(np.uint8) * np.uint8(FOV_BIT)
     planes = [*((mask, lesion.bit) for lesion, mask in masks.items()), (ignore, IGNORE_BIT)]
     for mask, bit in planes:
-        if mask is not None:  # whole-plane arithmetic: no index arrays
-            labels |= np.asarray(mask, bool).view(np.uint8) * np.uint8(bit)
+        if mask is None:
+            continue
+        if np.shape(mask) != labels.shape:  # whole-plane arithmetic would broadcast it
+            raise ValueError(f"a mask of shape {np.shape(mask)} on labels {labels.shape}")
+        labels |= np.asarray(mask, bool).view(np.uint8) * np.uint8(bit)
     return labels
