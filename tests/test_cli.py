@@ -13,6 +13,7 @@ import pytest
 from native_trees import IDRID_MASKS, idrid_tree
 
 from lesionsoup.cli import build_parser, main
+from lesionsoup.commands import MODULES
 from lesionsoup.data.manifest import read_manifest
 
 SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
@@ -20,6 +21,27 @@ SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 def test_expected_stages_are_commands():
     assert {"synth", "index", "preprocess", "warmup", "train"} <= set(SUBCOMMANDS)
+
+
+def test_modules_names_the_module_of_every_subcommand():
+    assert sorted(MODULES) == SUBCOMMANDS
+    for command, module in MODULES.items():
+        alone = build_parser(command)._subparsers._group_actions[0].choices
+        assert sorted(alone) == sorted(name for name, of in MODULES.items() if of == module)
+
+
+def test_a_command_imports_its_own_module_only():
+    code = (
+        "import sys; from lesionsoup.cli import main\n"
+        "try: main(['preprocess', '--help'])\n"
+        "except SystemExit: print(*sorted(sys.modules), file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "usage: lesionsoup preprocess" in result.stdout
+    imported = result.stderr.split()
+    commands = [name for name in imported if name.startswith("lesionsoup.commands.")]
+    assert commands == ["lesionsoup.commands.arguments", "lesionsoup.commands.data"]
+    assert not {"torch", "scipy", "matplotlib", "optuna"} & set(imported)
 
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)

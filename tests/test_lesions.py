@@ -32,6 +32,14 @@ def test_pack_unpack_round_trip():
     np.testing.assert_array_equal((labels & IGNORE_BIT) > 0, ignore)
 
 
+def test_pack_refuses_a_mask_of_another_shape():
+    fov = np.ones((3, 4), bool)
+    with pytest.raises(ValueError, match=r"shape \(1, 4\)"):
+        pack({Lesion.EX: np.ones((1, 4), bool)}, fov)  # would broadcast over every row
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        pack({}, fov, ignore=np.ones(4, bool))
+
+
 def test_parse_lesions_accepts_se_alias_and_rejects_unknown():
     assert parse_lesions(["ex", "SE"]) == (Lesion.EX, Lesion.CWS)
     with pytest.raises(ValueError, match="XYZ"):

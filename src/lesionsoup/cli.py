@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
-from lesionsoup.commands import REGISTRARS
+from lesionsoup.commands import registrars
 from lesionsoup.commands.arguments import claim_gpus
 from lesionsoup.core.permissions import restrict
 from lesionsoup.core.preemption import Preempted
@@ -23,7 +23,9 @@ log = logging.getLogger("lesionsoup")
 PREEMPTED_EXIT = 143
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; with ``command``, of the subcommands of its module
+    only (``commands.MODULES``): all a run of it parses, without the others' imports."""
     parser = argparse.ArgumentParser(
         prog="lesionsoup",
         description="Cross-dataset retinal lesion segmentation: data, training, soups, evaluation.",
@@ -36,13 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the installed version and exit",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in REGISTRARS:
+    for register in registrars(command):
         register(commands)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is no option (the options before
+    the subcommand take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

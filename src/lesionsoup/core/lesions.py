@@ -79,9 +79,12 @@ def pack(
     masks: dict[Lesion, np.ndarray], fov: np.ndarray, ignore: np.ndarray | None = None
 ) -> np.ndarray:
     """The label plane (H, W) uint8 from boolean masks of equal shape."""
-    labels = np.where(fov, FOV_BIT, 0).astype(np.uint8)
-    for lesion, mask in masks.items():
-        labels[mask.astype(bool)] |= lesion.bit
-    if ignore is not None:
-        labels[ignore.astype(bool)] |= IGNORE_BIT
+    labels = np.asarray(fov, bool).view(np.uint8) * np.uint8(FOV_BIT)
+    planes = [*((mask, lesion.bit) for lesion, mask in masks.items()), (ignore, IGNORE_BIT)]
+    for mask, bit in planes:
+        if mask is None:
+            continue
+        if np.shape(mask) != labels.shape:  # whole-plane arithmetic would broadcast it
+            raise ValueError(f"a mask of shape {np.shape(mask)} on labels {labels.shape}")
+        labels |= np.asarray(mask, bool).view(np.uint8) * np.uint8(bit)
     return labels

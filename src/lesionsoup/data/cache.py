@@ -74,11 +74,17 @@ class CacheEntry:
 
 
 def lesion_locations(labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Flat indices (int32) of the pixels of each lesion class present in ``labels``."""
+    """Flat indices (int32) of the pixels of each lesion class present in ``labels``.
+
+    One pass over the plane finds the pixels of any lesion (a few percent of it);
+    each class's are picked among those.
+    """
     flat = labels.reshape(-1)
-    present = int(np.bitwise_or.reduce(flat)) if flat.size else 0
+    where = np.flatnonzero(flat & np.uint8(sum(lesion.bit for lesion in ALL)))
+    bits = flat[where]
+    present = int(np.bitwise_or.reduce(bits)) if bits.size else 0
     return {
-        lesion.value: np.flatnonzero(flat & lesion.bit).astype(np.int32)
+        lesion.value: where[(bits & lesion.bit) != 0].astype(np.int32)
         for lesion in ALL
         if present & lesion.bit
     }

@@ -40,6 +40,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from lesionsoup.core.allocator import reuse_freed_memory
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import ALL, Lesion, pack
 from lesionsoup.data.archives import read_bytes, split_member_path
@@ -469,6 +470,7 @@ def _write_one(writer: CacheWriter, row: dict[str, Any], size: int, rules: MaskR
 
 def _worker_setup() -> None:
     cv2.setNumThreads(1)  # one process per core: no nested thread pools
+    reuse_freed_memory()  # each image's buffers without fresh pages (core.allocator)
 
 
 def _validate_ids(manifest: pd.DataFrame) -> Iterator[tuple[int, SkippedImage]]:
@@ -603,6 +605,7 @@ def _run(
     if threads <= 1 or len(rows) <= 1:
         previous = cv2.getNumThreads()
         cv2.setNumThreads(1)
+        reuse_freed_memory()
         try:
             for row in rows:
                 try:
