@@ -85,8 +85,8 @@ def _ensemble(args: argparse.Namespace) -> None:
 def _size_curve(args: argparse.Namespace) -> None:
     import torch
 
+    from lesionsoup.core.atomic import write_csv
     from lesionsoup.report.size_curves import plot_size_curves
-    from lesionsoup.report.tables import write_csv
 
     torch.set_num_threads(args.threads)
     with open_caches(args.cache, args.stage_caches) as caches:

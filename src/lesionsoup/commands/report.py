@@ -45,8 +45,8 @@ def _annotation_style(args: argparse.Namespace) -> None:
         lesion_features,
         measure_datasets,
     )
+    from lesionsoup.core.atomic import write_csv
     from lesionsoup.report.style_clusters import plot_area_distributions, plot_style_clusters
-    from lesionsoup.report.tables import write_csv
 
     with open_caches(args.cache, args.stage_caches) as caches:
         components, images = measure_datasets(caches, settings=StyleSettings(**args.settings))
@@ -102,9 +102,9 @@ def _connectivity(args: argparse.Namespace) -> None:
 
     from lesionsoup.analysis.connectivity import barrier, connectivity_curve
     from lesionsoup.analysis.sharpness import sharpness
+    from lesionsoup.core.atomic import write_csv
     from lesionsoup.core.device import pick_device
     from lesionsoup.report.connectivity import plot_connectivity
-    from lesionsoup.report.tables import write_csv
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
