@@ -32,48 +32,15 @@ def _short(checkpoint: Path) -> str:
 
 
 def _annotation_style(args: argparse.Namespace) -> None:
-    from lesionsoup.analysis.style_consistency import (
-        cluster_stability,
-        dispersion,
-        image_features,
-    )
-    from lesionsoup.analysis.style_metrics import (
-        STYLE_FEATURES,
-        StyleSettings,
-        cluster_styles,
-        dataset_features,
-        lesion_features,
-        measure_datasets,
-    )
-    from lesionsoup.core.atomic import write_csv
-    from lesionsoup.report.style_clusters import plot_area_distributions, plot_style_clusters
+    from lesionsoup.analysis.annotation_style import AnnotationStyleOptions, run_annotation_style
+    from lesionsoup.analysis.style_metrics import STYLE_FEATURES, StyleSettings
+    from lesionsoup.report.style_clusters import plot_annotation_styles
 
-    with open_caches(args.cache, args.stage_caches) as caches:
-        components, images = measure_datasets(caches, settings=StyleSettings(**args.settings))
-    features = lesion_features(components, images)
-    columns = args.features or STYLE_FEATURES
-    clustering = cluster_styles(dataset_features(features, columns), args.clusters)
-    stability = cluster_stability(
-        components, images, args.clusters, columns, args.resamples, args.seed
-    )
-    out = args.out_dir
-    write_csv(components, out / "components.csv")
-    write_csv(features, out / "features.csv")
-    table = clustering.features.join(clustering.clusters).join(stability.per_dataset)
-    write_csv(table.reset_index(), out / "clusters.csv")
-    spread = dispersion(image_features(components, images, columns), clustering.clusters)
-    write_csv(spread.reset_index(), out / "consistency.csv")
-    write_csv(
-        stability.co_assignment.rename_axis("dataset").reset_index(), out / "co_assignment.csv"
-    )
-    plot_style_clusters(clustering, out / "clusters.png", stability.per_dataset)
-    plot_area_distributions(components, out / "areas.png")
-    log.info(
-        "annotation-style clusters: %s; stability over %d resamples: %s",
-        clustering.clusters.to_dict(),
-        stability.resamples,
-        stability.per_dataset.round(2).to_dict(),
-    )
+    style = StyleSettings(**args.settings)
+    features = args.features or STYLE_FEATURES
+    options = AnnotationStyleOptions(args.clusters, features, style, args.resamples, args.seed)
+    styles = run_annotation_style(args.cache, options, args.out_dir, args.stage_caches)
+    plot_annotation_styles(styles, args.out_dir)
 
 
 def _sharpness_of_pair(args: argparse.Namespace, caches: dict, device: Any) -> Any:
