@@ -53,6 +53,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/hpo.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -38,6 +38,7 @@ import torch
 from cost_table import ASSUMPTIONS, REPO, load_config
 from scipy import stats
 
+from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.checkpoint import save_checkpoint
 from lesionsoup.core.metrics import ImageCounts, LesionHistogram
 from lesionsoup.core.model import build_model
@@ -57,7 +58,6 @@ from lesionsoup.evaluation.statistics import image_histograms_to_dict
 from lesionsoup.evaluation.uncertainty import BootstrapSettings, load_scored, uncertainty
 from lesionsoup.plan import study
 from lesionsoup.plan.evaluation import SINGLE, EvaluatedModel, evaluated_models, model_table
-from lesionsoup.report.tables import write_csv
 
 #: Published image counts of the datasets without an official test split (FGADR Seg-set,
 #: retinal-lesions); the paper config's test fraction of them is expected in ``test``.

@@ -118,3 +118,22 @@ def test_unknown_feature_is_named() -> None:
     features = pd.DataFrame({"dataset": ["A"], "lesion": ["EX"], "edge_contrast": [1.0]})
     with pytest.raises(ValueError, match=r"unknown style features \['roundness'\]"):
         dataset_features(features, ["roundness"])
+
+
+def test_the_annotation_style_command_writes_the_stage_tables_and_figures(
+    synthetic_caches: dict[str, Cache], tmp_path: Path
+) -> None:
+    """`lesionsoup annotation-style`: the stage's five tables (``run_annotation_style``) and
+    its two figures (``report.style_clusters``), the coarse dataset a cluster of its own."""
+    from lesionsoup.cli import main
+
+    caches = [arg for cache in synthetic_caches.values() for arg in ("--cache", cache.directory)]
+    out = tmp_path / "styles"
+    main(["annotation-style", *map(str, caches), "--resamples", "5", "--out-dir", str(out)])
+    written = {path.name for path in out.iterdir()}
+    tables = {"components", "features", "clusters", "consistency", "co_assignment"}
+    assert written == {f"{name}.csv" for name in tables} | {"clusters.png", "areas.png"}
+    clusters = pd.read_csv(out / "clusters.csv").set_index("dataset")
+    assert set(clusters.index) == set(synthetic_caches)
+    assert (clusters.drop(index="RETLES")["cluster"] != clusters.loc["RETLES", "cluster"]).all()
+    assert pd.read_csv(out / "co_assignment.csv")["dataset"].tolist() == list(clusters.index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,26 @@ def test_no_rule_scales_runtime_outside_the_capped_function():
         if re.search(r"\bruntime\s*=.*\battempt\b", line)
     ]
     assert rules and not uncapped
+
+
+def resource_blocks(rules: list[Path]) -> dict[str, list[str]]:
+    """Each ``resources:`` block of the rule files spelt out (not one of common.smk's, such
+    as ``**SMALL_JOB``) -> the rules that spell it."""
+    blocks: dict[str, list[str]] = {}
+    for path in rules:
+        for block in re.split(r"^(?=rule |checkpoint )", path.read_text(), flags=re.MULTILINE):
+            written = re.search(r"^    resources:\n((?:        .*\n)+)", block, re.MULTILINE)
+            if written and "**" not in written.group(1):
+                name = re.match(r"(?:rule|checkpoint) (\w+):", block).group(1)
+                blocks.setdefault(written.group(1), []).append(name)
+    return blocks
+
+
+def test_no_resources_block_is_spelt_out_twice():
+    """Rules that ask for the same resources share a block of common.smk (SMALL_JOB...)."""
+    blocks = resource_blocks(sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    assert len(blocks) > 10
+    assert {block: rules for block, rules in blocks.items() if len(rules) > 1} == {}
 
 
 def test_every_job_of_the_tiny_study_asks_for_at_most_the_configured_maximum(tmp_path):

@@ -15,7 +15,8 @@ from test_report_methods import comparisons_csv
 
 from lesionsoup.core.figures import save_figure
 from lesionsoup.core.metrics import LesionHistogram, SegmentationHistograms
-from lesionsoup.evaluation.evaluate import COLUMNS, FORMAT
+from lesionsoup.evaluation.costs import cost_table
+from lesionsoup.evaluation.evaluate import COLUMNS, FORMAT, read_metrics
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.report import cross_dataset, methods, pr_curves
 from lesionsoup.report.cross_dataset import (
@@ -28,14 +29,13 @@ from lesionsoup.report.cross_dataset import (
 )
 from lesionsoup.report.methods import (
     MethodOutputs,
-    cost_table,
     method_table,
     report_methods,
     seed_noise_table,
 )
 from lesionsoup.report.pr_curves import best_models, plot_pr_curves
 from lesionsoup.report.summary import SECTIONS, write_study_summary, write_summary
-from lesionsoup.report.tables import markdown_table, model_scores, read_metrics
+from lesionsoup.report.tables import markdown_table, model_scores
 
 # (model, combo, method, test set) -> AP of EX and HE. The two single seeds of each
 # combination differ by 0.2, so their mean sits halfway.

@@ -14,7 +14,7 @@ import test_report_figures
 from test_report_figures import fixture_replicates, histograms, write_evaluation
 
 from lesionsoup.core.figures import save_figure
-from lesionsoup.evaluation.evaluate import COLUMNS
+from lesionsoup.evaluation.evaluate import COLUMNS, read_metrics
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.report import pr_curves
 from lesionsoup.report.cross_dataset import (
@@ -26,7 +26,6 @@ from lesionsoup.report.cross_dataset import (
 )
 from lesionsoup.report.intervals import confidence_text, interval_text, read_replicates
 from lesionsoup.report.pr_curves import best_models, plot_pr_curves, report_pr_curves
-from lesionsoup.report.tables import read_metrics
 
 metrics_csv = test_report_figures.metrics_csv  # the fixture: the figure tests' metrics.csv
 #: ``fixture_replicates``' confidence: 0.9, so the 5th and 95th percentiles.

@@ -59,3 +59,23 @@ def test_jobs_of_the_report_section() -> None:
     ]
     chosen = {"report": {"qualitative": {"models": {"soup": "s.safetensors"}}}}
     assert qualitative_models(chosen, evaluated) == {"soup": "s.safetensors"}
+
+
+def test_caption_values_quote_the_study() -> None:
+    """What the captions quote: the headline metric's label, the bootstrap's confidence as a
+    fraction and as a percentage, its resamples and alpha, the size curves' largest k."""
+    from lesionsoup.plan.report import caption_values
+
+    bootstrap = {"confidence": 0.9, "resamples": 100, "alpha": 0.01, "seed": 0}
+    config = {
+        "evaluation": {"bootstrap": bootstrap},
+        "report": {"metric": "auroc", "size_curves": {"max_members": 5}},
+    }
+    assert caption_values(config) == {
+        "metric_label": "AUROC",
+        "confidence": 0.9,
+        "percent": "90%",
+        "resamples": 100,
+        "alpha": 0.01,
+        "max_members": 5,
+    }

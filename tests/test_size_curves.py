@@ -17,6 +17,7 @@ import lesionsoup.analysis.size_curves as module
 from lesionsoup.analysis.size_curves import (
     COLUMNS,
     CURVES,
+    SizeCurveOptions,
     mean_over_lesions,
     point_interval,
     size_curves,
@@ -80,7 +81,11 @@ def study(tmp_path_factory) -> tuple[list[Path], dict[str, Cache], pd.DataFrame]
         for index, name in enumerate(("AAA", "BBB"))
     }
     paths = [candidate(root / f"c{seed}.safetensors", seed) for seed in range(3)]
-    return paths, caches, size_curves(paths, caches, max_members=3, bootstrap=BOOTSTRAP)
+    return (
+        paths,
+        caches,
+        size_curves(paths, caches, SizeCurveOptions(max_members=3, bootstrap=BOOTSTRAP)),
+    )
 
 
 def ranked_by_validation(paths: list[Path], caches: dict[str, Cache]) -> list[Path]:
@@ -173,9 +178,9 @@ def reused(study, tmp_path_factory) -> tuple[dict[str, list[Path]], pd.DataFrame
     files = {str(model): evaluated(model, caches, root) for model in (*paths, soup)}
     with pytest.MonkeyPatch.context() as monkeypatch:
         calls = count_evaluations(monkeypatch)
-        table = size_curves(
-            paths, caches, max_members=3, evaluations=sum(files.values(), []), bootstrap=BOOTSTRAP
-        )
+        evaluations = sum(files.values(), [])
+        options = SizeCurveOptions(max_members=3, evaluations=evaluations, bootstrap=BOOTSTRAP)
+        table = size_curves(paths, caches, options)
     return files, table, calls
 
 
@@ -324,7 +329,7 @@ def test_a_study_like_the_demo_evaluates_only_the_ensemble_of_two(study, tmp_pat
     for soup in soups:
         merge_stage(soup, paths[:2], caches, soup.stem)
     files = [file for soup in soups for file in evaluated(soup, caches, tmp_path)]
-    table = size_curves(paths[:2], caches, max_members=3, evaluations=files)
+    table = size_curves(paths[:2], caches, SizeCurveOptions(max_members=3, evaluations=files))
     assert len(counted) == len(caches) and all(name.endswith("ensemble-k2") for name in counted)
     computed = (table["curve"] == "ensemble") & (table["k"] == 2)
     assert list(table["evaluation"]) == list(computed.map({True: "computed", False: "reused"}))
@@ -349,7 +354,7 @@ def test_an_evaluation_with_other_settings_is_not_reused(
     best = ranked_by_validation(paths, caches)[0]
     files = evaluated(best, caches, tmp_path, **change)
     with caplog.at_level(logging.INFO, logger=module.__name__):
-        table = size_curves(paths, caches, max_members=1, evaluations=files)
+        table = size_curves(paths, caches, SizeCurveOptions(max_members=1, evaluations=files))
     assert set(table["evaluation"]) == {"computed"} and len(counted) == len(caches)
     assert values(table, "uniform", 1) == pytest.approx(direct(best, caches), abs=1e-12)
     for file in files:
@@ -371,7 +376,7 @@ def test_an_evaluation_of_another_resolution_or_model_file_is_not_reused(
         edited.append(tmp_path / path.parent.name / path.name)
         edited[-1].parent.mkdir()
         edited[-1].write_text(json.dumps(result))
-    table = size_curves(paths, caches, max_members=1, evaluations=edited)
+    table = size_curves(paths, caches, SizeCurveOptions(max_members=1, evaluations=edited))
     assert set(table["evaluation"]) == {"computed"} and len(counted) == len(caches)
 
 

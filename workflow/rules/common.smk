@@ -6,6 +6,7 @@ from pathlib import Path
 from lesionsoup.data.datasets.generic import adapter_for
 from lesionsoup.data.tree import dataset_roots, refresh_stamp
 from lesionsoup.plan import cluster, evaluation, hpo, ingredients, paths, study, targets
+from lesionsoup.plan import report as report_config
 from lesionsoup.plan.datasets import SOURCE, source_of
 
 DATASETS = sorted(config["datasets"])
@@ -14,6 +15,19 @@ SOURCE_DATASETS = [name for name in DATASETS if SOURCE not in config["datasets"]
 SYNTHETIC = config["synthetic"]
 #: The software environment of every rule (`--sdm conda`), relative to these rule files.
 ENVIRONMENT = "../../envs/lesionsoup.yaml"
+#: The `report` section, its defaults filled in (`plan.report`).
+REPORT = report_config.report_settings(config)
+#: What the captions of `snakemake --report` quote: each rule's caption-only params read it.
+CAPTIONS = report_config.caption_values(config)
+
+
+def retried_memory(mb):
+    """`mem_mb` of a job that asks for `mb` more with each attempt (`--retries`)."""
+    return lambda wildcards, attempt: mb * attempt
+
+
+#: The resources of a small job on tables (one or two threads).
+SMALL_JOB = {"mem_mb": 2000, "runtime": 10}
 
 
 wildcard_constraints:
@@ -99,6 +113,14 @@ STAGE_CACHES = (
     if config["cluster"]["stage_caches"]
     else ""
 )
+#: The resources of a job that runs models over caches it may stage, besides its `gpu=1`
+#: (written in each rule, where a reader and the tests look for it): ensembles, connectivity
+#: curves, size curves.
+MODEL_JOB = {
+    "mem_mb": retried_memory(8000),
+    "runtime": cluster.scaled_runtime(60, config),
+    "stage_caches": STAGE_CACHES,
+}
 
 
 #: `--tracker NAME` of each of `training.trackers`, for the jobs that train. A resource, not a

@@ -11,8 +11,7 @@ rule synth:
         ENVIRONMENT
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     params:
         images=SYNTHETIC["images"],
         seed=SYNTHETIC["seed"],

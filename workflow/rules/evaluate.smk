@@ -1,4 +1,5 @@
-# Every model on every test set (one job a model), then the long metrics table.
+# Every model on every test set (one job a model), then the long metrics table, the models'
+# costs, and the bootstrap intervals and comparisons of the metrics.
 # The model table and the aggregation are tiny: they run in the main process.
 # Adding a test set reruns every model's job; results whose inputs did not change are
 # then copied from the store (lesionsoup.evaluation.per_model), not evaluated again.
@@ -25,7 +26,7 @@ rule evaluate:
         ENVIRONMENT
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=retried_memory(8000),
         runtime=cluster.scaled_runtime(60 * len(TESTS), config),
         gpu=1,
     params:
@@ -73,7 +74,65 @@ rule aggregate:
         ENVIRONMENT
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     script:
         "../scripts/aggregate.py"
+
+
+rule costs:
+    input:
+        metrics=paths.METRICS,
+        notes=paths.METRICS_CONVENTIONS,
+        # the training, merging and ensemble jobs' own records: a rerun of one reruns this
+        records=evaluation.cost_records(config, EVALUATED),
+    output:
+        paths.COSTS,
+    log:
+        paths.log("report/costs"),
+    conda:
+        ENVIRONMENT
+    threads: 1
+    resources:
+        **SMALL_JOB,
+    script:
+        "../scripts/costs.py"
+
+
+rule uncertainty:
+    input:
+        evaluations=evaluation.evaluation_files(config, EVALUATED),
+        models=paths.EVALUATED_MODELS,
+    output:
+        intervals=report(
+            paths.METRICS_CI,
+            caption="../report/metrics_ci.rst",
+            category="Uncertainty",
+        ),
+        comparisons=report(
+            paths.COMPARISONS,
+            caption="../report/comparisons.rst",
+            category="Uncertainty",
+        ),
+        replicates=paths.BOOTSTRAP,
+    log:
+        paths.log("report/uncertainty"),
+    conda:
+        ENVIRONMENT
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=cluster.scaled_runtime(30, config),
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
+        metric=REPORT["metric"],
+        metric_label=CAPTIONS["metric_label"],  # for the captions
+        pairs=json.dumps(
+            evaluation.named_comparisons(config, EVALUATED), sort_keys=True
+        ),
+    shell:
+        "lesionsoup uncertainty {input.evaluations} --models {input.models}"
+        " --metric {params.metric} --resamples {params.bootstrap[resamples]}"
+        " --confidence {params.bootstrap[confidence]} --seed {params.bootstrap[seed]}"
+        " --alpha {params.bootstrap[alpha]} --pairs {params.pairs:q}"
+        " --intervals {output.intervals} --comparisons {output.comparisons}"
+        " --replicates {output.replicates} --threads {threads} > {log} 2>&1"

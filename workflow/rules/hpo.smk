@@ -23,7 +23,7 @@ rule hpo_trial:
         ENVIRONMENT
     threads: lambda wildcards: training_cores(trial_devices(wildcards))
     resources:
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        mem_mb=retried_memory(16000),
         runtime=cluster.scaled_runtime(12 * 60, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=lambda wildcards: trial_devices(wildcards),
@@ -88,8 +88,7 @@ checkpoint hpo_export:
         ENVIRONMENT
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     params:
         out=subpath(output.best_params, parent=True),
     shell:

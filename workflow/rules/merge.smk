@@ -31,7 +31,7 @@ rule merge:
         ENVIRONMENT
     threads: config["training"]["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=retried_memory(8000),
         runtime=cluster.scaled_runtime(120, config),
         gpu=1,
         stage_caches=STAGE_CACHES,
@@ -72,10 +72,8 @@ rule ensemble:
         ENVIRONMENT
     threads: config["training"]["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=cluster.scaled_runtime(60, config),
+        **MODEL_JOB,
         gpu=1,
-        stage_caches=STAGE_CACHES,
     params:
         ensemble=lambda wildcards: json.dumps(
             ingredients.ensemble_settings(config, wildcards.name), sort_keys=True

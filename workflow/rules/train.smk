@@ -77,7 +77,7 @@ rule warmup:
         ENVIRONMENT
     threads: training_cores(WARMUP_DEVICES)
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=retried_memory(8000),
         runtime=cluster.scaled_runtime(120, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=WARMUP_DEVICES,
@@ -135,7 +135,7 @@ rule train:
         ENVIRONMENT
     threads: lambda wildcards: training_cores(train_devices(wildcards))
     resources:
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        mem_mb=retried_memory(16000),
         runtime=cluster.scaled_runtime(24 * 60, config),
         slurm_extra=cluster.warning_signal(config),
         gpu=train_devices,

@@ -1,6 +1,6 @@
 """Rule `costs`: training, merging and inference seconds of every evaluated model."""
 
-from lesionsoup.report.methods import write_costs
+from lesionsoup.evaluation.costs import write_costs
 
 from logs import logged
 

@@ -15,6 +15,7 @@ whether the minima of segmentation models are sharper where soups fail.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +31,16 @@ from lesionsoup.training.sampling import ValidationImages
 SHARPNESS_COLUMNS = ("direction", "radius", "loss", "increase")
 
 Loss = Callable[[torch.nn.Module], float]
+
+
+@dataclass(frozen=True)
+class SharpnessOptions:
+    """The perturbations: filter-normalised ``radii``, ``directions`` per radius drawn from
+    ``seed``."""
+
+    radii: Sequence[float] = (0.05, 0.1, 0.2)
+    directions: int = 3
+    seed: int = 0
 
 
 def filter_normalised_direction(
@@ -106,3 +117,20 @@ def checkpoint_sharpness(
     return perturbation_losses(
         model, lambda module: validation_loss(module, images, spec), radii, directions, seed
     )
+
+
+def checkpoints_sharpness(
+    checkpoints: Mapping[str, Path],
+    caches: Mapping[str, Cache],
+    options: SharpnessOptions,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """The sharpness table of named checkpoints (``model`` column: their names), each one's
+    ``checkpoint_sharpness``."""
+    tables = {
+        name: checkpoint_sharpness(
+            path, caches, options.radii, options.directions, options.seed, device=device
+        )
+        for name, path in checkpoints.items()
+    }
+    return pd.concat(tables, names=["model"]).reset_index(level=0)

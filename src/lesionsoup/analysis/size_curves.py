@@ -61,12 +61,15 @@ from typing import Any
 import pandas as pd
 import torch
 
+from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata, load_state_dict
 from lesionsoup.core.combos import combo_name
+from lesionsoup.core.device import pick_device
 from lesionsoup.core.fingerprint import changed_keys
 from lesionsoup.core.metrics import DEFAULT_BINS, POOLED_METRICS
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.data.cache import Cache
+from lesionsoup.data.staging import staged_caches
 from lesionsoup.evaluation.evaluate import evaluate, evaluation_metrics, load_evaluation
 from lesionsoup.evaluation.per_model import EvaluationTarget, model_digest, pair_fingerprint
 from lesionsoup.evaluation.statistics import (
@@ -301,42 +304,50 @@ def _mergers(
     return mergers, spec
 
 
+@dataclass(frozen=True)
+class SizeCurveOptions:
+    """What a size curve measures and how: ``bn_policies`` maps ``uniform`` and ``greedy`` to
+    their BatchNorm policies (default: the rules'), ``bn_sample`` serves the ``recompute``
+    policy; ``evaluations`` are evaluation files whose results are reused where they are a
+    point's (module docstring); ``bootstrap`` sets the points' intervals (its ``alpha`` is
+    unused)."""
+
+    metric: str = "ap"
+    max_members: int = 3
+    bn_policies: Mapping[str, BatchNormPolicy] | None = None
+    bn_sample: BatchNormSample = BatchNormSample()
+    settings: InferenceSettings = DEFAULT_SETTINGS
+    bins: int = DEFAULT_BINS
+    evaluations: Sequence[Path] = ()
+    bootstrap: BootstrapSettings = BootstrapSettings()
+
+
 def size_curves(
     candidates: Sequence[Path],
     caches: Mapping[str, Cache],
+    options: SizeCurveOptions = SizeCurveOptions(),  # noqa: B008 (frozen)
     *,
-    metric: str = "ap",
-    max_members: int = 3,
-    bn_policies: Mapping[str, BatchNormPolicy] | None = None,
-    bn_sample: BatchNormSample = BatchNormSample(),  # noqa: B008 (frozen)
-    settings: InferenceSettings = DEFAULT_SETTINGS,
-    bins: int = DEFAULT_BINS,
     device: str | torch.device = "cpu",
     workers: int = 0,
-    evaluations: Sequence[Path] = (),
-    bootstrap: BootstrapSettings = BootstrapSettings(),  # noqa: B008 (frozen)
 ) -> pd.DataFrame:
-    """The long table (``COLUMNS``) of the three curves over k = 1..min(max_members, candidates).
-
-    ``bn_policies`` maps ``uniform`` and ``greedy`` to their BatchNorm policies (default: the
-    rules'); ``bn_sample`` and ``workers`` serve the ``recompute`` policy. ``evaluations`` are
-    evaluation files whose results are reused where they are a point's (module docstring);
-    ``bootstrap`` sets the points' intervals (its ``alpha`` is unused).
-    """
+    """The long table (``COLUMNS``) of the three curves over k = 1..min(max_members,
+    candidates); ``workers`` load the BatchNorm sample of the ``recompute`` policy."""
+    metric, max_members, bootstrap = options.metric, options.max_members, options.bootstrap
     if max_members < 1:
         raise ValueError(f"a size curve needs max_members >= 1, not {max_members}")
     if metric not in POOLED_METRICS:
         known = sorted(POOLED_METRICS)
         raise ValueError(f"a size curve's metric is a pooled metric {known}, not {metric!r}")
     policies = {curve: merge_rule(curve).bn_policy for curve in SOUP_CURVES}
-    policies.update(bn_policies or {})
+    policies.update(options.bn_policies or {})
     paths = expand_ingredients(candidates)
     metadata = {path: load_metadata(path) for path in paths}
     ranked, _ = top_k(paths, metadata, caches, min(max_members, len(paths)), device)
-    mergers, spec = _mergers(ranked, caches, policies, bn_sample, device, workers)
+    mergers, spec = _mergers(ranked, caches, policies, options.bn_sample, device, workers)
     greedy = selection.greedy(selection.singles(ranked), mergers["greedy"].evaluate, "greedy")
     models = PointModels(mergers, spec, torch.device(device))
-    reusable = reusable_evaluations(evaluations, ranked, caches, settings, bins)
+    inference = (options.settings, options.bins)
+    reusable = reusable_evaluations(options.evaluations, ranked, caches, *inference)
     combo = combo_name(caches)
     scored: dict[tuple[Hashable, ...], list[PointScore]] = {}
     rows = []
@@ -347,7 +358,7 @@ def size_curves(
             scored[key] = [
                 (r, how, point_interval(r, metric, bootstrap))
                 for r, how in point_scores(
-                    models, point, name, caches, reusable.get(key, {}), (settings, bins)
+                    models, point, name, caches, reusable.get(key, {}), inference
                 )
             ]
         trained = training_seconds(point.considered)
@@ -359,3 +370,25 @@ def size_curves(
             for r, how, ci in scored[key]
         ]  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def run_size_curve(
+    candidates: Sequence[Path],
+    caches: Sequence[Path],
+    options: SizeCurveOptions,
+    output: Path,
+    *,
+    stage_caches: str | None = None,
+    device: str = "auto",
+    threads: int = 1,
+) -> pd.DataFrame:
+    """The size-curve stage (``lesionsoup size-curve``): the table of ``candidates`` on the
+    caches (opened on checked copies in ``stage_caches``), written to ``output``; ``threads``
+    CPU threads, as many minus one loading data."""
+    torch.set_num_threads(threads)
+    with staged_caches(caches, stage_caches) as opened:
+        device_name, workers = str(pick_device(device)), max(0, threads - 1)
+        table = size_curves(candidates, opened, options, device=device_name, workers=workers)
+    write_csv(table, output)
+    log.info("%s: %d points of %d curves", output, len(table), table["curve"].nunique())
+    return table

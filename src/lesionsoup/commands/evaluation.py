@@ -107,6 +107,7 @@ def _named_pairs(pairs: dict) -> dict[str, tuple[str, str]]:
 
 
 def _uncertainty(args: argparse.Namespace) -> None:
+    from lesionsoup.core.atomic import write_csv
     from lesionsoup.evaluation.evaluate import load_model_table
     from lesionsoup.evaluation.uncertainty import (
         BASELINE,
@@ -114,7 +115,6 @@ def _uncertainty(args: argparse.Namespace) -> None:
         load_scored,
         uncertainty,
     )
-    from lesionsoup.report.tables import write_csv
 
     settings = BootstrapSettings(args.resamples, args.confidence, args.seed, args.alpha)
     scored = load_scored(args.evaluations, load_model_table(args.models))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 from lesionsoup.commands.arguments import (
     Subcommands,
@@ -83,39 +82,26 @@ def _ensemble(args: argparse.Namespace) -> None:
 
 
 def _size_curve(args: argparse.Namespace) -> None:
-    import torch
-
-    from lesionsoup.report.size_curves import plot_size_curves
-    from lesionsoup.report.tables import write_csv
-
-    torch.set_num_threads(args.threads)
-    with open_caches(args.cache, args.stage_caches) as caches:
-        table = _size_curve_table(args, caches)
-    write_csv(table, args.output)
-    plot_size_curves(table, args.figure)
-    log.info("%s: %d points of %d curves", args.output, len(table), table["curve"].nunique())
-
-
-def _size_curve_table(args: argparse.Namespace, caches: dict[str, Any]) -> Any:
-    """``size-curve``'s table, on the opened caches."""
-    from lesionsoup.analysis.size_curves import size_curves
+    from lesionsoup.analysis.size_curves import SizeCurveOptions, run_size_curve
     from lesionsoup.evaluation.uncertainty import BootstrapSettings
     from lesionsoup.inference.infer import InferenceSettings
+    from lesionsoup.report.size_curves import plot_size_curves
 
-    return size_curves(
-        args.ingredients,
-        caches,
+    options = SizeCurveOptions(
         metric=args.metric,
         max_members=args.max_members,
         bn_policies={curve: getattr(args, f"{curve}_bn_policy") for curve in SIZE_CURVE_SOUPS},
         bn_sample=bn_sample(args),
         settings=InferenceSettings.from_dict(args.settings),
         bins=args.bins,
-        device=_device(args.device),
-        workers=max(0, args.threads - 1),
         evaluations=args.evaluations,
         bootstrap=BootstrapSettings(args.resamples, args.confidence, args.seed),
     )
+    table = run_size_curve(
+        args.ingredients, args.cache, options, args.output,
+        stage_caches=args.stage_caches, device=args.device, threads=args.threads,
+    )  # fmt: skip
+    plot_size_curves(table, args.figure)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

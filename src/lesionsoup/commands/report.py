@@ -1,5 +1,7 @@
-"""Subcommands of the report stage's analyses, which also serve by hand: annotation styles of
-any caches, linear mode connectivity between any two checkpoints.
+"""Subcommands of the analyses, which also serve by hand: annotation styles of any caches,
+linear mode connectivity and sharpness between any two checkpoints. Each parses its options
+and calls its analysis's stage function (``analysis/``), then draws that stage's figures
+(``report/``): the analyses compute and write tables, the report draws.
 
 The figures and tables drawn from ``metrics.csv`` are ``workflow/scripts/`` of their rules.
 """
@@ -7,9 +9,7 @@ The figures and tables drawn from ``metrics.csv`` are ``workflow/scripts/`` of t
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-from typing import Any
 
 from lesionsoup.commands.arguments import (
     Subcommands,
@@ -18,128 +18,38 @@ from lesionsoup.commands.arguments import (
     add_device_argument,
     bn_sample,
     json_object,
-    open_caches,
 )
 from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS
 
-log = logging.getLogger("lesionsoup")
-
-
-def _short(checkpoint: Path) -> str:
-    """A checkpoint's name for a figure title: its path below results/, without suffix."""
-    parts = checkpoint.with_suffix("").parts
-    return "/".join(parts[parts.index("results") + 1 :] if "results" in parts else parts[-3:])
-
 
 def _annotation_style(args: argparse.Namespace) -> None:
-    from lesionsoup.analysis.style_consistency import (
-        cluster_stability,
-        dispersion,
-        image_features,
-    )
-    from lesionsoup.analysis.style_metrics import (
-        STYLE_FEATURES,
-        StyleSettings,
-        cluster_styles,
-        dataset_features,
-        lesion_features,
-        measure_datasets,
-    )
-    from lesionsoup.report.style_clusters import plot_area_distributions, plot_style_clusters
-    from lesionsoup.report.tables import write_csv
+    from lesionsoup.analysis.annotation_style import AnnotationStyleOptions, run_annotation_style
+    from lesionsoup.analysis.style_metrics import STYLE_FEATURES, StyleSettings
+    from lesionsoup.report.style_clusters import plot_annotation_styles
 
-    with open_caches(args.cache, args.stage_caches) as caches:
-        components, images = measure_datasets(caches, settings=StyleSettings(**args.settings))
-    features = lesion_features(components, images)
-    columns = args.features or STYLE_FEATURES
-    clustering = cluster_styles(dataset_features(features, columns), args.clusters)
-    stability = cluster_stability(
-        components, images, args.clusters, columns, args.resamples, args.seed
-    )
-    out = args.out_dir
-    write_csv(components, out / "components.csv")
-    write_csv(features, out / "features.csv")
-    table = clustering.features.join(clustering.clusters).join(stability.per_dataset)
-    write_csv(table.reset_index(), out / "clusters.csv")
-    spread = dispersion(image_features(components, images, columns), clustering.clusters)
-    write_csv(spread.reset_index(), out / "consistency.csv")
-    write_csv(
-        stability.co_assignment.rename_axis("dataset").reset_index(), out / "co_assignment.csv"
-    )
-    plot_style_clusters(clustering, out / "clusters.png", stability.per_dataset)
-    plot_area_distributions(components, out / "areas.png")
-    log.info(
-        "annotation-style clusters: %s; stability over %d resamples: %s",
-        clustering.clusters.to_dict(),
-        stability.resamples,
-        stability.per_dataset.round(2).to_dict(),
-    )
-
-
-def _sharpness_of_pair(args: argparse.Namespace, caches: dict, device: Any) -> Any:
-    """The sharpness table of checkpoints A and B (``model`` column: A or B)."""
-    import pandas as pd
-
-    from lesionsoup.analysis.sharpness import checkpoint_sharpness
-
-    tables = {
-        name: checkpoint_sharpness(
-            path,
-            caches,
-            args.sharpness_radii,
-            args.sharpness_directions,
-            args.sharpness_seed,
-            device=device,
-        )  # fmt: skip
-        for name, path in (("A", args.a), ("B", args.b))
-    }
-    return pd.concat(tables, names=["model"]).reset_index(level=0)
+    style = StyleSettings(**args.settings)
+    features = args.features or STYLE_FEATURES
+    options = AnnotationStyleOptions(args.clusters, features, style, args.resamples, args.seed)
+    styles = run_annotation_style(args.cache, options, args.out_dir, args.stage_caches)
+    plot_annotation_styles(styles, args.out_dir)
 
 
 def _connectivity(args: argparse.Namespace) -> None:
-    import pandas as pd
-    import torch
+    from lesionsoup.analysis.landscape import ConnectivityOptions, run_connectivity
+    from lesionsoup.analysis.sharpness import SharpnessOptions
+    from lesionsoup.report.connectivity import plot_landscape
 
-    from lesionsoup.analysis.connectivity import barrier, connectivity_curve
-    from lesionsoup.analysis.sharpness import sharpness
-    from lesionsoup.core.device import pick_device
-    from lesionsoup.report.connectivity import plot_connectivity
-    from lesionsoup.report.tables import write_csv
-
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    with open_caches(args.cache, args.stage_caches) as caches:
-        curves = {
-            policy: connectivity_curve(
-                args.a,
-                args.b,
-                caches,
-                args.points,
-                policy,
-                bn_sample(args),
-                device=device,
-                part=args.part,
-            )
-            for policy in args.bn_policy
-        }
-        flatness = _sharpness_of_pair(args, caches, device) if args.sharpness else None
-    table = pd.concat(curves, names=["bn_policy"]).reset_index(level=0)
-    write_csv(table, args.output)
-    if flatness is not None:
-        write_csv(flatness, args.sharpness)
-    moved = "" if args.part == DEFAULT_PART else f" ({args.part} only, the rest A's)"
-    title = f"Linear mode connectivity{moved}\nA = {_short(args.a)}\nB = {_short(args.b)}"
-    plot_connectivity(curves, args.figure, title, flatness)
-    for policy, curve in curves.items():
-        log.info(
-            "%s: score barrier %.4f, loss barrier %.4f",
-            policy,
-            barrier(curve),
-            barrier(curve, "loss", higher_is_better=False),
-        )
-    if flatness is not None:
-        for name, own in flatness.groupby("model"):
-            log.info("sharpness of %s: %s", name, sharpness(own).round(4).to_dict())
+    perturbations = SharpnessOptions(
+        args.sharpness_radii, args.sharpness_directions, args.sharpness_seed
+    )
+    options = ConnectivityOptions(
+        args.points, args.bn_policy, args.part, bn_sample(args), perturbations
+    )
+    landscape = run_connectivity(
+        (args.a, args.b), args.cache, options, args.output, args.sharpness,
+        stage_caches=args.stage_caches, device=args.device, threads=args.threads,
+    )  # fmt: skip
+    plot_landscape(landscape, args.figure)
 
 
 def _add_annotation_style(commands: Subcommands) -> None:

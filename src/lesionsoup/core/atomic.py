@@ -14,9 +14,12 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lesionsoup.core.permissions import current_umask
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _file_mode() -> int:
@@ -71,3 +74,10 @@ def atomic_copy(source: Path, path: Path) -> None:
 def atomic_write_json(path: Path, value: Any) -> None:
     """Indented, key-sorted JSON with a final newline."""
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """Write a table atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, table.to_csv(index=False).encode())

@@ -376,6 +376,25 @@ def aggregate(
     return table
 
 
+def read_metrics(path: Path) -> pd.DataFrame:
+    """The long metrics table, checked: its columns and numeric values."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype={name: str for name in COLUMNS if name != "value"})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ValueError(f"{path}: not a readable metrics table ({error})") from None
+    missing = [name for name in COLUMNS if name not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: metrics table lacks columns {missing}")
+    values = pd.to_numeric(table["value"], errors="coerce")
+    bad = values.isna() & table["value"].notna()
+    if bad.any():
+        raise ValueError(f"{path}: non-numeric value {table['value'][bad].iloc[0]!r}")
+    if table.empty:
+        raise ValueError(f"{path}: metrics table has no rows")
+    return table.assign(value=values)
+
+
 def conventions_path(out_csv: Path) -> Path:
     """Where ``aggregate`` writes the rules behind ``out_csv``."""
     return Path(out_csv).with_name(f"{Path(out_csv).stem}.conventions.json")

@@ -56,7 +56,7 @@ def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
 
 
 def cost_records(config: Mapping[str, Any], evaluated: Mapping[str, EvaluatedModel]) -> list[str]:
-    """The benchmark records ``costs.csv`` reads (``report.job_costs``): those of the jobs
+    """The benchmark records ``costs.csv`` reads (``evaluation.job_costs``): those of the jobs
     that wrote the evaluated models, of every training run and HPO trial (a soup's
     ingredients)."""
     records = {paths.writer_benchmark(model.path) for model in evaluated.values()}

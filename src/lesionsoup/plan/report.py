@@ -72,6 +72,23 @@ def report_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def caption_values(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The study's values the captions of ``snakemake --report`` quote (``workflow/report``),
+    computed once for every rule's caption-only params: the headline metric's label, the
+    bootstrap's confidence (as a fraction and as a percentage), resamples and alpha, and the
+    size curves' largest number of members."""
+    bootstrap = config["evaluation"]["bootstrap"]
+    settings = report_settings(config)
+    return {
+        "metric_label": METRIC_LABELS[settings["metric"]],
+        "confidence": bootstrap["confidence"],
+        "percent": f"{bootstrap['confidence']:.0%}",
+        "resamples": bootstrap["resamples"],
+        "alpha": bootstrap["alpha"],
+        "max_members": settings["size_curves"]["max_members"],
+    }
+
+
 def qualitative_models(config: Mapping[str, Any], evaluated: Mapping[str, Any]) -> dict[str, str]:
     """Label -> model file of the qualitative figures: configured, else the first evaluated.
 

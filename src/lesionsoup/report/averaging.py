@@ -22,12 +22,12 @@ import pandas as pd
 
 from lesionsoup.analysis.averaging import ALL_TESTS, CONDITION, MergedModel, gain_table
 from lesionsoup.analysis.connectivity import barrier
+from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.figures import PAGE_WIDTH, figure_size, save_figure
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
 from lesionsoup.plan.merge_rules import PARTS, RULES
-from lesionsoup.report.tables import write_csv
 
 #: The markers of the BatchNorm policies, in ``plan.merge_rules.BN_POLICIES`` order.
 _MARKERS = {"average": "o", "recompute": "s", "copy-best": "^"}

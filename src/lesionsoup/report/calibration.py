@@ -13,12 +13,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.figures import panel_figure_size, save_figure
 from lesionsoup.core.metrics import LesionHistogram, SegmentationHistograms, reliability
-from lesionsoup.evaluation.evaluate import aggregated_evaluations
+from lesionsoup.evaluation.evaluate import aggregated_evaluations, read_metrics
 from lesionsoup.report.intervals import interval_text
 from lesionsoup.report.pr_curves import histograms_by_model, lesion_values
-from lesionsoup.report.tables import model_scores, ordered_methods, read_metrics, write_csv
+from lesionsoup.report.tables import model_scores, ordered_methods
 
 #: Methods drawn at most, the first in ``tables.METHOD_ORDER`` (single, ensemble, SWA, soups).
 METHODS_DRAWN = 5

@@ -8,7 +8,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from lesionsoup.analysis.landscape import Landscape
 from lesionsoup.core.figures import COLUMN_WIDTH, figure_size, save_figure
+from lesionsoup.plan.merge_rules import DEFAULT_PART
 
 
 def plot_connectivity(
@@ -58,3 +60,18 @@ def _plot_sharpness(ax: plt.Axes, table: pd.DataFrame) -> None:
     ax.set_ylabel("validation loss increase\n(mean over directions)")
     ax.legend(frameon=False, title="sharpness")
     ax.grid(alpha=0.3)
+
+
+def _short(checkpoint: Path) -> str:
+    """A checkpoint's name for a figure title: its path below results/, without suffix."""
+    parts = checkpoint.with_suffix("").parts
+    return "/".join(parts[parts.index("results") + 1 :] if "results" in parts else parts[-3:])
+
+
+def plot_landscape(landscape: Landscape, out: Path) -> None:
+    """The loss-landscape stage's figure (``plot_connectivity``), titled by A and B and the
+    part that moves."""
+    moved = "" if landscape.part == DEFAULT_PART else f" ({landscape.part} only, the rest A's)"
+    a, b = _short(landscape.a), _short(landscape.b)
+    title = f"Linear mode connectivity{moved}\nA = {a}\nB = {b}"
+    plot_connectivity(landscape.curves, out, title, landscape.sharpness)

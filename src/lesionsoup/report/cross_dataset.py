@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 
+from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.combos import combo_members
 from lesionsoup.core.figures import (
     PAGE_WIDTH,
@@ -30,6 +31,7 @@ from lesionsoup.core.figures import (
     wrap_label,
 )
 from lesionsoup.core.metrics import metric_label
+from lesionsoup.evaluation.evaluate import read_metrics
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.statistics import finite_mean
 from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
@@ -41,13 +43,7 @@ from lesionsoup.report.intervals import (
     read_replicates,
     replicate_errors,
 )
-from lesionsoup.report.tables import (
-    metric_rows,
-    model_scores,
-    read_metrics,
-    with_metric,
-    write_csv,
-)
+from lesionsoup.report.tables import metric_rows, model_scores, with_metric
 
 STYLE_GROUPS: tuple[str, ...] = ("fine only", "coarse only", "mixed")
 #: The ends of an interval, as table columns: ``<test set> low`` in the heatmap table,

@@ -10,9 +10,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.figures import panel_figure_size, save_figure
 from lesionsoup.core.metrics import SegmentationHistograms, metric_label, pr_curve
-from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
+from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation, read_metrics
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.report.intervals import (
     check_metric,
@@ -21,7 +22,7 @@ from lesionsoup.report.intervals import (
     read_replicates,
     replicate_errors,
 )
-from lesionsoup.report.tables import metric_rows, model_scores, read_metrics, write_csv
+from lesionsoup.report.tables import metric_rows, model_scores
 
 
 def best_models(metrics: pd.DataFrame, top: int = 3, metric: str = "ap") -> pd.DataFrame:

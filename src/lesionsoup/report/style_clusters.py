@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import dendrogram
 
+from lesionsoup.analysis.annotation_style import AnnotationStyles
 from lesionsoup.analysis.style_metrics import StyleClustering
 from lesionsoup.core.figures import figure_size, panel_figure_size, save_figure
 
@@ -99,3 +100,10 @@ def plot_area_distributions(components: pd.DataFrame, out: Path) -> None:
     axes[0, 0].set_ylabel("component area (cache pixels)")
     fig.suptitle("Lesion component areas per dataset")
     save_figure(fig, out)
+
+
+def plot_annotation_styles(styles: AnnotationStyles, out_dir: Path) -> None:
+    """The annotation-style stage's figures in ``out_dir``: its clusters with their stability
+    (``clusters.png``) and the lesion areas (``areas.png``)."""
+    plot_style_clusters(styles.clustering, out_dir / "clusters.png", styles.stability.per_dataset)
+    plot_area_distributions(styles.components, out_dir / "areas.png")

@@ -1,4 +1,5 @@
-"""Reading ``metrics.csv`` and the tables every figure is drawn from.
+"""The tables every figure is drawn from ``metrics.csv`` (read by
+``lesionsoup.evaluation.evaluate.read_metrics``).
 
 A model's *score* on a test set is a metric averaged over the lesions that
 have a value there (a lesion without positives has NaN AUPR and is left out).
@@ -11,12 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
 
-from lesionsoup.core.atomic import atomic_write_bytes
-from lesionsoup.evaluation.evaluate import COLUMNS
 from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.plan.merge_rules import ENSEMBLE, method_names
 
@@ -27,25 +25,6 @@ METHOD_ORDER: tuple[str, ...] = tuple(
     for base in (SINGLE, ENSEMBLE, "swa", "uniform", "greedy", "UoU", "UoG", "GoU", "GoG")
     for method in method_names(base)
 )
-
-
-def read_metrics(path: Path) -> pd.DataFrame:
-    """The long metrics table, checked: its columns and numeric values."""
-    path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype={name: str for name in COLUMNS if name != "value"})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise ValueError(f"{path}: not a readable metrics table ({error})") from None
-    missing = [name for name in COLUMNS if name not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: metrics table lacks columns {missing}")
-    values = pd.to_numeric(table["value"], errors="coerce")
-    bad = values.isna() & table["value"].notna()
-    if bad.any():
-        raise ValueError(f"{path}: non-numeric value {table['value'][bad].iloc[0]!r}")
-    if table.empty:
-        raise ValueError(f"{path}: metrics table has no rows")
-    return table.assign(value=values)
 
 
 def metric_rows(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -89,10 +68,3 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
 def with_metric(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The table with a first column ``metric`` naming the metric of its values."""
     return table.assign(metric=metric)[["metric", *table.columns]]
-
-
-def write_csv(table: pd.DataFrame, path: Path) -> None:
-    """Write a table atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, table.to_csv(index=False).encode())
