@@ -39,6 +39,7 @@ from cost_table import ASSUMPTIONS, REPO, load_config
 from scipy import stats
 
 from lesionsoup.core.checkpoint import save_checkpoint
+from lesionsoup.core.methods import SINGLE
 from lesionsoup.core.metrics import ImageCounts, LesionHistogram
 from lesionsoup.core.model import build_model
 from lesionsoup.data.datasets.index import index_dataset
@@ -56,7 +57,7 @@ from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
 from lesionsoup.evaluation.statistics import image_histograms_to_dict
 from lesionsoup.evaluation.uncertainty import BootstrapSettings, load_scored, uncertainty
 from lesionsoup.plan import study
-from lesionsoup.plan.evaluation import SINGLE, EvaluatedModel, evaluated_models, model_table
+from lesionsoup.plan.evaluation import EvaluatedModel, evaluated_models, model_table
 from lesionsoup.report.tables import write_csv
 
 #: Published image counts of the datasets without an official test split (FGADR Seg-set,

@@ -14,6 +14,7 @@ from conftest import TINY_SPEC
 from torch.optim.swa_utils import update_bn
 
 from lesionsoup.commands.arguments import add_bn_sample_arguments, bn_sample
+from lesionsoup.core.merge_rules import BN_POLICIES, EPOCH, BatchNormSample
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
@@ -25,7 +26,6 @@ from lesionsoup.merging.batchnorm import (
     recompute_bn,
     recompute_patches,
 )
-from lesionsoup.plan.merge_rules import BN_POLICIES, EPOCH, BatchNormSample
 from lesionsoup.plan.report import DEFAULTS
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.sampling import PatchDataset

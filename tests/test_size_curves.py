@@ -438,7 +438,7 @@ def test_one_size_curve_job_per_merging_combination_with_two_candidates():
 def test_the_size_curve_job_reads_the_evaluation_files_of_the_candidates_and_soups(tmp_path):
     import re
 
-    from lesionsoup.plan import paths
+    from lesionsoup.core import paths
     from lesionsoup.plan.evaluation import evaluated_models, evaluation_files
     from lesionsoup.plan.ingredients import soup_methods
     from lesionsoup.plan.report import size_curve_evaluations, size_curve_inputs

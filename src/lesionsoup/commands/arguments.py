@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lesionsoup.core.gpu_slots import Claim, claim_local_gpus
+from lesionsoup.core.merge_rules import EPOCH, BatchNormSample
 from lesionsoup.core.permissions import DEFAULT_MODE, MODES
-from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
 
 if TYPE_CHECKING:
     from lesionsoup.training.run import RunOptions

@@ -18,7 +18,7 @@ from lesionsoup.commands.arguments import (
     json_object,
     open_caches,
 )
-from lesionsoup.plan.merge_rules import (
+from lesionsoup.core.merge_rules import (
     BN_POLICIES,
     DEFAULT_BN_POLICY,
     DEFAULT_GROUP_BY,
@@ -26,8 +26,8 @@ from lesionsoup.plan.merge_rules import (
     DEFAULT_PART,
     PARTS,
     RULES,
+    SIZE_CURVE_SOUPS,
 )
-from lesionsoup.plan.report import SIZE_CURVE_SOUPS
 
 log = logging.getLogger("lesionsoup")
 

@@ -20,7 +20,7 @@ from lesionsoup.commands.arguments import (
     json_object,
     open_caches,
 )
-from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS
+from lesionsoup.core.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS
 
 log = logging.getLogger("lesionsoup")
 

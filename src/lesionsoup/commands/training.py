@@ -15,7 +15,7 @@ from lesionsoup.commands.arguments import (
     open_caches,
     run_options,
 )
-from lesionsoup.plan.paths import OPTIMIZER_STATES
+from lesionsoup.core.paths import OPTIMIZER_STATES
 
 log = logging.getLogger("lesionsoup")
 

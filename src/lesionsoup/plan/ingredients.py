@@ -35,18 +35,20 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from lesionsoup.plan import hpo, paths
-from lesionsoup.plan.merge_rules import (
+from lesionsoup.core import paths
+from lesionsoup.core.merge_rules import (
     DEFAULT_GROUP_BY,
     DEFAULT_KEEP,
     DEFAULT_PART,
-    ENSEMBLE,
     ENSEMBLE_POOLS,
+    POOLS,
+    RUN_POOLS,
     BatchNormSample,
     check_part,
     merge_rule,
-    method_name,
 )
+from lesionsoup.core.methods import ENSEMBLE, method_name
+from lesionsoup.plan import hpo
 from lesionsoup.plan.study import (
     Run,
     checked_settings,
@@ -62,7 +64,6 @@ from lesionsoup.plan.study import (
 GRID_PREFIX = "grid-"
 SWA_PREFIX = "swa-"
 FGG_PREFIX = "fgg-"
-POOLS = ("grid", "fgg", "swa", "hpo")
 #: Which grid runs FGG continues: one per learning rate (FissionFusion), or every one.
 FGG_BASES = ("per_lr", "every")
 #: Settings that make up a learning-rate schedule; a continuation never inherits them.
@@ -381,7 +382,7 @@ def ingredient_runs(config: Mapping[str, Any]) -> list[Run]:
     return [
         run
         for combo in merging_combinations(config)
-        for pool in ("grid", "fgg", "swa")
+        for pool in RUN_POOLS
         for run in pool_runs(config, combo, pool)
     ]
 

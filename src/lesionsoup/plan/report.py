@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lesionsoup.core import paths
 from lesionsoup.core.combos import combo_members
+from lesionsoup.core.merge_rules import DEFAULT_PART, SIZE_CURVE_SOUPS, merge_rule
+from lesionsoup.core.methods import ENSEMBLE, INGREDIENT, SINGLE
 from lesionsoup.core.metrics import METRIC_LABELS
 from lesionsoup.core.style_features import STYLE_FEATURES
-from lesionsoup.plan import averaging, ingredients, paths
-from lesionsoup.plan.evaluation import INGREDIENT, SINGLE, evaluated_models
-from lesionsoup.plan.merge_rules import DEFAULT_PART, ENSEMBLE, merge_rule
+from lesionsoup.plan import averaging, ingredients
+from lesionsoup.plan.evaluation import evaluated_models
 from lesionsoup.plan.study import combo_caches, configured, test_datasets
 
 DEFAULTS: dict[str, Any] = {
@@ -39,8 +41,6 @@ DEFAULTS: dict[str, Any] = {
     },
     "size_curves": {"pool": ["grid"], "max_members": 3},
 }
-#: The soup curves of the size curves (``analysis.size_curves``), named by their merge rules.
-SIZE_CURVE_SOUPS: tuple[str, ...] = ("uniform", "greedy")
 
 
 def _filled(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -39,12 +39,12 @@ from lesionsoup.core.figures import (
     panel_grid,
     save_figure,
 )
+from lesionsoup.core.methods import SINGLE
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.evaluate import aggregated_evaluations, load_evaluation
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.statistics import finite_mean, holm, shifted_null_p_value
 from lesionsoup.evaluation.uncertainty import BASELINE, MEAN_OVER_LESIONS
-from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.report.intervals import read_replicates, replicate_errors
 from lesionsoup.report.job_costs import MEASURED, SIDECAR, measured_cost
 from lesionsoup.report.tables import (
