@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from lesionsoup.plan.report import DEFAULTS, report_settings
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
+from lesionsoup.plan.report import report_settings
 
 
 def test_absent_section_gives_the_defaults() -> None:
-    assert report_settings({}) == DEFAULTS
+    assert report_settings({}) == REPORT_DEFAULTS
 
 
 def test_nested_values_override_only_what_they_name() -> None:
@@ -16,7 +17,7 @@ def test_nested_values_override_only_what_they_name() -> None:
     assert settings["metric"] == "auroc"
     assert settings["connectivity"]["points"] == 5
     assert settings["connectivity"]["bn_policies"] == ["average", "recompute"]
-    assert settings["qualitative"] == DEFAULTS["qualitative"]
+    assert settings["qualitative"] == REPORT_DEFAULTS["qualitative"]
 
 
 def test_unknown_headline_metric_is_refused_at_planning() -> None:

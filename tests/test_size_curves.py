@@ -25,6 +25,7 @@ from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.core.metrics import LesionHistogram, average_precision
 from lesionsoup.core.model import build_model
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 from lesionsoup.data.cache import Cache
 from lesionsoup.evaluation.evaluate import evaluate, load_evaluation
 from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
@@ -43,7 +44,6 @@ from lesionsoup.inference.infer import InferenceSettings
 from lesionsoup.inference.predictor import write_ensemble
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.stage import merge_stage
-from lesionsoup.plan.report import DEFAULTS
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.validation import validate
 
@@ -400,7 +400,9 @@ def test_size_curve_defaults_match_the_schema():
 
     schema = Path(__file__).parents[1] / "workflow" / "schemas" / "report.schema.yaml"
     section = yaml.safe_load(schema.read_text())["properties"]["size_curves"]["properties"]
-    assert {key: value["default"] for key, value in section.items()} == DEFAULTS["size_curves"]
+    assert {key: value["default"] for key, value in section.items()} == REPORT_DEFAULTS[
+        "size_curves"
+    ]
 
 
 def test_one_size_curve_job_per_merging_combination_with_two_candidates():

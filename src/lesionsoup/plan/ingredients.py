@@ -49,6 +49,12 @@ from lesionsoup.core.merge_rules import (
 )
 from lesionsoup.core.methods import ENSEMBLE, method_name
 from lesionsoup.plan import hpo
+from lesionsoup.plan.options import (
+    BN_SAMPLE_OPTIONS,
+    ENSEMBLE_OPTIONS,
+    MERGE_OPTIONS,
+    option_flags,
+)
 from lesionsoup.plan.study import (
     Run,
     checked_settings,
@@ -565,10 +571,7 @@ def bn_sample(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def bn_sample_arguments(sample: Mapping[str, Any]) -> str:
     """The ``--bn-*`` options of ``lesionsoup merge`` and ``lesionsoup connectivity``."""
-    return (
-        f"--bn-patches {sample['patches']} --bn-batch-size {sample['batch_size']} "
-        f"--bn-seed {sample['seed']}"
-    )
+    return option_flags(BN_SAMPLE_OPTIONS, sample)
 
 
 def soup_inputs(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
@@ -627,15 +630,10 @@ def soup_ensemble(config: Mapping[str, Any], combo: str, method: str) -> str | N
 
 
 def soup_arguments(config: Mapping[str, Any], method: str) -> str:
-    """The ``lesionsoup merge`` options of a configured soup."""
+    """The ``lesionsoup merge`` options of a configured soup: its settings, and the BatchNorm
+    sample where it recomputes the statistics."""
     soup = soup_settings(config, method)
-    options = [f"--rule {soup['rule']}", f"--bn-policy {soup['bn_policy']}"]
-    options.append(f"--group-by {soup['group_by']} --part {soup['part']}")
-    if soup["bn_recompute"]:
-        options.append(bn_sample_arguments(soup["bn_recompute"]))
-    if "keep" in soup:
-        options.append(f"--keep {soup['keep']}")
-    return " ".join(options)
+    return option_flags(MERGE_OPTIONS, {**soup, **(soup["bn_recompute"] or {})})
 
 
 def ensemble_settings(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -656,8 +654,7 @@ def ensemble_inputs(config: Mapping[str, Any], combo: str, name: str) -> list[st
 
 def ensemble_arguments(config: Mapping[str, Any], name: str) -> str:
     """The ``lesionsoup ensemble`` options of a configured ensemble."""
-    top = ensemble_settings(config, name)["top"]
-    return "" if top is None else f"--top {top}"
+    return option_flags(ENSEMBLE_OPTIONS, ensemble_settings(config, name))
 
 
 def merged_models(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
