@@ -376,7 +376,9 @@ def pool_starts(config: Mapping[str, Any], pool: str) -> set[str]:
         return {recipe_start(config, plan.recipe) for plan in hpo.plans(config)}
     if pool == "swa":
         return {run_start(config, recipe) for recipe in _swa_base_recipes(config)}
-    if pool in ("grid", "fgg"):
+    if pool == "fgg":
+        return pool_starts(config, "grid")
+    if pool == "grid":
         grid = _merging(config).get("grid")
         return {recipe_start(config, grid["recipe"])} if grid else {study_start(config)}
     return {run_start(config, pool)}
