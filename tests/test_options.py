@@ -14,12 +14,13 @@ import yaml
 from test_config import snakefile_validation
 
 from lesionsoup.cli import build_parser
-from lesionsoup.plan import ingredients
+from lesionsoup.plan import ingredients, study
 from lesionsoup.plan import report as report_plan
 from lesionsoup.plan.options import (
     ENSEMBLE_OPTIONS,
     MERGE_OPTIONS,
     SIZE_CURVE_OPTIONS,
+    TRAIN_OPTIMIZER_OPTIONS,
     Option,
     option_flags,
 )
@@ -31,6 +32,7 @@ REQUIRED = {
     "merge": ["-o", "m.safetensors", "--cache", "c", "a.safetensors"],
     "ensemble": ["-o", "e.json", "--cache", "c", "a.safetensors"],
     "size-curve": ["-o", "t.csv", "--figure", "f.png", "--cache", "c", "a.safetensors"],
+    "train": ["-o", "run", "--cache", "c", "--model", "{}", "--settings", "{}"],
 }
 
 
@@ -99,6 +101,21 @@ def test_the_planned_size_curve_parses_back_to_the_report_settings() -> None:
     flags = report_plan.size_curve_arguments(CONFIG)
     parsed = parsed_back("size-curve", flags, SIZE_CURVE_OPTIONS)
     assert parsed == expected(values, SIZE_CURVE_OPTIONS)
+
+
+def test_every_planned_run_parses_back_to_its_optimiser_settings() -> None:
+    written = set()
+    for run in study.runs(CONFIG) + ingredients.ingredient_runs(CONFIG):
+        settings = ingredients.optimizer_settings(CONFIG, run.combo, run.recipe, run.seed)
+        flags = ingredients.train_arguments(CONFIG, run.combo, run.recipe, run.seed)
+        written |= set(flags.split()[::2])
+        assert parsed_back("train", flags, TRAIN_OPTIMIZER_OPTIONS) == {
+            "keep_optimizer": settings.get("keep_optimizer", []),
+            "init_optimizer": Path(settings["init_optimizer"])
+            if "init_optimizer" in settings
+            else None,
+        }
+    assert written == {option.flag for option in TRAIN_OPTIMIZER_OPTIONS}
 
 
 def test_a_list_option_writes_every_value() -> None:

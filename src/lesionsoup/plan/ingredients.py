@@ -53,6 +53,7 @@ from lesionsoup.plan.options import (
     BN_SAMPLE_OPTIONS,
     ENSEMBLE_OPTIONS,
     MERGE_OPTIONS,
+    TRAIN_OPTIMIZER_OPTIONS,
     option_flags,
 )
 from lesionsoup.plan.study import (
@@ -271,19 +272,25 @@ def train_arguments(config: Mapping[str, Any], combo: str, recipe: str, seed: in
     base's (FGG: saved with ``best``, as FissionFusion's fgg.py; SWA: with ``last``, torch's
     SWALR continuing the base's optimiser), and a base keeps the state its continuations need
     (only those runs: the state is twice the size of the weights)."""
+    return option_flags(TRAIN_OPTIMIZER_OPTIONS, optimizer_settings(config, combo, recipe, seed))
+
+
+def optimizer_settings(config: Mapping[str, Any], combo: str, recipe: str, seed: int) -> dict:
+    """A run's ``init_optimizer`` (a continuation's: its base's published state) or its
+    ``keep_optimizer`` checkpoints (those whose state its continuations start from)."""
     continued = _continuation(recipe)
     if continued is not None:
         folder = optimizer_input(combo, recipe, seed)[0]
-        return f"--init-optimizer {folder}/{paths.optimizer_file(_START[continued[0]])}"
+        return {"init_optimizer": f"{folder}/{paths.optimizer_file(_START[continued[0]])}"}
     if combo not in merging_combinations(config):
-        return ""
+        return {}
     run = Run(combo, recipe, seed)
     kept = [
         _START[stage]
         for stage, bases in (("fgg", fgg_bases), ("swa", swa_bases))
         if run in bases(config, combo)
     ]
-    return " ".join(f"--keep-optimizer {checkpoint}" for checkpoint in kept)
+    return {"keep_optimizer": kept}
 
 
 def merging_combinations(config: Mapping[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lesionsoup.core.merge_rules import (
@@ -27,6 +28,7 @@ from lesionsoup.core.merge_rules import (
     SIZE_CURVE_SOUPS,
     BatchNormSample,
 )
+from lesionsoup.core.paths import OPTIMIZER_STATES
 from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 
 
@@ -43,6 +45,7 @@ class Option:
     nargs: str | None = None
     default: Any = None
     required: bool = False
+    repeated: bool = False  # given once per value (argparse's ``append``)
 
     @property
     def dest(self) -> str:
@@ -59,6 +62,8 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
     """Add ``options`` to a command's parser (each value under its option's ``dest``)."""
     for option in options:
         settings = {"required": True} if option.required else {"default": option.default}
+        if option.repeated:
+            settings.update(action="append", default=list(option.default or ()))
         for field in ("type", "choices", "nargs"):
             if getattr(option, field) is not None:
                 settings[field] = getattr(option, field)
@@ -73,8 +78,11 @@ def option_flags(options: Sequence[Option], values: Mapping[str, Any]) -> str:
         value = values.get(option.name)
         if value is None:
             continue
-        listed = value if option.nargs else [value]
-        words.append(" ".join([option.flag, *map(str, listed)]))
+        if option.repeated:
+            words += [f"{option.flag} {each}" for each in value]
+        else:
+            listed = value if option.nargs else [value]
+            words.append(" ".join([option.flag, *map(str, listed)]))
     return " ".join(words)
 
 
@@ -193,4 +201,20 @@ SIZE_CURVE_OPTIONS: tuple[Option, ...] = (
         for curve in SIZE_CURVE_SOUPS
     ),
     *BN_SAMPLE_OPTIONS,
+)
+
+#: ``lesionsoup train``'s options of a run's optimiser state (``plan.ingredients.train_arguments``).
+TRAIN_OPTIMIZER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--keep-optimizer",
+        "also publish the optimiser state of this checkpoint in optimizer/ (best: an FGG "
+        "base run; last: an SWA base run); repeatable",
+        choices=OPTIMIZER_STATES,
+        repeated=True,
+    ),
+    Option(
+        "--init-optimizer",
+        "start the optimiser from this published state (an FGG or SWA run: its base's)",
+        type=Path,
+    ),
 )
