@@ -668,7 +668,7 @@ def ensemble_arguments(config: Mapping[str, Any], name: str) -> str:
 
 def merged_models(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(path, combination, method) of every merged model and ensemble, for evaluation; a soup's
-    method names its rule and, for a part soup, its part (``merge_rules.method_name``)."""
+    method names its rule and, for a part soup, its part (``core.methods.method_name``)."""
     merging = _merging(config)
     models = []
     for combo in merging_combinations(config):
