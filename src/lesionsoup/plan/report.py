@@ -149,18 +149,23 @@ def size_curve_policies(config: Mapping[str, Any]) -> dict[str, str]:
     return policies
 
 
-def size_curve_arguments(config: Mapping[str, Any]) -> str:
-    """The ``lesionsoup size-curve`` options but the evaluation's: K, the headline metric,
-    the soups' BatchNorm policies and, where one recomputes, the study's patches."""
+def size_curve_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``lesionsoup size-curve`` settings but the evaluation's, by option name: K, the
+    headline metric, the soups' BatchNorm policies and, where one recomputes, the study's
+    patches."""
     settings = report_settings(config)
     policies = size_curve_policies(config)
-    values = {
+    return {
         "max_members": settings["size_curves"]["max_members"],
         "metric": settings["metric"],
         **{f"{curve}_bn_policy": policy for curve, policy in policies.items()},
         **(ingredients.bn_sample(config) if "recompute" in policies.values() else {}),
     }
-    return option_flags(SIZE_CURVE_OPTIONS, values)
+
+
+def size_curve_arguments(config: Mapping[str, Any]) -> str:
+    """The ``lesionsoup size-curve`` options of ``size_curve_settings``."""
+    return option_flags(SIZE_CURVE_OPTIONS, size_curve_settings(config))
 
 
 def averaging_table(config: Mapping[str, Any]) -> list[str]:
