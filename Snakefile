@@ -13,7 +13,7 @@ from snakemake.logging import logger
 from snakemake.utils import min_version
 
 from lesionsoup.core import permissions
-from lesionsoup.plan import paths
+from lesionsoup.core import paths
 from lesionsoup.plan.datasets import resolve_subsets
 from lesionsoup.plan.validation import validate_config
 

@@ -24,11 +24,11 @@ import torch
 import yaml
 
 from lesionsoup.core.device import pick_device
+from lesionsoup.core.merge_rules import EPOCH, BatchNormSample
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.merging.batchnorm import batchnorm_recompute, recompute_bn
-from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 

@@ -40,6 +40,7 @@ from scipy import stats
 
 from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.checkpoint import save_checkpoint
+from lesionsoup.core.methods import SINGLE
 from lesionsoup.core.metrics import ImageCounts, LesionHistogram
 from lesionsoup.core.model import build_model
 from lesionsoup.data.datasets.index import index_dataset
@@ -57,7 +58,7 @@ from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
 from lesionsoup.evaluation.statistics import image_histograms_to_dict
 from lesionsoup.evaluation.uncertainty import BootstrapSettings, load_scored, uncertainty
 from lesionsoup.plan import study
-from lesionsoup.plan.evaluation import SINGLE, EvaluatedModel, evaluated_models, model_table
+from lesionsoup.plan.evaluation import EvaluatedModel, evaluated_models, model_table
 
 #: Published image counts of the datasets without an official test split (FGADR Seg-set,
 #: retinal-lesions); the paper config's test fraction of them is expected in ``test``.

@@ -38,6 +38,7 @@ from bench_training import model_step_rate
 from snakemake.utils import validate
 from torch.utils.flop_counter import FlopCounterMode
 
+from lesionsoup.core import paths
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.benchmark_records import measured_seconds
 from lesionsoup.core.checkpoint import save_checkpoint
@@ -45,7 +46,7 @@ from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.evaluation.evaluate import evaluate
 from lesionsoup.inference.predictor import load_predictor
-from lesionsoup.plan import datasets, evaluation, hpo, ingredients, paths, study
+from lesionsoup.plan import datasets, evaluation, hpo, ingredients, study
 from lesionsoup.plan.datasets import resolve_subsets
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.sampling import PatchDataset, PatchSampler

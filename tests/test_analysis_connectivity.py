@@ -16,12 +16,12 @@ from lesionsoup.analysis.connectivity import barrier, connectivity_curve, record
 from lesionsoup.analysis.sharpness import checkpoint_sharpness
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
+from lesionsoup.core.merge_rules import BatchNormSample
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.batchnorm import recompute_patches
-from lesionsoup.plan.merge_rules import BatchNormSample
 from lesionsoup.report.connectivity import plot_connectivity
 from lesionsoup.report.qualitative import chosen_images, plot_qualitative
 from lesionsoup.training.sampling import ValidationImages

@@ -18,6 +18,7 @@ from conftest import TINY_SETTINGS, TINY_SPEC, write_pretrained_cache, write_toy
 from safetensors.torch import save_file
 
 from lesionsoup.cli import build_parser, main
+from lesionsoup.core import paths
 from lesionsoup.core.checkpoint import (
     PRETRAINED_START,
     SHARED_INITIALISATION,
@@ -25,15 +26,14 @@ from lesionsoup.core.checkpoint import (
     load_state_dict,
     save_checkpoint,
 )
+from lesionsoup.core.merge_rules import DEFAULT_KEEP
 from lesionsoup.core.model import build_model
 from lesionsoup.core.pretrained import cached_file, fetch, hub_cache, record_name, source_of
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.merging.anchored import model_stock, pretrained_start, ties
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.soups import merge
-from lesionsoup.plan import paths
 from lesionsoup.plan.ingredients import soup_arguments, soup_settings, soup_start
-from lesionsoup.plan.merge_rules import DEFAULT_KEEP
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "merging.schema.yaml"
 

@@ -13,10 +13,11 @@ from test_figure_layout import check_layout
 from test_ingredients import make_config
 
 from lesionsoup.analysis.averaging import ALL_TESTS, MergedModel, gain_table
+from lesionsoup.core import paths
+from lesionsoup.core.methods import INGREDIENT
 from lesionsoup.evaluation.replicates import Replicates
-from lesionsoup.plan import paths
 from lesionsoup.plan.averaging import merged_conditions
-from lesionsoup.plan.evaluation import INGREDIENT, evaluated_models
+from lesionsoup.plan.evaluation import evaluated_models
 from lesionsoup.plan.ingredients import grid_recipes
 from lesionsoup.report import averaging as report
 

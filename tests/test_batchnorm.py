@@ -13,8 +13,9 @@ import yaml
 from conftest import TINY_SPEC
 from torch.optim.swa_utils import update_bn
 
-from lesionsoup.commands.arguments import add_bn_sample_arguments, bn_sample
+from lesionsoup.core.merge_rules import BN_POLICIES, EPOCH, BatchNormSample
 from lesionsoup.core.model import build_model
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.merging.batchnorm import (
@@ -25,8 +26,7 @@ from lesionsoup.merging.batchnorm import (
     recompute_bn,
     recompute_patches,
 )
-from lesionsoup.plan.merge_rules import BN_POLICIES, EPOCH, BatchNormSample
-from lesionsoup.plan.report import DEFAULTS
+from lesionsoup.plan.options import BN_SAMPLE_OPTIONS, add_options, bn_sample
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.sampling import PatchDataset
 
@@ -128,7 +128,7 @@ def test_sample_counts_are_checked_and_parsed() -> None:
     with pytest.raises(ValueError, match="batch size must be >= 2"):
         BatchNormSample(batch_size=1)
     parser = argparse.ArgumentParser()
-    add_bn_sample_arguments(parser)
+    add_options(parser, BN_SAMPLE_OPTIONS)
     assert bn_sample(parser.parse_args([])) == BatchNormSample()
     assert bn_sample(parser.parse_args(["--bn-patches", "12"])).patches == 12
     assert bn_sample(parser.parse_args(["--bn-patches", "epoch"])).patches == EPOCH
@@ -142,7 +142,7 @@ def test_schemas_name_the_one_list_of_policies_and_the_epoch_default() -> None:
     report = yaml.safe_load((SCHEMAS / "report.schema.yaml").read_text())
     connectivity = report["properties"]["connectivity"]["properties"]
     assert tuple(connectivity["bn_policies"]["items"]["enum"]) == BN_POLICIES
-    assert connectivity["bn_policies"]["default"] == DEFAULTS["connectivity"]["bn_policies"]
+    assert connectivity["bn_policies"]["default"] == REPORT_DEFAULTS["connectivity"]["bn_policies"]
     assert set(BN_POLICIES) == set(POLICY_FUNCTIONS)
     sample = merging["properties"]["bn_recompute"]
     assert sample["properties"]["patches"]["default"] == EPOCH == BatchNormSample().patches

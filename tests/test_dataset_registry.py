@@ -22,6 +22,7 @@ from native_trees import write_image, write_mask
 from lesionsoup.cli import main
 from lesionsoup.core.combos import DATASET_NAME
 from lesionsoup.core.lesions import Lesion
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 from lesionsoup.data.datasets import (
     ADAPTERS,
     DatasetAdapter,
@@ -45,7 +46,6 @@ from lesionsoup.data.synthetic.layout import (
 )
 from lesionsoup.data.synthetic.maples import RELEASE_TREE
 from lesionsoup.plan import study
-from lesionsoup.plan.report import DEFAULTS as REPORT_DEFAULTS
 from lesionsoup.plan.report import report_settings
 
 SCHEMAS = Path(__file__).parents[1] / "workflow" / "schemas"

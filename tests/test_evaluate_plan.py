@@ -7,7 +7,8 @@ import re
 import pytest
 import yaml
 
-from lesionsoup.plan import paths, study
+from lesionsoup.core import paths
+from lesionsoup.plan import study
 from lesionsoup.plan.evaluation import evaluated_models, evaluation_files, named_comparisons
 from workflow import REPO, snakemake, write_config
 

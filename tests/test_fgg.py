@@ -16,11 +16,11 @@ from safetensors import safe_open
 from test_train import SETTINGS, SPEC
 from torch.utils.data import default_collate
 
+from lesionsoup.core import paths
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
-from lesionsoup.plan import paths
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.losses import LossWeights, segmentation_loss
 from lesionsoup.training.resume import load_optimizer, save_optimizer

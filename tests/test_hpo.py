@@ -18,6 +18,7 @@ import yaml
 from snakemake.utils import validate
 
 from lesionsoup.core.preemption import Preempted
+from lesionsoup.core.search_space import TUNABLE
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.hpo import export as hpo_export
@@ -402,7 +403,7 @@ def test_the_schema_names_exactly_the_tunable_settings():
     schema = yaml.safe_load(
         (Path(__file__).resolve().parents[1] / "workflow/schemas/hpo.schema.yaml").read_text()
     )
-    assert set(schema["$defs"]["setting_name"]["enum"]) == set(hpo_plan.TUNABLE)
+    assert set(schema["$defs"]["setting_name"]["enum"]) == set(TUNABLE)
 
 
 def test_a_learning_rate_range_reaching_the_floor_is_refused_naming_it(tmp_path):

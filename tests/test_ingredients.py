@@ -10,7 +10,16 @@ import pytest
 import yaml
 
 from lesionsoup.cli import build_parser
-from lesionsoup.plan import hpo, paths, study
+from lesionsoup.core import paths
+from lesionsoup.core.merge_rules import (
+    BN_POLICIES,
+    DEFAULT_GROUP_BY,
+    DEFAULT_PART,
+    PARTS,
+    RULES,
+    BatchNormSample,
+)
+from lesionsoup.plan import hpo, study
 from lesionsoup.plan.ingredients import (
     FGG_BASES,
     ensemble_arguments,
@@ -32,14 +41,6 @@ from lesionsoup.plan.ingredients import (
     soup_start,
     train_arguments,
     value_token,
-)
-from lesionsoup.plan.merge_rules import (
-    BN_POLICIES,
-    DEFAULT_GROUP_BY,
-    DEFAULT_PART,
-    PARTS,
-    RULES,
-    BatchNormSample,
 )
 from lesionsoup.plan.study import Run, runs
 from workflow import load_tiny_config, snakemake, write_config

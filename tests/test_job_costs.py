@@ -10,12 +10,12 @@ import pytest
 import torch
 from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
 
+from lesionsoup.core import paths
 from lesionsoup.core.benchmark_records import measured_seconds, read_record
 from lesionsoup.core.checkpoint import save_checkpoint
 from lesionsoup.evaluation.costs import cost_table
 from lesionsoup.evaluation.evaluate import COLUMNS
 from lesionsoup.inference.predictor import write_ensemble
-from lesionsoup.plan import paths
 
 ARCH = {"encoder": "resnet18", "lesions": ["EX"]}
 

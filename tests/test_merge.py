@@ -9,12 +9,12 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
+from lesionsoup.core.merge_rules import BN_POLICIES, RULES
 from lesionsoup.inference.predictor import IncompatibleModels
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.batchnorm import POLICY_FUNCTIONS, BatchNormRecompute, recompute_bn
 from lesionsoup.merging.selection import groups
 from lesionsoup.merging.soups import RULE_FUNCTIONS, Merger, merge
-from lesionsoup.plan.merge_rules import BN_POLICIES, RULES
 
 ARCHITECTURE = {"arch": "tiny", "classes": 2}
 

@@ -14,6 +14,8 @@ from torch.optim.swa_utils import update_bn
 
 from lesionsoup.cli import build_parser, main
 from lesionsoup.core.checkpoint import StateDict, load_checkpoint, load_metadata, save_checkpoint
+from lesionsoup.core.merge_rules import PARTS, RULES
+from lesionsoup.core.methods import method_name
 from lesionsoup.core.model import build_model
 from lesionsoup.data.cache import Cache
 from lesionsoup.inference.predictor import IncompatibleModels
@@ -24,7 +26,6 @@ from lesionsoup.merging.soups import merge
 from lesionsoup.merging.stage import merge_stage
 from lesionsoup.plan.evaluation import evaluated_models, model_table
 from lesionsoup.plan.ingredients import merged_models, soup_arguments, soup_settings
-from lesionsoup.plan.merge_rules import PARTS, RULES, method_name
 from lesionsoup.report.tables import ordered_methods
 
 #: The encoder's tensors, or the decoder's and the segmentation head's: written out here.

@@ -12,9 +12,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from lesionsoup.core import permissions
+from lesionsoup.core import paths, permissions
 from lesionsoup.core.atomic import atomic_path, atomic_write_json
-from lesionsoup.plan import paths
 
 REPO = Path(__file__).resolve().parents[1]
 

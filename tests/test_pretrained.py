@@ -15,10 +15,9 @@ import torch
 from conftest import TINY_SETTINGS, TINY_SPEC, write_pretrained_cache
 
 from lesionsoup.cli import main
-from lesionsoup.core import pretrained
+from lesionsoup.core import paths, pretrained
 from lesionsoup.core.checkpoint import load_checkpoint
 from lesionsoup.core.model import EncoderWeightsUnavailable, build_model
-from lesionsoup.plan import paths
 
 SPEC = dataclasses.replace(TINY_SPEC, encoder_weights="imagenet")
 ENCODERS = ("resnet18", "tu-resnet18")  # segmentation_models_pytorch's own, and timm's

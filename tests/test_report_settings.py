@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from typing import Any
 
-from lesionsoup.plan.report import DEFAULTS, report_settings
+import pytest
+import yaml
+
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
+from lesionsoup.plan.report import report_settings
 
 
 def test_absent_section_gives_the_defaults() -> None:
-    assert report_settings({}) == DEFAULTS
+    assert report_settings({}) == REPORT_DEFAULTS
+
+
+def schema_defaults(node: dict[str, Any]) -> Any:
+    """The defaults a schema node documents: a section's (an empty object whose keys have
+    defaults) key by key, else the node's own."""
+    keys = node.get("properties", {})
+    if node.get("default") == {} and any("default" in key for key in keys.values()):
+        return {name: schema_defaults(key) for name, key in keys.items()}
+    return node.get("default")
+
+
+def test_the_schema_documents_exactly_these_defaults() -> None:
+    """``report.schema.yaml`` documents the one table of defaults (a YAML schema cannot
+    import Python, so this test holds the two equal, nested sections included)."""
+    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "report.schema.yaml"
+    assert schema_defaults(yaml.safe_load(schema.read_text())) == REPORT_DEFAULTS
 
 
 def test_nested_values_override_only_what_they_name() -> None:
@@ -16,7 +37,7 @@ def test_nested_values_override_only_what_they_name() -> None:
     assert settings["metric"] == "auroc"
     assert settings["connectivity"]["points"] == 5
     assert settings["connectivity"]["bn_policies"] == ["average", "recompute"]
-    assert settings["qualitative"] == DEFAULTS["qualitative"]
+    assert settings["qualitative"] == REPORT_DEFAULTS["qualitative"]
 
 
 def test_unknown_headline_metric_is_refused_at_planning() -> None:

@@ -175,7 +175,7 @@ def test_unchanged_config_runs_no_job_and_changes_no_file(rerun_dir: Path, tmp_p
     assert (reran, file_states(rerun_dir)) == (Counter(), before)
 
 
-#: The uncertainty stage's outputs (``plan.paths``: METRICS_CI, COMPARISONS, BOOTSTRAP).
+#: The uncertainty stage's outputs (``core.paths``: METRICS_CI, COMPARISONS, BOOTSTRAP).
 UNCERTAINTY = ("results/metrics_ci.csv", "results/comparisons.csv", "results/bootstrap.npz")
 
 

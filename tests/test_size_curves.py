@@ -26,6 +26,7 @@ from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import load_checkpoint, save_checkpoint
 from lesionsoup.core.metrics import LesionHistogram, average_precision
 from lesionsoup.core.model import build_model
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 from lesionsoup.data.cache import Cache
 from lesionsoup.evaluation.evaluate import evaluate, load_evaluation
 from lesionsoup.evaluation.per_model import EvaluationTarget, evaluate_model
@@ -44,7 +45,6 @@ from lesionsoup.inference.infer import InferenceSettings
 from lesionsoup.inference.predictor import write_ensemble
 from lesionsoup.merging.averaging import average_checkpoints
 from lesionsoup.merging.stage import merge_stage
-from lesionsoup.plan.report import DEFAULTS
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.validation import validate
 
@@ -405,7 +405,9 @@ def test_size_curve_defaults_match_the_schema():
 
     schema = Path(__file__).parents[1] / "workflow" / "schemas" / "report.schema.yaml"
     section = yaml.safe_load(schema.read_text())["properties"]["size_curves"]["properties"]
-    assert {key: value["default"] for key, value in section.items()} == DEFAULTS["size_curves"]
+    assert {key: value["default"] for key, value in section.items()} == REPORT_DEFAULTS[
+        "size_curves"
+    ]
 
 
 def test_one_size_curve_job_per_merging_combination_with_two_candidates():
@@ -443,7 +445,7 @@ def test_one_size_curve_job_per_merging_combination_with_two_candidates():
 def test_the_size_curve_job_reads_the_evaluation_files_of_the_candidates_and_soups(tmp_path):
     import re
 
-    from lesionsoup.plan import paths
+    from lesionsoup.core import paths
     from lesionsoup.plan.evaluation import evaluated_models, evaluation_files
     from lesionsoup.plan.ingredients import soup_methods
     from lesionsoup.plan.report import size_curve_evaluations, size_curve_inputs

@@ -15,6 +15,7 @@ from torch.optim.swa_utils import update_bn
 
 from lesionsoup.cli import build_parser, main
 from lesionsoup.core.checkpoint import load_checkpoint, load_metadata, save_checkpoint
+from lesionsoup.core.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS, RULES, BatchNormSample
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache
@@ -30,7 +31,6 @@ from lesionsoup.merging.held_out import settings_of
 from lesionsoup.merging.soups import merge
 from lesionsoup.merging.stage import merge_stage
 from lesionsoup.plan.ingredients import grid_recipes, init_for, settings_for, train_arguments
-from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS, RULES, BatchNormSample
 from lesionsoup.training.run import train_run
 from lesionsoup.training.run_folder import publish_init
 from lesionsoup.training.sampling import ValidationImages

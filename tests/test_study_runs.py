@@ -24,8 +24,8 @@ import yaml
 from conftest import write_pretrained_cache
 from native_trees import ddr_tree, fgadr_tree, idrid_tree
 
+from lesionsoup.core import paths
 from lesionsoup.core.checkpoint import load_metadata
-from lesionsoup.plan import paths
 from workflow import REPO, executed_rules, planned_jobs, snakemake, write_config
 
 FIVE = "DDR+FGADR+IDRID+MAPLES+RETLES"

@@ -580,7 +580,7 @@ def test_monitor_miou_picks_best_by_the_argmax_mean_iou(tmp_path, caches):
 def test_swa_continues_the_base_optimiser_from_its_final_learning_rate(tmp_path, caches):
     """SWALR: the SWA run anneals from the rate its base ended at (worked by hand: a cosine
     over 8 updates ends at min_lr) and carries its base's AdamW state (the step count goes on)."""
-    from lesionsoup.plan import paths as plan_paths
+    from lesionsoup.core import paths as plan_paths
     from lesionsoup.training.resume import load_optimizer
 
     base_settings = dataclasses.replace(SETTINGS, min_lr=1e-4, warmup_steps=0)

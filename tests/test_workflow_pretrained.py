@@ -9,9 +9,9 @@ import torch
 from conftest import write_pretrained_cache
 from network_guard import guarded_environment
 
+from lesionsoup.core import paths
 from lesionsoup.core.checkpoint import load_checkpoint
 from lesionsoup.core.pretrained import cached_file, hub_cache, source_of
-from lesionsoup.plan import paths
 from workflow import executed_rules, load_tiny_config, planned_jobs, snakemake, write_config
 
 #: A tuned recipe's final run: the warm-up, both hpo trials and the training run before it.

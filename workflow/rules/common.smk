@@ -5,7 +5,8 @@ from pathlib import Path
 
 from lesionsoup.data.datasets.generic import adapter_for
 from lesionsoup.data.tree import dataset_roots, refresh_stamp
-from lesionsoup.plan import cluster, evaluation, hpo, ingredients, paths, study, targets
+from lesionsoup.core import paths
+from lesionsoup.plan import cluster, evaluation, hpo, ingredients, study, targets
 from lesionsoup.plan import report as report_config
 from lesionsoup.plan.datasets import SOURCE, source_of
 

@@ -2,7 +2,7 @@
 
 For each ``lam`` on a grid over [0, 1] the soup ``(1 - lam) * a + lam * b`` is
 built exactly as a merged model is (``merging.soups.Merger.build``: weights
-averaged, then a BatchNorm policy of ``plan.merge_rules.BN_POLICIES`` applied
+averaged, then a BatchNorm policy of ``core.merge_rules.BN_POLICIES`` applied
 by the routine the soups use, ``merging.batchnorm``), and scored on the
 validation images: the held-out score of ``train.validate`` (pooled AP, mean
 over lesions) and the mean training loss (Dice + BCE/CE) per image.
@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from lesionsoup.core.checkpoint import StateDict, load_metadata
+from lesionsoup.core.merge_rules import DEFAULT_PART, BatchNormPolicy, BatchNormSample, Part
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
@@ -32,7 +33,6 @@ from lesionsoup.inference.predictor import spec_of
 from lesionsoup.merging.batchnorm import batchnorm_recompute
 from lesionsoup.merging.held_out import settings_of
 from lesionsoup.merging.soups import Merger
-from lesionsoup.plan.merge_rules import DEFAULT_PART, BatchNormPolicy, BatchNormSample, Part
 from lesionsoup.training.losses import LossWeights, segmentation_loss
 from lesionsoup.training.sampling import ValidationImages
 from lesionsoup.training.validation import validate

@@ -17,8 +17,9 @@ from lesionsoup.analysis.connectivity import barrier, connectivity_curve
 from lesionsoup.analysis.sharpness import SharpnessOptions, checkpoints_sharpness, sharpness
 from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.device import pick_device
+from lesionsoup.core.merge_rules import DEFAULT_PART, BatchNormPolicy, BatchNormSample, Part
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 from lesionsoup.data.staging import staged_caches
-from lesionsoup.plan.merge_rules import DEFAULT_PART, BatchNormPolicy, BatchNormSample, Part
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ class ConnectivityOptions:
     ``part`` that moves (the rest stays A's), the sample that recomputes BatchNorm, and the
     perturbations of the sharpness table."""
 
-    points: int = 11
-    bn_policies: Sequence[BatchNormPolicy] = ("average", "recompute")
+    points: int = REPORT_DEFAULTS["connectivity"]["points"]
+    bn_policies: Sequence[BatchNormPolicy] = tuple(REPORT_DEFAULTS["connectivity"]["bn_policies"])
     part: Part = DEFAULT_PART
     bn_sample: BatchNormSample = field(default_factory=BatchNormSample)
     sharpness: SharpnessOptions = field(default_factory=SharpnessOptions)

@@ -66,6 +66,9 @@ from lesionsoup.core.checkpoint import SUFFIX, load_metadata, load_state_dict
 from lesionsoup.core.combos import combo_name
 from lesionsoup.core.device import pick_device
 from lesionsoup.core.fingerprint import changed_keys
+from lesionsoup.core.merge_rules import SIZE_CURVE_SOUPS as SOUP_CURVES
+from lesionsoup.core.merge_rules import BatchNormPolicy, BatchNormSample, merge_rule
+from lesionsoup.core.methods import ENSEMBLE
 from lesionsoup.core.metrics import DEFAULT_BINS, POOLED_METRICS
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.data.cache import Cache
@@ -87,8 +90,6 @@ from lesionsoup.merging.ensembles import top_k
 from lesionsoup.merging.held_out import HeldOut, settings_of
 from lesionsoup.merging.selection import SelectionStep
 from lesionsoup.merging.soups import Merger
-from lesionsoup.plan.merge_rules import ENSEMBLE, BatchNormPolicy, BatchNormSample, merge_rule
-from lesionsoup.plan.report import SIZE_CURVE_SOUPS as SOUP_CURVES
 
 #: The soup curves (named by their merge rules), then the ensemble curve.
 CURVES: tuple[str, ...] = (*SOUP_CURVES, ENSEMBLE)

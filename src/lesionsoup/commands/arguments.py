@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from lesionsoup.core.gpu_slots import Claim, claim_local_gpus
 from lesionsoup.core.permissions import DEFAULT_MODE, MODES
-from lesionsoup.plan.merge_rules import EPOCH, BatchNormSample
 
 if TYPE_CHECKING:
     from lesionsoup.training.run import RunOptions
@@ -29,38 +28,6 @@ def json_object(text: str) -> dict:
 
 def optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "null", "") else int(text)
-
-
-def bn_patches(text: str) -> int | str:
-    """``--bn-patches``: a count of patches (>= 1), or ``epoch`` (one epoch-equivalent)."""
-    if text == EPOCH:
-        return EPOCH
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected {EPOCH!r} or a count >= 1, got {text!r}")
-    return int(text)
-
-
-def add_bn_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--bn-*`` options of ``BatchNormSample`` (for the recompute BatchNorm policy)."""
-    sample = BatchNormSample()
-    parser.add_argument(
-        "--bn-patches",
-        type=bn_patches,
-        default=sample.patches,
-        help=f"recompute: augmented training patches, a count or {EPOCH!r} (enough to tile "
-        f"every training image once; default {sample.patches})",
-    )
-    parser.add_argument(
-        "--bn-batch-size", type=int, default=sample.batch_size, help="recompute: batch size"
-    )
-    parser.add_argument(
-        "--bn-seed", type=int, default=sample.seed, help="recompute: patch sampling seed"
-    )
-
-
-def bn_sample(args: argparse.Namespace) -> BatchNormSample:
-    """The ``BatchNormSample`` of parsed ``--bn-*`` options."""
-    return BatchNormSample(args.bn_patches, args.bn_batch_size, args.bn_seed)
 
 
 def add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:

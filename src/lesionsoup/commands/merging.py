@@ -9,24 +9,20 @@ from pathlib import Path
 
 from lesionsoup.commands.arguments import (
     Subcommands,
-    add_bn_sample_arguments,
     add_bootstrap_arguments,
     add_cache_arguments,
     add_device_argument,
-    bn_sample,
     json_object,
     open_caches,
 )
-from lesionsoup.plan.merge_rules import (
-    BN_POLICIES,
-    DEFAULT_BN_POLICY,
-    DEFAULT_GROUP_BY,
-    DEFAULT_KEEP,
-    DEFAULT_PART,
-    PARTS,
-    RULES,
+from lesionsoup.core.merge_rules import SIZE_CURVE_SOUPS
+from lesionsoup.plan.options import (
+    ENSEMBLE_OPTIONS,
+    MERGE_OPTIONS,
+    SIZE_CURVE_OPTIONS,
+    add_options,
+    bn_sample,
 )
-from lesionsoup.plan.report import SIZE_CURVE_SOUPS
 
 log = logging.getLogger("lesionsoup")
 
@@ -121,24 +117,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
 
 
-def _policy_defaults() -> str:
-    """Each rule's default BatchNorm policy, as "recompute for swa, average otherwise"."""
-    others = [
-        f"{rule.bn_policy} for {rule.name}"
-        for rule in RULES.values()
-        if rule.bn_policy != DEFAULT_BN_POLICY
-    ]
-    return ", ".join([*others, f"{DEFAULT_BN_POLICY} otherwise"])
-
-
-def _fraction(text: str) -> float:
-    """A fraction in (0, 1], as ``--keep`` takes it."""
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"a fraction in (0, 1] is needed, got {text}")
-    return value
-
-
 def _add_merge(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "merge",
@@ -150,40 +128,7 @@ def _add_merge(commands: Subcommands) -> None:
         "the architecture and training resolution (cache_size) every ingredient must share.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help=".safetensors to write")
-    parser.add_argument(
-        "--rule",
-        choices=list(RULES),
-        required=True,
-        help="; ".join(f"{rule.name}: {rule.summary}" for rule in RULES.values()),
-    )
-    parser.add_argument(
-        "--bn-policy",
-        choices=BN_POLICIES,
-        default=None,
-        help=f"BatchNorm statistics (default: {_policy_defaults()})",
-    )
-    parser.add_argument(
-        "--group-by",
-        default=DEFAULT_GROUP_BY,
-        help="hierarchical soups: the base runs' hyperparameter that defines the groups",
-    )
-    parser.add_argument(
-        "--part",
-        choices=PARTS,
-        default=DEFAULT_PART,
-        help="what the soup averages: the full model, the encoder, or the decoder with the "
-        "segmentation head; the rest, BatchNorm statistics included, is the anchor's (the "
-        "ingredient with the best validation score), named in the sidecar. Not for "
-        f"{', '.join(rule.name for rule in RULES.values() if not rule.averages_parts)} "
-        f"(default: {DEFAULT_PART})",
-    )
-    parser.add_argument(
-        "--keep",
-        type=_fraction,
-        default=DEFAULT_KEEP,
-        help="ties: the fraction of each ingredient's update kept, its largest magnitudes "
-        f"over the whole model (default: {DEFAULT_KEEP})",
-    )
+    add_options(parser, MERGE_OPTIONS)
     parser.add_argument(
         "--anchor",
         type=Path,
@@ -193,7 +138,6 @@ def _add_merge(commands: Subcommands) -> None:
         "runs the pretrained start (`lesionsoup pretrained-start`). Default: the shared "
         "initialisation the ingredients' sidecars lead to",
     )
-    add_bn_sample_arguments(parser)
     _add_common(parser)
     parser.set_defaults(handler=_merge)
 
@@ -207,9 +151,7 @@ def _add_ensemble(commands: Subcommands) -> None:
         "same architecture and training resolution (cache_size); the file records them too.",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help=".json to write")
-    parser.add_argument(
-        "--top", type=int, default=None, help="keep the k best candidates (default: all)"
-    )
+    add_options(parser, ENSEMBLE_OPTIONS)
     _add_common(parser)
     parser.set_defaults(handler=_ensemble)
 
@@ -227,16 +169,7 @@ def _add_size_curve(commands: Subcommands) -> None:
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="table CSV to write")
     parser.add_argument("--figure", type=Path, required=True, help="figure PNG to write")
-    parser.add_argument("--max-members", type=int, default=3, help="K, the largest k")
-    parser.add_argument("--metric", default="ap", help="a pooled metric, mean over lesions")
-    for curve in SIZE_CURVE_SOUPS:
-        parser.add_argument(
-            f"--{curve}-bn-policy",
-            choices=BN_POLICIES,
-            default=RULES[curve].bn_policy,
-            help=f"BatchNorm statistics of the {curve} soups",
-        )
-    add_bn_sample_arguments(parser)
+    add_options(parser, SIZE_CURVE_OPTIONS)
     parser.add_argument(
         "--settings", type=json_object, default={}, help="inference settings (JSON)"
     )

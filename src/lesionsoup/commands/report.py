@@ -13,13 +13,13 @@ from pathlib import Path
 
 from lesionsoup.commands.arguments import (
     Subcommands,
-    add_bn_sample_arguments,
     add_cache_arguments,
     add_device_argument,
-    bn_sample,
     json_object,
 )
-from lesionsoup.plan.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS
+from lesionsoup.core.merge_rules import BN_POLICIES, DEFAULT_PART, PARTS
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
+from lesionsoup.plan.options import BN_SAMPLE_OPTIONS, add_options, bn_sample
 
 
 def _annotation_style(args: argparse.Namespace) -> None:
@@ -57,7 +57,10 @@ def _add_annotation_style(commands: Subcommands) -> None:
         "annotation-style", help="measure the datasets' annotation styles and cluster them"
     )
     add_cache_arguments(parser, "a dataset cache (repeatable; named by its folder)")
-    parser.add_argument("--clusters", type=int, default=2, help="clusters of datasets by style")
+    defaults = REPORT_DEFAULTS["annotation_style"]
+    parser.add_argument(
+        "--clusters", type=int, default=defaults["clusters"], help="clusters of datasets by style"
+    )
     parser.add_argument(
         "--features", nargs="+", default=None, help="dataset features to cluster on (default: all)"
     )
@@ -68,9 +71,14 @@ def _add_annotation_style(commands: Subcommands) -> None:
         help="StyleSettings as JSON (min_shape_area, band_px, gradient_sigma)",
     )
     parser.add_argument(
-        "--resamples", type=int, default=200, help="image resamples for the cluster stability"
+        "--resamples",
+        type=int,
+        default=defaults["resamples"],
+        help="image resamples for the cluster stability",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of those resamples")
+    parser.add_argument(
+        "--seed", type=int, default=defaults["seed"], help="seed of those resamples"
+    )
     parser.add_argument(
         "--out-dir", type=Path, required=True, help="folder of the tables and figures"
     )
@@ -84,14 +92,18 @@ def _add_connectivity(commands: Subcommands) -> None:
     parser.add_argument("a", type=Path, help="checkpoint at lambda 0")
     parser.add_argument("b", type=Path, help="checkpoint at lambda 1")
     add_cache_arguments(parser, "validation (and BatchNorm) data (repeatable)")
+    defaults = REPORT_DEFAULTS["connectivity"]
     parser.add_argument(
-        "--points", type=int, default=11, help="interpolation points from A to B, both included"
+        "--points",
+        type=int,
+        default=defaults["points"],
+        help="interpolation points from A to B, both included",
     )
     parser.add_argument(
         "--bn-policy",
         nargs="+",
         choices=BN_POLICIES,
-        default=["average", "recompute"],
+        default=defaults["bn_policies"],
         help="BatchNorm statistics of each interpolated model (one curve per policy)",
     )
     parser.add_argument(
@@ -100,17 +112,23 @@ def _add_connectivity(commands: Subcommands) -> None:
         default=DEFAULT_PART,
         help="the part that moves along the path; the rest stays A's (default: the full model)",
     )
-    add_bn_sample_arguments(parser)
+    add_options(parser, BN_SAMPLE_OPTIONS)
     add_device_argument(parser)
     parser.add_argument(
-        "--sharpness-radii", type=float, nargs="+", default=[0.05, 0.1, 0.2],
+        "--sharpness-radii", type=float, nargs="+", default=defaults["sharpness"]["radii"],
         help="radii of the filter-normalised perturbations of A and B",
     )  # fmt: skip
     parser.add_argument(
-        "--sharpness-directions", type=int, default=3, help="random directions per radius"
+        "--sharpness-directions",
+        type=int,
+        default=defaults["sharpness"]["directions"],
+        help="random directions per radius",
     )
     parser.add_argument(
-        "--sharpness-seed", type=int, default=0, help="seed of the random directions"
+        "--sharpness-seed",
+        type=int,
+        default=defaults["sharpness"]["seed"],
+        help="seed of the random directions",
     )
     parser.add_argument("--sharpness", type=Path, default=None, help="sharpness CSV of A and B")
     parser.add_argument("-o", "--output", type=Path, required=True, help="curve CSV")

@@ -15,7 +15,7 @@ from lesionsoup.commands.arguments import (
     open_caches,
     run_options,
 )
-from lesionsoup.plan.paths import OPTIMIZER_STATES
+from lesionsoup.plan.options import TRAIN_OPTIMIZER_OPTIONS, add_options
 
 log = logging.getLogger("lesionsoup")
 
@@ -117,20 +117,7 @@ def _add_train(commands: Subcommands) -> None:
         help="the checkpoint to start from (a shared initialisation or a base run's); without "
         "it the run starts from the pretrained encoder with a decoder and head from its seed",
     )
-    parser.add_argument(
-        "--keep-optimizer",
-        action="append",
-        choices=OPTIMIZER_STATES,
-        default=[],
-        help="also publish the optimiser state of this checkpoint in optimizer/ (best: an FGG "
-        "base run; last: an SWA base run); repeatable",
-    )
-    parser.add_argument(
-        "--init-optimizer",
-        type=Path,
-        default=None,
-        help="start the optimiser from this published state (an FGG or SWA run: its base's)",
-    )
+    add_options(parser, TRAIN_OPTIMIZER_OPTIONS)
     _add_training_arguments(parser)
     parser.set_defaults(handler=_train)
 

@@ -30,7 +30,7 @@ PROBE_TIMEOUT = 5.0
 #: The file of timm's hub repositories that timm reads first (its safetensors alternative
 #: of ``pytorch_model.bin``).
 TIMM_WEIGHTS = "model.safetensors"
-#: The workflow's project cache (``plan.paths.PRETRAINED``), named in the instructions of
+#: The workflow's project cache (``core.paths.PRETRAINED``), named in the instructions of
 #: ``EncoderWeightsUnavailable`` when no other folder is known.
 WORKFLOW_CACHE = Path("resources/pretrained")
 
@@ -179,7 +179,7 @@ def unavailable(
 
 
 def record_name(encoder: str, weights: str) -> str:
-    """The file name of a fetch's record (``plan.paths.PRETRAINED_RECORD`` names it alike)."""
+    """The file name of a fetch's record (``core.paths.PRETRAINED_RECORD`` names it alike)."""
     return f"{encoder}.{weights}.json"
 
 

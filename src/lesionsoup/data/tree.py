@@ -7,7 +7,7 @@ its own size and time, never by its members, and a root that is itself a file
 by its own. Editing, adding, removing or renaming a photograph or mask changes
 it; reading the tree does not.
 
-A dataset's stamp file (``plan.paths.TREE_STAMP``) records the fingerprints of
+A dataset's stamp file (``core.paths.TREE_STAMP``) records the fingerprints of
 its roots (``ROOT_OPTIONS``). When the workflow is read, ``refresh_stamp``
 rewrites it only when they differ from what it records, so that its
 modification time is that of the tree's last change and the index rule, which

@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
+from lesionsoup.core.merge_rules import DEFAULT_PART
 from lesionsoup.deploy.models import ModelInfo
 from lesionsoup.inference.predictor import CACHE_SIZE_KEY
-from lesionsoup.plan.merge_rules import DEFAULT_PART
 
 #: What each lesion code stands for, in legends and model cards.
 LESION_NAMES = {

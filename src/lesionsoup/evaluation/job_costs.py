@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lesionsoup.core import paths
 from lesionsoup.core.benchmark_records import measured_seconds
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata
-from lesionsoup.plan import paths
 
 #: ``costs.csv``'s ``source``: training and merging from the jobs' records, or (a record
 #: missing) from the times the code wrote into the models' sidecars

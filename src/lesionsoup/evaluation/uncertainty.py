@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lesionsoup.core.methods import SINGLE
 from lesionsoup.core.metrics import POOLED_METRICS
 from lesionsoup.evaluation.evaluate import EvaluationError, load_evaluation
 from lesionsoup.evaluation.replicates import Replicates
@@ -51,7 +52,6 @@ from lesionsoup.evaluation.statistics import (
     resample,
     resample_weights,
 )
-from lesionsoup.plan.evaluation import SINGLE
 
 INTERVAL_COLUMNS = (
     "model", "train_combo", "method", "test_dataset", "lesion", "metric",

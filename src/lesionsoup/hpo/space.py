@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from lesionsoup.plan.hpo import check_space
+from lesionsoup.core.search_space import check_space
 
 
 def distributions(space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

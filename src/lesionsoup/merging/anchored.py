@@ -62,9 +62,9 @@ from lesionsoup.core.checkpoint import (
     load_metadata,
     start_of,
 )
+from lesionsoup.core.merge_rules import DEFAULT_KEEP
 from lesionsoup.core.specs import ModelSpec
 from lesionsoup.merging.batchnorm import is_bn_statistic
-from lesionsoup.plan.merge_rules import DEFAULT_KEEP
 
 #: TIES' scale of the merged update, lambda, by default.
 DEFAULT_SCALE = 1.0
@@ -200,7 +200,7 @@ AnchoredMerge = Callable[[StateDict, Sequence[StateDict], Callable[[str], bool]]
 
 
 def anchored_merge(rule: str, keep: float = DEFAULT_KEEP) -> AnchoredMerge:
-    """The merge behind an anchored rule of ``plan.merge_rules.RULES``; ``keep`` is TIES'."""
+    """The merge behind an anchored rule of ``core.merge_rules.RULES``; ``keep`` is TIES'."""
     merges: dict[str, AnchoredMerge] = {
         "model_stock": model_stock,
         "ties": partial(ties, keep=keep),

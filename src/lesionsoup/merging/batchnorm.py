@@ -12,7 +12,7 @@ compute, so each merged model names how its statistics are set:
 A part soup (``lesionsoup.merging.parts``) applies its policy to the statistics
 of the part it averages (``PolicyInputs.averaged``); the rest keep the anchor's.
 
-The names and each rule's default come from ``lesionsoup.plan.merge_rules``;
+The names and each rule's default come from ``lesionsoup.core.merge_rules``;
 ``POLICY_FUNCTIONS`` maps each name to what it does to an averaged state dict.
 Soups (``merging.soups.Merger``) and the connectivity analysis apply them alike.
 
@@ -42,12 +42,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
 from lesionsoup.core.checkpoint import StateDict
+from lesionsoup.core.merge_rules import BN_POLICIES, EPOCH, BatchNormSample
 from lesionsoup.core.model import build_model
 from lesionsoup.core.specs import ModelSpec, TrainSettings
 from lesionsoup.data.cache import Cache
 from lesionsoup.merging.averaging import read_tensors
 from lesionsoup.merging.selection import Evaluate
-from lesionsoup.plan.merge_rules import BN_POLICIES, EPOCH, BatchNormSample
 from lesionsoup.training.augment import build_augmentation
 from lesionsoup.training.sampling import PatchDataset, PatchSampler
 

@@ -20,11 +20,11 @@ import torch
 
 from lesionsoup.core.checkpoint import load_metadata, load_state_dict
 from lesionsoup.core.combos import combo_name
+from lesionsoup.core.methods import ENSEMBLE
 from lesionsoup.data.cache import Cache
 from lesionsoup.inference.predictor import agreed_fields, spec_of, write_ensemble
 from lesionsoup.merging.candidates import expand_ingredients, training_seconds
 from lesionsoup.merging.held_out import HeldOut, settings_of
-from lesionsoup.plan.merge_rules import ENSEMBLE
 
 log = logging.getLogger(__name__)
 

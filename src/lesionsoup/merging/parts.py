@@ -1,7 +1,7 @@
 """Which tensors a part soup averages, and the anchor that supplies the rest.
 
 A soup averages the ``full`` model, the ``encoder`` or the ``decoder``
-(``lesionsoup.plan.merge_rules.PARTS``). The two parts split the U-Net's state
+(``lesionsoup.core.merge_rules.PARTS``). The two parts split the U-Net's state
 dict in two: the encoder is every tensor under ``encoder.``; the decoder is
 every other one, the decoder blocks and the segmentation head (the modules
 the reference's ``initialize`` re-initialises together). The part not
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lesionsoup.core.checkpoint import StateDict, tensor_specs
+from lesionsoup.core.merge_rules import DEFAULT_PART, Part
 from lesionsoup.merging.averaging import read_tensors
-from lesionsoup.plan.merge_rules import DEFAULT_PART, Part
 
 #: The state-dict prefix of the U-Net's encoder (``segmentation_models_pytorch.Unet.encoder``).
 ENCODER_PREFIX = "encoder."

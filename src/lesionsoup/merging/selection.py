@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lesionsoup.core.merge_rules import SINGLE_BEST
 from lesionsoup.merging.averaging import Weights
-from lesionsoup.plan.merge_rules import SINGLE_BEST
 
 #: The held-out score of a soup given as ingredient weights; higher is better.
 Evaluate = Callable[[Mapping[Path, float]], float]

@@ -1,7 +1,7 @@
 """Soups by rule name: build and score candidates one way, select, and record the lineage.
 
 ``merge`` looks the rule up in ``RULE_FUNCTIONS`` (the names and defaults are
-``lesionsoup.plan.merge_rules.RULES``). Selection (greedy, hierarchical
+``lesionsoup.core.merge_rules.RULES``). Selection (greedy, hierarchical
 greedy, single best) scores every candidate through ``Merger.evaluate``, which
 builds it with ``Merger.build``: the same path, BatchNorm policy included,
 that builds the final model, so a candidate is scored as it would be saved.
@@ -26,6 +26,15 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from lesionsoup.core.checkpoint import StateDict, load_state_dict
+from lesionsoup.core.merge_rules import (
+    DEFAULT_GROUP_BY,
+    DEFAULT_KEEP,
+    DEFAULT_PART,
+    BatchNormPolicy,
+    Part,
+    check_part,
+    merge_rule,
+)
 from lesionsoup.inference.predictor import INFERENCE_FIELDS
 from lesionsoup.merging import selection
 from lesionsoup.merging.anchored import AnchoredMerge, anchored_merge, check_anchor, common_start
@@ -44,15 +53,6 @@ from lesionsoup.merging.batchnorm import (
 from lesionsoup.merging.candidates import base_group_key
 from lesionsoup.merging.parts import anchor_rest, part_filter
 from lesionsoup.merging.selection import GroupKey, Selection, SelectionStep
-from lesionsoup.plan.merge_rules import (
-    DEFAULT_GROUP_BY,
-    DEFAULT_KEEP,
-    DEFAULT_PART,
-    BatchNormPolicy,
-    Part,
-    check_part,
-    merge_rule,
-)
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def _hierarchical(
     )
 
 
-#: Each rule of ``lesionsoup.plan.merge_rules.RULES``, by name, as what it selects.
+#: Each rule of ``lesionsoup.core.merge_rules.RULES``, by name, as what it selects.
 RULE_FUNCTIONS: dict[str, Callable[[Merger, GroupKey], Selection]] = {
     "best": _single_best,
     "uniform": _uniform,
@@ -304,7 +304,7 @@ def merge(
     keep: float = DEFAULT_KEEP,
     start: Path | None = None,
 ) -> MergeResult:
-    """Merge checkpoints by ``rule`` (a name of ``plan.merge_rules.RULES``), by default with
+    """Merge checkpoints by ``rule`` (a name of ``core.merge_rules.RULES``), by default with
     the rule's BatchNorm policy; hierarchical rules group the ingredients by ``group_key``
     (default: the learning rate of each ingredient's base run, ``DEFAULT_GROUP_BY`` of the run
     that left the shared initialisation, so FGG and SWA snapshots join their base's group).

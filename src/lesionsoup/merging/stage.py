@@ -25,13 +25,7 @@ import torch
 
 from lesionsoup.core.checkpoint import load_metadata, save_checkpoint
 from lesionsoup.core.combos import combo_name
-from lesionsoup.data.cache import Cache
-from lesionsoup.inference.predictor import spec_of
-from lesionsoup.merging.batchnorm import batchnorm_recompute
-from lesionsoup.merging.candidates import base_group_key, expand_ingredients, training_seconds
-from lesionsoup.merging.held_out import HeldOut, settings_of
-from lesionsoup.merging.soups import merge
-from lesionsoup.plan.merge_rules import (
+from lesionsoup.core.merge_rules import (
     DEFAULT_GROUP_BY,
     DEFAULT_KEEP,
     DEFAULT_PART,
@@ -41,6 +35,12 @@ from lesionsoup.plan.merge_rules import (
     check_part,
     merge_rule,
 )
+from lesionsoup.data.cache import Cache
+from lesionsoup.inference.predictor import spec_of
+from lesionsoup.merging.batchnorm import batchnorm_recompute
+from lesionsoup.merging.candidates import base_group_key, expand_ingredients, training_seconds
+from lesionsoup.merging.held_out import HeldOut, settings_of
+from lesionsoup.merging.soups import merge
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def merge_stage(
     device: str | torch.device = "cpu",
     workers: int = 0,
 ) -> dict[str, Any]:
-    """Merge ``ingredients`` by ``rule`` (``plan.merge_rules.RULES``), save and return the
+    """Merge ``ingredients`` by ``rule`` (``core.merge_rules.RULES``), save and return the
     checkpoint's metadata; ``bn_policy``, ``part``, ``keep``, ``anchor`` (its ``start``) as
     ``soups.merge``'s, ``workers`` load the recompute patches."""
     defaults = merge_rule(rule)  # an unknown rule or part is refused before any file is read

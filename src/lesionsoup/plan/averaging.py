@@ -16,8 +16,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from lesionsoup.core import paths
 from lesionsoup.core.combos import combo_members
-from lesionsoup.plan import ingredients, paths
+from lesionsoup.plan import ingredients
 
 #: The start of a merged model whose pools hold runs of both starts.
 MIXED = "mixed"

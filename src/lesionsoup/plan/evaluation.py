@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any
 
-from lesionsoup.plan import hpo, paths
+from lesionsoup.core import paths
+from lesionsoup.core.methods import INGREDIENT, SINGLE
+from lesionsoup.plan import hpo
 from lesionsoup.plan.averaging import reference_models
 from lesionsoup.plan.ingredients import ingredient_runs, merged_models
 from lesionsoup.plan.study import runs, test_datasets
@@ -26,14 +28,6 @@ class EvaluatedModel:
     def key(self) -> str:
         """The path without ``results/`` and suffix: names its evaluation files."""
         return paths.model_key(self.path)
-
-
-#: The method of a model that is one training run's best checkpoint: every other
-#: method's baseline.
-SINGLE = "single"
-#: The method of a merged model's ingredient that no other method evaluates (a grid run's
-#: checkpoint, the base an SWA run continues): its gain is measured against them.
-INGREDIENT = "ingredient"
 
 
 def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:

@@ -35,17 +35,26 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from lesionsoup.plan import hpo, paths
-from lesionsoup.plan.merge_rules import (
+from lesionsoup.core import paths
+from lesionsoup.core.merge_rules import (
     DEFAULT_GROUP_BY,
     DEFAULT_KEEP,
     DEFAULT_PART,
-    ENSEMBLE,
     ENSEMBLE_POOLS,
+    POOLS,
+    RUN_POOLS,
     BatchNormSample,
     check_part,
     merge_rule,
-    method_name,
+)
+from lesionsoup.core.methods import ENSEMBLE, method_name
+from lesionsoup.plan import hpo
+from lesionsoup.plan.options import (
+    BN_SAMPLE_OPTIONS,
+    ENSEMBLE_OPTIONS,
+    MERGE_OPTIONS,
+    TRAIN_OPTIMIZER_OPTIONS,
+    option_flags,
 )
 from lesionsoup.plan.study import (
     Run,
@@ -62,7 +71,6 @@ from lesionsoup.plan.study import (
 GRID_PREFIX = "grid-"
 SWA_PREFIX = "swa-"
 FGG_PREFIX = "fgg-"
-POOLS = ("grid", "fgg", "swa", "hpo")
 #: Which grid runs FGG continues: one per learning rate (FissionFusion), or every one.
 FGG_BASES = ("per_lr", "every")
 #: Settings that make up a learning-rate schedule; a continuation never inherits them.
@@ -264,19 +272,25 @@ def train_arguments(config: Mapping[str, Any], combo: str, recipe: str, seed: in
     base's (FGG: saved with ``best``, as FissionFusion's fgg.py; SWA: with ``last``, torch's
     SWALR continuing the base's optimiser), and a base keeps the state its continuations need
     (only those runs: the state is twice the size of the weights)."""
+    return option_flags(TRAIN_OPTIMIZER_OPTIONS, optimizer_settings(config, combo, recipe, seed))
+
+
+def optimizer_settings(config: Mapping[str, Any], combo: str, recipe: str, seed: int) -> dict:
+    """A run's ``init_optimizer`` (a continuation's: its base's published state) or its
+    ``keep_optimizer`` checkpoints (those whose state its continuations start from)."""
     continued = _continuation(recipe)
     if continued is not None:
         folder = optimizer_input(combo, recipe, seed)[0]
-        return f"--init-optimizer {folder}/{paths.optimizer_file(_START[continued[0]])}"
+        return {"init_optimizer": f"{folder}/{paths.optimizer_file(_START[continued[0]])}"}
     if combo not in merging_combinations(config):
-        return ""
+        return {}
     run = Run(combo, recipe, seed)
     kept = [
         _START[stage]
         for stage, bases in (("fgg", fgg_bases), ("swa", swa_bases))
         if run in bases(config, combo)
     ]
-    return " ".join(f"--keep-optimizer {checkpoint}" for checkpoint in kept)
+    return {"keep_optimizer": kept}
 
 
 def merging_combinations(config: Mapping[str, Any]) -> list[str]:
@@ -369,7 +383,9 @@ def pool_starts(config: Mapping[str, Any], pool: str) -> set[str]:
         return {recipe_start(config, plan.recipe) for plan in hpo.plans(config)}
     if pool == "swa":
         return {run_start(config, recipe) for recipe in _swa_base_recipes(config)}
-    if pool in ("grid", "fgg"):
+    if pool == "fgg":
+        return pool_starts(config, "grid")
+    if pool == "grid":
         grid = _merging(config).get("grid")
         return {recipe_start(config, grid["recipe"])} if grid else {study_start(config)}
     return {run_start(config, pool)}
@@ -381,7 +397,7 @@ def ingredient_runs(config: Mapping[str, Any]) -> list[Run]:
     return [
         run
         for combo in merging_combinations(config)
-        for pool in ("grid", "fgg", "swa")
+        for pool in RUN_POOLS
         for run in pool_runs(config, combo, pool)
     ]
 
@@ -564,10 +580,7 @@ def bn_sample(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def bn_sample_arguments(sample: Mapping[str, Any]) -> str:
     """The ``--bn-*`` options of ``lesionsoup merge`` and ``lesionsoup connectivity``."""
-    return (
-        f"--bn-patches {sample['patches']} --bn-batch-size {sample['batch_size']} "
-        f"--bn-seed {sample['seed']}"
-    )
+    return option_flags(BN_SAMPLE_OPTIONS, sample)
 
 
 def soup_inputs(config: Mapping[str, Any], combo: str, method: str) -> list[str]:
@@ -626,15 +639,10 @@ def soup_ensemble(config: Mapping[str, Any], combo: str, method: str) -> str | N
 
 
 def soup_arguments(config: Mapping[str, Any], method: str) -> str:
-    """The ``lesionsoup merge`` options of a configured soup."""
+    """The ``lesionsoup merge`` options of a configured soup: its settings, and the BatchNorm
+    sample where it recomputes the statistics."""
     soup = soup_settings(config, method)
-    options = [f"--rule {soup['rule']}", f"--bn-policy {soup['bn_policy']}"]
-    options.append(f"--group-by {soup['group_by']} --part {soup['part']}")
-    if soup["bn_recompute"]:
-        options.append(bn_sample_arguments(soup["bn_recompute"]))
-    if "keep" in soup:
-        options.append(f"--keep {soup['keep']}")
-    return " ".join(options)
+    return option_flags(MERGE_OPTIONS, {**soup, **(soup["bn_recompute"] or {})})
 
 
 def ensemble_settings(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -655,13 +663,12 @@ def ensemble_inputs(config: Mapping[str, Any], combo: str, name: str) -> list[st
 
 def ensemble_arguments(config: Mapping[str, Any], name: str) -> str:
     """The ``lesionsoup ensemble`` options of a configured ensemble."""
-    top = ensemble_settings(config, name)["top"]
-    return "" if top is None else f"--top {top}"
+    return option_flags(ENSEMBLE_OPTIONS, ensemble_settings(config, name))
 
 
 def merged_models(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(path, combination, method) of every merged model and ensemble, for evaluation; a soup's
-    method names its rule and, for a part soup, its part (``merge_rules.method_name``)."""
+    method names its rule and, for a part soup, its part (``core.methods.method_name``)."""
     merging = _merging(config)
     models = []
     for combo in merging_combinations(config):

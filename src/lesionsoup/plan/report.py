@@ -1,8 +1,9 @@
 """The ``report`` section of a study's config: defaults filled in, and the jobs it asks for.
 
-Snakemake's schema validation does not fill defaults inside a referenced
-schema, so the rules read the section through ``report_settings``; the
-defaults here are those documented in ``workflow/schemas/report.schema.yaml``.
+The rules read the section through ``report_settings``, which fills in the
+defaults of ``core.report_defaults.REPORT_REPORT_DEFAULTS`` (the ones
+``workflow/schemas/report.schema.yaml`` documents; a test holds them equal), so
+that a config's report section needs no key, nested sections included.
 """
 
 from __future__ import annotations
@@ -10,37 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lesionsoup.core import paths
 from lesionsoup.core.combos import combo_members
+from lesionsoup.core.merge_rules import DEFAULT_PART, SIZE_CURVE_SOUPS, merge_rule
+from lesionsoup.core.methods import ENSEMBLE, INGREDIENT, SINGLE
 from lesionsoup.core.metrics import METRIC_LABELS
-from lesionsoup.core.style_features import STYLE_FEATURES
-from lesionsoup.plan import averaging, ingredients, paths
-from lesionsoup.plan.evaluation import INGREDIENT, SINGLE, evaluated_models
-from lesionsoup.plan.merge_rules import DEFAULT_PART, ENSEMBLE, merge_rule
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
+from lesionsoup.plan import averaging, ingredients
+from lesionsoup.plan.evaluation import evaluated_models
+from lesionsoup.plan.options import SIZE_CURVE_OPTIONS, option_flags
 from lesionsoup.plan.study import combo_caches, configured, test_datasets
-
-DEFAULTS: dict[str, Any] = {
-    "metric": "ap",
-    "method": "single",
-    "coarse": ["RETLES"],
-    "pr_top": 3,
-    "qualitative": {"images": 3, "models": {}, "default_models": 3},
-    "annotation_style": {
-        "clusters": 2,
-        "features": list(STYLE_FEATURES),
-        "resamples": 200,
-        "seed": 0,
-        "settings": {},
-    },
-    "connectivity": {
-        "points": 11,
-        "bn_policies": ["average", "recompute"],
-        "sharpness": {"radii": [0.05, 0.1, 0.2], "directions": 3, "seed": 0},
-        "pairs": {},
-    },
-    "size_curves": {"pool": ["grid"], "max_members": 3},
-}
-#: The soup curves of the size curves (``analysis.size_curves``), named by their merge rules.
-SIZE_CURVE_SOUPS: tuple[str, ...] = ("uniform", "greedy")
 
 
 def _filled(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -57,14 +37,14 @@ def _filled(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -
 
 
 def report_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config["report"]`` (may be absent) over ``DEFAULTS``, nested sections included.
+    """``config["report"]`` (may be absent) over ``REPORT_DEFAULTS``, nested sections included.
 
     ``coarse`` may name the default's registered datasets a study leaves out; any
     other name must be a configured dataset (a misspelt one stops planning here). An
     unknown headline ``metric`` is refused here too, not after the study ran.
     """
-    settings = _filled(DEFAULTS, config.get("report") or {}, "report")
-    others = [name for name in settings["coarse"] if name not in DEFAULTS["coarse"]]
+    settings = _filled(REPORT_DEFAULTS, config.get("report") or {}, "report")
+    others = [name for name in settings["coarse"] if name not in REPORT_DEFAULTS["coarse"]]
     configured(config, "report.coarse", others)
     if settings["metric"] not in METRIC_LABELS:
         known = sorted(METRIC_LABELS)
@@ -186,19 +166,23 @@ def size_curve_policies(config: Mapping[str, Any]) -> dict[str, str]:
     return policies
 
 
-def size_curve_arguments(config: Mapping[str, Any]) -> str:
-    """The ``lesionsoup size-curve`` options but the evaluation's: K, the headline metric,
-    the soups' BatchNorm policies and, where one recomputes, the study's patches."""
+def size_curve_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``lesionsoup size-curve`` settings but the evaluation's, by option name: K, the
+    headline metric, the soups' BatchNorm policies and, where one recomputes, the study's
+    patches."""
     settings = report_settings(config)
     policies = size_curve_policies(config)
-    options = [
-        f"--max-members {settings['size_curves']['max_members']}",
-        f"--metric {settings['metric']}",
-        *(f"--{curve}-bn-policy {policy}" for curve, policy in policies.items()),
-    ]
-    if "recompute" in policies.values():
-        options.append(ingredients.bn_sample_arguments(ingredients.bn_sample(config)))
-    return " ".join(options)
+    return {
+        "max_members": settings["size_curves"]["max_members"],
+        "metric": settings["metric"],
+        **{f"{curve}_bn_policy": policy for curve, policy in policies.items()},
+        **(ingredients.bn_sample(config) if "recompute" in policies.values() else {}),
+    }
+
+
+def size_curve_arguments(config: Mapping[str, Any]) -> str:
+    """The ``lesionsoup size-curve`` options of ``size_curve_settings``."""
+    return option_flags(SIZE_CURVE_OPTIONS, size_curve_settings(config))
 
 
 def averaging_table(config: Mapping[str, Any]) -> list[str]:

@@ -10,10 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lesionsoup.core import paths
 from lesionsoup.core.combos import combo_members, expand_combinations
 from lesionsoup.core.schedules import rising_schedule
 from lesionsoup.core.specs import ModelSpec, TrainSettings
-from lesionsoup.plan import datasets, paths
+from lesionsoup.plan import datasets
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lesionsoup.plan import hpo, ingredients, paths, report, study
+from lesionsoup.core import paths
+from lesionsoup.plan import hpo, ingredients, report, study
 
 
 def study_targets(config: Mapping[str, Any]) -> list[str]:

@@ -24,12 +24,12 @@ from lesionsoup.analysis.averaging import ALL_TESTS, CONDITION, MergedModel, gai
 from lesionsoup.analysis.connectivity import barrier
 from lesionsoup.core.atomic import write_csv
 from lesionsoup.core.figures import PAGE_WIDTH, figure_size, save_figure
+from lesionsoup.core.merge_rules import PARTS, RULES
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
-from lesionsoup.plan.merge_rules import PARTS, RULES
 
-#: The markers of the BatchNorm policies, in ``plan.merge_rules.BN_POLICIES`` order.
+#: The markers of the BatchNorm policies, in ``core.merge_rules.BN_POLICIES`` order.
 _MARKERS = {"average": "o", "recompute": "s", "copy-best": "^"}
 VERDICT_COLUMNS = (
     "train_combo", "soup", *CONDITION, "models", "gain", "low", "high", "verdict",

@@ -21,7 +21,7 @@ from lesionsoup.report.intervals import interval_text
 from lesionsoup.report.pr_curves import histograms_by_model, lesion_values
 from lesionsoup.report.tables import model_scores, ordered_methods
 
-#: Methods drawn at most, the first in ``tables.METHOD_ORDER`` (single, ensemble, SWA, soups).
+#: Methods drawn at most, the first in ``core.methods.METHOD_ORDER`` (single, ensemble, SWA, soups).
 METHODS_DRAWN = 5
 DRAWN_COLUMNS = ("model", "method", "test_dataset", "lesion", "ece", "low", "high")
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from lesionsoup.analysis.landscape import Landscape
 from lesionsoup.core.figures import COLUMN_WIDTH, figure_size, save_figure
-from lesionsoup.plan.merge_rules import DEFAULT_PART
+from lesionsoup.core.merge_rules import DEFAULT_PART
 
 
 def plot_connectivity(

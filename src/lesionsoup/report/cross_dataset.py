@@ -30,12 +30,12 @@ from lesionsoup.core.figures import (
     save_figure,
     wrap_label,
 )
+from lesionsoup.core.methods import SINGLE
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.evaluate import read_metrics
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.statistics import finite_mean
 from lesionsoup.evaluation.uncertainty import MEAN_OVER_LESIONS
-from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.report.intervals import (
     check_metric,
     confidence_text,

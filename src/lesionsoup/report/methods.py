@@ -23,13 +23,13 @@ from lesionsoup.core.figures import (
     panel_grid,
     save_figure,
 )
+from lesionsoup.core.methods import SINGLE
 from lesionsoup.core.metrics import metric_label
 from lesionsoup.evaluation.costs import read_costs
 from lesionsoup.evaluation.evaluate import read_metrics
 from lesionsoup.evaluation.replicates import Replicates
 from lesionsoup.evaluation.statistics import finite_mean, holm, shifted_null_p_value
 from lesionsoup.evaluation.uncertainty import BASELINE, MEAN_OVER_LESIONS
-from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.report.intervals import read_replicates, replicate_errors
 from lesionsoup.report.tables import model_scores, ordered_methods, with_metric
 

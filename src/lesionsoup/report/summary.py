@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.methods import SINGLE
 from lesionsoup.core.metrics import metric_label
-from lesionsoup.plan.evaluation import SINGLE
 from lesionsoup.report.averaging import averaging_notes
 from lesionsoup.report.tables import markdown_table, ordered_methods
 

@@ -15,16 +15,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from lesionsoup.plan.evaluation import SINGLE
-from lesionsoup.plan.merge_rules import ENSEMBLE, method_names
-
-#: Order of methods in tables and figures, each soup's part soups after it (``uniform``,
-#: ``uniform-encoder``, ``uniform-decoder``); unknown methods follow, sorted.
-METHOD_ORDER: tuple[str, ...] = tuple(
-    method
-    for base in (SINGLE, ENSEMBLE, "swa", "uniform", "greedy", "UoU", "UoG", "GoU", "GoG")
-    for method in method_names(base)
-)
+from lesionsoup.core.methods import METHOD_ORDER
 
 
 def metric_rows(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -44,7 +35,7 @@ def model_scores(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def ordered_methods(methods: Iterable[str]) -> list[str]:
-    """The distinct methods in ``METHOD_ORDER``, unknown ones after them, sorted."""
+    """The distinct methods in ``core.methods.METHOD_ORDER``, unknown ones after them, sorted."""
     rank = {method: index for index, method in enumerate(METHOD_ORDER)}
     return sorted(set(methods), key=lambda method: (rank.get(method, len(rank)), method))
 

@@ -27,7 +27,7 @@ from lesionsoup.core.checkpoint import (
     save_checkpoint,
     state_digest,
 )
-from lesionsoup.plan.paths import OPTIMIZER_FOLDER, optimizer_file
+from lesionsoup.core.paths import OPTIMIZER_FOLDER, optimizer_file
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """The merge rules by name, with their defaults: the one table of what a config may ask for.
 
 The config schema, the ``lesionsoup merge`` command, the planning of the
-``merge`` rule and the merge stage all read this table; the functions behind
-the names live in ``lesionsoup.merging.soups.RULE_FUNCTIONS`` and the
-BatchNorm policies in ``lesionsoup.merging.batchnorm.POLICY_FUNCTIONS``. Tests
-check that both cover these names and that the schema's enums equal them
-(a YAML schema cannot import Python). Kept free of torch, as all of ``plan``.
+``merge`` rule and the merge stage all read this table, and the ingredient
+pools, BatchNorm policies and parts it names; the functions behind the names
+live in ``lesionsoup.merging.soups.RULE_FUNCTIONS`` and the BatchNorm policies
+in ``lesionsoup.merging.batchnorm.POLICY_FUNCTIONS``. Tests check that both
+cover these names and that the schema's enums equal them (a YAML schema cannot
+import Python). Free of torch: the planner (``lesionsoup.plan``) reads it too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ DEFAULT_BN_POLICY: BatchNormPolicy = "average"
 Part = Literal["full", "encoder", "decoder"]
 PARTS: tuple[Part, ...] = get_args(Part)
 DEFAULT_PART: Part = "full"
+
+
+#: Where a soup's or ensemble's candidates come from, besides a recipe's runs
+#: (``lesionsoup.plan.ingredients``): the hyperparameter grid, FGG and SWA continuations, the
+#: Optuna study's trials.
+POOLS = ("grid", "fgg", "swa", "hpo")
+#: The pools of training runs the merging config adds (every pool but the study's trials).
+RUN_POOLS = tuple(pool for pool in POOLS if pool != "hpo")
 
 
 @dataclass(frozen=True)
@@ -87,9 +96,10 @@ DEFAULT_KEEP = 0.2
 #: The base-run setting that groups a hierarchical soup's candidates unless a soup names one.
 DEFAULT_GROUP_BY = "lr"
 
-#: The method an ensemble is recorded under (its sidecar's ``rule``, ``metrics.csv``).
-ENSEMBLE = "ensemble"
+#: The pools of an ensemble that names none.
 ENSEMBLE_POOLS: tuple[str, ...] = ("grid",)
+#: The soup curves of the size curves (``analysis.size_curves``), named by their merge rules.
+SIZE_CURVE_SOUPS: tuple[str, ...] = ("uniform", "greedy")
 
 
 #: ``BatchNormSample.patches`` for one epoch-equivalent of training patches: as many as tile
@@ -127,18 +137,3 @@ def check_part(rule: str, part: str) -> None:
         raise ValueError(f"unknown part {part!r}; known: {list(PARTS)}")
     if part != DEFAULT_PART and not merge_rule(rule).averages_parts:
         raise ValueError(f"the {rule} rule averages no part: {part!r} needs another rule")
-
-
-def method_name(rule: str, part: Part = DEFAULT_PART) -> str:
-    """The method a merged model is recorded under (``metrics.csv``, figures): its rule, with
-    the part it averages when not the full model (``uniform-encoder``)."""
-    check_part(rule, part)
-    return rule if part == DEFAULT_PART else f"{rule}-{part}"
-
-
-def method_names(base: str) -> tuple[str, ...]:
-    """``base`` (a rule or another method) and, for a rule that averages parts, its part
-    soups' methods: the order tables and figures list them in."""
-    if base not in RULES or not RULES[base].averages_parts:
-        return (base,)
-    return tuple(method_name(base, part) for part in PARTS)
