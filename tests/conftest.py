@@ -206,7 +206,7 @@ def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import socket
 
     from huggingface_hub import constants
-    from network_guard import refusing
+    from support.network_guard import refusing
 
     attempts: list[str] = []
     replacements = refusing(attempts.append)
