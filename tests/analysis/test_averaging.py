@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from test_figure_layout import check_layout
-from test_ingredients import make_config
+from support.figure_layout import check_layout
+from support.ingredients import make_config
 
 from lesionsoup.analysis.averaging import ALL_TESTS, MergedModel, gain_table
 from lesionsoup.evaluation.replicates import Replicates

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TINY_SETTINGS, TINY_SPEC, write_toy_cache
 from support import REPO
-from test_uncertainty import scored_models
+from support.uncertainty import scored_models
 
 import lesionsoup.analysis.size_curves as module
 from lesionsoup.analysis.size_curves import (

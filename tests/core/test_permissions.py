@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +11,11 @@ import torch
 import yaml
 from safetensors.torch import save_file
 from support import REPO
+from support.permissions import EXPECTED, mode_of
 
 from lesionsoup.core import permissions
 from lesionsoup.core.atomic import atomic_path, atomic_write_json
 from lesionsoup.plan import paths
-
-#: (file, folder) permissions of each mode under the tests' umask 022.
-EXPECTED = {"group": (0o640, 0o750), "private": (0o600, 0o700), "umask": (0o644, 0o755)}
-
-
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def wrong_modes(root: Path, file_mode: int, folder_mode: int) -> dict[str, str]:
-    """Every path at or under ``root`` whose permissions are not its kind's, with them."""
-    paths = [root, *root.rglob("*")]
-    expected = {path: folder_mode if path.is_dir() else file_mode for path in paths}
-    return {str(p): f"{mode_of(p):04o}" for p in paths if mode_of(p) != expected[p]}
 
 
 def write_every_kind(folder: Path) -> list[Path]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 from support import REPO
-from support.native_trees import write_image, write_mask
+from support.generic_tree import IDS, MASKS, write_generic_tree
+from support.native_trees import write_mask
 
 from lesionsoup.cli import main
 from lesionsoup.data.datasets import ADAPTERS, DatasetError, index_dataset
@@ -21,21 +22,6 @@ from lesionsoup.data.datasets.registry import NAME as REGISTRY_NAME
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 NAME = "EOPHTHA"
-#: Two eyes of each of three patients; only some images have haemorrhage masks.
-IDS = ("p1_L", "p1_R", "p2_L", "p2_R", "p3_L", "p3_R")
-MASKS = {"EX": "annotations/EX/{stem}_EX.png", "HE": "annotations/HE/{stem}.png"}
-
-
-def write_generic_tree(
-    root: Path, ids: Iterable[str] = IDS, width: int = 12, height: int = 8
-) -> Path:
-    """``images/<id>.jpg``, an EX mask for every image and an HE mask for the left eyes."""
-    for image_id in ids:
-        write_image(root / "images" / f"{image_id}.jpg", width, height)
-        write_mask(root / "annotations" / "EX" / f"{image_id}_EX.png", width, height)
-        if image_id.endswith("_L"):
-            write_mask(root / "annotations" / "HE" / f"{image_id}.png", width, height)
-    return root
 
 
 def generic_options(**changes: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_architecture import import_graph
+from support.architecture import import_graph
 
 from lesionsoup.data.datasets import ADAPTERS
 from lesionsoup.data.synthetic.generator import generate

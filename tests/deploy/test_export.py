@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import write_toy_cache
 from safetensors.torch import save_file
-from test_permissions import EXPECTED, wrong_modes
-from test_predict import read_png, rendered, save_random_model, write_photograph
+from support.permissions import EXPECTED, wrong_modes
+from support.predict import read_png, rendered, save_random_model, write_photograph
 
 from lesionsoup.cli import main
 from lesionsoup.core.checkpoint import CheckpointError

@@ -16,8 +16,8 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 from huggingface_hub import ModelCard
+from support.predict import save_random_model
 from test_export import TRAINING, _assert_same, _probabilities, photographs  # noqa: F401
-from test_predict import save_random_model
 
 from lesionsoup.cli import main
 from lesionsoup.commands.predict import EXPORT_FORMATS

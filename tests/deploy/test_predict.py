@@ -15,17 +15,17 @@ import pytest
 import torch
 from conftest import quiet_options
 from safetensors.torch import save_file
-from test_permissions import EXPECTED, wrong_modes
+from support.permissions import EXPECTED, wrong_modes
+from support.predict import TINY, read_png, rendered, save_random_model, write_photograph
 
 from lesionsoup.cli import main
 from lesionsoup.commands.predict import FLIP_CHOICES, MAX_PIXELS, MODE_CHOICES
 from lesionsoup.core.checkpoint import CheckpointError, save_checkpoint
 from lesionsoup.core.lesions import TRAINED, Lesion, pack
 from lesionsoup.core.model import build_model
-from lesionsoup.core.specs import ModelSpec, TrainSettings
+from lesionsoup.core.specs import TrainSettings
 from lesionsoup.data.cache import Cache, CacheEntry, CacheWriter
 from lesionsoup.data.preprocess import BadImageError, downscale_keeping_lesions, prepare_photograph
-from lesionsoup.data.synthetic.fundus import render_fundus
 from lesionsoup.deploy import predict as predict_module
 from lesionsoup.deploy.predict import (
     OVERLAY_COLOURS,
@@ -39,13 +39,9 @@ from lesionsoup.deploy.predict import (
 from lesionsoup.inference.infer import FLIPS, InferenceSettings
 from lesionsoup.training.run import train_run
 
-TINY = ModelSpec(
-    encoder="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4)
-)
 #: The trained fixture: photographs, cache size and a short, fast training recipe.
 PHOTO_SHAPE = (560, 640)
 CACHE_SIZE = 448  # about the photographs' own scale: exudates stay visible
-LESION_DENSITY = 3.0
 RECIPE = TrainSettings(
     steps=250,
     batch_size=8,
@@ -60,31 +56,6 @@ RECIPE = TrainSettings(
 )
 QUIET = PredictOptions(progress=False)
 LESIONS = ("EX", "HE", "MA", "CWS")
-
-
-def save_random_model(path: Path, seed: int = 0, **metadata: object) -> Path:
-    """An untrained tiny U-Net saved as a checkpoint (fast tests of the plumbing)."""
-    torch.manual_seed(seed)
-    model = build_model(TINY)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, model.state_dict(), {"architecture": TINY.as_dict(), **metadata})
-    return path
-
-
-def write_photograph(path: Path, rgb: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
-
-
-def rendered(seed: int, height: int, width: int, density: float = LESION_DENSITY):
-    return render_fundus(np.random.default_rng(seed), height, width, density, cws_probability=1)
-
-
-def read_png(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    assert image is not None, path
-    return image
 
 
 # ----------------------------------------------------------------------------- a trained model

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import write_toy_cache
 from support.lesion_counting import naive_counts
-from test_predictor import save_tiny
-from test_preprocess import blank, manifest_of, write_case
+from support.predictor import save_tiny
+from support.preprocess import blank, manifest_of, write_case
 
 from lesionsoup.core.device_histograms import bin_image
 from lesionsoup.core.lesion_components import size_edges

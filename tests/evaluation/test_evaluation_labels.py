@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_toy_cache
-from test_predictor import save_tiny
+from support.predictor import save_tiny
 from torchmetrics.functional.classification import multiclass_stat_scores
 
 from lesionsoup.core.lesions import FOV_BIT, IGNORE_BIT, TRAINED, Lesion, priority_plane

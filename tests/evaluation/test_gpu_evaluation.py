@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_toy_cache
+from support.predict import read_png, rendered, save_random_model, write_photograph
 from test_evaluate import _hard_image
-from test_predict import read_png, rendered, save_random_model, write_photograph
 
 from lesionsoup.core.device_histograms import bin_image
 from lesionsoup.core.lesions import TRAINED

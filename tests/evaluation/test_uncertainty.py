@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_statistics import simulated_pair
+from support.statistics import simulated_pair
+from support.uncertainty import IDS, scored_models
 
 from lesionsoup.cli import main
 from lesionsoup.core.metrics import POOLED_METRICS, LesionHistogram, average_precision
@@ -33,19 +34,6 @@ from lesionsoup.evaluation.uncertainty import (
 )
 
 SETTINGS = BootstrapSettings(resamples=200)
-IDS = tuple(f"image{i}" for i in range(25))
-
-
-def scored_models(test: str = "T", seed: int = 0) -> list[Scored]:
-    rng = np.random.default_rng(seed)
-    weak_ex, strong_ex = simulated_pair(rng, 25, (1.0, 4.0))
-    weak_he, strong_he = simulated_pair(rng, 25, (1.0, 4.0))
-    same_ex, same_he = simulated_pair(rng, 25, (1.0, 1.0))[0], weak_he
-    return [
-        Scored("m/A/base/seed1", "A", "single", test, IDS, {"EX": same_ex, "HE": same_he}),
-        Scored("m/A/base/seed0", "A", "single", test, IDS, {"EX": weak_ex, "HE": weak_he}),
-        Scored("m/A/greedy", "A", "greedy", test, IDS, {"EX": strong_ex, "HE": strong_he}),
-    ]
 
 
 def test_intervals_hold_each_lesion_and_the_mean():

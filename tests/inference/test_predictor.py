@@ -5,31 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from support.predictor import save_tiny, tiny_spec
 
-from lesionsoup.core.checkpoint import CheckpointError, save_checkpoint, sidecar_path
+from lesionsoup.core.checkpoint import CheckpointError, sidecar_path
 from lesionsoup.core.lesions import Lesion
-from lesionsoup.core.model import ModelSpec, build_model
 from lesionsoup.inference.infer import InferenceSettings, predict
 from lesionsoup.inference.predictor import load_predictor, read_ensemble, write_ensemble
-
-
-def tiny_spec(**changes) -> ModelSpec:
-    values = {
-        "encoder": "resnet18",
-        "encoder_weights": None,
-        "encoder_depth": 3,
-        "decoder_channels": (32, 16, 8),
-    }
-    return ModelSpec(**{**values, **changes})
-
-
-def save_tiny(path: Path, seed: int, **changes) -> torch.nn.Module:
-    """A randomly initialised tiny U-Net saved as a checkpoint; returns the model (eval mode)."""
-    torch.manual_seed(seed)
-    spec = tiny_spec(**changes)
-    model = build_model(spec).eval()
-    save_checkpoint(path, model.state_dict(), {"architecture": spec.as_dict()})
-    return model
 
 
 @pytest.fixture(scope="module")

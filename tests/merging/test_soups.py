@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_SPEC, quiet_options, write_toy_cache
-from test_predict import rendered, write_photograph
+from support.predict import rendered, write_photograph
 from torch.optim.swa_utils import update_bn
 
 from lesionsoup.cli import build_parser, main

@@ -7,6 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
+from support.permissions import EXPECTED, mode_of, wrong_modes
 from support.workflow import (
     REPO,
     gpu_rule_blocks,
@@ -15,7 +16,6 @@ from support.workflow import (
     snakemake,
     write_config,
 )
-from test_permissions import EXPECTED, mode_of, wrong_modes
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from support.generic_tree import IDS, MASKS, write_generic_tree
 from support.native_trees import write_image
 from support.workflow import REPO, executed_rules, planned_jobs, snakemake, write_config
-from test_datasets_generic import IDS, MASKS, write_generic_tree
 
 from lesionsoup.core.lesions import IGNORE_BIT, Lesion
 from lesionsoup.data.cache import Cache
