@@ -232,6 +232,6 @@ def test_lesion_f1_intervals_cover_the_population_value_at_the_nominal_rate():
         chosen = rng.choice(len(population), 40, replace=False)
         interval = bootstrap_interval(stacked(population[chosen]), lesion_f1, 400, seed=repeat)
         covered += interval.low <= truth <= interval.high
-    # as the pixel metrics' test in tests/test_statistics.py: 95% nominal, 1.5 points of
+    # as the pixel metrics' test in tests/evaluation/test_statistics.py: 95% nominal, 1.5 points of
     # Monte-Carlo error
     assert 0.88 <= covered / repeats <= 0.99

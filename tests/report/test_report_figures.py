@@ -74,7 +74,7 @@ def metrics_csv(tmp_path: Path) -> Path:
 
 
 # --- Bootstrap replicates of the fixture metrics: the intervals of the cross-dataset and
-# PR-curve figures (their own tests: tests/test_report_intervals.py).
+# PR-curve figures (their own tests: tests/report/test_report_intervals.py).
 RESAMPLES = 50
 
 

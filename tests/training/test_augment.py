@@ -33,7 +33,7 @@ def test_presets_exist_and_none_is_identity():
     ],
 )
 def test_geometry_keeps_image_and_labels_aligned(preset, radius):
-    """RandAugment's operations are tested one by one (tests/test_paired_transforms.py)."""
+    """RandAugment's operations are tested one by one (tests/training/test_paired_transforms.py)."""
     pipeline = build_augmentation(geometric_only(preset))
     changed = 0
     for seed in range(40):

@@ -85,7 +85,7 @@ def test_the_step_reads_nothing_back_from_the_device(tmp_path, caches, monkeypat
     """Counted: the host reads (item, bool, float, tolist) made by lesionsoup code inside steps.
 
     torch's own CPU-side bookkeeping (the optimiser's step counter) is not counted; on a
-    GPU, tests/test_train.py checks the same with CUDA's sync detection.
+    GPU, tests/training/test_train.py checks the same with CUDA's sync detection.
     """
     reads = {"n": 0, "inside": False}
     for method in ("item", "__bool__", "__float__", "tolist"):

@@ -33,7 +33,7 @@ def test_shipped_config_validates(name):
 
 
 def test_paper_config_is_a_complete_study_of_its_own():
-    """Its values are held to the authors' by the ledger (tests/test_fidelity.py); here: it
+    """Its values are held to the authors' by the ledger (tests/workflow/test_fidelity.py); here: it
     validates, trains every combination, and brings every section of its own."""
     config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     validate(config, SCHEMA)

@@ -1,7 +1,7 @@
 """The study configs plan every method they declare, and no demo value reaches them.
 
-Dry runs only: each plans in seconds. The roots are tiny native trees (tests/native_trees.py);
-planning never reads them, but the index jobs need them to exist.
+Dry runs only: each plans in seconds. The roots are tiny native trees
+(tests/support/native_trees.py); planning never reads them, but the index jobs need them to exist.
 """
 
 from __future__ import annotations
@@ -175,8 +175,9 @@ def test_the_tiny_study_plans_from_a_folder_holding_the_demo_config(tmp_path):
 
 def test_the_tiny_study_plans_every_rule_the_study_configs_plan(paper_plan, roots, tmp_path):
     """The study configs run end to end only under ``pytest -m study``; the default run executes
-    the tiny study (tests/test_workflow.py) and, with imagenet weights, its path to one trained
-    model (tests/test_workflow_pretrained.py): together they hold every rule those DAGs hold."""
+    the tiny study (tests/workflow/test_workflow.py) and, with imagenet weights, its path to one
+    trained model (tests/workflow/test_workflow_pretrained.py): together they hold every rule those
+    DAGs hold."""
     tiny = load(TINY_CONFIG)
     pretrained = copy.deepcopy(tiny)
     pretrained["model"]["encoder_weights"] = "imagenet"

@@ -41,7 +41,8 @@ SCALED: dict[str, Any] = {
     "training.threads": 1,
     "training.defaults.patch_size": 32,
     "training.defaults.batch_size": 2,
-    "training.defaults.devices": 1,  # two devices are tests/test_distributed.py's, not 2 cores'
+    # two devices are tests/training/test_distributed.py's, not 2 cores'
+    "training.defaults.devices": 1,
     "training.defaults.epochs": 1,
     "training.defaults.validate_every_epochs": 1,
     "training.defaults.compile": False,
