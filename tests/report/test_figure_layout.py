@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import test_report_calibration as calibration_fixtures
-from support.connectivity import pair  # noqa: F401  (its fixture: two trained toy models)
 from support.figure_layout import check_layout
 from support.replicate_fixtures import replicates_for
 from test_report_figures import fixture_replicates, histograms, metrics_table, write_evaluation
@@ -307,7 +306,7 @@ def test_style_figures_fit_the_page(tmp_path: Path, saved: Figures) -> None:
 
 
 def test_qualitative_fits_the_page(
-    pair: tuple[Path, Path],  # noqa: F811
+    pair: tuple[Path, Path],
     toy_caches: dict[str, Path],
     tmp_path: Path,
     saved: Figures,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import TINY_SPEC
 
@@ -38,8 +37,3 @@ def checkpoint(path: Path, seed: int, spec: ModelSpec = SPEC) -> Path:
     }
     save_checkpoint(path, model.state_dict(), metadata)
     return path
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> tuple[Path, Path]:
-    return checkpoint(tmp_path / "a.safetensors", 0), checkpoint(tmp_path / "b.safetensors", 1)
