@@ -126,6 +126,14 @@ def caches(toy_caches: dict[str, Path]) -> dict[str, Cache]:
     return {name: Cache(path) for name, path in toy_caches.items()}
 
 
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    """Two toy checkpoints (tests/support/connectivity.py): the connectivity and layout tests'."""
+    from support.connectivity import checkpoint
+
+    return checkpoint(tmp_path / "a.safetensors", 0), checkpoint(tmp_path / "b.safetensors", 1)
+
+
 def spy_scaler_loads(monkeypatch: pytest.MonkeyPatch) -> dict:
     """The loss-scaler state a resumed run loads, recorded as it loads it (empty if none)."""
     import torch
@@ -206,7 +214,7 @@ def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import socket
 
     from huggingface_hub import constants
-    from network_guard import refusing
+    from support.network_guard import refusing
 
     attempts: list[str] = []
     replacements = refusing(attempts.append)

@@ -8,8 +8,7 @@ import pytest
 from snakemake.cli import get_profile_dir
 from snakemake.profiles import ProfileConfigFileParser
 from snakemake_executor_plugin_slurm.utils import set_gres_string
-
-from workflow import gpu_rule_blocks
+from support.workflow import gpu_rule_blocks
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SLURM_PROFILE = REPOSITORY / "profiles" / "slurm" / "config.yaml"

@@ -19,8 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
-
-from workflow import load_tiny_config, snakemake, write_config
+from support.workflow import load_tiny_config, snakemake, write_config
 
 #: Rules whose command runs the trainer, which saves its state on SIGTERM.
 STATEFUL_RULES = ("warmup", "train", "hpo_trial")

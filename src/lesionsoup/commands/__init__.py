@@ -5,7 +5,7 @@ parser. A subcommand parses its arguments and calls one library function.
 ``MODULES`` says which module registers each subcommand, so that a run imports
 the module of its own command only: every job of the workflow starts a
 `lesionsoup` process, and the other stages' imports are start-up time it
-would wait for (``tests/test_cli.py`` checks the table against the modules).
+would wait for (``tests/commands/test_cli.py`` checks the table against the modules).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ log = logging.getLogger("lesionsoup")
 #: keeps them equal).
 FLIP_CHOICES = ("horizontal", "vertical", "both")
 MODE_CHOICES = ("whole", "sliding")
-#: Mirrors lesionsoup.deploy.export.LAYOUTS (tests/test_export_smp.py keeps them equal).
+#: Mirrors lesionsoup.deploy.export.LAYOUTS (tests/deploy/test_export_smp.py keeps them equal).
 EXPORT_FORMATS = ("lesionsoup", "smp")
 #: Mirrors lesionsoup.deploy.predict.MAX_PIXELS (the same test keeps them equal).
 MAX_PIXELS = 50_000_000

@@ -36,9 +36,9 @@ pooled mean bin, in the shares that keep the sum of their bin indices
 (``spread_groups``); otherwise at the group's first bin. No group crosses a threshold
 edge, and in the exact case above a group holding positives is one bin, so this moves
 no metric above there (in the fallback it moves average precision by about 0.001 on
-tests/test_statistics.py's sets); the ECE of the whole set is that of the full bins.
+tests/evaluation/test_statistics.py's sets); the ECE of the whole set is that of the full bins.
 A resample assumes its images' pixels lie within each group as the whole set's do
-(tests/test_statistics.py measures the ECE's error).
+(tests/evaluation/test_statistics.py measures the ECE's error).
 
 Lesion-wise counts (``LesionHistogram.components``: reference, detected, predicted and
 matched connected components per size bin) are kept per image in full and summed with the
@@ -60,7 +60,7 @@ from lesionsoup.core.metrics import POOLED_METRICS, LesionHistogram
 
 Metric = Callable[[LesionHistogram], float]
 #: Groups of bins the per-image histograms keep at most: four lesions of one image
-#: take a few kilobytes (tests/test_evaluate.py).
+#: take a few kilobytes (tests/evaluation/test_evaluate.py).
 PER_IMAGE_GROUPS = 200
 
 

@@ -59,7 +59,7 @@ GENERIC = "generic"
 STEM = "{stem}"
 
 #: The adapter's options (JSON schemas with the defaults ``scan`` gets); the config
-#: schema's ``generic_dataset`` entry carries the same ones (tests/test_datasets_generic.py).
+#: schema's ``generic_dataset`` entry carries the same ones (tests/data/test_datasets_generic.py).
 OPTIONS: dict[str, dict[str, Any]] = {
     "layout": {"const": GENERIC, "default": GENERIC, "description": "Selects this adapter."},
     "images": {

@@ -7,7 +7,7 @@ registry instead of keeping a list of its own: indexing, the synthetic
 generator (``lesionsoup.data.synthetic``), the default annotation styles,
 the command-line help, and the test that the workflow's config schema offers
 exactly the registered datasets and options (Snakemake validates against a
-schema file, so the file stays and ``tests/test_dataset_registry.py`` holds it
+schema file, so the file stays and ``tests/data/test_dataset_registry.py`` holds it
 to the registry).
 """
 

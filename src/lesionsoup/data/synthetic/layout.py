@@ -7,7 +7,7 @@ the layout's ``write``, which saves them under the dataset's folder and file
 names with ``save``. Each dataset's writer is a module of this package that
 takes those names from the adapter module whose ``scan`` reads the layout back,
 so the two directions cannot drift apart unnoticed
-(``tests/test_synthetic_index.py`` reads every synthetic tree back).
+(``tests/data/test_synthetic_index.py`` reads every synthetic tree back).
 """
 
 from __future__ import annotations
