@@ -57,6 +57,13 @@ def planned_jobs(workdir: Path, configfile: Path | None, *targets: str) -> Count
     return +jobs
 
 
+def planned_commands(workdir: Path, configfile: Path | None) -> list[str]:
+    """The shell command of every job a dry run would execute (script rules have none)."""
+    result = snakemake(workdir, configfile, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.findall(r"^Shell command: (.+)$", result.stdout, re.MULTILINE)
+
+
 def executed_rules(result: subprocess.CompletedProcess[str]) -> Counter[str]:
     """Jobs per rule that a finished (not dry) snakemake run executed, from its log."""
     finished = re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", result.stderr, re.MULTILINE)

@@ -7,6 +7,8 @@ Dry runs only: each plans in seconds. The roots are tiny native trees
 from __future__ import annotations
 
 import copy
+import re
+import shlex
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -15,13 +17,15 @@ from typing import Any
 import pytest
 import yaml
 from support.native_trees import ddr_tree, fgadr_tree, idrid_tree, maples_export_tree, retles_tree
-from support.workflow import REPO, TINY_CONFIG, planned_jobs, write_config
+from support.workflow import REPO, TINY_CONFIG, planned_commands, planned_jobs, write_config
 from test_workflow_pretrained import TARGET as PRETRAINED_TARGET
 
+from lesionsoup.cli import build_parser
 from lesionsoup.plan import ingredients
 
 PAPER = REPO / "config" / "paper.yaml"
 FISSIONFUSION = REPO / "config" / "fissionfusion.yaml"
+AVERAGING = REPO / "config" / "averaging.yaml"
 DEMO = REPO / "config.yaml"
 ALL_FIVE = "DDR+FGADR+IDRID+MAPLES+RETLES"
 #: The sections FissionFusion's config shares with the paper's, so both studies train alike.
@@ -54,7 +58,8 @@ def roots(tmp_path_factory) -> dict[str, str]:
 def with_roots(study: Path, roots: dict[str, str]) -> dict[str, Any]:
     config = load(study)
     for name, settings in config["datasets"].items():
-        settings["root"] = roots[name]
+        if "of" not in settings:  # a subset (`of: DDR`) reads its dataset's root
+            settings["root"] = roots[name]
     return config
 
 
@@ -188,3 +193,37 @@ def test_the_tiny_study_plans_every_rule_the_study_configs_plan(paper_plan, root
     fissionfusion = by_rule(plan(tmp_path / "ff", with_roots(FISSIONFUSION, roots)))
     missing = (set(by_rule(paper_plan)) | set(fissionfusion)) - run
     assert not missing, f"rules no default test runs: {sorted(missing)}"
+
+
+def lesionsoup_arguments(command: str) -> list[list[str]]:
+    """The arguments of each ``lesionsoup`` call in a job's shell command (``exec`` and the
+    log redirection dropped); none where a value waits on a checkpoint (``<TBD>`` in a dry
+    run)."""
+    calls = []
+    for part in re.split(r"\s*&&\s*|\s*;\s*", command):
+        if "<TBD>" in part:
+            continue
+        words = shlex.split(part)
+        words = words[1:] if words[:1] == ["exec"] else words
+        if words[:1] == ["lesionsoup"]:
+            calls.append(words[1 : words.index(">") if ">" in words else None])
+    return calls
+
+
+@pytest.mark.parametrize("study", [TINY_CONFIG, PAPER, FISSIONFUSION, AVERAGING], ids=lambda p: p.stem)
+def test_every_command_a_study_plans_parses_with_the_clis_own_arguments(study, roots, tmp_path):
+    """The rules write the flags and argparse reads them: a flag renamed on one side, or a
+    value outside its choices, fails here rather than in a job hours into a study."""
+    config = load(study) if study == TINY_CONFIG else with_roots(study, roots)
+    tmp_path.joinpath("run").mkdir()
+    commands = planned_commands(tmp_path / "run", write_config(tmp_path / "study.yaml", config))
+    calls = [arguments for command in commands for arguments in lesionsoup_arguments(command)]
+    parser, refused = build_parser(), []
+    for arguments in calls:
+        try:
+            parser.parse_args(arguments)
+        except SystemExit:
+            refused.append(shlex.join(arguments))
+    assert not refused, "\n".join(refused)
+    planned = {arguments[0] for arguments in calls}
+    assert {"index", "preprocess", "merge", "evaluate"} <= planned, planned
