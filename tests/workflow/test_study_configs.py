@@ -210,7 +210,10 @@ def lesionsoup_arguments(command: str) -> list[list[str]]:
     return calls
 
 
-@pytest.mark.parametrize("study", [TINY_CONFIG, PAPER, FISSIONFUSION, AVERAGING], ids=lambda p: p.stem)
+STUDIES = [TINY_CONFIG, PAPER, FISSIONFUSION, AVERAGING]
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda path: path.stem)
 def test_every_command_a_study_plans_parses_with_the_clis_own_arguments(study, roots, tmp_path):
     """The rules write the flags and argparse reads them: a flag renamed on one side, or a
     value outside its choices, fails here rather than in a job hours into a study."""
