@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support import REPO
 
 from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 from lesionsoup.plan.report import report_settings
@@ -28,7 +28,7 @@ def schema_defaults(node: dict[str, Any]) -> Any:
 def test_the_schema_documents_exactly_these_defaults() -> None:
     """``report.schema.yaml`` documents the one table of defaults (a YAML schema cannot
     import Python, so this test holds the two equal, nested sections included)."""
-    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "report.schema.yaml"
+    schema = REPO / "workflow" / "schemas" / "report.schema.yaml"
     assert schema_defaults(yaml.safe_load(schema.read_text())) == REPORT_DEFAULTS
 
 
