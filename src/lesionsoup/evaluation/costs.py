@@ -10,7 +10,7 @@
 record: the wall time of those jobs (``evaluation.job_costs``). Otherwise (``sidecar``) they are
 the times the code wrote into the sidecars: training a checkpoint's own
 ``compute_seconds``, else ``wall_seconds``; for a merged model its sidecar's
-``compute_seconds``, the ingredients' training; for an ensemble its members'
+``training_seconds``, the ingredients' training; for an ensemble its members'
 training; merging a merged model's ``merge_seconds + selection_seconds``. Inference is
 the ``seconds`` of its evaluations, over all test sets, either way: an evaluation job that
 copies a stored result (``evaluation.per_model``) measures the copy, the file keeps the time.
@@ -42,6 +42,10 @@ COST_COLUMNS = (
 
 
 def _training_seconds(metadata: Mapping[str, Any]) -> float:
+    """A merged checkpoint's ``training_seconds`` (its ``compute_seconds`` adds the merge);
+    a trained one's ``compute_seconds``, else ``wall_seconds``."""
+    if "training_seconds" in metadata:
+        return float(metadata["training_seconds"])
     return float(metadata.get("compute_seconds", metadata.get("wall_seconds", 0.0)))
 
 
