@@ -538,6 +538,22 @@ def test_continue_keeps_what_is_predicted_and_predicts_the_rest(
     )
 
 
+def test_continue_predicts_again_a_photograph_replaced_under_the_same_name(
+    random_model, three_photographs, tmp_path
+):
+    options = PredictOptions(size=64, progress=False, resume=True)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    predict_photographs(random_model, [three_photographs], out, options)
+    write_photograph(three_photographs / "b.png", rendered(7, 140, 150).image)  # another "b"
+    report = predict_photographs(random_model, [three_photographs], out, options)
+    assert (report.predicted, report.kept) == (1, 2)
+    predict_photographs(random_model, [three_photographs], fresh, options)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "lesions.csv"), pd.read_csv(fresh / "lesions.csv")
+    )
+    assert (out / "b" / "EX_mask.png").read_bytes() == (fresh / "b" / "EX_mask.png").read_bytes()
+
+
 def test_continue_finishes_an_interrupted_run_and_redoes_incomplete_folders(
     random_model, three_photographs, tmp_path, monkeypatch
 ):
@@ -602,6 +618,16 @@ def test_continue_refuses_a_folder_of_another_model_or_other_options(
     # what changes no output may differ
     batched = replace(base, batch_size=2, resume=True)
     assert predict_photographs(random_model, photos, out, batched).kept == 1
+    # a folder predicted on a GPU (auto: bf16), or by a model of another channel order
+    record = json.loads((out / "predict.json").read_text())
+    for key, value, problem in (
+        ("precision", "bf16", "precision was 'bf16', now 'fp32'"),
+        ("lesions", record["lesions"][::-1], "lesions was"),
+    ):
+        (out / "predict.json").write_text(json.dumps({**record, key: value}))
+        with pytest.raises(ValueError, match=problem):
+            predict_photographs(random_model, photos, out, batched)
+    (out / "predict.json").write_text(json.dumps(record))
     # without --continue, another model writes over the photographs it predicts (as before),
     # and a later --continue with it predicts again what the first model wrote
     predict_photographs(other_model, [three_photographs / "b.png"], out, base)

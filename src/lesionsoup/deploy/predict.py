@@ -67,6 +67,7 @@ from tqdm import tqdm
 from lesionsoup import __version__
 from lesionsoup.core.atomic import atomic_write_bytes
 from lesionsoup.core.lesions import Lesion
+from lesionsoup.core.precision import resolve
 from lesionsoup.data.preprocess import (
     REDUCED_DECODE,
     BadImageError,
@@ -85,7 +86,7 @@ from lesionsoup.deploy.resume import (
     row_bytes,
     settings_digest,
 )
-from lesionsoup.evaluation.per_model import model_digest
+from lesionsoup.evaluation.per_model import file_digest, model_digest
 from lesionsoup.inference.infer import SIDE_MULTIPLE, InferenceSettings
 from lesionsoup.inference.predictor import load_predictor
 from lesionsoup.training.sampling import to_tensors
@@ -379,6 +380,8 @@ class _Run:
             "model": str(model),
             "model_file": str(info.path),
             "model_sha256": model_digest(info.path),
+            "lesions": [lesion.value for lesion in self.predictor.lesions],
+            "precision": resolve(self.settings.precision, self.predictor.device).name,
             "size": self.size,
             "thresholds": {x.value: self.options.threshold_of(x) for x in self.predictor.lesions},
             "inference": self.settings.as_dict(),
@@ -399,7 +402,8 @@ class _Run:
 
     def keep(self, photo: Photograph) -> bool:
         """Whether ``photo`` was predicted into the folder already; its row is then kept."""
-        row = completed_row(self.out / photo.image_id, self.output_names(), self.digest)
+        folder, photograph = self.out / photo.image_id, file_digest(photo.path)
+        row = completed_row(folder, self.output_names(), self.digest, photograph)
         if row is None:
             return False
         self.rows[photo.image_id] = {**row, "image_id": photo.image_id, "path": str(photo.path)}
@@ -460,7 +464,7 @@ class _Run:
             **lesion_statistics(masks, fov_pixels),
         }
         files = self.outputs(item, planes, masks)
-        files[ROW_FILE] = row_bytes(row, self.digest)
+        files[ROW_FILE] = row_bytes(row, self.digest, file_digest(item.photo.path))
         _publish_folder(self.out, item.photo.image_id, files)
         self.rows[item.photo.image_id] = row
 

@@ -8,11 +8,15 @@ any of those, or that holds files but no record: two models' (or two
 thresholds') lesion maps in one folder would make a ``lesions.csv`` that
 describes neither. The device, the batch size and the counts may differ.
 
+``lesions`` is the model's channel order and ``precision`` the one inference resolved to on
+its device (``auto`` is bf16 on a GPU, fp32 on the CPU).
+
 A photograph counts as predicted when its folder (published whole by one
 rename, ``folders.py``) holds every output the run would write, and its
 ``lesions.json`` (its row of ``lesions.csv``) carries the digest of the same
-settings: a folder left by a run without ``--continue`` under other settings
-is predicted again, never kept.
+settings and the SHA-256 of the same photograph: a folder left by a run without
+``--continue`` under other settings, or of another photograph of that name, is
+predicted again, never kept.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ ROW_FILE = "lesions.json"
 #: The keys of ``predict.json`` that decide the outputs.
 OUTPUT_KEYS = (
     "model_sha256",
+    "lesions",
+    "precision",
     "size",
     "thresholds",
     "inference",
@@ -82,14 +88,19 @@ def check_continuable(out: Path, record: Mapping[str, Any]) -> None:
         )
 
 
-def row_bytes(row: Mapping[str, Any], settings: str) -> bytes:
-    """A photograph's ``lesions.json``: its ``lesions.csv`` row and the settings digest."""
-    return json.dumps({"settings": settings, "row": dict(row)}, indent=1).encode()
+def row_bytes(row: Mapping[str, Any], settings: str, photograph: str) -> bytes:
+    """A photograph's ``lesions.json``: its ``lesions.csv`` row, the settings digest and the
+    photograph's SHA-256."""
+    saved = {"settings": settings, "photograph": photograph, "row": dict(row)}
+    return json.dumps(saved, indent=1).encode()
 
 
-def completed_row(folder: Path, outputs: Iterable[str], settings: str) -> dict[str, Any] | None:
+def completed_row(
+    folder: Path, outputs: Iterable[str], settings: str, photograph: str
+) -> dict[str, Any] | None:
     """The ``lesions.csv`` row of a photograph whose ``folder`` holds every one of ``outputs``
-    (``ROW_FILE`` among them) written under ``settings``; else None."""
+    (``ROW_FILE`` among them) written under ``settings`` from the photograph of SHA-256
+    ``photograph``; else None."""
     if not all((folder / name).is_file() for name in outputs):
         return None
     try:
@@ -97,6 +108,8 @@ def completed_row(folder: Path, outputs: Iterable[str], settings: str) -> dict[s
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(saved, dict) or saved.get("settings") != settings:
+        return None
+    if saved.get("photograph") != photograph:
         return None
     row = saved.get("row")
     return row if isinstance(row, dict) else None
