@@ -11,7 +11,7 @@ from support import REPO
 from test_job_costs import write_record
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-cost_table = pytest.importorskip("cost_table")
+import cost_table  # noqa: E402  (benchmarks/ is not a package)
 
 COSTS = cost_table.Costs(
     step_s=0.25,

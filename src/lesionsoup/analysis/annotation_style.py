@@ -29,9 +29,11 @@ from lesionsoup.analysis.style_metrics import (
     measure_datasets,
 )
 from lesionsoup.core.atomic import write_csv
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 from lesionsoup.data.staging import staged_caches
 
 log = logging.getLogger(__name__)
+_DEFAULTS = REPORT_DEFAULTS["annotation_style"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,11 @@ class AnnotationStyleOptions:
     on the dataset ``features``; ``resamples`` image resamples drawn from ``seed`` for the
     clusters' stability."""
 
-    clusters: int = 2
+    clusters: int = _DEFAULTS["clusters"]
     features: Sequence[str] = STYLE_FEATURES
     style: StyleSettings = field(default_factory=StyleSettings)
-    resamples: int = 200
-    seed: int = 0
+    resamples: int = _DEFAULTS["resamples"]
+    seed: int = _DEFAULTS["seed"]
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,13 @@ import torch
 from lesionsoup.analysis.connectivity import validation_loss
 from lesionsoup.core.checkpoint import load_checkpoint
 from lesionsoup.core.model import build_model
+from lesionsoup.core.report_defaults import REPORT_DEFAULTS
 from lesionsoup.data.cache import Cache
 from lesionsoup.inference.predictor import spec_of
 from lesionsoup.training.sampling import ValidationImages
 
 SHARPNESS_COLUMNS = ("direction", "radius", "loss", "increase")
+_DEFAULTS = REPORT_DEFAULTS["connectivity"]["sharpness"]
 
 Loss = Callable[[torch.nn.Module], float]
 
@@ -38,9 +40,9 @@ class SharpnessOptions:
     """The perturbations: filter-normalised ``radii``, ``directions`` per radius drawn from
     ``seed``."""
 
-    radii: Sequence[float] = (0.05, 0.1, 0.2)
-    directions: int = 3
-    seed: int = 0
+    radii: Sequence[float] = tuple(_DEFAULTS["radii"])
+    directions: int = _DEFAULTS["directions"]
+    seed: int = _DEFAULTS["seed"]
 
 
 def filter_normalised_direction(

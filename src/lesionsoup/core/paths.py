@@ -38,7 +38,7 @@ MODELS = f"{RESULTS}/models/{{combo}}"
 INIT = f"{MODELS}/init.safetensors"
 INIT_METADATA = f"{MODELS}/init.json"
 RUN = f"{MODELS}/{{recipe}}/seed{{seed}}"
-# a run's AdamW state at its best checkpoint: kept only for the base runs of FGG continuations
+# a run's AdamW state at a checkpoint (OPTIMIZER_STATES): kept only for continuations' bases
 OPTIMIZER_FOLDER = "optimizer"
 RUN_OPTIMIZER = f"{RUN}/{OPTIMIZER_FOLDER}"
 #: The checkpoints whose optimiser state a run may publish in its optimizer folder, as

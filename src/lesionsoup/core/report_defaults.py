@@ -1,7 +1,8 @@
 """The ``report`` section's defaults: the one table the planner fills a study's config from
-(``lesionsoup.plan.report.report_settings``) and the report commands' options default to
-(``lesionsoup.plan.options``). ``workflow/schemas/report.schema.yaml`` documents the same
-values; a test holds them equal (a YAML schema cannot import Python)."""
+(``lesionsoup.plan.report.report_settings``) and the report commands and analyses default
+to (``lesionsoup.plan.options``, the analyses' option classes).
+``workflow/schemas/report.schema.yaml`` documents the same values; a test holds them equal
+(a YAML schema cannot import Python)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``report`` section of a study's config: defaults filled in, and the jobs it asks for.
 
 The rules read the section through ``report_settings``, which fills in the
-defaults of ``core.report_defaults.REPORT_REPORT_DEFAULTS`` (the ones
+defaults of ``core.report_defaults.REPORT_DEFAULTS`` (the ones
 ``workflow/schemas/report.schema.yaml`` documents; a test holds them equal), so
 that a config's report section needs no key, nested sections included.
 """
