@@ -155,3 +155,29 @@ def test_a_model_with_a_job_unrecorded_falls_back_to_its_sidecars(tmp_path, monk
     assert costs.loc["single", "source"] == "measured"
     assert costs.loc["uniform", "source"] == "sidecar"  # seed 1's run left no record
     assert costs.loc["uniform", "compute_seconds"] == pytest.approx(155.0)
+
+
+def test_a_soup_of_a_continuation_counts_the_run_it_continued(tmp_path, monkeypatch):
+    """An SWA model: a soup of one SWA run's snapshots, which continued a base run; its
+    training is both runs' jobs (hand-worked: 400 + 50), as its sidecar's is."""
+    monkeypatch.chdir(tmp_path)
+    base = Path(paths.run("IDRID", "base", 0)) / "best.safetensors"
+    swa_run = Path(paths.run("IDRID", "swa-base", 0))
+    snapshots = [swa_run / "last.safetensors", swa_run / "snapshot.safetensors"]
+    for path, metadata in (
+        (base, {"wall_seconds": 400.0}),
+        *((snapshot, {"wall_seconds": 50.0, "parent": str(base)}) for snapshot in snapshots),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, {"w": torch.zeros(1)}, {"architecture": ARCH, **metadata})
+    swa = Path(paths.merged("IDRID", "swa-seed0"))
+    swa.parent.mkdir(parents=True)
+    metadata = {"architecture": ARCH, "ingredients": [str(s) for s in snapshots]}
+    save_checkpoint(swa, {"w": torch.zeros(1)}, metadata)
+    write_record(Path(paths.TRAIN_BENCHMARK.format(combo="IDRID", recipe="base", seed=0)), 400.0)
+    write_record(Path(paths.TRAIN_BENCHMARK.format(combo="IDRID", recipe="swa-base", seed=0)), 50.0)
+    write_record(Path(paths.MERGE_BENCHMARK.format(combo="IDRID", method="swa-seed0")), 5.0)
+    costs = cost_table(_metrics({"swa": str(swa)}), []).set_index("method")
+    assert costs.loc["swa", "source"] == "measured"
+    assert costs.loc["swa", "training_seconds"] == pytest.approx(450.0)
+    assert costs.loc["swa", "merging_seconds"] == pytest.approx(5.0)

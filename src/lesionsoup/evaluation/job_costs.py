@@ -2,9 +2,9 @@
 
 A model's training is the wall time of every ``train`` job that wrote a checkpoint it is made
 of (a run's checkpoint: its run; a soup: its ingredients' runs; an ensemble: its candidates'),
-each job counted once; its merging is the wall time of the ``merge`` and ``ensemble`` jobs
-that made it. A job reruns its whole record when it reruns; a training job resumed after a
-preemption records only its last attempt.
+with the runs those continued, each job counted once; its merging is the wall time of the
+``merge`` and ``ensemble`` jobs that made it. A job reruns its whole record when it reruns;
+a training job resumed after a preemption records only its last attempt.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from lesionsoup.core import paths
 from lesionsoup.core.benchmark_records import measured_seconds
 from lesionsoup.core.checkpoint import SUFFIX, load_metadata
+from lesionsoup.merging.candidates import parent_of
 
 #: ``costs.csv``'s ``source``: training and merging from the jobs' records, or (a record
 #: missing) from the times the code wrote into the models' sidecars
@@ -37,11 +38,15 @@ def _parts(model: Path) -> list[Path]:
 
 
 def job_records(model: Path) -> tuple[set[str | None], set[str | None]]:
-    """(training records, merging records) behind ``model``; None for a job without one."""
-    record = paths.writer_benchmark(_relative(Path(model)))
-    parts = _parts(Path(model))
+    """(training records, merging records) behind ``model``; None for a job without one. A
+    continuation's training (an SWA or FGG run) includes the run it continued, as the
+    sidecars' times do (``merging.candidates.training_seconds``)."""
+    model = Path(model)
+    record = paths.writer_benchmark(_relative(model))
+    parts = _parts(model)
     if not parts:
-        return {record}, set()
+        parent = parent_of(load_metadata(model)) if model.suffix == SUFFIX else None
+        return {record} | (set() if parent is None else job_records(parent[0])[0]), set()
     training: set[str | None] = set()
     merging = {record}
     for part in parts:

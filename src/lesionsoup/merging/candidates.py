@@ -48,7 +48,7 @@ def expand_ingredients(items: Sequence[Path]) -> list[Path]:
     return paths
 
 
-def _parent_of(metadata: Mapping[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+def parent_of(metadata: Mapping[str, Any]) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint a model was trained from, unless that is the shared initialisation."""
     parent = metadata.get("parent")
     if parent is None:
@@ -62,7 +62,7 @@ def _parent_of(metadata: Mapping[str, Any]) -> tuple[Path, dict[str, Any]] | Non
 def base_hyperparameters(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """The hyperparameters of the run that left the shared initialisation: the model's own
     run, or for a continuation (an SWA or FGG snapshot) the run it continued."""
-    while (parent := _parent_of(metadata)) is not None:
+    while (parent := parent_of(metadata)) is not None:
         metadata = parent[1]
     return dict(metadata.get("hyperparameters", {}))
 
@@ -100,7 +100,7 @@ def training_seconds(paths: Sequence[Path]) -> float:
         key = _run_key(metadata)
         seconds = float(metadata.get("wall_seconds", 0.0))
         runs[key] = max(runs.get(key, 0.0), seconds)
-        parent = _parent_of(metadata)
+        parent = parent_of(metadata)
         if parent is not None:
             pending.append(parent)
     return sum(runs.values())
