@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -10,12 +11,15 @@ import pytest
 from support.permissions import EXPECTED, mode_of, wrong_modes
 from support.workflow import (
     REPO,
+    executed_rules,
     gpu_rule_blocks,
     load_tiny_config,
     planned_jobs,
     snakemake,
     write_config,
 )
+
+from lesionsoup.core import paths
 
 
 @pytest.mark.parametrize(
@@ -155,6 +159,22 @@ def test_results_mode_reaches_snakemake_and_its_jobs(tmp_path, mode):
         (0o700, True) if mode == "private" else (0o755, False)
     )
     assert mode_of(tmp_path / "results" / "old.csv") == 0o644
+
+
+def test_a_model_without_its_record_is_costed_from_its_sidecar_not_retrained(finished, tmp_path):
+    """Results written before the benchmark records (or a record deleted): building costs.csv
+    runs the costs job alone, and the models behind the missing record say ``sidecar``."""
+    workdir = tmp_path / "study"
+    shutil.copytree(finished[0], workdir, symlinks=True)
+    record = workdir / paths.TRAIN_BENCHMARK.format(combo="IDRID", recipe="base", seed=0)
+    record.unlink()
+    result = snakemake(workdir, finished[1], "--cores", "2", paths.COSTS)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert executed_rules(result) == {"costs": 1}
+    costs = pd.read_csv(workdir / paths.COSTS).set_index("model")
+    single = paths.run("IDRID", "base", 0) + "/best.safetensors"
+    assert costs.loc[single, "source"] == "sidecar"
+    assert (costs["source"] == "measured").any()  # the other models keep their records
 
 
 def test_unchanged_or_touched_config_plans_nothing(finished):

@@ -84,6 +84,7 @@ rule costs:
         metrics=paths.METRICS,
         notes=paths.METRICS_CONVENTIONS,
         # the training, merging and ensemble jobs' own records: a rerun of one reruns this
+        # (a model already there without its record is costed from its sidecar, not retrained)
         records=evaluation.cost_records(config, EVALUATED),
     output:
         paths.COSTS,

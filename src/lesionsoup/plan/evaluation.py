@@ -52,18 +52,26 @@ def evaluated_models(config: Mapping[str, Any]) -> dict[str, EvaluatedModel]:
 def cost_records(config: Mapping[str, Any], evaluated: Mapping[str, EvaluatedModel]) -> list[str]:
     """The benchmark records ``costs.csv`` reads (``evaluation.job_costs``): those of the jobs
     that wrote the evaluated models, of every training run and HPO trial (a soup's
-    ingredients)."""
-    records = {paths.writer_benchmark(model.path) for model in evaluated.values()}
-    records |= {
-        paths.TRAIN_BENCHMARK.format(combo=run.combo, recipe=run.recipe, seed=run.seed)
+    ingredients). A record is declared where it exists or its job has yet to write what it
+    makes: a model or run folder without its record (written before the records were, or by a
+    job Snakemake did not run) is costed from its sidecar instead of trained again."""
+    products = {paths.writer_benchmark(model.path): model.path for model in evaluated.values()}
+    products |= {
+        paths.TRAIN_BENCHMARK.format(combo=run.combo, recipe=run.recipe, seed=run.seed): (
+            run.directory
+        )
         for run in runs(config) + ingredient_runs(config)
     }
-    records |= {
-        paths.writer_benchmark(f"{folder}/")
+    products |= {
+        paths.writer_benchmark(f"{folder}/"): folder
         for plan in hpo.plans(config)
         for folder in hpo.trial_folders(config, plan.combo, plan.recipe)
     }
-    return sorted(record for record in records if record is not None)
+    return sorted(
+        record
+        for record, product in products.items()
+        if record is not None and (os.path.exists(record) or not os.path.exists(product))
+    )
 
 
 def model_table(evaluated: Mapping[str, EvaluatedModel]) -> dict[str, list[str]]:
