@@ -16,7 +16,6 @@ model (``lesionsoup.deploy.models``), at the resolution ``export.json`` records.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from lesionsoup import __version__
-from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.atomic import atomic_write_bytes, atomic_write_json
 from lesionsoup.core.checkpoint import SUFFIX, copy_checkpoint
 from lesionsoup.data.cache import Cache
 from lesionsoup.deploy.folders import published_folder
@@ -128,7 +127,7 @@ def export_model(
         if layout == "smp":
             card = smp_readme(card, info)
         atomic_write_bytes(folder / "README.md", card.encode())
-        atomic_write_bytes(folder / EXPORT_FILE, json.dumps(exported, indent=2).encode())
+        atomic_write_json(folder / EXPORT_FILE, exported)
     return out
 
 
@@ -167,7 +166,7 @@ def _describe_members(info: ModelInfo, folder: Path, resolution: int) -> None:
             resolution,
             "smp",
         )
-        atomic_write_bytes(member / EXPORT_FILE, json.dumps(described, indent=2).encode())
+        atomic_write_json(member / EXPORT_FILE, described)
 
 
 def _descriptor(

@@ -50,7 +50,6 @@ which float16 (about 3 significant digits) would not keep near the threshold.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +64,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from lesionsoup import __version__
-from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.atomic import atomic_write_bytes, atomic_write_json
 from lesionsoup.core.lesions import Lesion
 from lesionsoup.core.precision import resolve
 from lesionsoup.data.preprocess import (
@@ -509,7 +508,7 @@ def predict_photographs(
     if options.resume:
         check_continuable(out, run.record)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / SETTINGS_FILE, json.dumps(run.record, indent=2).encode())
+    atomic_write_json(out / SETTINGS_FILE, run.record)
     todo = [photo for photo in photos if not (options.resume and run.keep(photo))]
     log.info(
         "%s: %d photographs (%d already predicted) at %d px, %s inference on %s",
@@ -546,7 +545,7 @@ def _write_tables(run: _Run, report: PredictReport, photos: Sequence[Photograph]
     table = pd.DataFrame(rows, columns=columns)
     counts = {"predicted": report.predicted, "kept": report.kept, "failed": len(report.failures)}
     settings = {**run.record, **counts}
-    atomic_write_bytes(report.out / SETTINGS_FILE, json.dumps(settings, indent=2).encode())
+    atomic_write_json(report.out / SETTINGS_FILE, settings)
     _write_failures(report.out, report.failures)
     atomic_write_bytes(report.out / "lesions.csv", table.to_csv(index=False).encode())
 

@@ -16,13 +16,12 @@ Hugging Face model card header, so the folder can be uploaded to the Hub as it i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import ModelCardData
 
-from lesionsoup.core.atomic import atomic_write_bytes
+from lesionsoup.core.atomic import atomic_write_json
 from lesionsoup.core.checkpoint import SUFFIX, CheckpointError, load_checkpoint, save_checkpoint
 from lesionsoup.core.model import smp_unet
 from lesionsoup.deploy.models import ModelInfo
@@ -51,7 +50,7 @@ def write_smp_model(checkpoint: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"model{SUFFIX}"
     save_checkpoint(weights, model.state_dict(), metadata)
-    atomic_write_bytes(folder / CONFIG_FILE, json.dumps(config, indent=2).encode())
+    atomic_write_json(folder / CONFIG_FILE, config)
     return weights
 
 
