@@ -127,6 +127,15 @@ MODEL_JOB = {
 #: `--tracker NAME` of each of `training.trackers`, for the jobs that train. A resource, not a
 #: param: a tracker only watches a run, so turning one on or off reruns nothing.
 TRACKERS = " ".join(f"--tracker {name}" for name in config["training"]["trackers"])
+#: The resources of a job that trains (warm-up, run, HPO trial), besides its memory, runtime
+#: and `gpu=` (written in each rule): the warning before the time limit, one node for its
+#: devices, node-local caches and the trackers.
+TRAINING_JOB = {
+    "slurm_extra": cluster.warning_signal(config),
+    "nodes": 1,  # a run's devices share a node
+    "stage_caches": STAGE_CACHES,
+    "trackers": TRACKERS,
+}
 
 
 def init_argument(wildcards, input):

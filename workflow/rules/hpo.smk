@@ -23,13 +23,10 @@ rule hpo_trial:
         ENVIRONMENT
     threads: lambda wildcards: training_cores(trial_devices(wildcards))
     resources:
+        **TRAINING_JOB,
         mem_mb=retried_memory(16000),
         runtime=cluster.scaled_runtime(12 * 60, config),
-        slurm_extra=cluster.warning_signal(config),
         gpu=lambda wildcards: trial_devices(wildcards),
-        nodes=1,  # a run's devices share a node
-        stage_caches=STAGE_CACHES,
-        trackers=TRACKERS,
     params:
         definition=lambda wildcards: json.dumps(
             hpo.definition(config, wildcards.recipe), sort_keys=True

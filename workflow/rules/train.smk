@@ -77,13 +77,10 @@ rule warmup:
         ENVIRONMENT
     threads: training_cores(WARMUP_DEVICES)
     resources:
+        **TRAINING_JOB,
         mem_mb=retried_memory(8000),
         runtime=cluster.scaled_runtime(120, config),
-        slurm_extra=cluster.warning_signal(config),
         gpu=WARMUP_DEVICES,
-        nodes=1,  # a run's devices share a node
-        stage_caches=STAGE_CACHES,
-        trackers=TRACKERS,
     params:
         model=MODEL_SPEC,
         settings=json.dumps(study.warmup_settings(config), sort_keys=True),
@@ -135,13 +132,10 @@ rule train:
         ENVIRONMENT
     threads: lambda wildcards: training_cores(train_devices(wildcards))
     resources:
+        **TRAINING_JOB,
         mem_mb=retried_memory(16000),
         runtime=cluster.scaled_runtime(24 * 60, config),
-        slurm_extra=cluster.warning_signal(config),
         gpu=train_devices,
-        nodes=1,  # a run's devices share a node
-        stage_caches=STAGE_CACHES,
-        trackers=TRACKERS,
     params:
         model=MODEL_SPEC,
         settings=train_settings,
